@@ -1,0 +1,120 @@
+// Package template defines the instance types that rules build from
+// attributes and hand to adapters.
+//
+// A template is a plain Go struct: the policy package fills its fields from
+// compiled CEL expressions, adapters read them. There is no generated code.
+// Values of expression-typed fields are native Go values: string, int64,
+// float64, bool, time.Time, time.Duration, []byte or map[string]string.
+package template
+
+import (
+	"fmt"
+	"net/netip"
+	"strconv"
+	"time"
+)
+
+// Names of the built-in templates, as written in an Instance's spec.template.
+const (
+	CheckNothingName = "checknothing"
+	ListEntryName    = "listentry"
+	QuotaName        = "quota"
+	MetricName       = "metric"
+	LogEntryName     = "logentry"
+)
+
+// Instance is a built template instance.
+type Instance interface {
+	// Template is the template's name, such as "metric".
+	Template() string
+	// InstanceName is the name of the Instance document it was built from.
+	InstanceName() string
+}
+
+// CheckNothing carries no data: the handler decides from its own config.
+type CheckNothing struct {
+	Name string
+}
+
+// ListEntry is a value to look up in a list.
+type ListEntry struct {
+	Name  string
+	Value string
+}
+
+// Quota names the dimensions an allocation is counted under.
+type Quota struct {
+	Name       string
+	Dimensions map[string]any
+}
+
+// Metric is one observation of a metric.
+type Metric struct {
+	Name       string
+	Value      any
+	Dimensions map[string]any
+}
+
+// LogEntry is one log record.
+type LogEntry struct {
+	Name      string
+	Variables map[string]any
+	Severity  string
+	Timestamp time.Time
+}
+
+func (*CheckNothing) Template() string { return CheckNothingName }
+func (*ListEntry) Template() string    { return ListEntryName }
+func (*Quota) Template() string        { return QuotaName }
+func (*Metric) Template() string       { return MetricName }
+func (*LogEntry) Template() string     { return LogEntryName }
+
+func (i *CheckNothing) InstanceName() string { return i.Name }
+func (i *ListEntry) InstanceName() string    { return i.Name }
+func (i *Quota) InstanceName() string        { return i.Name }
+func (i *Metric) InstanceName() string       { return i.Name }
+func (i *LogEntry) InstanceName() string     { return i.Name }
+
+var (
+	_ Instance = (*CheckNothing)(nil)
+	_ Instance = (*ListEntry)(nil)
+	_ Instance = (*Quota)(nil)
+	_ Instance = (*Metric)(nil)
+	_ Instance = (*LogEntry)(nil)
+)
+
+// FormatValue renders an instance field value as text, the way it appears in
+// metric labels and quota keys.
+func FormatValue(v any) string {
+	switch x := v.(type) {
+	case nil:
+		return ""
+	case string:
+		return x
+	case int64:
+		return strconv.FormatInt(x, 10)
+	case int:
+		return strconv.Itoa(x)
+	case float64:
+		return strconv.FormatFloat(x, 'g', -1, 64)
+	case bool:
+		return strconv.FormatBool(x)
+	case time.Time:
+		return x.UTC().Format(time.RFC3339Nano)
+	case time.Duration:
+		return x.String()
+	case []byte:
+		return formatBytes(x)
+	default:
+		return fmt.Sprint(x)
+	}
+}
+
+// formatBytes prints 4- and 16-byte values as IP addresses (the wire form of
+// ip attributes) and anything else as hex.
+func formatBytes(b []byte) string {
+	if ip, ok := netip.AddrFromSlice(b); ok {
+		return ip.Unmap().String()
+	}
+	return fmt.Sprintf("%x", b)
+}

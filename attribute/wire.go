@@ -1,0 +1,397 @@
+package attribute
+
+import (
+	"errors"
+	"fmt"
+
+	mixerv1 "github.com/sidemix/sidemix/api/mixer/v1"
+)
+
+// commonValues are frequent attribute values and map keys; they follow the
+// standard attribute names in the global dictionary. Append only.
+var commonValues = []string{
+	// context.protocol, request.scheme
+	"http", "https", "grpc", "tcp", "http2",
+	// context.reporter.kind
+	"inbound", "outbound",
+	// request.method
+	"GET", "POST", "PUT", "DELETE", "PATCH", "HEAD", "OPTIONS", "CONNECT",
+	// request headers
+	":authority", ":path", ":method", ":scheme", "host", "user-agent", "accept", "accept-encoding",
+	"accept-language", "content-type", "content-length", "x-request-id", "x-forwarded-for",
+	"x-forwarded-proto", "x-b3-traceid", "x-b3-spanid", "x-b3-parentspanid", "x-b3-sampled",
+	"b3", "traceparent", "tracestate", "authorization", "cookie", "connection", "date", "server",
+	"cache-control", "te", "grpc-status", "grpc-message", "grpc-timeout", "x-envoy-upstream-service-time",
+	// header values
+	"application/json", "application/grpc", "text/plain", "text/html", "gzip", "*/*", "keep-alive", "close",
+	// response.grpc_status, response flags and misc.
+	"0", "-", "unknown", "true", "false", "default",
+	// source.labels / destination.labels keys
+	"app", "version", "v1", "v2",
+}
+
+// Dictionary is the global word list proxy and mixer share. It is versioned
+// by its length: words are only ever appended, so a peer that knows N words
+// agrees with every newer peer on the first N.
+type Dictionary struct {
+	words []string
+	index map[string]int32
+}
+
+// NewDictionary builds a dictionary from words (duplicates keep their first
+// index).
+func NewDictionary(words []string) *Dictionary {
+	d := &Dictionary{words: words, index: make(map[string]int32, len(words))}
+	for i, w := range words {
+		if _, dup := d.index[w]; !dup {
+			d.index[w] = int32(i)
+		}
+	}
+	return d
+}
+
+var defaultDictionary = func() *Dictionary {
+	words := make([]string, 0, len(standard)+len(commonValues))
+	for _, a := range standard {
+		words = append(words, a.name)
+	}
+	words = append(words, commonValues...)
+	return NewDictionary(words)
+}()
+
+// DefaultDictionary is the built-in global dictionary: the standard attribute
+// names followed by common values.
+func DefaultDictionary() *Dictionary { return defaultDictionary }
+
+// Len is the dictionary's word count: its version.
+func (d *Dictionary) Len() int { return len(d.words) }
+
+// Words returns the words; callers must not change them.
+func (d *Dictionary) Words() []string { return d.words }
+
+// Errors of decoding. Every malformed message yields an error wrapping
+// ErrMalformed; none panics.
+var (
+	ErrMalformed       = errors.New("malformed attributes")
+	ErrDictionaryNewer = errors.New("client dictionary is newer than the mixer's")
+)
+
+func malformed(format string, args ...any) error {
+	return fmt.Errorf("%w: %s", ErrMalformed, fmt.Sprintf(format, args...))
+}
+
+// wordTable resolves indices of one message: globals below count, message
+// words by negative index.
+type wordTable struct {
+	global []string
+	local  []string
+}
+
+func (d *Dictionary) table(globalWordCount uint32, local []string) (wordTable, error) {
+	if int64(globalWordCount) > int64(len(d.words)) {
+		return wordTable{}, fmt.Errorf("%w: client knows %d words, mixer %d", ErrDictionaryNewer, globalWordCount, len(d.words))
+	}
+	return wordTable{global: d.words[:globalWordCount], local: local}, nil
+}
+
+func (t *wordTable) word(i int32) (string, error) {
+	if i >= 0 {
+		if int(i) < len(t.global) {
+			return t.global[i], nil
+		}
+		return "", malformed("word %d outside the global dictionary of %d words", i, len(t.global))
+	}
+	j := -int64(i) - 1
+	if j < int64(len(t.local)) {
+		return t.local[j], nil
+	}
+	return "", malformed("word %d outside the message's %d words", i, len(t.local))
+}
+
+// Decode turns one compressed bag into a Bag.
+func (d *Dictionary) Decode(msg *mixerv1.CompressedAttributes, globalWordCount uint32) (*Bag, error) {
+	t, err := d.table(globalWordCount, msg.GetWords())
+	if err != nil {
+		return nil, err
+	}
+	bl := Builder{entries: make([]entry, 0, decodedLen(msg))}
+	if err := t.apply(&bl, msg); err != nil {
+		return nil, err
+	}
+	return bl.Build(), nil
+}
+
+func decodedLen(m *mixerv1.CompressedAttributes) int {
+	return len(m.StringNames) + len(m.Int64Names) + len(m.DoubleNames) + len(m.BoolNames) +
+		len(m.TimestampNames) + len(m.DurationNames) + len(m.BytesNames) + len(m.StringMapNames)
+}
+
+// apply sets the attributes msg carries (and deletes those it lists) in bl.
+func (t *wordTable) apply(bl *Builder, m *mixerv1.CompressedAttributes) error {
+	bl.sorted = false
+	if len(m.StringNames) != len(m.StringValues) {
+		return malformed("%d string names but %d values", len(m.StringNames), len(m.StringValues))
+	}
+	for i, ni := range m.StringNames {
+		name, err := t.word(ni)
+		if err != nil {
+			return err
+		}
+		s, err := t.word(m.StringValues[i])
+		if err != nil {
+			return err
+		}
+		bl.entries = append(bl.entries, entry{name, Value{kind: KindString, s: s}})
+	}
+	if err := setNumbers(t, bl, m.Int64Names, m.Int64Values, KindInt64, "int64"); err != nil {
+		return err
+	}
+	if len(m.DoubleNames) != len(m.DoubleValues) {
+		return malformed("%d double names but %d values", len(m.DoubleNames), len(m.DoubleValues))
+	}
+	for i, ni := range m.DoubleNames {
+		name, err := t.word(ni)
+		if err != nil {
+			return err
+		}
+		bl.entries = append(bl.entries, entry{name, DoubleValue(m.DoubleValues[i])})
+	}
+	if len(m.BoolNames) != len(m.BoolValues) {
+		return malformed("%d bool names but %d values", len(m.BoolNames), len(m.BoolValues))
+	}
+	for i, ni := range m.BoolNames {
+		name, err := t.word(ni)
+		if err != nil {
+			return err
+		}
+		bl.entries = append(bl.entries, entry{name, BoolValue(m.BoolValues[i])})
+	}
+	if err := setNumbers(t, bl, m.TimestampNames, m.TimestampValues, KindTimestamp, "timestamp"); err != nil {
+		return err
+	}
+	if err := setNumbers(t, bl, m.DurationNames, m.DurationValues, KindDuration, "duration"); err != nil {
+		return err
+	}
+	if len(m.BytesNames) != len(m.BytesValues) {
+		return malformed("%d bytes names but %d values", len(m.BytesNames), len(m.BytesValues))
+	}
+	for i, ni := range m.BytesNames {
+		name, err := t.word(ni)
+		if err != nil {
+			return err
+		}
+		bl.entries = append(bl.entries, entry{name, BytesValue(m.BytesValues[i])})
+	}
+	if len(m.StringMapNames) != len(m.StringMapValues) {
+		return malformed("%d map names but %d values", len(m.StringMapNames), len(m.StringMapValues))
+	}
+	for i, ni := range m.StringMapNames {
+		name, err := t.word(ni)
+		if err != nil {
+			return err
+		}
+		sm := m.StringMapValues[i]
+		if len(sm.GetKeys()) != len(sm.GetValues()) {
+			return malformed("map %q has %d keys but %d values", name, len(sm.GetKeys()), len(sm.GetValues()))
+		}
+		mv := make(map[string]string, len(sm.GetKeys()))
+		for j, ki := range sm.GetKeys() {
+			k, err := t.word(ki)
+			if err != nil {
+				return err
+			}
+			v, err := t.word(sm.GetValues()[j])
+			if err != nil {
+				return err
+			}
+			mv[k] = v
+		}
+		bl.entries = append(bl.entries, entry{name, StringMapValue(mv)})
+	}
+	for _, ni := range m.Deleted {
+		name, err := t.word(ni)
+		if err != nil {
+			return err
+		}
+		bl.entries = append(bl.entries, entry{name, Value{}})
+	}
+	return nil
+}
+
+func setNumbers(t *wordTable, bl *Builder, names []int32, values []int64, k Kind, what string) error {
+	if len(names) != len(values) {
+		return malformed("%d %s names but %d values", len(names), what, len(values))
+	}
+	for i, ni := range names {
+		name, err := t.word(ni)
+		if err != nil {
+			return err
+		}
+		bl.entries = append(bl.entries, entry{name, Value{kind: k, n: values[i]}})
+	}
+	return nil
+}
+
+// Encoder compresses bags against a dictionary. Words not in the dictionary
+// become message words; an Encoder reused across a batch shares them. An
+// Encoder is not safe for concurrent use.
+type Encoder struct {
+	dict  *Dictionary
+	local map[string]int32
+	words []string
+}
+
+// NewEncoder returns an encoder for the dictionary.
+func NewEncoder(d *Dictionary) *Encoder {
+	return &Encoder{dict: d, local: make(map[string]int32)}
+}
+
+// Reset forgets the message words, to start a new message.
+func (e *Encoder) Reset() {
+	clear(e.local)
+	e.words = nil
+}
+
+// Words returns the message words collected since the last Reset.
+func (e *Encoder) Words() []string { return e.words }
+
+// GlobalWordCount is the dictionary version to send along.
+func (e *Encoder) GlobalWordCount() uint32 { return uint32(e.dict.Len()) }
+
+func (e *Encoder) word(s string) int32 {
+	if i, ok := e.dict.index[s]; ok {
+		return i
+	}
+	if i, ok := e.local[s]; ok {
+		return i
+	}
+	e.words = append(e.words, s)
+	i := -int32(len(e.words))
+	e.local[s] = i
+	return i
+}
+
+// Encode compresses bag into a new message whose words are the encoder's
+// words so far (call Reset first for a standalone message).
+func (e *Encoder) Encode(bag *Bag) *mixerv1.CompressedAttributes {
+	out := &mixerv1.CompressedAttributes{}
+	bag.Range(func(name string, v Value) bool {
+		e.put(out, name, v)
+		return true
+	})
+	out.Words = e.words
+	return out
+}
+
+// EncodeDelta compresses only what changed from prev to bag: changed or new
+// attributes, and the names bag no longer has in Deleted. The message does
+// not carry words: the batch does.
+func (e *Encoder) EncodeDelta(prev, bag *Bag) *mixerv1.CompressedAttributes {
+	out := &mixerv1.CompressedAttributes{}
+	var pe []entry
+	if prev != nil {
+		pe = prev.entries
+	}
+	var be []entry
+	if bag != nil {
+		be = bag.entries
+	}
+	i, j := 0, 0
+	for i < len(pe) || j < len(be) {
+		switch {
+		case j == len(be) || (i < len(pe) && pe[i].name < be[j].name):
+			out.Deleted = append(out.Deleted, e.word(pe[i].name))
+			i++
+		case i == len(pe) || be[j].name < pe[i].name:
+			e.put(out, be[j].name, be[j].value)
+			j++
+		default:
+			if !pe[i].value.Equal(be[j].value) {
+				e.put(out, be[j].name, be[j].value)
+			}
+			i++
+			j++
+		}
+	}
+	return out
+}
+
+func (e *Encoder) put(out *mixerv1.CompressedAttributes, name string, v Value) {
+	ni := e.word(name)
+	switch v.kind {
+	case KindString:
+		out.StringNames = append(out.StringNames, ni)
+		out.StringValues = append(out.StringValues, e.word(v.s))
+	case KindInt64:
+		out.Int64Names = append(out.Int64Names, ni)
+		out.Int64Values = append(out.Int64Values, v.n)
+	case KindDouble:
+		out.DoubleNames = append(out.DoubleNames, ni)
+		out.DoubleValues = append(out.DoubleValues, v.f)
+	case KindBool:
+		out.BoolNames = append(out.BoolNames, ni)
+		out.BoolValues = append(out.BoolValues, v.n != 0)
+	case KindTimestamp:
+		out.TimestampNames = append(out.TimestampNames, ni)
+		out.TimestampValues = append(out.TimestampValues, v.n)
+	case KindDuration:
+		out.DurationNames = append(out.DurationNames, ni)
+		out.DurationValues = append(out.DurationValues, v.n)
+	case KindBytes:
+		out.BytesNames = append(out.BytesNames, ni)
+		out.BytesValues = append(out.BytesValues, v.b)
+	case KindStringMap:
+		sm := &mixerv1.StringMap{Keys: make([]int32, 0, len(v.m)), Values: make([]int32, 0, len(v.m))}
+		for k, x := range v.m {
+			sm.Keys = append(sm.Keys, e.word(k))
+			sm.Values = append(sm.Values, e.word(x))
+		}
+		out.StringMapNames = append(out.StringMapNames, ni)
+		out.StringMapValues = append(out.StringMapValues, sm)
+	}
+}
+
+// EncodeBatch builds a report batch: each bag a delta against the one before
+// it, all sharing the batch's words.
+func (e *Encoder) EncodeBatch(bags []*Bag) *mixerv1.ReportRequest {
+	e.Reset()
+	req := &mixerv1.ReportRequest{
+		Attributes:      make([]*mixerv1.CompressedAttributes, len(bags)),
+		GlobalWordCount: e.GlobalWordCount(),
+	}
+	var prev *Bag
+	for i, b := range bags {
+		req.Attributes[i] = e.EncodeDelta(prev, b)
+		prev = b
+	}
+	req.DefaultWords = e.words
+	e.Reset()
+	return req
+}
+
+// DecodeBatch undoes EncodeBatch. A bag that carries its own words uses them
+// instead of the batch's.
+func (d *Dictionary) DecodeBatch(req *mixerv1.ReportRequest) ([]*Bag, error) {
+	bags := make([]*Bag, len(req.GetAttributes()))
+	var prev *Bag
+	for i, m := range req.GetAttributes() {
+		if m == nil {
+			return nil, malformed("bag %d is missing", i)
+		}
+		words := req.GetDefaultWords()
+		if len(m.Words) > 0 {
+			words = m.Words
+		}
+		t, err := d.table(req.GetGlobalWordCount(), words)
+		if err != nil {
+			return nil, err
+		}
+		bl := prev.Builder()
+		if err := t.apply(bl, m); err != nil {
+			return nil, fmt.Errorf("bag %d: %w", i, err)
+		}
+		prev = bl.Build()
+		bags[i] = prev
+	}
+	return bags, nil
+}

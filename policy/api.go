@@ -1,0 +1,134 @@
+package policy
+
+import (
+	"strconv"
+	"strings"
+
+	"github.com/sidemix/sidemix/adapters"
+	"github.com/sidemix/sidemix/adapters/template"
+	"github.com/sidemix/sidemix/attribute"
+)
+
+// Options configure a load.
+type Options struct {
+	// Adapters decode and validate Handler params; a Handler naming an
+	// adapter missing here is an error.
+	Adapters adapters.Registry
+	// Manifest is the base vocabulary that AttributeManifest documents
+	// extend; nil means attribute.DefaultManifest().
+	Manifest *attribute.Manifest
+}
+
+// Issue is one problem found by a load.
+type Issue struct {
+	File    string
+	Line    int
+	Kind    string // document kind, such as "Rule"; empty when unknown
+	Name    string // metadata.name; empty when unknown
+	Field   string // YAML path inside the document, such as "spec.actions[0].handler"
+	Message string
+}
+
+// String renders the issue as file:line: kind/name: field: message, leaving
+// out the parts that are unknown.
+func (i Issue) String() string {
+	var sb strings.Builder
+	sb.WriteString(i.File)
+	if i.Line > 0 {
+		sb.WriteByte(':')
+		sb.WriteString(strconv.Itoa(i.Line))
+	}
+	sb.WriteString(": ")
+	if i.Kind != "" || i.Name != "" {
+		sb.WriteString(i.Kind)
+		sb.WriteByte('/')
+		sb.WriteString(i.Name)
+		sb.WriteString(": ")
+	}
+	if i.Field != "" {
+		sb.WriteString(i.Field)
+		sb.WriteString(": ")
+	}
+	sb.WriteString(i.Message)
+	return sb.String()
+}
+
+// LoadError lists every issue of a failed load.
+type LoadError struct {
+	Issues []Issue
+}
+
+func (e *LoadError) Error() string {
+	lines := make([]string, len(e.Issues))
+	for i, is := range e.Issues {
+		lines[i] = is.String()
+	}
+	return strings.Join(lines, "\n")
+}
+
+// Variety says which side of the API an evaluation serves.
+type Variety int
+
+const (
+	// VarietyCheck selects actions whose instances are check templates
+	// (checknothing, listentry).
+	VarietyCheck Variety = iota
+	// VarietyQuota selects actions whose instances are quota instances.
+	VarietyQuota
+	// VarietyReport selects actions whose instances are report templates
+	// (metric, logentry).
+	VarietyReport
+)
+
+// Action is one handler to call with the instances built for it.
+type Action struct {
+	Rule      string
+	Handler   string
+	Instances []template.Instance
+}
+
+// HeaderOp is what a HeaderOperation does.
+type HeaderOp int
+
+const (
+	HeaderReplace HeaderOp = iota
+	HeaderRemove
+	HeaderAppend
+)
+
+// HeaderOperation is an evaluated header edit of a matching rule.
+type HeaderOperation struct {
+	Name      string
+	Value     string
+	Operation HeaderOp
+}
+
+// EvalError is a failed evaluation of one expression: the rule or instance
+// and field it belongs to. The action it would have fed is skipped.
+type EvalError struct {
+	Rule     string
+	Instance string // empty for the rule's match
+	Field    string
+	Err      error
+}
+
+func (e *EvalError) Error() string {
+	where := "rule " + e.Rule
+	if e.Instance != "" {
+		where += ": instance " + e.Instance
+	}
+	return where + ": " + e.Field + ": " + e.Err.Error()
+}
+
+func (e *EvalError) Unwrap() error { return e.Err }
+
+// Result is the outcome of evaluating a snapshot against one bag.
+type Result struct {
+	Actions []Action
+	// Header operations of matching rules (check variety only).
+	RequestHeaderOperations  []HeaderOperation
+	ResponseHeaderOperations []HeaderOperation
+	// Errors of expressions that could not be evaluated, such as a match
+	// over an absent attribute. Such a rule does not match.
+	Errors []*EvalError
+}

@@ -1,23 +1,26 @@
 package attribute
 
 import (
-	"bytes"
 	"fmt"
+	"math"
 	"net/netip"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
 	"time"
+	"unsafe"
 )
 
 // Value is one attribute value. The zero Value is invalid (absent).
+//
+// Values are kept small (40 bytes) because bags are sorted and copied on
+// every decode: a double lives in n as its IEEE bits, bytes in s.
 type Value struct {
+	s    string            // string, bytes
+	n    int64             // int64, bool (0/1), timestamp (Unix ns), duration (ns), double bits
+	m    map[string]string // string map
 	kind Kind
-	s    string
-	n    int64 // int64, bool (0/1), timestamp (Unix ns), duration (ns)
-	f    float64
-	b    []byte
-	m    map[string]string
 }
 
 // StringValue makes a string value.
@@ -27,7 +30,7 @@ func StringValue(s string) Value { return Value{kind: KindString, s: s} }
 func Int64Value(n int64) Value { return Value{kind: KindInt64, n: n} }
 
 // DoubleValue makes a double value.
-func DoubleValue(f float64) Value { return Value{kind: KindDouble, f: f} }
+func DoubleValue(f float64) Value { return Value{kind: KindDouble, n: int64(math.Float64bits(f))} }
 
 // BoolValue makes a bool value.
 func BoolValue(b bool) Value {
@@ -45,7 +48,9 @@ func TimeValue(t time.Time) Value { return Value{kind: KindTimestamp, n: t.UnixN
 func DurationValue(d time.Duration) Value { return Value{kind: KindDuration, n: int64(d)} }
 
 // BytesValue makes a bytes value; the Value keeps b, which must not change.
-func BytesValue(b []byte) Value { return Value{kind: KindBytes, b: b} }
+func BytesValue(b []byte) Value {
+	return Value{kind: KindBytes, s: unsafe.String(unsafe.SliceData(b), len(b))}
+}
 
 // IPValue makes the value of an IP_ADDRESS attribute: 4 bytes for IPv4, 16
 // for IPv6.
@@ -67,7 +72,7 @@ func (v Value) Str() string { return v.s }
 func (v Value) Int64() int64 { return v.n }
 
 // Double is the number of a double value.
-func (v Value) Double() float64 { return v.f }
+func (v Value) Double() float64 { return math.Float64frombits(uint64(v.n)) }
 
 // Bool is the truth of a bool value.
 func (v Value) Bool() bool { return v.n != 0 }
@@ -79,7 +84,12 @@ func (v Value) Time() time.Time { return time.Unix(0, v.n).UTC() }
 func (v Value) Duration() time.Duration { return time.Duration(v.n) }
 
 // Bytes is the content of a bytes value; callers must not change it.
-func (v Value) Bytes() []byte { return v.b }
+func (v Value) Bytes() []byte {
+	if v.kind != KindBytes {
+		return nil
+	}
+	return unsafe.Slice(unsafe.StringData(v.s), len(v.s))
+}
 
 // StringMap is the content of a map value; callers must not change it.
 func (v Value) StringMap() map[string]string { return v.m }
@@ -94,7 +104,7 @@ func (v Value) Interface() any {
 	case KindInt64:
 		return v.n
 	case KindDouble:
-		return v.f
+		return v.Double()
 	case KindBool:
 		return v.n != 0
 	case KindTimestamp:
@@ -102,7 +112,7 @@ func (v Value) Interface() any {
 	case KindDuration:
 		return time.Duration(v.n)
 	case KindBytes:
-		return v.b
+		return v.Bytes()
 	case KindStringMap:
 		return v.m
 	}
@@ -115,12 +125,11 @@ func (v Value) Equal(o Value) bool {
 		return false
 	}
 	switch v.kind {
-	case KindString:
+	case KindString, KindBytes:
 		return v.s == o.s
 	case KindDouble:
-		return v.f == o.f || (v.f != v.f && o.f != o.f) // NaN equals NaN here
-	case KindBytes:
-		return bytes.Equal(v.b, o.b)
+		f, g := v.Double(), o.Double()
+		return f == g || (f != f && g != g) // NaN equals NaN here
 	case KindStringMap:
 		if len(v.m) != len(o.m) {
 			return false
@@ -143,7 +152,7 @@ func (v Value) String() string {
 	case KindInt64:
 		return strconv.FormatInt(v.n, 10)
 	case KindDouble:
-		return strconv.FormatFloat(v.f, 'g', -1, 64)
+		return strconv.FormatFloat(v.Double(), 'g', -1, 64)
 	case KindBool:
 		return strconv.FormatBool(v.n != 0)
 	case KindTimestamp:
@@ -151,10 +160,10 @@ func (v Value) String() string {
 	case KindDuration:
 		return time.Duration(v.n).String()
 	case KindBytes:
-		if ip, ok := netip.AddrFromSlice(v.b); ok {
+		if ip, ok := netip.AddrFromSlice(v.Bytes()); ok {
 			return ip.String()
 		}
-		return fmt.Sprintf("%x", v.b)
+		return fmt.Sprintf("%x", v.s)
 	case KindStringMap:
 		keys := make([]string, 0, len(v.m))
 		for k := range v.m {
@@ -306,7 +315,7 @@ func (b *Bag) Int64(name string) (int64, bool) {
 // Double returns a double attribute; false when absent or of another kind.
 func (b *Bag) Double(name string) (float64, bool) {
 	v, ok := b.typed(name, KindDouble)
-	return v.f, ok
+	return v.Double(), ok
 }
 
 // Bool returns a bool attribute; false when absent or of another kind.
@@ -333,7 +342,7 @@ func (b *Bag) Duration(name string) (time.Duration, bool) {
 // Bytes returns a bytes attribute; false when absent or of another kind.
 func (b *Bag) Bytes(name string) ([]byte, bool) {
 	v, ok := b.typed(name, KindBytes)
-	return v.b, ok
+	return v.Bytes(), ok
 }
 
 // IP returns an IP_ADDRESS attribute; false when absent or not an address.
@@ -342,7 +351,7 @@ func (b *Bag) IP(name string) (netip.Addr, bool) {
 	if !ok {
 		return netip.Addr{}, false
 	}
-	return netip.AddrFromSlice(v.b)
+	return netip.AddrFromSlice(v.Bytes())
 }
 
 // StringMap returns a map attribute; false when absent or of another kind.
@@ -467,8 +476,7 @@ func (bl *Builder) Build() *Bag {
 	es := bl.entries
 	bl.entries = nil
 	if !bl.sorted {
-		// Stable, so the last Set of a name stays last among equals.
-		sort.SliceStable(es, func(i, j int) bool { return es[i].name < es[j].name })
+		sortEntries(es)
 	}
 	// Keep the last of each name, drop deletions.
 	out := es[:0]
@@ -481,4 +489,48 @@ func (bl *Builder) Build() *Bag {
 		}
 	}
 	return &Bag{entries: out}
+}
+
+// sortEntries sorts by name, stably, so the last Set of a name stays last
+// among equals. Bags are small: sorting one-byte indices and then moving
+// each entry once is several times cheaper than moving entries around.
+func sortEntries(es []entry) {
+	if len(es) > 255 {
+		slices.SortStableFunc(es, func(a, b entry) int { return strings.Compare(a.name, b.name) })
+		return
+	}
+	var idxBuf [255]uint8
+	idx := idxBuf[:len(es)]
+	for i := range idx {
+		idx[i] = uint8(i)
+	}
+	for i := 1; i < len(idx); i++ {
+		x := idx[i]
+		name := es[x].name
+		j := i
+		for j > 0 && es[idx[j-1]].name > name {
+			idx[j] = idx[j-1]
+			j--
+		}
+		idx[j] = x
+	}
+	// Apply the permutation in place, one cycle at a time: position i
+	// receives the entry at idx[i].
+	for i := range idx {
+		if idx[i] == uint8(i) {
+			continue
+		}
+		tmp := es[i]
+		j := i
+		for {
+			k := int(idx[j])
+			idx[j] = uint8(j)
+			if k == i {
+				es[j] = tmp
+				break
+			}
+			es[j] = es[k]
+			j = k
+		}
+	}
 }

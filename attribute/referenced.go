@@ -3,7 +3,6 @@ package attribute
 import (
 	"encoding/binary"
 	"hash/maphash"
-	"math"
 	"sort"
 	"strings"
 
@@ -156,15 +155,8 @@ func writeString(h *maphash.Hash, s string) {
 func hashValue(h *maphash.Hash, v Value) {
 	var n [8]byte
 	switch v.kind {
-	case KindString:
+	case KindString, KindBytes:
 		writeString(h, v.s)
-	case KindDouble:
-		binary.LittleEndian.PutUint64(n[:], math.Float64bits(v.f))
-		h.Write(n[:])
-	case KindBytes:
-		binary.LittleEndian.PutUint64(n[:], uint64(len(v.b)))
-		h.Write(n[:])
-		h.Write(v.b)
 	case KindStringMap:
 		// Order-independent: sum of per-entry hashes.
 		var sum uint64

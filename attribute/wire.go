@@ -327,7 +327,7 @@ func (e *Encoder) put(out *mixerv1.CompressedAttributes, name string, v Value) {
 		out.Int64Values = append(out.Int64Values, v.n)
 	case KindDouble:
 		out.DoubleNames = append(out.DoubleNames, ni)
-		out.DoubleValues = append(out.DoubleValues, v.f)
+		out.DoubleValues = append(out.DoubleValues, v.Double())
 	case KindBool:
 		out.BoolNames = append(out.BoolNames, ni)
 		out.BoolValues = append(out.BoolValues, v.n != 0)
@@ -339,7 +339,7 @@ func (e *Encoder) put(out *mixerv1.CompressedAttributes, name string, v Value) {
 		out.DurationValues = append(out.DurationValues, v.n)
 	case KindBytes:
 		out.BytesNames = append(out.BytesNames, ni)
-		out.BytesValues = append(out.BytesValues, v.b)
+		out.BytesValues = append(out.BytesValues, v.Bytes())
 	case KindStringMap:
 		sm := &mixerv1.StringMap{Keys: make([]int32, 0, len(v.m)), Values: make([]int32, 0, len(v.m))}
 		for k, x := range v.m {

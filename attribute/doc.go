@@ -1,0 +1,22 @@
+// Package attribute is the vocabulary proxy and mixer speak: attribute names
+// and their kinds, the immutable Bag a request becomes, the references a
+// decision depended on, and the compressed wire form of bags.
+//
+// A proxy builds a bag per request:
+//
+//	bag := attribute.NewBuilder(16).
+//		SetString(attribute.RequestPath, "/hello").
+//		SetInt64(attribute.ResponseCode, 200).
+//		Build()
+//	path, ok := bag.String(attribute.RequestPath)
+//
+// On the wire, names and string values become indices into a global
+// Dictionary both sides share (versioned by its length: words are only
+// appended) or, for words the dictionary lacks, into the message's own words
+// by negative index (-1 is the first). A report batch encodes each bag as a
+// delta against the previous one, so the attributes every request of a
+// service repeats travel once per batch.
+//
+// Decoding never trusts the message: any malformed input yields an error
+// wrapping ErrMalformed, never a panic (see FuzzDecode).
+package attribute

@@ -1,0 +1,207 @@
+package attribute
+
+import (
+	"errors"
+	"net/netip"
+	"testing"
+	"time"
+
+	"google.golang.org/protobuf/proto"
+
+	mixerv1 "github.com/sidemix/sidemix/api/mixer/v1"
+)
+
+func sampleBag(path string, code int64) *Bag {
+	return NewBuilder(24).
+		SetString(SourceWorkloadName, "product").
+		SetString(SourceWorkloadNamespace, "shop").
+		SetString(DestinationWorkloadName, "invoice").
+		SetString(DestinationWorkloadNamespace, "shop").
+		SetString(DestinationServiceHost, "invoice.shop.svc.cluster.local").
+		SetString(DestinationServiceName, "invoice").
+		SetString(DestinationServiceNamespace, "shop").
+		SetInt64(DestinationPort, 8080).
+		SetIP(SourceIP, netip.MustParseAddr("127.0.0.1")).
+		SetString(RequestPath, path).
+		SetString(RequestMethod, "GET").
+		SetString(RequestScheme, "http").
+		SetString(RequestHost, "invoice").
+		SetString(RequestID, "0f3c1a9e-8c7b-4d5e-9f00-1234567890ab").
+		SetStringMap(RequestHeaders, map[string]string{"user-agent": "curl/8", "x-user": "ann", ":path": path}).
+		SetTime(RequestTime, time.Unix(1700000000, 5)).
+		SetInt64(RequestSize, 0).
+		SetInt64(ResponseCode, code).
+		SetDuration(ResponseDuration, 1500*time.Microsecond).
+		SetString(ContextReporterKind, "inbound").
+		SetString(ContextProtocol, "http").
+		SetBool(ConnectionMTLS, false).
+		SetDouble("custom.score", 0.25).
+		Build()
+}
+
+func assertSameBag(t *testing.T, got, want *Bag) {
+	t.Helper()
+	if got.Len() != want.Len() {
+		t.Fatalf("got %d attributes, want %d:\n%s\nwant:\n%s", got.Len(), want.Len(), got.Dump(), want.Dump())
+	}
+	want.Range(func(n string, v Value) bool {
+		g, ok := got.Get(n)
+		if !ok || !g.Equal(v) {
+			t.Errorf("%s = %v (present %v), want %v", n, g, ok, v)
+		}
+		return true
+	})
+}
+
+func TestEncodeDecodeRoundTrip(t *testing.T) {
+	d := DefaultDictionary()
+	e := NewEncoder(d)
+	bag := sampleBag("/checkout?id=7", 201)
+	msg := e.Encode(bag)
+
+	// Through the real protobuf wire form.
+	raw, err := proto.Marshal(msg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var back mixerv1.CompressedAttributes
+	if err := proto.Unmarshal(raw, &back); err != nil {
+		t.Fatal(err)
+	}
+	got, err := d.Decode(&back, e.GlobalWordCount())
+	if err != nil {
+		t.Fatal(err)
+	}
+	assertSameBag(t, got, bag)
+
+	// Standard names and common values are global words; only the rest
+	// travel as message words.
+	for _, w := range back.Words {
+		if _, global := d.index[w]; global {
+			t.Errorf("global word %q sent as a message word", w)
+		}
+	}
+}
+
+func TestDecodeOlderClientDictionary(t *testing.T) {
+	// A client that knows fewer global words sends what it doesn't know as
+	// message words; the mixer must only use the first N of its own.
+	full := DefaultDictionary()
+	old := NewDictionary(full.Words()[:10])
+	e := NewEncoder(old)
+	bag := sampleBag("/a", 200)
+	got, err := full.Decode(e.Encode(bag), e.GlobalWordCount())
+	if err != nil {
+		t.Fatal(err)
+	}
+	assertSameBag(t, got, bag)
+
+	// A client newer than the mixer is refused with a clear error.
+	newer := NewDictionary(append(append([]string(nil), full.Words()...), "brand-new-word"))
+	e2 := NewEncoder(newer)
+	_, err = full.Decode(e2.Encode(bag), e2.GlobalWordCount())
+	if !errors.Is(err, ErrDictionaryNewer) {
+		t.Errorf("err = %v, want ErrDictionaryNewer", err)
+	}
+}
+
+func TestBatchDeltaRoundTrip(t *testing.T) {
+	d := DefaultDictionary()
+	e := NewEncoder(d)
+	b1 := sampleBag("/a", 200)
+	b2 := sampleBag("/b", 200)
+	b3 := b2.Builder().Delete(RequestHeaders).SetString("custom.new", "x").Build()
+	b4 := NewBuilder(0).SetString(RequestPath, "/only").Build()
+	bags := []*Bag{b1, b2, b3, b4, b4}
+	req := e.EncodeBatch(bags)
+
+	raw, err := proto.Marshal(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var back mixerv1.ReportRequest
+	if err := proto.Unmarshal(raw, &back); err != nil {
+		t.Fatal(err)
+	}
+	got, err := d.DecodeBatch(&back)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != len(bags) {
+		t.Fatalf("decoded %d bags, want %d", len(got), len(bags))
+	}
+	for i := range bags {
+		assertSameBag(t, got[i], bags[i])
+	}
+	// Delta: the second bag carries only what changed (path and the header map).
+	if n := decodedLen(req.Attributes[1]); n != 2 {
+		t.Errorf("delta of bag 2 carries %d attributes, want 2", n)
+	}
+	if n := decodedLen(req.Attributes[4]) + len(req.Attributes[4].Deleted); n != 0 {
+		t.Errorf("a repeated bag carries %d attributes, want 0", n)
+	}
+}
+
+func TestDecodeMalformed(t *testing.T) {
+	d := DefaultDictionary()
+	n := uint32(d.Len())
+	for name, msg := range map[string]*mixerv1.CompressedAttributes{
+		"name past dictionary":    {StringNames: []int32{int32(n)}, StringValues: []int32{0}},
+		"name past message words": {StringNames: []int32{-2}, StringValues: []int32{0}, Words: []string{"x"}},
+		"value past words":        {StringNames: []int32{0}, StringValues: []int32{-1}},
+		"length mismatch":         {Int64Names: []int32{0, 1}, Int64Values: int32ToInt64(1)},
+		"map length mismatch": {StringMapNames: []int32{22}, StringMapValues: []*mixerv1.StringMap{
+			{Keys: []int32{0}},
+		}},
+		"nil map":         {StringMapNames: []int32{22}},
+		"deleted unknown": {Deleted: []int32{-5}},
+	} {
+		if _, err := d.Decode(msg, n); !errors.Is(err, ErrMalformed) {
+			t.Errorf("%s: err = %v, want ErrMalformed", name, err)
+		}
+	}
+	if _, err := d.DecodeBatch(&mixerv1.ReportRequest{Attributes: []*mixerv1.CompressedAttributes{nil}, GlobalWordCount: n}); !errors.Is(err, ErrMalformed) {
+		t.Errorf("nil bag in batch: err = %v", err)
+	}
+}
+
+func int32ToInt64(v int64) []int64 { return []int64{v} }
+
+func FuzzDecode(f *testing.F) {
+	d := DefaultDictionary()
+	e := NewEncoder(d)
+	seed, _ := proto.Marshal(e.Encode(sampleBag("/seed", 200)))
+	f.Add(seed, uint32(d.Len()))
+	f.Add([]byte{}, uint32(0))
+	f.Add([]byte{0x12, 0x02, 0x01, 0x02}, uint32(5))
+	f.Fuzz(func(t *testing.T, raw []byte, words uint32) {
+		var msg mixerv1.CompressedAttributes
+		if proto.Unmarshal(raw, &msg) != nil {
+			return
+		}
+		bag, err := d.Decode(&msg, words)
+		if err != nil {
+			return
+		}
+		// What decodes must encode and decode to the same bag.
+		again, err := d.Decode(NewEncoder(d).Encode(bag), uint32(d.Len()))
+		if err != nil {
+			t.Fatalf("re-decode: %v", err)
+		}
+		assertSameBag(t, again, bag)
+	})
+}
+
+func FuzzDecodeBatch(f *testing.F) {
+	d := DefaultDictionary()
+	seed, _ := proto.Marshal(NewEncoder(d).EncodeBatch([]*Bag{sampleBag("/a", 200), sampleBag("/b", 500)}))
+	f.Add(seed)
+	f.Add([]byte{})
+	f.Fuzz(func(t *testing.T, raw []byte) {
+		var req mixerv1.ReportRequest
+		if proto.Unmarshal(raw, &req) != nil {
+			return
+		}
+		_, _ = d.DecodeBatch(&req)
+	})
+}

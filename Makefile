@@ -3,11 +3,35 @@ BIN := bin/sidemix
 GOBIN ?= $(shell $(GO) env GOPATH)/bin
 PROTOC_GEN_GO_VERSION := v1.36.12
 PROTOC_GEN_GO_GRPC_VERSION := v1.6.2
+STATICCHECK_VERSION := v0.8.2
 
-.PHONY: build test demo proto proto-tools bench fuzz lint
+# The version stamped into `sidemix version`.
+VERSION ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
+LDFLAGS := -X main.version=$(VERSION)
+
+# How long each fuzz target runs under `make fuzz`.
+FUZZTIME ?= 30s
+# Packages whose Fuzz targets `make fuzz` runs.
+FUZZPKGS ?= ./...
+# `make demo` stops by itself after DEMO_SECONDS when set (and then checks
+# that the metrics show allowed, denied and rate-limited requests).
+DEMO_SECONDS ?=
+
+.PHONY: build test demo demo-build proto proto-tools proto-check bench fuzz lint vet clean
 
 build:
-	$(GO) build -o $(BIN) ./cmd/sidemix
+	$(GO) build -ldflags "$(LDFLAGS)" -o $(BIN) ./cmd/sidemix
+
+test:
+	$(GO) test -race -count=1 -timeout 20m ./...
+
+demo-build: build
+	$(GO) build -o bin/shop ./examples/demo/shop
+	$(GO) build -o bin/loadgen ./examples/demo/loadgen
+	$(GO) build -o bin/demo ./examples/demo/run
+
+demo: demo-build
+	DEMO_SECONDS=$(DEMO_SECONDS) bin/demo --bin bin --root .
 
 proto-tools:
 	GOBIN=$(GOBIN) $(GO) install google.golang.org/protobuf/cmd/protoc-gen-go@$(PROTOC_GEN_GO_VERSION)
@@ -18,3 +42,30 @@ proto: proto-tools
 		--go_out=. --go_opt=module=github.com/sidemix/sidemix \
 		--go-grpc_out=. --go-grpc_opt=module=github.com/sidemix/sidemix \
 		api/mixer/v1/mixer.proto
+
+# Fails when the committed generated code differs from what `make proto`
+# produces (or when it produces files that are not committed).
+proto-check: proto
+	@git diff --exit-code -- api/ || { echo "generated code in api/ is stale: run 'make proto' and commit the result" >&2; exit 1; }
+	@test -z "$$(git status --porcelain --untracked-files=all -- api/)" || { git status --porcelain -- api/ >&2; echo "make proto produced uncommitted files in api/" >&2; exit 1; }
+
+bench:
+	$(GO) test -run '^$$' -bench . -benchmem ./benchmarks/...
+
+# Runs every Fuzz target of FUZZPKGS for FUZZTIME each.
+fuzz:
+	@set -e; for pkg in $$($(GO) list $(FUZZPKGS)); do \
+		for target in $$($(GO) test -list '^Fuzz' $$pkg | grep '^Fuzz' || true); do \
+			echo "== $$pkg $$target ($(FUZZTIME))"; \
+			$(GO) test -run '^$$' -fuzz "^$$target\$$" -fuzztime $(FUZZTIME) $$pkg; \
+		done; \
+	done
+
+vet:
+	$(GO) vet ./...
+
+lint: vet
+	$(GO) run honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION) ./...
+
+clean:
+	rm -rf bin

@@ -3,6 +3,7 @@ package policy
 import (
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/sidemix/sidemix/adapters"
 	"github.com/sidemix/sidemix/adapters/template"
@@ -17,6 +18,9 @@ type Options struct {
 	// Manifest is the base vocabulary that AttributeManifest documents
 	// extend; nil means attribute.DefaultManifest().
 	Manifest *attribute.Manifest
+	// Now is the clock for logentry timestamps when neither the instance's
+	// timestamp nor context.time says; nil means time.Now.
+	Now func() time.Time
 }
 
 // Issue is one problem found by a load.

@@ -1,0 +1,23 @@
+package accesslog
+
+import (
+	"context"
+
+	"github.com/sidemix/sidemix/adapters"
+	"github.com/sidemix/sidemix/adapters/template"
+)
+
+// Name is what a Handler's spec.adapter says.
+const Name = "accesslog"
+
+// Factory returns the accesslog adapter's factory.
+func Factory() adapters.Factory {
+	return adapters.Factory{
+		Name:      Name,
+		Templates: []string{template.LogEntryName},
+		NewConfig: func() adapters.Config { return NewConfig() },
+		Create: func(ctx context.Context, set adapters.Settings, cfg adapters.Config) (adapters.Handler, error) {
+			return newHandler(set, cfg)
+		},
+	}
+}

@@ -1,0 +1,23 @@
+package denier
+
+import (
+	"context"
+
+	"github.com/sidemix/sidemix/adapters"
+	"github.com/sidemix/sidemix/adapters/template"
+)
+
+// Name is what a Handler's spec.adapter says.
+const Name = "denier"
+
+// Factory returns the denier's factory.
+func Factory() adapters.Factory {
+	return adapters.Factory{
+		Name:      Name,
+		Templates: []string{template.CheckNothingName, template.ListEntryName},
+		NewConfig: func() adapters.Config { return NewConfig() },
+		Create: func(ctx context.Context, set adapters.Settings, cfg adapters.Config) (adapters.Handler, error) {
+			return newHandler(set, cfg)
+		},
+	}
+}

@@ -1,0 +1,311 @@
+package prometheus
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"maps"
+	"net"
+	"net/http"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	prom "github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	dto "github.com/prometheus/client_model/go"
+)
+
+const (
+	// bindRetry is how long Create waits for a port still held by a
+	// listener being shut down, as happens on a config reload that
+	// changes the metrics.
+	bindRetry      = 2 * time.Second
+	bindRetryPause = 50 * time.Millisecond
+)
+
+// endpoints are the metric families and /metrics listeners of the process,
+// one endpoint per configured addr, shared by every handler configured with
+// that addr. Sharing is what keeps counters and the listener alive across a
+// config reload: the new snapshot's handler attaches to the families its
+// predecessor created before the predecessor is closed. Families live in
+// registries of their own, never in the global one.
+var endpoints = struct {
+	mu     sync.Mutex // guards byAddr and every endpoint's refs and families
+	byAddr map[string]*endpoint
+}{byAddr: make(map[string]*endpoint)}
+
+type endpoint struct {
+	addr     string             // as configured; empty for a handler's private one
+	families map[string]*family // by exported name
+	// gatherers holds the registries of families, replaced whenever
+	// families changes; scrapes read it without the lock.
+	gatherers atomic.Pointer[prom.Gatherers]
+	refs      int // handlers attached
+	srv       *http.Server
+	served    chan struct{} // closed when Serve returns
+}
+
+func newEndpoint(addr string) *endpoint {
+	ep := &endpoint{addr: addr, families: make(map[string]*family)}
+	ep.gatherers.Store(&prom.Gatherers{})
+	return ep
+}
+
+// gather collects every family of the endpoint.
+func (ep *endpoint) gather() ([]*dto.MetricFamily, error) {
+	return ep.gatherers.Load().Gather()
+}
+
+// publish makes the current families the ones scraped. Each family has a
+// registry of its own because a Registry never forgets a name's label
+// names, even after Unregister, and a reload may redefine them.
+func (ep *endpoint) publish() {
+	gs := make(prom.Gatherers, 0, len(ep.families))
+	for _, name := range slices.Sorted(maps.Keys(ep.families)) {
+		gs = append(gs, ep.families[name].registry)
+	}
+	ep.gatherers.Store(&gs)
+}
+
+// family is one exported metric and the handlers that feed it.
+type family struct {
+	spec
+	registry  *prom.Registry
+	counter   *prom.CounterVec
+	gauge     *prom.GaugeVec
+	histogram *prom.HistogramVec
+	owners    map[string]int // handler name → handlers of that name attached
+}
+
+// spec is a family's definition; a family is shared only between equal
+// specs.
+type spec struct {
+	name    string
+	help    string
+	kind    string
+	labels  []string
+	buckets []float64
+}
+
+func (s spec) equal(o spec) bool {
+	return s.name == o.name && s.help == o.help && s.kind == o.kind &&
+		slices.Equal(s.labels, o.labels) && slices.Equal(s.buckets, o.buckets)
+}
+
+func newFamily(s spec) (*family, error) {
+	f := &family{spec: s, registry: prom.NewRegistry(), owners: make(map[string]int)}
+	var c prom.Collector
+	switch s.kind {
+	case Counter:
+		f.counter = prom.NewCounterVec(prom.CounterOpts{Name: s.name, Help: s.help}, s.labels)
+		c = f.counter
+	case Gauge:
+		f.gauge = prom.NewGaugeVec(prom.GaugeOpts{Name: s.name, Help: s.help}, s.labels)
+		c = f.gauge
+	default:
+		f.histogram = prom.NewHistogramVec(prom.HistogramOpts{Name: s.name, Help: s.help, Buckets: s.buckets}, s.labels)
+		c = f.histogram
+	}
+	if err := f.registry.Register(c); err != nil {
+		return nil, fmt.Errorf("metric %s: %w", s.name, err)
+	}
+	return f, nil
+}
+
+// observe records v under the label values lvs. On failure it says why,
+// as a reason label of the dropped counter.
+func (f *family) observe(lvs []string, v float64) (reason string, err error) {
+	switch {
+	case f.counter != nil:
+		if !(v >= 0) {
+			return "bad_value", fmt.Errorf("counter %s cannot add %v", f.name, v)
+		}
+		c, err := f.counter.GetMetricWithLabelValues(lvs...)
+		if err != nil {
+			return "bad_labels", err
+		}
+		c.Add(v)
+	case f.gauge != nil:
+		g, err := f.gauge.GetMetricWithLabelValues(lvs...)
+		if err != nil {
+			return "bad_labels", err
+		}
+		g.Set(v)
+	default:
+		o, err := f.histogram.GetMetricWithLabelValues(lvs...)
+		if err != nil {
+			return "bad_labels", err
+		}
+		o.Observe(v)
+	}
+	return "", nil
+}
+
+// acquire attaches the handler named owner to the endpoint of addr, starting
+// it if needed, and returns the families for specs, in order.
+func acquire(ctx context.Context, log *slog.Logger, addr, owner string, specs []spec) (*endpoint, []*family, error) {
+	if addr == "" {
+		ep := newEndpoint("")
+		endpoints.mu.Lock()
+		defer endpoints.mu.Unlock()
+		fams, err := ep.attach(owner, specs)
+		return ep, fams, err
+	}
+	var ln net.Listener
+	for {
+		endpoints.mu.Lock()
+		if ep := endpoints.byAddr[addr]; ep != nil {
+			fams, err := ep.attach(owner, specs)
+			endpoints.mu.Unlock()
+			if ln != nil {
+				ln.Close() // another Create started the endpoint meanwhile
+			}
+			return ep, fams, err
+		}
+		if ln != nil {
+			ep := newEndpoint(addr)
+			fams, err := ep.attach(owner, specs)
+			if err != nil {
+				endpoints.mu.Unlock()
+				ln.Close()
+				return nil, nil, err
+			}
+			endpoints.byAddr[addr] = ep
+			endpoints.mu.Unlock()
+			ep.serve(ln, log)
+			return ep, fams, nil
+		}
+		// Bind without the lock: the listener we wait for may be on its
+		// way out through release, which needs the lock.
+		endpoints.mu.Unlock()
+		var err error
+		if ln, err = listen(ctx, addr); err != nil {
+			return nil, nil, err
+		}
+	}
+}
+
+// attach adds owner to the families of specs, creating or, when only
+// handlers of the same name (its predecessors) own a family defined
+// differently, replacing them. Called with endpoints.mu held; on error
+// nothing is attached.
+func (ep *endpoint) attach(owner string, specs []spec) ([]*family, error) {
+	fams := make([]*family, 0, len(specs))
+	fail := func(err error) ([]*family, error) {
+		ep.detach(owner, fams)
+		return nil, err
+	}
+	for _, s := range specs {
+		f := ep.families[s.name]
+		if f != nil && !f.spec.equal(s) {
+			for o := range f.owners {
+				if o != owner {
+					return fail(fmt.Errorf("metric %s is already served at %s by handler %q with another definition", s.name, ep.where(), o))
+				}
+			}
+			// A reload redefined it: the predecessor's family goes now,
+			// the predecessor reports into it unscraped until closed.
+			f = nil
+		}
+		if f == nil {
+			var err error
+			if f, err = newFamily(s); err != nil {
+				return fail(err)
+			}
+			ep.families[s.name] = f
+		}
+		f.owners[owner]++
+		fams = append(fams, f)
+	}
+	ep.refs++
+	ep.publish()
+	return fams, nil
+}
+
+// detach undoes attach's work on fams without touching refs. Called with
+// endpoints.mu held.
+func (ep *endpoint) detach(owner string, fams []*family) {
+	for _, f := range fams {
+		if f.owners[owner]--; f.owners[owner] <= 0 {
+			delete(f.owners, owner)
+		}
+		if len(f.owners) == 0 && ep.families[f.name] == f {
+			delete(ep.families, f.name)
+		}
+	}
+	ep.publish()
+}
+
+// release detaches owner and, once no handler is left, stops the
+// listener, releasing the port before it returns.
+func (ep *endpoint) release(ctx context.Context, log *slog.Logger, owner string, fams []*family) error {
+	endpoints.mu.Lock()
+	ep.detach(owner, fams)
+	ep.refs--
+	last := ep.refs == 0 && ep.srv != nil
+	if last && endpoints.byAddr[ep.addr] == ep {
+		delete(endpoints.byAddr, ep.addr)
+	}
+	endpoints.mu.Unlock()
+	if !last {
+		return nil
+	}
+	// Shutdown closes the listener first, then waits for scrapes in
+	// flight; past the caller's deadline they are cut.
+	err := ep.srv.Shutdown(ctx)
+	if err != nil {
+		err = errors.Join(err, ep.srv.Close())
+	}
+	<-ep.served
+	log.Info("stopped serving metrics", "addr", ep.addr)
+	return err
+}
+
+func (ep *endpoint) serve(ln net.Listener, log *slog.Logger) {
+	mux := http.NewServeMux()
+	mux.Handle("/metrics", promhttp.HandlerFor(prom.GathererFunc(ep.gather), promhttp.HandlerOpts{
+		ErrorHandling: promhttp.ContinueOnError,
+		ErrorLog:      slog.NewLogLogger(log.Handler(), slog.LevelError),
+	}))
+	ep.srv = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	ep.served = make(chan struct{})
+	log.Info("serving metrics", "addr", ln.Addr().String(), "path", "/metrics")
+	go func() {
+		defer close(ep.served)
+		if err := ep.srv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
+			log.Error("metrics server failed", "addr", ep.addr, "err", err)
+		}
+	}()
+}
+
+func (ep *endpoint) where() string {
+	if ep.addr == "" {
+		return "this handler"
+	}
+	return ep.addr
+}
+
+// listen binds addr, retrying for up to bindRetry while the address is in
+// use.
+func listen(ctx context.Context, addr string) (net.Listener, error) {
+	var lc net.ListenConfig
+	deadline := time.Now().Add(bindRetry)
+	for {
+		ln, err := lc.Listen(ctx, "tcp", addr)
+		if err == nil {
+			return ln, nil
+		}
+		if !errors.Is(err, syscall.EADDRINUSE) || time.Now().After(deadline) {
+			return nil, fmt.Errorf("addr: %w", err)
+		}
+		select {
+		case <-ctx.Done():
+			return nil, fmt.Errorf("addr: %w (%w)", err, ctx.Err())
+		case <-time.After(bindRetryPause):
+		}
+	}
+}

@@ -1,0 +1,22 @@
+package main
+
+import (
+	"github.com/sidemix/sidemix/adapters"
+	"github.com/sidemix/sidemix/adapters/accesslog"
+	"github.com/sidemix/sidemix/adapters/denier"
+	"github.com/sidemix/sidemix/adapters/list"
+	"github.com/sidemix/sidemix/adapters/memquota"
+	"github.com/sidemix/sidemix/adapters/prometheus"
+)
+
+// newRegistry is the one place where the adapters this binary ships are
+// wired in. To add an adapter, add its Factory() here.
+func newRegistry() (adapters.Registry, error) {
+	return adapters.NewRegistry(
+		denier.Factory(),
+		list.Factory(),
+		memquota.Factory(),
+		prometheus.Factory(),
+		accesslog.Factory(),
+	)
+}

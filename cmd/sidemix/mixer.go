@@ -1,0 +1,96 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/sidemix/sidemix/mixer"
+	"github.com/sidemix/sidemix/policy"
+)
+
+const mixerSynopsis = `  sidemix mixer --config PATH [--config PATH...] [flags]
+
+Runs the mixer: loads the policy files and folders given by --config (and
+watches them: a valid change is applied without restart, an invalid one is
+logged and the last good config keeps serving), answers Check and Report
+on --grpc, and serves /healthz, /readyz, /metrics and /debug/config on --admin.
+SIGINT or SIGTERM drains report queues and closes adapters.`
+
+func runMixer(ctx context.Context, e *env, args []string) error {
+	fs := newFlagSet("mixer", mixerSynopsis)
+	var configs listFlag
+	fs.Var(&configs, "config", "policy `path` (file or folder) to load and watch; repeatable or a comma list")
+	grpcAddr := fs.String("grpc", "127.0.0.1:9091", "gRPC listen `address` of the mixer API")
+	adminAddr := fs.String("admin", "127.0.0.1:9093", "admin HTTP listen `address` (health, metrics, /debug/config)")
+	checkTimeout := fs.Duration("check-timeout", time.Second, "deadline for all check and quota handlers of one Check")
+	validDuration := fs.Duration("default-valid-duration", 10*time.Second, "how long proxies may cache a check result that does not say")
+	validUseCount := fs.Int("default-valid-use-count", 10000, "how many times proxies may reuse a check result that does not say")
+	queueSize := fs.Int("report-queue-size", 10000, "per-handler report queue size, in instances; more are dropped and counted")
+	batchSize := fs.Int("report-batch-size", 1000, "instances per call of a report handler")
+	shutdownTimeout := fs.Duration("shutdown-timeout", 15*time.Second, "how long SIGTERM may take to drain queues and close adapters")
+	lf := addLogFlags(fs)
+	if err := fs.parse(e, args); err != nil {
+		return err
+	}
+	if fs.NArg() > 0 {
+		return usageErrorf("unexpected arguments %q (policy paths go in --config)", fs.Args())
+	}
+	if len(configs) == 0 {
+		return usageErrorf("--config is required")
+	}
+	logger, err := lf.logger(e.stderr)
+	if err != nil {
+		return err
+	}
+	registry, err := newRegistry()
+	if err != nil {
+		return err
+	}
+	srv, err := mixer.New(mixer.Config{
+		GRPCAddr:             *grpcAddr,
+		AdminAddr:            *adminAddr,
+		ConfigPaths:          configs,
+		Adapters:             registry,
+		CheckTimeout:         *checkTimeout,
+		DefaultValidDuration: *validDuration,
+		DefaultValidUseCount: int32(*validUseCount),
+		ReportQueueSize:      *queueSize,
+		ReportBatchSize:      *batchSize,
+		Logger:               logger,
+	})
+	if err != nil {
+		var le *policy.LoadError
+		if errors.As(err, &le) {
+			printIssues(e, le)
+			fmt.Fprintf(e.stderr, "sidemix mixer: the config in %v is invalid (%d issues)\n", []string(configs), len(le.Issues))
+			return exitCode(1)
+		}
+		return err
+	}
+	if err := srv.Start(); err != nil {
+		return err
+	}
+	return waitAndShutdown(ctx, logger, *shutdownTimeout, "mixer", srv.Shutdown)
+}
+
+// waitAndShutdown blocks until ctx ends or SIGINT/SIGTERM arrives, then
+// calls shutdown with a deadline. A second signal kills the process.
+func waitAndShutdown(ctx context.Context, logger *slog.Logger, timeout time.Duration, what string, shutdown func(context.Context) error) error {
+	sigCtx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
+	<-sigCtx.Done()
+	stop() // from here on a second signal ends the process at once
+	logger.Info("shutting down", "component", what, "timeout", timeout)
+	sctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	if err := shutdown(sctx); err != nil {
+		return fmt.Errorf("shutdown: %w", err)
+	}
+	logger.Info("stopped", "component", what)
+	return nil
+}

@@ -1,0 +1,156 @@
+package e2e
+
+import (
+	"errors"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/sidemix/sidemix/internal/testenv"
+)
+
+// runSidemix runs the binary to completion and returns stdout, stderr and
+// the exit status.
+func runSidemix(t *testing.T, args ...string) (stdout, stderr string, code int) {
+	t.Helper()
+	cmd := exec.Command(testenv.BuildSidemix(t), args...)
+	var out, errOut strings.Builder
+	cmd.Stdout, cmd.Stderr = &out, &errOut
+	done := make(chan error, 1)
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() { done <- cmd.Wait() }()
+	var err error
+	select {
+	case err = <-done:
+	case <-time.After(30 * time.Second):
+		_ = cmd.Process.Kill()
+		t.Fatalf("sidemix %v did not finish in 30s", args)
+	}
+	var exit *exec.ExitError
+	switch {
+	case err == nil:
+	case errors.As(err, &exit):
+		code = exit.ExitCode()
+	default:
+		t.Fatal(err)
+	}
+	return out.String(), errOut.String(), code
+}
+
+// TestValidate: `sidemix validate` lists every error of a broken folder,
+// each with file:line, and exits 1; the shipped examples are valid.
+func TestValidate(t *testing.T) {
+	dir := t.TempDir()
+	cfg := &config{dir: dir}
+	cfg.write(t, "broken.yaml", `apiVersion: sidemix.dev/v1
+kind: Handler
+metadata: {name: broken}
+spec:
+  adapter: denier
+  params: {status: PERMISSION_DENIED
+`)
+	cfg.write(t, "unknown-key.yaml", `apiVersion: sidemix.dev/v1
+kind: Handler
+metadata: {name: typo}
+spec:
+  adapter: denier
+  params:
+    sttus: PERMISSION_DENIED
+`)
+	cfg.write(t, "type-error.yaml", `apiVersion: sidemix.dev/v1
+kind: Instance
+metadata: {name: nothing}
+spec:
+  template: checknothing
+---
+apiVersion: sidemix.dev/v1
+kind: Handler
+metadata: {name: deny}
+spec:
+  adapter: denier
+---
+apiVersion: sidemix.dev/v1
+kind: Rule
+metadata: {name: big-requests}
+spec:
+  match: request.size > "big"
+  actions:
+  - handler: deny
+    instances: [nothing]
+`)
+	cfg.write(t, "missing-handler.yaml", `apiVersion: sidemix.dev/v1
+kind: Rule
+metadata: {name: orphan}
+spec:
+  actions:
+  - handler: nope
+    instances: [nothing]
+`)
+	stdout, stderr, code := runSidemix(t, "validate", dir)
+	if code != 1 {
+		t.Errorf("validate of a broken folder: exit %d, want 1\nstdout: %s\nstderr: %s", code, stdout, stderr)
+	}
+	for _, want := range []struct {
+		what string
+		re   string
+	}{
+		{"YAML syntax error", `broken\.yaml:\d+: `},
+		{"unknown key", `unknown-key\.yaml:7: Handler/typo: spec\.params\.sttus: .*unknown`},
+		{"CEL type error", `type-error\.yaml:17: Rule/big-requests: spec\.match: .*`},
+		{"missing handler", `missing-handler\.yaml:6: Rule/orphan: spec\.actions\[0\]\.handler: .*nope.*not found`},
+	} {
+		if !regexp.MustCompile(want.re).MatchString(stderr) {
+			t.Errorf("%s: no line matching %q in:\n%s", want.what, want.re, stderr)
+		}
+	}
+
+	root := testenv.ModuleRoot(t)
+	stdout, stderr, code = runSidemix(t, "validate",
+		filepath.Join(root, "examples", "default"),
+		filepath.Join(root, "examples", "policies"),
+		filepath.Join(root, "examples", "demo", "policy"))
+	if code != 0 || !strings.HasPrefix(stdout, "ok: ") {
+		t.Errorf("validate of the examples: exit %d\nstdout: %s\nstderr: %s", code, stdout, stderr)
+	}
+}
+
+// TestCheckAndReportCommands: the operator commands talk to a real mixer.
+func TestCheckAndReportCommands(t *testing.T) {
+	cfg := newConfig(t, map[string]string{"deny-admin.yaml": example(t, "policies/deny-admin.yaml")})
+	m := startMixer(t, cfg, "", "")
+
+	stdout, stderr, code := runSidemix(t, "check", "--mixer", m.grpc,
+		"-a", "request.path=/admin/users", "-a", "destination.workload.name=web")
+	if code != 0 {
+		t.Fatalf("check: exit %d\n%s%s", code, stdout, stderr)
+	}
+	for _, want := range []string{"PERMISSION_DENIED", "admin is closed", "request.path"} {
+		if !strings.Contains(stdout, want) {
+			t.Errorf("check output lacks %q:\n%s", want, stdout)
+		}
+	}
+	stdout, _, code = runSidemix(t, "check", "--mixer", m.grpc, "-a", "request.path=/hello")
+	if code != 0 || !strings.Contains(stdout, "OK") {
+		t.Errorf("check of an allowed path: exit %d\n%s", code, stdout)
+	}
+
+	stdout, stderr, code = runSidemix(t, "report", "--mixer", m.grpc, "--count", "3",
+		"-a", "destination.workload.name=cli", "-a", "response.code=201",
+		"-a", "response.duration=12ms", "-a", "context.reporter.kind=inbound")
+	if code != 0 {
+		t.Fatalf("report: exit %d\n%s%s", code, stdout, stderr)
+	}
+	waitMetric(t, cfg.metricsAddr, "istio_requests_total",
+		map[string]string{"destination_workload": "cli", "response_code": "201"}, 3, 10*time.Second)
+
+	// A value that does not parse as the attribute's type is a usage error.
+	_, stderr, code = runSidemix(t, "check", "--mixer", m.grpc, "-a", "response.code=abc")
+	if code != 2 || !strings.Contains(stderr, "response.code") {
+		t.Errorf("check with a bad INT64: exit %d, stderr %q; want 2 naming response.code", code, stderr)
+	}
+}

@@ -1,0 +1,21 @@
+// Package testenv starts the real processes and servers that sidemix's
+// end-to-end tests need, on loopback, and cleans them up when the test ends.
+//
+// The sidemix binary is built once per test process (BuildSidemix) and run
+// with StartProcess, whose output goes to the test log when the test fails.
+// FreePort/FreeAddr pick loopback ports; WaitTCP and WaitHTTP wait for a
+// server to come up.
+//
+// External servers (Redis, Prometheus, Jaeger, ...) come from the machine.
+// RequireBinary encodes the project rule for them: in CI (CI=true) a missing
+// server is a test failure, never a skip; on a developer's machine the test is
+// skipped with a message saying what to install.
+//
+//	func TestWithRedis(t *testing.T) {
+//		redis := testenv.RequireBinary(t, "redis-server")
+//		port := testenv.FreePort(t)
+//		testenv.StartProcess(t, "redis", redis, "--port", strconv.Itoa(port))
+//		testenv.WaitTCP(t, fmt.Sprintf("127.0.0.1:%d", port), 10*time.Second)
+//		...
+//	}
+package testenv

@@ -1,0 +1,116 @@
+package mixer
+
+import (
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+)
+
+// Reasons of dropped report instances and dispatch errors.
+const (
+	reasonQueueFull    = "queue_full"
+	reasonHandlerError = "handler_error"
+	reasonNoHandler    = "no_handler"
+	reasonShutdown     = "shutdown"
+	reasonTimeout      = "timeout"
+	reasonCanceled     = "canceled"
+	reasonUnavailable  = "unavailable"
+	reasonWrongRole    = "wrong_role"
+)
+
+// metrics are the mixer's self metrics, on its own registry.
+type metrics struct {
+	checkRequests      *prometheus.CounterVec
+	checkDuration      prometheus.Histogram
+	reportRequests     prometheus.Counter
+	reportBags         prometheus.Counter
+	reportBagsRejected prometheus.Counter
+	dispatchErrors     *prometheus.CounterVec
+	dropped            *prometheus.CounterVec
+	dispatched         *prometheus.CounterVec
+	reloads            *prometheus.CounterVec
+	lastReloadSuccess  prometheus.Gauge
+	evalErrors         *prometheus.CounterVec
+	handlerCreateFails *prometheus.CounterVec
+}
+
+func newMetrics(reg *prometheus.Registry, queueLengths func(fn func(handler string, n int))) *metrics {
+	m := &metrics{
+		checkRequests: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "sidemix_mixer_check_requests_total",
+			Help: "Check requests by the precondition status code they were answered with.",
+		}, []string{"code"}),
+		checkDuration: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "sidemix_mixer_check_duration_seconds",
+			Help:    "Time to answer a Check request, handlers included.",
+			Buckets: []float64{.0001, .00025, .0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5},
+		}),
+		reportRequests: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "sidemix_mixer_report_requests_total",
+			Help: "Report requests received.",
+		}),
+		reportBags: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "sidemix_mixer_report_bags_total",
+			Help: "Attribute bags received in Report requests.",
+		}),
+		reportBagsRejected: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "sidemix_mixer_report_bags_rejected_total",
+			Help: "Reported bags skipped because a value's kind contradicts the attribute manifest.",
+		}),
+		dispatchErrors: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "sidemix_mixer_dispatch_errors_total",
+			Help: "Failed handler calls on the check and quota path, by handler and reason.",
+		}, []string{"handler", "reason"}),
+		dropped: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "sidemix_mixer_report_instances_dropped_total",
+			Help: "Report instances that never reached their handler, by handler and reason (queue_full, handler_error, no_handler, shutdown).",
+		}, []string{"handler", "reason"}),
+		dispatched: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "sidemix_mixer_report_instances_dispatched_total",
+			Help: "Report instances a handler accepted.",
+		}, []string{"handler"}),
+		reloads: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "sidemix_mixer_config_reloads_total",
+			Help: "Config reloads that swapped the active snapshot (success) or were rejected (failure).",
+		}, []string{"result"}),
+		lastReloadSuccess: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "sidemix_mixer_config_last_reload_success",
+			Help: "1 when the last config load succeeded, 0 when the mixer serves an older config than the files hold.",
+		}),
+		evalErrors: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "sidemix_mixer_eval_errors_total",
+			Help: "Expressions that could not be evaluated (the rule did not match or the action was skipped), by rule.",
+		}, []string{"rule"}),
+		handlerCreateFails: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "sidemix_mixer_handler_create_failures_total",
+			Help: "Handlers whose adapter failed to create them; their rules fail closed.",
+		}, []string{"handler"}),
+	}
+	m.reloads.WithLabelValues("success")
+	m.reloads.WithLabelValues("failure")
+	m.lastReloadSuccess.Set(1)
+	reg.MustRegister(
+		collectors.NewGoCollector(),
+		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+		m.checkRequests, m.checkDuration, m.reportRequests, m.reportBags, m.reportBagsRejected, m.dispatchErrors,
+		m.dropped, m.dispatched, m.reloads, m.lastReloadSuccess, m.evalErrors, m.handlerCreateFails,
+		&queueLengthCollector{lengths: queueLengths},
+	)
+	return m
+}
+
+var queueLengthDesc = prometheus.NewDesc("sidemix_mixer_report_queue_length",
+	"Report instances waiting in a handler's queue.", []string{"handler"}, nil)
+
+// queueLengthCollector reads the queues of the active state at scrape time,
+// so handlers that come and go with reloads need no bookkeeping.
+type queueLengthCollector struct {
+	lengths func(fn func(handler string, n int))
+}
+
+func (c *queueLengthCollector) Describe(ch chan<- *prometheus.Desc) { ch <- queueLengthDesc }
+
+func (c *queueLengthCollector) Collect(ch chan<- prometheus.Metric) {
+	c.lengths(func(handler string, n int) {
+		ch <- prometheus.MustNewConstMetric(queueLengthDesc, prometheus.GaugeValue, float64(n), handler)
+	})
+}

@@ -1,0 +1,343 @@
+package mixer
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"runtime/debug"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	rpccode "google.golang.org/genproto/googleapis/rpc/code"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/health"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/keepalive"
+	"google.golang.org/grpc/status"
+
+	mixerv1 "github.com/sidemix/sidemix/api/mixer/v1"
+	"github.com/sidemix/sidemix/attribute"
+	"github.com/sidemix/sidemix/policy"
+)
+
+// Server is the mixer: the gRPC Mixer API over the active config snapshot,
+// the config watcher and the admin HTTP endpoints.
+type Server struct {
+	cfg  Config
+	log  *slog.Logger
+	reg  *prometheus.Registry
+	m    *metrics
+	dict *attribute.Dictionary
+
+	active     atomic.Pointer[state]
+	reloadMu   sync.Mutex // serializes reloads with each other and with Shutdown
+	closed     bool       // guarded by reloadMu: no more reloads
+	lastReload atomic.Pointer[reloadStatus]
+	retiring   sync.WaitGroup // states being retired after a reload
+
+	mu        sync.Mutex // guards the lifecycle fields below
+	started   bool
+	stopping  bool
+	grpcSrv   *grpc.Server
+	grpcLn    net.Listener
+	health    *health.Server
+	adminSrv  *http.Server
+	adminLn   net.Listener
+	stopWatch context.CancelFunc
+	watchDone chan struct{}
+	ready     atomic.Bool
+}
+
+// reloadStatus is the outcome of the last config load, shown on
+// /debug/config.
+type reloadStatus struct {
+	Time    time.Time `json:"time"`
+	Success bool      `json:"success"`
+	Digest  string    `json:"digest,omitempty"`
+	Errors  []string  `json:"errors,omitempty"`
+	err     error
+}
+
+// New loads the config and creates its handlers. An invalid config is an
+// error (a *policy.LoadError listing every issue, wrapped); a handler whose
+// adapter fails to create it is not: its rules fail closed until a reload
+// creates it.
+func New(cfg Config) (*Server, error) {
+	cfg = cfg.withDefaults()
+	if err := cfg.validate(); err != nil {
+		return nil, fmt.Errorf("mixer config: %w", err)
+	}
+	s := &Server{
+		cfg:  cfg,
+		log:  cfg.Logger,
+		reg:  prometheus.NewRegistry(),
+		dict: attribute.DefaultDictionary(),
+	}
+	s.m = newMetrics(s.reg, s.queueLengths)
+	snap, err := policy.Load(cfg.ConfigPaths, policy.Options{Adapters: cfg.Adapters, Now: cfg.Now})
+	if err != nil {
+		return nil, fmt.Errorf("loading %v: %w", cfg.ConfigPaths, err)
+	}
+	s.active.Store(s.newState(snap))
+	s.lastReload.Store(&reloadStatus{Time: cfg.Now(), Success: true, Digest: snap.Digest()})
+	return s, nil
+}
+
+// Registry is the mixer's own metrics registry, served on /metrics; the
+// handlers register their self metrics on it too.
+func (s *Server) Registry() *prometheus.Registry { return s.reg }
+
+// Snapshot is the active config.
+func (s *Server) Snapshot() *policy.Snapshot { return s.active.Load().snap }
+
+// LastReloadError is the error of the last config load when it failed
+// (a *policy.LoadError naming file and line of every issue), nil when it
+// succeeded.
+func (s *Server) LastReloadError() error {
+	if st := s.lastReload.Load(); st != nil && !st.Success {
+		return st.err
+	}
+	return nil
+}
+
+// GRPCAddr is the address the Mixer API listens on, once started.
+func (s *Server) GRPCAddr() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.grpcLn == nil {
+		return s.cfg.GRPCAddr
+	}
+	return s.grpcLn.Addr().String()
+}
+
+// AdminAddr is the address of the admin endpoints, once started.
+func (s *Server) AdminAddr() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.adminLn == nil {
+		return s.cfg.AdminAddr
+	}
+	return s.adminLn.Addr().String()
+}
+
+// Start listens on the gRPC and admin addresses and starts watching the
+// config paths. It returns once both listen.
+func (s *Server) Start() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.started || s.stopping {
+		return errors.New("mixer: Start called twice or after Shutdown")
+	}
+	gl, err := net.Listen("tcp", s.cfg.GRPCAddr)
+	if err != nil {
+		return fmt.Errorf("mixer: grpc listener: %w", err)
+	}
+	al, err := net.Listen("tcp", s.cfg.AdminAddr)
+	if err != nil {
+		gl.Close()
+		return fmt.Errorf("mixer: admin listener: %w", err)
+	}
+	s.started = true
+	s.grpcLn, s.adminLn = gl, al
+
+	s.grpcSrv = grpc.NewServer(
+		grpc.ChainUnaryInterceptor(s.recoverUnary),
+		grpc.MaxRecvMsgSize(maxGRPCMessageSize),
+		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 5 * time.Second, PermitWithoutStream: true}),
+	)
+	mixerv1.RegisterMixerServer(s.grpcSrv, &service{s: s})
+	s.health = health.NewServer()
+	healthpb.RegisterHealthServer(s.grpcSrv, s.health)
+	s.adminSrv = &http.Server{
+		Handler:           s.adminHandler(),
+		ReadHeaderTimeout: 10 * time.Second,
+		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelWarn),
+	}
+
+	ctx, cancel := context.WithCancel(context.Background())
+	s.stopWatch, s.watchDone = cancel, make(chan struct{})
+	go s.watch(ctx, s.watchDone)
+
+	go func() {
+		if err := s.grpcSrv.Serve(gl); err != nil && !errors.Is(err, grpc.ErrServerStopped) {
+			s.log.Error("grpc server stopped", "error", err)
+		}
+	}()
+	go func() {
+		if err := s.adminSrv.Serve(al); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			s.log.Error("admin server stopped", "error", err)
+		}
+	}()
+	s.health.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
+	s.health.SetServingStatus(mixerv1.Mixer_ServiceDesc.ServiceName, healthpb.HealthCheckResponse_SERVING)
+	s.ready.Store(true)
+
+	st := s.active.Load()
+	h, i, r := st.snap.Counts()
+	s.log.Info("mixer started", "grpc", gl.Addr().String(), "admin", al.Addr().String(),
+		"config", s.cfg.ConfigPaths, "digest", st.snap.Digest(), "handlers", h, "instances", i, "rules", r)
+	return nil
+}
+
+// Shutdown stops accepting requests, lets those in flight finish, drains
+// the report queues into their handlers and closes the handlers. When ctx
+// ends first, in-flight calls are cut off and what is still queued is
+// dropped (counted with reason "shutdown").
+func (s *Server) Shutdown(ctx context.Context) error {
+	s.mu.Lock()
+	if s.stopping {
+		s.mu.Unlock()
+		return nil
+	}
+	s.stopping = true
+	started := s.started
+	s.mu.Unlock()
+
+	s.ready.Store(false)
+	s.log.Info("mixer shutting down")
+	var errs []error
+	if started {
+		s.health.Shutdown()
+		stopped := make(chan struct{})
+		go func() {
+			s.grpcSrv.GracefulStop()
+			close(stopped)
+		}()
+		select {
+		case <-stopped:
+		case <-ctx.Done():
+			s.grpcSrv.Stop()
+			<-stopped
+			errs = append(errs, fmt.Errorf("grpc: requests cut off: %w", ctx.Err()))
+		}
+		s.stopWatch()
+		<-s.watchDone
+	}
+
+	s.reloadMu.Lock()
+	s.closed = true
+	s.reloadMu.Unlock()
+
+	retired := make(chan struct{})
+	go func() {
+		s.retiring.Wait()
+		close(retired)
+	}()
+	select {
+	case <-retired:
+	case <-ctx.Done():
+	}
+	if err := s.active.Load().retire(ctx); err != nil {
+		errs = append(errs, err)
+	}
+
+	if started {
+		if err := s.adminSrv.Shutdown(ctx); err != nil {
+			s.adminSrv.Close()
+		}
+	}
+	err := errors.Join(errs...)
+	if err != nil {
+		s.log.Warn("mixer stopped", "error", err)
+	} else {
+		s.log.Info("mixer stopped")
+	}
+	return err
+}
+
+func (s *Server) queueLengths(fn func(handler string, n int)) {
+	st := s.active.Load()
+	if st == nil {
+		return
+	}
+	for _, h := range st.order {
+		if h.queue != nil {
+			fn(h.name, h.queue.len())
+		}
+	}
+}
+
+// recoverUnary turns a panic in a request into an Internal error instead of
+// a crashed mixer.
+func (s *Server) recoverUnary(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (resp any, err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			s.log.Error("request panicked", "method", info.FullMethod, "panic", r, "stack", string(debug.Stack()))
+			resp, err = nil, status.Errorf(codes.Internal, "internal error in %s", info.FullMethod)
+		}
+	}()
+	return handler(ctx, req)
+}
+
+// service implements mixerv1.MixerServer.
+type service struct {
+	mixerv1.UnimplementedMixerServer
+	s *Server
+}
+
+var _ mixerv1.MixerServer = (*service)(nil)
+
+func codeName(c int32) string {
+	if n, ok := rpccode.Code_name[c]; ok {
+		return n
+	}
+	return fmt.Sprint(c)
+}
+
+func (g *service) Check(ctx context.Context, req *mixerv1.CheckRequest) (*mixerv1.CheckResponse, error) {
+	s := g.s
+	start := time.Now()
+	defer func() { s.m.checkDuration.Observe(time.Since(start).Seconds()) }()
+
+	attrs := req.GetAttributes()
+	if attrs == nil {
+		attrs = &mixerv1.CompressedAttributes{}
+	}
+	bag, err := s.dict.Decode(attrs, req.GetGlobalWordCount())
+	if err != nil {
+		s.m.checkRequests.WithLabelValues(codeName(int32(codes.InvalidArgument))).Inc()
+		return nil, status.Errorf(codes.InvalidArgument, "attributes: %v", err)
+	}
+	st := s.acquire()
+	defer st.release()
+	if err := st.snap.Manifest().CheckBag(bag); err != nil {
+		s.m.checkRequests.WithLabelValues(codeName(int32(codes.InvalidArgument))).Inc()
+		return nil, status.Errorf(codes.InvalidArgument, "attributes: %v", err)
+	}
+	resp := s.check(ctx, st, bag, req)
+	s.m.checkRequests.WithLabelValues(codeName(resp.Precondition.Status.Code)).Inc()
+	return resp, nil
+}
+
+func (g *service) Report(ctx context.Context, req *mixerv1.ReportRequest) (*mixerv1.ReportResponse, error) {
+	s := g.s
+	s.m.reportRequests.Inc()
+	bags, err := s.dict.DecodeBatch(req)
+	if err != nil {
+		return nil, status.Errorf(codes.InvalidArgument, "attributes: %v", err)
+	}
+	s.m.reportBags.Add(float64(len(bags)))
+	st := s.acquire()
+	defer st.release()
+	// A bag whose values contradict the manifest cannot be evaluated; it is
+	// counted and skipped, the rest of the batch is not lost for it. The
+	// caller is not told: retrying the batch would only duplicate the rest.
+	manifest := st.snap.Manifest()
+	kept := bags[:0]
+	for _, b := range bags {
+		if err := manifest.CheckBag(b); err != nil {
+			s.m.reportBagsRejected.Inc()
+			s.log.Debug("report bag rejected", "error", err)
+			continue
+		}
+		kept = append(kept, b)
+	}
+	s.report(st, kept)
+	return &mixerv1.ReportResponse{}, nil
+}

@@ -1,0 +1,236 @@
+package policy
+
+import (
+	"reflect"
+	"sync"
+
+	"github.com/google/cel-go/common/types"
+	"github.com/google/cel-go/common/types/ref"
+	"github.com/google/cel-go/common/types/traits"
+	"github.com/google/cel-go/interpreter"
+
+	"github.com/sidemix/sidemix/adapters/template"
+	"github.com/sidemix/sidemix/attribute"
+)
+
+// activation resolves CEL variables from a bag and records what it was
+// asked for. Activations are pooled: Evaluate sits on the Check hot path.
+type activation struct {
+	bag  *attribute.Bag
+	refs *attribute.Referenced
+	maps []*mapVal // reused wrappers for map attributes
+	used int
+
+	// Attributes resolved so far: many rules look at the same few
+	// attributes, and converting each once saves an allocation per rule.
+	resolved []resolvedAttr
+
+	// Instances built during one evaluation, by instance index, so an
+	// instance several actions use is built once.
+	built  []template.Instance
+	failed []bool
+}
+
+var _ interpreter.Activation = (*activation)(nil)
+
+var activationPool = sync.Pool{New: func() any { return new(activation) }}
+
+func getActivation(bag *attribute.Bag, refs *attribute.Referenced, instances int) *activation {
+	a := activationPool.Get().(*activation)
+	a.bag, a.refs = bag, refs
+	if cap(a.built) < instances {
+		a.built = make([]template.Instance, instances)
+		a.failed = make([]bool, instances)
+	}
+	a.built, a.failed = a.built[:instances], a.failed[:instances]
+	return a
+}
+
+func putActivation(a *activation) {
+	for i := 0; i < a.used; i++ {
+		mv := a.maps[i]
+		clear(mv.keys)
+		*mv = mapVal{keys: mv.keys[:0]}
+	}
+	clear(a.built)
+	clear(a.failed)
+	clear(a.resolved)
+	a.resolved = a.resolved[:0]
+	a.bag, a.refs, a.used = nil, nil, 0
+	activationPool.Put(a)
+}
+
+type resolvedAttr struct {
+	name string
+	val  ref.Val // nil when absent
+}
+
+// ResolveName implements interpreter.Activation. CEL asks for declared
+// attributes by their full dotted names.
+func (a *activation) ResolveName(name string) (any, bool) {
+	for i := range a.resolved {
+		if r := &a.resolved[i]; r.name == name {
+			return r.val, r.val != nil
+		}
+	}
+	v, ok := a.bag.Get(name)
+	var val ref.Val
+	switch {
+	case !ok:
+		if a.refs != nil {
+			a.refs.Add(name, false)
+		}
+	case v.Kind() == attribute.KindStringMap:
+		// Key lookups are recorded by the map itself.
+		val = a.mapValue(name, v.StringMap())
+	default:
+		if a.refs != nil {
+			a.refs.Add(name, true)
+		}
+		val = celValue(v)
+	}
+	a.resolved = append(a.resolved, resolvedAttr{name: name, val: val})
+	return val, ok
+}
+
+// Parent implements interpreter.Activation.
+func (a *activation) Parent() interpreter.Activation { return nil }
+
+func (a *activation) mapValue(name string, m map[string]string) *mapVal {
+	if a.used == len(a.maps) {
+		a.maps = append(a.maps, new(mapVal))
+	}
+	mv := a.maps[a.used]
+	a.used++
+	mv.name, mv.m, mv.refs = name, m, a.refs
+	return mv
+}
+
+// celValue converts a bag value to its CEL value.
+func celValue(v attribute.Value) ref.Val {
+	switch v.Kind() {
+	case attribute.KindString:
+		return types.String(v.Str())
+	case attribute.KindInt64:
+		return types.Int(v.Int64())
+	case attribute.KindDouble:
+		return types.Double(v.Double())
+	case attribute.KindBool:
+		return types.Bool(v.Bool())
+	case attribute.KindTimestamp:
+		return types.Timestamp{Time: v.Time()}
+	case attribute.KindDuration:
+		return types.Duration{Duration: v.Duration()}
+	case attribute.KindBytes, attribute.KindIPAddress:
+		return types.Bytes(v.Bytes())
+	case attribute.KindStringMap:
+		return types.NewStringStringMap(types.DefaultTypeAdapter, v.StringMap())
+	}
+	return types.NewErr("attribute of unsupported kind %s", v.Kind())
+}
+
+// mapVal is a STRING_MAP attribute as CEL sees it. Key lookups record the
+// key and whether it was there; anything that looks at the whole map
+// (size, iteration, equality, conversion) records the whole attribute.
+type mapVal struct {
+	name string
+	m    map[string]string
+	refs *attribute.Referenced
+	// Keys looked up so far, so that rules asking for the same header do
+	// not each box its value again (nor scan refs again).
+	keys []mapKey
+}
+
+type mapKey struct {
+	key string
+	val ref.Val // nil when absent
+}
+
+var _ traits.Mapper = (*mapVal)(nil)
+
+func (mv *mapVal) whole() traits.Mapper {
+	if mv.refs != nil {
+		mv.refs.Add(mv.name, true)
+	}
+	return types.NewStringStringMap(types.DefaultTypeAdapter, mv.m)
+}
+
+// Find implements traits.Mapper: index, has() and optional lookups.
+func (mv *mapVal) Find(key ref.Val) (ref.Val, bool) {
+	k, ok := key.(types.String)
+	if !ok {
+		if types.IsUnknownOrError(key) {
+			return key, false
+		}
+		return types.ValOrErr(key, "no such key: %v", key), false
+	}
+	for i := range mv.keys {
+		if mk := &mv.keys[i]; mk.key == string(k) {
+			return mk.val, mk.val != nil
+		}
+	}
+	s, found := mv.m[string(k)]
+	if mv.refs != nil {
+		mv.refs.AddMapKey(mv.name, string(k), found)
+	}
+	var val ref.Val
+	if found {
+		val = types.String(s)
+	}
+	mv.keys = append(mv.keys, mapKey{key: string(k), val: val})
+	return val, found
+}
+
+// Get implements traits.Indexer.
+func (mv *mapVal) Get(key ref.Val) ref.Val {
+	v, found := mv.Find(key)
+	if found {
+		return v
+	}
+	if v != nil {
+		return v
+	}
+	return types.NewErr("no such key: %v", key)
+}
+
+// Contains implements traits.Container: the `in` operator.
+func (mv *mapVal) Contains(key ref.Val) ref.Val {
+	v, found := mv.Find(key)
+	if !found && v != nil && types.IsUnknownOrError(v) {
+		return v
+	}
+	return types.Bool(found)
+}
+
+// Size implements traits.Sizer.
+func (mv *mapVal) Size() ref.Val { return mv.whole().Size() }
+
+// Iterator implements traits.Iterable.
+func (mv *mapVal) Iterator() traits.Iterator { return mv.whole().Iterator() }
+
+// ConvertToNative implements ref.Val.
+func (mv *mapVal) ConvertToNative(t reflect.Type) (any, error) {
+	return mv.whole().ConvertToNative(t)
+}
+
+// ConvertToType implements ref.Val.
+func (mv *mapVal) ConvertToType(t ref.Type) ref.Val { return mv.whole().ConvertToType(t) }
+
+// Equal implements ref.Val.
+func (mv *mapVal) Equal(other ref.Val) ref.Val { return mv.whole().Equal(other) }
+
+// Type implements ref.Val.
+func (mv *mapVal) Type() ref.Type { return types.MapType }
+
+// Value implements ref.Val.
+func (mv *mapVal) Value() any {
+	if mv.refs != nil {
+		mv.refs.Add(mv.name, true)
+	}
+	return mv.m
+}
+
+// IsZeroValue reports whether the map is empty.
+func (mv *mapVal) IsZeroValue() bool {
+	return mv.whole().Size() == types.IntZero
+}

@@ -1,0 +1,98 @@
+// Package policy is sidemix's policy language: it loads Kubernetes-style
+// YAML documents, checks every field and expression up front, and compiles
+// them into an immutable [Snapshot] that answers, for one attribute bag,
+// "which rules match, which instances to build, which handlers to call".
+// It is pure: no network, no goroutines, no clocks it was not given.
+//
+// # Documents
+//
+// Every document has apiVersion sidemix.dev/v1, a kind, metadata.name
+// (unique per kind; metadata.namespace is informational) and a spec. A file
+// may hold several documents separated by "---"; empty documents are
+// skipped. Four kinds exist:
+//
+//   - AttributeManifest extends the built-in vocabulary
+//     ([attribute.DefaultManifest]) with more attributes and their types.
+//   - Handler configures an adapter: spec.adapter names a factory of
+//     [Options].Adapters and spec.params is decoded strictly into the
+//     factory's config (unknown keys are errors) and validated.
+//   - Instance fills a template (checknothing, listentry, quota, metric,
+//     logentry) whose fields are CEL expressions over attributes.
+//   - Rule has a CEL match (empty means always), actions (a handler and the
+//     instances to send it) and optional request/response header
+//     operations (REPLACE, REMOVE, APPEND; values are CEL strings).
+//
+// A small example, a rule that denies /admin:
+//
+//	apiVersion: sidemix.dev/v1
+//	kind: Handler
+//	metadata: {name: deny-admin}
+//	spec:
+//	  adapter: denier
+//	  params: {status: PERMISSION_DENIED, message: admin is closed}
+//	---
+//	apiVersion: sidemix.dev/v1
+//	kind: Instance
+//	metadata: {name: nothing}
+//	spec: {template: checknothing}
+//	---
+//	apiVersion: sidemix.dev/v1
+//	kind: Rule
+//	metadata: {name: no-admin}
+//	spec:
+//	  match: request.path.startsWith("/admin")
+//	  actions:
+//	  - {handler: deny-admin, instances: [nothing]}
+//
+// # Expressions
+//
+// Expressions are CEL. Every attribute of the manifest is a variable with
+// its dotted name (request.path, source.workload.name): STRING is string,
+// INT64 int, DOUBLE double, BOOL bool, TIMESTAMP timestamp, DURATION
+// duration, BYTES and IP_ADDRESS bytes, STRING_MAP map(string, string).
+// Beyond CEL's standard library and its string extensions there are the
+// mesh helpers:
+//
+//	ip("10.0.0.1")               bytes of an IP address (an error if invalid)
+//	match(s, "glob*")            Istio glob: "*" matches all, "abc*" prefix, "*abc" suffix, else equality
+//	conditional(c, a, b)         a if c else b; a and b have one type; the branch not taken may fail
+//	default(a, b)                a, unless a cannot be evaluated (an absent attribute or map key): then b
+//	dnsName(s), email(s), uri(s) s, or an error if s is not one
+//
+// Each expression is parsed and type-checked at load time, and its result
+// type checked for its field: a match is a bool; a metric value an int,
+// double or duration; a listentry value a string or bytes (bytes of 4 or 16
+// are rendered as an IP address); a severity a string; a timestamp a
+// timestamp; dimensions anything but a map or list. A logentry without a
+// severity says "info"; without a timestamp it takes context.time, else the
+// load's clock ([Options].Now).
+//
+// # Errors
+//
+// A load reports every issue at once, sorted by file and line, each as
+// file:line: Kind/name: field: message, for example:
+//
+//	rules.yaml:14: Rule/no-admin: spec.match: ERROR: <input>:1:1: undeclared reference to 'request.pth' (did you mean 'request.path'?)
+//	handlers.yaml:3: Handler/h: spec.params.sttus: unknown field
+//	rules.yaml:9: Rule/r: spec.actions[0].handler: handler "nope" not found
+//
+// An adapter's Validate errors that begin with a key path ("quotas[0].max:
+// must be positive") point at that key's line.
+//
+// # Evaluation
+//
+// [Snapshot.Evaluate] runs the rules in name order. Only rules with work for
+// the asked [Variety] are looked at (for VarietyCheck, also rules with
+// header operations), so a check records no attributes that only telemetry
+// reads. It records into an [attribute.Referenced] every attribute the
+// evaluation looked at, with its presence, and for map attributes each key
+// looked up (index, "in", has()); whole-map uses (size, iteration,
+// equality) record the whole map. A proxy keys its check cache on exactly
+// these. An expression that fails at run time (an absent attribute outside
+// default(), a bad ip()) makes the rule not match or skips the action, and
+// is returned as an [EvalError]; it never fails the whole evaluation.
+//
+// Evaluation allocates little: activations are pooled, each attribute and
+// map key is converted once per evaluation, and an instance several actions
+// use is built once.
+package policy

@@ -1,0 +1,428 @@
+package policy
+
+import (
+	"errors"
+	"fmt"
+	"reflect"
+	"sort"
+	"time"
+
+	"github.com/google/cel-go/common/types"
+	"github.com/google/cel-go/common/types/ref"
+	"github.com/google/cel-go/common/types/traits"
+
+	"github.com/sidemix/sidemix/adapters"
+	"github.com/sidemix/sidemix/adapters/template"
+	"github.com/sidemix/sidemix/attribute"
+)
+
+// Snapshot is a loaded, compiled configuration. It is immutable and safe for
+// concurrent use.
+type Snapshot struct {
+	manifest        *attribute.Manifest
+	extraAttributes map[string]string // declared by AttributeManifest documents
+	handlers        []*handler        // by name
+	instances       []*instance       // by name; instance.index is the position
+	rules           []*rule           // by name
+	digest          string
+	now             func() time.Time
+}
+
+// HandlerConfig is a configured adapter: what the mixer needs to create the
+// handler.
+type HandlerConfig struct {
+	Name, Namespace string
+	Adapter         string
+	Factory         adapters.Factory
+	Params          adapters.Config // decoded, validated
+	Templates       []string        // templates of instances rules send it (sorted)
+}
+
+type handler struct {
+	name, namespace string
+	file            string
+	line            int
+	adapter         string
+	factory         adapters.Factory
+	params          adapters.Config
+	view            any
+	templates       map[string]bool
+	broken          bool // had issues; the load fails
+}
+
+type namedProgram struct {
+	name    string
+	program *program
+}
+
+type instance struct {
+	name, namespace string
+	file            string
+	line            int
+	template        string
+	variety         Variety
+	index           int
+	value           *program       // listentry, metric
+	dimensions      []namedProgram // quota, metric
+	variables       []namedProgram // logentry
+	severity        *program       // logentry
+	timestamp       *program       // logentry
+	view            any
+	broken          bool
+}
+
+type action struct {
+	handler   *handler
+	name      string
+	instances []*instance
+}
+
+// variedAction is an action restricted to the instances of one variety.
+type variedAction struct {
+	handler   *handler
+	instances []*instance
+}
+
+type headerOp struct {
+	name   string
+	values []*program
+	op     HeaderOp
+}
+
+type rule struct {
+	name, namespace string
+	file            string
+	line            int
+	match           *program // nil: always
+	actions         []*action
+	requestOps      []headerOp
+	responseOps     []headerOp
+	byVariety       [3][]variedAction
+}
+
+// index groups the rule's actions by variety and tells each handler which
+// templates it receives.
+func (r *rule) index() {
+	for _, a := range r.actions {
+		for v := range r.byVariety {
+			var ins []*instance
+			for _, in := range a.instances {
+				if in.variety == Variety(v) {
+					ins = append(ins, in)
+				}
+			}
+			if len(ins) > 0 {
+				r.byVariety[v] = append(r.byVariety[v], variedAction{handler: a.handler, instances: ins})
+			}
+		}
+		for _, in := range a.instances {
+			a.handler.templates[in.template] = true
+		}
+	}
+}
+
+// Manifest is the vocabulary expressions were checked against: the base
+// manifest plus AttributeManifest documents.
+func (s *Snapshot) Manifest() *attribute.Manifest { return s.manifest }
+
+// Digest is the sha256 of the sources, hex encoded.
+func (s *Snapshot) Digest() string { return s.digest }
+
+// Counts returns how many handlers, instances and rules the snapshot holds.
+func (s *Snapshot) Counts() (handlers, instances, rules int) {
+	return len(s.handlers), len(s.instances), len(s.rules)
+}
+
+// Handlers lists the configured handlers, sorted by name.
+func (s *Snapshot) Handlers() []HandlerConfig {
+	out := make([]HandlerConfig, len(s.handlers))
+	for i, h := range s.handlers {
+		tmpls := make([]string, 0, len(h.templates))
+		for t := range h.templates {
+			tmpls = append(tmpls, t)
+		}
+		sort.Strings(tmpls)
+		out[i] = HandlerConfig{Name: h.name, Namespace: h.namespace, Adapter: h.adapter,
+			Factory: h.factory, Params: h.params, Templates: tmpls}
+	}
+	return out
+}
+
+// Evaluate runs the rules, in name order, against bag. For each rule with
+// actions of variety v (or, for VarietyCheck, header operations) the match
+// is evaluated; for a matching rule the instances of those actions are
+// built. refs, when not nil, records every attribute and map key that was
+// looked at, with its presence.
+func (s *Snapshot) Evaluate(bag *attribute.Bag, v Variety, refs *attribute.Referenced) Result {
+	var res Result
+	if s == nil || v < 0 || int(v) >= len(rule{}.byVariety) {
+		return res
+	}
+	a := getActivation(bag, refs, len(s.instances))
+	defer putActivation(a)
+	for _, r := range s.rules {
+		acts := r.byVariety[v]
+		headers := v == VarietyCheck && (len(r.requestOps) > 0 || len(r.responseOps) > 0)
+		if len(acts) == 0 && !headers {
+			continue
+		}
+		if r.match != nil {
+			out, err := r.match.eval(a)
+			if err != nil {
+				res.Errors = append(res.Errors, &EvalError{Rule: r.name, Field: "spec.match", Err: err})
+				continue
+			}
+			if out != types.True {
+				continue
+			}
+		}
+		for _, va := range acts {
+			insts := make([]template.Instance, 0, len(va.instances))
+			for _, in := range va.instances {
+				bi, err := s.instanceFor(a, in)
+				if err != nil {
+					err.Rule = r.name
+					res.Errors = append(res.Errors, err)
+				}
+				if bi == nil {
+					break
+				}
+				insts = append(insts, bi)
+			}
+			if len(insts) < len(va.instances) {
+				continue // an instance failed: skip the action
+			}
+			res.Actions = append(res.Actions, Action{Rule: r.name, Handler: va.handler.name, Instances: insts})
+		}
+		if headers {
+			res.RequestHeaderOperations = r.evalOps(a, r.requestOps, res.RequestHeaderOperations, &res, "spec.requestHeaderOperations")
+			res.ResponseHeaderOperations = r.evalOps(a, r.responseOps, res.ResponseHeaderOperations, &res, "spec.responseHeaderOperations")
+		}
+	}
+	return res
+}
+
+func (r *rule) evalOps(a *activation, ops []headerOp, out []HeaderOperation, res *Result, field string) []HeaderOperation {
+	for i, o := range ops {
+		if o.op == HeaderRemove {
+			out = append(out, HeaderOperation{Name: o.name, Operation: HeaderRemove})
+			continue
+		}
+		vals := make([]string, 0, len(o.values))
+		for j, p := range o.values {
+			v, err := p.eval(a)
+			if err == nil {
+				s, ok := v.(types.String)
+				if !ok {
+					err = fmt.Errorf("value has type %s, want string", v.Type().TypeName())
+				}
+				vals = append(vals, string(s))
+			}
+			if err != nil {
+				res.Errors = append(res.Errors, &EvalError{Rule: r.name, Field: fmt.Sprintf("%s[%d].values[%d]", field, i, j), Err: err})
+				vals = nil
+				break
+			}
+		}
+		for j, v := range vals {
+			op := o.op
+			if op == HeaderReplace && j > 0 {
+				op = HeaderAppend // further values of a REPLACE add to the first
+			}
+			out = append(out, HeaderOperation{Name: o.name, Value: v, Operation: op})
+		}
+	}
+	return out
+}
+
+// eval runs a program; a CEL error value becomes a Go error.
+func (p *program) eval(a *activation) (ref.Val, error) {
+	out, _, err := p.prg.Eval(a)
+	if err != nil {
+		return nil, err
+	}
+	if types.IsUnknownOrError(out) {
+		return nil, fmt.Errorf("%v", out)
+	}
+	return out, nil
+}
+
+// instanceFor builds an instance once per evaluation. A failed build
+// returns the error the first time and nil, nil afterwards.
+func (s *Snapshot) instanceFor(a *activation, in *instance) (template.Instance, *EvalError) {
+	if b := a.built[in.index]; b != nil {
+		return b, nil
+	}
+	if a.failed[in.index] {
+		return nil, nil
+	}
+	b, err := s.build(a, in)
+	if err != nil {
+		a.failed[in.index] = true
+		return nil, err
+	}
+	a.built[in.index] = b
+	return b, nil
+}
+
+func (s *Snapshot) build(a *activation, in *instance) (template.Instance, *EvalError) {
+	fail := func(field string, err error) *EvalError {
+		return &EvalError{Instance: in.name, Field: field, Err: err}
+	}
+	switch in.template {
+	case template.CheckNothingName:
+		return &template.CheckNothing{Name: in.name}, nil
+	case template.ListEntryName:
+		v, err := in.value.eval(a)
+		if err != nil {
+			return nil, fail("spec.params.value", err)
+		}
+		var text string
+		switch x := v.(type) {
+		case types.String:
+			text = string(x)
+		case types.Bytes:
+			text = template.FormatValue([]byte(x))
+		default:
+			return nil, fail("spec.params.value", fmt.Errorf("value has type %s, want string or bytes", v.Type().TypeName()))
+		}
+		return &template.ListEntry{Name: in.name, Value: text}, nil
+	case template.QuotaName:
+		dims, err := evalMap(a, in.dimensions, "spec.params.dimensions", true)
+		if err != nil {
+			err.Instance = in.name
+			return nil, err
+		}
+		return &template.Quota{Name: in.name, Dimensions: dims}, nil
+	case template.MetricName:
+		v, err := in.value.eval(a)
+		if err != nil {
+			return nil, fail("spec.params.value", err)
+		}
+		val := native(v)
+		switch val.(type) {
+		case int64, float64, time.Duration:
+		default:
+			return nil, fail("spec.params.value", fmt.Errorf("value has type %s, want int, double or duration", v.Type().TypeName()))
+		}
+		dims, derr := evalMap(a, in.dimensions, "spec.params.dimensions", true)
+		if derr != nil {
+			derr.Instance = in.name
+			return nil, derr
+		}
+		return &template.Metric{Name: in.name, Value: val, Dimensions: dims}, nil
+	case template.LogEntryName:
+		vars, err := evalMap(a, in.variables, "spec.params.variables", false)
+		if err != nil {
+			err.Instance = in.name
+			return nil, err
+		}
+		le := &template.LogEntry{Name: in.name, Variables: vars, Severity: "info"}
+		if in.severity != nil {
+			v, err := in.severity.eval(a)
+			if err != nil {
+				return nil, fail("spec.params.severity", err)
+			}
+			sv, ok := v.(types.String)
+			if !ok {
+				return nil, fail("spec.params.severity", fmt.Errorf("value has type %s, want string", v.Type().TypeName()))
+			}
+			le.Severity = string(sv)
+		}
+		if in.timestamp != nil {
+			v, err := in.timestamp.eval(a)
+			if err != nil {
+				return nil, fail("spec.params.timestamp", err)
+			}
+			ts, ok := v.(types.Timestamp)
+			if !ok {
+				return nil, fail("spec.params.timestamp", fmt.Errorf("value has type %s, want timestamp", v.Type().TypeName()))
+			}
+			le.Timestamp = ts.Time
+		} else if t, ok := a.bag.Time(attribute.ContextTime); ok {
+			if a.refs != nil {
+				a.refs.Add(attribute.ContextTime, true)
+			}
+			le.Timestamp = t
+		} else {
+			if a.refs != nil {
+				a.refs.Add(attribute.ContextTime, false)
+			}
+			if s.now != nil {
+				le.Timestamp = s.now()
+			} else {
+				le.Timestamp = time.Now()
+			}
+		}
+		return le, nil
+	}
+	return nil, &EvalError{Instance: in.name, Field: "spec.template", Err: fmt.Errorf("unknown template %q", in.template)}
+}
+
+func evalMap(a *activation, progs []namedProgram, field string, scalar bool) (map[string]any, *EvalError) {
+	if len(progs) == 0 {
+		return nil, nil
+	}
+	out := make(map[string]any, len(progs))
+	for _, np := range progs {
+		v, err := np.program.eval(a)
+		if err != nil {
+			return nil, &EvalError{Field: field + "." + np.name, Err: err}
+		}
+		nv := native(v)
+		if scalar {
+			switch nv.(type) {
+			case map[string]string, map[string]any, []any:
+				return nil, &EvalError{Field: field + "." + np.name, Err: errors.New("value is not a scalar")}
+			}
+		}
+		out[np.name] = nv
+	}
+	return out, nil
+}
+
+var (
+	stringMapType = reflect.TypeFor[map[string]string]()
+	anyMapType    = reflect.TypeFor[map[string]any]()
+	anySliceType  = reflect.TypeFor[[]any]()
+)
+
+// native converts a CEL value to the Go value templates carry: string,
+// int64, float64, bool, time.Time, time.Duration, []byte,
+// map[string]string; other maps and lists become map[string]any and []any.
+func native(v ref.Val) any {
+	switch x := v.(type) {
+	case types.String:
+		return string(x)
+	case types.Int:
+		return int64(x)
+	case types.Uint:
+		return int64(x)
+	case types.Double:
+		return float64(x)
+	case types.Bool:
+		return bool(x)
+	case types.Bytes:
+		return []byte(x)
+	case types.Timestamp:
+		return x.Time
+	case types.Duration:
+		return x.Duration
+	case types.Null:
+		return nil
+	case *mapVal:
+		return x.Value()
+	case traits.Mapper:
+		if m, err := x.ConvertToNative(stringMapType); err == nil {
+			return m
+		}
+		if m, err := x.ConvertToNative(anyMapType); err == nil {
+			return m
+		}
+	case traits.Lister:
+		if l, err := x.ConvertToNative(anySliceType); err == nil {
+			return l
+		}
+	}
+	return v.Value()
+}

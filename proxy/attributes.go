@@ -1,0 +1,250 @@
+package proxy
+
+import (
+	"crypto/rand"
+	"encoding/hex"
+	"net"
+	"net/http"
+	"net/netip"
+	"strings"
+	"time"
+
+	"github.com/sidemix/sidemix/attribute"
+)
+
+// Headers by which the outbound side of a calling proxy tells the callee's
+// inbound side who is calling. The inbound side removes them before the app
+// sees the request, and the outbound side overwrites whatever the app set.
+// They are as trustworthy as the network between the proxies: there is no
+// mTLS to back them.
+const (
+	HeaderSourceWorkload  = "X-Sidemix-Source-Workload"
+	HeaderSourceNamespace = "X-Sidemix-Source-Namespace"
+	HeaderSourcePrincipal = "X-Sidemix-Source-Principal"
+	HeaderSourceUID       = "X-Sidemix-Source-Uid"
+
+	// HeaderRequestID carries request.id; the proxy generates it when
+	// missing and forwards it.
+	HeaderRequestID = "X-Request-Id"
+)
+
+var identityHeaders = [...]string{HeaderSourceWorkload, HeaderSourceNamespace, HeaderSourcePrincipal, HeaderSourceUID}
+
+// Values of context.proxy_error_code (Envoy's response flags).
+const (
+	flagNone       = "-"
+	flagNoRoute    = "NR"   // no upstream for the Host
+	flagConnect    = "UF"   // upstream connection failure
+	flagReset      = "UC"   // upstream reset or broke off the response
+	flagDownstream = "DC"   // the caller went away
+	flagDenied     = "UAEX" // denied by policy (or the mixer could not be asked, fail closed)
+)
+
+// newRequestID returns a random UUID (version 4).
+func newRequestID() string {
+	var b [16]byte
+	_, _ = rand.Read(b[:])
+	b[6] = b[6]&0x0f | 0x40
+	b[8] = b[8]&0x3f | 0x80
+	var out [36]byte
+	hex.Encode(out[0:8], b[0:4])
+	out[8] = '-'
+	hex.Encode(out[9:13], b[4:6])
+	out[13] = '-'
+	hex.Encode(out[14:18], b[6:8])
+	out[18] = '-'
+	hex.Encode(out[19:23], b[8:10])
+	out[23] = '-'
+	hex.Encode(out[24:], b[10:])
+	return string(out[:])
+}
+
+func isGRPC(r *http.Request) bool {
+	return strings.HasPrefix(r.Header.Get("Content-Type"), "application/grpc")
+}
+
+// requestBag builds the attributes known before forwarding. ex.up is the
+// routed upstream (outbound) or nil.
+func (s *side) requestBag(r *http.Request, ex *exchange) *attribute.Bag {
+	p := s.p
+	b := attribute.NewBuilder(48)
+	b.SetString(attribute.ContextReporterKind, s.kind)
+	b.SetString(attribute.ContextReporterUID, p.cfg.UID)
+	b.SetTime(attribute.ContextTime, ex.start)
+	b.SetBool(attribute.ConnectionMTLS, false)
+	if ex.grpc {
+		b.SetString(attribute.ContextProtocol, "grpc")
+	} else {
+		b.SetString(attribute.ContextProtocol, "http")
+	}
+
+	if s.kind == kindInbound {
+		b.SetString(attribute.DestinationWorkloadName, p.cfg.Service)
+		b.SetString(attribute.DestinationWorkloadNamespace, p.cfg.Namespace)
+		b.SetString(attribute.DestinationWorkloadUID, p.cfg.UID)
+		b.SetString(attribute.DestinationUID, p.cfg.UID)
+		b.SetString(attribute.DestinationServiceName, p.cfg.Service)
+		b.SetString(attribute.DestinationServiceNamespace, p.cfg.Namespace)
+		b.SetString(attribute.DestinationServiceHost, serviceHost(p.cfg.Service, p.cfg.Namespace))
+		b.SetString(attribute.DestinationName, p.cfg.Service)
+		b.SetString(attribute.DestinationNamespace, p.cfg.Namespace)
+		b.SetString(attribute.DestinationPrincipal, p.cfg.Principal)
+		if v := ex.src[0]; v != "" {
+			b.SetString(attribute.SourceWorkloadName, v)
+			b.SetString(attribute.SourceName, v)
+		}
+		if v := ex.src[1]; v != "" {
+			b.SetString(attribute.SourceWorkloadNamespace, v)
+			b.SetString(attribute.SourceNamespace, v)
+		}
+		if v := ex.src[2]; v != "" {
+			b.SetString(attribute.SourcePrincipal, v)
+		}
+		if v := ex.src[3]; v != "" {
+			b.SetString(attribute.SourceUID, v)
+			b.SetString(attribute.SourceWorkloadUID, v)
+		}
+		if ip, port, ok := localAddr(r); ok {
+			b.SetIP(attribute.DestinationIP, ip)
+			b.SetInt64(attribute.DestinationPort, port)
+		}
+	} else {
+		b.SetString(attribute.SourceWorkloadName, p.cfg.Service)
+		b.SetString(attribute.SourceWorkloadNamespace, p.cfg.Namespace)
+		b.SetString(attribute.SourceWorkloadUID, p.cfg.UID)
+		b.SetString(attribute.SourceUID, p.cfg.UID)
+		b.SetString(attribute.SourceName, p.cfg.Service)
+		b.SetString(attribute.SourceNamespace, p.cfg.Namespace)
+		b.SetString(attribute.SourcePrincipal, p.cfg.Principal)
+		if up := ex.up; up != nil {
+			b.SetString(attribute.DestinationServiceName, up.service)
+			b.SetString(attribute.DestinationServiceNamespace, up.namespace)
+			b.SetString(attribute.DestinationServiceHost, up.host)
+			if up.ip.IsValid() {
+				b.SetIP(attribute.DestinationIP, up.ip)
+			}
+			if up.port > 0 {
+				b.SetInt64(attribute.DestinationPort, up.port)
+			}
+		} else {
+			b.SetString(attribute.DestinationServiceHost, hostOnly(r.Host))
+		}
+	}
+	if ip, ok := remoteIP(r); ok {
+		b.SetIP(attribute.SourceIP, ip)
+	}
+
+	b.SetString(attribute.RequestID, ex.requestID)
+	b.SetString(attribute.RequestPath, r.URL.RequestURI())
+	b.SetString(attribute.RequestURLPath, r.URL.Path)
+	if r.URL.RawQuery != "" {
+		q := r.URL.Query()
+		qp := make(map[string]string, len(q))
+		for k, vs := range q {
+			if len(vs) > 0 {
+				qp[k] = vs[0]
+			}
+		}
+		b.SetStringMap(attribute.RequestQueryParams, qp)
+	}
+	b.SetString(attribute.RequestHost, r.Host)
+	b.SetString(attribute.RequestMethod, r.Method)
+	b.SetString(attribute.RequestScheme, "http")
+	if ua := r.Header.Get("User-Agent"); ua != "" {
+		b.SetString(attribute.RequestUserAgent, ua)
+	}
+	b.SetTime(attribute.RequestTime, ex.start)
+	if r.ContentLength >= 0 {
+		b.SetInt64(attribute.RequestSize, r.ContentLength)
+	}
+	b.SetStringMap(attribute.RequestHeaders, headerMap(r.Header))
+	return b.Build()
+}
+
+// headerMap is h with lower-case keys and the first value of each.
+func headerMap(h http.Header) map[string]string {
+	m := make(map[string]string, len(h))
+	for k, vs := range h {
+		if len(vs) == 0 {
+			continue
+		}
+		m[strings.ToLower(k)] = vs[0]
+	}
+	return m
+}
+
+// headerBytes approximates the wire size of a header block.
+func headerBytes(h http.Header) int64 {
+	var n int64
+	for k, vs := range h {
+		for _, v := range vs {
+			n += int64(len(k) + len(v) + 4) // "k: v\r\n"
+		}
+	}
+	return n + 2
+}
+
+// requestHeadBytes approximates the request line and headers.
+func requestHeadBytes(r *http.Request) int64 {
+	n := int64(len(r.Method) + len(r.URL.RequestURI()) + len(r.Proto) + 4)
+	n += int64(len("Host: ") + len(r.Host) + 2)
+	return n + headerBytes(r.Header)
+}
+
+func hostOnly(hostport string) string {
+	if h, _, err := net.SplitHostPort(hostport); err == nil {
+		return h
+	}
+	return hostport
+}
+
+func remoteIP(r *http.Request) (netip.Addr, bool) {
+	ap, err := netip.ParseAddrPort(r.RemoteAddr)
+	if err != nil {
+		return netip.Addr{}, false
+	}
+	return ap.Addr(), true
+}
+
+func localAddr(r *http.Request) (netip.Addr, int64, bool) {
+	a, ok := r.Context().Value(http.LocalAddrContextKey).(net.Addr)
+	if !ok {
+		return netip.Addr{}, 0, false
+	}
+	if ta, ok := a.(*net.TCPAddr); ok {
+		ap := ta.AddrPort()
+		return ap.Addr(), int64(ap.Port()), true
+	}
+	ap, err := netip.ParseAddrPort(a.String())
+	if err != nil {
+		return netip.Addr{}, 0, false
+	}
+	return ap.Addr(), int64(ap.Port()), true
+}
+
+// responseBag extends the request bag with what the response brought.
+func responseBag(ex *exchange, rec *recorder, end time.Time) *attribute.Bag {
+	b := ex.bag.Builder()
+	b.SetInt64(attribute.ResponseCode, int64(rec.code))
+	b.SetInt64(attribute.ResponseSize, rec.size)
+	b.SetInt64(attribute.ResponseTotalSize, rec.headBytes+rec.size)
+	if rec.headers != nil {
+		b.SetStringMap(attribute.ResponseHeaders, rec.headers)
+	}
+	b.SetDuration(attribute.ResponseDuration, end.Sub(ex.start))
+	b.SetTime(attribute.ResponseTime, end)
+	if gs := rec.grpcStatus(); gs != "" {
+		b.SetString(attribute.ResponseGRPCStatus, gs)
+	}
+	b.SetString(attribute.ContextProxyErrorCode, ex.flag)
+	reqSize := ex.contentLength
+	if reqSize < 0 {
+		reqSize = 0
+		if ex.body != nil {
+			reqSize = ex.body.n.Load()
+		}
+		b.SetInt64(attribute.RequestSize, reqSize)
+	}
+	b.SetInt64(attribute.RequestTotalSize, ex.headBytes+reqSize)
+	return b.Build()
+}

@@ -1,0 +1,189 @@
+package proxy
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"os"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// DefaultAdmin is the admin address the command line uses unless told
+// otherwise. In a Config, an empty Admin disables the admin listener.
+const DefaultAdmin = "127.0.0.1:15000"
+
+// Config configures a Proxy.
+type Config struct {
+	// Service and Namespace name the workload this proxy runs beside.
+	// Service is required; Namespace defaults to "default".
+	Service, Namespace string
+	// UID identifies this instance (destination.uid inbound, source.uid
+	// outbound, context.reporter.uid); default kubernetes://HOSTNAME.NAMESPACE.
+	UID string
+	// Principal is the identity this proxy claims for its app's outbound
+	// calls (source.principal at the callee); default
+	// cluster.local/ns/NAMESPACE/sa/SERVICE.
+	Principal string
+
+	// Inbound is the listen address for callers of the app; App is the
+	// app's host:port it forwards to. Empty Inbound disables the inbound side.
+	Inbound, App string
+	// Outbound is the listen address the app sends its own calls to, naming
+	// the callee in the Host header; empty disables the outbound side.
+	Outbound string
+	// Upstreams maps the names the app uses as Host to host:port.
+	Upstreams map[string]string
+
+	// Mixer is the mixer's gRPC address. Required.
+	Mixer string
+	// CheckTimeout bounds each Check (default 1s); CheckFailOpen lets
+	// requests through when the mixer cannot answer in time.
+	CheckTimeout  time.Duration
+	CheckFailOpen bool
+	// ReportBatchSize, ReportInterval, ReportBufferSize and CacheSize tune
+	// the mixer client (see mixerclient.Options; zero takes its default).
+	ReportBatchSize  int
+	ReportInterval   time.Duration
+	ReportBufferSize int
+	CacheSize        int
+
+	// Admin is the listen address of /healthz, /readyz and /metrics; empty
+	// disables it (the command line defaults it to DefaultAdmin).
+	Admin string
+
+	// Logger receives start, stop and state changes; nil discards.
+	Logger *slog.Logger
+}
+
+// upstream is one resolved entry of Config.Upstreams.
+type upstream struct {
+	name      string // as the app writes it in Host, lower case
+	addr      string // host:port
+	service   string // destination.service.name
+	namespace string // destination.service.namespace
+	host      string // destination.service.host
+	ip        netip.Addr
+	port      int64
+}
+
+// Validate reports every problem of the config, each naming its field.
+func (c *Config) Validate() error {
+	var errs []error
+	add := func(field, format string, args ...any) {
+		errs = append(errs, fmt.Errorf("%s: %s", field, fmt.Sprintf(format, args...)))
+	}
+	if c.Service == "" {
+		add("service", "required")
+	}
+	if c.Mixer == "" {
+		add("mixer", "required")
+	} else if err := checkHostPort(c.Mixer); err != nil {
+		add("mixer", "%v", err)
+	}
+	if c.Inbound == "" && c.Outbound == "" {
+		add("inbound", "one of inbound or outbound is required")
+	}
+	if c.Inbound != "" {
+		if err := checkHostPort(c.Inbound); err != nil {
+			add("inbound", "%v", err)
+		}
+		if c.App == "" {
+			add("app", "required with inbound")
+		} else if err := checkHostPort(c.App); err != nil {
+			add("app", "%v", err)
+		}
+	}
+	if c.Outbound != "" {
+		if err := checkHostPort(c.Outbound); err != nil {
+			add("outbound", "%v", err)
+		}
+	}
+	names := make([]string, 0, len(c.Upstreams))
+	for n := range c.Upstreams {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	for _, n := range names {
+		if n == "" || strings.ContainsAny(n, ":/ ") {
+			add("upstreams", "invalid name %q", n)
+		}
+		if err := checkHostPort(c.Upstreams[n]); err != nil {
+			add("upstreams."+n, "%v", err)
+		}
+	}
+	if c.Admin != "" {
+		if err := checkHostPort(c.Admin); err != nil {
+			add("admin", "%v", err)
+		}
+	}
+	if c.CheckTimeout < 0 {
+		add("check_timeout", "negative: %v", c.CheckTimeout)
+	}
+	if c.ReportInterval < 0 {
+		add("report_interval", "negative: %v", c.ReportInterval)
+	}
+	return errors.Join(errs...)
+}
+
+func checkHostPort(s string) error {
+	_, port, err := net.SplitHostPort(s)
+	if err != nil {
+		return fmt.Errorf("%q is not host:port", s)
+	}
+	if n, err := strconv.Atoi(port); err != nil || n < 0 || n > 65535 {
+		return fmt.Errorf("%q has an invalid port", s)
+	}
+	return nil
+}
+
+func (c *Config) setDefaults() {
+	if c.Namespace == "" {
+		c.Namespace = "default"
+	}
+	if c.UID == "" {
+		host, err := os.Hostname()
+		if err != nil || host == "" {
+			host = c.Service
+		}
+		c.UID = "kubernetes://" + host + "." + c.Namespace
+	}
+	if c.Principal == "" {
+		c.Principal = "cluster.local/ns/" + c.Namespace + "/sa/" + c.Service
+	}
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
+	}
+}
+
+// serviceHost is the cluster DNS name of a service.
+func serviceHost(name, namespace string) string {
+	return name + "." + namespace + ".svc.cluster.local"
+}
+
+// newUpstream derives the destination identity from the name the app uses:
+// "reviews" (this namespace), "reviews.shop", or a full
+// "reviews.shop.svc.cluster.local".
+func newUpstream(name, addr, namespace string) *upstream {
+	u := &upstream{name: strings.ToLower(name), addr: addr}
+	labels := strings.Split(u.name, ".")
+	switch {
+	case len(labels) == 1:
+		u.service, u.namespace = labels[0], namespace
+		u.host = serviceHost(u.service, u.namespace)
+	case len(labels) == 2:
+		u.service, u.namespace = labels[0], labels[1]
+		u.host = serviceHost(u.service, u.namespace)
+	default:
+		u.service, u.namespace, u.host = labels[0], labels[1], u.name
+	}
+	if h, p, err := net.SplitHostPort(addr); err == nil {
+		u.ip, _ = netip.ParseAddr(h)
+		u.port, _ = strconv.ParseInt(p, 10, 64)
+	}
+	return u
+}

@@ -1,0 +1,198 @@
+package mixerclient
+
+import (
+	"context"
+	"time"
+
+	"github.com/sidemix/sidemix/attribute"
+)
+
+// Report queues bag for the mixer. It never blocks and never allocates: when
+// the buffer is full the bag is dropped and counted
+// (sidemix_proxy_reports_dropped_total{reason="buffer_full"}).
+func (c *Client) Report(bag *attribute.Bag) {
+	if c.closed.Load() {
+		c.m.droppedShutdown.Inc()
+		return
+	}
+	select {
+	case c.reports <- bag:
+	default:
+		c.m.droppedFull.Inc()
+	}
+}
+
+// Close sends what is buffered, bounded by ctx, and closes the connection.
+// Bags still unsent when ctx ends are dropped and counted
+// (reason="shutdown"). Reports after Close are dropped. Close is idempotent.
+func (c *Client) Close(ctx context.Context) error {
+	c.closeOnce.Do(func() {
+		c.closed.Store(true)
+		c.closeCtx = ctx
+		close(c.quit)
+		var err error
+		select {
+		case <-c.senderDone:
+		case <-ctx.Done():
+			err = ctx.Err()
+		}
+		// Closing the connection also ends a Report RPC still in flight.
+		if cerr := c.conn.Close(); err == nil {
+			err = cerr
+		}
+		c.closeErr = err
+	})
+	return c.closeErr
+}
+
+const (
+	minBackoff = 100 * time.Millisecond
+	maxBackoff = 5 * time.Second
+)
+
+// sender is the goroutine that batches bags and sends them. While the mixer
+// is unreachable it keeps the unsent bags (oldest dropped beyond
+// ReportBufferSize) and retries with exponential backoff.
+func (c *Client) sender() {
+	defer close(c.senderDone)
+	s := &senderState{c: c, pending: make([]*attribute.Bag, 0, c.opts.ReportBatchSize)}
+	tick := time.NewTicker(c.opts.ReportInterval)
+	defer tick.Stop()
+	var retry *time.Timer
+	var retryC <-chan time.Time
+	backoff := time.Duration(0)
+	for {
+		flushAll := false
+		select {
+		case b := <-c.reports:
+			s.add(b)
+			s.drain()
+			if retryC != nil || len(s.pending) < c.opts.ReportBatchSize {
+				continue
+			}
+		case <-tick.C:
+			if retryC != nil || len(s.pending) == 0 {
+				continue
+			}
+			flushAll = true
+		case <-retryC:
+			retryC = nil
+			flushAll = true
+		case <-c.quit:
+			if retry != nil {
+				retry.Stop()
+			}
+			s.final(c.closeCtx)
+			return
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), reportTimeout)
+		err := s.send(ctx, flushAll)
+		cancel()
+		if err == nil {
+			if backoff != 0 {
+				c.log.Info("mixer reachable again, reports delivered")
+			}
+			backoff = 0
+			continue
+		}
+		if backoff == 0 {
+			c.log.Warn("cannot report to the mixer, buffering and retrying", "addr", c.opts.Addr, "err", err, "buffered", len(s.pending))
+			backoff = minBackoff
+		} else {
+			backoff = min(2*backoff, maxBackoff)
+		}
+		retry = time.NewTimer(backoff)
+		retryC = retry.C
+	}
+}
+
+type senderState struct {
+	c       *Client
+	pending []*attribute.Bag // oldest first
+}
+
+// add holds b back, dropping the oldest bags while the buffer (what the
+// sender holds plus what waits in the channel) is over its limit.
+func (s *senderState) add(b *attribute.Bag) {
+	for len(s.pending) > 0 && len(s.pending)+len(s.c.reports) >= s.c.opts.ReportBufferSize {
+		s.pending[0] = nil
+		s.pending = s.pending[1:]
+		s.c.m.droppedFull.Inc()
+	}
+	s.pending = append(s.pending, b)
+	s.c.pendingLen.Store(int64(len(s.pending)))
+}
+
+// drain moves what is waiting in the channel into pending, without waiting.
+func (s *senderState) drain() {
+	for {
+		select {
+		case b := <-s.c.reports:
+			s.add(b)
+		default:
+			return
+		}
+	}
+}
+
+// send sends full batches, and with all the last partial one too; it stops
+// at the first failure, keeping what was not delivered.
+func (s *senderState) send(ctx context.Context, all bool) error {
+	n := s.c.opts.ReportBatchSize
+	for len(s.pending) >= n || (all && len(s.pending) > 0) {
+		k := min(n, len(s.pending))
+		if err := s.c.sendBatch(ctx, s.pending[:k]); err != nil {
+			return err
+		}
+		clear(s.pending[:k])
+		s.pending = s.pending[k:]
+		s.c.pendingLen.Store(int64(len(s.pending)))
+	}
+	if len(s.pending) == 0 && cap(s.pending) < n {
+		s.pending = make([]*attribute.Bag, 0, n)
+	}
+	return nil
+}
+
+// final sends everything, retrying until ctx ends; what is left is dropped.
+func (s *senderState) final(ctx context.Context) {
+	s.drain()
+	backoff := minBackoff
+	for len(s.pending) > 0 {
+		if err := s.send(ctx, true); err == nil {
+			break
+		}
+		t := time.NewTimer(backoff)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+		case <-t.C:
+			backoff = min(2*backoff, maxBackoff)
+			continue
+		}
+		break
+	}
+	s.drain() // late Reports that raced with Close
+	if ctx.Err() == nil && len(s.pending) > 0 {
+		_ = s.send(ctx, true)
+	}
+	if len(s.pending) > 0 {
+		s.c.m.droppedShutdown.Add(float64(len(s.pending)))
+		s.c.log.Warn("dropped unsent reports at shutdown", "count", len(s.pending))
+		s.pending = nil
+	}
+	s.c.pendingLen.Store(0)
+}
+
+func (c *Client) sendBatch(ctx context.Context, bags []*attribute.Bag) error {
+	enc := c.encPool.Get().(*attribute.Encoder)
+	req := enc.EncodeBatch(bags)
+	c.encPool.Put(enc)
+	if _, err := c.rpc.Report(ctx, req); err != nil {
+		c.m.batchErr.Inc()
+		return err
+	}
+	c.m.batchOK.Inc()
+	c.m.sent.Add(float64(len(bags)))
+	return nil
+}

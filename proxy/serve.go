@@ -1,0 +1,321 @@
+package proxy
+
+import (
+	"context"
+	"errors"
+	"net"
+	"net/http"
+	"net/http/httputil"
+	"net/url"
+	"strconv"
+	"strings"
+	"time"
+
+	"google.golang.org/grpc/codes"
+
+	"github.com/sidemix/sidemix/attribute"
+	"github.com/sidemix/sidemix/proxy/mixerclient"
+)
+
+const (
+	kindInbound  = "inbound"
+	kindOutbound = "outbound"
+)
+
+// side is one direction of the proxy: a listener, the handler below, and
+// the ReverseProxy that forwards.
+type side struct {
+	p         *Proxy
+	kind      string
+	app       *url.URL             // inbound: where the app listens
+	upstreams map[string]*upstream // outbound: by lower-case Host
+	rp        *httputil.ReverseProxy
+	srv       *http.Server
+	ln        net.Listener
+	m         sideMetrics
+}
+
+// exchange is what one request carries from the handler through the
+// ReverseProxy hooks to the report.
+type exchange struct {
+	start         time.Time
+	up            *upstream // outbound route; nil inbound
+	grpc          bool
+	requestID     string
+	src           [4]string // inbound: workload, namespace, principal, uid of the caller
+	bag           *attribute.Bag
+	decision      mixerclient.Decision
+	flag          string
+	contentLength int64
+	headBytes     int64
+	body          *countingBody // nil when there is no body
+}
+
+type exchangeKey struct{}
+
+func exchangeOf(ctx context.Context) *exchange {
+	ex, _ := ctx.Value(exchangeKey{}).(*exchange)
+	return ex
+}
+
+func newSide(p *Proxy, kind string, transport http.RoundTripper) *side {
+	s := &side{p: p, kind: kind, m: p.m.side(kind)}
+	s.rp = &httputil.ReverseProxy{
+		Rewrite:        s.rewrite,
+		Transport:      transport,
+		ModifyResponse: s.modifyResponse,
+		ErrorHandler:   s.errorHandler,
+		ErrorLog:       p.errLog,
+	}
+	return s
+}
+
+func (s *side) rewrite(pr *httputil.ProxyRequest) {
+	ex := exchangeOf(pr.In.Context())
+	target := s.app
+	if ex != nil && ex.up != nil {
+		target = &url.URL{Scheme: "http", Host: ex.up.addr}
+	}
+	pr.SetURL(target)
+	pr.Out.Host = pr.In.Host // the app and the callee see the Host the caller sent
+	if s.kind == kindInbound {
+		if xff := pr.In.Header["X-Forwarded-For"]; len(xff) > 0 {
+			pr.Out.Header["X-Forwarded-For"] = xff
+		}
+		pr.SetXForwarded()
+		return
+	}
+	// Outbound: the app is the client; keep what it sent.
+	for _, h := range [...]string{"Forwarded", "X-Forwarded-For", "X-Forwarded-Host", "X-Forwarded-Proto"} {
+		if v := pr.In.Header[h]; len(v) > 0 {
+			pr.Out.Header[h] = v
+		}
+	}
+}
+
+func (s *side) modifyResponse(resp *http.Response) error {
+	if ex := exchangeOf(resp.Request.Context()); ex != nil {
+		applyHeaderOps(resp.Header, ex.decision.ResponseHeaderOps)
+	}
+	return nil
+}
+
+func (s *side) errorHandler(w http.ResponseWriter, r *http.Request, err error) {
+	ex := exchangeOf(r.Context())
+	var op *net.OpError
+	switch {
+	case r.Context().Err() != nil:
+		setFlag(ex, flagDownstream)
+		w.WriteHeader(499) // nginx's "client closed request"; nobody reads it
+		return
+	case errors.As(err, &op) && op.Op == "dial":
+		setFlag(ex, flagConnect)
+		writeText(w, http.StatusServiceUnavailable, "upstream connect error")
+	default:
+		setFlag(ex, flagReset)
+		writeText(w, http.StatusServiceUnavailable, "upstream disconnected before responding")
+	}
+	s.p.log.Debug("forwarding failed", "direction", s.kind, "host", r.Host, "err", err)
+}
+
+func setFlag(ex *exchange, f string) {
+	if ex != nil {
+		ex.flag = f
+	}
+}
+
+// route finds the upstream the app named in Host.
+func (s *side) route(host string) *upstream {
+	h := strings.ToLower(hostOnly(host))
+	return s.upstreams[h]
+}
+
+// ServeHTTP checks, forwards and reports one request.
+func (s *side) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	ex := &exchange{start: time.Now(), flag: flagNone, grpc: isGRPC(r), contentLength: r.ContentLength}
+	rec := &recorder{ResponseWriter: w}
+
+	// Identity: trust the caller's proxy inbound, assert our own outbound.
+	if s.kind == kindInbound {
+		for i, h := range identityHeaders {
+			ex.src[i] = r.Header.Get(h)
+			r.Header.Del(h)
+		}
+	} else {
+		ex.up = s.route(r.Host)
+		for _, h := range identityHeaders {
+			r.Header.Del(h)
+		}
+	}
+	ex.requestID = r.Header.Get(HeaderRequestID)
+	if ex.requestID == "" {
+		ex.requestID = newRequestID()
+		r.Header.Set(HeaderRequestID, ex.requestID)
+	}
+	ex.headBytes = requestHeadBytes(r)
+	ex.bag = s.requestBag(r, ex)
+
+	defer func() {
+		if v := recover(); v != nil {
+			// ReverseProxy aborts with http.ErrAbortHandler when the
+			// response breaks off mid-body: still report it.
+			if ex.flag == flagNone {
+				if r.Context().Err() != nil {
+					ex.flag = flagDownstream
+				} else {
+					ex.flag = flagReset
+				}
+			}
+			s.finish(ex, rec)
+			panic(v)
+		}
+	}()
+
+	if s.kind == kindOutbound && ex.up == nil {
+		ex.flag = flagNoRoute
+		writeText(rec, http.StatusServiceUnavailable, "no route to upstream "+strconv.Quote(hostOnly(r.Host)))
+		s.finish(ex, rec)
+		return
+	}
+
+	d, err := s.p.mixer.Check(r.Context(), ex.bag)
+	if err != nil {
+		if r.Context().Err() != nil {
+			ex.flag = flagDownstream
+			rec.WriteHeader(499)
+			s.finish(ex, rec)
+			return
+		}
+		s.p.log.Debug("check failed", "direction", s.kind, "err", err, "fail_open", s.p.cfg.CheckFailOpen)
+	}
+	ex.decision = d
+	if !d.Allowed() {
+		ex.flag = flagDenied
+		s.deny(rec, ex, d)
+		s.finish(ex, rec)
+		return
+	}
+	if d.DirectResponseCode != 0 {
+		h := rec.Header()
+		applyHeaderOps(h, d.ResponseHeaderOps)
+		if d.DirectResponseBody != "" && h.Get("Content-Type") == "" {
+			h.Set("Content-Type", "text/plain; charset=utf-8")
+		}
+		h.Set("Content-Length", strconv.Itoa(len(d.DirectResponseBody)))
+		rec.WriteHeader(d.DirectResponseCode)
+		_, _ = rec.Write([]byte(d.DirectResponseBody))
+		s.finish(ex, rec)
+		return
+	}
+
+	applyHeaderOps(r.Header, d.RequestHeaderOps)
+	if s.kind == kindOutbound {
+		r.Header.Set(HeaderSourceWorkload, s.p.cfg.Service)
+		r.Header.Set(HeaderSourceNamespace, s.p.cfg.Namespace)
+		r.Header.Set(HeaderSourcePrincipal, s.p.cfg.Principal)
+		r.Header.Set(HeaderSourceUID, s.p.cfg.UID)
+	}
+	if r.Body != nil && r.Body != http.NoBody && r.ContentLength != 0 {
+		ex.body = &countingBody{rc: r.Body}
+		r.Body = ex.body
+	}
+	s.rp.ServeHTTP(rec, r.WithContext(context.WithValue(r.Context(), exchangeKey{}, ex)))
+	s.finish(ex, rec)
+}
+
+// deny answers a request the mixer refused: for HTTP a status and the
+// mixer's message as text, for gRPC a trailers-only response carrying the
+// code, as gRPC clients expect.
+func (s *side) deny(w *recorder, ex *exchange, d mixerclient.Decision) {
+	msg := d.Message
+	if ex.grpc {
+		h := w.Header()
+		h.Set("Content-Type", "application/grpc")
+		h.Set("Grpc-Status", strconv.Itoa(int(d.Code)))
+		if msg != "" {
+			h.Set("Grpc-Message", grpcMessageEncode(msg))
+		}
+		if d.RetryAfter > 0 {
+			h.Set("Retry-After", retryAfterSeconds(d.RetryAfter))
+		}
+		w.WriteHeader(http.StatusOK)
+		return
+	}
+	code := denyStatus(d.Code)
+	if msg == "" {
+		msg = strings.ToLower(http.StatusText(code))
+	}
+	if d.RetryAfter > 0 {
+		w.Header().Set("Retry-After", retryAfterSeconds(d.RetryAfter))
+	}
+	writeText(w, code, msg)
+}
+
+// retryAfterSeconds renders a wait as whole seconds, rounded up.
+func retryAfterSeconds(d time.Duration) string {
+	return strconv.FormatInt(int64((d+time.Second-1)/time.Second), 10)
+}
+
+// denyStatus maps a denial to its HTTP status.
+func denyStatus(c codes.Code) int {
+	switch c {
+	case codes.PermissionDenied:
+		return http.StatusForbidden
+	case codes.ResourceExhausted:
+		return http.StatusTooManyRequests
+	case codes.Unauthenticated:
+		return http.StatusUnauthorized
+	}
+	return http.StatusServiceUnavailable
+}
+
+// writeText answers with a plain-text body and a newline.
+func writeText(w http.ResponseWriter, code int, msg string) {
+	h := w.Header()
+	h.Set("Content-Type", "text/plain; charset=utf-8")
+	h.Set("X-Content-Type-Options", "nosniff")
+	h.Set("Content-Length", strconv.Itoa(len(msg)+1))
+	w.WriteHeader(code)
+	_, _ = w.Write([]byte(msg + "\n"))
+}
+
+// grpcMessageEncode percent-encodes as the gRPC HTTP/2 protocol wants.
+func grpcMessageEncode(s string) string {
+	const hex = "0123456789ABCDEF"
+	var sb strings.Builder
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if c >= 0x20 && c <= 0x7e && c != '%' {
+			sb.WriteByte(c)
+			continue
+		}
+		sb.WriteByte('%')
+		sb.WriteByte(hex[c>>4])
+		sb.WriteByte(hex[c&15])
+	}
+	return sb.String()
+}
+
+func applyHeaderOps(h http.Header, ops []mixerclient.HeaderOp) {
+	for _, op := range ops {
+		switch op.Op {
+		case mixerclient.HeaderReplace:
+			h.Set(op.Name, op.Value)
+		case mixerclient.HeaderRemove:
+			h.Del(op.Name)
+		case mixerclient.HeaderAppend:
+			h.Add(op.Name, op.Value)
+		}
+	}
+}
+
+// finish counts the request and hands its report to the mixer client,
+// which never blocks.
+func (s *side) finish(ex *exchange, rec *recorder) {
+	end := time.Now()
+	if !rec.wrote && ex.flag == flagNone {
+		rec.code = http.StatusOK // the handler returned without writing: net/http sends 200
+	}
+	s.m.observe(rec.code, ex.flag, end.Sub(ex.start))
+	s.p.mixer.Report(responseBag(ex, rec, end))
+}

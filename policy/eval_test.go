@@ -15,7 +15,7 @@ import (
 
 // evalExpr compiles one expression against the default manifest and runs
 // it over bag, returning the native result and what it referenced.
-func evalExpr(t *testing.T, text string, bag *attribute.Bag) (any, error, []attribute.Reference) {
+func evalExpr(t *testing.T, text string, bag *attribute.Bag) (any, []attribute.Reference, error) {
 	t.Helper()
 	env, err := newEnv(attribute.DefaultManifest())
 	if err != nil {
@@ -31,9 +31,9 @@ func evalExpr(t *testing.T, text string, bag *attribute.Bag) (any, error, []attr
 	defer putActivation(a)
 	v, err := p.eval(a)
 	if err != nil {
-		return nil, err, refs.List()
+		return nil, refs.List(), err
 	}
-	return native(v), nil, refs.List()
+	return native(v), refs.List(), nil
 }
 
 func testBag() *attribute.Bag {
@@ -102,7 +102,7 @@ func TestHelpers(t *testing.T) {
 		{`request.path.lowerAscii().split("/")[1]`, "admin", ""},
 	}
 	for _, c := range cases {
-		got, err, _ := evalExpr(t, c.expr, bag)
+		got, _, err := evalExpr(t, c.expr, bag)
 		if c.err != "" {
 			if err == nil || !strings.Contains(err.Error(), c.err) {
 				t.Errorf("%s: err = %v, want %q", c.expr, err, c.err)
@@ -163,7 +163,7 @@ func TestReferencedAttributes(t *testing.T) {
 		{`request.method == "POST" && request.path == "/"`, []attribute.Reference{whole(attribute.RequestMethod, true)}},
 	}
 	for _, c := range cases {
-		_, _, refs := evalExpr(t, c.expr, bag)
+		_, refs, _ := evalExpr(t, c.expr, bag)
 		if fmt.Sprint(refs) != fmt.Sprint(c.want) {
 			t.Errorf("%s: referenced %v, want %v", c.expr, refs, c.want)
 		}

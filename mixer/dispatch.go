@@ -167,20 +167,7 @@ func (s *Server) runChecks(ctx context.Context, st *state, actions []policy.Acti
 		meta := map[string]string{"rule": c.rule, "handler": c.name, "instance": c.inst.InstanceName()}
 		r := res[i]
 		switch {
-		case c.err != nil:
-			s.m.dispatchErrors.WithLabelValues(c.name, reasonOf(c)).Inc()
-			p.failed = true
-			p.deny(codes.Unavailable, c.err.Error(), errorInfo(reasonHandlerFailed, meta)...)
-		case !r.done:
-			s.m.dispatchErrors.WithLabelValues(c.name, failReason(ctx, ctx.Err())).Inc()
-			p.failed = true
-			p.deny(codes.Unavailable, fmt.Sprintf("handler %q did not answer in time: %v", c.name, ctx.Err()),
-				errorInfo(reasonHandlerFailed, meta)...)
-		case r.err != nil:
-			s.m.dispatchErrors.WithLabelValues(c.name, failReason(ctx, r.err)).Inc()
-			p.failed = true
-			p.deny(codes.Unavailable, fmt.Sprintf("handler %q failed: %v", c.name, r.err),
-				errorInfo(reasonHandlerFailed, meta)...)
+		case s.handlerFailed(ctx, p, c.h, c.name, c.err, r.done, r.err, meta):
 		default:
 			p.bound(r.val.ValidDuration, r.val.ValidUseCount)
 			if !r.val.OK() {
@@ -194,8 +181,10 @@ func (s *Server) runChecks(ctx context.Context, st *state, actions []policy.Acti
 	}
 }
 
-func reasonOf(c checkCall) string {
-	if c.h != nil && c.h.err == nil {
+// setupReason names why a call could not even be made: the handler exists
+// but lacks the role, or it is unavailable (failed to create, or missing).
+func setupReason(h *handler) string {
+	if h != nil && h.err == nil {
 		return reasonWrongRole
 	}
 	return reasonUnavailable
@@ -280,20 +269,7 @@ func (s *Server) runQuotas(ctx context.Context, st *state, bag *attribute.Bag, r
 		var granted int64
 		var validFor time.Duration
 		switch {
-		case c.err != nil:
-			s.m.dispatchErrors.WithLabelValues(c.name, reasonOfQuota(c)).Inc()
-			p.failed = true
-			p.deny(codes.Unavailable, c.err.Error(), errorInfo(reasonHandlerFailed, meta)...)
-		case !r.done:
-			s.m.dispatchErrors.WithLabelValues(c.name, failReason(ctx, ctx.Err())).Inc()
-			p.failed = true
-			p.deny(codes.Unavailable, fmt.Sprintf("handler %q did not answer in time: %v", c.name, ctx.Err()),
-				errorInfo(reasonHandlerFailed, meta)...)
-		case r.err != nil:
-			s.m.dispatchErrors.WithLabelValues(c.name, failReason(ctx, r.err)).Inc()
-			p.failed = true
-			p.deny(codes.Unavailable, fmt.Sprintf("handler %q failed: %v", c.name, r.err),
-				errorInfo(reasonHandlerFailed, meta)...)
+		case s.handlerFailed(ctx, p, c.h, c.name, c.err, r.done, r.err, meta):
 		default:
 			granted, validFor = r.val.Amount, r.val.ValidDuration
 		}
@@ -353,13 +329,6 @@ func (s *Server) runQuotas(ctx context.Context, st *state, bag *attribute.Bag, r
 		}
 	}
 	return results
-}
-
-func reasonOfQuota(c quotaCall) string {
-	if c.h != nil && c.h.err == nil {
-		return reasonWrongRole
-	}
-	return reasonUnavailable
 }
 
 // check answers one Check request on st.
@@ -456,4 +425,26 @@ func (s *Server) report(st *state, bags []*attribute.Bag) {
 			}
 		}
 	}
+}
+
+// handlerFailed records a handler call that produced no result (it could not
+// be set up, did not answer before the deadline, or returned an error) as a
+// fail-closed denial, and reports whether it did.
+func (s *Server) handlerFailed(ctx context.Context, p *precondition, h *handler, name string, setupErr error,
+	done bool, err error, meta map[string]string) bool {
+	var reason, msg string
+	switch {
+	case setupErr != nil:
+		reason, msg = setupReason(h), setupErr.Error()
+	case !done:
+		reason, msg = failReason(ctx, ctx.Err()), fmt.Sprintf("handler %q did not answer in time: %v", name, ctx.Err())
+	case err != nil:
+		reason, msg = failReason(ctx, err), fmt.Sprintf("handler %q failed: %v", name, err)
+	default:
+		return false
+	}
+	s.m.dispatchErrors.WithLabelValues(name, reason).Inc()
+	p.failed = true
+	p.deny(codes.Unavailable, msg, errorInfo(reasonHandlerFailed, meta)...)
+	return true
 }

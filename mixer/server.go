@@ -34,6 +34,9 @@ type Server struct {
 	reg  *prometheus.Registry
 	m    *metrics
 	dict *attribute.Dictionary
+	// filesDigest summarizes the config files as they were just before the
+	// initial load, so a change made before the watcher runs is still seen.
+	filesDigest string
 
 	active     atomic.Pointer[state]
 	reloadMu   sync.Mutex // serializes reloads with each other and with Shutdown
@@ -80,6 +83,7 @@ func New(cfg Config) (*Server, error) {
 		dict: attribute.DefaultDictionary(),
 	}
 	s.m = newMetrics(s.reg, s.queueLengths)
+	s.filesDigest = (&pathWatcher{roots: cleanRoots(cfg.ConfigPaths)}).digest()
 	snap, err := policy.Load(cfg.ConfigPaths, policy.Options{Adapters: cfg.Adapters, Now: cfg.Now})
 	if err != nil {
 		return nil, fmt.Errorf("loading %v: %w", cfg.ConfigPaths, err)

@@ -123,7 +123,7 @@ func (s *Server) watch(ctx context.Context, done chan<- struct{}) {
 		events, fsErrs = fw.Events, fw.Errors
 	}
 
-	last := w.digest()
+	last := s.filesDigest
 	poll := time.NewTicker(s.cfg.ConfigPollInterval)
 	defer poll.Stop()
 	debounce := time.NewTimer(time.Hour)

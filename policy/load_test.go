@@ -16,30 +16,15 @@ import (
 	"github.com/sidemix/sidemix/attribute"
 )
 
-const denyExample = `apiVersion: sidemix.dev/v1
-kind: Handler
-metadata: {name: deny-admin}
-spec:
-  adapter: denier
-  params:
-    status: PERMISSION_DENIED
-    message: admin is closed
----
-apiVersion: sidemix.dev/v1
-kind: Instance
-metadata: {name: nothing}
-spec:
-  template: checknothing
----
-apiVersion: sidemix.dev/v1
-kind: Rule
-metadata: {name: no-admin}
-spec:
-  match: request.path.startsWith("/admin")
-  actions:
-  - handler: deny-admin
-    instances: [nothing]
-`
+// denyExample is the documented deny rule exactly as shipped, so the unit
+// tests load the file users copy.
+var denyExample = func() string {
+	b, err := os.ReadFile("../examples/policies/deny-admin.yaml")
+	if err != nil {
+		panic(err)
+	}
+	return string(b)
+}()
 
 func pathBag(path string) *attribute.Bag {
 	return attribute.NewBuilder(1).SetString(attribute.RequestPath, path).Build()

@@ -134,6 +134,13 @@ type QuotaResult struct {
 	// ValidDuration is how long the grant holds or, when nothing was
 	// granted, when the caller should try again.
 	ValidDuration time.Duration
+	// Limit is the tightest limit the allocation was counted against
+	// (0: unknown), Remaining what is left of it afterwards, and Reset how
+	// long until the window has freed enough to grant again. They become
+	// the proxy's RateLimit-Limit/-Remaining/-Reset headers.
+	Limit     int64
+	Remaining int64
+	Reset     time.Duration
 }
 
 // QuotaAllocator allocates from quota instances.

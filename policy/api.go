@@ -89,6 +89,19 @@ type Action struct {
 	Rule      string
 	Handler   string
 	Instances []template.Instance
+	// FailOpen is the rule's failPolicy: when true, a handler that errors,
+	// times out or could not be created lets the request through; when
+	// false (the default) it denies with UNAVAILABLE.
+	FailOpen bool
+	// Shadow is the rule's shadow flag: its denials are counted, never
+	// enforced.
+	Shadow bool
+}
+
+// QuotaCharge is one quota a request draws on, from a QuotaSpec.
+type QuotaCharge struct {
+	Quota  string // quota instance name
+	Charge int64
 }
 
 // HeaderOp is what a HeaderOperation does.

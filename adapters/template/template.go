@@ -16,11 +16,12 @@ import (
 
 // Names of the built-in templates, as written in an Instance's spec.template.
 const (
-	CheckNothingName = "checknothing"
-	ListEntryName    = "listentry"
-	QuotaName        = "quota"
-	MetricName       = "metric"
-	LogEntryName     = "logentry"
+	CheckNothingName  = "checknothing"
+	ListEntryName     = "listentry"
+	QuotaName         = "quota"
+	MetricName        = "metric"
+	LogEntryName      = "logentry"
+	AuthorizationName = "authorization"
 )
 
 // Instance is a built template instance.
@@ -62,6 +63,35 @@ type LogEntry struct {
 	Severity  string
 	Timestamp time.Time
 }
+
+// Authorization asks whether a subject may perform an action.
+type Authorization struct {
+	Name    string
+	Subject Subject
+	Action  Action
+}
+
+// Subject is who asks: the caller's principal, its groups, and any other
+// properties (by convention "namespace" is the caller's namespace).
+type Subject struct {
+	User       string
+	Groups     []string
+	Properties map[string]any
+}
+
+// Action is what is asked for: the target service and the operation on it.
+type Action struct {
+	Namespace  string
+	Service    string
+	Method     string
+	Path       string
+	Properties map[string]any
+}
+
+func (*Authorization) Template() string       { return AuthorizationName }
+func (i *Authorization) InstanceName() string { return i.Name }
+
+var _ Instance = (*Authorization)(nil)
 
 func (*CheckNothing) Template() string { return CheckNothingName }
 func (*ListEntry) Template() string    { return ListEntryName }

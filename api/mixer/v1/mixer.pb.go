@@ -631,7 +631,14 @@ type CheckResponse struct {
 	state        protoimpl.MessageState            `protogen:"open.v1"`
 	Precondition *CheckResponse_PreconditionResult `protobuf:"bytes,1,opt,name=precondition,proto3" json:"precondition,omitempty"`
 	// Results by quota instance name.
-	Quotas        map[string]*CheckResponse_QuotaResult `protobuf:"bytes,2,rep,name=quotas,proto3" json:"quotas,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	Quotas map[string]*CheckResponse_QuotaResult `protobuf:"bytes,2,rep,name=quotas,proto3" json:"quotas,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	// When the request named no quotas: the quotas requests of this shape
+	// draw on (from the QuotaSpecs bound to the destination service, or every
+	// matching quota rule at charge 1 when none is bound). The attributes the
+	// choice depended on are in precondition.referenced_attributes, so a
+	// client that caches the precondition knows which quotas to ask for next
+	// time, by name, without a second configuration.
+	QuotaCharges  []*CheckResponse_QuotaCharge `protobuf:"bytes,3,rep,name=quota_charges,json=quotaCharges,proto3" json:"quota_charges,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -676,6 +683,13 @@ func (x *CheckResponse) GetPrecondition() *CheckResponse_PreconditionResult {
 func (x *CheckResponse) GetQuotas() map[string]*CheckResponse_QuotaResult {
 	if x != nil {
 		return x.Quotas
+	}
+	return nil
+}
+
+func (x *CheckResponse) GetQuotaCharges() []*CheckResponse_QuotaCharge {
+	if x != nil {
+		return x.QuotaCharges
 	}
 	return nil
 }
@@ -998,8 +1012,14 @@ type CheckResponse_QuotaResult struct {
 	ValidDuration        *durationpb.Duration  `protobuf:"bytes,1,opt,name=valid_duration,json=validDuration,proto3" json:"valid_duration,omitempty"`
 	GrantedAmount        int64                 `protobuf:"varint,2,opt,name=granted_amount,json=grantedAmount,proto3" json:"granted_amount,omitempty"`
 	ReferencedAttributes *ReferencedAttributes `protobuf:"bytes,3,opt,name=referenced_attributes,json=referencedAttributes,proto3" json:"referenced_attributes,omitempty"`
-	unknownFields        protoimpl.UnknownFields
-	sizeCache            protoimpl.SizeCache
+	// The tightest limit the grant was counted against (0: unknown), what
+	// is left of it after this allocation, and when the window frees
+	// enough to grant again. The proxy turns them into RateLimit-* headers.
+	Limit         int64                `protobuf:"varint,4,opt,name=limit,proto3" json:"limit,omitempty"`
+	Remaining     int64                `protobuf:"varint,5,opt,name=remaining,proto3" json:"remaining,omitempty"`
+	Reset_        *durationpb.Duration `protobuf:"bytes,6,opt,name=reset,proto3" json:"reset,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *CheckResponse_QuotaResult) Reset() {
@@ -1051,6 +1071,81 @@ func (x *CheckResponse_QuotaResult) GetReferencedAttributes() *ReferencedAttribu
 		return x.ReferencedAttributes
 	}
 	return nil
+}
+
+func (x *CheckResponse_QuotaResult) GetLimit() int64 {
+	if x != nil {
+		return x.Limit
+	}
+	return 0
+}
+
+func (x *CheckResponse_QuotaResult) GetRemaining() int64 {
+	if x != nil {
+		return x.Remaining
+	}
+	return 0
+}
+
+func (x *CheckResponse_QuotaResult) GetReset_() *durationpb.Duration {
+	if x != nil {
+		return x.Reset_
+	}
+	return nil
+}
+
+// QuotaCharge is one quota a request draws on and how much one request
+// costs.
+type CheckResponse_QuotaCharge struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Quota         string                 `protobuf:"bytes,1,opt,name=quota,proto3" json:"quota,omitempty"`
+	Charge        int64                  `protobuf:"varint,2,opt,name=charge,proto3" json:"charge,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CheckResponse_QuotaCharge) Reset() {
+	*x = CheckResponse_QuotaCharge{}
+	mi := &file_mixer_v1_mixer_proto_msgTypes[14]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CheckResponse_QuotaCharge) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CheckResponse_QuotaCharge) ProtoMessage() {}
+
+func (x *CheckResponse_QuotaCharge) ProtoReflect() protoreflect.Message {
+	mi := &file_mixer_v1_mixer_proto_msgTypes[14]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CheckResponse_QuotaCharge.ProtoReflect.Descriptor instead.
+func (*CheckResponse_QuotaCharge) Descriptor() ([]byte, []int) {
+	return file_mixer_v1_mixer_proto_rawDescGZIP(), []int{6, 2}
+}
+
+func (x *CheckResponse_QuotaCharge) GetQuota() string {
+	if x != nil {
+		return x.Quota
+	}
+	return ""
+}
+
+func (x *CheckResponse_QuotaCharge) GetCharge() int64 {
+	if x != nil {
+		return x.Charge
+	}
+	return 0
 }
 
 var File_mixer_v1_mixer_proto protoreflect.FileDescriptor
@@ -1126,20 +1221,27 @@ const file_mixer_v1_mixer_proto_rawDesc = "" +
 	"\x19request_header_operations\x18\x01 \x03(\v2!.sidemix.mixer.v1.HeaderOperationR\x17requestHeaderOperations\x12_\n" +
 	"\x1aresponse_header_operations\x18\x02 \x03(\v2!.sidemix.mixer.v1.HeaderOperationR\x18responseHeaderOperations\x120\n" +
 	"\x14direct_response_code\x18\x03 \x01(\rR\x12directResponseCode\x120\n" +
-	"\x14direct_response_body\x18\x04 \x01(\tR\x12directResponseBody\"\xbf\x06\n" +
+	"\x14direct_response_body\x18\x04 \x01(\tR\x12directResponseBody\"\xb3\b\n" +
 	"\rCheckResponse\x12V\n" +
 	"\fprecondition\x18\x01 \x01(\v22.sidemix.mixer.v1.CheckResponse.PreconditionResultR\fprecondition\x12C\n" +
-	"\x06quotas\x18\x02 \x03(\v2+.sidemix.mixer.v1.CheckResponse.QuotasEntryR\x06quotas\x1a\xd2\x02\n" +
+	"\x06quotas\x18\x02 \x03(\v2+.sidemix.mixer.v1.CheckResponse.QuotasEntryR\x06quotas\x12P\n" +
+	"\rquota_charges\x18\x03 \x03(\v2+.sidemix.mixer.v1.CheckResponse.QuotaChargeR\fquotaCharges\x1a\xd2\x02\n" +
 	"\x12PreconditionResult\x12*\n" +
 	"\x06status\x18\x01 \x01(\v2\x12.google.rpc.StatusR\x06status\x12@\n" +
 	"\x0evalid_duration\x18\x02 \x01(\v2\x19.google.protobuf.DurationR\rvalidDuration\x12&\n" +
 	"\x0fvalid_use_count\x18\x03 \x01(\x05R\rvalidUseCount\x12[\n" +
 	"\x15referenced_attributes\x18\x04 \x01(\v2&.sidemix.mixer.v1.ReferencedAttributesR\x14referencedAttributes\x12I\n" +
-	"\x0froute_directive\x18\x05 \x01(\v2 .sidemix.mixer.v1.RouteDirectiveR\x0erouteDirective\x1a\xd3\x01\n" +
+	"\x0froute_directive\x18\x05 \x01(\v2 .sidemix.mixer.v1.RouteDirectiveR\x0erouteDirective\x1a\xb8\x02\n" +
 	"\vQuotaResult\x12@\n" +
 	"\x0evalid_duration\x18\x01 \x01(\v2\x19.google.protobuf.DurationR\rvalidDuration\x12%\n" +
 	"\x0egranted_amount\x18\x02 \x01(\x03R\rgrantedAmount\x12[\n" +
-	"\x15referenced_attributes\x18\x03 \x01(\v2&.sidemix.mixer.v1.ReferencedAttributesR\x14referencedAttributes\x1af\n" +
+	"\x15referenced_attributes\x18\x03 \x01(\v2&.sidemix.mixer.v1.ReferencedAttributesR\x14referencedAttributes\x12\x14\n" +
+	"\x05limit\x18\x04 \x01(\x03R\x05limit\x12\x1c\n" +
+	"\tremaining\x18\x05 \x01(\x03R\tremaining\x12/\n" +
+	"\x05reset\x18\x06 \x01(\v2\x19.google.protobuf.DurationR\x05reset\x1a;\n" +
+	"\vQuotaCharge\x12\x14\n" +
+	"\x05quota\x18\x01 \x01(\tR\x05quota\x12\x16\n" +
+	"\x06charge\x18\x02 \x01(\x03R\x06charge\x1af\n" +
 	"\vQuotasEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12A\n" +
 	"\x05value\x18\x02 \x01(\v2+.sidemix.mixer.v1.CheckResponse.QuotaResultR\x05value:\x028\x01\"\xa8\x01\n" +
@@ -1167,7 +1269,7 @@ func file_mixer_v1_mixer_proto_rawDescGZIP() []byte {
 }
 
 var file_mixer_v1_mixer_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_mixer_v1_mixer_proto_msgTypes = make([]protoimpl.MessageInfo, 15)
+var file_mixer_v1_mixer_proto_msgTypes = make([]protoimpl.MessageInfo, 16)
 var file_mixer_v1_mixer_proto_goTypes = []any{
 	(ReferencedAttributes_Condition)(0),         // 0: sidemix.mixer.v1.ReferencedAttributes.Condition
 	(HeaderOperation_Operation)(0),              // 1: sidemix.mixer.v1.HeaderOperation.Operation
@@ -1185,9 +1287,10 @@ var file_mixer_v1_mixer_proto_goTypes = []any{
 	(*ReferencedAttributes_AttributeMatch)(nil), // 13: sidemix.mixer.v1.ReferencedAttributes.AttributeMatch
 	(*CheckResponse_PreconditionResult)(nil),    // 14: sidemix.mixer.v1.CheckResponse.PreconditionResult
 	(*CheckResponse_QuotaResult)(nil),           // 15: sidemix.mixer.v1.CheckResponse.QuotaResult
-	nil,                                         // 16: sidemix.mixer.v1.CheckResponse.QuotasEntry
-	(*status.Status)(nil),                       // 17: google.rpc.Status
-	(*durationpb.Duration)(nil),                 // 18: google.protobuf.Duration
+	(*CheckResponse_QuotaCharge)(nil),           // 16: sidemix.mixer.v1.CheckResponse.QuotaCharge
+	nil,                                         // 17: sidemix.mixer.v1.CheckResponse.QuotasEntry
+	(*status.Status)(nil),                       // 18: google.rpc.Status
+	(*durationpb.Duration)(nil),                 // 19: google.protobuf.Duration
 }
 var file_mixer_v1_mixer_proto_depIdxs = []int32{
 	3,  // 0: sidemix.mixer.v1.CompressedAttributes.string_map_values:type_name -> sidemix.mixer.v1.StringMap
@@ -1198,26 +1301,28 @@ var file_mixer_v1_mixer_proto_depIdxs = []int32{
 	6,  // 5: sidemix.mixer.v1.RouteDirective.request_header_operations:type_name -> sidemix.mixer.v1.HeaderOperation
 	6,  // 6: sidemix.mixer.v1.RouteDirective.response_header_operations:type_name -> sidemix.mixer.v1.HeaderOperation
 	14, // 7: sidemix.mixer.v1.CheckResponse.precondition:type_name -> sidemix.mixer.v1.CheckResponse.PreconditionResult
-	16, // 8: sidemix.mixer.v1.CheckResponse.quotas:type_name -> sidemix.mixer.v1.CheckResponse.QuotasEntry
-	2,  // 9: sidemix.mixer.v1.ReportRequest.attributes:type_name -> sidemix.mixer.v1.CompressedAttributes
-	11, // 10: sidemix.mixer.v1.CheckRequest.QuotasEntry.value:type_name -> sidemix.mixer.v1.CheckRequest.QuotaParams
-	0,  // 11: sidemix.mixer.v1.ReferencedAttributes.AttributeMatch.condition:type_name -> sidemix.mixer.v1.ReferencedAttributes.Condition
-	17, // 12: sidemix.mixer.v1.CheckResponse.PreconditionResult.status:type_name -> google.rpc.Status
-	18, // 13: sidemix.mixer.v1.CheckResponse.PreconditionResult.valid_duration:type_name -> google.protobuf.Duration
-	5,  // 14: sidemix.mixer.v1.CheckResponse.PreconditionResult.referenced_attributes:type_name -> sidemix.mixer.v1.ReferencedAttributes
-	7,  // 15: sidemix.mixer.v1.CheckResponse.PreconditionResult.route_directive:type_name -> sidemix.mixer.v1.RouteDirective
-	18, // 16: sidemix.mixer.v1.CheckResponse.QuotaResult.valid_duration:type_name -> google.protobuf.Duration
-	5,  // 17: sidemix.mixer.v1.CheckResponse.QuotaResult.referenced_attributes:type_name -> sidemix.mixer.v1.ReferencedAttributes
-	15, // 18: sidemix.mixer.v1.CheckResponse.QuotasEntry.value:type_name -> sidemix.mixer.v1.CheckResponse.QuotaResult
-	4,  // 19: sidemix.mixer.v1.Mixer.Check:input_type -> sidemix.mixer.v1.CheckRequest
-	9,  // 20: sidemix.mixer.v1.Mixer.Report:input_type -> sidemix.mixer.v1.ReportRequest
-	8,  // 21: sidemix.mixer.v1.Mixer.Check:output_type -> sidemix.mixer.v1.CheckResponse
-	10, // 22: sidemix.mixer.v1.Mixer.Report:output_type -> sidemix.mixer.v1.ReportResponse
-	21, // [21:23] is the sub-list for method output_type
-	19, // [19:21] is the sub-list for method input_type
-	19, // [19:19] is the sub-list for extension type_name
-	19, // [19:19] is the sub-list for extension extendee
-	0,  // [0:19] is the sub-list for field type_name
+	17, // 8: sidemix.mixer.v1.CheckResponse.quotas:type_name -> sidemix.mixer.v1.CheckResponse.QuotasEntry
+	16, // 9: sidemix.mixer.v1.CheckResponse.quota_charges:type_name -> sidemix.mixer.v1.CheckResponse.QuotaCharge
+	2,  // 10: sidemix.mixer.v1.ReportRequest.attributes:type_name -> sidemix.mixer.v1.CompressedAttributes
+	11, // 11: sidemix.mixer.v1.CheckRequest.QuotasEntry.value:type_name -> sidemix.mixer.v1.CheckRequest.QuotaParams
+	0,  // 12: sidemix.mixer.v1.ReferencedAttributes.AttributeMatch.condition:type_name -> sidemix.mixer.v1.ReferencedAttributes.Condition
+	18, // 13: sidemix.mixer.v1.CheckResponse.PreconditionResult.status:type_name -> google.rpc.Status
+	19, // 14: sidemix.mixer.v1.CheckResponse.PreconditionResult.valid_duration:type_name -> google.protobuf.Duration
+	5,  // 15: sidemix.mixer.v1.CheckResponse.PreconditionResult.referenced_attributes:type_name -> sidemix.mixer.v1.ReferencedAttributes
+	7,  // 16: sidemix.mixer.v1.CheckResponse.PreconditionResult.route_directive:type_name -> sidemix.mixer.v1.RouteDirective
+	19, // 17: sidemix.mixer.v1.CheckResponse.QuotaResult.valid_duration:type_name -> google.protobuf.Duration
+	5,  // 18: sidemix.mixer.v1.CheckResponse.QuotaResult.referenced_attributes:type_name -> sidemix.mixer.v1.ReferencedAttributes
+	19, // 19: sidemix.mixer.v1.CheckResponse.QuotaResult.reset:type_name -> google.protobuf.Duration
+	15, // 20: sidemix.mixer.v1.CheckResponse.QuotasEntry.value:type_name -> sidemix.mixer.v1.CheckResponse.QuotaResult
+	4,  // 21: sidemix.mixer.v1.Mixer.Check:input_type -> sidemix.mixer.v1.CheckRequest
+	9,  // 22: sidemix.mixer.v1.Mixer.Report:input_type -> sidemix.mixer.v1.ReportRequest
+	8,  // 23: sidemix.mixer.v1.Mixer.Check:output_type -> sidemix.mixer.v1.CheckResponse
+	10, // 24: sidemix.mixer.v1.Mixer.Report:output_type -> sidemix.mixer.v1.ReportResponse
+	23, // [23:25] is the sub-list for method output_type
+	21, // [21:23] is the sub-list for method input_type
+	21, // [21:21] is the sub-list for extension type_name
+	21, // [21:21] is the sub-list for extension extendee
+	0,  // [0:21] is the sub-list for field type_name
 }
 
 func init() { file_mixer_v1_mixer_proto_init() }
@@ -1231,7 +1336,7 @@ func file_mixer_v1_mixer_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_mixer_v1_mixer_proto_rawDesc), len(file_mixer_v1_mixer_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   15,
+			NumMessages:   16,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

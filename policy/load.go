@@ -390,6 +390,8 @@ type ruleSpec struct {
 	Actions                  []actionSpec   `yaml:"actions"`
 	RequestHeaderOperations  []headerOpSpec `yaml:"requestHeaderOperations"`
 	ResponseHeaderOperations []headerOpSpec `yaml:"responseHeaderOperations"`
+	FailPolicy               nameRef        `yaml:"failPolicy"`
+	Shadow                   bool           `yaml:"shadow"`
 }
 
 type actionSpec struct {
@@ -741,8 +743,16 @@ func (l *loader) rule(d *document, handlers map[string]*handler, instances map[s
 	if !decoded {
 		return nil
 	}
-	r := &rule{name: d.name, namespace: d.namespace, file: d.file, line: d.nameLine}
+	r := &rule{name: d.name, namespace: d.namespace, file: d.file, line: d.nameLine, shadow: spec.Shadow}
 	ok := len(fi) == 0
+	switch strings.ToLower(spec.FailPolicy.Value) {
+	case "", "closed":
+	case "open":
+		r.failOpen = true
+	default:
+		l.add(d, spec.FailPolicy.Line, "spec.failPolicy", "unknown fail policy %q (want open or closed)", spec.FailPolicy.Value)
+		ok = false
+	}
 	if spec.Match.Set && strings.TrimSpace(spec.Match.Text) != "" {
 		p, iss := l.compiler.compile(spec.Match.Text, wantBool)
 		for _, c := range iss {

@@ -202,6 +202,11 @@ func TestLoadErrors(t *testing.T) {
 			`kinds.yaml:41: AttributeManifest/clash: spec.attributes.x.y.valueType: unknown attribute type "NUMBER" (want one of STRING, INT64, DOUBLE, BOOL, TIMESTAMP, DURATION, BYTES, STRING_MAP, IP_ADDRESS)`,
 			"kinds.yaml:43: a document must be a mapping with apiVersion, kind, metadata and spec",
 		}},
+		{"rule-fields.yaml", []string{
+			`rule-fields.yaml:15: Rule/sometimes: spec.failPolicy: unknown fail policy "sometimes" (want open or closed)`,
+			`rule-fields.yaml:22: Rule/maybe: spec.shadow: want a boolean, got a string ("maybe")`,
+			`rule-fields.yaml:23: Rule/maybe: spec.failPolicy: want a name (a string)`,
+		}},
 		{"shapes.yaml", []string{
 			`shapes.yaml:4: Rule/r: spec.actions: want a list, got a string ("deny")`,
 			`shapes.yaml:9: Instance/m: spec.params.dimensions.a: want a CEL expression (a string)`,

@@ -94,6 +94,8 @@ type rule struct {
 	file            string
 	line            int
 	match           *program // nil: always
+	failOpen        bool     // spec.failPolicy: open
+	shadow          bool     // spec.shadow
 	actions         []*action
 	requestOps      []headerOp
 	responseOps     []headerOp
@@ -192,7 +194,8 @@ func (s *Snapshot) Evaluate(bag *attribute.Bag, v Variety, refs *attribute.Refer
 			if len(insts) < len(va.instances) {
 				continue // an instance failed: skip the action
 			}
-			res.Actions = append(res.Actions, Action{Rule: r.name, Handler: va.handler.name, Instances: insts})
+			res.Actions = append(res.Actions, Action{Rule: r.name, Handler: va.handler.name, Instances: insts,
+				FailOpen: r.failOpen, Shadow: r.shadow})
 		}
 		if headers {
 			res.RequestHeaderOperations = r.evalOps(a, r.requestOps, res.RequestHeaderOperations, &res, "spec.requestHeaderOperations")

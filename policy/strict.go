@@ -58,6 +58,7 @@ var (
 		{"map[", "a mapping"},
 		{"policy.", "a mapping"},
 		{"*policy.", "a mapping"},
+		{"bool", "a boolean"},
 	}
 	tagNames = map[string]string{"!!str": "a string", "!!int": "a number", "!!float": "a number",
 		"!!bool": "a boolean", "!!map": "a mapping", "!!seq": "a list", "!!null": "null"}

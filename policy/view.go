@@ -37,6 +37,8 @@ type RuleView struct {
 	Namespace                string         `json:"namespace,omitempty" yaml:"namespace,omitempty"`
 	Source                   string         `json:"source" yaml:"source"`
 	Match                    string         `json:"match,omitempty" yaml:"match,omitempty"`
+	FailPolicy               string         `json:"failPolicy" yaml:"failPolicy"` // "open" or "closed"
+	Shadow                   bool           `json:"shadow,omitempty" yaml:"shadow,omitempty"`
 	Actions                  []ActionView   `json:"actions,omitempty" yaml:"actions,omitempty"`
 	RequestHeaderOperations  []HeaderOpView `json:"requestHeaderOperations,omitempty" yaml:"requestHeaderOperations,omitempty"`
 	ResponseHeaderOperations []HeaderOpView `json:"responseHeaderOperations,omitempty" yaml:"responseHeaderOperations,omitempty"`
@@ -96,7 +98,10 @@ func (s *Snapshot) View() any {
 			Template: in.template, Params: in.view})
 	}
 	for _, r := range s.rules {
-		rv := RuleView{Name: r.name, Namespace: r.namespace, Source: source(r.file, r.line)}
+		rv := RuleView{Name: r.name, Namespace: r.namespace, Source: source(r.file, r.line), FailPolicy: "closed", Shadow: r.shadow}
+		if r.failOpen {
+			rv.FailPolicy = "open"
+		}
 		if r.match != nil {
 			rv.Match = r.match.text
 		}

@@ -227,9 +227,18 @@ func TestQuotaExactUnderConcurrency(t *testing.T) {
 			default:
 				t.Errorf("code %v: %s", pre.GetStatus().GetCode(), pre.GetStatus().GetMessage())
 			}
-			// Either way the answer depends on the quota: never reusable.
-			if pre.GetValidUseCount() != 1 || pre.GetValidDuration().AsDuration() != 0 {
-				t.Errorf("quota-bound precondition reusable: %v, %d uses", pre.GetValidDuration().AsDuration(), pre.GetValidUseCount())
+			// The client learns what it was charged and may reuse an
+			// allowing precondition (asking for the quota by name); an
+			// exhausted one is never reusable.
+			exhaustedNow := codes.Code(pre.GetStatus().GetCode()) == codes.ResourceExhausted
+			if reusable := pre.GetValidUseCount() > 1 && pre.GetValidDuration().AsDuration() > 0; reusable == exhaustedNow {
+				t.Errorf("exhausted %v, precondition reusable for %v, %d uses", exhaustedNow, pre.GetValidDuration().AsDuration(), pre.GetValidUseCount())
+			}
+			if ch := resp.GetQuotaCharges(); len(ch) != 1 || ch[0].GetQuota() != "requestcount" || ch[0].GetCharge() != 1 {
+				t.Errorf("quota charges %v, want requestcount: 1", ch)
+			}
+			if !slices.Contains(refNames(pre.GetReferencedAttributes()), attribute.RequestPath) {
+				t.Errorf("precondition referenced %v, want the quota rule's match among them", refNames(pre.GetReferencedAttributes()))
 			}
 			if !slices.Contains(refNames(q.GetReferencedAttributes()), attribute.RequestPath) {
 				t.Errorf("quota referenced %v", refNames(q.GetReferencedAttributes()))
@@ -240,9 +249,14 @@ func TestQuotaExactUnderConcurrency(t *testing.T) {
 	if ok != limit || exhausted != callers-limit {
 		t.Fatalf("%d allowed, %d exhausted; want %d, %d", ok, exhausted, limit, callers-limit)
 	}
-	// Paths outside the rule draw on nothing.
-	if resp := e.check(pathBag("/free")); resp.GetPrecondition().GetStatus().GetCode() != 0 || len(resp.GetQuotas()) != 0 {
+	// Paths outside the rule draw on nothing, and say what they looked at
+	// to know: a cached answer for /free must not serve /limited.
+	resp := e.check(pathBag("/free"))
+	if resp.GetPrecondition().GetStatus().GetCode() != 0 || len(resp.GetQuotas()) != 0 || len(resp.GetQuotaCharges()) != 0 {
 		t.Errorf("/free: %v", resp)
+	}
+	if !slices.Contains(refNames(resp.GetPrecondition().GetReferencedAttributes()), attribute.RequestPath) {
+		t.Errorf("/free: precondition referenced %v", refNames(resp.GetPrecondition().GetReferencedAttributes()))
 	}
 }
 

@@ -85,6 +85,34 @@ func failReason(ctx context.Context, err error) string {
 	return reasonHandlerError
 }
 
+// ruleResult is what one rule made of one Check, for
+// sidemix_mixer_rule_checks_total. A rule whose calls disagree counts as
+// the highest: deny over error over allow.
+type ruleResult int8
+
+const (
+	ruleAllow ruleResult = iota
+	ruleError
+	ruleDeny
+)
+
+func (r ruleResult) String() string {
+	switch r {
+	case ruleDeny:
+		return "deny"
+	case ruleError:
+		return "error"
+	}
+	return "allow"
+}
+
+// ruleTally is one rule's part in a Check.
+type ruleTally struct {
+	rule   string
+	shadow bool
+	result ruleResult
+}
+
 // precondition is the combined check decision being built.
 type precondition struct {
 	code     codes.Code
@@ -94,6 +122,9 @@ type precondition struct {
 	uses     int32         // 0: no handler said yet
 	failed   bool          // a handler failed: do not let the answer be cached long
 	noCache  bool          // the answer must not be reused at all
+	// rules holds each rule once, in the order it first answered; the
+	// rules of a Check are few, so a slice beats a map.
+	rules []ruleTally
 }
 
 func (p *precondition) deny(code codes.Code, msg string, details ...*anypb.Any) {
@@ -112,6 +143,17 @@ func (p *precondition) bound(d time.Duration, uses int32) {
 	}
 }
 
+// note records what a call of rule made of the request.
+func (p *precondition) note(rule string, shadow bool, r ruleResult) {
+	for i := range p.rules {
+		if p.rules[i].rule == rule {
+			p.rules[i].result = max(p.rules[i].result, r)
+			return
+		}
+	}
+	p.rules = append(p.rules, ruleTally{rule: rule, shadow: shadow, result: r})
+}
+
 func errorInfo(reason string, meta map[string]string) []*anypb.Any {
 	a, err := anypb.New(&errdetails.ErrorInfo{Reason: reason, Domain: errorDomain, Metadata: meta})
 	if err != nil {
@@ -128,13 +170,44 @@ func retryInfo(d time.Duration) *anypb.Any {
 	return a
 }
 
+// target is the rule side of one handler call: which rule asked and what a
+// denial or a failure of the call means for the request.
+type target struct {
+	rule     string
+	handler  string // the action's handler name, also when it does not exist
+	failOpen bool
+	shadow   bool
+}
+
+func targetOf(a policy.Action) target {
+	return target{rule: a.Rule, handler: a.Handler, failOpen: a.FailOpen, shadow: a.Shadow}
+}
+
+// setupError says why a call to the named handler cannot even be made, or
+// nil. lacks says which role is missing (as in "does not check").
+func setupError(st *state, name string, has func(*handler) bool, lacks string) (*handler, error) {
+	h := st.handlers[name]
+	switch {
+	case h == nil:
+		return nil, fmt.Errorf("handler %q unavailable: not in the active config", name)
+	case h.err != nil:
+		return h, h.unavailable()
+	case !has(h):
+		return h, fmt.Errorf("handler %q unavailable: adapter %q %s", name, h.adapter, lacks)
+	}
+	return h, nil
+}
+
 // checkCall is one instance to send to one check handler.
 type checkCall struct {
-	rule string
+	target
 	h    *handler
-	name string // handler name, also when h is nil
 	inst template.Instance
 	err  error // set when the call cannot be made
+}
+
+func (c *checkCall) meta() map[string]string {
+	return map[string]string{"rule": c.rule, "handler": c.handler, "instance": c.inst.InstanceName()}
 }
 
 // runChecks calls every check action's handler concurrently and folds the
@@ -142,18 +215,9 @@ type checkCall struct {
 func (s *Server) runChecks(ctx context.Context, st *state, actions []policy.Action, p *precondition) {
 	var calls []checkCall
 	for _, a := range actions {
-		h := st.handlers[a.Handler]
-		var err error
-		switch {
-		case h == nil:
-			err = fmt.Errorf("handler %q unavailable: not in the active config", a.Handler)
-		case h.err != nil:
-			err = h.unavailable()
-		case h.checker == nil:
-			err = fmt.Errorf("handler %q unavailable: adapter %q does not check", a.Handler, h.adapter)
-		}
+		h, err := setupError(st, a.Handler, func(h *handler) bool { return h.checker != nil }, "does not check")
 		for _, inst := range a.Instances {
-			calls = append(calls, checkCall{rule: a.Rule, h: h, name: a.Handler, inst: inst, err: err})
+			calls = append(calls, checkCall{target: targetOf(a), h: h, inst: inst, err: err})
 		}
 	}
 	res := fanOut(ctx, len(calls), func(ctx context.Context, i int) (adapters.CheckResult, error) {
@@ -161,23 +225,35 @@ func (s *Server) runChecks(ctx context.Context, st *state, actions []policy.Acti
 		if c.err != nil {
 			return adapters.CheckResult{}, c.err
 		}
+		defer s.m.observeHandler(c.handler, roleCheck, time.Now())
 		return c.h.checker.Check(ctx, c.inst)
 	})
-	for i, c := range calls {
-		meta := map[string]string{"rule": c.rule, "handler": c.name, "instance": c.inst.InstanceName()}
-		r := res[i]
-		switch {
-		case s.handlerFailed(ctx, p, c.h, c.name, c.err, r.done, r.err, meta):
-		default:
-			p.bound(r.val.ValidDuration, r.val.ValidUseCount)
-			if !r.val.OK() {
-				msg := r.val.Message
-				if msg == "" {
-					msg = fmt.Sprintf("denied by rule %q", c.rule)
-				}
-				p.deny(r.val.Code, msg, errorInfo(reasonPolicyDenied, meta)...)
-			}
+	for i := range calls {
+		c, r := &calls[i], res[i]
+		if reason, msg, failed := callFailure(ctx, c.h, c.handler, c.err, r.done, r.err); failed {
+			s.m.dispatchErrors.WithLabelValues(c.handler, reason).Inc()
+			s.handlerFailed(p, c.target, msg, c.meta())
+			continue
 		}
+		// A shadow rule bounds the answer's reuse like any other, so that
+		// it is asked as often as it would be if it enforced.
+		p.bound(r.val.ValidDuration, r.val.ValidUseCount)
+		if r.val.OK() {
+			p.note(c.rule, c.shadow, ruleAllow)
+			continue
+		}
+		p.note(c.rule, c.shadow, ruleDeny)
+		msg := r.val.Message
+		if msg == "" {
+			msg = fmt.Sprintf("denied by rule %q", c.rule)
+		}
+		if c.shadow {
+			s.log.Debug("shadow rule would deny", "rule", c.rule, "handler", c.handler,
+				"instance", c.inst.InstanceName(), "code", r.val.Code.String(), "message", msg)
+			continue
+		}
+		s.m.denials.WithLabelValues(c.rule, c.handler, denyPolicy).Inc()
+		p.deny(r.val.Code, msg, errorInfo(reasonPolicyDenied, c.meta())...)
 	}
 }
 
@@ -190,145 +266,49 @@ func setupReason(h *handler) string {
 	return reasonUnavailable
 }
 
-// quotaCall is one allocation from one quota handler.
-type quotaCall struct {
-	h    *handler
-	name string
-	inst *template.Quota
-	args adapters.QuotaArgs
-	err  error
+// callFailure says whether a handler call produced no result (it could not
+// be set up, did not answer before the deadline, or returned an error), and
+// why.
+func callFailure(ctx context.Context, h *handler, name string, setupErr error, done bool, err error) (reason, msg string, failed bool) {
+	switch {
+	case setupErr != nil:
+		return setupReason(h), setupErr.Error(), true
+	case !done:
+		return failReason(ctx, ctx.Err()), fmt.Sprintf("handler %q did not answer in time: %v", name, ctx.Err()), true
+	case err != nil:
+		return failReason(ctx, err), fmt.Sprintf("handler %q failed: %v", name, err), true
+	}
+	return "", "", false
 }
 
-// quotaGrant is the combined result of one quota instance.
-type quotaGrant struct {
-	requested  int64
-	bestEffort bool
-	granted    int64
-	validFor   time.Duration
-	seen       bool
+// handlerFailed applies the rule's fail policy to a call that produced no
+// result (the caller counts the failed call itself): a shadow rule's failure
+// changes nothing; a fail-open rule lets the request through; any other
+// denies it with UNAVAILABLE. Fail open or closed, the answer rests on a
+// failure and may only be reused briefly.
+func (s *Server) handlerFailed(p *precondition, t target, msg string, meta map[string]string) {
+	p.note(t.rule, t.shadow, ruleError)
+	switch {
+	case t.shadow:
+		s.log.Debug("shadow rule's handler failed", "rule", t.rule, "handler", t.handler, "error", msg)
+	case t.failOpen:
+		s.m.denials.WithLabelValues(t.rule, t.handler, denyFailOpen).Inc()
+		p.failed = true
+	default:
+		s.m.denials.WithLabelValues(t.rule, t.handler, denyUnavailable).Inc()
+		p.failed = true
+		p.deny(codes.Unavailable, msg, errorInfo(reasonHandlerFailed, meta)...)
+	}
 }
 
-// runQuotas allocates the quotas of a Check and returns the results by
-// instance name. Failures deny the precondition (fail closed).
-func (s *Server) runQuotas(ctx context.Context, st *state, bag *attribute.Bag, req *mixerv1.CheckRequest, p *precondition) map[string]*mixerv1.CheckResponse_QuotaResult {
-	var refs attribute.Referenced
-	res := st.snap.Evaluate(bag, policy.VarietyQuota, &refs)
-	s.countEvalErrors(res.Errors)
-
-	explicit := len(req.GetQuotas()) > 0
-	var calls []quotaCall
-	for _, a := range res.Actions {
-		h := st.handlers[a.Handler]
-		var err error
-		switch {
-		case h == nil:
-			err = fmt.Errorf("handler %q unavailable: not in the active config", a.Handler)
-		case h.err != nil:
-			err = h.unavailable()
-		case h.quota == nil:
-			err = fmt.Errorf("handler %q unavailable: adapter %q does not allocate quota", a.Handler, h.adapter)
-		}
-		for _, inst := range a.Instances {
-			q, ok := inst.(*template.Quota)
-			if !ok {
-				continue
-			}
-			args := adapters.QuotaArgs{DeduplicationID: req.GetDeduplicationId(), Amount: 1}
-			if explicit {
-				qp, wanted := req.GetQuotas()[q.Name]
-				if !wanted {
-					continue
-				}
-				args.Amount, args.BestEffort = qp.GetAmount(), qp.GetBestEffort()
-				if args.Amount <= 0 {
-					args.Amount = 1
-				}
-			}
-			calls = append(calls, quotaCall{h: h, name: a.Handler, inst: q, args: args, err: err})
+// countRules adds each rule's part in one Check to the rule metrics.
+func (s *Server) countRules(p *precondition) {
+	for _, t := range p.rules {
+		s.m.ruleChecks.WithLabelValues(t.rule, t.result.String()).Inc()
+		if t.shadow && t.result == ruleDeny {
+			s.m.shadowDenials.WithLabelValues(t.rule).Inc()
 		}
 	}
-	out := fanOut(ctx, len(calls), func(ctx context.Context, i int) (adapters.QuotaResult, error) {
-		c := calls[i]
-		if c.err != nil {
-			return adapters.QuotaResult{}, c.err
-		}
-		return c.h.quota.Allocate(ctx, c.inst, c.args)
-	})
-
-	grants := map[string]*quotaGrant{}
-	var order []string
-	for i, c := range calls {
-		g := grants[c.inst.Name]
-		if g == nil {
-			g = &quotaGrant{requested: c.args.Amount, bestEffort: c.args.BestEffort}
-			grants[c.inst.Name] = g
-			order = append(order, c.inst.Name)
-		}
-		r := out[i]
-		meta := map[string]string{"handler": c.name, "instance": c.inst.Name}
-		var granted int64
-		var validFor time.Duration
-		switch {
-		case s.handlerFailed(ctx, p, c.h, c.name, c.err, r.done, r.err, meta):
-		default:
-			granted, validFor = r.val.Amount, r.val.ValidDuration
-		}
-		// An instance drawn from several handlers gets the least of them.
-		if !g.seen || granted < g.granted {
-			g.granted = granted
-		}
-		if validFor > 0 && (g.validFor == 0 || validFor < g.validFor) {
-			g.validFor = validFor
-		}
-		g.seen = true
-	}
-	// A quota asked for by name that no rule limits is granted in full.
-	for name, qp := range req.GetQuotas() {
-		if _, ok := grants[name]; ok {
-			continue
-		}
-		amount := qp.GetAmount()
-		if amount <= 0 {
-			amount = 1
-		}
-		grants[name] = &quotaGrant{requested: amount, bestEffort: qp.GetBestEffort(), granted: amount}
-	}
-	if len(grants) == 0 {
-		return nil
-	}
-	if !explicit && len(calls) > 0 {
-		// The client did not ask for these quotas, so it cannot know to ask
-		// again: an answer it reused would skip them.
-		p.noCache = true
-	}
-
-	refsProto := attribute.ToProto(refs.List())
-	results := make(map[string]*mixerv1.CheckResponse_QuotaResult, len(grants))
-	for _, name := range order {
-		g := grants[name]
-		exhausted := g.granted < g.requested && (!g.bestEffort || g.granted <= 0)
-		if exhausted && p.code == codes.OK {
-			retry := g.validFor
-			details := errorInfo(reasonQuotaExhausted, map[string]string{"quota": name})
-			if retry > 0 {
-				details = append(details, retryInfo(retry))
-			}
-			p.deny(codes.ResourceExhausted, fmt.Sprintf("quota %q exhausted", name), details...)
-			p.noCache = true
-		}
-	}
-	for name, g := range grants {
-		validFor := g.validFor
-		if validFor == 0 {
-			validFor = s.cfg.DefaultValidDuration
-		}
-		results[name] = &mixerv1.CheckResponse_QuotaResult{
-			ValidDuration:        durationpb.New(validFor),
-			GrantedAmount:        g.granted,
-			ReferencedAttributes: refsProto,
-		}
-	}
-	return results
 }
 
 // check answers one Check request on st.
@@ -343,11 +323,20 @@ func (s *Server) check(ctx context.Context, st *state, bag *attribute.Bag, req *
 	p := &precondition{code: codes.OK}
 	s.runChecks(ctx, st, res.Actions, p)
 
-	var quotas map[string]*mixerv1.CheckResponse_QuotaResult
+	// A denied request draws no quota, not even from shadow rules: denied
+	// requests consume nothing, and a shadow copy of a quota rule sees
+	// exactly the requests its enforcing twin would.
+	var q quotaOutcome
 	if p.code == codes.OK {
-		// A denied request draws no quota.
-		quotas = s.runQuotas(ctx, st, bag, req, p)
+		q = s.runQuotas(ctx, st, bag, req, p)
+		if q.implicit {
+			// The client learns the charges with the precondition and
+			// asks for them by name on its next request of this shape; the
+			// shape includes what the choice of quotas looked at.
+			refs.Merge(&q.refs)
+		}
 	}
+	s.countRules(p)
 
 	validFor, uses := p.validFor, p.uses
 	if validFor == 0 {
@@ -369,7 +358,8 @@ func (s *Server) check(ctx context.Context, st *state, bag *attribute.Bag, req *
 			ValidUseCount:        uses,
 			ReferencedAttributes: attribute.ToProto(refs.List()),
 		},
-		Quotas: quotas,
+		Quotas:       q.results,
+		QuotaCharges: q.charges,
 	}
 	if len(res.RequestHeaderOperations)+len(res.ResponseHeaderOperations) > 0 {
 		resp.Precondition.RouteDirective = &mixerv1.RouteDirective{
@@ -425,26 +415,4 @@ func (s *Server) report(st *state, bags []*attribute.Bag) {
 			}
 		}
 	}
-}
-
-// handlerFailed records a handler call that produced no result (it could not
-// be set up, did not answer before the deadline, or returned an error) as a
-// fail-closed denial, and reports whether it did.
-func (s *Server) handlerFailed(ctx context.Context, p *precondition, h *handler, name string, setupErr error,
-	done bool, err error, meta map[string]string) bool {
-	var reason, msg string
-	switch {
-	case setupErr != nil:
-		reason, msg = setupReason(h), setupErr.Error()
-	case !done:
-		reason, msg = failReason(ctx, ctx.Err()), fmt.Sprintf("handler %q did not answer in time: %v", name, ctx.Err())
-	case err != nil:
-		reason, msg = failReason(ctx, err), fmt.Sprintf("handler %q failed: %v", name, err)
-	default:
-		return false
-	}
-	s.m.dispatchErrors.WithLabelValues(name, reason).Inc()
-	p.failed = true
-	p.deny(codes.Unavailable, msg, errorInfo(reasonHandlerFailed, meta)...)
-	return true
 }

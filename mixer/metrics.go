@@ -1,6 +1,8 @@
 package mixer
 
 import (
+	"time"
+
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 )
@@ -17,6 +19,32 @@ const (
 	reasonWrongRole    = "wrong_role"
 )
 
+// Reasons of sidemix_mixer_denials_total: a handler refused (policy), a
+// quota was exhausted (quota), a handler failed and its rule fails closed
+// (unavailable) or open (fail_open: the request went through).
+const (
+	denyPolicy      = "policy"
+	denyQuota       = "quota"
+	denyUnavailable = "unavailable"
+	denyFailOpen    = "fail_open"
+)
+
+// Roles of sidemix_mixer_handler_duration_seconds.
+const (
+	roleCheck = "check"
+	roleQuota = "quota"
+)
+
+// Results of sidemix_mixer_quota_allocations_total.
+const (
+	allocGranted = "granted"
+	allocDenied  = "denied"
+	allocError   = "error"
+)
+
+// handlerBuckets span a cache lookup to a slow remote backend.
+var handlerBuckets = []float64{.00005, .0001, .00025, .0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5}
+
 // metrics are the mixer's self metrics, on its own registry.
 type metrics struct {
 	checkRequests      *prometheus.CounterVec
@@ -31,6 +59,22 @@ type metrics struct {
 	lastReloadSuccess  prometheus.Gauge
 	evalErrors         *prometheus.CounterVec
 	handlerCreateFails *prometheus.CounterVec
+
+	// Per rule and handler. Labels carry config names only (rules,
+	// handlers, quota instances) and fixed reasons, so their number is
+	// bounded by the config.
+	ruleChecks       *prometheus.CounterVec
+	denials          *prometheus.CounterVec
+	shadowDenials    *prometheus.CounterVec
+	handlerDuration  *prometheus.HistogramVec
+	quotaAllocations *prometheus.CounterVec
+	quotaGranted     *prometheus.CounterVec
+}
+
+// observeHandler records a handler call that began at start; deferred, it
+// sees panicking calls too.
+func (m *metrics) observeHandler(handler, role string, start time.Time) {
+	m.handlerDuration.WithLabelValues(handler, role).Observe(time.Since(start).Seconds())
 }
 
 func newMetrics(reg *prometheus.Registry, queueLengths func(fn func(handler string, n int))) *metrics {
@@ -82,8 +126,33 @@ func newMetrics(reg *prometheus.Registry, queueLengths func(fn func(handler stri
 		}, []string{"rule"}),
 		handlerCreateFails: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "sidemix_mixer_handler_create_failures_total",
-			Help: "Handlers whose adapter failed to create them; their rules fail closed.",
+			Help: "Handlers whose adapter failed to create them; their rules fail per their failPolicy.",
 		}, []string{"handler"}),
+		ruleChecks: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "sidemix_mixer_rule_checks_total",
+			Help: "Check requests a rule's check or quota actions took part in, by rule and what the rule made of them: allow, deny (a handler refused or a quota was exhausted; for shadow rules, what they would have denied) or error (a handler failed, whatever the rule's failPolicy).",
+		}, []string{"rule", "result"}),
+		denials: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "sidemix_mixer_denials_total",
+			Help: "Handler calls of enforcing rules that denied the request, by rule, handler and reason (policy, quota, unavailable), and failed calls of fail-open rules that let it through (fail_open).",
+		}, []string{"rule", "handler", "reason"}),
+		shadowDenials: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "sidemix_shadow_denials_total",
+			Help: "Check requests a shadow rule would have denied (a handler refused or a quota was exhausted), by rule. Nothing was denied.",
+		}, []string{"rule"}),
+		handlerDuration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "sidemix_mixer_handler_duration_seconds",
+			Help:    "Time of one check or quota handler call, by handler and role (check, quota); calls that outlive the check timeout are observed when they return.",
+			Buckets: handlerBuckets,
+		}, []string{"handler", "role"}),
+		quotaAllocations: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "sidemix_mixer_quota_allocations_total",
+			Help: "Quota allocations by handler, quota instance and result (granted, also in part; denied; error: the handler failed), shadow rules' included.",
+		}, []string{"handler", "quota", "result"}),
+		quotaGranted: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "sidemix_mixer_quota_granted_total",
+			Help: "Quota amount handlers granted, by handler and quota instance.",
+		}, []string{"handler", "quota"}),
 	}
 	m.reloads.WithLabelValues("success")
 	m.reloads.WithLabelValues("failure")
@@ -93,6 +162,7 @@ func newMetrics(reg *prometheus.Registry, queueLengths func(fn func(handler stri
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		m.checkRequests, m.checkDuration, m.reportRequests, m.reportBags, m.reportBagsRejected, m.dispatchErrors,
 		m.dropped, m.dispatched, m.reloads, m.lastReloadSuccess, m.evalErrors, m.handlerCreateFails,
+		m.ruleChecks, m.denials, m.shadowDenials, m.handlerDuration, m.quotaAllocations, m.quotaGranted,
 		&queueLengthCollector{lengths: queueLengths},
 	)
 	return m

@@ -1,0 +1,348 @@
+package mixer
+
+import (
+	"context"
+	"fmt"
+	"strconv"
+	"time"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/protobuf/types/known/anypb"
+	"google.golang.org/protobuf/types/known/durationpb"
+
+	"github.com/sidemix/sidemix/adapters"
+	"github.com/sidemix/sidemix/adapters/template"
+	mixerv1 "github.com/sidemix/sidemix/api/mixer/v1"
+	"github.com/sidemix/sidemix/attribute"
+	"github.com/sidemix/sidemix/policy"
+)
+
+// quotaCall is one allocation from one quota handler.
+type quotaCall struct {
+	target
+	h    *handler
+	inst *template.Quota
+	args adapters.QuotaArgs
+	err  error
+	// same is the enforcing call a shadow call shares its allocation with
+	// (same handler, quota and terms), or -1. Asking the handler twice would
+	// charge the request twice.
+	same int
+}
+
+func (c *quotaCall) meta() map[string]string {
+	return map[string]string{"rule": c.rule, "handler": c.handler, "instance": c.inst.Name}
+}
+
+// exhausted reports whether r refuses the call's terms.
+func (c *quotaCall) exhausted(r adapters.QuotaResult) bool {
+	return r.Amount < c.args.Amount && (!c.args.BestEffort || r.Amount <= 0)
+}
+
+// quotaWant is what a request asks of one quota.
+type quotaWant struct {
+	amount     int64
+	bestEffort bool
+}
+
+// quotaGrant is the combined result of one quota instance.
+type quotaGrant struct {
+	name       string
+	requested  int64
+	bestEffort bool
+	// enforced is set once an enforcing rule answered for the quota; until
+	// then it is granted in full.
+	enforced bool
+	granted  int64
+	validFor time.Duration
+	// The tightest window any enforcing handler reported.
+	limit, remaining int64
+	reset            time.Duration
+	// The first enforcing call that refused, for the denial's details.
+	deniedBy *quotaCall
+}
+
+func (g *quotaGrant) add(amount int64, validFor time.Duration) {
+	// An instance drawn from several handlers gets the least of them.
+	if !g.enforced || amount < g.granted {
+		g.granted = amount
+	}
+	if validFor > 0 && (g.validFor == 0 || validFor < g.validFor) {
+		g.validFor = validFor
+	}
+	g.enforced = true
+}
+
+// tighten keeps the window with the least left; on a tie, the one that
+// takes longer to reset.
+func (g *quotaGrant) tighten(r adapters.QuotaResult) {
+	if r.Limit <= 0 {
+		return
+	}
+	if g.limit == 0 || r.Remaining < g.remaining || (r.Remaining == g.remaining && r.Reset > g.reset) {
+		g.limit, g.remaining, g.reset = r.Limit, r.Remaining, r.Reset
+	}
+}
+
+func (g *quotaGrant) exhausted() bool {
+	return g.enforced && g.granted < g.requested && (!g.bestEffort || g.granted <= 0)
+}
+
+// quotaOutcome is the quota part of a Check answer.
+type quotaOutcome struct {
+	results map[string]*mixerv1.CheckResponse_QuotaResult
+	// implicit is set when the request named no quotas: the mixer chose
+	// them, charges says which, and refs what the choice looked at.
+	implicit bool
+	charges  []*mixerv1.CheckResponse_QuotaCharge
+	refs     attribute.Referenced
+}
+
+// runQuotas allocates the quotas of a Check: those the request names, with
+// its amounts; when it names none, those the QuotaSpecs bound to its service
+// charge, or when none is bound every quota of the matching rules at 1.
+// Enforcing rules' refusals and failures deny p (a failure per the rule's
+// fail policy); shadow rules only count theirs.
+func (s *Server) runQuotas(ctx context.Context, st *state, bag *attribute.Bag, req *mixerv1.CheckRequest, p *precondition) quotaOutcome {
+	var out quotaOutcome
+	res := st.snap.Evaluate(bag, policy.VarietyQuota, &out.refs)
+	s.countEvalErrors(res.Errors)
+
+	// wanted nil: every quota of the matching rules at 1. order lists the
+	// quotas in the order they were first asked for.
+	var wanted map[string]quotaWant
+	var order []string
+	if len(req.GetQuotas()) > 0 {
+		wanted = make(map[string]quotaWant, len(req.GetQuotas()))
+		for name, qp := range req.GetQuotas() {
+			w := quotaWant{amount: qp.GetAmount(), bestEffort: qp.GetBestEffort()}
+			if w.amount <= 0 {
+				w.amount = 1
+			}
+			wanted[name] = w
+		}
+	} else {
+		out.implicit = true
+		if charges, bound := st.snap.QuotaCharges(bag, &out.refs); bound {
+			wanted = make(map[string]quotaWant, len(charges))
+			for _, c := range charges {
+				if c.Charge <= 0 {
+					continue
+				}
+				w, seen := wanted[c.Quota]
+				if !seen {
+					order = append(order, c.Quota)
+				}
+				w.amount += c.Charge
+				wanted[c.Quota] = w
+			}
+		}
+	}
+
+	var calls []quotaCall
+	for _, a := range res.Actions {
+		h, err := setupError(st, a.Handler, func(h *handler) bool { return h.quota != nil }, "does not allocate quota")
+		for _, inst := range a.Instances {
+			q, ok := inst.(*template.Quota)
+			if !ok {
+				continue
+			}
+			args := adapters.QuotaArgs{DeduplicationID: req.GetDeduplicationId(), Amount: 1}
+			if wanted != nil {
+				w, ok := wanted[q.Name]
+				if !ok {
+					continue
+				}
+				args.Amount, args.BestEffort = w.amount, w.bestEffort
+			} else if !contains(order, q.Name) {
+				order = append(order, q.Name)
+			}
+			calls = append(calls, quotaCall{target: targetOf(a), h: h, inst: q, args: args, err: err, same: -1})
+		}
+	}
+	shareShadowCalls(calls)
+
+	results := fanOut(ctx, len(calls), func(ctx context.Context, i int) (adapters.QuotaResult, error) {
+		c := calls[i]
+		if c.err != nil || c.same >= 0 {
+			return adapters.QuotaResult{}, c.err
+		}
+		defer s.m.observeHandler(c.handler, roleQuota, time.Now())
+		return c.h.quota.Allocate(ctx, c.inst, c.args)
+	})
+
+	grants := map[string]*quotaGrant{}
+	var grantOrder []*quotaGrant
+	grant := func(name string, w quotaWant) *quotaGrant {
+		g := grants[name]
+		if g == nil {
+			g = &quotaGrant{name: name, requested: w.amount, bestEffort: w.bestEffort}
+			grants[name] = g
+			grantOrder = append(grantOrder, g)
+		}
+		return g
+	}
+	for i := range calls {
+		c := &calls[i]
+		g := grant(c.inst.Name, quotaWant{amount: c.args.Amount, bestEffort: c.args.BestEffort})
+		r := results[i]
+		if c.same >= 0 {
+			r = results[c.same]
+		}
+		if reason, msg, failed := callFailure(ctx, c.h, c.handler, c.err, r.done, r.err); failed {
+			if c.same < 0 {
+				s.m.dispatchErrors.WithLabelValues(c.handler, reason).Inc()
+				s.m.quotaAllocations.WithLabelValues(c.handler, c.inst.Name, allocError).Inc()
+			}
+			s.handlerFailed(p, c.target, msg, c.meta())
+			switch {
+			case c.shadow:
+			case c.failOpen:
+				g.add(c.args.Amount, maxErrorValidDuration)
+			default:
+				g.add(0, maxErrorValidDuration)
+			}
+			continue
+		}
+		v := r.val
+		exhausted := c.exhausted(v)
+		if c.same < 0 {
+			result := allocGranted
+			if exhausted {
+				result = allocDenied
+			}
+			s.m.quotaAllocations.WithLabelValues(c.handler, c.inst.Name, result).Inc()
+			s.m.quotaGranted.WithLabelValues(c.handler, c.inst.Name).Add(float64(max(v.Amount, 0)))
+		}
+		if !exhausted {
+			p.note(c.rule, c.shadow, ruleAllow)
+		} else {
+			p.note(c.rule, c.shadow, ruleDeny)
+		}
+		if c.shadow {
+			if exhausted {
+				s.log.Debug("shadow rule would deny", "rule", c.rule, "handler", c.handler,
+					"quota", c.inst.Name, "asked", c.args.Amount, "granted", v.Amount)
+			}
+			continue
+		}
+		if exhausted {
+			s.m.denials.WithLabelValues(c.rule, c.handler, denyQuota).Inc()
+			if g.deniedBy == nil {
+				g.deniedBy = c
+			}
+		}
+		g.add(v.Amount, v.ValidDuration)
+		g.tighten(v)
+	}
+	// A quota asked for (by the request or a QuotaSpec) that no rule limits
+	// is granted in full.
+	for _, name := range order {
+		if w, ok := wanted[name]; ok {
+			grant(name, w)
+		}
+	}
+	for name, w := range req.GetQuotas() {
+		if grants[name] == nil {
+			amount := w.GetAmount()
+			if amount <= 0 {
+				amount = 1
+			}
+			grant(name, quotaWant{amount: amount, bestEffort: w.GetBestEffort()})
+		}
+	}
+	if out.implicit {
+		for _, name := range order {
+			out.charges = append(out.charges, &mixerv1.CheckResponse_QuotaCharge{Quota: name, Charge: grants[name].requested})
+		}
+	}
+	if len(grants) == 0 {
+		return out
+	}
+
+	refsProto := attribute.ToProto(out.refs.List())
+	out.results = make(map[string]*mixerv1.CheckResponse_QuotaResult, len(grants))
+	for _, g := range grantOrder {
+		granted := g.granted
+		if !g.enforced {
+			granted = g.requested
+		}
+		validFor := g.validFor
+		if validFor == 0 {
+			validFor = s.cfg.DefaultValidDuration
+		}
+		qr := &mixerv1.CheckResponse_QuotaResult{
+			ValidDuration:        durationpb.New(validFor),
+			GrantedAmount:        granted,
+			ReferencedAttributes: refsProto,
+			Limit:                g.limit,
+			Remaining:            g.remaining,
+		}
+		if g.limit > 0 {
+			qr.Reset_ = durationpb.New(g.reset)
+		}
+		out.results[g.name] = qr
+		if g.exhausted() && p.code == codes.OK {
+			p.deny(codes.ResourceExhausted, fmt.Sprintf("quota %q exhausted", g.name), exhaustedDetails(g)...)
+			// Whether the next request gets quota is not for a cache to say.
+			p.noCache = true
+		}
+	}
+	return out
+}
+
+// exhaustedDetails names the quota and the refusing rule and handler, with
+// the tightest window when known and when to try again.
+func exhaustedDetails(g *quotaGrant) []*anypb.Any {
+	meta := map[string]string{"quota": g.name}
+	if c := g.deniedBy; c != nil {
+		meta["rule"], meta["handler"] = c.rule, c.handler
+	}
+	if g.limit > 0 {
+		meta["limit"] = strconv.FormatInt(g.limit, 10)
+		meta["remaining"] = strconv.FormatInt(g.remaining, 10)
+		meta["reset"] = durationString(g.reset)
+	}
+	details := errorInfo(reasonQuotaExhausted, meta)
+	retry := g.validFor
+	if retry <= 0 {
+		retry = g.reset
+	}
+	if retry > 0 {
+		details = append(details, retryInfo(retry))
+	}
+	return details
+}
+
+// durationString renders d as protobuf's JSON form of a Duration ("1.5s").
+func durationString(d time.Duration) string {
+	return strconv.FormatFloat(d.Seconds(), 'f', -1, 64) + "s"
+}
+
+// shareShadowCalls points every shadow call at an enforcing call to the
+// same handler for the same quota and terms, if there is one: the shadow
+// rule then sees that allocation's outcome instead of charging again.
+func shareShadowCalls(calls []quotaCall) {
+	for i := range calls {
+		c := &calls[i]
+		if !c.shadow || c.err != nil {
+			continue
+		}
+		for j := range calls {
+			e := &calls[j]
+			if !e.shadow && e.handler == c.handler && e.inst.Name == c.inst.Name && e.args == c.args {
+				c.same = j
+				break
+			}
+		}
+	}
+}
+
+func contains(list []string, s string) bool {
+	for _, x := range list {
+		if x == s {
+			return true
+		}
+	}
+	return false
+}

@@ -24,6 +24,9 @@ type activation struct {
 	// Attributes resolved so far: many rules look at the same few
 	// attributes, and converting each once saves an allocation per rule.
 	resolved []resolvedAttr
+	// absent is set when a lookup finds no attribute or map key, so that
+	// a failed evaluation can tell absence from other errors.
+	absent bool
 
 	// Instances built during one evaluation, by instance index, so an
 	// instance several actions use is built once.
@@ -56,7 +59,7 @@ func putActivation(a *activation) {
 	clear(a.failed)
 	clear(a.resolved)
 	a.resolved = a.resolved[:0]
-	a.bag, a.refs, a.used = nil, nil, 0
+	a.bag, a.refs, a.used, a.absent = nil, nil, 0, false
 	activationPool.Put(a)
 }
 
@@ -70,6 +73,9 @@ type resolvedAttr struct {
 func (a *activation) ResolveName(name string) (any, bool) {
 	for i := range a.resolved {
 		if r := &a.resolved[i]; r.name == name {
+			if r.val == nil {
+				a.absent = true
+			}
 			return r.val, r.val != nil
 		}
 	}
@@ -77,6 +83,7 @@ func (a *activation) ResolveName(name string) (any, bool) {
 	var val ref.Val
 	switch {
 	case !ok:
+		a.absent = true
 		if a.refs != nil {
 			a.refs.Add(name, false)
 		}
@@ -102,7 +109,7 @@ func (a *activation) mapValue(name string, m map[string]string) *mapVal {
 	}
 	mv := a.maps[a.used]
 	a.used++
-	mv.name, mv.m, mv.refs = name, m, a.refs
+	mv.name, mv.m, mv.refs, mv.absent = name, m, a.refs, &a.absent
 	return mv
 }
 
@@ -136,6 +143,8 @@ type mapVal struct {
 	name string
 	m    map[string]string
 	refs *attribute.Referenced
+	// absent points at the activation's flag, set on a missing key.
+	absent *bool
 	// Keys looked up so far, so that rules asking for the same header do
 	// not each box its value again (nor scan refs again).
 	keys []mapKey
@@ -166,6 +175,9 @@ func (mv *mapVal) Find(key ref.Val) (ref.Val, bool) {
 	}
 	for i := range mv.keys {
 		if mk := &mv.keys[i]; mk.key == string(k) {
+			if mk.val == nil && mv.absent != nil {
+				*mv.absent = true
+			}
 			return mk.val, mk.val != nil
 		}
 	}
@@ -176,6 +188,8 @@ func (mv *mapVal) Find(key ref.Val) (ref.Val, bool) {
 	var val ref.Val
 	if found {
 		val = types.String(s)
+	} else if mv.absent != nil {
+		*mv.absent = true
 	}
 	mv.keys = append(mv.keys, mapKey{key: string(k), val: val})
 	return val, found

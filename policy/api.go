@@ -75,7 +75,7 @@ type Variety int
 
 const (
 	// VarietyCheck selects actions whose instances are check templates
-	// (checknothing, listentry).
+	// (checknothing, listentry, authorization).
 	VarietyCheck Variety = iota
 	// VarietyQuota selects actions whose instances are quota instances.
 	VarietyQuota

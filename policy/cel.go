@@ -244,7 +244,19 @@ var (
 	wantTimestamp = kindsOf("timestamp", types.TimestampKind)
 	wantNumber    = kindsOf("int, double or duration", types.IntKind, types.DoubleKind, types.DurationKind)
 	wantListValue = kindsOf("string or bytes", types.StringKind, types.BytesKind)
-	wantScalar    = typeRule{desc: "a scalar (not a map or list)", ok: func(t *cel.Type) bool {
+	wantGroups    = typeRule{desc: "string or list(string)", ok: func(t *cel.Type) bool {
+		switch t.Kind() {
+		case types.DynKind, types.AnyKind, types.StringKind:
+			return true
+		case types.ListKind:
+			if ps := t.Parameters(); len(ps) == 1 {
+				k := ps[0].Kind()
+				return k == types.StringKind || k == types.DynKind || k == types.AnyKind
+			}
+		}
+		return false
+	}}
+	wantScalar = typeRule{desc: "a scalar (not a map or list)", ok: func(t *cel.Type) bool {
 		k := t.Kind()
 		return k != types.MapKind && k != types.ListKind
 	}}

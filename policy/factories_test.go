@@ -48,8 +48,9 @@ func (nopHandler) Close(context.Context) error { return nil }
 
 func sinkFactory() adapters.Factory {
 	return adapters.Factory{
-		Name:      "sink",
-		Templates: []string{template.MetricName, template.LogEntryName, template.QuotaName, template.ListEntryName},
+		Name: "sink",
+		Templates: []string{template.MetricName, template.LogEntryName, template.QuotaName, template.ListEntryName,
+			template.AuthorizationName},
 		NewConfig: func() adapters.Config { return &testConfig{Prefix: "default"} },
 		Create: func(context.Context, adapters.Settings, adapters.Config) (adapters.Handler, error) {
 			return nopHandler{}, nil

@@ -370,6 +370,25 @@ type listEntryParams struct {
 	Value expr `yaml:"value"`
 }
 
+type authorizationParams struct {
+	Subject authzSubjectParams `yaml:"subject"`
+	Action  authzActionParams  `yaml:"action"`
+}
+
+type authzSubjectParams struct {
+	User       expr            `yaml:"user"`
+	Groups     expr            `yaml:"groups"`
+	Properties map[string]expr `yaml:"properties"`
+}
+
+type authzActionParams struct {
+	Namespace  expr            `yaml:"namespace"`
+	Service    expr            `yaml:"service"`
+	Method     expr            `yaml:"method"`
+	Path       expr            `yaml:"path"`
+	Properties map[string]expr `yaml:"properties"`
+}
+
 type quotaParams struct {
 	Dimensions map[string]expr `yaml:"dimensions"`
 }
@@ -692,6 +711,23 @@ func (l *loader) instance(d *document) *instance {
 			ok = false
 		}
 		in.value = compileField("spec.params.value", p.Value, wantListValue)
+	case template.AuthorizationName:
+		in.variety = VarietyCheck
+		var p authorizationParams
+		if !decode(&p) {
+			in.broken = true
+			return in
+		}
+		in.authz = &authzPrograms{
+			user:         compileField("spec.params.subject.user", p.Subject.User, wantString),
+			groups:       compileField("spec.params.subject.groups", p.Subject.Groups, wantGroups),
+			subjectProps: compileMap("spec.params.subject.properties", p.Subject.Properties, wantScalar),
+			namespace:    compileField("spec.params.action.namespace", p.Action.Namespace, wantString),
+			service:      compileField("spec.params.action.service", p.Action.Service, wantString),
+			method:       compileField("spec.params.action.method", p.Action.Method, wantString),
+			path:         compileField("spec.params.action.path", p.Action.Path, wantString),
+			actionProps:  compileMap("spec.params.action.properties", p.Action.Properties, wantScalar),
+		}
 	case template.QuotaName:
 		in.variety = VarietyQuota
 		var p quotaParams
@@ -733,7 +769,9 @@ func (l *loader) instance(d *document) *instance {
 	return in
 }
 
-var templateNames = []string{template.CheckNothingName, template.ListEntryName, template.QuotaName, template.MetricName, template.LogEntryName}
+// templateNames lists the templates an Instance may fill, check ones first.
+var templateNames = []string{template.CheckNothingName, template.ListEntryName, template.AuthorizationName,
+	template.QuotaName, template.MetricName, template.LogEntryName}
 
 // rule decodes and compiles a Rule and resolves its references.
 func (l *loader) rule(d *document, handlers map[string]*handler, instances map[string]*instance) *rule {

@@ -197,7 +197,7 @@ func TestLoadErrors(t *testing.T) {
 			"kinds.yaml:12: Instance/: metadata.name: required",
 			`kinds.yaml:22: Instance/nothing: metadata.name: Instance "nothing" already defined at kinds.yaml:17`,
 			`kinds.yaml:28: Handler/fancy: spec.adapter: unknown adapter "redis" (registered: denier, sink)`,
-			`kinds.yaml:33: Instance/t: spec.template: unknown template "tracespan" (want one of checknothing, listentry, quota, metric, logentry)`,
+			`kinds.yaml:33: Instance/t: spec.template: unknown template "tracespan" (want one of checknothing, listentry, authorization, quota, metric, logentry)`,
 			`kinds.yaml:40: AttributeManifest/clash: spec.attributes.request.path: attribute "request.path" is already declared as STRING, not INT64`,
 			`kinds.yaml:41: AttributeManifest/clash: spec.attributes.x.y.valueType: unknown attribute type "NUMBER" (want one of STRING, INT64, DOUBLE, BOOL, TIMESTAMP, DURATION, BYTES, STRING_MAP, IP_ADDRESS)`,
 			"kinds.yaml:43: a document must be a mapping with apiVersion, kind, metadata and spec",

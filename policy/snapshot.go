@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"reflect"
 	"sort"
+	"strings"
 	"time"
 
 	"github.com/google/cel-go/common/types"
@@ -67,8 +68,18 @@ type instance struct {
 	variables       []namedProgram // logentry
 	severity        *program       // logentry
 	timestamp       *program       // logentry
+	authz           *authzPrograms // authorization
 	view            any
 	broken          bool
+}
+
+// authzPrograms are the compiled fields of an authorization instance; nil
+// programs are fields the instance leaves out.
+type authzPrograms struct {
+	user, groups                     *program
+	subjectProps                     []namedProgram
+	namespace, service, method, path *program
+	actionProps                      []namedProgram
 }
 
 type action struct {
@@ -290,6 +301,8 @@ func (s *Snapshot) build(a *activation, in *instance) (template.Instance, *EvalE
 			return nil, fail("spec.params.value", fmt.Errorf("value has type %s, want string or bytes", v.Type().TypeName()))
 		}
 		return &template.ListEntry{Name: in.name, Value: text}, nil
+	case template.AuthorizationName:
+		return buildAuthorization(a, in)
 	case template.QuotaName:
 		dims, err := evalMap(a, in.dimensions, "spec.params.dimensions", true)
 		if err != nil {
@@ -360,6 +373,132 @@ func (s *Snapshot) build(a *activation, in *instance) (template.Instance, *EvalE
 		return le, nil
 	}
 	return nil, &EvalError{Instance: in.name, Field: "spec.template", Err: fmt.Errorf("unknown template %q", in.template)}
+}
+
+// buildAuthorization fills an authorization instance. Unlike the other
+// templates, a field whose expression fails because an attribute or map key
+// it reads is absent takes its zero value ("", no groups, the property left
+// out) instead of failing the instance: a failed instance skips its action,
+// and a skipped authorization check would let the request through, while
+// an empty subject is denied by any adapter that checks it. Other failures
+// (a wrong type at run time, an invalid ip()) still fail the instance.
+func buildAuthorization(a *activation, in *instance) (template.Instance, *EvalError) {
+	p := in.authz
+	out := &template.Authorization{Name: in.name}
+	var err *EvalError
+	str := func(field string, prg *program) string {
+		if err != nil {
+			return ""
+		}
+		v, e := evalOptional(a, prg)
+		if e != nil {
+			err = &EvalError{Instance: in.name, Field: field, Err: e}
+			return ""
+		}
+		if v == nil {
+			return ""
+		}
+		s, ok := v.(types.String)
+		if !ok {
+			err = &EvalError{Instance: in.name, Field: field, Err: fmt.Errorf("value has type %s, want string", v.Type().TypeName())}
+		}
+		return string(s)
+	}
+	props := func(field string, progs []namedProgram) map[string]any {
+		if err != nil || len(progs) == 0 {
+			return nil
+		}
+		m := make(map[string]any, len(progs))
+		for _, np := range progs {
+			v, e := evalOptional(a, np.program)
+			if e != nil {
+				err = &EvalError{Instance: in.name, Field: field + "." + np.name, Err: e}
+				return nil
+			}
+			if v == nil {
+				continue
+			}
+			nv := native(v)
+			switch nv.(type) {
+			case map[string]string, map[string]any, []any:
+				err = &EvalError{Instance: in.name, Field: field + "." + np.name, Err: errors.New("value is not a scalar")}
+				return nil
+			}
+			m[np.name] = nv
+		}
+		if len(m) == 0 {
+			return nil
+		}
+		return m
+	}
+	out.Subject.User = str("spec.params.subject.user", p.user)
+	if err == nil && p.groups != nil {
+		v, e := evalOptional(a, p.groups)
+		if e == nil && v != nil {
+			out.Subject.Groups, e = groupsOf(v)
+		}
+		if e != nil {
+			err = &EvalError{Instance: in.name, Field: "spec.params.subject.groups", Err: e}
+		}
+	}
+	out.Subject.Properties = props("spec.params.subject.properties", p.subjectProps)
+	out.Action.Namespace = str("spec.params.action.namespace", p.namespace)
+	out.Action.Service = str("spec.params.action.service", p.service)
+	out.Action.Method = str("spec.params.action.method", p.method)
+	out.Action.Path = str("spec.params.action.path", p.path)
+	out.Action.Properties = props("spec.params.action.properties", p.actionProps)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+// evalOptional evaluates p (nil: not set). It returns a nil value and no
+// error when the evaluation failed on an absent attribute or map key.
+func evalOptional(a *activation, p *program) (ref.Val, error) {
+	if p == nil {
+		return nil, nil
+	}
+	a.absent = false
+	v, err := p.eval(a)
+	if err != nil {
+		if a.absent {
+			return nil, nil
+		}
+		return nil, err
+	}
+	return v, nil
+}
+
+// groupsOf reads subject.groups: a list of strings, or one string of
+// comma-separated groups (the form a label or header carries). Blank
+// entries are dropped.
+func groupsOf(v ref.Val) ([]string, error) {
+	switch x := v.(type) {
+	case types.String:
+		var out []string
+		for g := range strings.SplitSeq(string(x), ",") {
+			if g = strings.TrimSpace(g); g != "" {
+				out = append(out, g)
+			}
+		}
+		return out, nil
+	case traits.Lister:
+		n, _ := x.Size().(types.Int)
+		out := make([]string, 0, int(n))
+		for it := x.Iterator(); it.HasNext() == types.True; {
+			e := it.Next()
+			s, ok := e.(types.String)
+			if !ok {
+				return nil, fmt.Errorf("group has type %s, want string", e.Type().TypeName())
+			}
+			if s != "" {
+				out = append(out, string(s))
+			}
+		}
+		return out, nil
+	}
+	return nil, fmt.Errorf("value has type %s, want string or list(string)", v.Type().TypeName())
 }
 
 func evalMap(a *activation, progs []namedProgram, field string, scalar bool) (map[string]any, *EvalError) {

@@ -20,6 +20,12 @@ import (
 func TestConfig(t *testing.T) {
 	configtest.Run(t, memquota.Factory(), []configtest.Case{
 		{File: "full.yaml"},
+		{File: "fixed.yaml"},
+		{File: "windows.bad.yaml", Want: "quotas[0].bucketDuration: must be less than validDuration (1s), got 1s\n" +
+			"quotas[0].windows[0].bucketDuration: must be less than validDuration (1m0s), got 2m0s\n" +
+			"quotas[0].windows[2].bucketDuration: 1ms cuts validDuration 1h0m0s into more than 1000 buckets\n" +
+			"quotas[0].overrides[0].validDuration: 1m0s is also the length of quotas[0].windows[1], which the override keeps (give the override its own windows)\n" +
+			`rateLimitAlgorithm: unknown algorithm "SLIDING_LOG" (want ROLLING_WINDOW or FIXED_WINDOW)`},
 		{File: "empty.bad.yaml", Want: "quotas: at least one quota is required"},
 		{File: "quota.bad.yaml", Want: "quotas[0].maxAmount: -1 is negative\n" +
 			"quotas[0].validDuration: must be positive, got 0s\n" +
@@ -29,7 +35,7 @@ func TestConfig(t *testing.T) {
 			"quotas[2].overrides[1].maxAmount: -2 is negative\n" +
 			"quotas[2].overrides[1].validDuration: -1s is negative\n" +
 			"minDeduplicationDuration: -1ms is negative"},
-		{File: "misspelled.bad.yaml", Want: "yaml: unmarshal errors:\n  line 3: field max_amount not found in type memquota.Quota"},
+		{File: "misspelled.bad.yaml", Want: "yaml: unmarshal errors:\n  line 3: field max_amount not found in type quota.Quota"},
 	})
 }
 
@@ -86,8 +92,8 @@ func (a allocator) alloc(q *template.Quota, args adapters.QuotaArgs) adapters.Qu
 func (a allocator) expect(q *template.Quota, args adapters.QuotaArgs, amount int64, valid time.Duration) {
 	a.t.Helper()
 	got := a.alloc(q, args)
-	if want := (adapters.QuotaResult{Amount: amount, ValidDuration: valid}); got != want {
-		a.t.Errorf("Allocate(%v, %+v) = %+v, want %+v", q.Dimensions, args, got, want)
+	if got.Amount != amount || got.ValidDuration != valid {
+		a.t.Errorf("Allocate(%v, %+v) = %+v, want amount %d valid for %v", q.Dimensions, args, got, amount, valid)
 	}
 }
 
@@ -269,14 +275,16 @@ quotas:
 	}
 }
 
-func TestSelfMetricsSurviveReload(t *testing.T) {
+func TestSelfMetricsAndCountersSurviveReload(t *testing.T) {
 	reg := prometheus.NewRegistry()
+	// The second handler is the next config's, created while the first is
+	// still open: it takes over the counter, so only the first grants.
 	for range 2 {
 		a := allocator{t, newAllocator(t, adapters.Settings{Name: "q", Registerer: reg, Now: newClock().Now}, oneQuota)}
 		a.alloc(&template.Quota{Name: "rq"}, adapters.QuotaArgs{Amount: 3})
 		a.alloc(&template.Quota{Name: "rq"}, adapters.QuotaArgs{Amount: 3, BestEffort: true})
 	}
-	for result, want := range map[string]float64{"granted": 2, "denied": 2, "partial": 0} {
+	for result, want := range map[string]float64{"granted": 1, "denied": 3, "partial": 0} {
 		got := metrictest.Value(t, reg, "sidemix_memquota_allocations_total", map[string]string{"handler": "q", "quota": "rq", "result": result})
 		if got != want {
 			t.Errorf("allocations{result=%q} = %v, want %v", result, got, want)
@@ -307,4 +315,130 @@ quotas:
 	// 1 1s
 	// 1 1s
 	// 0 1.05s
+}
+
+func (a allocator) expectResult(q *template.Quota, args adapters.QuotaArgs, want adapters.QuotaResult) {
+	a.t.Helper()
+	if got := a.alloc(q, args); got != want {
+		a.t.Errorf("Allocate(%v, %+v) =\n %+v, want\n %+v", q.Dimensions, args, got, want)
+	}
+}
+
+func TestSeveralWindows(t *testing.T) {
+	clk := newClock()
+	a := allocator{t, newAllocator(t, adapters.Settings{Now: clk.Now}, `
+quotas:
+- name: rq
+  maxAmount: 3
+  validDuration: 1s
+  windows:
+  - maxAmount: 4
+    validDuration: 1m
+    bucketDuration: 10s
+`)}
+	q := &template.Quota{Name: "rq"}
+	// The per-second window is the tighter one at first...
+	a.expectResult(q, adapters.QuotaArgs{Amount: 2}, adapters.QuotaResult{Amount: 2, ValidDuration: time.Second, Limit: 3, Remaining: 1, Reset: 1050 * time.Millisecond})
+	clk.Advance(2 * time.Second)
+	// ...then the per-minute one, whose first bucket [t0, t0+10s) frees at
+	// t0+70s.
+	a.expectResult(q, adapters.QuotaArgs{Amount: 1}, adapters.QuotaResult{Amount: 1, ValidDuration: time.Second, Limit: 4, Remaining: 1, Reset: 68 * time.Second})
+	clk.Advance(2 * time.Second)
+	// Two fit the second but not the minute: denied, charged to neither,
+	// told to come back when the minute's usage frees.
+	a.expectResult(q, adapters.QuotaArgs{Amount: 2}, adapters.QuotaResult{ValidDuration: 66 * time.Second, Limit: 4, Remaining: 1, Reset: 66 * time.Second})
+	a.expectResult(q, adapters.QuotaArgs{Amount: 1}, adapters.QuotaResult{Amount: 1, ValidDuration: time.Second, Limit: 4, Remaining: 0, Reset: 66 * time.Second})
+	a.expectResult(q, adapters.QuotaArgs{Amount: 2, BestEffort: true}, adapters.QuotaResult{ValidDuration: 66 * time.Second, Limit: 4, Remaining: 0, Reset: 66 * time.Second})
+	clk.Advance(66 * time.Second)
+	// The minute is free again; the second caps a burst.
+	a.expect(q, adapters.QuotaArgs{Amount: 5, BestEffort: true}, 3, time.Second)
+}
+
+func TestDeniedConsumesNothingInAnyWindow(t *testing.T) {
+	clk := newClock()
+	a := allocator{t, newAllocator(t, adapters.Settings{Now: clk.Now}, `
+quotas:
+- name: rq
+  maxAmount: 10
+  validDuration: 1s
+  windows:
+  - {maxAmount: 12, validDuration: 1m}
+`)}
+	q := &template.Quota{Name: "rq"}
+	a.expect(q, adapters.QuotaArgs{Amount: 10}, 10, time.Second)
+	// A flood of denials within the second...
+	for range 100 {
+		a.expect(q, adapters.QuotaArgs{Amount: 1}, 0, 1050*time.Millisecond)
+	}
+	clk.Advance(2 * time.Second)
+	// ...left the minute with what the grant took: 2 more fit.
+	a.expect(q, adapters.QuotaArgs{Amount: 5, BestEffort: true}, 2, time.Second)
+}
+
+func TestFixedWindow(t *testing.T) {
+	clk := newClock() // on a minute, so on a second too
+	a := allocator{t, newAllocator(t, adapters.Settings{Now: clk.Now}, `
+rateLimitAlgorithm: FIXED_WINDOW
+quotas:
+- name: rq
+  maxAmount: 3
+  validDuration: 1s
+`)}
+	q := &template.Quota{Name: "rq"}
+	clk.Advance(900 * time.Millisecond)
+	a.expectResult(q, adapters.QuotaArgs{Amount: 3}, adapters.QuotaResult{Amount: 3, ValidDuration: time.Second, Limit: 3, Remaining: 0, Reset: 100 * time.Millisecond})
+	a.expectResult(q, adapters.QuotaArgs{Amount: 1}, adapters.QuotaResult{ValidDuration: 100 * time.Millisecond, Limit: 3, Remaining: 0, Reset: 100 * time.Millisecond})
+	// The window ends on the second and all of it frees at once: the
+	// double burst a rolling window prevents.
+	clk.Advance(100 * time.Millisecond)
+	a.expect(q, adapters.QuotaArgs{Amount: 3}, 3, time.Second)
+}
+
+func TestRaisedLimitKeepsCounters(t *testing.T) {
+	clk := newClock()
+	reg := prometheus.NewRegistry()
+	set := adapters.Settings{Name: "quotas", Registerer: reg, Now: clk.Now}
+	old := newAllocator(t, set, oneQuota)
+	q := &template.Quota{Name: "rq", Dimensions: map[string]any{"source": "a"}}
+	allocator{t, old}.expect(q, adapters.QuotaArgs{Amount: 3}, 3, time.Second)
+
+	// A reload raises the limit: the new handler is created before the old
+	// one is closed, and carries on with the old one's counts.
+	raised := allocator{t, newAllocator(t, set, `
+quotas:
+- name: rq
+  maxAmount: 5
+  validDuration: 1s
+`)}
+	if err := old.Close(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	raised.expectResult(q, adapters.QuotaArgs{Amount: 5, BestEffort: true}, adapters.QuotaResult{Amount: 2, ValidDuration: time.Second, Limit: 5, Remaining: 0, Reset: 1050 * time.Millisecond})
+
+	// Lowered below what is counted: everything is denied until usage
+	// leaves the window.
+	lowered := allocator{t, newAllocator(t, set, `
+quotas:
+- name: rq
+  maxAmount: 1
+  validDuration: 1s
+`)}
+	lowered.expect(q, adapters.QuotaArgs{Amount: 1}, 0, 1050*time.Millisecond)
+
+	// Another mixer (another registry) has counters of its own.
+	other := allocator{t, newAllocator(t, adapters.Settings{Name: "quotas", Registerer: prometheus.NewRegistry(), Now: clk.Now}, oneQuota)}
+	other.expect(q, adapters.QuotaArgs{Amount: 3}, 3, time.Second)
+}
+
+func TestCountersGoWithTheLastHandler(t *testing.T) {
+	clk := newClock()
+	set := adapters.Settings{Name: "quotas", Registerer: prometheus.NewRegistry(), Now: clk.Now}
+	q := &template.Quota{Name: "rq"}
+	h := newAllocator(t, set, oneQuota)
+	allocator{t, h}.expect(q, adapters.QuotaArgs{Amount: 3}, 3, time.Second)
+	// Closing twice must not release the store twice.
+	h.Close(context.Background())
+	h.Close(context.Background())
+	// With no handler left, a new one starts afresh.
+	allocator{t, newAllocator(t, set, oneQuota)}.expect(q, adapters.QuotaArgs{Amount: 3}, 3, time.Second)
 }

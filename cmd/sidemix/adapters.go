@@ -3,10 +3,12 @@ package main
 import (
 	"github.com/sidemix/sidemix/adapters"
 	"github.com/sidemix/sidemix/adapters/accesslog"
+	"github.com/sidemix/sidemix/adapters/cel"
 	"github.com/sidemix/sidemix/adapters/denier"
 	"github.com/sidemix/sidemix/adapters/list"
 	"github.com/sidemix/sidemix/adapters/memquota"
 	"github.com/sidemix/sidemix/adapters/prometheus"
+	"github.com/sidemix/sidemix/adapters/rbac"
 )
 
 // newRegistry is the one place where the adapters this binary ships are
@@ -16,6 +18,8 @@ func newRegistry() (adapters.Registry, error) {
 		denier.Factory(),
 		list.Factory(),
 		memquota.Factory(),
+		rbac.Factory(),
+		cel.Factory(),
 		prometheus.Factory(),
 		accesslog.Factory(),
 	)

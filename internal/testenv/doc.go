@@ -11,11 +11,12 @@
 // server is a test failure, never a skip; on a developer's machine the test is
 // skipped with a message saying what to install.
 //
+// StartRedis does that for Redis: a redis-server on a free loopback port,
+// without persistence, that a test can Kill and Restart on the same port.
+//
 //	func TestWithRedis(t *testing.T) {
-//		redis := testenv.RequireBinary(t, "redis-server")
-//		port := testenv.FreePort(t)
-//		testenv.StartProcess(t, "redis", redis, "--port", strconv.Itoa(port))
-//		testenv.WaitTCP(t, fmt.Sprintf("127.0.0.1:%d", port), 10*time.Second)
+//		redis := testenv.StartRedis(t)
+//		client := goredis.NewClient(&goredis.Options{Addr: redis.Addr()})
 //		...
 //	}
 package testenv

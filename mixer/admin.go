@@ -69,13 +69,14 @@ func (s *Server) configPage() configPage {
 		LoadedAt:   st.loadedAt,
 		Paths:      s.cfg.ConfigPaths,
 		Counts:     configCounts{Handlers: h, Instances: i, Rules: r},
-		LastReload: s.lastReload.Load(),
-		Config:     st.snap.View(),
+		LastReload: redactReload(s.lastReload.Load()),
+		Config:     redactView(st.snap.View()),
 	}
 	for _, h := range st.order {
 		hs := handlerStatus{Name: h.name, Adapter: h.adapter}
 		if h.err != nil {
-			hs.Error = h.err.Error()
+			// A backend's error may quote the URL it could not reach.
+			hs.Error = redactURLs(h.err.Error())
 		}
 		if h.queue != nil {
 			n := h.queue.len()
@@ -84,6 +85,20 @@ func (s *Server) configPage() configPage {
 		page.Handlers = append(page.Handlers, hs)
 	}
 	return page
+}
+
+// redactReload hides URL passwords in the load errors, which may quote a
+// handler's params.
+func redactReload(r *reloadStatus) *reloadStatus {
+	if r == nil || len(r.Errors) == 0 {
+		return r
+	}
+	out := *r
+	out.Errors = make([]string, len(r.Errors))
+	for i, e := range r.Errors {
+		out.Errors[i] = redactURLs(e)
+	}
+	return &out
 }
 
 func wantsYAML(r *http.Request) bool {

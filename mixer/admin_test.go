@@ -2,12 +2,15 @@ package mixer
 
 import (
 	"encoding/json"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 
 	"gopkg.in/yaml.v3"
+
+	"github.com/sidemix/sidemix/policy"
 )
 
 func TestAdminEndpoints(t *testing.T) {
@@ -91,6 +94,91 @@ spec:
 		}
 		if y.Digest != js.Digest || y.Counts != js.Counts {
 			t.Errorf("%v: %+v, want %+v", variant, y, js)
+		}
+	}
+}
+
+func TestDebugConfigHidesSecrets(t *testing.T) {
+	cfg := `apiVersion: sidemix.dev/v1
+kind: Handler
+metadata: {name: shared}
+spec:
+  adapter: testquota
+  params:
+    server: redis://app:hunter2@127.0.0.1:16379/0
+    password: sesame
+    extra:
+      authToken: tok-123
+      client_secret: [sec-one, sec-two]
+      backends: ["rediss://:pw9@10.0.0.1:6380", "127.0.0.1:6379"]
+      timeout: 1s
+---
+apiVersion: sidemix.dev/v1
+kind: Handler
+metadata: {name: down}
+spec:
+  adapter: testquota
+  params:
+    createError: "dial redis://:pw7@10.1.1.1:6379: connection refused"
+---
+apiVersion: sidemix.dev/v1
+kind: Instance
+metadata: {name: requestcount}
+spec:
+  template: quota
+---
+apiVersion: sidemix.dev/v1
+kind: Rule
+metadata: {name: limit}
+spec:
+  match: request.path == "/down"
+  actions:
+  - {handler: shared, instances: [requestcount]}
+  - {handler: down, instances: [requestcount]}
+`
+	e := start(t, writeConfig(t, map[string]string{"q.yaml": cfg}), Config{})
+	msg := e.check(pathBag("/down")).GetPrecondition().GetStatus().GetMessage()
+	for _, path := range []string{"/debug/config", "/debug/config?format=yaml"} {
+		code, body := e.get(path)
+		if code != 200 {
+			t.Fatalf("%s: %d", path, code)
+		}
+		for _, secret := range []string{"hunter2", "sesame", "tok-123", "sec-one", "sec-two", "pw9", "pw7"} {
+			if strings.Contains(body, secret) {
+				t.Errorf("%s shows %q:\n%s", path, secret, body)
+			}
+		}
+		for _, kept := range []string{"redis://app:xxxxx@127.0.0.1:16379/0", "rediss://:xxxxx@10.0.0.1:6380",
+			"127.0.0.1:6379", "1s", "dial redis://:xxxxx@10.1.1.1:6379: connection refused"} {
+			if !strings.Contains(body, kept) {
+				t.Errorf("%s lacks %q:\n%s", path, kept, body)
+			}
+		}
+	}
+	if strings.Contains(msg, "pw7") || !strings.Contains(msg, "redis://:xxxxx@") {
+		t.Errorf("the denial shows the URL's password: %q", msg)
+	}
+	if strings.Contains(e.logs.String(), "pw7") {
+		t.Errorf("the log shows the URL's password:\n%s", e.logs)
+	}
+	// The snapshot's own view is untouched.
+	if v := e.srv.Snapshot().View().(*policy.ConfigView); !strings.Contains(fmt.Sprint(v.Handlers), "hunter2") {
+		t.Errorf("redaction changed the snapshot's view: %v", v.Handlers)
+	}
+}
+
+func TestRedactURLs(t *testing.T) {
+	for in, want := range map[string]string{
+		"redis://:pw@host:6379":           "redis://:xxxxx@host:6379",
+		"redis://user:pw@host":            "redis://user:xxxxx@host",
+		"redis://pw@host":                 "redis://xxxxx@host",
+		"http://host/path?q=a@b":          "http://host/path?q=a@b",
+		"a redis://:p@h and http://u:v@w": "a redis://:xxxxx@h and http://u:xxxxx@w",
+		"user@example.com":                "user@example.com",
+		"127.0.0.1:6379":                  "127.0.0.1:6379",
+	} {
+		if got := redactURLs(in); got != want {
+			t.Errorf("redactURLs(%q) = %q, want %q", in, got, want)
 		}
 	}
 }

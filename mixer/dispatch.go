@@ -272,13 +272,16 @@ func setupReason(h *handler) string {
 func callFailure(ctx context.Context, h *handler, name string, setupErr error, done bool, err error) (reason, msg string, failed bool) {
 	switch {
 	case setupErr != nil:
-		return setupReason(h), setupErr.Error(), true
+		reason, msg = setupReason(h), setupErr.Error()
 	case !done:
-		return failReason(ctx, ctx.Err()), fmt.Sprintf("handler %q did not answer in time: %v", name, ctx.Err()), true
+		reason, msg = failReason(ctx, ctx.Err()), fmt.Sprintf("handler %q did not answer in time: %v", name, ctx.Err())
 	case err != nil:
-		return failReason(ctx, err), fmt.Sprintf("handler %q failed: %v", name, err), true
+		reason, msg = failReason(ctx, err), fmt.Sprintf("handler %q failed: %v", name, err)
+	default:
+		return "", "", false
 	}
-	return "", "", false
+	// The message goes to the client; a backend's error may quote its URL.
+	return reason, redactURLs(msg), true
 }
 
 // handlerFailed applies the rule's fail policy to a call that produced no

@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -91,6 +92,74 @@ func testCheckFactory() adapters.Factory {
 				h.code, _ = denier.ParseCode(c.Status)
 			}
 			return h, nil
+		},
+	}
+}
+
+// testQuotaConfig drives the "testquota" adapter: an allocator that grants
+// what it is asked (or nothing, with deny), reports the window its params
+// describe, and can be slow or fail like testcheck.
+type testQuotaConfig struct {
+	Deny          bool          `yaml:"deny"`
+	ValidDuration time.Duration `yaml:"validDuration"`
+	Limit         int64         `yaml:"limit"`
+	Remaining     int64         `yaml:"remaining"`
+	Reset         time.Duration `yaml:"reset"`
+	Delay         time.Duration `yaml:"delay"`
+	IgnoreContext bool          `yaml:"ignoreContext"`
+	Fail          string        `yaml:"fail"`
+	// For /debug/config redaction: a server URL, credentials, and an error
+	// Create fails with.
+	Server      string         `yaml:"server"`
+	Password    string         `yaml:"password"`
+	Extra       map[string]any `yaml:"extra"`
+	CreateError string         `yaml:"createError"`
+}
+
+func (c *testQuotaConfig) Validate() error { return nil }
+
+type testQuota struct {
+	cfg   testQuotaConfig
+	calls atomic.Int64
+}
+
+func (h *testQuota) Allocate(ctx context.Context, inst *template.Quota, args adapters.QuotaArgs) (adapters.QuotaResult, error) {
+	h.calls.Add(1)
+	if h.cfg.Delay > 0 {
+		if h.cfg.IgnoreContext {
+			time.Sleep(h.cfg.Delay)
+		} else {
+			select {
+			case <-time.After(h.cfg.Delay):
+			case <-ctx.Done():
+				return adapters.QuotaResult{}, ctx.Err()
+			}
+		}
+	}
+	if h.cfg.Fail != "" {
+		return adapters.QuotaResult{}, errors.New(h.cfg.Fail)
+	}
+	r := adapters.QuotaResult{Amount: args.Amount, ValidDuration: h.cfg.ValidDuration,
+		Limit: h.cfg.Limit, Remaining: h.cfg.Remaining, Reset: h.cfg.Reset}
+	if h.cfg.Deny {
+		r.Amount = 0
+	}
+	return r, nil
+}
+
+func (h *testQuota) Close(context.Context) error { return nil }
+
+func testQuotaFactory() adapters.Factory {
+	return adapters.Factory{
+		Name:      "testquota",
+		Templates: []string{template.QuotaName},
+		NewConfig: func() adapters.Config { return &testQuotaConfig{} },
+		Create: func(ctx context.Context, set adapters.Settings, cfg adapters.Config) (adapters.Handler, error) {
+			c := cfg.(*testQuotaConfig)
+			if c.CreateError != "" {
+				return nil, errors.New(c.CreateError)
+			}
+			return &testQuota{cfg: *c}, nil
 		},
 	}
 }
@@ -207,7 +276,7 @@ func testRegistry(t *testing.T, extra ...adapters.Factory) adapters.Registry {
 	t.Helper()
 	fs := append([]adapters.Factory{
 		denier.Factory(), list.Factory(), memquota.Factory(),
-		testCheckFactory(), failCreateFactory(), testReportFactory(),
+		testCheckFactory(), testQuotaFactory(), failCreateFactory(), testReportFactory(),
 	}, extra...)
 	reg, err := adapters.NewRegistry(fs...)
 	if err != nil {

@@ -69,8 +69,8 @@ type reloadStatus struct {
 
 // New loads the config and creates its handlers. An invalid config is an
 // error (a *policy.LoadError listing every issue, wrapped); a handler whose
-// adapter fails to create it is not: its rules fail closed until a reload
-// creates it.
+// adapter fails to create it is not: its rules fail per their failPolicy
+// until a reload creates it.
 func New(cfg Config) (*Server, error) {
 	cfg = cfg.withDefaults()
 	if err := cfg.validate(); err != nil {

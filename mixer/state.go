@@ -18,7 +18,7 @@ type handler struct {
 	name    string
 	adapter string
 	h       adapters.Handler // nil when err != nil
-	err     error            // Create's error; the handler's rules fail closed
+	err     error            // Create's error; the handler's rules fail per their failPolicy
 
 	checker adapters.Checker
 	quota   adapters.QuotaAllocator
@@ -50,7 +50,7 @@ type state struct {
 
 // newState creates every handler of snap and starts its report queues. A
 // handler whose Create fails is kept with its error: it is logged and
-// counted, and the rules that use it fail closed.
+// counted, and the rules that use it fail per their failPolicy.
 func (s *Server) newState(snap *policy.Snapshot) *state {
 	st := &state{
 		snap:     snap,
@@ -70,7 +70,8 @@ func (s *Server) newState(snap *policy.Snapshot) *state {
 		h.h, h.err = createHandler(hc, set)
 		if h.err != nil {
 			s.m.handlerCreateFails.WithLabelValues(hc.Name).Inc()
-			log.Error("handler creation failed; its rules fail closed", "adapter", hc.Adapter, "error", h.err)
+			log.Error("handler creation failed; its rules fail per their failPolicy", "adapter", hc.Adapter,
+				"error", redactURLs(h.err.Error()))
 		} else {
 			h.checker, _ = h.h.(adapters.Checker)
 			h.quota, _ = h.h.(adapters.QuotaAllocator)

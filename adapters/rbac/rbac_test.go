@@ -65,9 +65,9 @@ func create(t *testing.T, set adapters.Settings, params string) adapters.Checker
 	return h.(adapters.Checker)
 }
 
-// policy is a bookshop: readers may read books, writers may also change
+// bookshop is a policy: readers may read books, writers may also change
 // them, ops may do anything anywhere, and the status service is open.
-const policy = `
+const bookshop = `
 roles:
 - name: book-reader
   rules:
@@ -168,7 +168,7 @@ func TestCheck(t *testing.T) {
 		{"oncall but not sre", req{user: stranger, groups: []string{"oncall"}, service: "billing", method: "GET", path: "/x"}, "deny"},
 		{"frontend on other service", req{user: frontend, service: "billing", method: "GET", path: "/books"}, "deny"},
 	}
-	h := create(t, adapters.Settings{Name: "rbac"}, policy)
+	h := create(t, adapters.Settings{Name: "rbac"}, bookshop)
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			r := tt.req
@@ -286,7 +286,7 @@ func TestCreateRejectsInvalidParams(t *testing.T) {
 
 func BenchmarkCheck(b *testing.B) {
 	f := rbac.Factory()
-	cfg, err := configtest.Decode(f, []byte(policy))
+	cfg, err := configtest.Decode(f, []byte(bookshop))
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -23,9 +23,12 @@
 //
 //   - The first denial in rule order wins, so the answer is deterministic
 //     however the handlers race.
-//   - A handler that errs, times out, panics or could not be created denies
-//     with UNAVAILABLE naming it: the mixer fails closed. Such an answer may
-//     be cached for at most a second and used once.
+//   - A handler that errs, times out, panics, could not be created or lacks
+//     the role has failed. The rule's failPolicy decides: closed (the
+//     default) denies with UNAVAILABLE naming the handler; open lets the
+//     request through (counted as a fail_open denial). Either way the answer
+//     may be cached for at most a second and used once. A failure is never
+//     silently skipped.
 //   - The valid duration and use count are the least any handler gave; a
 //     handler that says 0 has no opinion, and when none has one the
 //     configured defaults apply.
@@ -39,18 +42,72 @@
 // metadata names the rule, handler and instance, so a proxy can say which
 // rule refused a request.
 //
-// When the checks allow the request, its quotas are allocated: those the
-// request names (with its amounts), or when it names none every quota
-// instance of the matching rules with an amount of 1. A named quota that no
-// rule limits is granted in full. Results go into the response by instance
-// name. A quota that was not granted also turns the precondition into
-// RESOURCE_EXHAUSTED `quota "name" exhausted` (with a RetryInfo of the
-// quota's valid duration), so that a client that only reads the
-// precondition still refuses the request. A precondition that depends on
-// quota is never cacheable (use count 1, duration 0): both when a quota was
-// exhausted and when the client did not name the quotas it was charged for,
-// as such a client could not know to ask again. Clients that name their
-// quotas manage quota caching themselves and get cacheable preconditions.
+// # Quotas
+//
+// When the checks allow the request, its quotas are allocated (a denied
+// request draws on none). Which, and how much:
+//
+//   - the quotas the request names, with its amounts and best-effort flag;
+//   - when it names none and a QuotaSpecBinding covers its destination
+//     service, exactly the quotas the bound QuotaSpecs charge it, with their
+//     charges (summed when several spec rules charge one quota);
+//   - otherwise every quota instance of the matching quota rules, at 1.
+//
+// Each quota is drawn from every handler a matching rule sends it to, all
+// concurrently under the same deadline as the checks; it is granted the
+// least of them. A quota asked for that no rule limits is granted in full.
+// The result carries the tightest window the handlers reported (limit,
+// remaining, reset: the least remaining, on a tie the longest reset), for
+// the proxy's RateLimit headers. A quota that was not granted turns the
+// precondition into RESOURCE_EXHAUSTED `quota "name" exhausted`, with the
+// refusing rule, handler and window in the ErrorInfo metadata (limit,
+// remaining, reset) and a RetryInfo; such an answer is never cacheable. A
+// quota handler's failure follows its rule's failPolicy: closed denies with
+// UNAVAILABLE, open grants the amount asked for at most a second.
+//
+// When the request named no quotas the answer says which the mixer chose,
+// with their charges, in quota_charges, and the precondition's referenced
+// attributes include what that choice looked at (the QuotaSpecs' clauses,
+// the quota rules' matches and instances). The precondition then stays
+// cacheable: a client that reuses it asks for those quotas by name.
+//
+// # Shadow rules
+//
+// A rule with shadow: true runs like any other, but what it would deny is
+// only counted (sidemix_shadow_denials_total{rule}, once per request) and
+// logged at debug level; its handlers' failures are counted and never deny,
+// whatever its failPolicy. Its check handlers' valid duration and use count
+// still bound the answer, so it is asked as often as it would be if it
+// enforced. Its quota actions allocate from their handlers like enforcing
+// ones, so a shadow copy of a quota rule on a handler of its own with the
+// same params counts down the same way; a quota drawn on only by shadow
+// rules is granted in full. A shadow action that names the same handler,
+// quota and amount as an enforcing one shares that allocation instead of
+// charging the request twice. When an enforcing check denies the request,
+// no quota is allocated, shadow rules' included: denied requests consume
+// nothing, and a shadow copy sees exactly the requests its enforcing twin
+// sees, so their denial counts are equal.
+//
+// # Self metrics
+//
+// Beside the per-request ones (sidemix_mixer_check_requests_total{code},
+// sidemix_mixer_check_duration_seconds), per rule and handler, labelled
+// with config names only:
+//
+//   - sidemix_mixer_rule_checks_total{rule, result}: the Check requests a
+//     rule's check or quota actions took part in; result allow, deny or
+//     error (a handler failed, whatever the failPolicy).
+//   - sidemix_mixer_denials_total{rule, handler, reason}: enforcing calls
+//     that denied (policy, quota, unavailable) or failed open (fail_open).
+//   - sidemix_shadow_denials_total{rule}: what shadow rules would deny.
+//   - sidemix_mixer_handler_duration_seconds{handler, role}: check and
+//     quota handler call latency.
+//   - sidemix_mixer_quota_allocations_total{handler, quota, result}
+//     (granted, denied, error) and sidemix_mixer_quota_granted_total
+//     {handler, quota} (amounts).
+//   - sidemix_mixer_dispatch_errors_total{handler, reason}: failed check and
+//     quota calls (backend errors), by timeout, canceled, handler_error,
+//     unavailable, wrong_role.
 //
 // # Report
 //
@@ -83,5 +140,9 @@
 // metrics and the handlers' self metrics); /debug/config shows the active
 // snapshot (digest, counts, handler status, the config itself) and the last
 // reload's outcome, as JSON or, with ?format=yaml or Accept:
-// application/yaml, as YAML.
+// application/yaml, as YAML. Secrets stay out of it: handler params whose
+// key names a password, secret, token, credential or key are shown as
+// "xxxxx", and so are the passwords of URLs (redis://:xxxxx@host) in params,
+// handler errors and load errors. The same URL redaction applies to
+// UNAVAILABLE messages and create-failure logs.
 package mixer

@@ -31,6 +31,13 @@ type Config interface {
 	Validate() error
 }
 
+// Redactor is a Config that holds secrets (passwords, tokens). Whatever
+// shows or logs params (/debug/config, errors, logs) shows Redacted()
+// instead: a copy of the params with every secret replaced.
+type Redactor interface {
+	Redacted() any
+}
+
 // Settings is what the mixer gives every handler it creates.
 type Settings struct {
 	// Name is the Handler document's name.

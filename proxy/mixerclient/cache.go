@@ -34,6 +34,7 @@ type cacheEntry struct {
 	expires    time.Time
 	uses       int32
 	quota      bool
+	charges    []charge    // quotas a request of this entry draws on
 	prev, next *cacheEntry // LRU list, most recent after the sentinel
 }
 
@@ -59,11 +60,12 @@ func newCache(max int) *cache {
 }
 
 // lookup returns the decision of a live entry that agrees with bag on all its
-// references, using it once.
-func (c *cache) lookup(bag *attribute.Bag, now func() time.Time) (Decision, bool) {
+// references, using it once, and the quota charges a request it allows
+// must still pay.
+func (c *cache) lookup(bag *attribute.Bag, now func() time.Time) (Decision, []charge, bool) {
 	sp := c.snap.Load()
 	if sp == nil || len(*sp) == 0 {
-		return Decision{}, false
+		return Decision{}, nil, false
 	}
 	t := now()
 	for _, s := range *sp {
@@ -77,7 +79,7 @@ func (c *cache) lookup(bag *attribute.Bag, now func() time.Time) (Decision, bool
 		if e.quota {
 			// A quota applied to this request: the mixer must see it.
 			c.mu.Unlock()
-			return Decision{}, false
+			return Decision{}, nil, false
 		}
 		if !t.Before(e.expires) || e.uses <= 0 {
 			c.remove(e)
@@ -85,7 +87,7 @@ func (c *cache) lookup(bag *attribute.Bag, now func() time.Time) (Decision, bool
 			continue
 		}
 		e.uses--
-		d := e.d
+		d, charges := e.d, e.charges
 		if e.uses == 0 {
 			c.remove(e)
 		} else {
@@ -93,9 +95,22 @@ func (c *cache) lookup(bag *attribute.Bag, now func() time.Time) (Decision, bool
 		}
 		c.mu.Unlock()
 		d.Cached = true
-		return d, true
+		return d, charges, true
 	}
-	return Decision{}, false
+	return Decision{}, nil, false
+}
+
+// forget drops the entry that answers for bag, if any.
+func (c *cache) forget(bag *attribute.Bag) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if sp := c.snap.Load(); sp != nil {
+		for _, s := range *sp {
+			if e := c.byKey[cacheKey{s, attribute.Signature(bag, s.refs)}]; e != nil && attribute.EqualOn(e.proj, bag, s.refs) {
+				c.remove(e)
+			}
+		}
+	}
 }
 
 // store keeps a's answer for bag, replacing whatever entry answered for bag
@@ -126,7 +141,7 @@ func (c *cache) store(bag *attribute.Bag, a *answer) {
 			c.publish()
 		}
 	}
-	e := &cacheEntry{key: k, proj: proj, d: a.d, expires: a.expires, uses: a.uses, quota: a.quota}
+	e := &cacheEntry{key: k, proj: proj, d: a.d, expires: a.expires, uses: a.uses, quota: a.quota, charges: a.charges}
 	c.byKey[k] = e
 	s.live++
 	e.prev, e.next = &c.lru, c.lru.next

@@ -13,10 +13,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/backoff"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/credentials/insecure"
 
 	mixerv1 "github.com/sidemix/sidemix/api/mixer/v1"
 	"github.com/sidemix/sidemix/attribute"
@@ -29,7 +26,15 @@ const (
 	DefaultReportBufferSize = 10000
 	DefaultReportBatchSize  = 1000
 	DefaultReportInterval   = time.Second
+	DefaultPrefetchWindow   = time.Second
+	DefaultPrefetchMaxAge   = time.Second
+	DefaultEjectAfter       = 3
+	DefaultEjectTime        = time.Second
 )
+
+// maxEjectTime caps the ejection time, which doubles with every ejection
+// in a row.
+const maxEjectTime = 30 * time.Second
 
 // reportTimeout bounds one Report RPC of the background sender; Close bounds
 // the final ones by its context instead.
@@ -37,12 +42,15 @@ const reportTimeout = 5 * time.Second
 
 // Options configure a Client. Zero fields take the defaults above.
 type Options struct {
-	// Addr is the mixer's gRPC address, host:port. Required.
+	// Addr is the mixer's gRPC address, host:port, or several separated by
+	// commas: each call goes to the next healthy one. Required.
 	Addr string
-	// CheckTimeout bounds one Check from start to decision, RPC included.
+	// CheckTimeout bounds one Check from start to decision, RPCs included
+	// (a retry on another mixer too).
 	CheckTimeout time.Duration
 	// FailOpen allows requests when the mixer cannot be asked; otherwise
-	// they are denied with Unavailable.
+	// they are denied with Unavailable. CheckWithPolicy overrides it per
+	// call.
 	FailOpen bool
 	// CacheSize is the number of check answers kept; negative disables the
 	// check cache.
@@ -55,11 +63,34 @@ type Options struct {
 	ReportBatchSize int
 	// ReportInterval is how often a partial batch is sent.
 	ReportInterval time.Duration
+
+	// PrefetchMax is the most quota one Check asks for (a request's own
+	// charge, when larger, excepted) so that later requests are answered
+	// from the local pool; 0 disables prefetch: every request that draws on
+	// a quota asks the mixer for exactly its charge.
+	PrefetchMax int64
+	// PrefetchWindow is the sliding window over which usage is measured to
+	// predict the next window's need.
+	PrefetchWindow time.Duration
+	// PrefetchMaxAge caps the life of pooled tokens (besides the grant's
+	// own validity), which bounds how late a token charged at the mixer
+	// may be used.
+	PrefetchMaxAge time.Duration
+
+	// EjectAfter is the number of failures in a row that take a mixer out
+	// of the rotation (an unreachable one is out at once).
+	EjectAfter int
+	// EjectTime is how long the first ejection lasts; each ejection in a
+	// row doubles it, up to 30s. After it the mixer gets calls again, and
+	// its next failure ejects it again.
+	EjectTime time.Duration
+
 	// Logger receives state changes (mixer unreachable, back); nil discards.
 	Logger *slog.Logger
 	// Registerer receives the client's metrics; nil keeps them private.
 	Registerer prometheus.Registerer
-	// Now is the clock of the check cache; nil means time.Now.
+	// Now is the clock of the check cache and the quota pools; nil means
+	// time.Now.
 	Now func() time.Time
 }
 
@@ -82,6 +113,21 @@ func (o *Options) setDefaults() {
 	if o.ReportInterval <= 0 {
 		o.ReportInterval = DefaultReportInterval
 	}
+	if o.PrefetchMax < 0 {
+		o.PrefetchMax = 0
+	}
+	if o.PrefetchWindow <= 0 {
+		o.PrefetchWindow = DefaultPrefetchWindow
+	}
+	if o.PrefetchMaxAge <= 0 {
+		o.PrefetchMaxAge = DefaultPrefetchMaxAge
+	}
+	if o.EjectAfter <= 0 {
+		o.EjectAfter = DefaultEjectAfter
+	}
+	if o.EjectTime <= 0 {
+		o.EjectTime = DefaultEjectTime
+	}
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)
 	}
@@ -92,6 +138,19 @@ func (o *Options) setDefaults() {
 		o.Now = time.Now
 	}
 }
+
+// FailPolicy is what a Check answers when the mixer cannot be asked.
+type FailPolicy int8
+
+// The fail policies of CheckWithPolicy.
+const (
+	// FailPolicyDefault follows Options.FailOpen.
+	FailPolicyDefault FailPolicy = iota
+	// FailPolicyClosed denies with Unavailable "mixer unavailable".
+	FailPolicyClosed
+	// FailPolicyOpen allows.
+	FailPolicyOpen
+)
 
 // HeaderOpKind is what a HeaderOp does.
 type HeaderOpKind int
@@ -134,6 +193,9 @@ type Decision struct {
 	Message string
 	// RetryAfter is set for exhausted quota: when asking again makes sense.
 	RetryAfter time.Duration
+	// RateLimit is the tightest quota limit the request was counted
+	// against, when the mixer told it (Limit > 0).
+	RateLimit RateLimit
 	// RequestHeaderOps edit the forwarded request, ResponseHeaderOps the
 	// response, of an allowed request.
 	RequestHeaderOps, ResponseHeaderOps []HeaderOp
@@ -141,24 +203,27 @@ type Decision struct {
 	// HTTP status and body instead of forwarding.
 	DirectResponseCode int
 	DirectResponseBody string
-	// Cached tells the answer came from the check cache.
+	// Cached tells the answer came from the check cache (and its quota, if
+	// any, from the local pool).
 	Cached bool
 }
 
 // Allowed reports whether the request may proceed.
 func (d Decision) Allowed() bool { return d.Code == codes.OK }
 
-// Client talks to one mixer: Check with a cache in front, Report through a
-// bounded buffer and a background sender. It is safe for concurrent use.
+// Client talks to the mixers: Check with a cache and quota pools in front,
+// Report through a bounded buffer and a background sender. It is safe for
+// concurrent use.
 type Client struct {
 	opts    Options
-	conn    *grpc.ClientConn
-	rpc     mixerv1.MixerClient
+	lb      *balancer
 	cache   *cache // nil when disabled
+	pools   *quotaPools
 	encPool sync.Pool
 	m       *metrics
 	log     *slog.Logger
 
+	refills    sync.WaitGroup // background prefetches
 	reports    chan *attribute.Bag
 	pendingLen atomic.Int64 // bags the sender holds (for the buffer gauge)
 	closed     atomic.Bool
@@ -169,9 +234,9 @@ type Client struct {
 	closeErr   error
 }
 
-// New connects (lazily) to the mixer and starts the report sender.
+// New connects (lazily) to the mixers and starts the report sender.
 func New(opts Options) (*Client, error) {
-	if opts.Addr == "" {
+	if len(splitAddrs(opts.Addr)) == 0 {
 		return nil, errors.New("mixerclient: Options.Addr is required")
 	}
 	opts.setDefaults()
@@ -185,48 +250,89 @@ func New(opts Options) (*Client, error) {
 	if opts.CacheSize > 0 {
 		c.cache = newCache(opts.CacheSize)
 	}
+	c.pools = newQuotaPools(max(opts.CacheSize, DefaultCacheSize), opts.PrefetchWindow)
 	c.encPool.New = func() any { return attribute.NewEncoder(attribute.DefaultDictionary()) }
 	m, err := newMetrics(opts.Registerer, c)
 	if err != nil {
 		return nil, err
 	}
 	c.m = m
-	conn, err := grpc.NewClient(opts.Addr,
-		grpc.WithTransportCredentials(insecure.NewCredentials()),
-		// Reconnect quickly once the mixer is back: the default backoff
-		// grows to two minutes, which would hold reports back that long.
-		grpc.WithConnectParams(grpc.ConnectParams{
-			Backoff: backoff.Config{
-				BaseDelay:  100 * time.Millisecond,
-				Multiplier: 1.6,
-				Jitter:     0.2,
-				MaxDelay:   5 * time.Second,
-			},
-			MinConnectTimeout: opts.CheckTimeout,
-		}),
-	)
+	lb, err := newBalancer(&c.opts, opts.Registerer)
 	if err != nil {
-		return nil, fmt.Errorf("mixerclient: %w", err)
+		return nil, err
 	}
-	c.conn = conn
-	c.rpc = mixerv1.NewMixerClient(conn)
+	c.lb = lb
 	go c.sender()
 	return c, nil
 }
 
-// Check decides whether the request described by bag may proceed. The
-// Decision is always usable: when the mixer cannot be asked within
-// CheckTimeout it follows the fail policy (OK when FailOpen, else
-// Unavailable "mixer unavailable"), and the error says what went wrong.
+// Where a Decision came from, for the denial metric.
+const (
+	sourceCache       = "cache"
+	sourceMixer       = "mixer"
+	sourceLocal       = "local" // the quota pools, or a remembered exhaustion
+	sourceUnavailable = "unavailable"
+)
+
+// Check decides whether the request described by bag may proceed, under
+// Options.FailOpen; see CheckWithPolicy.
 func (c *Client) Check(ctx context.Context, bag *attribute.Bag) (Decision, error) {
+	return c.CheckWithPolicy(ctx, bag, FailPolicyDefault)
+}
+
+// CheckWithPolicy decides whether the request described by bag may
+// proceed. The Decision is always usable: when the mixer cannot be asked
+// within CheckTimeout it follows fp (OK when open, else Unavailable "mixer
+// unavailable"), and the error says what went wrong.
+func (c *Client) CheckWithPolicy(ctx context.Context, bag *attribute.Bag, fp FailPolicy) (Decision, error) {
+	d, source, err := c.check(ctx, bag, c.failOpen(fp))
+	if !d.Allowed() && source != sourceUnavailable {
+		c.m.denials.WithLabelValues(d.Code.String(), source).Inc()
+	}
+	return d, err
+}
+
+func (c *Client) failOpen(fp FailPolicy) bool {
+	switch fp {
+	case FailPolicyOpen:
+		return true
+	case FailPolicyClosed:
+		return false
+	}
+	return c.opts.FailOpen
+}
+
+func (c *Client) check(ctx context.Context, bag *attribute.Bag, failOpen bool) (Decision, string, error) {
 	if c.cache != nil {
-		if d, ok := c.cache.lookup(bag, c.opts.Now); ok {
+		if d, charges, ok := c.cache.lookup(bag, c.opts.Now); ok {
 			c.m.cacheHit.Inc()
-			return d, nil
+			if !d.Allowed() || len(charges) == 0 {
+				return d, sourceCache, nil
+			}
+			return c.quotaCheck(ctx, bag, d, charges, failOpen)
 		}
 	}
 	c.m.cacheMiss.Inc()
 
+	resp, err := c.send(ctx, c.newRequest(bag), c.m.sentCheck)
+	if err != nil {
+		d, err := c.unavailable(ctx, err, failOpen)
+		return d, sourceUnavailable, err
+	}
+	now := c.opts.Now()
+	d, e := decide(resp, now)
+	if len(e.charges) > 0 {
+		c.learnCharges(bag, e.charges, resp, now)
+	}
+	if c.cache != nil && e.cacheable() {
+		c.cache.store(bag, e)
+	}
+	return d, sourceMixer, nil
+}
+
+// newRequest encodes bag into a Check request with a fresh deduplication
+// id.
+func (c *Client) newRequest(bag *attribute.Bag) *mixerv1.CheckRequest {
 	enc := c.encPool.Get().(*attribute.Encoder)
 	enc.Reset()
 	req := &mixerv1.CheckRequest{
@@ -237,32 +343,62 @@ func (c *Client) Check(ctx context.Context, bag *attribute.Bag) (Decision, error
 	// Reset gives the next user fresh word slices, so req keeps its own.
 	enc.Reset()
 	c.encPool.Put(enc)
+	return req
+}
 
-	cctx, cancel := context.WithTimeout(ctx, c.opts.CheckTimeout)
-	resp, err := c.rpc.Check(cctx, req)
-	cancel()
-	if err != nil {
-		if ctx.Err() != nil {
-			// The caller gave up, not the mixer: nothing to count.
-			return c.policyDecision(), fmt.Errorf("mixerclient: check: %w", ctx.Err())
-		}
-		if c.opts.FailOpen {
-			c.m.failOpen.Inc()
-		} else {
-			c.m.failClosed.Inc()
-		}
-		return c.policyDecision(), fmt.Errorf("mixerclient: check: %w", err)
+// send sends one Check within CheckTimeout. A Check that fails with
+// UNAVAILABLE or DEADLINE_EXCEEDED is retried once on another mixer with
+// the same request, deduplication id included, so that a quota the mixers
+// share is charged once. With several mixers the first attempt gets half
+// the timeout, so that the retry fits in it.
+func (c *Client) send(ctx context.Context, req *mixerv1.CheckRequest, sent prometheus.Counter) (*mixerv1.CheckResponse, error) {
+	sent.Inc()
+	deadline := time.Now().Add(c.opts.CheckTimeout)
+	tctx, cancel := context.WithDeadline(ctx, deadline)
+	defer cancel()
+	attempt := c.opts.CheckTimeout
+	if len(c.lb.eps) > 1 {
+		attempt /= 2
 	}
-	d, e := decide(resp, c.opts.Now())
-	if c.cache != nil && e.cacheable() {
-		c.cache.store(bag, e)
+	ep := c.lb.pick(nil)
+	for try := 0; ; try++ {
+		actx, acancel := context.WithTimeout(tctx, attempt)
+		resp, err := ep.rpc.Check(actx, req)
+		acancel()
+		c.lb.done(ctx, ep, err)
+		if err == nil {
+			return resp, nil
+		}
+		if try > 0 || ctx.Err() != nil || !retryable(err) || time.Until(deadline) <= 0 {
+			return nil, err
+		}
+		next := c.lb.pick(ep)
+		if next == nil {
+			return nil, err
+		}
+		c.m.checkRetries.Inc()
+		ep = next
+		attempt = time.Until(deadline)
 	}
-	return d, nil
+}
+
+// unavailable is the answer when the mixer cannot be asked.
+func (c *Client) unavailable(ctx context.Context, err error, failOpen bool) (Decision, error) {
+	if ctx.Err() != nil {
+		// The caller gave up, not the mixer: nothing to count.
+		return policyDecision(failOpen), fmt.Errorf("mixerclient: check: %w", ctx.Err())
+	}
+	if failOpen {
+		c.m.failOpen.Inc()
+	} else {
+		c.m.failClosed.Inc()
+	}
+	return policyDecision(failOpen), fmt.Errorf("mixerclient: check: %w", err)
 }
 
 // policyDecision is the answer when the mixer cannot be asked.
-func (c *Client) policyDecision() Decision {
-	if c.opts.FailOpen {
+func policyDecision(failOpen bool) Decision {
+	if failOpen {
 		return Decision{Code: codes.OK}
 	}
 	return Decision{Code: codes.Unavailable, Message: "mixer unavailable"}
@@ -282,6 +418,7 @@ type answer struct {
 	expires time.Time
 	uses    int32 // uses left after the one that asked
 	quota   bool
+	charges []charge
 }
 
 // cacheable says whether the answer is worth an entry: reusable, or a
@@ -314,37 +451,50 @@ func decide(resp *mixerv1.CheckResponse, now time.Time) (Decision, *answer) {
 		d.DirectResponseBody = rd.GetDirectResponseBody()
 	}
 	a := &answer{refs: attribute.FromProto(pre.GetReferencedAttributes())}
+	a.charges = charges(resp)
 
 	if quotas := resp.GetQuotas(); len(quotas) > 0 {
-		// The cache must not answer for this request again: quota needs the
-		// mixer every time. The marker entry keys on every attribute any
-		// quota looked at as well.
-		a.quota = true
 		var refs attribute.Referenced
 		addRefs(&refs, a.refs)
 		exhausted := false
 		var wait time.Duration
+		var rl, exhaustedRL RateLimit
 		for _, q := range quotas {
 			addRefs(&refs, attribute.FromProto(q.GetReferencedAttributes()))
+			r := RateLimit{Limit: q.GetLimit(), Remaining: q.GetRemaining(), Reset: q.GetReset_().AsDuration()}
+			if r.Limit > 0 && (rl.Limit == 0 || r.Remaining < rl.Remaining) {
+				rl = r
+			}
 			if q.GetGrantedAmount() < 1 {
 				exhausted = true
 				wait = max(wait, retryAfter(q.GetValidDuration().AsDuration()))
+				if r.Limit > 0 {
+					exhaustedRL = r
+				}
 			}
 		}
+		d.RateLimit = rl
 		switch {
 		case exhausted && d.Code == codes.OK:
-			d = Decision{Code: codes.ResourceExhausted, Message: "quota exhausted", RetryAfter: wait}
+			d = Decision{Code: codes.ResourceExhausted, Message: "quota exhausted", RetryAfter: wait, RateLimit: exhaustedRL}
 		case exhausted && d.Code == codes.ResourceExhausted:
 			// The mixer already denied for the quota; keep its message.
 			d.RetryAfter = wait
+			d.RateLimit = exhaustedRL
 		}
-		a.refs = refs.List()
+		if len(a.charges) == 0 {
+			// The mixer did not say which quotas to ask for next time, so
+			// the cache must not answer for this request again: the marker
+			// entry keys on every attribute any quota looked at as well.
+			a.quota = true
+			a.refs = refs.List()
+		}
 	}
 	a.d = d
 
 	valid := pre.GetValidDuration().AsDuration()
 	if pre == nil || valid <= 0 {
-		return d, &answer{} // not reusable, nothing to remember
+		return d, &answer{charges: a.charges} // not reusable; the charges still teach the pools
 	}
 	a.expires = now.Add(valid)
 	// The answer's first use is the request that asked.
@@ -352,6 +502,32 @@ func decide(resp *mixerv1.CheckResponse, now time.Time) (Decision, *answer) {
 		a.uses = uses - 1
 	}
 	return d, a
+}
+
+// charges reads the quota charges of an answer, one per quota, with the
+// references of the quota's result (its dimensions).
+func charges(resp *mixerv1.CheckResponse) []charge {
+	qc := resp.GetQuotaCharges()
+	if len(qc) == 0 {
+		return nil
+	}
+	out := make([]charge, 0, len(qc))
+next:
+	for _, x := range qc {
+		amount := x.GetCharge()
+		if amount <= 0 {
+			amount = 1
+		}
+		for i := range out {
+			if out[i].quota == x.GetQuota() { // charged twice: pay both
+				out[i].amount += amount
+				continue next
+			}
+		}
+		refs := attribute.FromProto(resp.GetQuotas()[x.GetQuota()].GetReferencedAttributes())
+		out = append(out, charge{quota: x.GetQuota(), amount: amount, refs: refs, shape: attribute.Shape(refs)})
+	}
+	return out
 }
 
 func addRefs(r *attribute.Referenced, refs []attribute.Reference) {

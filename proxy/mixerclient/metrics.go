@@ -9,11 +9,17 @@ import (
 // metrics are the client's own; the hot-path series are resolved once here
 // so that Check and Report do no label lookups.
 type metrics struct {
-	cacheHit, cacheMiss          prometheus.Counter
-	failOpen, failClosed         prometheus.Counter
-	droppedFull, droppedShutdown prometheus.Counter
-	sent                         prometheus.Counter
-	batchOK, batchErr            prometheus.Counter
+	cacheHit, cacheMiss                prometheus.Counter
+	failOpen, failClosed               prometheus.Counter
+	sentCheck, sentQuota, sentPrefetch prometheus.Counter
+	checkRetries                       prometheus.Counter
+	denials                            *prometheus.CounterVec
+	prefetchHit, prefetchMiss          prometheus.Counter
+	tokensGranted, tokensUsed          prometheus.Counter
+	tokensExpired                      prometheus.Counter
+	droppedFull, droppedShutdown       prometheus.Counter
+	sent                               prometheus.Counter
+	batchOK, batchErr, reportRetries   prometheus.Counter
 }
 
 func newMetrics(reg prometheus.Registerer, c *Client) (*metrics, error) {
@@ -25,6 +31,26 @@ func newMetrics(reg prometheus.Registerer, c *Client) (*metrics, error) {
 		Name: "sidemix_proxy_check_failures_total",
 		Help: "Checks the mixer could not answer in time, by the fail policy applied (open: allowed, closed: denied).",
 	}, []string{"policy"})
+	sentChecks := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "sidemix_proxy_checks_sent_total",
+		Help: "Check RPCs sent to the mixers (a retry not counted again), by purpose: precondition (cache miss), quota (a cached answer's quota not in the local pool), prefetch (background refill of the pool).",
+	}, []string{"purpose"})
+	retries := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "sidemix_proxy_mixer_retries_total",
+		Help: "Calls retried on another mixer after the first failed, by method (check: same deduplication id; report).",
+	}, []string{"method"})
+	denials := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "sidemix_proxy_check_denials_total",
+		Help: "Requests denied, by gRPC code and by who decided: mixer (an answer to this request), cache (a cached answer), local (quota pool empty and the quota known exhausted). Mixer unreachable under fail closed is in sidemix_proxy_check_failures_total.",
+	}, []string{"code", "source"})
+	prefetch := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "sidemix_proxy_quota_prefetch_total",
+		Help: "Requests with a cached answer that draw on quota, with prefetch on: hit (paid from the local pool) or miss (asked the mixer). Hit ratio: hit / (hit + miss).",
+	}, []string{"result"})
+	tokens := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "sidemix_proxy_quota_prefetch_tokens_total",
+		Help: "Quota tokens prefetched: granted (pooled beyond the asking request's charge), used (paid a request from the pool), expired (unused at the end of their life).",
+	}, []string{"result"})
 	dropped := prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "sidemix_proxy_reports_dropped_total",
 		Help: "Report bags dropped: buffer_full (buffer over its limit), shutdown (unsent at Close or reported after it).",
@@ -50,7 +76,11 @@ func newMetrics(reg prometheus.Registerer, c *Client) (*metrics, error) {
 		}
 		return float64(c.cache.len())
 	})
-	for _, col := range []prometheus.Collector{checks, failures, dropped, sent, batches, bufLen, cacheLen} {
+	poolLen := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "sidemix_proxy_quota_pools",
+		Help: "Quota pools held (one per quota and value of its dimensions).",
+	}, func() float64 { return float64(c.pools.len()) })
+	for _, col := range []prometheus.Collector{checks, failures, sentChecks, retries, denials, prefetch, tokens, dropped, sent, batches, bufLen, cacheLen, poolLen} {
 		if err := reg.Register(col); err != nil {
 			return nil, fmt.Errorf("mixerclient: registering metrics: %w", err)
 		}
@@ -60,6 +90,17 @@ func newMetrics(reg prometheus.Registerer, c *Client) (*metrics, error) {
 		cacheMiss:       checks.WithLabelValues("cache_miss"),
 		failOpen:        failures.WithLabelValues("open"),
 		failClosed:      failures.WithLabelValues("closed"),
+		sentCheck:       sentChecks.WithLabelValues("precondition"),
+		sentQuota:       sentChecks.WithLabelValues("quota"),
+		sentPrefetch:    sentChecks.WithLabelValues("prefetch"),
+		checkRetries:    retries.WithLabelValues("check"),
+		reportRetries:   retries.WithLabelValues("report"),
+		denials:         denials,
+		prefetchHit:     prefetch.WithLabelValues("hit"),
+		prefetchMiss:    prefetch.WithLabelValues("miss"),
+		tokensGranted:   tokens.WithLabelValues("granted"),
+		tokensUsed:      tokens.WithLabelValues("used"),
+		tokensExpired:   tokens.WithLabelValues("expired"),
 		droppedFull:     dropped.WithLabelValues("buffer_full"),
 		droppedShutdown: dropped.WithLabelValues("shutdown"),
 		sent:            sent,

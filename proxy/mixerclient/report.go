@@ -36,10 +36,11 @@ func (c *Client) Close(ctx context.Context) error {
 		case <-ctx.Done():
 			err = ctx.Err()
 		}
-		// Closing the connection also ends a Report RPC still in flight.
-		if cerr := c.conn.Close(); err == nil {
+		// Closing the connections also ends the RPCs still in flight.
+		if cerr := c.lb.close(); err == nil {
 			err = cerr
 		}
+		c.refills.Wait()
 		c.closeErr = err
 	})
 	return c.closeErr
@@ -96,7 +97,7 @@ func (c *Client) sender() {
 			continue
 		}
 		if backoff == 0 {
-			c.log.Warn("cannot report to the mixer, buffering and retrying", "addr", c.opts.Addr, "err", err, "buffered", len(s.pending))
+			c.log.Warn("cannot report to the mixer, buffering and retrying", "mixer", c.opts.Addr, "err", err, "buffered", len(s.pending))
 			backoff = minBackoff
 		} else {
 			backoff = min(2*backoff, maxBackoff)
@@ -184,13 +185,28 @@ func (s *senderState) final(ctx context.Context) {
 	s.c.pendingLen.Store(0)
 }
 
+// sendBatch sends one batch to a healthy mixer, and when that fails with
+// the mixer's own trouble, once more to another. The report API has no
+// batch identity to deduplicate by, so a batch whose answer was lost may be
+// counted twice; losing it would be worse.
 func (c *Client) sendBatch(ctx context.Context, bags []*attribute.Bag) error {
 	enc := c.encPool.Get().(*attribute.Encoder)
 	req := enc.EncodeBatch(bags)
 	c.encPool.Put(enc)
-	if _, err := c.rpc.Report(ctx, req); err != nil {
+	ep := c.lb.pick(nil)
+	for try := 0; ; try++ {
+		_, err := ep.rpc.Report(ctx, req)
+		c.lb.done(ctx, ep, err)
+		if err == nil {
+			break
+		}
 		c.m.batchErr.Inc()
-		return err
+		next := c.lb.pick(ep)
+		if try > 0 || next == nil || ctx.Err() != nil || !failure(err) {
+			return err
+		}
+		c.m.reportRetries.Inc()
+		ep = next
 	}
 	c.m.batchOK.Inc()
 	c.m.sent.Add(float64(len(bags)))

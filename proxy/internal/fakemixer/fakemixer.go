@@ -24,6 +24,10 @@ import (
 // CheckFunc answers one Check for the decoded bag.
 type CheckFunc func(bag *attribute.Bag) *mixerv1.CheckResponse
 
+// RequestFunc answers one Check seeing the whole request (the quotas it
+// names, its deduplication id); a non-nil error is the RPC's.
+type RequestFunc func(bag *attribute.Bag, req *mixerv1.CheckRequest) (*mixerv1.CheckResponse, error)
+
 // Server is the fake mixer.
 type Server struct {
 	mixerv1.UnimplementedMixerServer
@@ -32,9 +36,12 @@ type Server struct {
 	srv  *grpc.Server
 
 	mu       sync.Mutex
-	check    CheckFunc
+	check    RequestFunc
 	checks   []*attribute.Bag
 	dedups   []string
+	requests []*mixerv1.CheckRequest
+	failNext int
+	failCode codes.Code
 	reported []*attribute.Bag
 	nReports int
 	discard  bool
@@ -47,7 +54,8 @@ type Server struct {
 // Its Check allows everything, depending on nothing, until SetCheck.
 func Start(t testing.TB, addr string) *Server {
 	t.Helper()
-	s := &Server{check: func(*attribute.Bag) *mixerv1.CheckResponse { return Allow(time.Minute, 10000) }, notify: make(chan struct{})}
+	s := &Server{notify: make(chan struct{})}
+	s.SetCheck(func(*attribute.Bag) *mixerv1.CheckResponse { return Allow(time.Minute, 10000) })
 	s.Restart(t, addr)
 	t.Cleanup(s.Stop)
 	return s
@@ -98,9 +106,28 @@ func (s *Server) Addr() string {
 
 // SetCheck scripts the Check answers.
 func (s *Server) SetCheck(f CheckFunc) {
+	s.SetCheckRequest(func(b *attribute.Bag, _ *mixerv1.CheckRequest) (*mixerv1.CheckResponse, error) { return f(b), nil })
+}
+
+// SetCheckRequest scripts the Check answers with the whole request in view.
+func (s *Server) SetCheckRequest(f RequestFunc) {
 	s.mu.Lock()
 	s.check = f
 	s.mu.Unlock()
+}
+
+// FailNext makes the next n Checks fail with code (after being recorded).
+func (s *Server) FailNext(n int, code codes.Code) {
+	s.mu.Lock()
+	s.failNext, s.failCode = n, code
+	s.mu.Unlock()
+}
+
+// Requests returns the Check requests received, in order.
+func (s *Server) Requests() []*mixerv1.CheckRequest {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return append([]*mixerv1.CheckRequest(nil), s.requests...)
 }
 
 // DiscardReports makes the server count reported bags without keeping
@@ -191,8 +218,17 @@ func (s *Server) Check(ctx context.Context, req *mixerv1.CheckRequest) (*mixerv1
 	s.mu.Lock()
 	s.checks = append(s.checks, bag)
 	s.dedups = append(s.dedups, req.GetDeduplicationId())
+	s.requests = append(s.requests, req)
 	f, delay := s.check, s.delay
+	fail := s.failNext > 0
+	if fail {
+		s.failNext--
+	}
+	code := s.failCode
 	s.mu.Unlock()
+	if fail {
+		return nil, grpcstatus.Error(code, "fake mixer: failing as told")
+	}
 	if delay > 0 {
 		select {
 		case <-time.After(delay):
@@ -200,7 +236,7 @@ func (s *Server) Check(ctx context.Context, req *mixerv1.CheckRequest) (*mixerv1
 			return nil, ctx.Err()
 		}
 	}
-	return f(bag), nil
+	return f(bag, req)
 }
 
 // Report implements mixerv1.MixerServer.
@@ -246,9 +282,46 @@ func KeyRef(name, key string, present bool) attribute.Reference {
 
 // WithQuota adds a quota result to r.
 func WithQuota(r *mixerv1.CheckResponse, name string, granted int64, valid time.Duration) *mixerv1.CheckResponse {
+	return WithQuotaResult(r, name, QuotaResult{Granted: granted, Valid: valid})
+}
+
+// QuotaResult is one quota's answer, as WithQuotaResult writes it.
+type QuotaResult struct {
+	Granted          int64
+	Valid            time.Duration
+	Limit, Remaining int64
+	Reset            time.Duration
+	Refs             []attribute.Reference
+}
+
+// WithQuotaResult adds a quota result with its limit figures to r.
+func WithQuotaResult(r *mixerv1.CheckResponse, name string, q QuotaResult) *mixerv1.CheckResponse {
 	if r.Quotas == nil {
 		r.Quotas = map[string]*mixerv1.CheckResponse_QuotaResult{}
 	}
-	r.Quotas[name] = &mixerv1.CheckResponse_QuotaResult{GrantedAmount: granted, ValidDuration: durationpb.New(valid)}
+	res := &mixerv1.CheckResponse_QuotaResult{
+		GrantedAmount: q.Granted,
+		ValidDuration: durationpb.New(q.Valid),
+		Limit:         q.Limit,
+		Remaining:     q.Remaining,
+	}
+	if q.Reset > 0 {
+		res.Reset_ = durationpb.New(q.Reset)
+	}
+	if len(q.Refs) > 0 {
+		res.ReferencedAttributes = attribute.ToProto(q.Refs)
+	}
+	r.Quotas[name] = res
+	return r
+}
+
+// WithCharges adds quota charges (name, charge, name, charge, ...) to r, as
+// the mixer answers a Check that named no quotas.
+func WithCharges(r *mixerv1.CheckResponse, charges ...any) *mixerv1.CheckResponse {
+	for i := 0; i+1 < len(charges); i += 2 {
+		r.QuotaCharges = append(r.QuotaCharges, &mixerv1.CheckResponse_QuotaCharge{
+			Quota: charges[i].(string), Charge: int64(charges[i+1].(int)),
+		})
+	}
 	return r
 }

@@ -17,7 +17,7 @@ FUZZPKGS ?= ./...
 # that the metrics show allowed, denied and rate-limited requests).
 DEMO_SECONDS ?=
 
-.PHONY: build test demo demo-build proto proto-tools proto-check bench fuzz lint vet clean
+.PHONY: build test demo demo-build proto proto-tools proto-check bench bench-policy fuzz lint vet clean
 
 build:
 	$(GO) build -ldflags "$(LDFLAGS)" -o $(BIN) ./cmd/sidemix
@@ -55,6 +55,18 @@ BENCHPKGS := ./benchmarks/... ./policy/ ./proxy/mixerclient/
 
 bench:
 	$(GO) test -run '^$$' -bench . -benchmem -count 3 $(BENCHPKGS)
+
+# The policy path on real processes (benchmarks/README.md, "Policy path"):
+# mixer Checks on one core with 1/10/100 rules, redisquota against Redis side
+# by side with envoyproxy/ratelimit (built into a temporary folder), and the
+# proxy's quota prefetch; three interleaved rounds, a few minutes. Tables go
+# to benchmarks/results/; POLICYBENCH_FLAGS='-readme benchmarks/README.md'
+# also updates the README's table.
+POLICYBENCH_FLAGS ?=
+
+bench-policy: build
+	$(GO) build -o bin/policybench ./benchmarks/cmd/policybench
+	bin/policybench -sidemix $(BIN) $(POLICYBENCH_FLAGS)
 
 # Runs every Fuzz target of FUZZPKGS for FUZZTIME each.
 fuzz:

@@ -4,8 +4,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
+	"strings"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	rpcstatus "google.golang.org/genproto/googleapis/rpc/status"
 	"google.golang.org/grpc/codes"
@@ -122,9 +125,10 @@ type precondition struct {
 	uses     int32         // 0: no handler said yet
 	failed   bool          // a handler failed: do not let the answer be cached long
 	noCache  bool          // the answer must not be reused at all
-	// rules holds each rule once, in the order it first answered; the
-	// rules of a Check are few, so a slice beats a map.
-	rules []ruleTally
+	// rules holds each rule once, in the order it first answered;
+	// checkRules of them answered in the check phase.
+	rules      []ruleTally
+	checkRules int
 }
 
 func (p *precondition) deny(code codes.Code, msg string, details ...*anypb.Any) {
@@ -143,13 +147,21 @@ func (p *precondition) bound(d time.Duration, uses int32) {
 	}
 }
 
-// note records what a call of rule made of the request.
+// note records what a call of rule made of the request. Calls come in
+// rule order (the snapshot evaluates rules by name), so a rule's calls are
+// adjacent within each phase; a rule with both check and quota actions
+// comes back in the quota phase and is found among the check phase's
+// entries, which are sorted.
 func (p *precondition) note(rule string, shadow bool, r ruleResult) {
-	for i := range p.rules {
-		if p.rules[i].rule == rule {
-			p.rules[i].result = max(p.rules[i].result, r)
-			return
-		}
+	if n := len(p.rules); n > 0 && p.rules[n-1].rule == rule {
+		p.rules[n-1].result = max(p.rules[n-1].result, r)
+		return
+	}
+	if i, ok := slices.BinarySearchFunc(p.rules[:p.checkRules], rule, func(t ruleTally, rule string) int {
+		return strings.Compare(t.rule, rule)
+	}); ok {
+		p.rules[i].result = max(p.rules[i].result, r)
+		return
 	}
 	p.rules = append(p.rules, ruleTally{rule: rule, shadow: shadow, result: r})
 }
@@ -225,7 +237,7 @@ func (s *Server) runChecks(ctx context.Context, st *state, actions []policy.Acti
 		if c.err != nil {
 			return adapters.CheckResult{}, c.err
 		}
-		defer s.m.observeHandler(c.handler, roleCheck, time.Now())
+		defer observeSince(c.h.checkDuration, time.Now())
 		return c.h.checker.Check(ctx, c.inst)
 	})
 	for i := range calls {
@@ -305,13 +317,20 @@ func (s *Server) handlerFailed(p *precondition, t target, msg string, meta map[s
 }
 
 // countRules adds each rule's part in one Check to the rule metrics.
-func (s *Server) countRules(p *precondition) {
+func (s *Server) countRules(st *state, p *precondition) {
 	for _, t := range p.rules {
-		s.m.ruleChecks.WithLabelValues(t.rule, t.result.String()).Inc()
+		c := st.ruleCounters(s.m, t.rule)
+		c.results[t.result].Inc()
 		if t.shadow && t.result == ruleDeny {
-			s.m.shadowDenials.WithLabelValues(t.rule).Inc()
+			c.shadow.Inc()
 		}
 	}
+}
+
+// observeSince records a handler call that began at start; deferred, it
+// sees panicking calls too.
+func observeSince(o prometheus.Observer, start time.Time) {
+	o.Observe(time.Since(start).Seconds())
 }
 
 // check answers one Check request on st.
@@ -325,6 +344,7 @@ func (s *Server) check(ctx context.Context, st *state, bag *attribute.Bag, req *
 
 	p := &precondition{code: codes.OK}
 	s.runChecks(ctx, st, res.Actions, p)
+	p.checkRules = len(p.rules)
 
 	// A denied request draws no quota, not even from shadow rules: denied
 	// requests consume nothing, and a shadow copy of a quota rule sees
@@ -339,7 +359,7 @@ func (s *Server) check(ctx context.Context, st *state, bag *attribute.Bag, req *
 			refs.Merge(&q.refs)
 		}
 	}
-	s.countRules(p)
+	s.countRules(st, p)
 
 	validFor, uses := p.validFor, p.uses
 	if validFor == 0 {

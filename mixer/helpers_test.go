@@ -272,7 +272,7 @@ func testReportFactory() adapters.Factory {
 	}
 }
 
-func testRegistry(t *testing.T, extra ...adapters.Factory) adapters.Registry {
+func testRegistry(t testing.TB, extra ...adapters.Factory) adapters.Registry {
 	t.Helper()
 	fs := append([]adapters.Factory{
 		denier.Factory(), list.Factory(), memquota.Factory(),

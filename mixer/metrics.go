@@ -1,8 +1,6 @@
 package mixer
 
 import (
-	"time"
-
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 )
@@ -69,12 +67,6 @@ type metrics struct {
 	handlerDuration  *prometheus.HistogramVec
 	quotaAllocations *prometheus.CounterVec
 	quotaGranted     *prometheus.CounterVec
-}
-
-// observeHandler records a handler call that began at start; deferred, it
-// sees panicking calls too.
-func (m *metrics) observeHandler(handler, role string, start time.Time) {
-	m.handlerDuration.WithLabelValues(handler, role).Observe(time.Since(start).Seconds())
 }
 
 func newMetrics(reg *prometheus.Registry, queueLengths func(fn func(handler string, n int))) *metrics {

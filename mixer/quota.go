@@ -167,7 +167,7 @@ func (s *Server) runQuotas(ctx context.Context, st *state, bag *attribute.Bag, r
 		if c.err != nil || c.same >= 0 {
 			return adapters.QuotaResult{}, c.err
 		}
-		defer s.m.observeHandler(c.handler, roleQuota, time.Now())
+		defer observeSince(c.h.quotaDuration, time.Now())
 		return c.h.quota.Allocate(ctx, c.inst, c.args)
 	})
 

@@ -8,6 +8,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/sidemix/sidemix/adapters"
 	"github.com/sidemix/sidemix/policy"
 )
@@ -23,6 +25,10 @@ type handler struct {
 	checker adapters.Checker
 	quota   adapters.QuotaAllocator
 	queue   *reportQueue // set when the handler is a Reporter
+
+	// Call latency by role, resolved once: looking a series up by its
+	// labels on every call costs more than the call to a fast handler.
+	checkDuration, quotaDuration prometheus.Observer
 }
 
 // unavailable is the error every call to a handler that could not be
@@ -40,6 +46,8 @@ type state struct {
 	handlers map[string]*handler
 	order    []*handler // by name
 	loadedAt time.Time
+
+	rules sync.Map // rule name → *ruleCounters, filled as rules answer
 
 	refs     atomic.Int64
 	closing  atomic.Bool
@@ -75,6 +83,12 @@ func (s *Server) newState(snap *policy.Snapshot) *state {
 		} else {
 			h.checker, _ = h.h.(adapters.Checker)
 			h.quota, _ = h.h.(adapters.QuotaAllocator)
+			if h.checker != nil {
+				h.checkDuration = s.m.handlerDuration.WithLabelValues(hc.Name, roleCheck)
+			}
+			if h.quota != nil {
+				h.quotaDuration = s.m.handlerDuration.WithLabelValues(hc.Name, roleQuota)
+			}
 			if rep, ok := h.h.(adapters.Reporter); ok {
 				h.queue = newReportQueue(hc.Name, rep, s.cfg.ReportQueueSize, s.cfg.ReportBatchSize,
 					s.cfg.ReportTimeout, s.m, log, s.cfg.Now)
@@ -103,6 +117,25 @@ func createHandler(hc policy.HandlerConfig, set adapters.Settings) (h adapters.H
 		err = fmt.Errorf("adapter %q created no handler", hc.Adapter)
 	}
 	return h, err
+}
+
+// ruleCounters are one rule's series of the rule metrics.
+type ruleCounters struct {
+	results [ruleDeny + 1]prometheus.Counter // by ruleResult
+	shadow  prometheus.Counter
+}
+
+// ruleCounters returns the rule's series, resolved once per state.
+func (st *state) ruleCounters(m *metrics, rule string) *ruleCounters {
+	if c, ok := st.rules.Load(rule); ok {
+		return c.(*ruleCounters)
+	}
+	c := &ruleCounters{shadow: m.shadowDenials.WithLabelValues(rule)}
+	for r := range c.results {
+		c.results[r] = m.ruleChecks.WithLabelValues(rule, ruleResult(r).String())
+	}
+	v, _ := st.rules.LoadOrStore(rule, c)
+	return v.(*ruleCounters)
 }
 
 // acquire returns the active state, held until release.

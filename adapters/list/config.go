@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"net/url"
 	"regexp"
 	"regexp/syntax"
 	"strings"
@@ -20,8 +21,21 @@ const (
 
 // Config is the list adapter's params.
 type Config struct {
-	// Overrides are the list's entries.
+	// Overrides are the list's entries; with a provider, they are added
+	// to the provider's.
 	Overrides []string `yaml:"overrides"`
+	// ProviderURL, when set, is an http or https URL whose body lists more
+	// entries: one per line (blank lines and lines starting with '#'
+	// ignored) or, when the Content-Type says json, a JSON array of
+	// strings.
+	ProviderURL string `yaml:"providerUrl"`
+	// RefreshInterval is how often the provider is fetched.
+	RefreshInterval time.Duration `yaml:"refreshInterval"`
+	// TTL is how long the last fetched list is used while the provider
+	// fails; after it, checks fail and the rule's failPolicy decides.
+	TTL time.Duration `yaml:"ttl"`
+	// FetchTimeout bounds each fetch, the first one in Create too.
+	FetchTimeout time.Duration `yaml:"fetchTimeout"`
 	// Blacklist denies listed values; false (a whitelist) denies the others.
 	Blacklist bool `yaml:"blacklist"`
 	// EntryType says how entries match values.
@@ -36,6 +50,9 @@ type Config struct {
 func NewConfig() *Config {
 	return &Config{
 		EntryType:       Strings,
+		RefreshInterval: time.Minute,
+		TTL:             5 * time.Minute,
+		FetchTimeout:    5 * time.Second,
 		CachingInterval: 5 * time.Second,
 		CachingUseCount: 1000,
 	}
@@ -62,6 +79,7 @@ func (c *Config) Validate() error {
 		errs = append(errs, fmt.Errorf("entryType: unknown entry type %q (want %s, %s, %s or %s)",
 			c.EntryType, Strings, CaseInsensitiveStrings, Regex, IPAddresses))
 	}
+	errs = append(errs, c.validateProvider()...)
 	if c.CachingInterval < 0 {
 		errs = append(errs, fmt.Errorf("cachingInterval: %v is negative", c.CachingInterval))
 	}
@@ -69,6 +87,44 @@ func (c *Config) Validate() error {
 		errs = append(errs, fmt.Errorf("cachingUseCount: %d is negative", c.CachingUseCount))
 	}
 	return errors.Join(errs...)
+}
+
+// MinRefreshInterval keeps a list from hammering its provider.
+const MinRefreshInterval = time.Second
+
+func (c *Config) validateProvider() []error {
+	var errs []error
+	if c.ProviderURL != "" {
+		u, err := url.Parse(c.ProviderURL)
+		switch {
+		case err != nil:
+			errs = append(errs, fmt.Errorf("providerUrl: %v", urlReason(err)))
+		case u.Scheme != "http" && u.Scheme != "https":
+			errs = append(errs, fmt.Errorf("providerUrl: %q is not an http or https URL", u.Redacted()))
+		case u.Host == "":
+			errs = append(errs, fmt.Errorf("providerUrl: %q has no host", u.Redacted()))
+		}
+	}
+	switch {
+	case c.RefreshInterval < MinRefreshInterval:
+		errs = append(errs, fmt.Errorf("refreshInterval: %v is less than %v", c.RefreshInterval, MinRefreshInterval))
+	case c.TTL < c.RefreshInterval:
+		errs = append(errs, fmt.Errorf("ttl: %v is less than refreshInterval (%v): the list would expire between fetches", c.TTL, c.RefreshInterval))
+	}
+	if c.FetchTimeout <= 0 {
+		errs = append(errs, fmt.Errorf("fetchTimeout: %v is not positive", c.FetchTimeout))
+	}
+	return errs
+}
+
+// urlReason drops the URL that url.Parse repeats in its errors: it may
+// carry a password.
+func urlReason(err error) string {
+	var ue *url.Error
+	if errors.As(err, &ue) {
+		return ue.Err.Error()
+	}
+	return err.Error()
 }
 
 // regexReason drops the expression that regexp repeats in its errors.

@@ -17,7 +17,7 @@ func Factory() adapters.Factory {
 		Templates: []string{template.ListEntryName},
 		NewConfig: func() adapters.Config { return NewConfig() },
 		Create: func(ctx context.Context, set adapters.Settings, cfg adapters.Config) (adapters.Handler, error) {
-			return newHandler(set, cfg)
+			return newHandler(ctx, set, cfg, nil)
 		},
 	}
 }

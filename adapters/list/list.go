@@ -3,9 +3,12 @@ package list
 import (
 	"context"
 	"fmt"
+	"net/http"
 	"net/netip"
 	"regexp"
 	"strings"
+	"sync/atomic"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc/codes"
@@ -22,41 +25,61 @@ var _ adapters.Checker = (*handler)(nil)
 type matcher func(value string) (found, ok bool, why string)
 
 type handler struct {
-	match     matcher
+	// match holds the overrides' matcher, or with a provider the one built
+	// from the overrides and the last fetched list.
+	match     atomic.Pointer[list]
+	remote    *remote // nil without a provider
 	blacklist bool
 	allow     adapters.CheckResult // Code OK, with the caching bounds
-	allowed   prometheus.Counter
-	denied    prometheus.Counter
+
+	allowed, denied, unavailable prometheus.Counter
 }
 
-func newHandler(set adapters.Settings, cfg adapters.Config) (*handler, error) {
+// list is the matcher in force and, with a provider, when the provider last
+// answered.
+type list struct {
+	match   matcher
+	fetched time.Time // zero until the first fetch succeeds
+	entries int       // the provider's
+}
+
+func newHandler(ctx context.Context, set adapters.Settings, cfg adapters.Config, client *http.Client) (*handler, error) {
 	set = handlerkit.Defaults(set)
 	c, err := handlerkit.Params[Config](Name, cfg)
 	if err != nil {
 		return nil, err
 	}
-	m, err := newMatcher(c.EntryType, c.Overrides)
-	if err != nil {
-		return nil, err
-	}
 	checks, err := handlerkit.Register(set.Registerer, prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "sidemix_list_checks_total",
-		Help: "Values looked up by list handlers, by outcome.",
+		Help: "Values looked up by list handlers, by outcome: allowed, denied, or unavailable (the provider's list expired).",
 	}, []string{"handler", "result"}))
 	if err != nil {
 		return nil, err
 	}
-	return &handler{
-		match:     m,
+	h := &handler{
 		blacklist: c.Blacklist,
 		allow: adapters.CheckResult{
 			Code:          codes.OK,
 			ValidDuration: c.CachingInterval,
 			ValidUseCount: c.CachingUseCount,
 		},
-		allowed: checks.WithLabelValues(set.Name, "allowed"),
-		denied:  checks.WithLabelValues(set.Name, "denied"),
-	}, nil
+		allowed:     checks.WithLabelValues(set.Name, "allowed"),
+		denied:      checks.WithLabelValues(set.Name, "denied"),
+		unavailable: checks.WithLabelValues(set.Name, "unavailable"),
+	}
+	if c.ProviderURL == "" {
+		m, err := newMatcher(c.EntryType, c.Overrides)
+		if err != nil {
+			return nil, err
+		}
+		h.match.Store(&list{match: m})
+		return h, nil
+	}
+	if h.remote, err = newRemote(set, c, client, &h.match); err != nil {
+		return nil, err
+	}
+	h.remote.start(ctx)
+	return h, nil
 }
 
 func newMatcher(entryType string, entries []string) (matcher, error) {
@@ -126,7 +149,14 @@ func (h *handler) Check(ctx context.Context, inst template.Instance) (adapters.C
 	if !ok || e == nil {
 		return adapters.CheckResult{}, fmt.Errorf("%s: unsupported instance %T", Name, inst)
 	}
-	found, ok, why := h.match(e.Value)
+	l := h.match.Load()
+	if h.remote != nil {
+		if err := h.remote.usable(l); err != nil {
+			h.unavailable.Inc()
+			return adapters.CheckResult{}, err
+		}
+	}
+	found, ok, why := l.match(e.Value)
 	switch {
 	case !ok:
 		return h.deny(why), nil
@@ -147,4 +177,10 @@ func (h *handler) deny(msg string) adapters.CheckResult {
 	return r
 }
 
-func (h *handler) Close(context.Context) error { return nil }
+// Close stops the refreshes.
+func (h *handler) Close(context.Context) error {
+	if h.remote != nil {
+		h.remote.stop()
+	}
+	return nil
+}

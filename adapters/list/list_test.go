@@ -3,6 +3,9 @@ package list_test
 import (
 	"context"
 	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -30,6 +33,13 @@ func TestConfig(t *testing.T) {
 		{File: "bad-type.bad.yaml", Want: `entryType: unknown entry type "strings" (want STRINGS, CASE_INSENSITIVE_STRINGS, REGEX or IP_ADDRESSES)` + "\n" +
 			`cachingInterval: -5s is negative` + "\n" +
 			`cachingUseCount: -1 is negative`},
+		{File: "remote.yaml"},
+		{File: "bad-provider.bad.yaml", Want: `providerUrl: "ftp://user:xxxxx@lists.example.com/list.txt" is not an http or https URL` + "\n" +
+			`refreshInterval: 100ms is less than 1s` + "\n" +
+			`fetchTimeout: 0s is not positive`},
+		{File: "bad-ttl.bad.yaml", Want: `providerUrl: "http:" has no host` + "\n" +
+			`ttl: 1m0s is less than refreshInterval (2m0s): the list would expire between fetches`},
+		{File: "bad-url.bad.yaml", Want: `providerUrl: missing ']' in host`},
 		{File: "misspelled.bad.yaml", Want: "yaml: unmarshal errors:\n  line 1: field blackList not found in type list.Config"},
 	})
 }
@@ -138,6 +148,41 @@ func TestCreateRejectsInvalidParams(t *testing.T) {
 	cfg.EntryType, cfg.Overrides = list.Regex, []string{"("}
 	if _, err := list.Factory().Create(context.Background(), adapters.Settings{}, cfg); err == nil {
 		t.Error("Create accepted an invalid regex")
+	}
+}
+
+// TestRemoteRefreshesInBackground waits for the refresher's own timer,
+// about one second.
+func TestRemoteRefreshesInBackground(t *testing.T) {
+	var body atomic.Value
+	body.Store("alice\n")
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		fmt.Fprint(w, body.Load())
+	}))
+	defer srv.Close()
+	cfg, err := configtest.Decode(list.Factory(), []byte("providerUrl: "+srv.URL+"\nrefreshInterval: 1s\nttl: 1m\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := newChecker(t, adapters.Settings{Name: "bg"}, cfg.(*list.Config))
+	allowed := func(v string) bool {
+		res, err := h.Check(context.Background(), &template.ListEntry{Value: v})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return res.OK()
+	}
+	if !allowed("alice") || allowed("bob") {
+		t.Fatal("the first fetch did not install the list")
+	}
+	body.Store("bob\n")
+	for deadline := time.Now().Add(30 * time.Second); !allowed("bob"); time.Sleep(50 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("the list was not refreshed")
+		}
+	}
+	if allowed("alice") {
+		t.Error("alice is still listed")
 	}
 }
 

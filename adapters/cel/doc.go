@@ -12,7 +12,7 @@
 // for the fields). A condition that fails to evaluate, for instance because
 // it indexes a property the request lacks, does not hold, whatever its
 // effect: write `'debug' in action.properties && ...` or
-// `action.properties[?'debug'].orValue('') == 'true'` to say what you mean,
+// `action.properties[?'debug'].orValue("") == 'true'` to say what you mean,
 // and watch sidemix_cel_eval_errors_total.
 //
 // Answers may be cached by the proxy for cachingInterval or cachingUseCount

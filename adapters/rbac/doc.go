@@ -24,7 +24,7 @@
 // for the fields). A constraint that fails to evaluate, for instance
 // because it indexes a property the request lacks, does not hold; write
 // `'version' in action.properties && ...` or
-// `action.properties[?'version'].orValue('') == 'v1'` to say what you mean,
+// `action.properties[?'version'].orValue("") == 'v1'` to say what you mean,
 // and watch sidemix_rbac_constraint_errors_total.
 //
 // A denial is PERMISSION_DENIED and names the caller, the method, the path

@@ -41,7 +41,7 @@ func TestShippedExample(t *testing.T) {
 		{product, "shop", "invoice", "POST", "/invoices", ""},
 		{invoice, "shop", "notification", "POST", "/notify", ""},
 		{invoice, "shop", "invoice", "GET", "/invoices/7", ""}, // by namespace
-		{"", "", "product", "GET", "/products", ""},             // product is not enforced
+		{"", "", "product", "GET", "/products", ""},            // product is not enforced
 		{invoice, "shop", "invoice", "POST", "/invoices", `RBAC: access denied: user "cluster.local/ns/shop/sa/invoice" may not POST /invoices on service "invoice"`},
 		{product, "shop", "notification", "POST", "/notify", `RBAC: access denied: user "cluster.local/ns/shop/sa/product" may not POST /notify on service "notification"`},
 		{"", "", "invoice", "GET", "/invoices", `RBAC: access denied: user "" may not GET /invoices on service "invoice"`},

@@ -70,7 +70,7 @@ func (s *Server) configPage() configPage {
 		Paths:      s.cfg.ConfigPaths,
 		Counts:     configCounts{Handlers: h, Instances: i, Rules: r},
 		LastReload: redactReload(s.lastReload.Load()),
-		Config:     redactView(st.snap.View()),
+		Config:     redactView(st.snap.View(), st.snap.Handlers()),
 	}
 	for _, h := range st.order {
 		hs := handlerStatus{Name: h.name, Adapter: h.adapter}

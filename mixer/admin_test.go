@@ -1,15 +1,19 @@
 package mixer
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"gopkg.in/yaml.v3"
 
+	"github.com/sidemix/sidemix/adapters"
+	"github.com/sidemix/sidemix/adapters/template"
 	"github.com/sidemix/sidemix/policy"
 )
 
@@ -180,5 +184,62 @@ func TestRedactURLs(t *testing.T) {
 		if got := redactURLs(in); got != want {
 			t.Errorf("redactURLs(%q) = %q, want %q", in, got, want)
 		}
+	}
+}
+
+// secretConfig holds a secret under a key no name rule would catch: only
+// its Redacted method knows.
+type secretConfig struct {
+	Endpoint string        `yaml:"endpoint"`
+	Key      string        `yaml:"key"`
+	Timeout  time.Duration `yaml:"timeout"`
+}
+
+func (c *secretConfig) Validate() error { return nil }
+
+func (c *secretConfig) Redacted() any {
+	r := *c
+	r.Key = "hidden-by-adapter"
+	return &r
+}
+
+var _ adapters.Redactor = (*secretConfig)(nil)
+
+func TestDebugConfigUsesRedactor(t *testing.T) {
+	f := adapters.Factory{
+		Name:      "testsecret",
+		Templates: []string{template.QuotaName},
+		NewConfig: func() adapters.Config { return &secretConfig{Timeout: 3 * time.Second} },
+		Create: func(ctx context.Context, set adapters.Settings, cfg adapters.Config) (adapters.Handler, error) {
+			return &testQuota{}, nil
+		},
+	}
+	cfg := `apiVersion: sidemix.dev/v1
+kind: Handler
+metadata: {name: vault}
+spec:
+  adapter: testsecret
+  params: {endpoint: "https://u:pw5@vault:8200", key: open-sesame}
+`
+	e := start(t, writeConfig(t, map[string]string{"s.yaml": cfg}), Config{Adapters: testRegistry(t, f)})
+	_, body := e.get("/debug/config")
+	var page struct {
+		Config struct {
+			Handlers []struct {
+				Name   string
+				Params map[string]any
+			}
+		}
+	}
+	if err := json.Unmarshal([]byte(body), &page); err != nil || len(page.Config.Handlers) != 1 {
+		t.Fatalf("%v\n%s", err, body)
+	}
+	got := page.Config.Handlers[0].Params
+	want := map[string]any{"endpoint": "https://u:xxxxx@vault:8200", "key": "hidden-by-adapter", "timeout": "3s"}
+	if fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Errorf("params shown %v, want %v", got, want)
+	}
+	if strings.Contains(body, "open-sesame") || strings.Contains(body, "pw5") {
+		t.Errorf("secret shown:\n%s", body)
 	}
 }

@@ -140,9 +140,10 @@
 // metrics and the handlers' self metrics); /debug/config shows the active
 // snapshot (digest, counts, handler status, the config itself) and the last
 // reload's outcome, as JSON or, with ?format=yaml or Accept:
-// application/yaml, as YAML. Secrets stay out of it: handler params whose
-// key names a password, secret, token, credential or key are shown as
-// "xxxxx", and so are the passwords of URLs (redis://:xxxxx@host) in params,
-// handler errors and load errors. The same URL redaction applies to
+// application/yaml, as YAML. Secrets stay out of it: a handler whose params
+// are an adapters.Redactor shows its Redacted() copy; in every handler's
+// params, values under keys naming a password, secret, token, credential or
+// API or private key are shown as "xxxxx", and so are the passwords of URLs
+// (redis://:xxxxx@host), in handler and load errors too. The same URL redaction applies to
 // UNAVAILABLE messages and create-failure logs.
 package mixer

@@ -4,6 +4,9 @@ import (
 	"regexp"
 	"strings"
 
+	"gopkg.in/yaml.v3"
+
+	"github.com/sidemix/sidemix/adapters"
 	"github.com/sidemix/sidemix/policy"
 )
 
@@ -72,18 +75,44 @@ func redactValue(v any) any {
 }
 
 // redactView returns the config view with the handlers' params redacted;
-// the snapshot's own view is left as it is. Instances and rules hold
-// expressions, not credentials.
-func redactView(v any) any {
+// the snapshot's own view is left as it is. A handler whose params are an
+// adapters.Redactor shows its Redacted() copy (the params as decoded, with
+// defaults, under their YAML keys); the others show their params as
+// written. Either way keys that name secrets and URL passwords are hidden
+// too. Instances and rules hold expressions, not credentials.
+func redactView(v any, handlers []policy.HandlerConfig) any {
 	cv, ok := v.(*policy.ConfigView)
 	if !ok {
 		return v
 	}
+	redactors := map[string]adapters.Redactor{}
+	for _, hc := range handlers {
+		if r, ok := hc.Params.(adapters.Redactor); ok {
+			redactors[hc.Namespace+"/"+hc.Name] = r
+		}
+	}
 	out := *cv
 	out.Handlers = make([]policy.HandlerView, len(cv.Handlers))
 	for i, h := range cv.Handlers {
+		if r, ok := redactors[h.Namespace+"/"+h.Name]; ok {
+			h.Params = viewOf(r.Redacted())
+		}
 		h.Params = redactValue(h.Params)
 		out.Handlers[i] = h
 	}
 	return &out
+}
+
+// viewOf renders typed params as plain data under their YAML keys, as the
+// policy view shows params; what cannot be rendered is left out.
+func viewOf(params any) any {
+	b, err := yaml.Marshal(params)
+	if err != nil {
+		return "(params not shown: " + err.Error() + ")"
+	}
+	var v any
+	if err := yaml.Unmarshal(b, &v); err != nil {
+		return "(params not shown: " + err.Error() + ")"
+	}
+	return v
 }

@@ -65,3 +65,45 @@ func testRegistry() adapters.Registry {
 	}
 	return r
 }
+
+// fakeRedisQuotaConfig has the Istio redisquota params, so that Istio's
+// examples load as written without the real adapter.
+type fakeRedisQuotaConfig struct {
+	RedisServerURL     string `yaml:"redisServerUrl"`
+	ConnectionPoolSize int    `yaml:"connectionPoolSize"`
+	RateLimitAlgorithm string `yaml:"rateLimitAlgorithm"`
+	Quotas             []struct {
+		Name           string        `yaml:"name"`
+		MaxAmount      int64         `yaml:"maxAmount"`
+		ValidDuration  time.Duration `yaml:"validDuration"`
+		BucketDuration time.Duration `yaml:"bucketDuration"`
+		Overrides      []struct {
+			Dimensions    map[string]string `yaml:"dimensions"`
+			MaxAmount     int64             `yaml:"maxAmount"`
+			ValidDuration time.Duration     `yaml:"validDuration"`
+		} `yaml:"overrides"`
+	} `yaml:"quotas"`
+}
+
+func (c *fakeRedisQuotaConfig) Validate() error {
+	if c.RedisServerURL == "" {
+		return errors.New("redisServerUrl: required")
+	}
+	return nil
+}
+
+// quotaRegistry is testRegistry plus a fake redisquota.
+func quotaRegistry() adapters.Registry {
+	r, err := adapters.NewRegistry(denier.Factory(), sinkFactory(), adapters.Factory{
+		Name:      "redisquota",
+		Templates: []string{template.QuotaName},
+		NewConfig: func() adapters.Config { return &fakeRedisQuotaConfig{} },
+		Create: func(context.Context, adapters.Settings, adapters.Config) (adapters.Handler, error) {
+			return nopHandler{}, nil
+		},
+	})
+	if err != nil {
+		panic(err)
+	}
+	return r
+}

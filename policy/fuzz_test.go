@@ -4,6 +4,8 @@ import (
 	"os"
 	"path/filepath"
 	"testing"
+
+	"github.com/sidemix/sidemix/attribute"
 )
 
 // FuzzLoad feeds arbitrary bytes to the loader: it may reject them, never
@@ -13,7 +15,7 @@ func FuzzLoad(f *testing.F) {
 	f.Add([]byte(evalConfig))
 	f.Add([]byte("a: &a [*a, *a]\nb: *a\n"))
 	f.Add([]byte("apiVersion: sidemix.dev/v1\nkind: Rule\nmetadata: {name: r}\nspec: {match: '(((', actions: [{handler: h}]}\n"))
-	for _, dir := range []string{"testdata/errors", "testdata/good", "testdata/good/telemetry"} {
+	for _, dir := range []string{"testdata/errors", "testdata/good", "testdata/good/telemetry", "testdata/quota", "../examples/policies"} {
 		paths, _ := filepath.Glob(filepath.Join(dir, "*.y*ml"))
 		for _, p := range paths {
 			if b, err := os.ReadFile(p); err == nil {
@@ -21,8 +23,8 @@ func FuzzLoad(f *testing.F) {
 			}
 		}
 	}
-	reg := testRegistry()
-	bag := testBag()
+	reg := quotaRegistry()
+	bag := testBag().Builder().SetString(attribute.DestinationServiceName, "web").Build()
 	f.Fuzz(func(t *testing.T, data []byte) {
 		s, err := LoadSources(map[string][]byte{"f.yaml": data}, Options{Adapters: reg})
 		if err != nil {
@@ -32,9 +34,11 @@ func FuzzLoad(f *testing.F) {
 			_ = err.Error()
 			return
 		}
+		var refs attribute.Referenced
 		for v := VarietyCheck; v <= VarietyReport; v++ {
-			s.Evaluate(bag, v, nil)
+			s.Evaluate(bag, v, &refs)
 		}
+		s.QuotaCharges(bag, &refs)
 		_ = s.View()
 	})
 }

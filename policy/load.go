@@ -31,7 +31,12 @@ const (
 	KindHandler           = "Handler"
 	KindInstance          = "Instance"
 	KindRule              = "Rule"
+	KindQuotaSpec         = "QuotaSpec"
+	KindQuotaSpecBinding  = "QuotaSpecBinding"
 )
+
+// kinds lists the document kinds, for messages.
+var kinds = []string{KindAttributeManifest, KindHandler, KindInstance, KindRule, KindQuotaSpec, KindQuotaSpecBinding}
 
 // Load reads the given files and folders (*.yaml, *.yml; folders
 // recursively, files sorted), decodes every document strictly, compiles
@@ -145,7 +150,9 @@ type loader struct {
 	opts     Options
 	issues   []Issue
 	docs     []*document
+	manifest *attribute.Manifest // the base one plus AttributeManifest documents
 	compiler *compiler
+	sent     map[string]bool // instances some rule sends to a handler
 }
 
 func (l *loader) add(d *document, line int, field, format string, args ...any) {
@@ -231,14 +238,13 @@ func (l *loader) parseDoc(file string, root *yaml.Node) {
 	} else if env.APIVersion != APIVersion {
 		l.add(d, k.Line, "apiVersion", "unknown apiVersion %q (want %s)", env.APIVersion, APIVersion)
 	}
-	switch env.Kind {
-	case KindAttributeManifest, KindHandler, KindInstance, KindRule:
-	case "":
-		l.add(d, n.Line, "kind", "required (one of %s, %s, %s, %s)", KindAttributeManifest, KindHandler, KindInstance, KindRule)
+	switch {
+	case env.Kind == "":
+		l.add(d, n.Line, "kind", "required (one of %s)", strings.Join(kinds, ", "))
 		return
-	default:
-		l.add(d, lineOf(valueNode(n, "kind"), n.Line), "kind", "unknown kind %q (want one of %s, %s, %s, %s)",
-			env.Kind, KindAttributeManifest, KindHandler, KindInstance, KindRule)
+	case !slices.Contains(kinds, env.Kind):
+		l.add(d, lineOf(valueNode(n, "kind"), n.Line), "kind", "unknown kind %q (want one of %s)",
+			env.Kind, strings.Join(kinds, ", "))
 		return
 	}
 	meta := valueNode(n, "metadata")
@@ -478,6 +484,7 @@ func (l *loader) build() *Snapshot {
 		}
 	}
 	s.manifest = manifest
+	l.manifest = manifest
 	env, err := newEnv(manifest)
 	if err != nil {
 		l.issues = append(l.issues, Issue{Message: "cannot build the expression environment: " + err.Error()})
@@ -502,11 +509,29 @@ func (l *loader) build() *Snapshot {
 		s.instances = append(s.instances, in)
 	}
 	// Rules.
+	l.sent = map[string]bool{}
 	for _, d := range byKind[KindRule] {
 		if r := l.rule(d, handlers, instances); r != nil {
 			s.rules = append(s.rules, r)
 		}
 	}
+	// Quota specs, then the bindings that name them.
+	specs := map[string]*quotaSpec{}
+	for _, d := range byKind[KindQuotaSpec] {
+		qs := l.quotaSpec(d, instances, l.sent)
+		specs[d.name] = qs
+		s.quotaSpecs = append(s.quotaSpecs, qs)
+	}
+	sort.Slice(s.quotaSpecs, func(i, j int) bool { return s.quotaSpecs[i].name < s.quotaSpecs[j].name })
+	for i, qs := range s.quotaSpecs {
+		qs.index = i
+	}
+	index := map[string]map[string]map[*quotaSpec]bool{}
+	for _, d := range byKind[KindQuotaSpecBinding] {
+		s.quotaBindings = append(s.quotaBindings, l.quotaBinding(d, specs, index))
+	}
+	sort.Slice(s.quotaBindings, func(i, j int) bool { return s.quotaBindings[i].name < s.quotaBindings[j].name })
+	s.quotaServices = indexQuotaServices(index)
 	sort.Slice(s.handlers, func(i, j int) bool { return s.handlers[i].name < s.handlers[j].name })
 	sort.Slice(s.instances, func(i, j int) bool { return s.instances[i].name < s.instances[j].name })
 	for i, in := range s.instances {
@@ -826,6 +851,9 @@ func (l *loader) rule(d *document, handlers map[string]*handler, instances map[s
 			continue
 		}
 		ca := &action{handler: h, name: a.Name}
+		for _, ir := range a.Instances {
+			l.sent[ir.Value] = true
+		}
 		for j, ir := range a.Instances {
 			ifield := fmt.Sprintf("%s.instances[%d]", field, j)
 			in, found := instances[ir.Value]

@@ -21,10 +21,13 @@ import (
 // concurrent use.
 type Snapshot struct {
 	manifest        *attribute.Manifest
-	extraAttributes map[string]string // declared by AttributeManifest documents
-	handlers        []*handler        // by name
-	instances       []*instance       // by name; instance.index is the position
-	rules           []*rule           // by name
+	extraAttributes map[string]string         // declared by AttributeManifest documents
+	handlers        []*handler                // by name
+	instances       []*instance               // by name; instance.index is the position
+	rules           []*rule                   // by name
+	quotaSpecs      []*quotaSpec              // by name; quotaSpec.index is the position
+	quotaBindings   []*quotaBinding           // by name
+	quotaServices   map[string]*serviceQuotas // by destination.service.name
 	digest          string
 	now             func() time.Time
 }
@@ -567,16 +570,4 @@ func native(v ref.Val) any {
 		}
 	}
 	return v.Value()
-}
-
-// QuotaCharges returns the quotas a request draws on according to the
-// QuotaSpecs bound (by QuotaSpecBinding) to the request's destination
-// service (destination.service.name, destination.service.namespace), with
-// their charges, in QuotaSpec and rule order; a quota named by several
-// matching spec rules is charged once per rule. bound reports whether any
-// binding covers the service at all: when it is false the caller falls back
-// to charging every matching quota rule 1. refs, when not nil, records the
-// attributes the choice looked at.
-func (s *Snapshot) QuotaCharges(bag *attribute.Bag, refs *attribute.Referenced) (charges []QuotaCharge, bound bool) {
-	return nil, false
 }

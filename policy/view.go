@@ -5,11 +5,22 @@ import "strconv"
 // ConfigView is the active configuration as plain data, for /debug/config
 // and `validate`: it marshals to JSON and YAML.
 type ConfigView struct {
-	Digest     string            `json:"digest" yaml:"digest"`
-	Attributes map[string]string `json:"attributes,omitempty" yaml:"attributes,omitempty"` // added by AttributeManifest documents
-	Handlers   []HandlerView     `json:"handlers" yaml:"handlers"`
-	Instances  []InstanceView    `json:"instances" yaml:"instances"`
-	Rules      []RuleView        `json:"rules" yaml:"rules"`
+	Digest            string            `json:"digest" yaml:"digest"`
+	Attributes        map[string]string `json:"attributes,omitempty" yaml:"attributes,omitempty"` // added by AttributeManifest documents
+	Handlers          []HandlerView     `json:"handlers" yaml:"handlers"`
+	Instances         []InstanceView    `json:"instances" yaml:"instances"`
+	Rules             []RuleView        `json:"rules" yaml:"rules"`
+	QuotaSpecs        []DocumentView    `json:"quotaSpecs,omitempty" yaml:"quotaSpecs,omitempty"`
+	QuotaSpecBindings []DocumentView    `json:"quotaSpecBindings,omitempty" yaml:"quotaSpecBindings,omitempty"`
+}
+
+// DocumentView is a document shown as written: a QuotaSpec or a
+// QuotaSpecBinding.
+type DocumentView struct {
+	Name      string `json:"name" yaml:"name"`
+	Namespace string `json:"namespace,omitempty" yaml:"namespace,omitempty"`
+	Source    string `json:"source" yaml:"source"`
+	Spec      any    `json:"spec,omitempty" yaml:"spec,omitempty"`
 }
 
 // HandlerView is one Handler as written.
@@ -115,6 +126,14 @@ func (s *Snapshot) View() any {
 		rv.RequestHeaderOperations = opViews(r.requestOps)
 		rv.ResponseHeaderOperations = opViews(r.responseOps)
 		v.Rules = append(v.Rules, rv)
+	}
+	for _, qs := range s.quotaSpecs {
+		v.QuotaSpecs = append(v.QuotaSpecs, DocumentView{Name: qs.name, Namespace: qs.namespace,
+			Source: source(qs.file, qs.line), Spec: qs.view})
+	}
+	for _, b := range s.quotaBindings {
+		v.QuotaSpecBindings = append(v.QuotaSpecBindings, DocumentView{Name: b.name, Namespace: b.namespace,
+			Source: source(b.file, b.line), Spec: b.view})
 	}
 	return v
 }

@@ -1,4 +1,18 @@
-// Package benchmarks measures sidemix's hot paths with go test -bench: bag
-// encoding and decoding, rule matching, the proxy's check cache and report
-// enqueue. Results and the commands that produced them are in README.md.
+// Package benchmarks measures sidemix. Two kinds live here:
+//
+//   - hot-path micro-benchmarks (go test -bench): bag encoding and decoding
+//     here, rule matching, the proxy's check cache and report enqueue beside
+//     their packages; `make bench`.
+//   - harnesses that start the real processes and drive them with closed-loop
+//     load, side by side with peers in the same run: policybench (the policy
+//     path: mixer Checks, redisquota against envoyproxy/ratelimit, quota
+//     prefetch; `make bench-policy`, command cmd/policybench).
+//
+// The harnesses share internal/load (closed-loop runner, fixed-precision
+// latency histogram), internal/procstat (a process's CPU and memory from
+// /proc) and internal/harness (start, pin with taskset, stop; Redis; peers
+// built with go install). A new suite is a package like policybench: its
+// scenarios return Measurements, run in interleaved rounds, and render as
+// Markdown; each has a TestSmoke that runs it for a second so it cannot rot.
+// Results and the commands that produced them are in README.md.
 package benchmarks

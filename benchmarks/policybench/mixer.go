@@ -11,8 +11,8 @@ import (
 	"strings"
 	"time"
 
+	"google.golang.org/genproto/googleapis/rpc/code"
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
 
 	mixerv1 "github.com/sidemix/sidemix/api/mixer/v1"
@@ -163,7 +163,8 @@ func checkOp(conns []*grpc.ClientConn, workers int) load.Op {
 		if err != nil {
 			return "", err
 		}
-		return codes.Code(resp.GetPrecondition().GetStatus().GetCode()).String(), nil
+		// Named as google.rpc.Code spells them, like the peer's OVER_LIMIT.
+		return code.Code(resp.GetPrecondition().GetStatus().GetCode()).String(), nil
 	}
 }
 

@@ -139,22 +139,18 @@ func (s *Suite) runPrefetch(ctx context.Context, prefetchMax int) (Measurement, 
 	return m, nil
 }
 
+// prefetchHits is the proxy's counter of requests paid from its local
+// quota pool.
+const prefetchHits = `sidemix_proxy_quota_prefetch_total{result="hit"}`
+
 // localFraction is the fraction of requests the proxy answered from its
-// prefetched quota, from its counters of such answers (any counter whose
-// name mentions prefetch and a hit or local answer), or -1 when it has none.
+// prefetched quota pool, or -1 when it exports no such counter.
 func localFraction(before, after map[string]float64, requests float64) float64 {
-	if requests <= 0 {
+	v, ok := after[prefetchHits]
+	if !ok || requests <= 0 {
 		return -1
 	}
-	for name, v := range after {
-		if !strings.Contains(name, "prefetch") {
-			continue
-		}
-		if strings.Contains(name, "hit") || strings.Contains(name, "local") {
-			return (v - before[name]) / requests
-		}
-	}
-	return -1
+	return (v - before[prefetchHits]) / requests
 }
 
 // startApp serves the benchmark's app: 200 "ok" to everything.

@@ -9,18 +9,40 @@
 // Every document has apiVersion sidemix.dev/v1, a kind, metadata.name
 // (unique per kind; metadata.namespace is informational) and a spec. A file
 // may hold several documents separated by "---"; empty documents are
-// skipped. Four kinds exist:
+// skipped. Six kinds exist:
 //
 //   - AttributeManifest extends the built-in vocabulary
 //     ([attribute.DefaultManifest]) with more attributes and their types.
 //   - Handler configures an adapter: spec.adapter names a factory of
 //     [Options].Adapters and spec.params is decoded strictly into the
 //     factory's config (unknown keys are errors) and validated.
-//   - Instance fills a template (checknothing, listentry, quota, metric,
-//     logentry) whose fields are CEL expressions over attributes.
+//   - Instance fills a template (checknothing, listentry, authorization,
+//     quota, metric, logentry) whose fields are CEL expressions over
+//     attributes.
 //   - Rule has a CEL match (empty means always), actions (a handler and the
 //     instances to send it) and optional request/response header
 //     operations (REPLACE, REMOVE, APPEND; values are CEL strings).
+//     spec.failPolicy (open or closed, any case; default closed) says
+//     whether a handler of the rule that errors, times out or could not be
+//     created lets the request through; spec.shadow: true makes the rule's
+//     denials counted, never enforced. Both are copied onto every [Action].
+//   - QuotaSpec lists rules of quotas to charge (quotas[]{quota, charge},
+//     charge default 1) and when (match[], an OR of clauses; a clause maps
+//     attributes to {exact|prefix|regex} and holds when all do; no match
+//     means always). A clause names STRING attributes, or one key of a
+//     STRING_MAP attribute as request.headers[x-tier]; regex is RE2 over
+//     the whole value; an absent attribute matches nothing. Each quota
+//     must name a quota Instance some Rule sends to a handler: a mixer
+//     allocates it through that handler.
+//   - QuotaSpecBinding binds QuotaSpecs (quotaSpecs[]{name, namespace}) to
+//     services (services[]{name, namespace}): a request whose
+//     destination.service.name is a service's name (and whose
+//     destination.service.namespace is its namespace, when it gives one)
+//     draws on those specs. [Snapshot.QuotaCharges] answers which quotas,
+//     with what charge; a mixer uses it when a Check names no quotas.
+//
+// QuotaSpec and QuotaSpecBinding use Istio's field names, so Istio's files
+// load as written once their quota instances and rules exist here.
 //
 // A small example, a rule that denies /admin:
 //
@@ -63,7 +85,10 @@
 // type checked for its field: a match is a bool; a metric value an int,
 // double or duration; a listentry value a string or bytes (bytes of 4 or 16
 // are rendered as an IP address); a severity a string; a timestamp a
-// timestamp; dimensions anything but a map or list. A logentry without a
+// timestamp; dimensions and properties anything but a map or list; the
+// authorization fields subject.user, action.namespace, action.service,
+// action.method and action.path strings, and subject.groups a list of
+// strings or one string of comma-separated groups. A logentry without a
 // severity says "info"; without a timestamp it takes context.time, else the
 // load's clock ([Options].Now).
 //

@@ -11,6 +11,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/sidemix/sidemix/proxy/mixerclient"
 )
 
 // DefaultAdmin is the admin address the command line uses unless told
@@ -39,12 +41,28 @@ type Config struct {
 	// Upstreams maps the names the app uses as Host to host:port.
 	Upstreams map[string]string
 
-	// Mixer is the mixer's gRPC address. Required.
+	// Mixer is the mixer's gRPC address, host:port, or several separated
+	// by commas: each call goes to the next healthy one (see mixerclient).
+	// Required.
 	Mixer string
 	// CheckTimeout bounds each Check (default 1s); CheckFailOpen lets
 	// requests through when the mixer cannot answer in time.
 	CheckTimeout  time.Duration
 	CheckFailOpen bool
+	// CheckFailOpenFor overrides CheckFailOpen per service: the key
+	// "inbound" for requests to this service, an Upstreams name for the
+	// app's calls to that upstream; true is open, false closed.
+	CheckFailOpenFor map[string]bool
+	// QuotaPrefetchMax, QuotaPrefetchWindow and QuotaPrefetchMaxAge tune
+	// quota prefetch (mixerclient.Options PrefetchMax, PrefetchWindow,
+	// PrefetchMaxAge); a zero QuotaPrefetchMax disables it.
+	QuotaPrefetchMax    int64
+	QuotaPrefetchWindow time.Duration
+	QuotaPrefetchMaxAge time.Duration
+	// MixerEjectAfter and MixerEjectTime tune the ejection of failing
+	// mixers (mixerclient.Options EjectAfter, EjectTime).
+	MixerEjectAfter int
+	MixerEjectTime  time.Duration
 	// ReportBatchSize, ReportInterval, ReportBufferSize and CacheSize tune
 	// the mixer client (see mixerclient.Options; zero takes its default).
 	ReportBatchSize  int
@@ -69,7 +87,11 @@ type upstream struct {
 	host      string // destination.service.host
 	ip        netip.Addr
 	port      int64
+	policy    mixerclient.FailPolicy
 }
+
+// InboundFailKey names the inbound side in Config.CheckFailOpenFor.
+const InboundFailKey = "inbound"
 
 // Validate reports every problem of the config, each naming its field.
 func (c *Config) Validate() error {
@@ -80,10 +102,18 @@ func (c *Config) Validate() error {
 	if c.Service == "" {
 		add("service", "required")
 	}
-	if c.Mixer == "" {
+	mixers := 0
+	for _, m := range strings.Split(c.Mixer, ",") {
+		if m = strings.TrimSpace(m); m == "" {
+			continue
+		}
+		mixers++
+		if err := checkHostPort(m); err != nil {
+			add("mixer", "%v", err)
+		}
+	}
+	if mixers == 0 {
 		add("mixer", "required")
-	} else if err := checkHostPort(c.Mixer); err != nil {
-		add("mixer", "%v", err)
 	}
 	if c.Inbound == "" && c.Outbound == "" {
 		add("inbound", "one of inbound or outbound is required")
@@ -116,6 +146,24 @@ func (c *Config) Validate() error {
 			add("upstreams."+n, "%v", err)
 		}
 	}
+	keys := make([]string, 0, len(c.CheckFailOpenFor))
+	for k := range c.CheckFailOpenFor {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	for _, k := range keys {
+		switch {
+		case k == InboundFailKey:
+			if c.Inbound == "" {
+				add("check_fail_open_for."+k, "the inbound side is disabled")
+			}
+		case !hasUpstream(c.Upstreams, k):
+			add("check_fail_open_for."+k, "no such upstream (want %q or a name of upstreams)", InboundFailKey)
+		}
+	}
+	if c.QuotaPrefetchMax < 0 {
+		add("quota_prefetch_max", "negative: %d", c.QuotaPrefetchMax)
+	}
 	if c.Admin != "" {
 		if err := checkHostPort(c.Admin); err != nil {
 			add("admin", "%v", err)
@@ -128,6 +176,28 @@ func (c *Config) Validate() error {
 		add("report_interval", "negative: %v", c.ReportInterval)
 	}
 	return errors.Join(errs...)
+}
+
+func hasUpstream(ups map[string]string, name string) bool {
+	for n := range ups {
+		if strings.EqualFold(n, name) {
+			return true
+		}
+	}
+	return false
+}
+
+// failPolicy is the fail policy of the side or upstream named key.
+func (c *Config) failPolicy(key string) mixerclient.FailPolicy {
+	for k, open := range c.CheckFailOpenFor {
+		if strings.EqualFold(k, key) {
+			if open {
+				return mixerclient.FailPolicyOpen
+			}
+			return mixerclient.FailPolicyClosed
+		}
+	}
+	return mixerclient.FailPolicyDefault
 }
 
 func checkHostPort(s string) error {

@@ -70,6 +70,11 @@ func New(cfg Config) (*Proxy, error) {
 		CheckTimeout:     cfg.CheckTimeout,
 		FailOpen:         cfg.CheckFailOpen,
 		CacheSize:        cfg.CacheSize,
+		PrefetchMax:      cfg.QuotaPrefetchMax,
+		PrefetchWindow:   cfg.QuotaPrefetchWindow,
+		PrefetchMaxAge:   cfg.QuotaPrefetchMaxAge,
+		EjectAfter:       cfg.MixerEjectAfter,
+		EjectTime:        cfg.MixerEjectTime,
 		ReportBufferSize: cfg.ReportBufferSize,
 		ReportBatchSize:  cfg.ReportBatchSize,
 		ReportInterval:   cfg.ReportInterval,
@@ -87,12 +92,14 @@ func New(cfg Config) (*Proxy, error) {
 	if cfg.Inbound != "" {
 		p.inbound = newSide(p, kindInbound, rt)
 		p.inbound.app = &url.URL{Scheme: "http", Host: cfg.App}
+		p.inbound.policy = cfg.failPolicy(InboundFailKey)
 	}
 	if cfg.Outbound != "" {
 		p.outbound = newSide(p, kindOutbound, rt)
 		p.outbound.upstreams = make(map[string]*upstream, len(cfg.Upstreams))
 		for name, addr := range cfg.Upstreams {
 			u := newUpstream(name, addr, cfg.Namespace)
+			u.policy = cfg.failPolicy(name)
 			p.outbound.upstreams[u.name] = u
 		}
 	}
@@ -193,7 +200,7 @@ func (p *Proxy) Start() error {
 	p.log.Info("proxy started", "service", p.cfg.Service, "namespace", p.cfg.Namespace,
 		"inbound", p.InboundAddr(), "app", p.cfg.App, "outbound", p.OutboundAddr(),
 		"upstreams", len(p.cfg.Upstreams), "mixer", p.cfg.Mixer, "admin", p.AdminAddr(),
-		"fail_open", p.cfg.CheckFailOpen)
+		"fail_open", p.cfg.CheckFailOpen, "quota_prefetch_max", p.cfg.QuotaPrefetchMax)
 	return nil
 }
 

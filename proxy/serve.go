@@ -27,8 +27,9 @@ const (
 type side struct {
 	p         *Proxy
 	kind      string
-	app       *url.URL             // inbound: where the app listens
-	upstreams map[string]*upstream // outbound: by lower-case Host
+	app       *url.URL               // inbound: where the app listens
+	upstreams map[string]*upstream   // outbound: by lower-case Host
+	policy    mixerclient.FailPolicy // inbound: the check fail policy
 	rp        *httputil.ReverseProxy
 	srv       *http.Server
 	ln        net.Listener
@@ -96,6 +97,7 @@ func (s *side) rewrite(pr *httputil.ProxyRequest) {
 func (s *side) modifyResponse(resp *http.Response) error {
 	if ex := exchangeOf(resp.Request.Context()); ex != nil {
 		applyHeaderOps(resp.Header, ex.decision.ResponseHeaderOps)
+		setRateLimit(resp.Header, ex.decision, false)
 	}
 	return nil
 }
@@ -178,7 +180,11 @@ func (s *side) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 
-	d, err := s.p.mixer.Check(r.Context(), ex.bag)
+	policy := s.policy
+	if ex.up != nil {
+		policy = ex.up.policy
+	}
+	d, err := s.p.mixer.CheckWithPolicy(r.Context(), ex.bag, policy)
 	if err != nil {
 		if r.Context().Err() != nil {
 			ex.flag = flagDownstream
@@ -186,7 +192,7 @@ func (s *side) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			s.finish(ex, rec)
 			return
 		}
-		s.p.log.Debug("check failed", "direction", s.kind, "err", err, "fail_open", s.p.cfg.CheckFailOpen)
+		s.p.log.Debug("check failed", "direction", s.kind, "err", err)
 	}
 	ex.decision = d
 	if !d.Allowed() {
@@ -198,6 +204,7 @@ func (s *side) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if d.DirectResponseCode != 0 {
 		h := rec.Header()
 		applyHeaderOps(h, d.ResponseHeaderOps)
+		setRateLimit(h, d, false)
 		if d.DirectResponseBody != "" && h.Get("Content-Type") == "" {
 			h.Set("Content-Type", "text/plain; charset=utf-8")
 		}
@@ -235,9 +242,7 @@ func (s *side) deny(w *recorder, ex *exchange, d mixerclient.Decision) {
 		if msg != "" {
 			h.Set("Grpc-Message", grpcMessageEncode(msg))
 		}
-		if d.RetryAfter > 0 {
-			h.Set("Retry-After", retryAfterSeconds(d.RetryAfter))
-		}
+		setRateLimit(h, d, true)
 		w.WriteHeader(http.StatusOK)
 		return
 	}
@@ -245,14 +250,33 @@ func (s *side) deny(w *recorder, ex *exchange, d mixerclient.Decision) {
 	if msg == "" {
 		msg = strings.ToLower(http.StatusText(code))
 	}
-	if d.RetryAfter > 0 {
-		w.Header().Set("Retry-After", retryAfterSeconds(d.RetryAfter))
-	}
+	setRateLimit(w.Header(), d, true)
 	writeText(w, code, msg)
 }
 
-// retryAfterSeconds renders a wait as whole seconds, rounded up.
-func retryAfterSeconds(d time.Duration) string {
+// setRateLimit sets Retry-After and the RateLimit-Limit, -Remaining and
+// -Reset headers (IETF httpapi draft; seconds, rounded up) from what the
+// mixer said of the quota. A denial sets them over whatever is there; an
+// allowed response keeps the app's own.
+func setRateLimit(h http.Header, d mixerclient.Decision, deny bool) {
+	if deny && d.RetryAfter > 0 {
+		h.Set("Retry-After", seconds(d.RetryAfter))
+	}
+	rl := d.RateLimit
+	if rl.Limit <= 0 || (!deny && h.Get("RateLimit-Limit") != "") {
+		return
+	}
+	reset := rl.Reset
+	if deny && d.RetryAfter > reset {
+		reset = d.RetryAfter
+	}
+	h.Set("RateLimit-Limit", strconv.FormatInt(rl.Limit, 10))
+	h.Set("RateLimit-Remaining", strconv.FormatInt(max(0, rl.Remaining), 10))
+	h.Set("RateLimit-Reset", seconds(reset))
+}
+
+// seconds renders a wait as whole seconds, rounded up.
+func seconds(d time.Duration) string {
 	return strconv.FormatInt(int64((d+time.Second-1)/time.Second), 10)
 }
 

@@ -14,7 +14,18 @@ Runs a sidecar in front of one service instance. Requests to --inbound are
 checked with the mixer and, when allowed, forwarded to the app at --app.
 With --outbound, the app's own calls sent there are forwarded to the upstream
 named by their Host header (--upstreams name=host:port). Every request is
-reported to the mixer in batches, off the request path.`
+reported to the mixer in batches, off the request path.
+
+--mixer may list several mixers (a,b,c): each Check and Report goes to the
+next healthy one, a mixer failing --mixer-eject-after times in a row (or
+unreachable) is left out for --mixer-eject-time (doubling while it keeps
+failing), and a Check that fails with UNAVAILABLE or DEADLINE_EXCEEDED is
+retried once on another mixer with the same deduplication id.
+
+--check-fail-policy is a default (closed or open) optionally followed by
+per-service overrides: "closed,inbound=open,ratings=open" answers 503 when
+the mixer cannot be asked, except for requests to this service (inbound) and
+the app's calls to the upstream ratings, which are forwarded.`
 
 func runProxy(ctx context.Context, e *env, args []string) error {
 	fs := newFlagSet("proxy", proxySynopsis)
@@ -27,9 +38,14 @@ func runProxy(ctx context.Context, e *env, args []string) error {
 	outbound := fs.String("outbound", "", "listen `address` for the app's calls to other services; empty disables")
 	var upstreams listFlag
 	fs.Var(&upstreams, "upstreams", "routes for --outbound, as `name=host:port,...`: a request whose Host is name goes to host:port (repeatable)")
-	mixerAddr := fs.String("mixer", "127.0.0.1:9091", "gRPC `address` of the mixer")
-	failPolicy := fs.String("check-fail-policy", "closed", "when the mixer cannot be reached: closed (answer 503) or open (forward)")
-	checkTimeout := fs.Duration("check-timeout", time.Second, "longest a request waits for the mixer's Check")
+	mixerAddr := fs.String("mixer", "127.0.0.1:9091", "gRPC `addresses` of the mixers, comma-separated; calls are balanced over the healthy ones")
+	failPolicy := fs.String("check-fail-policy", "closed", "when the mixer cannot be reached: closed (answer 503) or open (forward), then optional `overrides` name=closed|open for inbound or an --upstreams name, comma-separated")
+	checkTimeout := fs.Duration("check-timeout", time.Second, "longest a request waits for the mixer's Check (a retry on another mixer included)")
+	prefetchMax := fs.Int64("quota-prefetch-max", 0, "most quota one Check asks for ahead of need, to answer later requests from a local pool; 0 disables prefetch")
+	prefetchWindow := fs.Duration("quota-prefetch-window", time.Second, "sliding window over which quota usage is measured to predict the next window's need")
+	prefetchMaxAge := fs.Duration("quota-prefetch-max-age", time.Second, "longest a prefetched quota token is kept before it expires unused")
+	ejectAfter := fs.Int("mixer-eject-after", 3, "failures in a row that take a mixer out of the rotation")
+	ejectTime := fs.Duration("mixer-eject-time", time.Second, "how long a mixer is first left out; doubles while it keeps failing, up to 30s")
 	batchSize := fs.Int("report-batch-size", 1000, "requests per Report batch")
 	bufferSize := fs.Int("report-buffer-size", 10000, "finished requests buffered for reporting; more are dropped and counted")
 	reportInterval := fs.Duration("report-interval", time.Second, "longest a finished request waits before it is reported")
@@ -52,13 +68,9 @@ func runProxy(ctx context.Context, e *env, args []string) error {
 	if *inbound == "" && *outbound == "" {
 		return usageErrorf("--inbound and --outbound are both empty: nothing to serve")
 	}
-	var failOpen bool
-	switch strings.ToLower(*failPolicy) {
-	case "open":
-		failOpen = true
-	case "closed":
-	default:
-		return usageErrorf("--check-fail-policy: %q is not open or closed", *failPolicy)
+	failOpen, failOpenFor, err := parseFailPolicy(*failPolicy)
+	if err != nil {
+		return err
 	}
 	routes, err := parseKeyValues("upstreams", upstreams)
 	if err != nil {
@@ -72,23 +84,29 @@ func runProxy(ctx context.Context, e *env, args []string) error {
 		return err
 	}
 	p, err := proxy.New(proxy.Config{
-		Service:          *service,
-		Namespace:        *namespace,
-		UID:              *uid,
-		Principal:        *principal,
-		Inbound:          *inbound,
-		App:              *app,
-		Outbound:         *outbound,
-		Upstreams:        routes,
-		Mixer:            *mixerAddr,
-		CheckTimeout:     *checkTimeout,
-		CheckFailOpen:    failOpen,
-		ReportBatchSize:  *batchSize,
-		ReportBufferSize: *bufferSize,
-		ReportInterval:   *reportInterval,
-		CacheSize:        *cacheSize,
-		Admin:            *admin,
-		Logger:           logger,
+		Service:             *service,
+		Namespace:           *namespace,
+		UID:                 *uid,
+		Principal:           *principal,
+		Inbound:             *inbound,
+		App:                 *app,
+		Outbound:            *outbound,
+		Upstreams:           routes,
+		Mixer:               *mixerAddr,
+		CheckTimeout:        *checkTimeout,
+		CheckFailOpen:       failOpen,
+		CheckFailOpenFor:    failOpenFor,
+		QuotaPrefetchMax:    *prefetchMax,
+		QuotaPrefetchWindow: *prefetchWindow,
+		QuotaPrefetchMaxAge: *prefetchMaxAge,
+		MixerEjectAfter:     *ejectAfter,
+		MixerEjectTime:      *ejectTime,
+		ReportBatchSize:     *batchSize,
+		ReportBufferSize:    *bufferSize,
+		ReportInterval:      *reportInterval,
+		CacheSize:           *cacheSize,
+		Admin:               *admin,
+		Logger:              logger,
 	})
 	if err != nil {
 		return err
@@ -97,4 +115,51 @@ func runProxy(ctx context.Context, e *env, args []string) error {
 		return err
 	}
 	return waitAndShutdown(ctx, logger, *shutdownTimeout, "proxy", p.Shutdown)
+}
+
+// parseFailPolicy reads --check-fail-policy: "closed" or "open", then
+// name=closed|open overrides, all comma-separated.
+func parseFailPolicy(s string) (open bool, overrides map[string]bool, err error) {
+	policy := func(v string) (bool, error) {
+		switch strings.ToLower(strings.TrimSpace(v)) {
+		case "open":
+			return true, nil
+		case "closed":
+			return false, nil
+		}
+		return false, usageErrorf("--check-fail-policy: %q is not open or closed", v)
+	}
+	seenDefault := false
+	for _, part := range strings.Split(s, ",") {
+		if part = strings.TrimSpace(part); part == "" {
+			continue
+		}
+		name, v, ok := strings.Cut(part, "=")
+		if !ok {
+			if seenDefault {
+				return false, nil, usageErrorf("--check-fail-policy: more than one default in %q", s)
+			}
+			seenDefault = true
+			if open, err = policy(part); err != nil {
+				return false, nil, err
+			}
+			continue
+		}
+		name = strings.TrimSpace(name)
+		if name == "" {
+			return false, nil, usageErrorf("--check-fail-policy: %q is not name=open|closed", part)
+		}
+		if _, dup := overrides[name]; dup {
+			return false, nil, usageErrorf("--check-fail-policy: %q given twice", name)
+		}
+		o, err := policy(v)
+		if err != nil {
+			return false, nil, err
+		}
+		if overrides == nil {
+			overrides = map[string]bool{}
+		}
+		overrides[name] = o
+	}
+	return open, overrides, nil
 }

@@ -9,6 +9,8 @@ import (
 	"regexp/syntax"
 	"strings"
 	"time"
+
+	"github.com/sidemix/sidemix/adapters"
 )
 
 // Entry types, as written in entryType.
@@ -89,6 +91,48 @@ func (c *Config) Validate() error {
 	return errors.Join(errs...)
 }
 
+// Redacted returns the params with providerUrl's password, and the values
+// of query parameters that look like credentials, replaced by "xxxxx", for
+// /debug/config and logs.
+func (c *Config) Redacted() any {
+	r := *c
+	r.ProviderURL = redactURL(c.ProviderURL)
+	return &r
+}
+
+var _ adapters.Redactor = (*Config)(nil)
+
+// secretQueryWords mark a query parameter whose value is a credential.
+var secretQueryWords = []string{"token", "secret", "password", "passwd", "key", "sig", "auth", "credential"}
+
+// redactURL hides the password and credential-like query values of a URL;
+// a URL that does not parse is hidden whole.
+func redactURL(s string) string {
+	if s == "" {
+		return ""
+	}
+	u, err := url.Parse(s)
+	if err != nil {
+		return "xxxxx"
+	}
+	if u.RawQuery != "" {
+		q := u.Query()
+		for k := range q {
+			lk := strings.ToLower(k)
+			for _, w := range secretQueryWords {
+				if strings.Contains(lk, w) {
+					for i := range q[k] {
+						q[k][i] = "xxxxx"
+					}
+					break
+				}
+			}
+		}
+		u.RawQuery = q.Encode()
+	}
+	return u.Redacted()
+}
+
 // MinRefreshInterval keeps a list from hammering its provider.
 const MinRefreshInterval = time.Second
 
@@ -100,9 +144,9 @@ func (c *Config) validateProvider() []error {
 		case err != nil:
 			errs = append(errs, fmt.Errorf("providerUrl: %v", urlReason(err)))
 		case u.Scheme != "http" && u.Scheme != "https":
-			errs = append(errs, fmt.Errorf("providerUrl: %q is not an http or https URL", u.Redacted()))
+			errs = append(errs, fmt.Errorf("providerUrl: %q is not an http or https URL", redactURL(c.ProviderURL)))
 		case u.Host == "":
-			errs = append(errs, fmt.Errorf("providerUrl: %q has no host", u.Redacted()))
+			errs = append(errs, fmt.Errorf("providerUrl: %q has no host", redactURL(c.ProviderURL)))
 		}
 	}
 	switch {

@@ -58,8 +58,7 @@ type remote struct {
 }
 
 func newRemote(set adapters.Settings, c *Config, client *http.Client, out *atomic.Pointer[list]) (*remote, error) {
-	u, err := url.Parse(c.ProviderURL)
-	if err != nil {
+	if _, err := url.Parse(c.ProviderURL); err != nil {
 		return nil, fmt.Errorf("providerUrl: %s", urlReason(err))
 	}
 	// The overrides must be valid on their own: they are part of every
@@ -90,7 +89,7 @@ func newRemote(set adapters.Settings, c *Config, client *http.Client, out *atomi
 	}
 	r := &remote{
 		url:         c.ProviderURL,
-		shown:       u.Redacted(),
+		shown:       redactURL(c.ProviderURL),
 		entryType:   c.EntryType,
 		overrides:   c.Overrides,
 		refresh:     c.RefreshInterval,

@@ -351,3 +351,16 @@ func TestRemoteFirstFetchIsBounded(t *testing.T) {
 		t.Error(err)
 	}
 }
+
+func TestRedacted(t *testing.T) {
+	cfg := NewConfig()
+	cfg.ProviderURL = "https://user:pw@lists.example.com/l.txt?list=banned&access_token=abc&apiKey=k"
+	got := cfg.Redacted().(*Config).ProviderURL
+	want := "https://user:xxxxx@lists.example.com/l.txt?access_token=xxxxx&apiKey=xxxxx&list=banned"
+	if got != want {
+		t.Errorf("Redacted().ProviderURL = %s, want %s", got, want)
+	}
+	if cfg.ProviderURL == got {
+		t.Error("Redacted changed the params themselves")
+	}
+}

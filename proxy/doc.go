@@ -17,15 +17,22 @@
 // # Per request
 //
 //  1. Build the attribute bag (below) once.
-//  2. Check it with the mixer (mixerclient, cached). A denial is answered
-//     here and the app never sees the request: PermissionDenied → 403,
-//     Unauthenticated → 401, ResourceExhausted → 429 with Retry-After,
-//     anything else (the mixer unreachable, fail closed, included) → 503;
-//     the body is the mixer's message and a newline. gRPC requests get a
-//     trailers-only response carrying grpc-status and grpc-message instead.
-//     An allowed decision's request header operations are applied before
-//     forwarding, its response header operations to the response; a direct
-//     response is sent instead of forwarding.
+//  2. Check it with the mixer (mixerclient: cached, quota from a local pool
+//     when prefetch is on). A denial is answered here and the app never
+//     sees the request: PermissionDenied → 403, Unauthenticated → 401,
+//     ResourceExhausted → 429, anything else (the mixer unreachable, fail
+//     closed, included) → 503; the body is the mixer's message and a
+//     newline. gRPC requests get a trailers-only response carrying
+//     grpc-status and grpc-message instead. A 429 carries Retry-After and,
+//     when the mixer told the quota's figures, RateLimit-Limit,
+//     RateLimit-Remaining and RateLimit-Reset (IETF httpapi draft; seconds,
+//     rounded up). Allowed responses carry the RateLimit-* headers too when
+//     the request drew on a quota whose figures are known (as this proxy
+//     last heard them: the mixer's remaining plus the tokens pooled here),
+//     unless the app set its own. An allowed decision's request header
+//     operations are applied before forwarding, its response header
+//     operations to the response; a direct response is sent instead of
+//     forwarding.
 //  3. Forward, counting the bytes both ways.
 //  4. Extend the bag with the response and hand it to the mixer client's
 //     report buffer, which never blocks. Denied and unroutable requests are
@@ -68,6 +75,18 @@
 // itself; destination.ip and destination.port are the upstream address's.
 // The outbound side sets the X-Sidemix-Source-* headers, overwriting
 // whatever the app sent.
+//
+// # Mixers and fail policy
+//
+// Config.Mixer lists one mixer or several, comma-separated (--mixer a,b,c):
+// checks and reports are balanced over the healthy ones, a failing mixer
+// is ejected for a while, and a Check is retried once on another mixer
+// with the same deduplication id (see mixerclient). When no mixer answers
+// a Check in time, the fail policy decides: Config.CheckFailOpen for
+// every service, overridden per service by Config.CheckFailOpenFor, whose
+// keys are "inbound" (requests to this service) and the names of
+// Config.Upstreams (the app's calls to them). On the command line both are
+// one flag: --check-fail-policy closed,inbound=open,ratings=open.
 //
 // # Admin and metrics
 //

@@ -491,6 +491,8 @@ func decide(resp *mixerv1.CheckResponse, now time.Time) (Decision, *answer) {
 		}
 	}
 	a.d = d
+	// The limit figures are this answer's; a reuse gets its own or none.
+	a.d.RateLimit = RateLimit{}
 
 	valid := pre.GetValidDuration().AsDuration()
 	if pre == nil || valid <= 0 {

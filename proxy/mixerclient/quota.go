@@ -299,10 +299,10 @@ func (p *quotaPool) extra(need, maxAmount int64, window time.Duration, now time.
 // refill says how much to prefetch in the background: when the pool is
 // below half the predicted need, no prefetch is under way and the quota is
 // not known exhausted. It marks the prefetch under way.
-func (p *quotaPool) refill(maxAmount int64, window time.Duration, now time.Time) int64 {
+func (p *quotaPool) refill(need, maxAmount int64, window time.Duration, now time.Time) int64 {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if p.fetching || now.Before(p.exhausted) {
+	if p.fetching || now.Before(p.exhausted) || maxAmount < need {
 		return 0
 	}
 	want := p.predict(now, window)
@@ -310,7 +310,7 @@ func (p *quotaPool) refill(maxAmount int64, window time.Duration, now time.Time)
 		return 0
 	}
 	p.fetching = true
-	return max(1, min(want-p.avail, maxAmount))
+	return max(need, min(want-p.avail, maxAmount))
 }
 
 func (p *quotaPool) endFetch() {
@@ -500,7 +500,7 @@ func (c *Client) quotaCheck(ctx context.Context, bag *attribute.Bag, base Decisi
 		endFetches()
 		d, err := c.unavailable(ctx, err, failOpen)
 		if d.Allowed() {
-			d = base
+			d = base // unpaid, as the fail policy allows
 		}
 		return d, sourceUnavailable, err
 	}
@@ -574,7 +574,7 @@ func (c *Client) maybeRefill(bag *attribute.Bag, ch charge, p *quotaPool, now ti
 	if c.opts.PrefetchMax <= 0 || p == nil || c.closed.Load() {
 		return
 	}
-	amount := p.refill(c.opts.PrefetchMax, c.opts.PrefetchWindow, now)
+	amount := p.refill(ch.amount, c.opts.PrefetchMax, c.opts.PrefetchWindow, now)
 	if amount <= 0 {
 		return
 	}

@@ -57,6 +57,11 @@ type Options struct {
 	Rules []int
 	// PrefetchMax is the proxy's --quota-prefetch-max in the prefetch run.
 	PrefetchMax int
+	// ProfileDir, when set, records the server of each run with
+	// `perf record -g` over the measured window into
+	// ProfileDir/<scenario>.<n>.perf.data (read with perf report). Runs
+	// profiled are slower: use it to find hot spots, not for the table.
+	ProfileDir string
 	// Log receives one line per run; nil discards.
 	Log io.Writer
 }
@@ -92,6 +97,8 @@ type Suite struct {
 	opts    Options
 	redis   *harness.Redis
 	tmpWork bool
+	current string // the scenario running, for profile file names
+	runs    int
 }
 
 // New starts Redis and returns a suite ready to run scenarios.
@@ -254,6 +261,8 @@ func (s *Suite) Run(ctx context.Context, sc Scenario) (Measurement, error) {
 	if _, err := s.redis.Do("FLUSHALL"); err != nil {
 		return Measurement{}, fmt.Errorf("redis FLUSHALL: %w", err)
 	}
+	s.current = sc.Name
+	s.runs++
 	m, err := sc.run(ctx, s)
 	m.Scenario, m.Group = sc.Name, sc.Group
 	var skip errSkip
@@ -295,6 +304,7 @@ func (s *Suite) measure(ctx context.Context, op load.Op, serverPid int, window f
 	server := procstat.NewMeter(serverPid)
 	self := procstat.NewMeter(os.Getpid())
 	redis := procstat.NewMeter(s.redis.Pid())
+	var prof *harness.Proc
 	res, err := load.Run(ctx, load.Options{
 		Workers:  s.opts.Workers,
 		Warmup:   s.opts.Warmup,
@@ -306,6 +316,9 @@ func (s *Suite) measure(ctx context.Context, op load.Op, serverPid int, window f
 			if window != nil {
 				window(true)
 			}
+			if s.opts.ProfileDir != "" {
+				prof = s.startPerf(serverPid)
+			}
 		},
 		OnStop: func() {
 			server.Stop()
@@ -313,6 +326,9 @@ func (s *Suite) measure(ctx context.Context, op load.Op, serverPid int, window f
 			redis.Stop()
 			if window != nil {
 				window(false)
+			}
+			if prof != nil {
+				_ = prof.Interrupt(10 * time.Second)
 			}
 		},
 	}, op)
@@ -350,6 +366,22 @@ func (s *Suite) measure(ctx context.Context, op load.Op, serverPid int, window f
 	}
 	m.RedisCPUUsPerOp = redis.CPU.Seconds() * 1e6 / float64(res.OK)
 	return m, nil
+}
+
+// startPerf starts `perf record -g` on pid, or logs why it cannot.
+func (s *Suite) startPerf(pid int) *harness.Proc {
+	if err := os.MkdirAll(s.opts.ProfileDir, 0o755); err != nil {
+		fmt.Fprintf(s.opts.Log, "profile: %v\n", err)
+		return nil
+	}
+	out := filepath.Join(s.opts.ProfileDir, fmt.Sprintf("%s.%d.perf.data", s.current, s.runs))
+	p, err := harness.Start(harness.Spec{Name: "perf record", Path: "perf",
+		Args: []string{"record", "-F", "999", "-g", "-p", fmt.Sprint(pid), "-o", out}})
+	if err != nil {
+		fmt.Fprintf(s.opts.Log, "profile: %v\n", err)
+		return nil
+	}
+	return p
 }
 
 // runCheck measures the mixer's Check path with a policy of n rules.

@@ -58,6 +58,7 @@ func run() error {
 	prefetchMax := flag.Int("quota-prefetch-max", policybench.DefaultPrefetchMax, "the proxy's --quota-prefetch-max in the prefetch run")
 	only := flag.String("only", "", "run only the scenarios matching this `regexp` (check-1, quota-ratelimit, prefetch-on, ...)")
 	out := flag.String("out", "benchmarks/results", "`folder` for DATE/policy.{md,json} and latest/policy.{md,json}; empty writes nothing")
+	profile := flag.String("profile", "", "record each run's server with perf record -g into this `folder` (slows the runs: for finding hot spots, not for the table)")
 	readme := flag.String("readme", "", "README `file` whose generated policy-path block is replaced by the new tables")
 	flag.Parse()
 
@@ -125,6 +126,7 @@ func run() error {
 		Warmup:      *warmup,
 		Duration:    *duration,
 		PrefetchMax: *prefetchMax,
+		ProfileDir:  *profile,
 		Log:         os.Stderr,
 	})
 	if err != nil {

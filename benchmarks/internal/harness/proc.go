@@ -103,6 +103,23 @@ func (p *Proc) Stop(timeout time.Duration) error {
 	return nil
 }
 
+// Interrupt sends SIGINT (how perf and similar tools are told to finish
+// writing) and waits up to timeout, then kills the process.
+func (p *Proc) Interrupt(timeout time.Duration) error {
+	if p.Exited() {
+		return nil
+	}
+	_ = p.cmd.Process.Signal(os.Interrupt)
+	select {
+	case <-p.done:
+		return nil
+	case <-time.After(timeout):
+		_ = p.cmd.Process.Kill()
+		<-p.done
+		return fmt.Errorf("%s did not stop within %v of SIGINT; killed", p.Name, timeout)
+	}
+}
+
 func (p *Proc) exitErr() error {
 	return fmt.Errorf("%s exited: %v\n%s", p.Name, p.err, p.Output())
 }

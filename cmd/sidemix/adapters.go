@@ -8,6 +8,7 @@ import (
 	"github.com/sidemix/sidemix/adapters/list"
 	"github.com/sidemix/sidemix/adapters/memquota"
 	"github.com/sidemix/sidemix/adapters/prometheus"
+	"github.com/sidemix/sidemix/adapters/redisquota"
 	"github.com/sidemix/sidemix/adapters/rbac"
 )
 
@@ -18,6 +19,7 @@ func newRegistry() (adapters.Registry, error) {
 		denier.Factory(),
 		list.Factory(),
 		memquota.Factory(),
+		redisquota.Factory(),
 		rbac.Factory(),
 		cel.Factory(),
 		prometheus.Factory(),

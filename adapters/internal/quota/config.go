@@ -29,6 +29,9 @@ const (
 	// MaxBuckets bounds the buckets of one rolling window, which bounds the
 	// memory and the work of an allocation.
 	MaxBuckets = 1000
+	// MaxAmount is the largest maxAmount: 2^53, what a double (Redis's Lua
+	// numbers) holds exactly.
+	MaxAmount = 1 << 53
 	// defaultBucketsPerWindow and minDefaultBucket give the bucket of a
 	// rolling window whose quota sets none: validDuration/20, at least 10ms
 	// (at most validDuration).
@@ -206,8 +209,11 @@ func (v *validator) window(at string, w Window, alg Algorithm) Limit {
 }
 
 func (v *validator) maxAmount(at string, n int64) {
-	if n < 0 {
+	switch {
+	case n < 0:
 		v.add("%s.maxAmount: %d is negative", at, n)
+	case n > MaxAmount:
+		v.add("%s.maxAmount: %d is more than %d", at, n, int64(MaxAmount))
 	}
 }
 

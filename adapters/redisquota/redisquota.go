@@ -1,0 +1,200 @@
+package redisquota
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/redis/go-redis/v9"
+	"github.com/redis/go-redis/v9/maintnotifications"
+
+	"github.com/sidemix/sidemix/adapters"
+	"github.com/sidemix/sidemix/adapters/internal/handlerkit"
+	"github.com/sidemix/sidemix/adapters/internal/quota"
+	"github.com/sidemix/sidemix/adapters/template"
+)
+
+var (
+	_ adapters.QuotaAllocator = (*handler)(nil)
+	_ quota.Store             = (*store)(nil)
+)
+
+// ErrCircuitOpen is the error of allocations refused without calling Redis
+// because the circuit is open; the mixer applies the rule's fail policy.
+var ErrCircuitOpen = errors.New("redisquota: circuit open: Redis unavailable")
+
+type handler struct {
+	quota.Allocator
+	store *store
+	m     *metrics
+	once  sync.Once
+}
+
+// store is Redis behind a timeout and a circuit breaker.
+type store struct {
+	name    string
+	client  *redis.Client
+	timeout time.Duration
+	breaker *breaker
+	m       *metrics
+}
+
+type metrics struct {
+	allocations *prometheus.CounterVec
+	errors      *prometheus.CounterVec
+	open        *prometheus.GaugeVec
+	latency     *prometheus.HistogramVec
+}
+
+func newMetrics(reg prometheus.Registerer) (*metrics, error) {
+	var m metrics
+	var err error
+	if m.allocations, err = handlerkit.Register(reg, prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "sidemix_redisquota_allocations_total",
+		Help: "Quota allocations by redisquota handlers, by quota and outcome (granted, partial, denied, duplicate, error).",
+	}, []string{"handler", "quota", "result"})); err != nil {
+		return nil, err
+	}
+	if m.errors, err = handlerkit.Register(reg, prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "sidemix_redisquota_backend_errors_total",
+		Help: "Failed calls from redisquota handlers to Redis (timeouts, connection and script errors); calls refused by an open circuit are not counted.",
+	}, []string{"handler"})); err != nil {
+		return nil, err
+	}
+	if m.open, err = handlerkit.Register(reg, prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "sidemix_redisquota_circuit_open",
+		Help: "1 while a redisquota handler's circuit breaker is open (allocations fail without calling Redis), else 0.",
+	}, []string{"handler"})); err != nil {
+		return nil, err
+	}
+	if m.latency, err = handlerkit.Register(reg, prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		Name:    "sidemix_redisquota_script_duration_seconds",
+		Help:    "Time of redisquota's allocation script calls to Redis, failed ones included.",
+		Buckets: []float64{.0001, .00025, .0005, .001, .0025, .005, .01, .025, .05, .1, .25, 1},
+	}, []string{"handler"})); err != nil {
+		return nil, err
+	}
+	return &m, nil
+}
+
+func newHandler(ctx context.Context, set adapters.Settings, cfg adapters.Config) (*handler, error) {
+	set = handlerkit.Defaults(set)
+	c, err := handlerkit.Params[Config](Name, cfg)
+	if err != nil {
+		return nil, err
+	}
+	qs, err := quota.NewSet(&c.Config)
+	if err != nil {
+		return nil, err
+	}
+	m, err := newMetrics(set.Registerer)
+	if err != nil {
+		return nil, err
+	}
+	opt, err := c.options()
+	if err != nil {
+		return nil, fmt.Errorf("redisServerUrl: %v", err)
+	}
+	opt.DialTimeout = c.Timeout
+	opt.ReadTimeout = c.Timeout
+	opt.WriteTimeout = c.Timeout
+	opt.PoolTimeout = c.Timeout
+	opt.ContextTimeoutEnabled = true
+	// A retried script may have run already; the breaker, not retries,
+	// handles a failing Redis.
+	opt.MaxRetries = -1
+	opt.Protocol = 2
+	opt.DisableIdentity = true
+	opt.MaintNotificationsConfig = &maintnotifications.Config{Mode: maintnotifications.ModeDisabled}
+
+	log := set.Logger.With("redis", opt.Addr) // never the URL: it may hold a password
+	st := &store{name: set.Name, client: redis.NewClient(opt), timeout: c.Timeout, m: m}
+	st.breaker = newBreaker(c.Breaker.FailureThreshold, c.Breaker.ProbeInterval, c.Timeout,
+		func(ctx context.Context) error { return st.client.Ping(ctx).Err() },
+		func(open bool, cause error) {
+			if open {
+				m.open.WithLabelValues(set.Name).Set(1)
+				log.Warn("circuit open: allocations fail until Redis answers again", "error", cause, "probe_interval", c.Breaker.ProbeInterval)
+			} else {
+				m.open.WithLabelValues(set.Name).Set(0)
+				log.Info("circuit closed: Redis answers again")
+			}
+		})
+	m.open.WithLabelValues(set.Name).Set(0)
+
+	// An unreachable Redis does not fail Create: the handler would stay
+	// broken until the next reload. It starts with the circuit open and
+	// closes it when Redis comes.
+	pctx, cancel := context.WithTimeout(ctx, c.Timeout)
+	err = st.client.Ping(pctx).Err()
+	cancel()
+	if err != nil {
+		m.errors.WithLabelValues(set.Name).Inc()
+		st.breaker.forceOpen(err)
+	}
+	log.Debug("redisquota handler created", "quotas", len(c.Quotas), "algorithm", c.RateLimitAlgorithm)
+	return &handler{
+		Allocator: quota.Allocator{Adapter: Name, Handler: set.Name, Set: qs, Store: st, Now: set.Now},
+		store:     st,
+		m:         m,
+	}, nil
+}
+
+// Allocate charges args.Amount to the counter of inst's quota and
+// dimensions, in Redis.
+func (h *handler) Allocate(ctx context.Context, inst *template.Quota, args adapters.QuotaArgs) (adapters.QuotaResult, error) {
+	r, err := h.Allocator.Allocate(ctx, inst, args)
+	if err != nil {
+		if errors.Is(err, ErrCircuitOpen) || errors.As(err, new(*backendError)) {
+			h.m.allocations.WithLabelValues(h.Handler, inst.Name, "error").Inc()
+		}
+		return adapters.QuotaResult{}, err
+	}
+	h.m.allocations.WithLabelValues(h.Handler, inst.Name, r.Outcome(args.Amount)).Inc()
+	return r.QuotaResult, nil
+}
+
+// Close stops the breaker's probe and closes the connections.
+func (h *handler) Close(context.Context) error {
+	var err error
+	h.once.Do(func() {
+		h.store.breaker.close()
+		err = h.store.client.Close()
+	})
+	return err
+}
+
+// backendError is a failed call to Redis.
+type backendError struct{ err error }
+
+func (e *backendError) Error() string { return "redisquota: " + e.err.Error() }
+func (e *backendError) Unwrap() error { return e.err }
+
+// Allocate implements quota.Store: one script call, bounded by the
+// timeout, unless the circuit is open.
+func (s *store) Allocate(ctx context.Context, req quota.Request) (quota.Result, error) {
+	if !s.breaker.allow() {
+		return quota.Result{}, fmt.Errorf("%w since %s", ErrCircuitOpen, s.breaker.openSince().Format(time.RFC3339))
+	}
+	ctx, cancel := context.WithTimeout(ctx, s.timeout)
+	defer cancel()
+	start := time.Now()
+	r, err := runScript(ctx, s.client, req)
+	s.m.latency.WithLabelValues(s.name).Observe(time.Since(start).Seconds())
+	if err != nil {
+		// A caller that gave up says nothing about Redis.
+		if !errors.Is(context.Cause(ctx), context.Canceled) {
+			s.m.errors.WithLabelValues(s.name).Inc()
+			s.breaker.failure(err)
+		}
+		return quota.Result{}, &backendError{err}
+	}
+	s.breaker.success()
+	return r, nil
+}
+
+var _ slog.LogValuer = (*Config)(nil)

@@ -1,0 +1,54 @@
+package main
+
+import (
+	"maps"
+	"strings"
+	"testing"
+)
+
+func TestParseFailPolicy(t *testing.T) {
+	cases := []struct {
+		in        string
+		open      bool
+		overrides map[string]bool
+		err       string
+	}{
+		{in: "closed"},
+		{in: "OPEN", open: true},
+		{in: "closed,inbound=open,ratings=open", overrides: map[string]bool{"inbound": true, "ratings": true}},
+		{in: "ratings=closed, open", open: true, overrides: map[string]bool{"ratings": false}},
+		{in: "inbound=open", overrides: map[string]bool{"inbound": true}}, // default stays closed
+		{in: "maybe", err: `"maybe" is not open or closed`},
+		{in: "open,closed", err: "more than one default"},
+		{in: "a=open,a=closed", err: `"a" given twice`},
+		{in: "=open", err: "not name=open|closed"},
+		{in: "a=half", err: `"half" is not open or closed`},
+	}
+	for _, c := range cases {
+		open, overrides, err := parseFailPolicy(c.in)
+		if c.err != "" {
+			if err == nil || !strings.Contains(err.Error(), c.err) {
+				t.Errorf("%q: error %v, want %q", c.in, err, c.err)
+			}
+			continue
+		}
+		if err != nil || open != c.open || !maps.Equal(overrides, c.overrides) {
+			t.Errorf("%q: %v %v %v, want %v %v", c.in, open, overrides, err, c.open, c.overrides)
+		}
+	}
+}
+
+func TestProxyFlagsReachConfig(t *testing.T) {
+	// A fail policy naming an upstream that is not routed is the config's
+	// error, naming the key.
+	_, stderr, code := runCmd(t, "proxy", "--service", "web", "--app", "127.0.0.1:1", "--inbound", "127.0.0.1:0",
+		"--admin", "", "--mixer", "127.0.0.1:1,127.0.0.1:2", "--check-fail-policy", "closed,ratings=open")
+	if code != 1 || !strings.Contains(stderr, "check_fail_open_for.ratings: no such upstream") {
+		t.Errorf("exit %d, stderr %q", code, stderr)
+	}
+	_, stderr, code = runCmd(t, "proxy", "--service", "web", "--app", "127.0.0.1:1", "--inbound", "127.0.0.1:0",
+		"--admin", "", "--quota-prefetch-max", "-1")
+	if code != 1 || !strings.Contains(stderr, "quota_prefetch_max: negative") {
+		t.Errorf("exit %d, stderr %q", code, stderr)
+	}
+}

@@ -10,13 +10,14 @@ import (
 	"github.com/sidemix/sidemix/adapters/denier"
 	"github.com/sidemix/sidemix/adapters/list"
 	"github.com/sidemix/sidemix/adapters/memquota"
+	"github.com/sidemix/sidemix/adapters/redisquota"
 	"github.com/sidemix/sidemix/policy"
 )
 
 // TestGeneratedPoliciesLoad loads every generated policy as the mixer
 // would, so a change of the policy language shows here, not mid-benchmark.
 func TestGeneratedPoliciesLoad(t *testing.T) {
-	reg, err := adapters.NewRegistry(denier.Factory(), list.Factory(), memquota.Factory())
+	reg, err := adapters.NewRegistry(denier.Factory(), list.Factory(), memquota.Factory(), redisquota.Factory())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -40,14 +41,13 @@ func TestGeneratedPoliciesLoad(t *testing.T) {
 	if _, err := policy.Load([]string{dir}, policy.Options{Adapters: reg}); err != nil {
 		t.Fatalf("prefetch policy: %v", err)
 	}
-	// The redisquota policy needs that adapter; here only that it is
-	// well-formed YAML the loader reaches the adapter with.
-	dir = t.TempDir()
-	if err := writeRedisQuotaPolicy(dir, "127.0.0.1:6379", "FIXED_WINDOW", 10, time.Second, 10); err != nil {
-		t.Fatal(err)
-	}
-	_, err = policy.Load([]string{dir}, policy.Options{Adapters: reg})
-	if le, ok := err.(*policy.LoadError); !ok || len(le.Issues) != 1 {
-		t.Errorf("redisquota policy without the adapter: want one issue (unknown adapter), got %v", err)
+	for _, algo := range []string{"FIXED_WINDOW", "ROLLING_WINDOW"} {
+		dir = t.TempDir()
+		if err := writeRedisQuotaPolicy(dir, "127.0.0.1:6379", algo, 10, time.Second, 10); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := policy.Load([]string{dir}, policy.Options{Adapters: reg}); err != nil {
+			t.Fatalf("redisquota policy (%s): %v", algo, err)
+		}
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"os/exec"
 	"strconv"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -46,6 +47,13 @@ func StartRedis(t testing.TB, extra ...string) *Redis {
 func (r *Redis) start() {
 	r.t.Helper()
 	p := StartProcess(r.t, r.bin, r.args...)
+	// Runs before StartProcess's own cleanup: a paused server would not
+	// heed its SIGTERM.
+	r.t.Cleanup(func() {
+		if !p.Exited() {
+			_ = p.Cmd.Process.Signal(syscall.SIGCONT)
+		}
+	})
 	r.mu.Lock()
 	r.proc = p
 	r.mu.Unlock()
@@ -66,6 +74,9 @@ func (r *Redis) Stop() {
 	r.mu.Lock()
 	p := r.proc
 	r.mu.Unlock()
+	if !p.Exited() {
+		_ = p.Cmd.Process.Signal(syscall.SIGCONT) // a paused server cannot exit
+	}
 	if err := p.Stop(10 * time.Second); err != nil && !stoppedBySignal(err) {
 		r.t.Logf("redis-server: %v", err)
 	}
@@ -82,6 +93,23 @@ func (r *Redis) Kill() {
 		_ = p.Cmd.Process.Kill()
 	}
 	<-p.Done()
+}
+
+// Pause freezes the server (SIGSTOP): connections stay open but nothing
+// answers, as with a hung server or a network black hole. Resume undoes it.
+func (r *Redis) Pause() { r.signal(syscall.SIGSTOP) }
+
+// Resume lets a paused server run again (SIGCONT).
+func (r *Redis) Resume() { r.signal(syscall.SIGCONT) }
+
+func (r *Redis) signal(sig syscall.Signal) {
+	r.t.Helper()
+	r.mu.Lock()
+	p := r.proc
+	r.mu.Unlock()
+	if err := p.Cmd.Process.Signal(sig); err != nil {
+		r.t.Fatalf("redis-server: %v: %v", sig, err)
+	}
 }
 
 // Restart stops the server if it runs and starts a fresh, empty one on the

@@ -30,6 +30,21 @@ func TestRedisStopAndRestart(t *testing.T) {
 	if got, err := ping(r.Addr()); err != nil || got != "+PONG" {
 		t.Fatalf("PING = %q, %v", got, err)
 	}
+	r.Pause()
+	c, err := net.DialTimeout("tcp", r.Addr(), time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_ = c.SetDeadline(time.Now().Add(200 * time.Millisecond))
+	c.Write([]byte("PING\r\n"))
+	if _, err := c.Read(make([]byte, 16)); err == nil {
+		t.Error("a paused server answered")
+	}
+	c.Close()
+	r.Resume()
+	if got, err := ping(r.Addr()); err != nil || got != "+PONG" {
+		t.Fatalf("PING after Resume = %q, %v", got, err)
+	}
 	r.Kill()
 	if _, err := ping(r.Addr()); err == nil {
 		t.Fatal("PING answered after Kill")

@@ -45,7 +45,7 @@ func newMetrics(reg prometheus.Registerer, c *Client) (*metrics, error) {
 	}, []string{"code", "source"})
 	prefetch := prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "sidemix_proxy_quota_prefetch_total",
-		Help: "Requests with a cached answer that draw on quota, with prefetch on: hit (paid from the local pool) or miss (asked the mixer). Hit ratio: hit / (hit + miss).",
+		Help: "Requests with a cached answer that draw on quota, with prefetch on: hit (paid from the local pool) or miss (asked the mixer; refusals of a quota known exhausted are in sidemix_proxy_check_denials_total with source local). Hit ratio: hit / (hit + miss).",
 	}, []string{"result"})
 	tokens := prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "sidemix_proxy_quota_prefetch_tokens_total",

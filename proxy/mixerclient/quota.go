@@ -444,9 +444,6 @@ func (c *Client) quotaCheck(ctx context.Context, bag *attribute.Bag, base Decisi
 		d.RateLimit = tightest(pools, now)
 		return d, sourceLocal, nil
 	}
-	if prefetch {
-		c.m.prefetchMiss.Inc()
-	}
 	refund := func() {
 		for i, exp := range taken {
 			if !exp.IsZero() {
@@ -468,6 +465,9 @@ func (c *Client) quotaCheck(ctx context.Context, bag *attribute.Bag, base Decisi
 		}
 	}
 
+	if prefetch {
+		c.m.prefetchMiss.Inc()
+	}
 	req := c.newRequest(bag)
 	req.Quotas = make(map[string]*mixerv1.CheckRequest_QuotaParams, short)
 	fetching := make([]bool, n)

@@ -223,6 +223,7 @@ type Client struct {
 	m       *metrics
 	log     *slog.Logger
 
+	refillMu   sync.Mutex     // orders refills.Add before Close's Wait
 	refills    sync.WaitGroup // background prefetches
 	reports    chan *attribute.Bag
 	pendingLen atomic.Int64 // bags the sender holds (for the buffer gauge)
@@ -353,7 +354,9 @@ func (c *Client) newRequest(bag *attribute.Bag) *mixerv1.CheckRequest {
 // the timeout, so that the retry fits in it.
 func (c *Client) send(ctx context.Context, req *mixerv1.CheckRequest, sent prometheus.Counter) (*mixerv1.CheckResponse, error) {
 	sent.Inc()
-	deadline := time.Now().Add(c.opts.CheckTimeout)
+	start := time.Now()
+	defer func() { c.m.checkDuration.Observe(time.Since(start).Seconds()) }()
+	deadline := start.Add(c.opts.CheckTimeout)
 	tctx, cancel := context.WithDeadline(ctx, deadline)
 	defer cancel()
 	attempt := c.opts.CheckTimeout

@@ -109,6 +109,7 @@
 //	sidemix_proxy_check_denials_total{code,source="mixer"|"cache"|"local"}
 //	sidemix_proxy_check_cache_entries
 //	sidemix_proxy_checks_sent_total{purpose="precondition"|"quota"|"prefetch"}
+//	sidemix_proxy_check_rpc_duration_seconds
 //	sidemix_proxy_quota_prefetch_total{result="hit"|"miss"}
 //	sidemix_proxy_quota_prefetch_tokens_total{result="granted"|"used"|"expired"}
 //	sidemix_proxy_quota_pools

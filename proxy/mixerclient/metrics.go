@@ -13,6 +13,7 @@ type metrics struct {
 	failOpen, failClosed               prometheus.Counter
 	sentCheck, sentQuota, sentPrefetch prometheus.Counter
 	checkRetries                       prometheus.Counter
+	checkDuration                      prometheus.Observer
 	denials                            *prometheus.CounterVec
 	prefetchHit, prefetchMiss          prometheus.Counter
 	tokensGranted, tokensUsed          prometheus.Counter
@@ -35,6 +36,11 @@ func newMetrics(reg prometheus.Registerer, c *Client) (*metrics, error) {
 		Name: "sidemix_proxy_checks_sent_total",
 		Help: "Check RPCs sent to the mixers (a retry not counted again), by purpose: precondition (cache miss), quota (a cached answer's quota not in the local pool), prefetch (background refill of the pool).",
 	}, []string{"purpose"})
+	checkDuration := prometheus.NewHistogram(prometheus.HistogramOpts{
+		Name:    "sidemix_proxy_check_rpc_duration_seconds",
+		Help:    "Time a Check sent to the mixers took to answer or fail, a retry on another mixer included.",
+		Buckets: []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5},
+	})
 	retries := prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "sidemix_proxy_mixer_retries_total",
 		Help: "Calls retried on another mixer after the first failed, by method (check: same deduplication id; report).",
@@ -80,7 +86,7 @@ func newMetrics(reg prometheus.Registerer, c *Client) (*metrics, error) {
 		Name: "sidemix_proxy_quota_pools",
 		Help: "Quota pools held (one per quota and value of its dimensions).",
 	}, func() float64 { return float64(c.pools.len()) })
-	for _, col := range []prometheus.Collector{checks, failures, sentChecks, retries, denials, prefetch, tokens, dropped, sent, batches, bufLen, cacheLen, poolLen} {
+	for _, col := range []prometheus.Collector{checks, failures, sentChecks, checkDuration, retries, denials, prefetch, tokens, dropped, sent, batches, bufLen, cacheLen, poolLen} {
 		if err := reg.Register(col); err != nil {
 			return nil, fmt.Errorf("mixerclient: registering metrics: %w", err)
 		}
@@ -94,6 +100,7 @@ func newMetrics(reg prometheus.Registerer, c *Client) (*metrics, error) {
 		sentQuota:       sentChecks.WithLabelValues("quota"),
 		sentPrefetch:    sentChecks.WithLabelValues("prefetch"),
 		checkRetries:    retries.WithLabelValues("check"),
+		checkDuration:   checkDuration,
 		reportRetries:   retries.WithLabelValues("report"),
 		denials:         denials,
 		prefetchHit:     prefetch.WithLabelValues("hit"),

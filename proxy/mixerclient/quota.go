@@ -571,14 +571,22 @@ func (c *Client) quotaCheck(ctx context.Context, bag *attribute.Bag, base Decisi
 
 // maybeRefill prefetches for p in the background when it runs low.
 func (c *Client) maybeRefill(bag *attribute.Bag, ch charge, p *quotaPool, now time.Time) {
-	if c.opts.PrefetchMax <= 0 || p == nil || c.closed.Load() {
+	if c.opts.PrefetchMax <= 0 || p == nil {
 		return
 	}
 	amount := p.refill(ch.amount, c.opts.PrefetchMax, c.opts.PrefetchWindow, now)
 	if amount <= 0 {
 		return
 	}
+	// Close waits for the refills: none may start once it has begun.
+	c.refillMu.Lock()
+	if c.closed.Load() {
+		c.refillMu.Unlock()
+		p.endFetch()
+		return
+	}
 	c.refills.Add(1)
+	c.refillMu.Unlock()
 	go func() {
 		defer c.refills.Done()
 		defer p.endFetch()

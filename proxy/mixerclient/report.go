@@ -40,6 +40,8 @@ func (c *Client) Close(ctx context.Context) error {
 		if cerr := c.lb.close(); err == nil {
 			err = cerr
 		}
+		c.refillMu.Lock() // no refill starts after this
+		c.refillMu.Unlock()
 		c.refills.Wait()
 		c.closeErr = err
 	})

@@ -61,3 +61,30 @@ func BenchmarkReportEnqueue(b *testing.B) {
 		c.Report(bag)
 	}
 }
+
+// A cached answer whose quota is paid from the local pool: the prefetch
+// hit path (a background refill now and then).
+func BenchmarkQuotaPrefetchHit(b *testing.B) {
+	q := &fakemixer.Quota{Name: "requestcount", Charge: 1, Limit: 1 << 40, Window: time.Hour,
+		Dims: []string{attribute.DestinationServiceName}}
+	m := fakemixer.Start(b, "127.0.0.1:0")
+	m.SetCheckRequest(q.Check)
+	c, reg := newClient(b, mixerclient.Options{Addr: m.Addr(), PrefetchMax: 1000, PrefetchMaxAge: time.Hour})
+	bag := benchBag()
+	ctx := context.Background()
+	b.ReportAllocs()
+	b.ResetTimer()
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			if d, _ := c.Check(ctx, bag); !d.Allowed() {
+				b.Fatalf("denied: %+v", d)
+			}
+		}
+	})
+	b.StopTimer()
+	hits := metricValue(b, reg, "sidemix_proxy_quota_prefetch_total", map[string]string{"result": "hit"})
+	all := metricValue(b, reg, "sidemix_proxy_quota_prefetch_total", nil)
+	if all > 0 {
+		b.ReportMetric(hits/all, "hit-ratio")
+	}
+}

@@ -131,7 +131,10 @@ func (s *Suite) runPrefetch(ctx context.Context, prefetchMax int) (Measurement, 
 		return m, scrapeErr
 	}
 	m.RedisCPUUsPerOp = 0
-	requests := float64(m.Requests)
+	// Counters of the same two instants on both sides of the fraction:
+	// the proxy's own request count, not the load generator's (which
+	// leaves out requests straddling the window's edges).
+	requests := sumSeries(proxy1, "sidemix_proxy_requests_total") - sumSeries(proxy0, "sidemix_proxy_requests_total")
 	if requests > 0 {
 		m.ChecksPerRequest = (checks1 - checks0) / requests
 	}
@@ -208,11 +211,16 @@ func scrapeSum(url, name string) (float64, error) {
 	if err != nil {
 		return 0, err
 	}
+	return sumSeries(all, name), nil
+}
+
+// sumSeries sums the series of the metric name in a scrape.
+func sumSeries(all map[string]float64, name string) float64 {
 	sum := 0.0
 	for series, v := range all {
 		if series == name || strings.HasPrefix(series, name+"{") {
 			sum += v
 		}
 	}
-	return sum, nil
+	return sum
 }

@@ -243,3 +243,29 @@ quotas: [{name: rq, maxAmount: 5, validDuration: 1m}]
 	r.Resume()
 	recovers("resumed")
 }
+
+// BenchmarkAllocate measures allocations against a real Redis, from as
+// many goroutines as -cpu says, over 100 counters.
+func BenchmarkAllocate(b *testing.B) {
+	r := testenv.StartRedis(b)
+	c := NewConfig()
+	c.RedisServerURL = r.Addr()
+	c.Quotas = []quota.Quota{{Name: "rq", MaxAmount: 1 << 40, ValidDuration: time.Second}}
+	h, err := newHandler(context.Background(), adapters.Settings{}, c)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer h.Close(context.Background())
+	b.SetParallelism(8)
+	b.RunParallel(func(pb *testing.PB) {
+		n := 0
+		for pb.Next() {
+			q := &template.Quota{Name: "rq", Dimensions: map[string]any{"k": int64(n % 100)}}
+			if _, err := h.Allocate(context.Background(), q, adapters.QuotaArgs{Amount: 1}); err != nil {
+				b.Error(err)
+				return
+			}
+			n++
+		}
+	})
+}

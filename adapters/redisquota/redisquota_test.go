@@ -360,3 +360,35 @@ func TestAllocateErrors(t *testing.T) {
 		t.Error("Allocate of nil succeeded")
 	}
 }
+
+func ExampleFactory() {
+	mr, err := miniredis.Run() // a real Redis in production
+	if err != nil {
+		panic(err)
+	}
+	defer mr.Close()
+	f := redisquota.Factory()
+	cfg, _ := configtest.Decode(f, []byte(`
+redisServerUrl: `+mr.Addr()+`
+timeout: 10s
+quotas:
+- name: requestcount
+  maxAmount: 2
+  validDuration: 1s
+`))
+	now := time.Unix(1_700_000_000, 0)
+	h, err := f.Create(context.Background(), adapters.Settings{Name: "shared-quota", Now: func() time.Time { return now }}, cfg)
+	if err != nil {
+		panic(err)
+	}
+	defer h.Close(context.Background())
+	q := &template.Quota{Name: "requestcount", Dimensions: map[string]any{"destination": "web"}}
+	for range 3 {
+		r, _ := h.(adapters.QuotaAllocator).Allocate(context.Background(), q, adapters.QuotaArgs{Amount: 1})
+		fmt.Println(r.Amount, r.ValidDuration, r.Limit, r.Remaining)
+	}
+	// Output:
+	// 1 1s 2 1
+	// 1 1s 2 0
+	// 0 1.05s 2 0
+}

@@ -111,7 +111,7 @@
 //	sidemix_proxy_checks_sent_total{purpose="precondition"|"quota"|"prefetch"}
 //	sidemix_proxy_check_rpc_duration_seconds
 //	sidemix_proxy_quota_prefetch_total{result="hit"|"miss"}
-//	sidemix_proxy_quota_prefetch_tokens_total{result="granted"|"used"|"expired"}
+//	sidemix_proxy_quota_tokens_total{result="granted"|"used"|"expired"}
 //	sidemix_proxy_quota_pools
 //	sidemix_proxy_mixer_up{mixer}
 //	sidemix_proxy_mixer_ejections_total{mixer}

@@ -54,8 +54,8 @@ func newMetrics(reg prometheus.Registerer, c *Client) (*metrics, error) {
 		Help: "Requests with a cached answer that draw on quota, with prefetch on: hit (paid from the local pool) or miss (asked the mixer; refusals of a quota known exhausted are in sidemix_proxy_check_denials_total with source local). Hit ratio: hit / (hit + miss).",
 	}, []string{"result"})
 	tokens := prometheus.NewCounterVec(prometheus.CounterOpts{
-		Name: "sidemix_proxy_quota_prefetch_tokens_total",
-		Help: "Quota tokens prefetched: granted (pooled beyond the asking request's charge), used (paid a request from the pool), expired (unused at the end of their life).",
+		Name: "sidemix_proxy_quota_tokens_total",
+		Help: "Quota tokens of the local pools: granted (by the mixer to Checks that named the quota, prefetch included), used (taken by admitted requests), expired (unused at the end of their life).",
 	}, []string{"result"})
 	dropped := prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "sidemix_proxy_reports_dropped_total",

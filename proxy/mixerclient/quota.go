@@ -231,9 +231,8 @@ func (p *quotaPool) learn(res *mixerv1.CheckResponse_QuotaResult, amount int64, 
 
 // grantResult is what grant did.
 type grantResult struct {
-	exp        time.Time // expiry of the tokens taken for the request; zero if none
-	expired    int64     // tokens that had expired meanwhile
-	prefetched int64     // tokens pooled beyond the request's need
+	exp     time.Time // expiry of the tokens taken for the request; zero if none
+	expired int64     // tokens that had expired meanwhile
 }
 
 // grant pools what the mixer granted (living min(valid, maxAge)) and takes
@@ -259,11 +258,9 @@ func (p *quotaPool) grant(res *mixerv1.CheckResponse_QuotaResult, granted, need 
 	}
 	p.life = life
 	p.insert(slot{n: granted, expires: now.Add(life)})
-	r.prefetched = granted
 	if need > 0 && p.avail >= need {
 		p.usage.add(now, need)
 		r.exp = p.consume(need)
-		r.prefetched -= min(need, granted)
 	}
 	return r
 }
@@ -432,14 +429,22 @@ func (c *Client) quotaCheck(ctx context.Context, bag *attribute.Bag, base Decisi
 		short++
 	}
 	prefetch := c.opts.PrefetchMax > 0
+	// used counts the tokens an admitted request took from the pools.
+	used := func() {
+		var n int64
+		for i, ch := range charges {
+			if pools[i] != nil {
+				n += ch.amount
+			}
+		}
+		c.m.tokensUsed.Add(float64(n))
+	}
 	if short == 0 {
 		c.m.prefetchHit.Inc()
-		var used int64
+		used()
 		for i, ch := range charges {
-			used += ch.amount
 			c.maybeRefill(bag, ch, pools[i], now)
 		}
-		c.m.tokensUsed.Add(float64(used))
 		d := base
 		d.RateLimit = tightest(pools, now)
 		return d, sourceLocal, nil
@@ -538,7 +543,7 @@ func (c *Client) quotaCheck(ctx context.Context, bag *attribute.Bag, base Decisi
 		}
 		g := p.grant(res, granted, ch.amount, c.opts.PrefetchMaxAge, now)
 		c.m.tokensExpired.Add(float64(g.expired))
-		c.m.tokensGranted.Add(float64(g.prefetched))
+		c.m.tokensGranted.Add(float64(max(granted, 0)))
 		if fetching[i] {
 			p.endFetch()
 			fetching[i] = false
@@ -563,6 +568,7 @@ func (c *Client) quotaCheck(ctx context.Context, bag *attribute.Bag, base Decisi
 		d, _ := decide(resp, now)
 		return d, sourceMixer, nil
 	}
+	used()
 	d := base
 	d.Cached = false
 	d.RateLimit = tightest(pools, now)
@@ -602,6 +608,6 @@ func (c *Client) maybeRefill(bag *attribute.Bag, ch charge, p *quotaPool, now ti
 		}
 		g := p.grant(res, res.GetGrantedAmount(), 0, c.opts.PrefetchMaxAge, c.opts.Now())
 		c.m.tokensExpired.Add(float64(g.expired))
-		c.m.tokensGranted.Add(float64(g.prefetched))
+		c.m.tokensGranted.Add(float64(max(res.GetGrantedAmount(), 0)))
 	}()
 }

@@ -81,8 +81,13 @@ func TestQuotaPrefetchAnswersLocally(t *testing.T) {
 	if calls >= 30 {
 		t.Errorf("mixer saw %d checks for 40 admitted requests, want far fewer", calls)
 	}
-	if used := metricValue(t, reg, "sidemix_proxy_quota_prefetch_tokens_total", map[string]string{"result": "used"}); used != hits {
-		t.Errorf("tokens used %v, want one per hit (%v)", used, hits)
+	// The first request was charged by the mixer unasked; every other
+	// admitted request took a token the mixer granted to the pool.
+	if used := metricValue(t, reg, "sidemix_proxy_quota_tokens_total", map[string]string{"result": "used"}); used != 39 {
+		t.Errorf("tokens used %v, want 39", used)
+	}
+	if granted := metricValue(t, reg, "sidemix_proxy_quota_tokens_total", map[string]string{"result": "granted"}); granted != 39 {
+		t.Errorf("tokens granted %v, want 39", granted)
 	}
 	// Every Check after the first named the quota, at most 8 at a time.
 	for i, r := range m.Requests()[1:] {
@@ -181,7 +186,7 @@ func TestQuotaTokensExpire(t *testing.T) {
 	if m.CheckCalls() != calls+1 {
 		t.Errorf("mixer saw %d checks after expiry, want 1", m.CheckCalls()-calls)
 	}
-	if got := metricValue(t, reg, "sidemix_proxy_quota_prefetch_tokens_total", map[string]string{"result": "expired"}); got != float64(pooled) {
+	if got := metricValue(t, reg, "sidemix_proxy_quota_tokens_total", map[string]string{"result": "expired"}); got != float64(pooled) {
 		t.Errorf("expired tokens = %v, want %d", got, pooled)
 	}
 }

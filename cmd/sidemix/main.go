@@ -2,7 +2,7 @@
 // the operator tools, as sub-commands.
 //
 //	sidemix mixer    --config DIR [--grpc ADDR] [--admin ADDR]
-//	sidemix proxy    --service NAME --app ADDR [--inbound ADDR] [--outbound ADDR] [--mixer ADDR]
+//	sidemix proxy    --service NAME --app ADDR [--inbound ADDR] [--outbound ADDR] [--mixer ADDR,...]
 //	sidemix validate PATH...
 //	sidemix check    [--mixer ADDR] -a name=value ... [--quota name=amount]
 //	sidemix report   [--mixer ADDR] -a name=value ...

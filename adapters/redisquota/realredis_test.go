@@ -202,8 +202,10 @@ quotas: [{name: rq, maxAmount: 5, validDuration: 1m}]
 	expectOpen := func(what string) {
 		t.Helper()
 		var errs []error
-		for range 4 {
+		for i := range 4 {
+			start := time.Now()
 			_, err := allocate()
+			t.Logf("%s: allocation %d failed in %v", what, i, time.Since(start))
 			if err == nil {
 				t.Fatalf("%s: an allocation succeeded", what)
 			}

@@ -107,6 +107,10 @@ func newHandler(ctx context.Context, set adapters.Settings, cfg adapters.Config)
 	// A retried script may have run already; the breaker, not retries,
 	// handles a failing Redis.
 	opt.MaxRetries = -1
+	// One dial per call: go-redis's default retries a refused dial five
+	// times, 100ms apart, which would make a dead Redis cost the whole
+	// timeout on every call until the circuit opens.
+	opt.DialerRetries = 1
 	opt.Protocol = 2
 	opt.DisableIdentity = true
 	opt.MaintNotificationsConfig = &maintnotifications.Config{Mode: maintnotifications.ModeDisabled}

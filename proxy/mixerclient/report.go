@@ -40,6 +40,9 @@ func (c *Client) Close(ctx context.Context) error {
 		if cerr := c.lb.close(); err == nil {
 			err = cerr
 		}
+		// The sender gives up at once when ctx is done: wait for it to
+		// count what it dropped.
+		<-c.senderDone
 		c.refillMu.Lock() // no refill starts after this
 		c.refillMu.Unlock()
 		c.refills.Wait()

@@ -209,7 +209,10 @@ func (b *balancer) done(ctx context.Context, ep *endpoint, err error) {
 	if ctx.Err() != nil || !failure(err) {
 		return
 	}
-	unreachable := status.Code(err) == codes.Unavailable && ep.conn.GetState() == connectivity.TransientFailure
+	// UNAVAILABLE on a connection that is not up: the mixer could not be
+	// reached (the state may already have moved on from
+	// TRANSIENT_FAILURE to the next attempt).
+	unreachable := status.Code(err) == codes.Unavailable && ep.conn.GetState() != connectivity.Ready
 	now := time.Now()
 	ep.mu.Lock()
 	if now.Before(ep.until) {

@@ -48,6 +48,10 @@
 //     (Options.PrefetchMax 0) for exactly the charge; with prefetch on for
 //     the charge plus the predicted need, best effort, at most PrefetchMax
 //     in all. What the mixer grants beyond the charge goes to the pool.
+//     When no mixer answers it, the fail policy decides as for any Check
+//     (open: the request goes unpaid). When the mixer now denies the
+//     request for another reason than quota, its answer is followed and
+//     the cached one dropped.
 //
 // Prefetch follows Istio's mixer client: the need of the next window is the
 // usage over a sliding window (Options.PrefetchWindow, ten buckets), scaled

@@ -224,6 +224,7 @@ type Client struct {
 	log     *slog.Logger
 
 	refillMu   sync.Mutex     // orders refills.Add before Close's Wait
+	noRefills  bool           // set by Close; guarded by refillMu
 	refills    sync.WaitGroup // background prefetches
 	reports    chan *attribute.Bag
 	pendingLen atomic.Int64 // bags the sender holds (for the buffer gauge)

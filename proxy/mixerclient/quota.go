@@ -586,7 +586,7 @@ func (c *Client) maybeRefill(bag *attribute.Bag, ch charge, p *quotaPool, now ti
 	}
 	// Close waits for the refills: none may start once it has begun.
 	c.refillMu.Lock()
-	if c.closed.Load() {
+	if c.noRefills {
 		c.refillMu.Unlock()
 		p.endFetch()
 		return

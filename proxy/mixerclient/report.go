@@ -43,7 +43,8 @@ func (c *Client) Close(ctx context.Context) error {
 		// The sender gives up at once when ctx is done: wait for it to
 		// count what it dropped.
 		<-c.senderDone
-		c.refillMu.Lock() // no refill starts after this
+		c.refillMu.Lock()
+		c.noRefills = true // none starts after this
 		c.refillMu.Unlock()
 		c.refills.Wait()
 		c.closeErr = err

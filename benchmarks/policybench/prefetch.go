@@ -122,7 +122,7 @@ func (s *Suite) runPrefetch(ctx context.Context, prefetchMax int) (Measurement, 
 			checks1, proxy1 = c, p
 		}
 	}
-	m, err := s.measure(ctx, load.Op(op), px.Pid(), window)
+	m, err := s.measure(ctx, load.Op(op), px.Pid(), 0, window)
 	m.Server, m.Detail = "sidemix", detail
 	if err != nil {
 		return m, fmt.Errorf("%w\nproxy output:\n%s", err, px.Output())

@@ -37,7 +37,7 @@ func TestMediansAndComparison(t *testing.T) {
 		t.Errorf("comparison: %+v", c)
 	}
 	md := rep.Markdown()
-	for _, want := range []string{"| 1 | 200 |", "| quota | 4.00× | 4.44×", "| met |", "skipped: no flag"} {
+	for _, want := range []string{"| 1 | 200 |", "| granting, closed loop | 4.00× | 4.44×", "| met |", "skipped: no flag"} {
 		if !strings.Contains(md, want) {
 			t.Errorf("markdown lacks %q:\n%s", want, md)
 		}

@@ -22,6 +22,7 @@ const (
 	DefaultWarmup      = 2 * time.Second
 	DefaultDuration    = 5 * time.Second
 	DefaultPrefetchMax = 100
+	DefaultFixedRate   = 3000
 	// DeniedLimit is the per-second limit of the runs where most requests
 	// are denied.
 	DeniedLimit = 1000
@@ -55,6 +56,9 @@ type Options struct {
 	Warmup, Duration time.Duration
 	// Rules lists the rule counts of the mixer Check runs (default 1, 10, 100).
 	Rules []int
+	// FixedRate is the offered load, per second, of the open-loop runs that
+	// compare both quota servers at equal load.
+	FixedRate int
 	// PrefetchMax is the proxy's --quota-prefetch-max in the prefetch run.
 	PrefetchMax int
 	// ProfileDir, when set, records the server of each run with
@@ -83,6 +87,9 @@ func (o *Options) setDefaults() {
 	}
 	if len(o.Rules) == 0 {
 		o.Rules = []int{1, 10, 100}
+	}
+	if o.FixedRate <= 0 {
+		o.FixedRate = DefaultFixedRate
 	}
 	if o.PrefetchMax <= 0 {
 		o.PrefetchMax = DefaultPrefetchMax
@@ -161,6 +168,7 @@ func cpuCount(list string) int {
 const (
 	GroupCheck    = "check"
 	GroupQuota    = "quota"
+	GroupRate     = "quota-rate"
 	GroupDenied   = "quota-denied"
 	GroupPrefetch = "prefetch"
 )
@@ -221,20 +229,30 @@ func (s *Suite) Scenarios() []Scenario {
 		out = append(out, Scenario{Name: fmt.Sprintf("check-%d", n), Group: GroupCheck,
 			run: func(ctx context.Context, s *Suite) (Measurement, error) { return s.runCheck(ctx, n) }})
 	}
-	quota := func(name, group, server, algo string, limit int64) Scenario {
+	quota := func(name, group, server, algo string, limit int64, rate float64) Scenario {
 		return Scenario{Name: name, Group: group, run: func(ctx context.Context, s *Suite) (Measurement, error) {
+			var m Measurement
+			var err error
 			if server == "ratelimit" {
-				return s.runRatelimit(ctx, limit)
+				m, err = s.runRatelimit(ctx, limit, rate)
+			} else {
+				m, err = s.runRedisQuota(ctx, algo, limit, rate)
 			}
-			return s.runRedisQuota(ctx, algo, limit)
+			if rate > 0 {
+				m.Detail += fmt.Sprintf(", offered %s/s", thousands(rate))
+			}
+			return m, err
 		}}
 	}
+	rate := float64(s.opts.FixedRate)
 	out = append(out,
-		quota("quota-sidemix-fixed", GroupQuota, "sidemix", "FIXED_WINDOW", grantLimit),
-		quota("quota-ratelimit", GroupQuota, "ratelimit", "", grantLimit),
-		quota("quota-sidemix-rolling", GroupQuota, "sidemix", "ROLLING_WINDOW", grantLimit),
-		quota("denied-sidemix-fixed", GroupDenied, "sidemix", "FIXED_WINDOW", DeniedLimit),
-		quota("denied-ratelimit", GroupDenied, "ratelimit", "", DeniedLimit),
+		quota("quota-sidemix-fixed", GroupQuota, "sidemix", "FIXED_WINDOW", grantLimit, 0),
+		quota("quota-ratelimit", GroupQuota, "ratelimit", "", grantLimit, 0),
+		quota("quota-sidemix-rolling", GroupQuota, "sidemix", "ROLLING_WINDOW", grantLimit, 0),
+		quota("rate-sidemix-fixed", GroupRate, "sidemix", "FIXED_WINDOW", grantLimit, rate),
+		quota("rate-ratelimit", GroupRate, "ratelimit", "", grantLimit, rate),
+		quota("denied-sidemix-fixed", GroupDenied, "sidemix", "FIXED_WINDOW", DeniedLimit, 0),
+		quota("denied-ratelimit", GroupDenied, "ratelimit", "", DeniedLimit, 0),
 		Scenario{Name: "prefetch-off", Group: GroupPrefetch,
 			run: func(ctx context.Context, s *Suite) (Measurement, error) { return s.runPrefetch(ctx, 0) }},
 		Scenario{Name: "prefetch-on", Group: GroupPrefetch,
@@ -298,9 +316,10 @@ func (m Measurement) Line() string {
 	return s
 }
 
-// measure runs op closed-loop and charges serverPid's CPU over the measured
-// window. extra, when set, is called at the window's start and end too.
-func (s *Suite) measure(ctx context.Context, op load.Op, serverPid int, window func(start bool)) (Measurement, error) {
+// measure runs op (closed-loop, or open-loop at rate per second when rate
+// is positive) and charges serverPid's CPU over the measured window.
+// window, when set, is called at the window's start and end too.
+func (s *Suite) measure(ctx context.Context, op load.Op, serverPid int, rate float64, window func(start bool)) (Measurement, error) {
 	server := procstat.NewMeter(serverPid)
 	self := procstat.NewMeter(os.Getpid())
 	redis := procstat.NewMeter(s.redis.Pid())
@@ -309,6 +328,7 @@ func (s *Suite) measure(ctx context.Context, op load.Op, serverPid int, window f
 		Workers:  s.opts.Workers,
 		Warmup:   s.opts.Warmup,
 		Duration: s.opts.Duration,
+		Rate:     rate,
 		OnStart: func() {
 			server.Start()
 			self.Start()
@@ -390,7 +410,7 @@ func (s *Suite) runCheck(ctx context.Context, n int) (Measurement, error) {
 	if err := writeCheckPolicy(dir, n); err != nil {
 		return Measurement{}, err
 	}
-	m, err := s.mixerRun(ctx, dir)
+	m, err := s.mixerRun(ctx, dir, 0)
 	m.Server, m.Detail = "sidemix", fmt.Sprintf("%d rules", n)
 	// Redis plays no part here.
 	m.RedisCPUUsPerOp = 0
@@ -398,7 +418,7 @@ func (s *Suite) runCheck(ctx context.Context, n int) (Measurement, error) {
 }
 
 // runRedisQuota measures the Check path with one redisquota rule.
-func (s *Suite) runRedisQuota(ctx context.Context, algorithm string, limit int64) (Measurement, error) {
+func (s *Suite) runRedisQuota(ctx context.Context, algorithm string, limit int64, rate float64) (Measurement, error) {
 	dir, err := os.MkdirTemp(s.opts.WorkDir, "redisquota-")
 	if err != nil {
 		return Measurement{}, err
@@ -409,14 +429,14 @@ func (s *Suite) runRedisQuota(ctx context.Context, algorithm string, limit int64
 	if err := s.validate(dir); err != nil {
 		return Measurement{}, err
 	}
-	m, err := s.mixerRun(ctx, dir)
-	m.Server, m.Detail = "sidemix", fmt.Sprintf("redisquota %s, %d/s", algorithm, limit)
+	m, err := s.mixerRun(ctx, dir, rate)
+	m.Server, m.Detail = "sidemix", fmt.Sprintf("redisquota %s, %s/s", algorithm, thousands(float64(limit)))
 	return m, err
 }
 
 // mixerRun starts a mixer on the policy in dir, checks it answers, and
 // measures Checks against it.
-func (s *Suite) mixerRun(ctx context.Context, dir string) (Measurement, error) {
+func (s *Suite) mixerRun(ctx context.Context, dir string, rate float64) (Measurement, error) {
 	mx, err := s.startMixer(dir)
 	if err != nil {
 		return Measurement{}, err
@@ -434,7 +454,7 @@ func (s *Suite) mixerRun(ctx context.Context, dir string) (Measurement, error) {
 	if err != nil || outcome != "OK" {
 		return Measurement{}, fmt.Errorf("first Check: %q, %v\n%s", outcome, err, mx.Output())
 	}
-	m, err := s.measure(ctx, op, mx.Pid(), nil)
+	m, err := s.measure(ctx, op, mx.Pid(), rate, nil)
 	if err != nil {
 		return m, fmt.Errorf("%w\nmixer output:\n%s", err, mx.Output())
 	}
@@ -442,7 +462,7 @@ func (s *Suite) mixerRun(ctx context.Context, dir string) (Measurement, error) {
 }
 
 // runRatelimit measures the envoyproxy/ratelimit peer with the same limit.
-func (s *Suite) runRatelimit(ctx context.Context, limit int64) (Measurement, error) {
+func (s *Suite) runRatelimit(ctx context.Context, limit int64, rate float64) (Measurement, error) {
 	if s.opts.Ratelimit == "" {
 		return Measurement{}, skipf("no ratelimit binary (build it with BuildRatelimit)")
 	}
@@ -456,8 +476,8 @@ func (s *Suite) runRatelimit(ctx context.Context, limit int64) (Measurement, err
 		return Measurement{}, err
 	}
 	defer closeAll(conns)
-	m, err := s.measure(ctx, rlsOp(conns), rl.Pid(), nil)
-	m.Server, m.Detail = "ratelimit", fmt.Sprintf("fixed window, %d/s", limit)
+	m, err := s.measure(ctx, rlsOp(conns), rl.Pid(), rate, nil)
+	m.Server, m.Detail = "ratelimit", fmt.Sprintf("fixed window, %s/s", thousands(float64(limit)))
 	if err != nil {
 		return m, fmt.Errorf("%w\nratelimit output:\n%s", err, rl.Output())
 	}

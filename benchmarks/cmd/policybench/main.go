@@ -55,6 +55,7 @@ func run() error {
 	conns := flag.Int("conns", policybench.DefaultConns, "client connections the callers share")
 	serverCPUs := flag.String("server-cpus", "0", "taskset `list` for the server under test; empty pins nothing")
 	loadCPUs := flag.String("loadgen-cpus", "1", "taskset `list` for this load generator and Redis; empty pins nothing")
+	fixedRate := flag.Int("rate", policybench.DefaultFixedRate, "offered load per second of the open-loop runs comparing both quota servers at equal load")
 	prefetchMax := flag.Int("quota-prefetch-max", policybench.DefaultPrefetchMax, "the proxy's --quota-prefetch-max in the prefetch run")
 	only := flag.String("only", "", "run only the scenarios matching this `regexp` (check-1, quota-ratelimit, prefetch-on, ...)")
 	out := flag.String("out", "benchmarks/results", "`folder` for DATE/policy.{md,json} and latest/policy.{md,json}; empty writes nothing")
@@ -125,6 +126,7 @@ func run() error {
 		Conns:       *conns,
 		Warmup:      *warmup,
 		Duration:    *duration,
+		FixedRate:   *fixedRate,
 		PrefetchMax: *prefetchMax,
 		ProfileDir:  *profile,
 		Log:         os.Stderr,

@@ -101,3 +101,23 @@ func TestRunCancelled(t *testing.T) {
 		t.Fatal("want an error from a cancelled run")
 	}
 }
+
+func TestRunOpenLoopChargesQueueing(t *testing.T) {
+	// One worker, a 5ms server, asked 1,000 times a second: it falls
+	// behind at once, and the latencies must show the growing queue, not
+	// the 5ms service time.
+	res, err := Run(context.Background(), Options{
+		Workers:  1,
+		Duration: 200 * time.Millisecond,
+		Rate:     1000,
+	}, func(ctx context.Context, _ int) (string, error) {
+		time.Sleep(5 * time.Millisecond)
+		return "OK", nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.OK == 0 || res.Latency.Max() < 20*time.Millisecond {
+		t.Errorf("open loop: %d answered, max latency %v: queueing not charged", res.OK, res.Latency.Max())
+	}
+}

@@ -26,6 +26,14 @@ type Options struct {
 	Warmup time.Duration
 	// Duration is the measured window.
 	Duration time.Duration
+	// Rate, when positive, makes the load open-loop at this many requests
+	// per second in all (the workers share the schedule; wrk2's model):
+	// each request has an intended start time, and its latency counts from
+	// then, so a server that falls behind is charged the queueing it causes
+	// instead of being asked less often (no coordinated omission). Workers
+	// bound the requests in flight; too few for the rate show up as the
+	// rate not reached. Zero runs closed-loop.
+	Rate float64
 	// OnStart and OnStop are called when the measured window opens and
 	// closes, e.g. to read a server's CPU time at those instants.
 	OnStart, OnStop func()
@@ -92,12 +100,27 @@ func Run(ctx context.Context, opts Options, op Op) (Result, error) {
 	}
 	tallies := make([]*tally, opts.Workers)
 	var wg sync.WaitGroup
+	// next is the open-loop schedule: the index of the next request to
+	// start, due at t0 + next/Rate.
+	var next atomic.Int64
+	t0 := time.Now()
 	for w := range opts.Workers {
 		t := &tally{hist: NewHistogram(), outcomes: map[string]int64{}}
 		tallies[w] = t
 		wg.Go(func() {
 			for ctx.Err() == nil {
 				start := time.Now()
+				if opts.Rate > 0 {
+					due := t0.Add(time.Duration(float64(next.Add(1)-1) / opts.Rate * float64(time.Second)))
+					if d := time.Until(due); d > 0 {
+						select {
+						case <-ctx.Done():
+							return
+						case <-time.After(d):
+						}
+					}
+					start = due
+				}
 				outcome, err := op(ctx, w)
 				end := time.Now()
 				ws, we := winStart.Load(), winEnd.Load()

@@ -59,6 +59,17 @@ func newConfig(t *testing.T, extra map[string]string) *config {
 	return c
 }
 
+// newBareConfig is a policy folder holding only the given files (name →
+// YAML), without examples/default's telemetry.
+func newBareConfig(t *testing.T, files map[string]string) *config {
+	t.Helper()
+	c := &config{dir: t.TempDir()}
+	for name, text := range files {
+		c.write(t, name, text)
+	}
+	return c
+}
+
 // write creates or replaces a file of the config folder atomically (write
 // and rename), as an editor or a config-map update would.
 func (c *config) write(t *testing.T, name, text string) {
@@ -92,6 +103,12 @@ type mixer struct {
 // ready. grpc and admin may be "" for free ports.
 func startMixer(t *testing.T, c *config, grpc, admin string, extraArgs ...string) *mixer {
 	t.Helper()
+	return startMixerBin(t, testenv.BuildSidemix(t), c, grpc, admin, extraArgs...)
+}
+
+// startMixerBin is startMixer with a given sidemix binary.
+func startMixerBin(t *testing.T, bin string, c *config, grpc, admin string, extraArgs ...string) *mixer {
+	t.Helper()
 	if grpc == "" {
 		grpc = testenv.FreeAddr(t)
 	}
@@ -99,7 +116,7 @@ func startMixer(t *testing.T, c *config, grpc, admin string, extraArgs ...string
 		admin = testenv.FreeAddr(t)
 	}
 	args := append([]string{"mixer", "--config", c.dir, "--grpc", grpc, "--admin", admin}, extraArgs...)
-	p := testenv.StartProcess(t, testenv.BuildSidemix(t), args...)
+	p := testenv.StartProcess(t, bin, args...)
 	m := &mixer{Process: p, grpc: grpc, admin: admin}
 	waitReady(t, p, "http://"+admin+"/readyz")
 	testenv.WaitTCP(t, grpc, 5*time.Second)
@@ -133,10 +150,16 @@ type proxy struct {
 // app; args add or override flags.
 func startProxy(t *testing.T, mixerAddr, app string, args ...string) *proxy {
 	t.Helper()
+	return startProxyBin(t, testenv.BuildSidemix(t), mixerAddr, app, args...)
+}
+
+// startProxyBin is startProxy with a given sidemix binary.
+func startProxyBin(t *testing.T, bin, mixerAddr, app string, args ...string) *proxy {
+	t.Helper()
 	px := &proxy{inbound: testenv.FreeAddr(t), admin: testenv.FreeAddr(t)}
 	all := append([]string{"proxy", "--service", "web", "--namespace", "shop",
 		"--mixer", mixerAddr, "--inbound", px.inbound, "--app", app, "--admin", px.admin}, args...)
-	px.Process = testenv.StartProcess(t, testenv.BuildSidemix(t), all...)
+	px.Process = testenv.StartProcess(t, bin, all...)
 	waitReady(t, px.Process, "http://"+px.admin+"/healthz")
 	testenv.WaitTCP(t, px.inbound, 5*time.Second)
 	return px

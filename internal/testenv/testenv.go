@@ -76,11 +76,16 @@ func ModuleRoot(t testing.TB) string {
 	return filepath.Dir(gomod)
 }
 
-var build struct {
+// binary is one build of ./cmd/sidemix, made at most once per test process.
+type binary struct {
 	once sync.Once
 	dir  string
 	bin  string
 	err  error
+}
+
+var builds struct {
+	race, plain binary
 }
 
 // BuildSidemix builds ./cmd/sidemix once per test process, into a temporary
@@ -88,15 +93,31 @@ var build struct {
 // is built with -race too.
 func BuildSidemix(t testing.TB) string {
 	t.Helper()
-	build.once.Do(func() {
+	if raceEnabled {
+		return builds.race.get(t, true)
+	}
+	return builds.plain.get(t, false)
+}
+
+// BuildSidemixPlain builds ./cmd/sidemix without the race detector, for tests
+// that measure timing under load, where the detector's slowdown and pauses
+// would be measured instead of sidemix.
+func BuildSidemixPlain(t testing.TB) string {
+	t.Helper()
+	return builds.plain.get(t, false)
+}
+
+func (b *binary) get(t testing.TB, race bool) string {
+	t.Helper()
+	b.once.Do(func() {
 		root := ModuleRoot(t)
-		build.dir, build.err = os.MkdirTemp("", "sidemix-bin-")
-		if build.err != nil {
+		b.dir, b.err = os.MkdirTemp("", "sidemix-bin-")
+		if b.err != nil {
 			return
 		}
-		build.bin = filepath.Join(build.dir, "sidemix")
-		args := []string{"build", "-o", build.bin}
-		if raceEnabled {
+		b.bin = filepath.Join(b.dir, "sidemix")
+		args := []string{"build", "-o", b.bin}
+		if race {
 			args = append(args, "-race")
 		}
 		args = append(args, "./cmd/sidemix")
@@ -104,13 +125,13 @@ func BuildSidemix(t testing.TB) string {
 		cmd.Dir = root
 		out, err := cmd.CombinedOutput()
 		if err != nil {
-			build.err = fmt.Errorf("go %s: %v\n%s", strings.Join(args, " "), err, out)
+			b.err = fmt.Errorf("go %s: %v\n%s", strings.Join(args, " "), err, out)
 		}
 	})
-	if build.err != nil {
-		t.Fatalf("building sidemix: %v", build.err)
+	if b.err != nil {
+		t.Fatalf("building sidemix: %v", b.err)
 	}
-	return build.bin
+	return b.bin
 }
 
 // Process is a child process started by StartProcess.

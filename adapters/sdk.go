@@ -150,6 +150,13 @@ type QuotaResult struct {
 	Reset     time.Duration
 }
 
+// QuotaNamer is implemented by the params of quota adapters: the names of
+// the quotas they define, so that the policy loader can reject a rule that
+// sends a handler a quota instance it has no limit for.
+type QuotaNamer interface {
+	QuotaNames() []string
+}
+
 // QuotaAllocator allocates from quota instances.
 type QuotaAllocator interface {
 	Handler

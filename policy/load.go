@@ -18,6 +18,7 @@ import (
 
 	"gopkg.in/yaml.v3"
 
+	"github.com/sidemix/sidemix/adapters"
 	"github.com/sidemix/sidemix/adapters/template"
 	"github.com/sidemix/sidemix/attribute"
 )
@@ -607,6 +608,16 @@ func (l *loader) handler(d *document) *handler {
 	return h
 }
 
+// quotaNamer returns h's params as a QuotaNamer, when h is known and they
+// are one.
+func quotaNamer(h *handler) (adapters.QuotaNamer, bool) {
+	if h == nil {
+		return nil, false
+	}
+	qn, ok := h.params.(adapters.QuotaNamer)
+	return qn, ok
+}
+
 // flatten splits joined errors into their parts.
 func flatten(err error) []error {
 	if err == nil {
@@ -867,6 +878,14 @@ func (l *loader) rule(d *document, handlers map[string]*handler, instances map[s
 					h.name, h.adapter, in.template, strings.Join(h.factory.Templates, ", "))
 				ok = false
 				continue
+			}
+			if qn, isQuota := quotaNamer(h); isQuota && in.template == template.QuotaName {
+				if names := qn.QuotaNames(); !slices.Contains(names, in.name) {
+					l.add(d, ir.Line, ifield, "handler %q has no quota named %q (its quotas: %s): a quota instance draws on the handler's quota of the same name",
+						h.name, in.name, strings.Join(names, ", "))
+					ok = false
+					continue
+				}
 			}
 			ca.instances = append(ca.instances, in)
 		}

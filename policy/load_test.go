@@ -11,7 +11,9 @@ import (
 
 	"gopkg.in/yaml.v3"
 
+	"github.com/sidemix/sidemix/adapters"
 	"github.com/sidemix/sidemix/adapters/denier"
+	"github.com/sidemix/sidemix/adapters/memquota"
 	"github.com/sidemix/sidemix/adapters/template"
 	"github.com/sidemix/sidemix/attribute"
 )
@@ -366,5 +368,45 @@ func TestAttributeManifest(t *testing.T) {
 	_, err = LoadSources(map[string][]byte{"d.yaml": []byte(denyExample)}, Options{Adapters: testRegistry(), Manifest: base})
 	if err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestQuotaInstanceWithoutLimit: a rule that sends a quota instance to a
+// quota handler with no quota of that name is an error at the rule, not an
+// allocation failure at run time.
+func TestQuotaInstanceWithoutLimit(t *testing.T) {
+	const src = `apiVersion: sidemix.dev/v1
+kind: Handler
+metadata: {name: limits}
+spec:
+  adapter: memquota
+  params:
+    quotas:
+    - {name: requestcount, maxAmount: 10, validDuration: 1s}
+---
+apiVersion: sidemix.dev/v1
+kind: Instance
+metadata: {name: request-quota}
+spec:
+  template: quota
+  params:
+    dimensions: {destination: destination.service.name}
+---
+apiVersion: sidemix.dev/v1
+kind: Rule
+metadata: {name: limit}
+spec:
+  actions:
+  - handler: limits
+    instances: [request-quota]
+`
+	reg, err := adapters.NewRegistry(memquota.Factory())
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = LoadSources(map[string][]byte{"quota.yaml": []byte(src)}, Options{Adapters: reg})
+	want := `quota.yaml:24: Rule/limit: spec.actions[0].instances[0]: handler "limits" has no quota named "request-quota" (its quotas: requestcount)`
+	if err == nil || !strings.Contains(err.Error(), want) {
+		t.Errorf("load error = %v\nwant it to contain %s", err, want)
 	}
 }

@@ -51,6 +51,15 @@ type Config struct {
 	MinDeduplicationDuration time.Duration `yaml:"minDeduplicationDuration"`
 }
 
+// QuotaNames lists the quotas' names, in order (adapters.QuotaNamer).
+func (c *Config) QuotaNames() []string {
+	names := make([]string, len(c.Quotas))
+	for i, q := range c.Quotas {
+		names[i] = q.Name
+	}
+	return names
+}
+
 // Quota is one named rate limit: a primary window (maxAmount per
 // validDuration) and optionally more windows, all of which an allocation
 // must fit.

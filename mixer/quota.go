@@ -107,6 +107,11 @@ func (s *Server) runQuotas(ctx context.Context, st *state, bag *attribute.Bag, r
 	var out quotaOutcome
 	res := st.snap.Evaluate(bag, policy.VarietyQuota, &out.refs)
 	s.countEvalErrors(res.Errors)
+	// The quota results reference what the quota rules looked at (their
+	// matches and dimensions): what tells one counter from another. The
+	// QuotaSpec choice below only decides which quotas, so its attributes
+	// go to the precondition alone and do not split the proxy's pools.
+	refsProto := attribute.ToProto(out.refs.List())
 
 	// wanted nil: every quota of the matching rules at 1. order lists the
 	// quotas in the order they were first asked for.
@@ -260,7 +265,6 @@ func (s *Server) runQuotas(ctx context.Context, st *state, bag *attribute.Bag, r
 		return out
 	}
 
-	refsProto := attribute.ToProto(out.refs.List())
 	out.results = make(map[string]*mixerv1.CheckResponse_QuotaResult, len(grants))
 	for _, g := range grantOrder {
 		granted := g.granted

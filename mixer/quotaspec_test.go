@@ -80,6 +80,14 @@ func TestQuotaChargesFromQuotaSpecs(t *testing.T) {
 					t.Errorf("referenced %v, want %s among them", refs, r)
 				}
 			}
+			// The quota results name what tells counters apart (here the
+			// dimension destination.service.name), not the QuotaSpec's
+			// clauses: those would split the proxy's pools per path.
+			for name, qr := range resp.GetQuotas() {
+				if qrefs := refNames(qr.GetReferencedAttributes()); slices.Contains(qrefs, attribute.RequestPath) {
+					t.Errorf("quota %s references %v, want no %s", name, qrefs, attribute.RequestPath)
+				}
+			}
 		})
 	}
 

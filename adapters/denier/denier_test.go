@@ -3,6 +3,7 @@ package denier_test
 import (
 	"context"
 	"fmt"
+	"os"
 	"testing"
 	"time"
 
@@ -32,17 +33,11 @@ func TestConfig(t *testing.T) {
 
 func create(t *testing.T, set adapters.Settings, file string) adapters.Checker {
 	t.Helper()
-	f := denier.Factory()
-	cfg, err := configtest.Load(f, "testdata/"+file)
+	params, err := os.ReadFile("testdata/" + file)
 	if err != nil {
 		t.Fatal(err)
 	}
-	h, err := f.Create(context.Background(), set, cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { h.Close(context.Background()) })
-	return h.(adapters.Checker)
+	return configtest.Create(t, denier.Factory(), set, params).(adapters.Checker)
 }
 
 func TestCheckDenies(t *testing.T) {

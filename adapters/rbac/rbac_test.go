@@ -52,17 +52,7 @@ func lines(l ...string) string { return strings.Join(l, "\n") }
 
 func create(t *testing.T, set adapters.Settings, params string) adapters.Checker {
 	t.Helper()
-	f := rbac.Factory()
-	cfg, err := configtest.Decode(f, []byte(params))
-	if err != nil {
-		t.Fatal(err)
-	}
-	h, err := f.Create(context.Background(), set, cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { h.Close(context.Background()) })
-	return h.(adapters.Checker)
+	return configtest.Create(t, rbac.Factory(), set, []byte(params)).(adapters.Checker)
 }
 
 // bookshop is a policy: readers may read books, writers may also change

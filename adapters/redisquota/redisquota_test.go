@@ -120,19 +120,7 @@ func create(t *testing.T, f adapters.Factory, set adapters.Settings, params stri
 		// machine: 100ms is not enough there.
 		params = "timeout: 10s\n" + params
 	}
-	cfg, err := configtest.Decode(f, []byte(params))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := cfg.Validate(); err != nil {
-		t.Fatal(err)
-	}
-	h, err := f.Create(context.Background(), set, cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { h.Close(context.Background()) })
-	return h.(adapters.QuotaAllocator)
+	return configtest.Create(t, f, set, []byte(params)).(adapters.QuotaAllocator)
 }
 
 func alloc(t *testing.T, h adapters.QuotaAllocator, q *template.Quota, args adapters.QuotaArgs) adapters.QuotaResult {

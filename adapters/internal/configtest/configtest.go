@@ -5,6 +5,7 @@ package configtest
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"io"
 	"os"
@@ -48,6 +49,25 @@ func Load(f adapters.Factory, path string) (adapters.Config, error) {
 		return nil, err
 	}
 	return cfg, cfg.Validate()
+}
+
+// Create decodes and validates params for f, creates the handler with set
+// and closes it when the test ends; any failure fails the test.
+func Create(t testing.TB, f adapters.Factory, set adapters.Settings, params []byte) adapters.Handler {
+	t.Helper()
+	cfg, err := Decode(f, params)
+	if err == nil {
+		err = cfg.Validate()
+	}
+	if err != nil {
+		t.Fatalf("%s params: %v", f.Name, err)
+	}
+	h, err := f.Create(context.Background(), set, cfg)
+	if err != nil {
+		t.Fatalf("%s: create: %v", f.Name, err)
+	}
+	t.Cleanup(func() { h.Close(context.Background()) })
+	return h
 }
 
 // Run checks every case and that every testdata/*.yaml file has a case, so

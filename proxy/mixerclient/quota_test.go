@@ -60,7 +60,13 @@ func TestQuotaPrefetchAnswersLocally(t *testing.T) {
 	if admitted != 40 {
 		t.Fatalf("admitted %d, want the limit 40", admitted)
 	}
-	// Exhausted now: refused locally, the mixer not asked.
+	// Exhausted now. The first refusal may still ask the mixer (unless a
+	// refill learnt of the exhaustion already); after it, refusals are
+	// local and the mixer is not asked.
+	mixerclient.WaitPrefetches(c)
+	if d := check(t, c, svcBag("web", "/")); d.Code != codes.ResourceExhausted {
+		t.Fatalf("after the limit: %+v", d)
+	}
 	mixerclient.WaitPrefetches(c)
 	calls := m.CheckCalls()
 	for i := 0; i < 5; i++ {

@@ -127,6 +127,15 @@ const (
 	ContextReporterUID    = "context.reporter.uid"
 	ContextTime           = "context.time"
 	ContextProxyErrorCode = "context.proxy_error_code"
+
+	// The span the reporting proxy made for the request (W3C trace context
+	// ids in lowercase hex): its trace, its own id, its parent's id (absent
+	// for a trace's root) and whether the trace is sampled.
+	RequestTraceID      = "request.trace.id"
+	RequestSpanID       = "request.trace.span_id"
+	RequestParentSpanID = "request.trace.parent_span_id"
+	RequestTraceSampled = "request.trace.sampled"
+	RequestTraceState   = "request.trace.state"
 )
 
 // standard is the built-in manifest, in the order its names enter the global
@@ -184,6 +193,11 @@ var standard = []struct {
 	{ContextReporterUID, KindString},
 	{ContextTime, KindTimestamp},
 	{ContextProxyErrorCode, KindString},
+	{RequestTraceID, KindString},
+	{RequestSpanID, KindString},
+	{RequestParentSpanID, KindString},
+	{RequestTraceSampled, KindBool},
+	{RequestTraceState, KindString},
 }
 
 // Manifest maps attribute names to kinds. It is immutable once built.

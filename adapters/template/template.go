@@ -22,6 +22,7 @@ const (
 	MetricName        = "metric"
 	LogEntryName      = "logentry"
 	AuthorizationName = "authorization"
+	TraceSpanName     = "tracespan"
 )
 
 // Instance is a built template instance.

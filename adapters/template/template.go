@@ -89,6 +89,64 @@ type Action struct {
 	Properties map[string]any
 }
 
+// Span kinds and statuses a TraceSpan carries (OpenTelemetry's names, in
+// lower case).
+const (
+	SpanKindServer   = "server"
+	SpanKindClient   = "client"
+	SpanKindProducer = "producer"
+	SpanKindConsumer = "consumer"
+	SpanKindInternal = "internal"
+
+	SpanStatusUnset = "unset"
+	SpanStatusOK    = "ok"
+	SpanStatusError = "error"
+)
+
+// TraceSpan is one span of a distributed trace: typically the server span
+// an inbound proxy made for a request, or the client span an outbound proxy
+// made. Ids are lowercase hex as in W3C trace context: TraceID 32 digits,
+// SpanID and ParentSpanID 16 (ParentSpanID empty for a trace's root).
+type TraceSpan struct {
+	Name            string // instance name
+	TraceID         string
+	SpanID          string
+	ParentSpanID    string
+	TraceState      string // W3C tracestate, as received
+	SpanName        string
+	StartTime       time.Time
+	EndTime         time.Time
+	SpanKind        string // one of the SpanKind constants
+	Status          string // one of the SpanStatus constants
+	StatusMessage   string
+	HTTPStatusCode  int64 // 0: none
+	SourceName      string
+	DestinationName string
+	// SpanTags are the span's attributes: string, int64, float64, bool or
+	// time.Time values.
+	SpanTags map[string]any
+}
+
+// ServiceName is the service the span belongs to: the workload whose proxy
+// made it. Client and producer spans are made on the caller's side
+// (SourceName), the others on the callee's (DestinationName). An empty
+// name is "unknown".
+func (s *TraceSpan) ServiceName() string {
+	name := s.DestinationName
+	if s.SpanKind == SpanKindClient || s.SpanKind == SpanKindProducer {
+		name = s.SourceName
+	}
+	if name == "" {
+		return "unknown"
+	}
+	return name
+}
+
+func (*TraceSpan) Template() string       { return TraceSpanName }
+func (i *TraceSpan) InstanceName() string { return i.Name }
+
+var _ Instance = (*TraceSpan)(nil)
+
 func (*Authorization) Template() string       { return AuthorizationName }
 func (i *Authorization) InstanceName() string { return i.Name }
 

@@ -136,6 +136,19 @@ const (
 	RequestParentSpanID = "request.trace.parent_span_id"
 	RequestTraceSampled = "request.trace.sampled"
 	RequestTraceState   = "request.trace.state"
+
+	// A span or log record an app sent to the mixer over OTLP (the mixer's
+	// OTLP ingest; the proxies never set these): the span's name, its kind
+	// (server, client, producer, consumer or internal), its status (unset,
+	// ok or error) and its attributes as text. A log record's body and
+	// severity text and its attributes as text.
+	SpanName       = "span.name"
+	SpanKind       = "span.kind"
+	SpanStatus     = "span.status"
+	SpanAttributes = "span.attributes"
+	LogBody        = "log.body"
+	LogSeverity    = "log.severity"
+	LogAttributes  = "log.attributes"
 )
 
 // standard is the built-in manifest, in the order its names enter the global
@@ -198,6 +211,13 @@ var standard = []struct {
 	{RequestParentSpanID, KindString},
 	{RequestTraceSampled, KindBool},
 	{RequestTraceState, KindString},
+	{SpanName, KindString},
+	{SpanKind, KindString},
+	{SpanStatus, KindString},
+	{SpanAttributes, KindStringMap},
+	{LogBody, KindString},
+	{LogSeverity, KindString},
+	{LogAttributes, KindStringMap},
 }
 
 // Manifest maps attribute names to kinds. It is immutable once built.

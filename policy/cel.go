@@ -242,6 +242,7 @@ var (
 	wantBool      = kindsOf("bool", types.BoolKind)
 	wantString    = kindsOf("string", types.StringKind)
 	wantTimestamp = kindsOf("timestamp", types.TimestampKind)
+	wantInt       = kindsOf("int", types.IntKind)
 	wantNumber    = kindsOf("int, double or duration", types.IntKind, types.DoubleKind, types.DurationKind)
 	wantListValue = kindsOf("string or bytes", types.StringKind, types.BytesKind)
 	wantGroups    = typeRule{desc: "string or list(string)", ok: func(t *cel.Type) bool {

@@ -17,8 +17,8 @@
 //     [Options].Adapters and spec.params is decoded strictly into the
 //     factory's config (unknown keys are errors) and validated.
 //   - Instance fills a template (checknothing, listentry, authorization,
-//     quota, metric, logentry) whose fields are CEL expressions over
-//     attributes.
+//     quota, metric, logentry, tracespan) whose fields are CEL expressions
+//     over attributes.
 //   - Rule has a CEL match (empty means always), actions (a handler and the
 //     instances to send it) and optional request/response header
 //     operations (REPLACE, REMOVE, APPEND; values are CEL strings).
@@ -91,6 +91,20 @@
 // strings or one string of comma-separated groups. A logentry without a
 // severity says "info"; without a timestamp it takes context.time, else the
 // load's clock ([Options].Now).
+//
+// A tracespan (a report template, [template.TraceSpan]) takes traceId,
+// spanId, spanName, startTime and endTime (required), and parentSpanId,
+// traceState, spanKind, status, statusMessage, httpStatusCode, sourceName,
+// destinationName and spanTags (a map of name to expression). Ids, names,
+// kind, status and message are strings, the times timestamps,
+// httpStatusCode an int, tags scalars (bytes such as an ip attribute and
+// durations are carried as text). spanKind must evaluate to server,
+// client, producer, consumer or internal (default internal) and status to
+// unset, ok or error (default unset), in any case; another value fails the
+// instance at run time. As for metric and logentry, a field over an absent
+// attribute fails the instance unless wrapped in default(). The span a
+// proxy made is described by the request.trace.* attributes; see
+// examples/default/tracing.yaml.
 //
 // # Errors
 //

@@ -15,7 +15,7 @@ func FuzzLoad(f *testing.F) {
 	f.Add([]byte(evalConfig))
 	f.Add([]byte("a: &a [*a, *a]\nb: *a\n"))
 	f.Add([]byte("apiVersion: sidemix.dev/v1\nkind: Rule\nmetadata: {name: r}\nspec: {match: '(((', actions: [{handler: h}]}\n"))
-	for _, dir := range []string{"testdata/errors", "testdata/good", "testdata/good/telemetry", "testdata/quota", "../examples/policies"} {
+	for _, dir := range []string{"testdata/errors", "testdata/good", "testdata/good/telemetry", "testdata/quota", "testdata/tracing", "../examples/policies"} {
 		paths, _ := filepath.Glob(filepath.Join(dir, "*.y*ml"))
 		for _, p := range paths {
 			if b, err := os.ReadFile(p); err == nil {

@@ -411,6 +411,24 @@ type logEntryParams struct {
 	Timestamp expr            `yaml:"timestamp"`
 }
 
+// traceSpanParams are a tracespan Instance's params: see the package doc.
+type traceSpanParams struct {
+	TraceID         expr            `yaml:"traceId"`
+	SpanID          expr            `yaml:"spanId"`
+	ParentSpanID    expr            `yaml:"parentSpanId"`
+	TraceState      expr            `yaml:"traceState"`
+	SpanName        expr            `yaml:"spanName"`
+	StartTime       expr            `yaml:"startTime"`
+	EndTime         expr            `yaml:"endTime"`
+	SpanKind        expr            `yaml:"spanKind"`
+	Status          expr            `yaml:"status"`
+	StatusMessage   expr            `yaml:"statusMessage"`
+	HTTPStatusCode  expr            `yaml:"httpStatusCode"`
+	SourceName      expr            `yaml:"sourceName"`
+	DestinationName expr            `yaml:"destinationName"`
+	SpanTags        map[string]expr `yaml:"spanTags"`
+}
+
 type ruleSpec struct {
 	Match                    expr           `yaml:"match"`
 	Actions                  []actionSpec   `yaml:"actions"`
@@ -795,6 +813,39 @@ func (l *loader) instance(d *document) *instance {
 		in.variables = compileMap("spec.params.variables", p.Variables, wantAny)
 		in.severity = compileField("spec.params.severity", p.Severity, wantString)
 		in.timestamp = compileField("spec.params.timestamp", p.Timestamp, wantTimestamp)
+	case template.TraceSpanName:
+		in.variety = VarietyReport
+		var p traceSpanParams
+		if !decode(&p) {
+			in.broken = true
+			return in
+		}
+		for _, r := range []struct {
+			key string
+			e   expr
+		}{{"traceId", p.TraceID}, {"spanId", p.SpanID}, {"spanName", p.SpanName},
+			{"startTime", p.StartTime}, {"endTime", p.EndTime}} {
+			if !r.e.Set {
+				l.add(d, paramsLine, "spec.params."+r.key, "required")
+				ok = false
+			}
+		}
+		in.span = &spanPrograms{
+			traceID:         compileField("spec.params.traceId", p.TraceID, wantString),
+			spanID:          compileField("spec.params.spanId", p.SpanID, wantString),
+			parentSpanID:    compileField("spec.params.parentSpanId", p.ParentSpanID, wantString),
+			traceState:      compileField("spec.params.traceState", p.TraceState, wantString),
+			spanName:        compileField("spec.params.spanName", p.SpanName, wantString),
+			startTime:       compileField("spec.params.startTime", p.StartTime, wantTimestamp),
+			endTime:         compileField("spec.params.endTime", p.EndTime, wantTimestamp),
+			spanKind:        compileField("spec.params.spanKind", p.SpanKind, wantString),
+			status:          compileField("spec.params.status", p.Status, wantString),
+			statusMessage:   compileField("spec.params.statusMessage", p.StatusMessage, wantString),
+			httpStatusCode:  compileField("spec.params.httpStatusCode", p.HTTPStatusCode, wantInt),
+			sourceName:      compileField("spec.params.sourceName", p.SourceName, wantString),
+			destinationName: compileField("spec.params.destinationName", p.DestinationName, wantString),
+			tags:            compileMap("spec.params.spanTags", p.SpanTags, wantScalar),
+		}
 	default:
 		l.add(d, spec.Template.Line, "spec.template", "unknown template %q (want one of %s)",
 			spec.Template.Value, strings.Join(templateNames, ", "))
@@ -807,7 +858,7 @@ func (l *loader) instance(d *document) *instance {
 
 // templateNames lists the templates an Instance may fill, check ones first.
 var templateNames = []string{template.CheckNothingName, template.ListEntryName, template.AuthorizationName,
-	template.QuotaName, template.MetricName, template.LogEntryName}
+	template.QuotaName, template.MetricName, template.LogEntryName, template.TraceSpanName}
 
 // rule decodes and compiles a Rule and resolves its references.
 func (l *loader) rule(d *document, handlers map[string]*handler, instances map[string]*instance) *rule {

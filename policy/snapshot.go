@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"reflect"
+	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -72,6 +73,7 @@ type instance struct {
 	severity        *program       // logentry
 	timestamp       *program       // logentry
 	authz           *authzPrograms // authorization
+	span            *spanPrograms  // tracespan
 	view            any
 	broken          bool
 }
@@ -83,6 +85,17 @@ type authzPrograms struct {
 	subjectProps                     []namedProgram
 	namespace, service, method, path *program
 	actionProps                      []namedProgram
+}
+
+// spanPrograms are the compiled fields of a tracespan instance; nil
+// programs are optional fields the instance leaves out.
+type spanPrograms struct {
+	traceID, spanID, parentSpanID, traceState, spanName *program
+	startTime, endTime                                  *program
+	spanKind, status, statusMessage                     *program
+	httpStatusCode                                      *program
+	sourceName, destinationName                         *program
+	tags                                                []namedProgram
 }
 
 type action struct {
@@ -374,6 +387,8 @@ func (s *Snapshot) build(a *activation, in *instance) (template.Instance, *EvalE
 			}
 		}
 		return le, nil
+	case template.TraceSpanName:
+		return buildTraceSpan(a, in)
 	}
 	return nil, &EvalError{Instance: in.name, Field: "spec.template", Err: fmt.Errorf("unknown template %q", in.template)}
 }
@@ -453,6 +468,107 @@ func buildAuthorization(a *activation, in *instance) (template.Instance, *EvalEr
 	if err != nil {
 		return nil, err
 	}
+	return out, nil
+}
+
+// buildTraceSpan fills a tracespan instance. Like metric and logentry (and
+// unlike authorization) a field over an absent attribute fails the
+// instance, so a span is never sent with half its ids: optional fields say
+// what to do on absence with default().
+func buildTraceSpan(a *activation, in *instance) (template.Instance, *EvalError) {
+	p := in.span
+	out := &template.TraceSpan{Name: in.name, SpanKind: template.SpanKindInternal, Status: template.SpanStatusUnset}
+	var err *EvalError
+	eval := func(field string, prg *program) ref.Val {
+		if err != nil || prg == nil {
+			return nil
+		}
+		v, e := prg.eval(a)
+		if e != nil {
+			err = &EvalError{Instance: in.name, Field: field, Err: e}
+			return nil
+		}
+		return v
+	}
+	typeErr := func(field string, v ref.Val, want string) {
+		err = &EvalError{Instance: in.name, Field: field,
+			Err: fmt.Errorf("value has type %s, want %s", v.Type().TypeName(), want)}
+	}
+	str := func(field string, prg *program, dst *string) {
+		v := eval(field, prg)
+		if v == nil {
+			return
+		}
+		s, ok := v.(types.String)
+		if !ok {
+			typeErr(field, v, "string")
+			return
+		}
+		*dst = string(s)
+	}
+	ts := func(field string, prg *program, dst *time.Time) {
+		v := eval(field, prg)
+		if v == nil {
+			return
+		}
+		t, ok := v.(types.Timestamp)
+		if !ok {
+			typeErr(field, v, "timestamp")
+			return
+		}
+		*dst = t.Time
+	}
+	oneOf := func(field string, dst *string, allowed ...string) {
+		if err != nil {
+			return
+		}
+		v := strings.ToLower(*dst)
+		if !slices.Contains(allowed, v) {
+			err = &EvalError{Instance: in.name, Field: field,
+				Err: fmt.Errorf("%q is not one of %s", *dst, strings.Join(allowed, ", "))}
+			return
+		}
+		*dst = v
+	}
+	str("spec.params.traceId", p.traceID, &out.TraceID)
+	str("spec.params.spanId", p.spanID, &out.SpanID)
+	str("spec.params.parentSpanId", p.parentSpanID, &out.ParentSpanID)
+	str("spec.params.traceState", p.traceState, &out.TraceState)
+	str("spec.params.spanName", p.spanName, &out.SpanName)
+	ts("spec.params.startTime", p.startTime, &out.StartTime)
+	ts("spec.params.endTime", p.endTime, &out.EndTime)
+	str("spec.params.spanKind", p.spanKind, &out.SpanKind)
+	oneOf("spec.params.spanKind", &out.SpanKind, template.SpanKindServer, template.SpanKindClient,
+		template.SpanKindProducer, template.SpanKindConsumer, template.SpanKindInternal)
+	str("spec.params.status", p.status, &out.Status)
+	oneOf("spec.params.status", &out.Status, template.SpanStatusUnset, template.SpanStatusOK, template.SpanStatusError)
+	str("spec.params.statusMessage", p.statusMessage, &out.StatusMessage)
+	if v := eval("spec.params.httpStatusCode", p.httpStatusCode); v != nil {
+		if n, ok := v.(types.Int); ok {
+			out.HTTPStatusCode = int64(n)
+		} else {
+			typeErr("spec.params.httpStatusCode", v, "int")
+		}
+	}
+	str("spec.params.sourceName", p.sourceName, &out.SourceName)
+	str("spec.params.destinationName", p.destinationName, &out.DestinationName)
+	if err != nil {
+		return nil, err
+	}
+	tags, terr := evalMap(a, p.tags, "spec.params.spanTags", true)
+	if terr != nil {
+		terr.Instance = in.name
+		return nil, terr
+	}
+	// Span attributes are strings, numbers, bools or times: bytes (ip
+	// attributes) and durations become their text.
+	for k, v := range tags {
+		switch v.(type) {
+		case []byte, time.Duration:
+			tags[k] = template.FormatValue(v)
+		}
+	}
+	out.SpanTags = tags
 	return out, nil
 }
 

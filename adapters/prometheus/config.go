@@ -4,11 +4,15 @@ import (
 	"cmp"
 	"errors"
 	"fmt"
+	"maps"
 	"math"
 	"net"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
+	"time"
+	"unicode/utf8"
 
 	prom "github.com/prometheus/client_golang/prometheus"
 )
@@ -24,14 +28,56 @@ const (
 // port Istio's Mixer used.
 const DefaultAddr = "127.0.0.1:42422"
 
+// DefaultMaxSeries is the handler's maxSeries unless told otherwise: the
+// most label combinations one metric holds. A label fed from an unbounded
+// attribute (a path, a user id) would otherwise grow the mixer's memory and
+// every scrape without end.
+const DefaultMaxSeries = 10000
+
+// Bounds of the expiry check interval: the default is half the expiry
+// duration, at most defaultMaxCheckInterval; shorter than minCheckInterval
+// would spin.
+const (
+	defaultMaxCheckInterval = time.Minute
+	minCheckInterval        = time.Millisecond
+)
+
 // Config is the prometheus adapter's params.
 type Config struct {
 	// Addr is the host:port serving /metrics; empty serves nothing.
 	Addr string `yaml:"addr"`
 	// Namespace, when set, prefixes every exported name with namespace_.
 	Namespace string `yaml:"namespace"`
+	// ConstLabels are labels with fixed values added to every metric of
+	// the handler, e.g. {mesh: prod}.
+	ConstLabels map[string]string `yaml:"constLabels"`
+	// MaxSeries caps the label combinations (series) of each metric that
+	// does not set its own; 0 means no cap.
+	MaxSeries int `yaml:"maxSeries"`
+	// MetricsExpirationPolicy, when set, removes series not updated for a
+	// while.
+	MetricsExpirationPolicy *ExpirationPolicy `yaml:"metricsExpirationPolicy"`
 	// Metrics map metric instances to exported metrics.
 	Metrics []Metric `yaml:"metrics"`
+}
+
+// ExpirationPolicy removes series that stopped being updated, named as in
+// Istio's prometheus adapter.
+type ExpirationPolicy struct {
+	// MetricsExpiryDuration is how long a series stays without an update
+	// before it is removed. Required.
+	MetricsExpiryDuration time.Duration `yaml:"metricsExpiryDuration"`
+	// ExpiryCheckIntervalDuration is how often series are checked; zero
+	// means half of MetricsExpiryDuration, at most a minute.
+	ExpiryCheckIntervalDuration time.Duration `yaml:"expiryCheckIntervalDuration"`
+}
+
+// checkInterval is the effective ExpiryCheckIntervalDuration.
+func (p *ExpirationPolicy) checkInterval() time.Duration {
+	if p.ExpiryCheckIntervalDuration > 0 {
+		return p.ExpiryCheckIntervalDuration
+	}
+	return max(min(p.MetricsExpiryDuration/2, defaultMaxCheckInterval), minCheckInterval)
 }
 
 // Metric is one exported metric, fed by the instances of one name.
@@ -49,6 +95,9 @@ type Metric struct {
 	LabelNames []string `yaml:"labelNames"`
 	// Buckets are required for a DISTRIBUTION and only allowed there.
 	Buckets *Buckets `yaml:"buckets"`
+	// MaxSeries caps this metric's series; unset means the handler's
+	// maxSeries, 0 no cap.
+	MaxSeries *int `yaml:"maxSeries"`
 }
 
 // Buckets defines a histogram's bucket bounds, one way out of three, named
@@ -79,9 +128,10 @@ type LinearBuckets struct {
 	Offset           float64 `yaml:"offset"`
 }
 
-// NewConfig returns the defaults: serve on DefaultAddr.
+// NewConfig returns the defaults: serve on DefaultAddr, at most
+// DefaultMaxSeries series per metric, no expiry.
 func NewConfig() *Config {
-	return &Config{Addr: DefaultAddr}
+	return &Config{Addr: DefaultAddr, MaxSeries: DefaultMaxSeries}
 }
 
 var (
@@ -108,6 +158,26 @@ func (c *Config) Validate() error {
 	}
 	if c.Namespace != "" && !metricNameRE.MatchString(c.Namespace) {
 		add("namespace: %q is not a valid Prometheus metric name prefix", c.Namespace)
+	}
+	if c.MaxSeries < 0 {
+		add("maxSeries: must be 0 (no cap) or more, got %d", c.MaxSeries)
+	}
+	for _, k := range slices.Sorted(maps.Keys(c.ConstLabels)) {
+		switch v := c.ConstLabels[k]; {
+		case !labelNameRE.MatchString(k) || strings.HasPrefix(k, "__"):
+			add("constLabels: %q is not a valid Prometheus label name", k)
+		case !utf8.ValidString(v):
+			add("constLabels.%s: value %q is not valid UTF-8", k, v)
+		}
+	}
+	if p := c.MetricsExpirationPolicy; p != nil {
+		at := "metricsExpirationPolicy"
+		if p.MetricsExpiryDuration <= 0 {
+			add("%s.metricsExpiryDuration: required, a positive duration such as 10m (got %v)", at, p.MetricsExpiryDuration)
+		}
+		if p.ExpiryCheckIntervalDuration < 0 || (p.ExpiryCheckIntervalDuration > 0 && p.ExpiryCheckIntervalDuration < minCheckInterval) {
+			add("%s.expiryCheckIntervalDuration: must be at least %v, or unset for half the expiry duration (got %v)", at, minCheckInterval, p.ExpiryCheckIntervalDuration)
+		}
 	}
 	if len(c.Metrics) == 0 {
 		add("metrics: at least one metric is required")
@@ -149,8 +219,12 @@ func (c *Config) Validate() error {
 		default:
 			add("%s.kind: unknown kind %q (want %s, %s or %s)", at, m.Kind, Counter, Gauge, Distribution)
 		}
+		if m.MaxSeries != nil && *m.MaxSeries < 0 {
+			add("%s.maxSeries: must be 0 (no cap) or more, got %d", at, *m.MaxSeries)
+		}
 		seen := make(map[string]bool, len(m.LabelNames))
 		for j, l := range m.LabelNames {
+			_, isConst := c.ConstLabels[l]
 			switch {
 			case !labelNameRE.MatchString(l) || strings.HasPrefix(l, "__"):
 				add("%s.labelNames[%d]: %q is not a valid Prometheus label name", at, j, l)
@@ -158,8 +232,13 @@ func (c *Config) Validate() error {
 				add("%s.labelNames[%d]: %q is listed twice", at, j, l)
 			case l == "le" && m.Kind == Distribution:
 				add("%s.labelNames[%d]: \"le\" is reserved in a %s", at, j, Distribution)
+			case isConst:
+				add("%s.labelNames[%d]: %q is also in constLabels", at, j, l)
 			}
 			seen[l] = true
+		}
+		if _, ok := c.ConstLabels["le"]; ok && m.Kind == Distribution {
+			add("%s: constLabels has \"le\", which is reserved in a %s", at, Distribution)
 		}
 	}
 	return errors.Join(errs...)
@@ -234,6 +313,14 @@ func (b *Buckets) bounds() []float64 {
 		return prom.LinearBuckets(l.Offset, l.Width, l.NumFiniteBuckets+1)
 	}
 	return nil
+}
+
+// maxSeries is the metric's effective cap; 0 means none.
+func (c *Config) maxSeries(m Metric) int {
+	if m.MaxSeries != nil {
+		return *m.MaxSeries
+	}
+	return c.MaxSeries
 }
 
 // exportedName is the metric's name as scraped.

@@ -49,6 +49,20 @@ func TestConfig(t *testing.T) {
 			`metrics[6].buckets: the last bound overflows to +Inf`,
 			`metrics[7].buckets.linearBuckets.numFiniteBuckets: must be in 1..1000, got 100000`,
 		)},
+		{File: "limits.bad.yaml", Want: lines(
+			`maxSeries: must be 0 (no cap) or more, got -1`,
+			`constLabels: "__reserved" is not a valid Prometheus label name`,
+			`constLabels: "bad-name" is not a valid Prometheus label name`,
+			`metricsExpirationPolicy.metricsExpiryDuration: required, a positive duration such as 10m (got 0s)`,
+			`metricsExpirationPolicy.expiryCheckIntervalDuration: must be at least 1ms, or unset for half the expiry duration (got -1s)`,
+			`metrics[0].maxSeries: must be 0 (no cap) or more, got -5`,
+			`metrics[0].labelNames[1]: "mesh" is also in constLabels`,
+			`metrics[1]: constLabels has "le", which is reserved in a DISTRIBUTION`,
+		)},
+		{File: "expiry-interval.bad.yaml", Want: lines(
+			`metricsExpirationPolicy.expiryCheckIntervalDuration: must be at least 1ms, or unset for half the expiry duration (got 1µs)`,
+		)},
+		{File: "expiry-units.bad.yaml", Want: "yaml: unmarshal errors:\n  line 2: cannot unmarshal !!str `10 minutes` into time.Duration"},
 		{File: "misspelled.bad.yaml", Want: "yaml: unmarshal errors:\n  line 2: field instance_name not found in type prometheus.Metric"},
 	})
 }

@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/http"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -79,35 +80,75 @@ type family struct {
 	gauge     *prom.GaugeVec
 	histogram *prom.HistogramVec
 	owners    map[string]int // handler name → handlers of that name attached
+
+	// mu guards series and watchers. Observations hold it for reading, so
+	// a sweep (which holds it for writing) never removes a series while an
+	// update to it is in flight, and no update is lost with the series.
+	mu     sync.RWMutex
+	series map[string]*series // by seriesKey of the label values
+	// watchers are the series-count gauges of the attached handlers,
+	// kept at len(series).
+	watchers map[string]prom.Gauge
+}
+
+// series is one label combination of a family: its collector child and
+// when it was last updated, for expiry.
+type series struct {
+	lvs     []string
+	counter prom.Counter
+	gauge   prom.Gauge
+	obs     prom.Observer
+	last    atomic.Int64 // Unix nanoseconds of the last update
+}
+
+func (s *series) record(v float64, now int64) {
+	switch {
+	case s.counter != nil:
+		s.counter.Add(v)
+	case s.gauge != nil:
+		s.gauge.Set(v)
+	default:
+		s.obs.Observe(v)
+	}
+	s.last.Store(now)
 }
 
 // spec is a family's definition; a family is shared only between equal
-// specs.
+// specs. Caps and expiry are not part of it: a reload that changes them
+// keeps the family and its counts.
 type spec struct {
 	name    string
 	help    string
 	kind    string
 	labels  []string
 	buckets []float64
+	consts  map[string]string // const labels
 }
 
 func (s spec) equal(o spec) bool {
 	return s.name == o.name && s.help == o.help && s.kind == o.kind &&
-		slices.Equal(s.labels, o.labels) && slices.Equal(s.buckets, o.buckets)
+		slices.Equal(s.labels, o.labels) && slices.Equal(s.buckets, o.buckets) &&
+		maps.Equal(s.consts, o.consts)
 }
 
 func newFamily(s spec) (*family, error) {
-	f := &family{spec: s, registry: prom.NewRegistry(), owners: make(map[string]int)}
+	f := &family{
+		spec:     s,
+		registry: prom.NewRegistry(),
+		owners:   make(map[string]int),
+		series:   make(map[string]*series),
+		watchers: make(map[string]prom.Gauge),
+	}
 	var c prom.Collector
 	switch s.kind {
 	case Counter:
-		f.counter = prom.NewCounterVec(prom.CounterOpts{Name: s.name, Help: s.help}, s.labels)
+		f.counter = prom.NewCounterVec(prom.CounterOpts{Name: s.name, Help: s.help, ConstLabels: s.consts}, s.labels)
 		c = f.counter
 	case Gauge:
-		f.gauge = prom.NewGaugeVec(prom.GaugeOpts{Name: s.name, Help: s.help}, s.labels)
+		f.gauge = prom.NewGaugeVec(prom.GaugeOpts{Name: s.name, Help: s.help, ConstLabels: s.consts}, s.labels)
 		c = f.gauge
 	default:
-		f.histogram = prom.NewHistogramVec(prom.HistogramOpts{Name: s.name, Help: s.help, Buckets: s.buckets}, s.labels)
+		f.histogram = prom.NewHistogramVec(prom.HistogramOpts{Name: s.name, Help: s.help, ConstLabels: s.consts, Buckets: s.buckets}, s.labels)
 		c = f.histogram
 	}
 	if err := f.registry.Register(c); err != nil {
@@ -116,50 +157,136 @@ func newFamily(s spec) (*family, error) {
 	return f, nil
 }
 
-// observe records v under the label values lvs. On failure it says why,
-// as a reason label of the dropped counter.
-func (f *family) observe(lvs []string, v float64) (reason string, err error) {
-	switch {
-	case f.counter != nil:
-		if !(v >= 0) {
-			return "bad_value", fmt.Errorf("counter %s cannot add %v", f.name, v)
-		}
-		c, err := f.counter.GetMetricWithLabelValues(lvs...)
-		if err != nil {
-			return "bad_labels", err
-		}
-		c.Add(v)
-	case f.gauge != nil:
-		g, err := f.gauge.GetMetricWithLabelValues(lvs...)
-		if err != nil {
-			return "bad_labels", err
-		}
-		g.Set(v)
-	default:
-		o, err := f.histogram.GetMetricWithLabelValues(lvs...)
-		if err != nil {
-			return "bad_labels", err
-		}
-		o.Observe(v)
+// errSeriesCap refuses a new series of a family at its cap.
+var errSeriesCap = errors.New("series cap reached")
+
+// seriesKey identifies a label combination. 0xff never occurs in UTF-8, and
+// label values that are not UTF-8 are refused when the series is created.
+func seriesKey(lvs []string) string {
+	if len(lvs) == 1 {
+		return lvs[0]
 	}
+	return strings.Join(lvs, "\xff")
+}
+
+// observe records v under the label values lvs at now (Unix nanoseconds),
+// creating the series unless the family already holds maxSeries of them
+// (0: no cap), in which case it returns errSeriesCap. On another failure
+// it says why, as a reason label of the dropped counter.
+func (f *family) observe(lvs []string, v float64, now int64, maxSeries int) (reason string, err error) {
+	if f.counter != nil && !(v >= 0) {
+		return "bad_value", fmt.Errorf("counter %s cannot add %v", f.name, v)
+	}
+	key := seriesKey(lvs)
+	f.mu.RLock()
+	if s := f.series[key]; s != nil {
+		s.record(v, now)
+		f.mu.RUnlock()
+		return "", nil
+	}
+	f.mu.RUnlock()
+
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	s := f.series[key]
+	if s == nil {
+		if maxSeries > 0 && len(f.series) >= maxSeries {
+			return "", errSeriesCap
+		}
+		s = &series{lvs: slices.Clone(lvs)}
+		var err error
+		switch {
+		case f.counter != nil:
+			s.counter, err = f.counter.GetMetricWithLabelValues(lvs...)
+		case f.gauge != nil:
+			s.gauge, err = f.gauge.GetMetricWithLabelValues(lvs...)
+		default:
+			s.obs, err = f.histogram.GetMetricWithLabelValues(lvs...)
+		}
+		if err != nil {
+			return "bad_labels", err
+		}
+		f.series[key] = s
+		f.countChanged()
+	}
+	s.record(v, now)
 	return "", nil
+}
+
+// sweep removes the series last updated before cutoff (Unix nanoseconds)
+// and returns how many it removed.
+func (f *family) sweep(cutoff int64) int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	n := 0
+	for key, s := range f.series {
+		if s.last.Load() >= cutoff {
+			continue
+		}
+		switch {
+		case f.counter != nil:
+			f.counter.DeleteLabelValues(s.lvs...)
+		case f.gauge != nil:
+			f.gauge.DeleteLabelValues(s.lvs...)
+		default:
+			f.histogram.DeleteLabelValues(s.lvs...)
+		}
+		delete(f.series, key)
+		n++
+	}
+	if n > 0 {
+		f.countChanged()
+	}
+	return n
+}
+
+// countChanged brings the watchers up to date. Called with f.mu held for
+// writing.
+func (f *family) countChanged() {
+	for _, g := range f.watchers {
+		g.Set(float64(len(f.series)))
+	}
+}
+
+func (f *family) watch(owner string, g prom.Gauge) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.watchers[owner] = g
+	g.Set(float64(len(f.series)))
+}
+
+func (f *family) unwatch(owner string) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	delete(f.watchers, owner)
+}
+
+// gaugeRefs count the families each handler name watches under each
+// metric name with the series gauges vec: a handler and its successor on
+// reload share the vec and its label pairs, and only the last family out
+// deletes a pair. Guarded by endpoints.mu.
+var gaugeRefs = make(map[gaugeRef]int)
+
+type gaugeRef struct {
+	vec           *prom.GaugeVec
+	owner, metric string
 }
 
 // acquire attaches the handler named owner to the endpoint of addr, starting
 // it if needed, and returns the families for specs, in order.
-func acquire(ctx context.Context, log *slog.Logger, addr, owner string, specs []spec) (*endpoint, []*family, error) {
+func acquire(ctx context.Context, log *slog.Logger, addr, owner string, specs []spec, gauges *prom.GaugeVec) (*endpoint, []*family, error) {
 	if addr == "" {
 		ep := newEndpoint("")
 		endpoints.mu.Lock()
 		defer endpoints.mu.Unlock()
-		fams, err := ep.attach(owner, specs)
+		fams, err := ep.attach(owner, specs, gauges)
 		return ep, fams, err
 	}
 	var ln net.Listener
 	for {
 		endpoints.mu.Lock()
 		if ep := endpoints.byAddr[addr]; ep != nil {
-			fams, err := ep.attach(owner, specs)
+			fams, err := ep.attach(owner, specs, gauges)
 			endpoints.mu.Unlock()
 			if ln != nil {
 				ln.Close() // another Create started the endpoint meanwhile
@@ -168,7 +295,7 @@ func acquire(ctx context.Context, log *slog.Logger, addr, owner string, specs []
 		}
 		if ln != nil {
 			ep := newEndpoint(addr)
-			fams, err := ep.attach(owner, specs)
+			fams, err := ep.attach(owner, specs, gauges)
 			if err != nil {
 				endpoints.mu.Unlock()
 				ln.Close()
@@ -193,10 +320,10 @@ func acquire(ctx context.Context, log *slog.Logger, addr, owner string, specs []
 // handlers of the same name (its predecessors) own a family defined
 // differently, replacing them. Called with endpoints.mu held; on error
 // nothing is attached.
-func (ep *endpoint) attach(owner string, specs []spec) ([]*family, error) {
+func (ep *endpoint) attach(owner string, specs []spec, gauges *prom.GaugeVec) ([]*family, error) {
 	fams := make([]*family, 0, len(specs))
 	fail := func(err error) ([]*family, error) {
-		ep.detach(owner, fams)
+		ep.detach(owner, fams, gauges)
 		return nil, err
 	}
 	for _, s := range specs {
@@ -208,7 +335,9 @@ func (ep *endpoint) attach(owner string, specs []spec) ([]*family, error) {
 				}
 			}
 			// A reload redefined it: the predecessor's family goes now,
-			// the predecessor reports into it unscraped until closed.
+			// the predecessor reports into it unscraped until closed,
+			// and its count is no longer the one shown.
+			f.unwatch(owner)
 			f = nil
 		}
 		if f == nil {
@@ -218,7 +347,11 @@ func (ep *endpoint) attach(owner string, specs []spec) ([]*family, error) {
 			}
 			ep.families[s.name] = f
 		}
-		f.owners[owner]++
+		if f.owners[owner]++; f.owners[owner] == 1 {
+			ref := gaugeRef{gauges, owner, f.name}
+			gaugeRefs[ref]++
+			f.watch(owner, gauges.WithLabelValues(owner, f.name))
+		}
 		fams = append(fams, f)
 	}
 	ep.refs++
@@ -228,10 +361,18 @@ func (ep *endpoint) attach(owner string, specs []spec) ([]*family, error) {
 
 // detach undoes attach's work on fams without touching refs. Called with
 // endpoints.mu held.
-func (ep *endpoint) detach(owner string, fams []*family) {
+func (ep *endpoint) detach(owner string, fams []*family, gauges *prom.GaugeVec) {
 	for _, f := range fams {
 		if f.owners[owner]--; f.owners[owner] <= 0 {
 			delete(f.owners, owner)
+			f.unwatch(owner)
+			ref := gaugeRef{gauges, owner, f.name}
+			if gaugeRefs[ref]--; gaugeRefs[ref] <= 0 {
+				delete(gaugeRefs, ref)
+				gauges.DeleteLabelValues(owner, f.name)
+			} else if cur := ep.families[f.name]; cur != nil && cur != f && cur.owners[owner] > 0 {
+				cur.watch(owner, gauges.WithLabelValues(owner, f.name)) // the successor's count
+			}
 		}
 		if len(f.owners) == 0 && ep.families[f.name] == f {
 			delete(ep.families, f.name)
@@ -242,9 +383,9 @@ func (ep *endpoint) detach(owner string, fams []*family) {
 
 // release detaches owner and, once no handler is left, stops the
 // listener, releasing the port before it returns.
-func (ep *endpoint) release(ctx context.Context, log *slog.Logger, owner string, fams []*family) error {
+func (ep *endpoint) release(ctx context.Context, log *slog.Logger, owner string, fams []*family, gauges *prom.GaugeVec) error {
 	endpoints.mu.Lock()
-	ep.detach(owner, fams)
+	ep.detach(owner, fams, gauges)
 	ep.refs--
 	last := ep.refs == 0 && ep.srv != nil
 	if last && endpoints.byAddr[ep.addr] == ep {

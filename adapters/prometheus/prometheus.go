@@ -3,10 +3,12 @@ package prometheus
 import (
 	"cmp"
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	prom "github.com/prometheus/client_golang/prometheus"
@@ -24,18 +26,57 @@ const missingLabel = "unknown"
 type handler struct {
 	name       string
 	log        *slog.Logger
+	now        func() time.Time
 	ep         *endpoint
 	fams       []*family
-	byInstance map[string][]output
+	byInstance map[string][]*output
 	dropped    *prom.CounterVec
-	closeOnce  sync.Once
-	closeErr   error
+	seriesVec  *prom.GaugeVec
+	expired    *prom.CounterVec
+
+	expiry    time.Duration // 0: series never expire
+	stopSweep chan struct{}
+	sweepDone chan struct{}
+	closeOnce sync.Once
+	closeErr  error
 }
 
 // output is where one metric entry sends its instances.
 type output struct {
-	fam    *family
-	labels []string // dimension names, in the family's label order
+	fam       *family
+	labels    []string // dimension names, in the family's label order
+	maxSeries int      // 0: no cap
+	refused   prom.Counter
+	warned    atomic.Bool // the cap was logged once
+}
+
+// selfMetrics are the handler's metrics on the mixer's registry, shared by
+// all prometheus handlers of that registry.
+type selfMetrics struct {
+	dropped, refused, expired *prom.CounterVec
+	series                    *prom.GaugeVec
+}
+
+func registerSelfMetrics(r prom.Registerer) (selfMetrics, error) {
+	var m selfMetrics
+	var errs [4]error
+	m.dropped, errs[0] = handlerkit.Register(r, prom.NewCounterVec(prom.CounterOpts{
+		Name: "sidemix_prometheus_dropped_total",
+		Help: "Metric instances prometheus handlers could not record, by reason.",
+	}, []string{"handler", "reason"}))
+	m.refused, errs[1] = handlerkit.Register(r, prom.NewCounterVec(prom.CounterOpts{
+		Name: "sidemix_prometheus_series_refused_total",
+		Help: "Metric instances not recorded because they would have started a series over the metric's maxSeries.",
+	}, []string{"handler", "metric"}))
+	m.expired, errs[2] = handlerkit.Register(r, prom.NewCounterVec(prom.CounterOpts{
+		Name: "sidemix_prometheus_series_expired_total",
+		Help: "Series removed because they were not updated for the metricsExpiryDuration.",
+	}, []string{"handler", "metric"}))
+	m.series, errs[3] = handlerkit.Register(r, prom.NewGaugeVec(prom.GaugeOpts{
+		Name: "sidemix_prometheus_series",
+		Help: "Series (label combinations) each exported metric holds now.",
+	}, []string{"handler", "metric"}))
+	return m, errors.Join(errs[:]...)
 }
 
 func newHandler(ctx context.Context, set adapters.Settings, cfg adapters.Config) (adapters.Handler, error) {
@@ -44,10 +85,7 @@ func newHandler(ctx context.Context, set adapters.Settings, cfg adapters.Config)
 	if err != nil {
 		return nil, err
 	}
-	dropped, err := handlerkit.Register(set.Registerer, prom.NewCounterVec(prom.CounterOpts{
-		Name: "sidemix_prometheus_dropped_total",
-		Help: "Metric instances prometheus handlers could not record, by reason.",
-	}, []string{"handler", "reason"}))
+	self, err := registerSelfMetrics(set.Registerer)
 	if err != nil {
 		return nil, err
 	}
@@ -59,33 +97,78 @@ func newHandler(ctx context.Context, set adapters.Settings, cfg adapters.Config)
 			help:   cmp.Or(m.Description, name),
 			kind:   m.Kind,
 			labels: m.LabelNames,
+			consts: c.ConstLabels,
 		}
 		if m.Kind == Distribution {
 			specs[i].buckets = m.Buckets.bounds()
 		}
 	}
-	ep, fams, err := acquire(ctx, set.Logger, c.Addr, set.Name, specs)
+	ep, fams, err := acquire(ctx, set.Logger, c.Addr, set.Name, specs, self.series)
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", Name, err)
 	}
 	h := &handler{
 		name:       set.Name,
 		log:        set.Logger,
+		now:        set.Now,
 		ep:         ep,
 		fams:       fams,
-		byInstance: make(map[string][]output),
-		dropped:    dropped,
+		byInstance: make(map[string][]*output),
+		dropped:    self.dropped,
+		seriesVec:  self.series,
+		expired:    self.expired,
 	}
 	for i, m := range c.Metrics {
-		h.byInstance[m.InstanceName] = append(h.byInstance[m.InstanceName], output{fam: fams[i], labels: m.LabelNames})
+		h.byInstance[m.InstanceName] = append(h.byInstance[m.InstanceName], &output{
+			fam:       fams[i],
+			labels:    m.LabelNames,
+			maxSeries: c.maxSeries(m),
+			refused:   self.refused.WithLabelValues(set.Name, fams[i].name),
+		})
+	}
+	if p := c.MetricsExpirationPolicy; p != nil {
+		h.expiry = p.MetricsExpiryDuration
+		h.stopSweep = make(chan struct{})
+		h.sweepDone = make(chan struct{})
+		go h.sweepEvery(p.checkInterval())
 	}
 	return h, nil
+}
+
+// sweepEvery removes expired series every interval until Close, so that
+// they go whether or not anyone scrapes.
+func (h *handler) sweepEvery(interval time.Duration) {
+	defer close(h.sweepDone)
+	tick := time.NewTicker(interval)
+	defer tick.Stop()
+	for {
+		select {
+		case <-h.stopSweep:
+			return
+		case <-tick.C:
+			h.sweep()
+		}
+	}
+}
+
+// sweep removes the series of the handler's metrics not updated within
+// the expiry duration. A metric shared with other handlers is swept by
+// each of them that has an expiry, so the shortest one applies.
+func (h *handler) sweep() {
+	cutoff := h.now().Add(-h.expiry).UnixNano()
+	for _, f := range h.fams {
+		if n := f.sweep(cutoff); n > 0 {
+			h.expired.WithLabelValues(h.name, f.name).Add(float64(n))
+			h.log.Debug("expired series removed", "metric", f.name, "removed", n, "expiry", h.expiry)
+		}
+	}
 }
 
 // Report records each metric instance in the metrics fed by its name.
 // Instances it cannot record are counted and skipped; they never fail the
 // batch.
 func (h *handler) Report(ctx context.Context, insts []template.Instance) error {
+	now := h.now().UnixNano()
 	for _, inst := range insts {
 		m, ok := inst.(*template.Metric)
 		if !ok || m == nil {
@@ -111,7 +194,14 @@ func (h *handler) Report(ctx context.Context, insts []template.Instance) error {
 					lvs[i] = missingLabel
 				}
 			}
-			if reason, err := o.fam.observe(lvs, v); err != nil {
+			switch reason, err := o.fam.observe(lvs, v, now, o.maxSeries); {
+			case errors.Is(err, errSeriesCap):
+				o.refused.Inc()
+				if !o.warned.Swap(true) {
+					h.log.Warn("metric reached its series cap: new label combinations are refused until series expire",
+						"metric", o.fam.name, "maxSeries", o.maxSeries)
+				}
+			case err != nil:
 				h.drop(reason, "instance", m.Name, "metric", o.fam.name, "err", err)
 			}
 		}
@@ -124,11 +214,15 @@ func (h *handler) drop(reason string, args ...any) {
 	h.log.Debug("metric instance dropped", append([]any{"reason", reason}, args...)...)
 }
 
-// Close detaches the handler from its endpoint; the last handler of an
-// addr stops its listener.
+// Close stops the expiry sweep and detaches the handler from its endpoint;
+// the last handler of an addr stops its listener.
 func (h *handler) Close(ctx context.Context) error {
 	h.closeOnce.Do(func() {
-		h.closeErr = h.ep.release(ctx, h.log, h.name, h.fams)
+		if h.stopSweep != nil {
+			close(h.stopSweep)
+			<-h.sweepDone
+		}
+		h.closeErr = h.ep.release(ctx, h.log, h.name, h.fams, h.seriesVec)
 	})
 	return h.closeErr
 }

@@ -19,4 +19,8 @@
 //		client := goredis.NewClient(&goredis.Options{Addr: redis.Addr()})
 //		...
 //	}
+//
+// StartPrometheus runs Debian's prometheus on a free loopback port with a
+// generated config scraping the given targets every second; Query and
+// TryQuery evaluate PromQL with its HTTP API and return the instant vector.
 package testenv

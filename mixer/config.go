@@ -17,6 +17,12 @@ type Config struct {
 	// AdminAddr is where /healthz, /readyz, /metrics and /debug/config
 	// listen; default "127.0.0.1:9093".
 	AdminAddr string
+	// OTLPGRPCAddr and OTLPHTTPAddr are where the OTLP receivers listen
+	// (gRPC: the collector's trace and log services; HTTP: POST /v1/traces
+	// and /v1/logs); empty disables a receiver, and both are off by
+	// default. Spans and log records received go through the report rules.
+	OTLPGRPCAddr string
+	OTLPHTTPAddr string
 	// ConfigPaths are the policy files and folders, loaded at start and
 	// watched for changes.
 	ConfigPaths []string

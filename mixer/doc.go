@@ -119,6 +119,67 @@
 // instances were dropped for which handler and why (queue_full,
 // handler_error, no_handler, shutdown).
 //
+// # OTLP ingest
+//
+// With Config.OTLPGRPCAddr or Config.OTLPHTTPAddr set (flags --otlp-grpc and
+// --otlp-http; both off by default, the usual ports being 4317 and 4318),
+// the mixer is an OTLP receiver: the collector's trace and log services over
+// gRPC (gzip accepted), and POST /v1/traces and /v1/logs over HTTP with
+// protobuf or JSON bodies (Content-Type application/x-protobuf or
+// application/json, optionally gzipped), answered in the same encoding.
+// Apps instrumented with an OpenTelemetry SDK send their own spans and logs
+// there, and each span and log record becomes an attribute bag that goes
+// through the report rules exactly like a bag a proxy reported, so the
+// same rules and adapters (tracing, logs, Kafka) handle both.
+//
+// A span's bag holds request.trace.id, request.trace.span_id,
+// request.trace.parent_span_id (absent for a root), request.trace.state and
+// request.trace.sampled (always true: an exported span was recorded);
+// request.time and response.time (start and end; context.time is the end)
+// and response.duration; span.name, span.kind (server, client, producer,
+// consumer or internal) and span.status (unset, ok or error);
+// span.attributes, the span's attributes as text (maps and lists as JSON).
+// context.reporter.kind is "outbound" for client and producer spans (the
+// caller's side, like a proxy's client span) and "inbound" for the others,
+// so the tracespan instance of examples/default gets client and server
+// right; the resource's service.name (service.namespace) becomes
+// source.workload.name (.namespace) of an outbound span and
+// destination.workload.name (.namespace) of an inbound one: the workload
+// the span belongs to, in the place TraceSpan.ServiceName looks. An
+// outbound span's peer.service becomes destination.workload.name. The HTTP
+// semantic conventions, current names first and the older ones SDKs still
+// send after, fill request.method (http.request.method, http.method),
+// request.url_path and request.path (url.path + url.query, http.target, or
+// the path of url.full / http.url), request.host (server.address,
+// http.host, net.host.name, net.peer.name; also destination.service.host
+// of an outbound span), request.scheme, request.useragent, response.code
+// (http.response.status_code, http.status_code) and context.protocol
+// ("http", or "grpc" for rpc.system grpc). An instance written for proxies
+// names app spans better with default(span.name, ...), default(span.kind,
+// ...) and default(span.status, ...).
+//
+// A log record's bag holds log.body (as text), log.severity (the severity
+// text, else the name of the severity number's range: TRACE, DEBUG, INFO,
+// WARN, ERROR, FATAL), log.attributes (as text), request.trace.id and
+// request.trace.span_id when the record has them, request.time and
+// context.time (the timestamp, else the observed timestamp), and
+// source.workload.name (.namespace) from the resource.
+//
+// Since these bags pass every report rule, a rule meant only for the
+// proxies' requests (request counts, access logs) should not match them:
+// span.kind and log.body are never set by a proxy, so
+// default(span.kind, "") == "" && default(log.body, "") == "" tells them
+// apart.
+//
+// A span without a trace or span id is rejected and reported back in the
+// response's partial success; a request that cannot be decoded gets
+// gRPC's own error (it never reaches the mixer) and, over HTTP, 400 with a
+// google.rpc.Status (415
+// for another content type or encoding, 413 over 16 MiB). All of it is
+// counted in sidemix_mixer_otlp_received_total{signal=traces|logs,
+// result=accepted|rejected|malformed}; malformed counts requests, the
+// others spans and log records.
+//
 // # Config reloads
 //
 // The config paths are watched with fsnotify (folders recursively, files

@@ -259,7 +259,7 @@ func (h *testReporter) Close(context.Context) error {
 func testReportFactory() adapters.Factory {
 	return adapters.Factory{
 		Name:      "testreport",
-		Templates: []string{template.MetricName, template.LogEntryName},
+		Templates: []string{template.MetricName, template.LogEntryName, template.TraceSpanName},
 		NewConfig: func() adapters.Config { return &testReportConfig{} },
 		Create: func(ctx context.Context, set adapters.Settings, cfg adapters.Config) (adapters.Handler, error) {
 			c := cfg.(*testReportConfig)

@@ -57,6 +57,7 @@ type metrics struct {
 	lastReloadSuccess  prometheus.Gauge
 	evalErrors         *prometheus.CounterVec
 	handlerCreateFails *prometheus.CounterVec
+	otlpReceived       *prometheus.CounterVec
 
 	// Per rule and handler. Labels carry config names only (rules,
 	// handlers, quota instances) and fixed reasons, so their number is
@@ -120,6 +121,10 @@ func newMetrics(reg *prometheus.Registry, queueLengths func(fn func(handler stri
 			Name: "sidemix_mixer_handler_create_failures_total",
 			Help: "Handlers whose adapter failed to create them; their rules fail per their failPolicy.",
 		}, []string{"handler"}),
+		otlpReceived: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "sidemix_mixer_otlp_received_total",
+			Help: "Spans (signal traces) and log records (signal logs) received over OTLP, by result: accepted (run through the report rules), rejected (unusable, e.g. no trace id), or malformed (a request that could not be decoded, counted once per request).",
+		}, []string{"signal", "result"}),
 		ruleChecks: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "sidemix_mixer_rule_checks_total",
 			Help: "Check requests a rule's check or quota actions took part in, by rule and what the rule made of them: allow, deny (a handler refused or a quota was exhausted; for shadow rules, what they would have denied) or error (a handler failed, whatever the rule's failPolicy).",
@@ -153,7 +158,7 @@ func newMetrics(reg *prometheus.Registry, queueLengths func(fn func(handler stri
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		m.checkRequests, m.checkDuration, m.reportRequests, m.reportBags, m.reportBagsRejected, m.dispatchErrors,
-		m.dropped, m.dispatched, m.reloads, m.lastReloadSuccess, m.evalErrors, m.handlerCreateFails,
+		m.dropped, m.dispatched, m.reloads, m.lastReloadSuccess, m.evalErrors, m.handlerCreateFails, m.otlpReceived,
 		m.ruleChecks, m.denials, m.shadowDenials, m.handlerDuration, m.quotaAllocations, m.quotaGranted,
 		&queueLengthCollector{lengths: queueLengths},
 	)

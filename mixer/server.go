@@ -44,17 +44,22 @@ type Server struct {
 	lastReload atomic.Pointer[reloadStatus]
 	retiring   sync.WaitGroup // states being retired after a reload
 
-	mu        sync.Mutex // guards the lifecycle fields below
-	started   bool
-	stopping  bool
-	grpcSrv   *grpc.Server
-	grpcLn    net.Listener
-	health    *health.Server
-	adminSrv  *http.Server
-	adminLn   net.Listener
-	stopWatch context.CancelFunc
-	watchDone chan struct{}
-	ready     atomic.Bool
+	mu       sync.Mutex // guards the lifecycle fields below
+	started  bool
+	stopping bool
+	grpcSrv  *grpc.Server
+	grpcLn   net.Listener
+	health   *health.Server
+	adminSrv *http.Server
+	adminLn  net.Listener
+	// OTLP receivers; nil when disabled.
+	otlpGRPCSrv *grpc.Server
+	otlpGRPCLn  net.Listener
+	otlpHTTPSrv *http.Server
+	otlpHTTPLn  net.Listener
+	stopWatch   context.CancelFunc
+	watchDone   chan struct{}
+	ready       atomic.Bool
 }
 
 // reloadStatus is the outcome of the last config load, shown on
@@ -147,8 +152,15 @@ func (s *Server) Start() error {
 		gl.Close()
 		return fmt.Errorf("mixer: admin listener: %w", err)
 	}
+	ogl, ohl, err := s.listenOTLP()
+	if err != nil {
+		gl.Close()
+		al.Close()
+		return err
+	}
 	s.started = true
 	s.grpcLn, s.adminLn = gl, al
+	s.otlpGRPCLn, s.otlpHTTPLn = ogl, ohl
 
 	s.grpcSrv = grpc.NewServer(
 		grpc.ChainUnaryInterceptor(s.recoverUnary),
@@ -178,6 +190,7 @@ func (s *Server) Start() error {
 			s.log.Error("admin server stopped", "error", err)
 		}
 	}()
+	s.serveOTLP()
 	s.health.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
 	s.health.SetServingStatus(mixerv1.Mixer_ServiceDesc.ServiceName, healthpb.HealthCheckResponse_SERVING)
 	s.ready.Store(true)
@@ -185,6 +198,7 @@ func (s *Server) Start() error {
 	st := s.active.Load()
 	h, i, r := st.snap.Counts()
 	s.log.Info("mixer started", "grpc", gl.Addr().String(), "admin", al.Addr().String(),
+		"otlpGRPC", addrOf(ogl), "otlpHTTP", addrOf(ohl),
 		"config", s.cfg.ConfigPaths, "digest", st.snap.Digest(), "handlers", h, "instances", i, "rules", r)
 	return nil
 }
@@ -220,6 +234,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 			<-stopped
 			errs = append(errs, fmt.Errorf("grpc: requests cut off: %w", ctx.Err()))
 		}
+		errs = append(errs, s.stopOTLP(ctx)...)
 		s.stopWatch()
 		<-s.watchDone
 	}
@@ -253,6 +268,14 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		s.log.Info("mixer stopped")
 	}
 	return err
+}
+
+// addrOf is a listener's address, "" for none (a disabled receiver).
+func addrOf(ln net.Listener) string {
+	if ln == nil {
+		return ""
+	}
+	return ln.Addr().String()
 }
 
 func (s *Server) queueLengths(fn func(handler string, n int)) {

@@ -20,6 +20,9 @@ Runs the mixer: loads the policy files and folders given by --config (and
 watches them: a valid change is applied without restart, an invalid one is
 logged and the last good config keeps serving), answers Check and Report
 on --grpc, and serves /healthz, /readyz, /metrics and /debug/config on --admin.
+With --otlp-grpc or --otlp-http (e.g. 127.0.0.1:4317 and 127.0.0.1:4318, the
+OTLP ports) it also receives spans and logs from apps' OpenTelemetry SDKs and
+runs each span and log record through the report rules.
 SIGINT or SIGTERM drains report queues and closes adapters.`
 
 func runMixer(ctx context.Context, e *env, args []string) error {
@@ -33,6 +36,8 @@ func runMixer(ctx context.Context, e *env, args []string) error {
 	validUseCount := fs.Int("default-valid-use-count", 10000, "how many times proxies may reuse a check result that does not say")
 	queueSize := fs.Int("report-queue-size", 10000, "per-handler report queue size, in instances; more are dropped and counted")
 	batchSize := fs.Int("report-batch-size", 1000, "instances per call of a report handler")
+	otlpGRPC := fs.String("otlp-grpc", "", "OTLP/gRPC listen `address` for apps' spans and logs, e.g. 127.0.0.1:4317; empty: off")
+	otlpHTTP := fs.String("otlp-http", "", "OTLP/HTTP listen `address` (POST /v1/traces, /v1/logs), e.g. 127.0.0.1:4318; empty: off")
 	shutdownTimeout := fs.Duration("shutdown-timeout", 15*time.Second, "how long SIGTERM may take to drain queues and close adapters")
 	lf := addLogFlags(fs)
 	if err := fs.parse(e, args); err != nil {
@@ -55,6 +60,8 @@ func runMixer(ctx context.Context, e *env, args []string) error {
 	srv, err := mixer.New(mixer.Config{
 		GRPCAddr:             *grpcAddr,
 		AdminAddr:            *adminAddr,
+		OTLPGRPCAddr:         *otlpGRPC,
+		OTLPHTTPAddr:         *otlpHTTP,
 		ConfigPaths:          configs,
 		Adapters:             registry,
 		CheckTimeout:         *checkTimeout,

@@ -1,0 +1,655 @@
+package mixer
+
+import (
+	"compress/gzip"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"mime"
+	"net"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+	"time"
+
+	"go.opentelemetry.io/collector/pdata/pcommon"
+	"go.opentelemetry.io/collector/pdata/plog"
+	"go.opentelemetry.io/collector/pdata/plog/plogotlp"
+	"go.opentelemetry.io/collector/pdata/ptrace"
+	"go.opentelemetry.io/collector/pdata/ptrace/ptraceotlp"
+	rpcstatus "google.golang.org/genproto/googleapis/rpc/status"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	_ "google.golang.org/grpc/encoding/gzip" // OTLP exporters may gzip their requests
+	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/sidemix/sidemix/attribute"
+)
+
+// Labels of sidemix_mixer_otlp_received_total.
+const (
+	signalTraces = "traces"
+	signalLogs   = "logs"
+
+	otlpAccepted  = "accepted"  // a span or log record went through the report rules
+	otlpRejected  = "rejected"  // a span or log record was unusable (no trace or span id)
+	otlpMalformed = "malformed" // a request that could not be decoded (counted once per request)
+)
+
+// Content types of OTLP/HTTP.
+const (
+	contentProto = "application/x-protobuf"
+	contentJSON  = "application/json"
+)
+
+// otlpReceiver serves the OTLP/gRPC and OTLP/HTTP trace and log services:
+// every span and log record becomes an attribute bag that goes through the
+// report rules like a bag a proxy reported.
+type otlpReceiver struct {
+	s *Server
+}
+
+// listenOTLP opens the OTLP listeners that are configured; the caller closes
+// what it returns on a later failure.
+func (s *Server) listenOTLP() (grpcLn, httpLn net.Listener, err error) {
+	if s.cfg.OTLPGRPCAddr != "" {
+		if grpcLn, err = net.Listen("tcp", s.cfg.OTLPGRPCAddr); err != nil {
+			return nil, nil, fmt.Errorf("mixer: otlp grpc listener: %w", err)
+		}
+	}
+	if s.cfg.OTLPHTTPAddr != "" {
+		if httpLn, err = net.Listen("tcp", s.cfg.OTLPHTTPAddr); err != nil {
+			if grpcLn != nil {
+				grpcLn.Close()
+			}
+			return nil, nil, fmt.Errorf("mixer: otlp http listener: %w", err)
+		}
+	}
+	return grpcLn, httpLn, nil
+}
+
+// serveOTLP serves on the listeners listenOTLP opened. Called with s.mu held.
+func (s *Server) serveOTLP() {
+	r := &otlpReceiver{s: s}
+	if s.otlpGRPCLn != nil {
+		s.otlpGRPCSrv = grpc.NewServer(
+			grpc.ChainUnaryInterceptor(s.recoverUnary),
+			grpc.MaxRecvMsgSize(maxGRPCMessageSize),
+		)
+		ptraceotlp.RegisterGRPCServer(s.otlpGRPCSrv, &otlpTraceService{r: r})
+		plogotlp.RegisterGRPCServer(s.otlpGRPCSrv, &otlpLogService{r: r})
+		go func(srv *grpc.Server, ln net.Listener) {
+			if err := srv.Serve(ln); err != nil && !errors.Is(err, grpc.ErrServerStopped) {
+				s.log.Error("otlp grpc server stopped", "error", err)
+			}
+		}(s.otlpGRPCSrv, s.otlpGRPCLn)
+	}
+	if s.otlpHTTPLn != nil {
+		mux := http.NewServeMux()
+		mux.HandleFunc("/v1/traces", r.serveHTTPTraces)
+		mux.HandleFunc("/v1/logs", r.serveHTTPLogs)
+		s.otlpHTTPSrv = &http.Server{
+			Handler:           mux,
+			ReadHeaderTimeout: 10 * time.Second,
+			ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelWarn),
+		}
+		go func(srv *http.Server, ln net.Listener) {
+			if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+				s.log.Error("otlp http server stopped", "error", err)
+			}
+		}(s.otlpHTTPSrv, s.otlpHTTPLn)
+	}
+}
+
+// stopOTLP stops both receivers, letting requests in flight finish until
+// ctx ends.
+func (s *Server) stopOTLP(ctx context.Context) []error {
+	var errs []error
+	if s.otlpGRPCSrv != nil {
+		stopped := make(chan struct{})
+		go func() {
+			s.otlpGRPCSrv.GracefulStop()
+			close(stopped)
+		}()
+		select {
+		case <-stopped:
+		case <-ctx.Done():
+			s.otlpGRPCSrv.Stop()
+			<-stopped
+			errs = append(errs, fmt.Errorf("otlp grpc: requests cut off: %w", ctx.Err()))
+		}
+	}
+	if s.otlpHTTPSrv != nil {
+		if err := s.otlpHTTPSrv.Shutdown(ctx); err != nil {
+			s.otlpHTTPSrv.Close()
+			errs = append(errs, fmt.Errorf("otlp http: requests cut off: %w", err))
+		}
+	}
+	return errs
+}
+
+// OTLPGRPCAddr is the address of the OTLP/gRPC receiver once started, ""
+// when it is disabled.
+func (s *Server) OTLPGRPCAddr() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.otlpGRPCLn == nil {
+		return s.cfg.OTLPGRPCAddr
+	}
+	return s.otlpGRPCLn.Addr().String()
+}
+
+// OTLPHTTPAddr is the address of the OTLP/HTTP receiver once started, ""
+// when it is disabled.
+func (s *Server) OTLPHTTPAddr() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.otlpHTTPLn == nil {
+		return s.cfg.OTLPHTTPAddr
+	}
+	return s.otlpHTTPLn.Addr().String()
+}
+
+// The services embed the Unimplemented types for the interfaces' unexported
+// method; Export is overridden.
+type otlpTraceService struct {
+	ptraceotlp.UnimplementedGRPCServer
+	r *otlpReceiver
+}
+
+var _ ptraceotlp.GRPCServer = (*otlpTraceService)(nil)
+
+type otlpLogService struct {
+	plogotlp.UnimplementedGRPCServer
+	r *otlpReceiver
+}
+
+var _ plogotlp.GRPCServer = (*otlpLogService)(nil)
+
+// Export runs the spans through the report rules. The partial success
+// counts the spans that had no usable ids.
+func (g *otlpTraceService) Export(_ context.Context, req ptraceotlp.ExportRequest) (ptraceotlp.ExportResponse, error) {
+	rejected, msg := g.r.traces(req.Traces())
+	resp := ptraceotlp.NewExportResponse()
+	if rejected > 0 {
+		resp.PartialSuccess().SetRejectedSpans(int64(rejected))
+		resp.PartialSuccess().SetErrorMessage(msg)
+	}
+	return resp, nil
+}
+
+// Export runs the log records through the report rules.
+func (g *otlpLogService) Export(_ context.Context, req plogotlp.ExportRequest) (plogotlp.ExportResponse, error) {
+	rejected, msg := g.r.logs(req.Logs())
+	resp := plogotlp.NewExportResponse()
+	if rejected > 0 {
+		resp.PartialSuccess().SetRejectedLogRecords(int64(rejected))
+		resp.PartialSuccess().SetErrorMessage(msg)
+	}
+	return resp, nil
+}
+
+// serveHTTPTraces is POST /v1/traces: an ExportTraceServiceRequest in
+// protobuf or JSON, answered in the same encoding.
+func (r *otlpReceiver) serveHTTPTraces(w http.ResponseWriter, req *http.Request) {
+	body, enc, ok := r.readHTTP(w, req, signalTraces)
+	if !ok {
+		return
+	}
+	er := ptraceotlp.NewExportRequest()
+	var err error
+	if enc == contentJSON {
+		err = er.UnmarshalJSON(body)
+	} else {
+		err = er.UnmarshalProto(body)
+	}
+	if err != nil {
+		r.malformed(w, enc, signalTraces, err)
+		return
+	}
+	rejected, msg := r.traces(er.Traces())
+	resp := ptraceotlp.NewExportResponse()
+	if rejected > 0 {
+		resp.PartialSuccess().SetRejectedSpans(int64(rejected))
+		resp.PartialSuccess().SetErrorMessage(msg)
+	}
+	var out []byte
+	if enc == contentJSON {
+		out, err = resp.MarshalJSON()
+	} else {
+		out, err = resp.MarshalProto()
+	}
+	writeHTTP(w, enc, out, err)
+}
+
+// serveHTTPLogs is POST /v1/logs.
+func (r *otlpReceiver) serveHTTPLogs(w http.ResponseWriter, req *http.Request) {
+	body, enc, ok := r.readHTTP(w, req, signalLogs)
+	if !ok {
+		return
+	}
+	er := plogotlp.NewExportRequest()
+	var err error
+	if enc == contentJSON {
+		err = er.UnmarshalJSON(body)
+	} else {
+		err = er.UnmarshalProto(body)
+	}
+	if err != nil {
+		r.malformed(w, enc, signalLogs, err)
+		return
+	}
+	rejected, msg := r.logs(er.Logs())
+	resp := plogotlp.NewExportResponse()
+	if rejected > 0 {
+		resp.PartialSuccess().SetRejectedLogRecords(int64(rejected))
+		resp.PartialSuccess().SetErrorMessage(msg)
+	}
+	var out []byte
+	if enc == contentJSON {
+		out, err = resp.MarshalJSON()
+	} else {
+		out, err = resp.MarshalProto()
+	}
+	writeHTTP(w, enc, out, err)
+}
+
+func writeHTTP(w http.ResponseWriter, enc string, out []byte, err error) {
+	if err != nil {
+		writeHTTPStatus(w, enc, http.StatusInternalServerError, codes.Internal, "encoding the response: "+err.Error())
+		return
+	}
+	w.Header().Set("Content-Type", enc)
+	w.WriteHeader(http.StatusOK)
+	w.Write(out)
+}
+
+// readHTTP checks method and content type and reads the (possibly gzipped)
+// body, answering the request itself when it cannot be served.
+func (r *otlpReceiver) readHTTP(w http.ResponseWriter, req *http.Request, signal string) (body []byte, enc string, ok bool) {
+	if req.Method != http.MethodPost {
+		w.Header().Set("Allow", http.MethodPost)
+		writeHTTPStatus(w, contentJSON, http.StatusMethodNotAllowed, codes.Unimplemented, req.Method+" not allowed: OTLP/HTTP takes POST")
+		return nil, "", false
+	}
+	ct, _, _ := mime.ParseMediaType(req.Header.Get("Content-Type"))
+	switch ct {
+	case contentProto, contentJSON:
+		enc = ct
+	default:
+		r.s.m.otlpReceived.WithLabelValues(signal, otlpMalformed).Inc()
+		writeHTTPStatus(w, contentJSON, http.StatusUnsupportedMediaType, codes.InvalidArgument,
+			fmt.Sprintf("content type %q: want %s or %s", req.Header.Get("Content-Type"), contentProto, contentJSON))
+		return nil, "", false
+	}
+	var src io.Reader = http.MaxBytesReader(w, req.Body, maxGRPCMessageSize)
+	switch strings.ToLower(req.Header.Get("Content-Encoding")) {
+	case "", "identity":
+	case "gzip":
+		zr, err := gzip.NewReader(src)
+		if err != nil {
+			r.malformed(w, enc, signal, fmt.Errorf("gzip: %w", err))
+			return nil, "", false
+		}
+		defer zr.Close()
+		// The limit applies to what the body inflates to, too.
+		src = io.LimitReader(zr, maxGRPCMessageSize+1)
+	default:
+		r.s.m.otlpReceived.WithLabelValues(signal, otlpMalformed).Inc()
+		writeHTTPStatus(w, enc, http.StatusUnsupportedMediaType, codes.InvalidArgument,
+			fmt.Sprintf("content encoding %q: want gzip or none", req.Header.Get("Content-Encoding")))
+		return nil, "", false
+	}
+	body, err := io.ReadAll(src)
+	if err == nil && len(body) > maxGRPCMessageSize {
+		err = fmt.Errorf("request larger than %d bytes", maxGRPCMessageSize)
+	}
+	if err != nil {
+		var tooLarge *http.MaxBytesError
+		if errors.As(err, &tooLarge) || len(body) > maxGRPCMessageSize {
+			r.s.m.otlpReceived.WithLabelValues(signal, otlpMalformed).Inc()
+			writeHTTPStatus(w, enc, http.StatusRequestEntityTooLarge, codes.InvalidArgument, err.Error())
+			return nil, "", false
+		}
+		r.malformed(w, enc, signal, err)
+		return nil, "", false
+	}
+	return body, enc, true
+}
+
+// malformed answers a request that could not be decoded with 400 and a
+// google.rpc.Status, as OTLP/HTTP asks.
+func (r *otlpReceiver) malformed(w http.ResponseWriter, enc, signal string, err error) {
+	r.s.m.otlpReceived.WithLabelValues(signal, otlpMalformed).Inc()
+	r.s.log.Debug("malformed otlp request", "signal", signal, "error", err)
+	writeHTTPStatus(w, enc, http.StatusBadRequest, codes.InvalidArgument, fmt.Sprintf("malformed %s request: %v", signal, err))
+}
+
+func writeHTTPStatus(w http.ResponseWriter, enc string, httpCode int, code codes.Code, msg string) {
+	st := &rpcstatus.Status{Code: int32(code), Message: msg}
+	var out []byte
+	if enc == contentProto {
+		out, _ = proto.Marshal(st)
+	} else {
+		enc = contentJSON
+		out, _ = protojson.Marshal(st)
+	}
+	w.Header().Set("Content-Type", enc)
+	w.WriteHeader(httpCode)
+	w.Write(out)
+}
+
+// traces turns every usable span into a bag and reports the bags.
+func (r *otlpReceiver) traces(td ptrace.Traces) (rejected int, msg string) {
+	var bags []*attribute.Bag
+	rss := td.ResourceSpans()
+	for i := 0; i < rss.Len(); i++ {
+		rs := rss.At(i)
+		res := resourceOf(rs.Resource())
+		sss := rs.ScopeSpans()
+		for j := 0; j < sss.Len(); j++ {
+			spans := sss.At(j).Spans()
+			for k := 0; k < spans.Len(); k++ {
+				bag, err := spanBag(res, spans.At(k))
+				if err != nil {
+					rejected++
+					msg = err.Error()
+					continue
+				}
+				bags = append(bags, bag)
+			}
+		}
+	}
+	skipped := r.reportBags(bags)
+	if skipped > 0 {
+		rejected += skipped
+		msg = "a span's attributes contradict the attribute manifest"
+	}
+	r.s.m.otlpReceived.WithLabelValues(signalTraces, otlpAccepted).Add(float64(len(bags) - skipped))
+	r.s.m.otlpReceived.WithLabelValues(signalTraces, otlpRejected).Add(float64(rejected))
+	return rejected, msg
+}
+
+// logs turns every log record into a bag and reports the bags.
+func (r *otlpReceiver) logs(ld plog.Logs) (rejected int, msg string) {
+	var bags []*attribute.Bag
+	rls := ld.ResourceLogs()
+	for i := 0; i < rls.Len(); i++ {
+		rl := rls.At(i)
+		res := resourceOf(rl.Resource())
+		sls := rl.ScopeLogs()
+		for j := 0; j < sls.Len(); j++ {
+			recs := sls.At(j).LogRecords()
+			for k := 0; k < recs.Len(); k++ {
+				bags = append(bags, logBag(res, recs.At(k)))
+			}
+		}
+	}
+	rejected = r.reportBags(bags)
+	if rejected > 0 {
+		msg = "a log record's attributes contradict the attribute manifest"
+	}
+	r.s.m.otlpReceived.WithLabelValues(signalLogs, otlpAccepted).Add(float64(len(bags) - rejected))
+	r.s.m.otlpReceived.WithLabelValues(signalLogs, otlpRejected).Add(float64(rejected))
+	return rejected, msg
+}
+
+// reportBags runs bags through the report rules of the active config and
+// returns how many it skipped because they contradict its manifest (a
+// manifest may redeclare no standard attribute, so this is not expected).
+func (r *otlpReceiver) reportBags(bags []*attribute.Bag) (rejected int) {
+	if len(bags) == 0 {
+		return 0
+	}
+	s := r.s
+	st := s.acquire()
+	defer st.release()
+	manifest := st.snap.Manifest()
+	kept := bags[:0]
+	for _, b := range bags {
+		if err := manifest.CheckBag(b); err != nil {
+			rejected++
+			s.log.Debug("otlp bag rejected", "error", err)
+			continue
+		}
+		kept = append(kept, b)
+	}
+	s.report(st, kept)
+	return rejected
+}
+
+// resource is what a span's or log record's bag takes from its resource.
+type resource struct {
+	service, namespace string
+}
+
+func resourceOf(r pcommon.Resource) resource {
+	var res resource
+	if v, ok := r.Attributes().Get("service.name"); ok {
+		res.service = v.AsString()
+	}
+	if v, ok := r.Attributes().Get("service.namespace"); ok {
+		res.namespace = v.AsString()
+	}
+	return res
+}
+
+// spanBag is the attribute bag of one span; see doc.go for the mapping.
+func spanBag(res resource, sp ptrace.Span) (*attribute.Bag, error) {
+	if sp.TraceID().IsEmpty() {
+		return nil, fmt.Errorf("span %q has no trace id", sp.Name())
+	}
+	if sp.SpanID().IsEmpty() {
+		return nil, fmt.Errorf("span %q has no span id", sp.Name())
+	}
+	b := attribute.NewBuilder(24)
+	b.SetString(attribute.RequestTraceID, sp.TraceID().String())
+	b.SetString(attribute.RequestSpanID, sp.SpanID().String())
+	if !sp.ParentSpanID().IsEmpty() {
+		b.SetString(attribute.RequestParentSpanID, sp.ParentSpanID().String())
+	}
+	if ts := sp.TraceState().AsRaw(); ts != "" {
+		b.SetString(attribute.RequestTraceState, ts)
+	}
+	// An exported span was recorded: whatever sampled it, it is kept.
+	b.SetBool(attribute.RequestTraceSampled, true)
+	b.SetString(attribute.SpanName, sp.Name())
+
+	kind, outbound := spanKind(sp.Kind())
+	b.SetString(attribute.SpanKind, kind)
+	if outbound {
+		b.SetString(attribute.ContextReporterKind, "outbound")
+		setWorkload(b, attribute.SourceWorkloadName, attribute.SourceWorkloadNamespace, res)
+	} else {
+		b.SetString(attribute.ContextReporterKind, "inbound")
+		setWorkload(b, attribute.DestinationWorkloadName, attribute.DestinationWorkloadNamespace, res)
+	}
+	switch sp.Status().Code() {
+	case ptrace.StatusCodeOk:
+		b.SetString(attribute.SpanStatus, "ok")
+	case ptrace.StatusCodeError:
+		b.SetString(attribute.SpanStatus, "error")
+	default:
+		b.SetString(attribute.SpanStatus, "unset")
+	}
+
+	start, end := sp.StartTimestamp(), sp.EndTimestamp()
+	if start != 0 {
+		b.SetTime(attribute.RequestTime, start.AsTime())
+	}
+	if end != 0 {
+		b.SetTime(attribute.ResponseTime, end.AsTime())
+		b.SetTime(attribute.ContextTime, end.AsTime())
+	}
+	if start != 0 && end >= start {
+		b.SetDuration(attribute.ResponseDuration, time.Duration(end-start))
+	}
+
+	attrs := sp.Attributes()
+	httpAttributes(b, attrs, outbound)
+	if attrs.Len() > 0 {
+		b.SetStringMap(attribute.SpanAttributes, textMap(attrs))
+	}
+	return b.Build(), nil
+}
+
+// spanKind names an OTLP span kind as the tracespan template does and says
+// whether the span is the caller's side of a call (outbound, as a proxy's
+// client span is) or not (inbound: server, consumer, internal, unspecified).
+func spanKind(k ptrace.SpanKind) (name string, outbound bool) {
+	switch k {
+	case ptrace.SpanKindClient:
+		return "client", true
+	case ptrace.SpanKindProducer:
+		return "producer", true
+	case ptrace.SpanKindServer:
+		return "server", false
+	case ptrace.SpanKindConsumer:
+		return "consumer", false
+	}
+	return "internal", false
+}
+
+func setWorkload(b *attribute.Builder, name, namespace string, res resource) {
+	if res.service != "" {
+		b.SetString(name, res.service)
+	}
+	if res.namespace != "" {
+		b.SetString(namespace, res.namespace)
+	}
+}
+
+// httpAttributes maps the OpenTelemetry HTTP semantic conventions (current
+// names first, then the older ones SDKs still send) onto the request.* and
+// response.* attributes a proxy reports.
+func httpAttributes(b *attribute.Builder, attrs pcommon.Map, outbound bool) {
+	str := func(keys ...string) (string, bool) {
+		for _, k := range keys {
+			if v, ok := attrs.Get(k); ok && v.AsString() != "" {
+				return v.AsString(), true
+			}
+		}
+		return "", false
+	}
+	method, isHTTP := str("http.request.method", "http.method")
+	if isHTTP {
+		b.SetString(attribute.RequestMethod, method)
+		b.SetString(attribute.ContextProtocol, "http")
+	} else if rpc, ok := str("rpc.system"); ok && rpc == "grpc" {
+		b.SetString(attribute.ContextProtocol, "grpc")
+	}
+	if p, ok := str("url.path"); ok {
+		b.SetString(attribute.RequestURLPath, p)
+		if q, ok := str("url.query"); ok {
+			b.SetString(attribute.RequestPath, p+"?"+q)
+		} else {
+			b.SetString(attribute.RequestPath, p)
+		}
+	} else if t, ok := str("http.target"); ok {
+		b.SetString(attribute.RequestPath, t)
+		b.SetString(attribute.RequestURLPath, strings.SplitN(t, "?", 2)[0])
+	} else if full, ok := str("url.full", "http.url"); ok {
+		if u, err := url.Parse(full); err == nil {
+			b.SetString(attribute.RequestURLPath, u.Path)
+			b.SetString(attribute.RequestPath, u.RequestURI())
+			if u.Host != "" {
+				b.SetString(attribute.RequestHost, u.Host)
+			}
+			if u.Scheme != "" {
+				b.SetString(attribute.RequestScheme, u.Scheme)
+			}
+		}
+	}
+	if s, ok := str("url.scheme", "http.scheme"); ok {
+		b.SetString(attribute.RequestScheme, s)
+	}
+	if h, ok := str("server.address", "http.host", "net.host.name", "net.peer.name"); ok {
+		b.SetString(attribute.RequestHost, h)
+		if outbound {
+			b.SetString(attribute.DestinationServiceHost, h)
+		}
+	}
+	if peer, ok := str("peer.service"); ok && outbound {
+		b.SetString(attribute.DestinationWorkloadName, peer)
+	}
+	if ua, ok := str("user_agent.original", "http.user_agent"); ok {
+		b.SetString(attribute.RequestUserAgent, ua)
+	}
+	for _, k := range []string{"http.response.status_code", "http.status_code"} {
+		v, ok := attrs.Get(k)
+		if !ok {
+			continue
+		}
+		switch v.Type() {
+		case pcommon.ValueTypeInt:
+			b.SetInt64(attribute.ResponseCode, v.Int())
+		case pcommon.ValueTypeDouble:
+			b.SetInt64(attribute.ResponseCode, int64(v.Double()))
+		default:
+			n, err := strconv.ParseInt(v.AsString(), 10, 64)
+			if err != nil {
+				continue
+			}
+			b.SetInt64(attribute.ResponseCode, n)
+		}
+		break
+	}
+}
+
+// textMap renders attributes as text (JSON for maps and slices).
+func textMap(attrs pcommon.Map) map[string]string {
+	m := make(map[string]string, attrs.Len())
+	attrs.Range(func(k string, v pcommon.Value) bool {
+		m[k] = v.AsString()
+		return true
+	})
+	return m
+}
+
+// logBag is the attribute bag of one log record.
+func logBag(res resource, lr plog.LogRecord) *attribute.Bag {
+	b := attribute.NewBuilder(12)
+	if !lr.TraceID().IsEmpty() {
+		b.SetString(attribute.RequestTraceID, lr.TraceID().String())
+	}
+	if !lr.SpanID().IsEmpty() {
+		b.SetString(attribute.RequestSpanID, lr.SpanID().String())
+	}
+	setWorkload(b, attribute.SourceWorkloadName, attribute.SourceWorkloadNamespace, res)
+	ts := lr.Timestamp()
+	if ts == 0 {
+		ts = lr.ObservedTimestamp()
+	}
+	if ts != 0 {
+		b.SetTime(attribute.RequestTime, ts.AsTime())
+		b.SetTime(attribute.ContextTime, ts.AsTime())
+	}
+	b.SetString(attribute.LogBody, lr.Body().AsString())
+	sev := lr.SeverityText()
+	if sev == "" && lr.SeverityNumber() != plog.SeverityNumberUnspecified {
+		sev = severityName(lr.SeverityNumber())
+	}
+	if sev != "" {
+		b.SetString(attribute.LogSeverity, sev)
+	}
+	if lr.Attributes().Len() > 0 {
+		b.SetStringMap(attribute.LogAttributes, textMap(lr.Attributes()))
+	}
+	return b.Build()
+}
+
+// severityName is the short name of a severity number's range (TRACE,
+// DEBUG, INFO, WARN, ERROR, FATAL), as the OpenTelemetry log data model
+// displays it.
+func severityName(n plog.SeverityNumber) string {
+	names := []string{"TRACE", "DEBUG", "INFO", "WARN", "ERROR", "FATAL"}
+	i := (int(n) - 1) / 4
+	if i < 0 || i >= len(names) {
+		return ""
+	}
+	return names[i]
+}

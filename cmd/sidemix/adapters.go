@@ -5,6 +5,7 @@ import (
 	"github.com/sidemix/sidemix/adapters/accesslog"
 	"github.com/sidemix/sidemix/adapters/cel"
 	"github.com/sidemix/sidemix/adapters/denier"
+	"github.com/sidemix/sidemix/adapters/jaeger"
 	"github.com/sidemix/sidemix/adapters/list"
 	"github.com/sidemix/sidemix/adapters/memquota"
 	"github.com/sidemix/sidemix/adapters/prometheus"
@@ -24,5 +25,6 @@ func newRegistry() (adapters.Registry, error) {
 		cel.Factory(),
 		prometheus.Factory(),
 		accesslog.Factory(),
+		jaeger.Factory(),
 	)
 }

@@ -1,0 +1,165 @@
+package jaeger
+
+import (
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"strconv"
+	"time"
+)
+
+// Protocols, as written in protocol.
+const (
+	// ProtocolGRPC sends Jaeger's api_v2 CollectorService.PostSpans (the
+	// jaeger receiver's gRPC endpoint, port 14250 by convention).
+	ProtocolGRPC = "grpc"
+	// ProtocolOTLP sends OTLP traces over gRPC (port 4317 by convention).
+	ProtocolOTLP = "otlp"
+)
+
+// Defaults.
+const (
+	DefaultTimeout       = 5 * time.Second
+	DefaultMaxBatchSize  = 500
+	DefaultFlushInterval = time.Second
+	DefaultMaxQueueSize  = 10000
+)
+
+// Config is the jaeger adapter's params.
+type Config struct {
+	// Endpoint is the collector's host:port.
+	Endpoint string `yaml:"endpoint"`
+	// Protocol is grpc (api_v2 PostSpans, the default) or otlp.
+	Protocol string `yaml:"protocol"`
+	// TLS secures the connection; off by default (plaintext).
+	TLS TLS `yaml:"tls"`
+	// Timeout bounds each send.
+	Timeout time.Duration `yaml:"timeout"`
+	// MaxBatchSize spans buffered start a send at once.
+	MaxBatchSize int `yaml:"maxBatchSize"`
+	// FlushInterval is the longest a span waits in the buffer.
+	FlushInterval time.Duration `yaml:"flushInterval"`
+	// MaxQueueSize bounds the spans buffered while sends are slow or
+	// failing; spans beyond it are dropped and counted.
+	MaxQueueSize int `yaml:"maxQueueSize"`
+	// ProcessTags are added to every process (every source workload's
+	// service), e.g. the mesh or cluster name.
+	ProcessTags map[string]string `yaml:"processTags"`
+}
+
+// TLS is the client side of a TLS connection to the collector.
+type TLS struct {
+	// Enabled turns TLS on; the other fields need it.
+	Enabled bool `yaml:"enabled"`
+	// CAFile is a PEM bundle of the CAs to trust instead of the system's.
+	CAFile string `yaml:"caFile"`
+	// CertFile and KeyFile are the client certificate and key (PEM), for
+	// mutual TLS; both or neither.
+	CertFile string `yaml:"certFile"`
+	KeyFile  string `yaml:"keyFile"`
+	// InsecureSkipVerify accepts any server certificate. For tests only.
+	InsecureSkipVerify bool `yaml:"insecureSkipVerify"`
+	// ServerName overrides the name the server certificate must carry
+	// (default: the endpoint's host).
+	ServerName string `yaml:"serverName"`
+}
+
+// NewConfig returns the defaults: protocol grpc, a 5s timeout, batches of
+// up to 500 spans sent at least every second, up to 10000 spans buffered.
+func NewConfig() *Config {
+	return &Config{
+		Protocol:      ProtocolGRPC,
+		Timeout:       DefaultTimeout,
+		MaxBatchSize:  DefaultMaxBatchSize,
+		FlushInterval: DefaultFlushInterval,
+		MaxQueueSize:  DefaultMaxQueueSize,
+	}
+}
+
+// Validate reports every problem, each naming its key.
+func (c *Config) Validate() error {
+	var errs []error
+	add := func(format string, args ...any) { errs = append(errs, fmt.Errorf(format, args...)) }
+	if c.Endpoint == "" {
+		add("endpoint: required (host:port of the Jaeger collector)")
+	} else if host, port, err := net.SplitHostPort(c.Endpoint); err != nil || host == "" {
+		add("endpoint: %q is not host:port", c.Endpoint)
+	} else if n, err := strconv.ParseUint(port, 10, 16); err != nil || n == 0 {
+		add("endpoint: %q has no valid port", c.Endpoint)
+	}
+	switch c.Protocol {
+	case ProtocolGRPC, ProtocolOTLP:
+	default:
+		add("protocol: unknown protocol %q (want %s or %s)", c.Protocol, ProtocolGRPC, ProtocolOTLP)
+	}
+	if c.Timeout <= 0 {
+		add("timeout: must be positive, got %v", c.Timeout)
+	}
+	if c.MaxBatchSize <= 0 {
+		add("maxBatchSize: must be positive, got %d", c.MaxBatchSize)
+	}
+	if c.FlushInterval <= 0 {
+		add("flushInterval: must be positive, got %v", c.FlushInterval)
+	}
+	if c.MaxQueueSize < c.MaxBatchSize {
+		add("maxQueueSize: %d is less than maxBatchSize %d", c.MaxQueueSize, c.MaxBatchSize)
+	}
+	for k := range c.ProcessTags {
+		if k == "" {
+			add("processTags: a tag has an empty name")
+		}
+	}
+	errs = append(errs, c.TLS.validate())
+	return errors.Join(errs...)
+}
+
+func (t *TLS) validate() error {
+	var errs []error
+	add := func(format string, args ...any) { errs = append(errs, fmt.Errorf(format, args...)) }
+	if !t.Enabled {
+		if t.CAFile != "" || t.CertFile != "" || t.KeyFile != "" || t.InsecureSkipVerify || t.ServerName != "" {
+			add("tls: options are set but tls.enabled is false")
+		}
+		return errors.Join(errs...)
+	}
+	if (t.CertFile == "") != (t.KeyFile == "") {
+		add("tls: certFile and keyFile go together (one is missing)")
+	}
+	if len(errs) == 0 {
+		if _, err := t.config(); err != nil {
+			add("tls: %v", err)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// config builds the client TLS config, reading the files.
+func (t *TLS) config() (*tls.Config, error) {
+	cfg := &tls.Config{
+		MinVersion:         tls.VersionTLS12,
+		ServerName:         t.ServerName,
+		InsecureSkipVerify: t.InsecureSkipVerify, //nolint:gosec // an explicit, documented option
+	}
+	if t.CAFile != "" {
+		pem, err := os.ReadFile(t.CAFile)
+		if err != nil {
+			return nil, fmt.Errorf("caFile: %w", err)
+		}
+		pool := x509.NewCertPool()
+		if !pool.AppendCertsFromPEM(pem) {
+			return nil, fmt.Errorf("caFile: %s holds no PEM certificate", t.CAFile)
+		}
+		cfg.RootCAs = pool
+	}
+	if t.CertFile != "" {
+		cert, err := tls.LoadX509KeyPair(t.CertFile, t.KeyFile)
+		if err != nil {
+			return nil, fmt.Errorf("certFile/keyFile: %w", err)
+		}
+		cfg.Certificates = []tls.Certificate{cert}
+	}
+	return cfg, nil
+}

@@ -1,0 +1,145 @@
+package jaeger
+
+import (
+	"fmt"
+	"math"
+	"sort"
+	"strconv"
+	"time"
+
+	model "github.com/jaegertracing/jaeger-idl/model/v1"
+
+	"github.com/sidemix/sidemix/adapters/template"
+)
+
+// ids parses a span's hex ids: a trace id of 32 hex digits (16 accepted,
+// as Jaeger clients send), span ids of 16. The parent may be empty.
+func ids(s *template.TraceSpan) (trace model.TraceID, span, parent model.SpanID, err error) {
+	if n := len(s.TraceID); n != 32 && n != 16 {
+		return trace, 0, 0, fmt.Errorf("trace id %q is not 32 hex digits", s.TraceID)
+	}
+	if trace, err = model.TraceIDFromString(s.TraceID); err != nil {
+		return trace, 0, 0, fmt.Errorf("trace id %q: %w", s.TraceID, err)
+	}
+	if trace.High == 0 && trace.Low == 0 {
+		return trace, 0, 0, fmt.Errorf("trace id is all zeros")
+	}
+	if span, err = spanID(s.SpanID); err != nil {
+		return trace, 0, 0, fmt.Errorf("span id: %w", err)
+	}
+	if span == 0 {
+		return trace, 0, 0, fmt.Errorf("span id is all zeros")
+	}
+	if s.ParentSpanID != "" {
+		if parent, err = spanID(s.ParentSpanID); err != nil {
+			return trace, 0, 0, fmt.Errorf("parent span id: %w", err)
+		}
+	}
+	return trace, span, parent, nil
+}
+
+func spanID(s string) (model.SpanID, error) {
+	if len(s) != 16 {
+		return 0, fmt.Errorf("%q is not 16 hex digits", s)
+	}
+	v, err := strconv.ParseUint(s, 16, 64)
+	if err != nil {
+		return 0, fmt.Errorf("%q is not hex", s)
+	}
+	return model.SpanID(v), nil
+}
+
+// toModel converts a span whose ids ids() accepted into Jaeger's model,
+// with tags as Jaeger's own OTLP translator writes them (span.kind,
+// otel.status_code, error, http.status_code), so the UI shows the same.
+func toModel(s *template.TraceSpan, trace model.TraceID, span, parent model.SpanID) *model.Span {
+	m := &model.Span{
+		TraceID:       trace,
+		SpanID:        span,
+		OperationName: s.SpanName,
+		Flags:         model.SampledFlag,
+		StartTime:     s.StartTime.UTC(),
+		Duration:      max(s.EndTime.Sub(s.StartTime), 0),
+	}
+	if parent != 0 {
+		m.References = []model.SpanRef{model.NewChildOfRef(trace, parent)}
+	}
+	tags := make([]model.KeyValue, 0, len(s.SpanTags)+5)
+	if s.SpanKind != "" && s.SpanKind != template.SpanKindInternal {
+		tags = append(tags, model.String("span.kind", s.SpanKind))
+	}
+	switch s.Status {
+	case template.SpanStatusError:
+		tags = append(tags, model.String("otel.status_code", "ERROR"), model.Bool("error", true))
+	case template.SpanStatusOK:
+		tags = append(tags, model.String("otel.status_code", "OK"))
+	}
+	if s.StatusMessage != "" {
+		tags = append(tags, model.String("otel.status_description", s.StatusMessage))
+	}
+	if s.TraceState != "" {
+		tags = append(tags, model.String("w3c.tracestate", s.TraceState))
+	}
+	if s.HTTPStatusCode != 0 {
+		if _, dup := s.SpanTags["http.status_code"]; !dup {
+			tags = append(tags, model.Int64("http.status_code", s.HTTPStatusCode))
+		}
+	}
+	keys := make([]string, 0, len(s.SpanTags))
+	for k := range s.SpanTags {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	for _, k := range keys {
+		tags = append(tags, keyValue(k, s.SpanTags[k]))
+	}
+	m.Tags = tags
+	return m
+}
+
+// keyValue types a tag by its Go value; what has no Jaeger type becomes a
+// string.
+func keyValue(k string, v any) model.KeyValue {
+	switch v := v.(type) {
+	case string:
+		return model.String(k, v)
+	case bool:
+		return model.Bool(k, v)
+	case int64:
+		return model.Int64(k, v)
+	case int:
+		return model.Int64(k, int64(v))
+	case int32:
+		return model.Int64(k, int64(v))
+	case uint64:
+		if v <= math.MaxInt64 {
+			return model.Int64(k, int64(v))
+		}
+		return model.String(k, strconv.FormatUint(v, 10))
+	case float64:
+		return model.Float64(k, v)
+	case float32:
+		return model.Float64(k, float64(v))
+	case time.Time:
+		return model.String(k, v.UTC().Format(time.RFC3339Nano))
+	case time.Duration:
+		return model.String(k, v.String())
+	case []byte:
+		return model.Binary(k, v)
+	case nil:
+		return model.String(k, "")
+	default:
+		return model.String(k, fmt.Sprint(v))
+	}
+}
+
+// process is the Batch process of a service: its name and the configured
+// process tags, sorted.
+func process(service string, tags map[string]string) *model.Process {
+	kvs := make([]model.KeyValue, 0, len(tags))
+	for k, v := range tags {
+		kvs = append(kvs, model.String(k, v))
+	}
+	sort.Slice(kvs, func(i, j int) bool { return kvs[i].Key < kvs[j].Key })
+	return model.NewProcess(service, kvs)
+}

@@ -1,0 +1,90 @@
+package jaeger
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	model "github.com/jaegertracing/jaeger-idl/model/v1"
+	api_v2 "github.com/jaegertracing/jaeger-idl/proto-gen/api_v2"
+	"google.golang.org/grpc"
+
+	"github.com/sidemix/sidemix/adapters/template"
+)
+
+// grpcExporter sends api_v2 CollectorService.PostSpans: one Batch per
+// service (source workload), its Process carrying the service name and the
+// configured process tags.
+type grpcExporter struct {
+	client api_v2.CollectorServiceClient
+	tags   map[string]string
+}
+
+func newGRPCExporter(conn *grpc.ClientConn, tags map[string]string) *grpcExporter {
+	return &grpcExporter{client: api_v2.NewCollectorServiceClient(conn), tags: tags}
+}
+
+func (e *grpcExporter) export(ctx context.Context, spans []*template.TraceSpan) (int, error) {
+	var order []string
+	byService := make(map[string][]*model.Span)
+	for _, s := range spans {
+		trace, id, parent, err := ids(s)
+		if err != nil {
+			continue // Report let only valid ids in
+		}
+		svc := s.ServiceName()
+		if _, seen := byService[svc]; !seen {
+			order = append(order, svc)
+		}
+		byService[svc] = append(byService[svc], toModel(s, trace, id, parent))
+	}
+	failed, tried := 0, 0
+	var errs []error
+	for _, svc := range order {
+		if ctx.Err() != nil {
+			break
+		}
+		batch := model.Batch{Spans: byService[svc], Process: process(svc, e.tags)}
+		tried += len(batch.Spans)
+		_, err := e.client.PostSpans(ctx, &api_v2.PostSpansRequest{Batch: batch}, grpc.ForceCodec(gogoCodec{}))
+		if err != nil {
+			failed += len(batch.Spans)
+			errs = append(errs, fmt.Errorf("PostSpans (%s): %w", svc, err))
+		}
+	}
+	// Services not tried because the context ended fail too.
+	if untried := len(spans) - tried; untried > 0 {
+		failed += untried
+		errs = append(errs, ctx.Err())
+	}
+	return failed, errors.Join(errs...)
+}
+
+// gogoCodec marshals the jaeger-idl messages, which gogo/protobuf
+// generated with custom types (TraceID, SpanID) that the default codec's
+// reflection cannot handle, with their own Marshal and Unmarshal. Its name
+// is "proto", so the wire format and content type are standard.
+type gogoCodec struct{}
+
+type gogoMessage interface {
+	Marshal() ([]byte, error)
+	Unmarshal([]byte) error
+}
+
+func (gogoCodec) Marshal(v any) ([]byte, error) {
+	m, ok := v.(gogoMessage)
+	if !ok {
+		return nil, fmt.Errorf("jaeger codec: %T is not a gogo/protobuf message", v)
+	}
+	return m.Marshal()
+}
+
+func (gogoCodec) Unmarshal(data []byte, v any) error {
+	m, ok := v.(gogoMessage)
+	if !ok {
+		return fmt.Errorf("jaeger codec: %T is not a gogo/protobuf message", v)
+	}
+	return m.Unmarshal(data)
+}
+
+func (gogoCodec) Name() string { return "proto" }

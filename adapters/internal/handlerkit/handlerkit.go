@@ -1,7 +1,9 @@
 // Package handlerkit holds the few helpers every adapter's Create needs:
 // filling unset Settings, asserting the params type, and registering self
 // metrics so that a handler re-created on every config reload shares the
-// collectors of its predecessor instead of failing to register.
+// collectors of its predecessor instead of failing to register. Batcher is
+// the queue, batching and retry with backoff of a handler that sends to a
+// remote backend, so adapters do not each write their own.
 package handlerkit
 
 import (

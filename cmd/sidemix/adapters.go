@@ -6,6 +6,7 @@ import (
 	"github.com/sidemix/sidemix/adapters/cel"
 	"github.com/sidemix/sidemix/adapters/denier"
 	"github.com/sidemix/sidemix/adapters/jaeger"
+	"github.com/sidemix/sidemix/adapters/kafka"
 	"github.com/sidemix/sidemix/adapters/list"
 	"github.com/sidemix/sidemix/adapters/memquota"
 	"github.com/sidemix/sidemix/adapters/prometheus"
@@ -26,5 +27,6 @@ func newRegistry() (adapters.Registry, error) {
 		prometheus.Factory(),
 		accesslog.Factory(),
 		jaeger.Factory(),
+		kafka.Factory(),
 	)
 }

@@ -1,0 +1,271 @@
+package kafka
+
+import (
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"regexp"
+	"strconv"
+	"time"
+)
+
+// Encodings of a record's value.
+const (
+	EncodingJSON      = "json"
+	EncodingOTLPProto = "otlp_proto"
+)
+
+// Values of requiredAcks.
+const (
+	AcksNone = "none"
+	AcksOne  = "one"
+	AcksAll  = "all"
+)
+
+// SASL mechanisms.
+const (
+	SASLPlain       = "PLAIN"
+	SASLScramSHA256 = "SCRAM-SHA-256"
+	SASLScramSHA512 = "SCRAM-SHA-512"
+)
+
+// Defaults.
+const (
+	DefaultBatchSize    = 1000
+	DefaultBatchBytes   = 1 << 20 // kafka-go's default, below Kafka's message.max.bytes
+	DefaultLinger       = 10 * time.Millisecond
+	DefaultBufferSize   = 100000
+	DefaultWriteTimeout = 10 * time.Second
+)
+
+// Config is the kafka adapter's params.
+type Config struct {
+	// Brokers are the bootstrap brokers, host:port.
+	Brokers []string `yaml:"brokers"`
+	// Topic receives every record of the handler.
+	Topic string `yaml:"topic"`
+	// Key is a CEL expression over the instance whose value is the record
+	// key (see the package documentation); empty means records have no key.
+	Key string `yaml:"key"`
+	// Encoding of record values: json or otlp_proto.
+	Encoding string `yaml:"encoding"`
+	// BatchSize is the most records in one produce batch per partition.
+	BatchSize int `yaml:"batchSize"`
+	// BatchBytes is the most bytes in one produce batch per partition; a
+	// single record above it is dropped as too large.
+	BatchBytes int64 `yaml:"batchBytes"`
+	// Linger is the longest a record waits for its batch to fill.
+	Linger time.Duration `yaml:"linger"`
+	// RequiredAcks is none, one (the leader) or all (every in-sync
+	// replica). With none, write errors cannot be seen.
+	RequiredAcks string `yaml:"requiredAcks"`
+	// Compression of batches: none, gzip, snappy, lz4 or zstd.
+	Compression string `yaml:"compression"`
+	// BufferSize bounds the records held while Kafka is slow or down;
+	// records beyond it are dropped and counted.
+	BufferSize int `yaml:"bufferSize"`
+	// WriteTimeout bounds one produce request.
+	WriteTimeout time.Duration `yaml:"writeTimeout"`
+	// AllowAutoTopicCreation asks the broker to create a missing topic
+	// (brokers with auto.create.topics.enable do).
+	AllowAutoTopicCreation bool `yaml:"allowAutoTopicCreation"`
+	// TLS secures the connections; off by default (plaintext).
+	TLS TLS `yaml:"tls"`
+	// SASL authenticates the client; off unless mechanism is set.
+	SASL SASL `yaml:"sasl"`
+}
+
+// TLS is the client side of TLS connections to the brokers.
+type TLS struct {
+	// Enabled turns TLS on; the other fields need it.
+	Enabled bool `yaml:"enabled"`
+	// CAFile is a PEM bundle of the CAs to trust instead of the system's.
+	CAFile string `yaml:"caFile"`
+	// CertFile and KeyFile are the client certificate and key (PEM), for
+	// mutual TLS; both or neither.
+	CertFile string `yaml:"certFile"`
+	KeyFile  string `yaml:"keyFile"`
+	// InsecureSkipVerify accepts any server certificate. For tests only.
+	InsecureSkipVerify bool `yaml:"insecureSkipVerify"`
+	// ServerName overrides the name the server certificates must carry
+	// (default: each broker's host).
+	ServerName string `yaml:"serverName"`
+}
+
+// SASL is the client's SASL authentication.
+type SASL struct {
+	// Mechanism is PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512; empty turns
+	// SASL off.
+	Mechanism string `yaml:"mechanism"`
+	Username  string `yaml:"username"`
+	// Password is a secret: /debug/config and logs show it redacted.
+	Password string `yaml:"password"`
+}
+
+// NewConfig returns the defaults: JSON records, batches of up to 1000
+// records or 1 MiB lingering at most 10ms, acks from all in-sync replicas,
+// no compression, up to 100000 records buffered.
+func NewConfig() *Config {
+	return &Config{
+		Encoding:     EncodingJSON,
+		BatchSize:    DefaultBatchSize,
+		BatchBytes:   DefaultBatchBytes,
+		Linger:       DefaultLinger,
+		RequiredAcks: AcksAll,
+		Compression:  "none",
+		BufferSize:   DefaultBufferSize,
+		WriteTimeout: DefaultWriteTimeout,
+	}
+}
+
+// Kafka's legal topic names.
+var topicRE = regexp.MustCompile(`^[a-zA-Z0-9._-]{1,249}$`)
+
+// Validate reports every problem, each naming its key.
+func (c *Config) Validate() error {
+	var errs []error
+	add := func(format string, args ...any) { errs = append(errs, fmt.Errorf(format, args...)) }
+	if len(c.Brokers) == 0 {
+		add("brokers: at least one broker (host:port) is required")
+	}
+	for i, b := range c.Brokers {
+		if host, port, err := net.SplitHostPort(b); err != nil || host == "" {
+			add("brokers[%d]: %q is not host:port", i, b)
+		} else if n, err := strconv.ParseUint(port, 10, 16); err != nil || n == 0 {
+			add("brokers[%d]: %q has no valid port", i, b)
+		}
+	}
+	switch {
+	case c.Topic == "":
+		add("topic: required")
+	case !topicRE.MatchString(c.Topic) || c.Topic == "." || c.Topic == "..":
+		add("topic: %q is not a valid Kafka topic name (letters, digits, '.', '_', '-'; at most 249)", c.Topic)
+	}
+	if c.Key != "" {
+		if _, err := compileKey(c.Key); err != nil {
+			add("key: %v", err)
+		}
+	}
+	switch c.Encoding {
+	case EncodingJSON, EncodingOTLPProto:
+	default:
+		add("encoding: unknown encoding %q (want %s or %s)", c.Encoding, EncodingJSON, EncodingOTLPProto)
+	}
+	if c.BatchSize <= 0 {
+		add("batchSize: must be positive, got %d", c.BatchSize)
+	}
+	if c.BatchBytes <= 0 {
+		add("batchBytes: must be positive, got %d", c.BatchBytes)
+	}
+	if c.Linger <= 0 {
+		add("linger: must be positive, got %v", c.Linger)
+	}
+	if _, ok := requiredAcks[c.RequiredAcks]; !ok {
+		add("requiredAcks: unknown value %q (want %s, %s or %s)", c.RequiredAcks, AcksNone, AcksOne, AcksAll)
+	}
+	if _, ok := compressions[c.Compression]; !ok {
+		add("compression: unknown codec %q (want none, gzip, snappy, lz4 or zstd)", c.Compression)
+	}
+	if c.BufferSize <= 0 {
+		add("bufferSize: must be positive, got %d", c.BufferSize)
+	} else if c.BufferSize < c.BatchSize {
+		add("bufferSize: %d is less than batchSize %d", c.BufferSize, c.BatchSize)
+	}
+	if c.WriteTimeout <= 0 {
+		add("writeTimeout: must be positive, got %v", c.WriteTimeout)
+	}
+	errs = append(errs, c.TLS.validate(), c.SASL.validate())
+	return errors.Join(errs...)
+}
+
+func (t *TLS) validate() error {
+	var errs []error
+	add := func(format string, args ...any) { errs = append(errs, fmt.Errorf(format, args...)) }
+	if !t.Enabled {
+		if t.CAFile != "" || t.CertFile != "" || t.KeyFile != "" || t.InsecureSkipVerify || t.ServerName != "" {
+			add("tls: options are set but tls.enabled is false")
+		}
+		return errors.Join(errs...)
+	}
+	if (t.CertFile == "") != (t.KeyFile == "") {
+		add("tls: certFile and keyFile go together (one is missing)")
+	}
+	if len(errs) == 0 {
+		if _, err := t.config(); err != nil {
+			add("tls: %v", err)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// config builds the client TLS config, reading the files.
+func (t *TLS) config() (*tls.Config, error) {
+	cfg := &tls.Config{
+		MinVersion:         tls.VersionTLS12,
+		ServerName:         t.ServerName,
+		InsecureSkipVerify: t.InsecureSkipVerify, //nolint:gosec // an explicit, documented option
+	}
+	if t.CAFile != "" {
+		pem, err := os.ReadFile(t.CAFile)
+		if err != nil {
+			return nil, fmt.Errorf("caFile: %w", err)
+		}
+		pool := x509.NewCertPool()
+		if !pool.AppendCertsFromPEM(pem) {
+			return nil, fmt.Errorf("caFile: %s holds no PEM certificate", t.CAFile)
+		}
+		cfg.RootCAs = pool
+	}
+	if t.CertFile != "" {
+		cert, err := tls.LoadX509KeyPair(t.CertFile, t.KeyFile)
+		if err != nil {
+			return nil, fmt.Errorf("certFile/keyFile: %w", err)
+		}
+		cfg.Certificates = []tls.Certificate{cert}
+	}
+	return cfg, nil
+}
+
+func (s *SASL) validate() error {
+	var errs []error
+	add := func(format string, args ...any) { errs = append(errs, fmt.Errorf(format, args...)) }
+	switch s.Mechanism {
+	case "":
+		if s.Username != "" || s.Password != "" {
+			add("sasl.mechanism: required when a username or password is set (%s, %s or %s)", SASLPlain, SASLScramSHA256, SASLScramSHA512)
+		}
+		return errors.Join(errs...)
+	case SASLPlain, SASLScramSHA256, SASLScramSHA512:
+	default:
+		add("sasl.mechanism: unknown mechanism %q (want %s, %s or %s)", s.Mechanism, SASLPlain, SASLScramSHA256, SASLScramSHA512)
+	}
+	if s.Username == "" {
+		add("sasl.username: required")
+	}
+	if s.Password == "" {
+		add("sasl.password: required")
+	}
+	return errors.Join(errs...)
+}
+
+// Redacted returns a copy of the params whose SASL password is hidden, for
+// /debug/config and logs.
+func (c *Config) Redacted() any {
+	r := *c
+	r.Brokers = append([]string(nil), c.Brokers...)
+	if r.SASL.Password != "" {
+		r.SASL.Password = "xxxxx"
+	}
+	return &r
+}
+
+// LogValue keeps the password out of logs that print the params.
+func (c *Config) LogValue() slog.Value {
+	// plain has no LogValue, so slog does not come back here.
+	type plain Config
+	return slog.AnyValue(plain(*c.Redacted().(*Config)))
+}

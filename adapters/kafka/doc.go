@@ -1,0 +1,85 @@
+// Package kafka is an adapter that writes logentry and tracespan instances
+// to a Kafka topic, one record per instance, with
+// github.com/segmentio/kafka-go.
+//
+// # Records
+//
+// With encoding json (the default) a log entry's record is the JSON object
+// the accesslog adapter writes as a line ("time", "severity", "instance"
+// and every variable), and a span's is an object of its fields (traceId,
+// spanId, parentSpanId, name, kind, startTime, endTime, status,
+// httpStatusCode, serviceName, sourceName, destinationName, tags). With
+// otlp_proto a record holds one span as OTLP TracesData or one log entry as
+// OTLP LogsData in protobuf (adapters/internal/spans converts them), which
+// the OpenTelemetry Collector's kafka receiver reads with its otlp_proto
+// encoding.
+//
+// The record key is the value of the CEL expression key, evaluated over the
+// instance; records of one key go to one partition (the Java client's
+// murmur2 partitioner), so keying by destination service keeps each
+// service's records in order. The expression sees the instance's fields:
+//
+//	logentry:  name, variables (map), severity, timestamp
+//	tracespan: name, traceId, spanId, parentSpanId, spanName, spanKind,
+//	           status, httpStatusCode, sourceName, destinationName,
+//	           serviceName, startTime, endTime, spanTags (map)
+//
+// for example variables.destinationServiceHost, or traceId for spans. A
+// field of the other template is unbound: for a handler taking both, write
+// a key that works for both, such as name. A key that cannot be evaluated
+// (a missing map key, say) sends the record without a key and counts
+// sidemix_kafka_key_errors_total.
+//
+// # Delivery
+//
+// Report encodes instances and appends the records to the handler's buffer;
+// it never waits for Kafka. One goroutine per handler takes records from
+// the buffer, oldest first, and writes them (batches of batchSize records
+// or batchBytes bytes per partition, each waiting at most linger to fill).
+// A write that fails is retried after a backoff (100ms doubling to 2s,
+// jittered; sidemix_kafka_write_errors_total counts failed writes) until
+// it succeeds: while Kafka is down, records wait in the buffer, and are
+// delivered in order when it is back. Only bufferSize records are held;
+// records reported beyond that are dropped. Delivery is at least once: a
+// write that timed out after the broker stored it is written again.
+//
+// A record larger than batchBytes is dropped when reported. A batch the
+// broker refuses as too large (its message.max.bytes) is written again one
+// record per batch, and the records it still refuses are dropped. Dropped
+// records are logged with their key and counted; they never hold up the
+// records behind them.
+//
+// Metrics, labelled by handler:
+//
+//	sidemix_kafka_buffered_records       records not yet acknowledged
+//	sidemix_kafka_records_total{result}  sent, buffer_full, too_large,
+//	                                     rejected, encode_error,
+//	                                     wrong_template, shutdown
+//	sidemix_kafka_write_errors_total     failed writes, each retried
+//	sidemix_kafka_key_errors_total       records sent without their key
+//
+// Close stops taking records and delivers the buffer until its context
+// ends; records left then count as shutdown. With requiredAcks none the
+// broker does not answer, so a record counts as sent once written to the
+// connection.
+//
+//	apiVersion: sidemix.dev/v1
+//	kind: Handler
+//	metadata: {name: kafka}
+//	spec:
+//	  adapter: kafka
+//	  params:
+//	    brokers: [kafka-0.kafka:9092, kafka-1.kafka:9092]
+//	    topic: sidemix.accesslog
+//	    key: variables.destinationServiceHost
+//	    encoding: json          # or otlp_proto
+//	    batchSize: 1000         # records per partition batch
+//	    batchBytes: 1048576     # keep at or below the broker's message.max.bytes
+//	    linger: 10ms
+//	    requiredAcks: all       # none, one or all
+//	    compression: none       # gzip, snappy, lz4, zstd
+//	    bufferSize: 100000      # records held while Kafka is slow or down
+//	    writeTimeout: 10s
+//	    tls: {enabled: true, caFile: /etc/kafka/ca.pem}
+//	    sasl: {mechanism: SCRAM-SHA-512, username: sidemix, password: secret}
+package kafka

@@ -1,0 +1,19 @@
+package kafka
+
+import (
+	"github.com/sidemix/sidemix/adapters"
+	"github.com/sidemix/sidemix/adapters/template"
+)
+
+// Name is what a Handler's spec.adapter says.
+const Name = "kafka"
+
+// Factory returns the kafka adapter's factory.
+func Factory() adapters.Factory {
+	return adapters.Factory{
+		Name:      Name,
+		Templates: []string{template.LogEntryName, template.TraceSpanName},
+		NewConfig: func() adapters.Config { return NewConfig() },
+		Create:    newHandler,
+	}
+}

@@ -1,0 +1,485 @@
+package kafka
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	kafkago "github.com/segmentio/kafka-go"
+	"github.com/segmentio/kafka-go/compress"
+	"github.com/segmentio/kafka-go/sasl"
+	"github.com/segmentio/kafka-go/sasl/plain"
+	"github.com/segmentio/kafka-go/sasl/scram"
+
+	"github.com/sidemix/sidemix/adapters"
+	"github.com/sidemix/sidemix/adapters/internal/handlerkit"
+	"github.com/sidemix/sidemix/adapters/template"
+)
+
+var _ adapters.Reporter = (*handler)(nil)
+
+// Outcomes of a record, the result label of sidemix_kafka_records_total.
+const (
+	resultSent          = "sent"
+	resultBufferFull    = "buffer_full"    // the buffer held bufferSize records
+	resultTooLarge      = "too_large"      // above batchBytes or the broker's limit
+	resultRejected      = "rejected"       // the broker refused the record itself
+	resultEncodeError   = "encode_error"   // the instance could not be encoded
+	resultWrongTemplate = "wrong_template" // not a logentry or tracespan
+	resultShutdown      = "shutdown"       // still buffered when Close ran out of time
+)
+
+// Retry backoff after a failed write: doubling from retryMin, at most
+// retryMax, with jitter.
+const (
+	retryMin = 100 * time.Millisecond
+	retryMax = 2 * time.Second
+)
+
+// maxBatches is how many batches' worth of records one write takes from
+// the buffer.
+const maxBatches = 16
+
+var requiredAcks = map[string]kafkago.RequiredAcks{
+	AcksNone: kafkago.RequireNone,
+	AcksOne:  kafkago.RequireOne,
+	AcksAll:  kafkago.RequireAll,
+}
+
+var compressions = map[string]compress.Compression{
+	"none":   0,
+	"gzip":   kafkago.Gzip,
+	"snappy": kafkago.Snappy,
+	"lz4":    kafkago.Lz4,
+	"zstd":   kafkago.Zstd,
+}
+
+// handler buffers encoded records and writes them from its own goroutine,
+// so Report never waits for Kafka.
+type handler struct {
+	name       string
+	log        *slog.Logger
+	now        func() time.Time
+	topic      string
+	key        *keyProgram // nil: records have no key
+	encode     encoder
+	bufferSize int
+	batchBytes int64
+	take       int // records per write
+
+	w      *kafkago.Writer // batches records
+	single *kafkago.Writer // one record per batch, to find which record of a batch is too large
+
+	mu       sync.Mutex
+	buf      []kafkago.Message // oldest first
+	inflight int               // records taken by the writer goroutine, not yet settled
+	closed   bool
+
+	wake   chan struct{} // records were added
+	stop   chan struct{} // closed by Close: deliver what is buffered, then exit
+	done   chan struct{} // closed when the writer goroutine exits
+	ctx    context.Context
+	cancel context.CancelFunc // Close ran out of time: give up
+
+	buffered  prometheus.Gauge
+	records   *prometheus.CounterVec
+	errs      prometheus.Counter
+	keyErrors prometheus.Counter
+	failing   bool // writer goroutine only: the last write failed
+}
+
+func newHandler(_ context.Context, set adapters.Settings, cfg adapters.Config) (adapters.Handler, error) {
+	set = handlerkit.Defaults(set)
+	c, err := handlerkit.Params[Config](Name, cfg)
+	if err != nil {
+		return nil, err
+	}
+	h := &handler{
+		name:       set.Name,
+		log:        set.Logger,
+		now:        set.Now,
+		topic:      c.Topic,
+		encode:     newEncoder(c.Encoding),
+		bufferSize: c.BufferSize,
+		batchBytes: c.BatchBytes,
+		take:       min(c.BatchSize*maxBatches, c.BufferSize),
+		wake:       make(chan struct{}, 1),
+		stop:       make(chan struct{}),
+		done:       make(chan struct{}),
+	}
+	if c.Key != "" {
+		if h.key, err = compileKey(c.Key); err != nil {
+			return nil, fmt.Errorf("%s: key: %w", Name, err)
+		}
+	}
+	if err := h.registerMetrics(set.Registerer); err != nil {
+		return nil, err
+	}
+	transport := &kafkago.Transport{ClientID: "sidemix", DialTimeout: 5 * time.Second, MetadataTTL: 10 * time.Second}
+	if c.TLS.Enabled {
+		if transport.TLS, err = c.TLS.config(); err != nil {
+			return nil, fmt.Errorf("%s: tls: %w", Name, err)
+		}
+	}
+	if c.SASL.Mechanism != "" {
+		if transport.SASL, err = mechanism(c.SASL); err != nil {
+			return nil, fmt.Errorf("%s: sasl: %w", Name, err)
+		}
+	}
+	newWriter := func(batchSize int) *kafkago.Writer {
+		return &kafkago.Writer{
+			Addr:                   kafkago.TCP(c.Brokers...),
+			Topic:                  c.Topic,
+			Balancer:               &kafkago.Murmur2Balancer{}, // the Java client's partitioner
+			MaxAttempts:            1,                          // retries are ours, counted
+			BatchSize:              batchSize,
+			BatchBytes:             c.BatchBytes,
+			BatchTimeout:           c.Linger,
+			WriteTimeout:           c.WriteTimeout,
+			ReadTimeout:            c.WriteTimeout,
+			RequiredAcks:           requiredAcks[c.RequiredAcks],
+			Compression:            compressions[c.Compression],
+			AllowAutoTopicCreation: c.AllowAutoTopicCreation,
+			Transport:              transport,
+		}
+	}
+	h.w, h.single = newWriter(c.BatchSize), newWriter(1)
+	h.ctx, h.cancel = context.WithCancel(context.Background())
+	go h.run()
+	set.Logger.Info("writing records to kafka", "brokers", c.Brokers, "topic", c.Topic, "encoding", c.Encoding)
+	return h, nil
+}
+
+func mechanism(s SASL) (sasl.Mechanism, error) {
+	switch s.Mechanism {
+	case SASLPlain:
+		return plain.Mechanism{Username: s.Username, Password: s.Password}, nil
+	case SASLScramSHA256:
+		return scram.Mechanism(scram.SHA256, s.Username, s.Password)
+	case SASLScramSHA512:
+		return scram.Mechanism(scram.SHA512, s.Username, s.Password)
+	}
+	return nil, fmt.Errorf("unknown mechanism %q", s.Mechanism)
+}
+
+func (h *handler) registerMetrics(r prometheus.Registerer) error {
+	buffered, err := handlerkit.Register(r, prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "sidemix_kafka_buffered_records",
+		Help: "Records kafka handlers hold that Kafka has not acknowledged yet.",
+	}, []string{"handler"}))
+	if err != nil {
+		return err
+	}
+	records, err := handlerkit.Register(r, prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "sidemix_kafka_records_total",
+		Help: "Records of kafka handlers by outcome: sent, or the reason they were dropped.",
+	}, []string{"handler", "result"}))
+	if err != nil {
+		return err
+	}
+	errs, err := handlerkit.Register(r, prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "sidemix_kafka_write_errors_total",
+		Help: "Writes of kafka handlers that failed and were retried after a backoff.",
+	}, []string{"handler"}))
+	if err != nil {
+		return err
+	}
+	keyErrors, err := handlerkit.Register(r, prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "sidemix_kafka_key_errors_total",
+		Help: "Records kafka handlers sent without a key because the key expression failed.",
+	}, []string{"handler"}))
+	if err != nil {
+		return err
+	}
+	h.buffered = buffered.WithLabelValues(h.name)
+	h.records = records
+	h.errs = errs.WithLabelValues(h.name)
+	h.keyErrors = keyErrors.WithLabelValues(h.name)
+	h.buffered.Set(0)
+	for _, res := range []string{resultSent, resultBufferFull, resultTooLarge} {
+		records.WithLabelValues(h.name, res) // visible at 0 before the first event
+	}
+	return nil
+}
+
+func (h *handler) count(result string, n int) {
+	if n > 0 {
+		h.records.WithLabelValues(h.name, result).Add(float64(n))
+	}
+}
+
+// Report encodes each instance into a record and buffers it; it never
+// waits for Kafka. Records that do not fit the buffer are dropped and
+// counted.
+func (h *handler) Report(_ context.Context, insts []template.Instance) error {
+	msgs := make([]kafkago.Message, 0, len(insts))
+	now := h.now()
+	for _, inst := range insts {
+		if m, ok := h.record(inst, now); ok {
+			msgs = append(msgs, m)
+		}
+	}
+	h.mu.Lock()
+	if h.closed {
+		h.mu.Unlock()
+		return fmt.Errorf("%s: handler %s is closed", Name, h.name)
+	}
+	room := max(h.bufferSize-len(h.buf)-h.inflight, 0)
+	full := 0
+	if len(msgs) > room {
+		full = len(msgs) - room
+		msgs = msgs[:room]
+	}
+	h.buf = append(h.buf, msgs...)
+	h.buffered.Set(float64(len(h.buf) + h.inflight))
+	h.mu.Unlock()
+	h.count(resultBufferFull, full)
+	if len(msgs) > 0 {
+		select {
+		case h.wake <- struct{}{}:
+		default:
+		}
+	}
+	return nil
+}
+
+// record builds inst's record, or counts why it cannot.
+func (h *handler) record(inst template.Instance, now time.Time) (kafkago.Message, bool) {
+	if inst == nil {
+		h.count(resultWrongTemplate, 1)
+		return kafkago.Message{}, false
+	}
+	value, err := h.encode(inst, now)
+	if err != nil {
+		if errors.Is(err, errWrongTemplate) {
+			h.count(resultWrongTemplate, 1)
+		} else {
+			h.count(resultEncodeError, 1)
+			h.log.Debug("record dropped: cannot encode", "instance", inst.InstanceName(), "error", err)
+		}
+		return kafkago.Message{}, false
+	}
+	var key []byte
+	if h.key != nil {
+		if key, err = h.key.eval(inst); err != nil {
+			h.keyErrors.Inc()
+			h.log.Debug("record sent without a key", "instance", inst.InstanceName(), "key", h.key.text, "error", err)
+		}
+	}
+	m := kafkago.Message{Key: key, Value: value, Time: now}
+	// kafka-go refuses a whole write for one record above batchBytes; its
+	// size is the record's key, value and 23 bytes of framing.
+	if size := int64(len(key) + len(value) + 23); size > h.batchBytes {
+		h.tooLarge(m, fmt.Errorf("%d bytes, batchBytes is %d", size, h.batchBytes))
+		return kafkago.Message{}, false
+	}
+	return m, true
+}
+
+func (h *handler) tooLarge(m kafkago.Message, err error) {
+	h.count(resultTooLarge, 1)
+	h.log.Warn("record too large for kafka; dropped", "key", string(m.Key), "bytes", len(m.Value), "error", err)
+}
+
+// run is the writer goroutine: it takes records from the head of the
+// buffer and writes them until they are acknowledged or dropped, one write
+// at a time, so one key's records keep their order.
+func (h *handler) run() {
+	defer close(h.done)
+	for {
+		msgs := h.takeBatch()
+		if msgs == nil {
+			select {
+			case <-h.wake:
+				continue
+			case <-h.stop:
+				if msgs = h.takeBatch(); msgs == nil {
+					return
+				}
+			}
+		}
+		if !h.deliver(msgs) {
+			return // Close gave up
+		}
+	}
+}
+
+// takeBatch moves up to h.take records from the buffer to in flight.
+func (h *handler) takeBatch() []kafkago.Message {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if len(h.buf) == 0 {
+		return nil
+	}
+	n := min(len(h.buf), h.take)
+	msgs := make([]kafkago.Message, n)
+	copy(msgs, h.buf)
+	h.buf = h.buf[n:]
+	if len(h.buf) == 0 {
+		h.buf = nil // let the backing array go
+	}
+	h.inflight = n
+	return msgs
+}
+
+// settle marks n in-flight records as done.
+func (h *handler) settle(n int) {
+	h.mu.Lock()
+	h.inflight -= n
+	h.buffered.Set(float64(len(h.buf) + h.inflight))
+	h.mu.Unlock()
+}
+
+// deliver writes msgs, retrying the records that failed for a reason that
+// can pass, with backoff, until all are sent or dropped. It returns false
+// when Close gave up, after counting what was left.
+func (h *handler) deliver(msgs []kafkago.Message) bool {
+	attempt := 0
+	for len(msgs) > 0 {
+		if h.ctx.Err() != nil {
+			h.count(resultShutdown, len(msgs))
+			h.settle(len(msgs))
+			return false
+		}
+		retry, err := h.write(h.w, msgs)
+		if len(retry) > 0 && err == nil {
+			// Too large as a batch: write them one by one to find the
+			// record the broker refuses.
+			retry, err = h.write(h.single, retry)
+		}
+		h.settle(len(msgs) - len(retry))
+		msgs = retry
+		if err == nil || len(msgs) == 0 {
+			if h.failing {
+				h.failing = false
+				h.log.Info("kafka writes succeed again")
+			}
+			attempt = 0
+			continue
+		}
+		h.errs.Inc()
+		if !h.failing {
+			h.failing = true
+			h.log.Warn("kafka write failed; records stay buffered and are retried", "records", len(msgs), "error", err)
+		} else {
+			h.log.Debug("kafka write failed again", "records", len(msgs), "error", err)
+		}
+		delay := min(retryMin<<min(attempt, 10), retryMax)
+		delay = delay/2 + rand.N(delay/2+1)
+		attempt++
+		select {
+		case <-time.After(delay):
+		case <-h.ctx.Done():
+		}
+	}
+	return true
+}
+
+// write writes msgs once. It counts the records sent and those dropped
+// for good, and returns the ones to write again: with a nil error, records
+// of a batch the broker found too large, to be written one by one (only
+// when w is the batching writer); with an error, records to retry after a
+// backoff.
+func (h *handler) write(w *kafkago.Writer, msgs []kafkago.Message) (retry []kafkago.Message, _ error) {
+	err := w.WriteMessages(h.ctx, msgs...)
+	if err == nil {
+		h.count(resultSent, len(msgs))
+		return nil, nil
+	}
+	var tooBig kafkago.MessageTooLargeError
+	if errors.As(err, &tooBig) {
+		// Only a record above batchBytes, which record() keeps out; drop
+		// it and write the rest again at once.
+		h.tooLarge(tooBig.Message, err)
+		return tooBig.Remaining, nil
+	}
+	var werrs kafkago.WriteErrors
+	if !errors.As(err, &werrs) || len(werrs) != len(msgs) {
+		return msgs, err // the whole write failed (no broker, no metadata, ...)
+	}
+	var isolate, again []kafkago.Message
+	var firstErr error
+	for i, e := range werrs {
+		switch {
+		case e == nil:
+			h.count(resultSent, 1)
+		case isTooLarge(e) && w == h.w:
+			isolate = append(isolate, msgs[i])
+		case isTooLarge(e):
+			h.tooLarge(msgs[i], e)
+		case isRecordError(e):
+			h.count(resultRejected, 1)
+			h.log.Warn("kafka refused a record; dropped", "key", string(msgs[i].Key), "error", e)
+		default:
+			again = append(again, msgs[i])
+			if firstErr == nil {
+				firstErr = e
+			}
+		}
+	}
+	if len(again) > 0 {
+		// Retry everything not yet sent in the original order, so records
+		// of one key stay ordered.
+		return append(again, isolate...), firstErr
+	}
+	return isolate, nil
+}
+
+// isTooLarge reports whether the broker refused a batch for its size.
+func isTooLarge(err error) bool {
+	return errors.Is(err, kafkago.MessageSizeTooLarge) || errors.Is(err, kafkago.RecordListTooLarge)
+}
+
+// isRecordError reports whether the broker refused the records themselves,
+// so that writing them again cannot succeed.
+func isRecordError(err error) bool {
+	return errors.Is(err, kafkago.InvalidMessage) || errors.Is(err, kafkago.InvalidTimestamp) ||
+		errors.Is(err, kafkago.InvalidRecord) || errors.Is(err, kafkago.UnsupportedForMessageFormat)
+}
+
+// Close stops taking records and delivers what is buffered until ctx ends;
+// what is left then is dropped and counted as shutdown.
+func (h *handler) Close(ctx context.Context) error {
+	h.mu.Lock()
+	if h.closed {
+		h.mu.Unlock()
+		return nil
+	}
+	h.closed = true
+	h.mu.Unlock()
+	close(h.stop)
+	var err error
+	select {
+	case <-h.done:
+	case <-ctx.Done():
+		h.cancel()
+		<-h.done
+		err = fmt.Errorf("%s: handler %s: records left undelivered: %w", Name, h.name, ctx.Err())
+	}
+	h.cancel()
+	h.mu.Lock()
+	left := len(h.buf)
+	h.buf = nil
+	h.buffered.Set(float64(h.inflight))
+	h.mu.Unlock()
+	h.count(resultShutdown, left)
+	if err != nil {
+		// The writers may still wait on a dead broker; do not hold the
+		// caller for it.
+		go h.closeWriters()
+		return err
+	}
+	h.closeWriters()
+	return nil
+}
+
+func (h *handler) closeWriters() {
+	if err := errors.Join(h.w.Close(), h.single.Close()); err != nil {
+		h.log.Debug("closing kafka writers", "error", err)
+	}
+}

@@ -1,0 +1,414 @@
+package kafka_test
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/twmb/franz-go/pkg/kfake"
+	"github.com/twmb/franz-go/pkg/kgo"
+	"go.opentelemetry.io/collector/pdata/plog"
+	"go.opentelemetry.io/collector/pdata/ptrace"
+
+	"github.com/sidemix/sidemix/adapters"
+	"github.com/sidemix/sidemix/adapters/internal/configtest"
+	"github.com/sidemix/sidemix/adapters/internal/metrictest"
+	"github.com/sidemix/sidemix/adapters/kafka"
+	"github.com/sidemix/sidemix/adapters/template"
+)
+
+// newCluster starts an in-process kfake broker with topic (3 partitions).
+func newCluster(t *testing.T, topic string, opts ...kfake.Opt) *kfake.Cluster {
+	t.Helper()
+	c, err := kfake.NewCluster(append([]kfake.Opt{kfake.NumBrokers(1), kfake.SeedTopics(3, topic)}, opts...)...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(c.Close)
+	return c
+}
+
+type record struct {
+	key, value string
+	partition  int32
+}
+
+// consume reads topic from the start with franz-go until it has n records
+// or timeout passes, then a little longer to see extra records.
+func consume(t *testing.T, addr, topic string, n int, timeout time.Duration) []record {
+	t.Helper()
+	cl, err := kgo.NewClient(kgo.SeedBrokers(addr), kgo.ConsumeTopics(topic),
+		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	var out []record
+	deadline := time.Now().Add(timeout)
+	extra := time.Time{}
+	for {
+		ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+		fs := cl.PollFetches(ctx)
+		cancel()
+		fs.EachRecord(func(r *kgo.Record) {
+			out = append(out, record{string(r.Key), string(r.Value), r.Partition})
+		})
+		if len(out) >= n && extra.IsZero() {
+			extra = time.Now().Add(300 * time.Millisecond)
+		}
+		if (!extra.IsZero() && time.Now().After(extra)) || time.Now().After(deadline) {
+			break
+		}
+	}
+	if len(out) < n {
+		t.Fatalf("consumed %d records of %s after %v, want %d", len(out), topic, timeout, n)
+	}
+	return out
+}
+
+func newHandler(t *testing.T, reg prometheus.Registerer, params string) adapters.Reporter {
+	t.Helper()
+	set := adapters.Settings{Name: "kafka", Registerer: reg,
+		Now: func() time.Time { return time.Date(2025, 3, 1, 12, 0, 0, 0, time.UTC) }}
+	return configtest.Create(t, kafka.Factory(), set, []byte(params)).(adapters.Reporter)
+}
+
+func access(dest string, i int) *template.LogEntry {
+	return &template.LogEntry{
+		Name:      "accesslog",
+		Timestamp: time.Date(2025, 3, 1, 11, 0, 0, i, time.UTC),
+		Variables: map[string]any{"destination": dest, "seq": int64(i), "latency": 3 * time.Millisecond},
+	}
+}
+
+func value(t *testing.T, reg prometheus.Gatherer, name string, labels map[string]string) float64 {
+	t.Helper()
+	return metrictest.Value(t, reg, name, labels)
+}
+
+func sent(t *testing.T, reg prometheus.Gatherer) float64 {
+	return value(t, reg, "sidemix_kafka_records_total", map[string]string{"handler": "kafka", "result": "sent"})
+}
+
+// waitSent waits until n records were acknowledged.
+func waitSent(t *testing.T, reg prometheus.Gatherer, n float64, timeout time.Duration) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for sent(t, reg) < n {
+		if time.Now().After(deadline) {
+			t.Fatalf("sent = %v after %v, want %v", sent(t, reg), timeout, n)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func TestJSONRecordsKeyedByDestination(t *testing.T) {
+	c := newCluster(t, "access")
+	addr := c.ListenAddrs()[0]
+	reg := prometheus.NewRegistry()
+	h := newHandler(t, reg, fmt.Sprintf("brokers: [%s]\ntopic: access\nkey: variables.destination\n", addr))
+
+	var insts []template.Instance
+	for i := range 30 {
+		insts = append(insts, access([]string{"invoice", "notification", "product"}[i%3], i))
+	}
+	insts = append(insts, &template.Metric{Name: "not a log entry"})
+	// Reported in several batches, as the mixer's queue does.
+	for i := 0; i < len(insts); i += 7 {
+		if err := h.Report(context.Background(), insts[i:min(i+7, len(insts))]); err != nil {
+			t.Fatal(err)
+		}
+	}
+	recs := consume(t, addr, "access", 30, 10*time.Second)
+	if len(recs) != 30 {
+		t.Fatalf("consumed %d records, want 30", len(recs))
+	}
+	partitionOf := map[string]int32{}
+	lastSeq := map[string]int64{}
+	for _, r := range recs {
+		var m map[string]any
+		if err := json.Unmarshal([]byte(r.value), &m); err != nil {
+			t.Fatalf("record %q: %v", r.value, err)
+		}
+		if m["destination"] != r.key {
+			t.Errorf("record %s has key %q", r.value, r.key)
+		}
+		if p, ok := partitionOf[r.key]; ok && p != r.partition {
+			t.Errorf("key %s in partitions %d and %d", r.key, p, r.partition)
+		}
+		partitionOf[r.key] = r.partition
+		seq := int64(m["seq"].(float64))
+		if last, ok := lastSeq[r.key]; ok && seq <= last {
+			t.Errorf("key %s: seq %d after %d: out of order", r.key, seq, last)
+		}
+		lastSeq[r.key] = seq
+		if m["instance"] != "accesslog" || m["latency"] != "3ms" || m["severity"] != "INFO" ||
+			!strings.HasPrefix(m["time"].(string), "2025-03-01T11:00:00") {
+			t.Errorf("record %s", r.value)
+		}
+	}
+	waitSent(t, reg, 30, 5*time.Second)
+	if n := value(t, reg, "sidemix_kafka_records_total", map[string]string{"handler": "kafka", "result": "wrong_template"}); n != 1 {
+		t.Errorf("wrong_template = %v, want 1", n)
+	}
+	if n := value(t, reg, "sidemix_kafka_buffered_records", map[string]string{"handler": "kafka"}); n != 0 {
+		t.Errorf("buffered = %v, want 0", n)
+	}
+}
+
+func TestKeyErrorSendsWithoutKey(t *testing.T) {
+	c := newCluster(t, "access")
+	addr := c.ListenAddrs()[0]
+	reg := prometheus.NewRegistry()
+	h := newHandler(t, reg, fmt.Sprintf("brokers: [%s]\ntopic: access\nkey: variables.missing\n", addr))
+	if err := h.Report(context.Background(), []template.Instance{access("a", 1)}); err != nil {
+		t.Fatal(err)
+	}
+	recs := consume(t, addr, "access", 1, 10*time.Second)
+	if recs[0].key != "" {
+		t.Errorf("key = %q, want none", recs[0].key)
+	}
+	if n := value(t, reg, "sidemix_kafka_key_errors_total", map[string]string{"handler": "kafka"}); n != 1 {
+		t.Errorf("key errors = %v, want 1", n)
+	}
+}
+
+func span(id string) *template.TraceSpan {
+	start := time.Date(2025, 3, 1, 11, 0, 0, 0, time.UTC)
+	return &template.TraceSpan{
+		Name: "span", TraceID: "0af7651916cd43dd8448eb211c80319c", SpanID: id,
+		ParentSpanID: "b7ad6b7169203331", SpanName: "GET /invoices",
+		StartTime: start, EndTime: start.Add(5 * time.Millisecond),
+		SpanKind: template.SpanKindServer, Status: template.SpanStatusUnset, HTTPStatusCode: 200,
+		SourceName: "product", DestinationName: "invoice",
+		SpanTags: map[string]any{"http.request.method": "GET", "http.response.status_code": int64(200)},
+	}
+}
+
+func TestSpansAsJSON(t *testing.T) {
+	c := newCluster(t, "spans")
+	addr := c.ListenAddrs()[0]
+	h := newHandler(t, prometheus.NewRegistry(), fmt.Sprintf("brokers: [%s]\ntopic: spans\nkey: traceId\n", addr))
+	if err := h.Report(context.Background(), []template.Instance{span("00f067aa0ba902b7")}); err != nil {
+		t.Fatal(err)
+	}
+	recs := consume(t, addr, "spans", 1, 10*time.Second)
+	want := `{"instance":"span","traceId":"0af7651916cd43dd8448eb211c80319c","spanId":"00f067aa0ba902b7",` +
+		`"parentSpanId":"b7ad6b7169203331","name":"GET /invoices","kind":"server","startTime":"2025-03-01T11:00:00Z",` +
+		`"endTime":"2025-03-01T11:00:00.005Z","status":"unset","httpStatusCode":200,"serviceName":"invoice",` +
+		`"sourceName":"product","destinationName":"invoice","tags":{"http.request.method":"GET","http.response.status_code":200}}`
+	if recs[0].value != want || recs[0].key != "0af7651916cd43dd8448eb211c80319c" {
+		t.Errorf("record %q = %s\nwant %s", recs[0].key, recs[0].value, want)
+	}
+}
+
+func TestOTLPProto(t *testing.T) {
+	c := newCluster(t, "otlp")
+	addr := c.ListenAddrs()[0]
+	reg := prometheus.NewRegistry()
+	h := newHandler(t, reg, fmt.Sprintf("brokers: [%s]\ntopic: otlp\nkey: name\nencoding: otlp_proto\n", addr))
+	bad := span("not hex")
+	err := h.Report(context.Background(), []template.Instance{span("00f067aa0ba902b7"), access("invoice", 1), bad})
+	if err != nil {
+		t.Fatal(err)
+	}
+	recs := consume(t, addr, "otlp", 2, 10*time.Second)
+	var spans, logs int
+	for _, r := range recs {
+		switch r.key {
+		case "span":
+			td, err := (&ptrace.ProtoUnmarshaler{}).UnmarshalTraces([]byte(r.value))
+			if err != nil {
+				t.Fatal(err)
+			}
+			rs := td.ResourceSpans().At(0)
+			sp := rs.ScopeSpans().At(0).Spans().At(0)
+			if svc, _ := rs.Resource().Attributes().Get("service.name"); svc.Str() != "invoice" ||
+				sp.Name() != "GET /invoices" || sp.SpanID().String() != "00f067aa0ba902b7" || sp.Kind() != ptrace.SpanKindServer {
+				t.Errorf("span: service %s, %s %s %v", svc.Str(), sp.Name(), sp.SpanID(), sp.Kind())
+			}
+			spans += td.SpanCount()
+		case "accesslog":
+			ld, err := (&plog.ProtoUnmarshaler{}).UnmarshalLogs([]byte(r.value))
+			if err != nil {
+				t.Fatal(err)
+			}
+			lr := ld.ResourceLogs().At(0).ScopeLogs().At(0).LogRecords().At(0)
+			if d, _ := lr.Attributes().Get("destination"); d.Str() != "invoice" {
+				t.Errorf("log record attributes %v", lr.Attributes().AsRaw())
+			}
+			logs += ld.LogRecordCount()
+		default:
+			t.Errorf("unexpected key %q", r.key)
+		}
+	}
+	if spans != 1 || logs != 1 {
+		t.Errorf("spans %d, logs %d, want 1 and 1", spans, logs)
+	}
+	if n := value(t, reg, "sidemix_kafka_records_total", map[string]string{"handler": "kafka", "result": "encode_error"}); n != 1 {
+		t.Errorf("encode_error = %v, want 1 (the span with a bad id)", n)
+	}
+}
+
+// A record the broker refuses as too large is dropped and counted; the
+// records batched with it are delivered.
+func TestRecordTooLargeForTheBroker(t *testing.T) {
+	c := newCluster(t, "access", kfake.BrokerConfigs(map[string]string{"message.max.bytes": "4000"}))
+	addr := c.ListenAddrs()[0]
+	reg := prometheus.NewRegistry()
+	h := newHandler(t, reg, fmt.Sprintf("brokers: [%s]\ntopic: access\nkey: variables.destination\nbatchBytes: 20000\n", addr))
+	huge := access("invoice", 99)
+	huge.Variables["body"] = strings.Repeat("x", 10000) // above the broker's limit, below batchBytes
+	larger := access("invoice", 98)
+	larger.Variables["body"] = strings.Repeat("y", 30000) // above batchBytes: refused before sending
+	insts := []template.Instance{access("invoice", 1), huge, access("invoice", 2), larger, access("invoice", 3)}
+	if err := h.Report(context.Background(), insts); err != nil {
+		t.Fatal(err)
+	}
+	recs := consume(t, addr, "access", 3, 10*time.Second)
+	if len(recs) != 3 {
+		t.Errorf("consumed %d records, want 3", len(recs))
+	}
+	for i, r := range recs {
+		if !strings.Contains(r.value, fmt.Sprintf(`"seq":%d`, i+1)) {
+			t.Errorf("record %d = %.80s", i, r.value)
+		}
+	}
+	waitSent(t, reg, 3, 5*time.Second)
+	if n := value(t, reg, "sidemix_kafka_records_total", map[string]string{"handler": "kafka", "result": "too_large"}); n != 2 {
+		t.Errorf("too_large = %v, want 2", n)
+	}
+}
+
+// Records reported while the broker is down stay buffered, are retried
+// and are delivered when it is back; records beyond the buffer are dropped
+// and counted.
+func TestBrokerOutage(t *testing.T) {
+	dir := t.TempDir()
+	c := newCluster(t, "access", kfake.DataDir(dir))
+	addr := c.ListenAddrs()[0]
+	port := addr[strings.LastIndexByte(addr, ':')+1:]
+	reg := prometheus.NewRegistry()
+	h := newHandler(t, reg, fmt.Sprintf("brokers: [%s]\ntopic: access\nkey: variables.destination\nbatchSize: 10\nbufferSize: 50\n", addr))
+
+	report := func(from, to int) {
+		t.Helper()
+		var insts []template.Instance
+		for i := from; i < to; i++ {
+			insts = append(insts, access("invoice", i))
+		}
+		if err := h.Report(context.Background(), insts); err != nil {
+			t.Fatal(err)
+		}
+	}
+	report(0, 20)
+	waitSent(t, reg, 20, 10*time.Second)
+
+	c.Close()
+	report(20, 60)
+	buffered := map[string]string{"handler": "kafka"}
+	deadline := time.Now().Add(10 * time.Second)
+	for value(t, reg, "sidemix_kafka_write_errors_total", buffered) < 2 {
+		if time.Now().After(deadline) {
+			t.Fatal("no write errors while the broker is down")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if n := value(t, reg, "sidemix_kafka_buffered_records", buffered); n != 40 {
+		t.Errorf("buffered = %v while the broker is down, want 40", n)
+	}
+	report(60, 80) // 10 fit, 10 do not
+	if n := value(t, reg, "sidemix_kafka_records_total", map[string]string{"handler": "kafka", "result": "buffer_full"}); n != 10 {
+		t.Errorf("buffer_full = %v, want 10", n)
+	}
+
+	c2, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.Ports(atoi(t, port)), kfake.DataDir(dir))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(c2.Close)
+	waitSent(t, reg, 70, 20*time.Second)
+	recs := consume(t, addr, "access", 70, 10*time.Second)
+	if len(recs) != 70 {
+		t.Errorf("consumed %d records, want 70", len(recs))
+	}
+	for i, r := range recs { // one key: one partition, in order
+		if !strings.Contains(r.value, fmt.Sprintf(`"seq":%d,`, i)) {
+			t.Fatalf("record %d = %s", i, r.value)
+		}
+	}
+	if n := value(t, reg, "sidemix_kafka_buffered_records", buffered); n != 0 {
+		t.Errorf("buffered = %v after delivery, want 0", n)
+	}
+}
+
+func atoi(t *testing.T, s string) int {
+	var n int
+	if _, err := fmt.Sscan(s, &n); err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
+
+// Close delivers what is buffered; when its context ends first, what is
+// left is dropped and counted.
+func TestCloseGivesUpWhenItsContextEnds(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	cfg, err := configtest.Decode(kafka.Factory(), []byte("brokers: [127.0.0.1:1]\ntopic: access\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	h, err := kafka.Factory().Create(context.Background(), adapters.Settings{Name: "kafka", Registerer: reg}, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := h.(adapters.Reporter).Report(context.Background(), []template.Instance{access("a", 1), access("a", 2)}); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+	defer cancel()
+	start := time.Now()
+	if err := h.Close(ctx); err == nil {
+		t.Error("Close reported no error with records left")
+	}
+	if d := time.Since(start); d > 2*time.Second {
+		t.Errorf("Close took %v", d)
+	}
+	if n := value(t, reg, "sidemix_kafka_records_total", map[string]string{"handler": "kafka", "result": "shutdown"}); n != 2 {
+		t.Errorf("shutdown = %v, want 2", n)
+	}
+	if err := h.(adapters.Reporter).Report(context.Background(), []template.Instance{access("a", 3)}); err == nil {
+		t.Error("Report after Close succeeded")
+	}
+}
+
+func TestSASL(t *testing.T) {
+	for _, mech := range []string{kafka.SASLPlain, kafka.SASLScramSHA256, kafka.SASLScramSHA512} {
+		t.Run(mech, func(t *testing.T) {
+			c := newCluster(t, "access", kfake.EnableSASL(), kfake.Superuser(mech, "sidemix", "s3cret"))
+			addr := c.ListenAddrs()[0]
+			reg := prometheus.NewRegistry()
+			h := newHandler(t, reg, fmt.Sprintf("brokers: [%s]\ntopic: access\nsasl: {mechanism: %s, username: sidemix, password: s3cret}\n", addr, mech))
+			if err := h.Report(context.Background(), []template.Instance{access("a", 1)}); err != nil {
+				t.Fatal(err)
+			}
+			waitSent(t, reg, 1, 10*time.Second)
+		})
+	}
+}
+
+func TestRedacted(t *testing.T) {
+	cfg := kafka.NewConfig()
+	cfg.SASL = kafka.SASL{Mechanism: kafka.SASLPlain, Username: "u", Password: "s3cret"}
+	r := cfg.Redacted().(*kafka.Config)
+	if r.SASL.Password != "xxxxx" || cfg.SASL.Password != "s3cret" {
+		t.Errorf("redacted password %q, original %q", r.SASL.Password, cfg.SASL.Password)
+	}
+	if s := fmt.Sprint(cfg.LogValue()); strings.Contains(s, "s3cret") {
+		t.Errorf("LogValue shows the password: %s", s)
+	}
+}

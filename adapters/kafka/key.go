@@ -1,0 +1,171 @@
+package kafka
+
+import (
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+
+	"github.com/google/cel-go/cel"
+	"github.com/google/cel-go/common/types"
+	"github.com/google/cel-go/common/types/ref"
+	"github.com/google/cel-go/ext"
+	"github.com/google/cel-go/interpreter"
+
+	"github.com/sidemix/sidemix/adapters/template"
+)
+
+// The key expression's environment: the fields of both templates the
+// adapter accepts, each bound only for instances of its template.
+var keyEnv = sync.OnceValues(func() (*cel.Env, error) {
+	dynMap := cel.MapType(cel.StringType, cel.DynType)
+	return cel.NewEnv(
+		// both
+		cel.Variable("name", cel.StringType),
+		// logentry
+		cel.Variable("variables", dynMap),
+		cel.Variable("severity", cel.StringType),
+		cel.Variable("timestamp", cel.TimestampType),
+		// tracespan
+		cel.Variable("traceId", cel.StringType),
+		cel.Variable("spanId", cel.StringType),
+		cel.Variable("parentSpanId", cel.StringType),
+		cel.Variable("spanName", cel.StringType),
+		cel.Variable("spanKind", cel.StringType),
+		cel.Variable("status", cel.StringType),
+		cel.Variable("httpStatusCode", cel.IntType),
+		cel.Variable("sourceName", cel.StringType),
+		cel.Variable("destinationName", cel.StringType),
+		cel.Variable("serviceName", cel.StringType),
+		cel.Variable("startTime", cel.TimestampType),
+		cel.Variable("endTime", cel.TimestampType),
+		cel.Variable("spanTags", dynMap),
+		cel.OptionalTypes(),
+		ext.Strings(),
+	)
+})
+
+// keyProgram computes record keys.
+type keyProgram struct {
+	text string
+	prg  cel.Program
+}
+
+// compileKey parses and type-checks a key expression. Its result must be a
+// scalar: a string, number, bool, timestamp or duration (or dyn, checked
+// when evaluated).
+func compileKey(text string) (*keyProgram, error) {
+	if strings.TrimSpace(text) == "" {
+		return nil, errors.New("empty expression")
+	}
+	env, err := keyEnv()
+	if err != nil {
+		return nil, fmt.Errorf("key expression environment: %w", err)
+	}
+	ast, iss := env.Compile(text)
+	if iss != nil && iss.Err() != nil {
+		msgs := make([]string, 0, len(iss.Errors()))
+		for _, ce := range iss.Errors() {
+			msgs = append(msgs, fmt.Sprintf("ERROR: <input>:%d:%d: %s",
+				ce.Location.Line(), ce.Location.Column()+1, ce.Message))
+		}
+		return nil, errors.New(strings.Join(msgs, "; "))
+	}
+	switch ast.OutputType().Kind() {
+	case types.StringKind, types.IntKind, types.UintKind, types.DoubleKind, types.BoolKind,
+		types.TimestampKind, types.DurationKind, types.BytesKind, types.DynKind:
+	default:
+		return nil, fmt.Errorf("expression has type %s, want a scalar (string, number, bool, ...)", ast.OutputType())
+	}
+	prg, err := env.Program(ast, cel.EvalOptions(cel.OptOptimize))
+	if err != nil {
+		return nil, err
+	}
+	return &keyProgram{text: text, prg: prg}, nil
+}
+
+// eval returns the key of inst's record.
+func (p *keyProgram) eval(inst template.Instance) ([]byte, error) {
+	out, _, err := p.prg.Eval(keyVars{inst})
+	if err != nil {
+		return nil, err
+	}
+	switch v := out.(type) {
+	case types.String:
+		return []byte(v), nil
+	case types.Bytes:
+		return []byte(v), nil
+	case types.Null:
+		return nil, errors.New("key is null")
+	case ref.Val:
+		switch v.Type() {
+		case types.MapType, types.ListType:
+			return nil, fmt.Errorf("key has type %s, want a scalar", v.Type().TypeName())
+		}
+		return []byte(template.FormatValue(v.Value())), nil
+	}
+	return nil, fmt.Errorf("key has type %T", out)
+}
+
+// keyVars binds the variables to one instance's fields.
+type keyVars struct{ inst template.Instance }
+
+var _ interpreter.Activation = keyVars{}
+
+// ResolveName implements interpreter.Activation.
+func (v keyVars) ResolveName(name string) (any, bool) {
+	switch i := v.inst.(type) {
+	case *template.LogEntry:
+		switch name {
+		case "name":
+			return i.Name, true
+		case "variables":
+			if i.Variables == nil {
+				return map[string]any{}, true
+			}
+			return i.Variables, true
+		case "severity":
+			return i.Severity, true
+		case "timestamp":
+			return i.Timestamp, true
+		}
+	case *template.TraceSpan:
+		switch name {
+		case "name":
+			return i.Name, true
+		case "traceId":
+			return i.TraceID, true
+		case "spanId":
+			return i.SpanID, true
+		case "parentSpanId":
+			return i.ParentSpanID, true
+		case "spanName":
+			return i.SpanName, true
+		case "spanKind":
+			return i.SpanKind, true
+		case "status":
+			return i.Status, true
+		case "httpStatusCode":
+			return i.HTTPStatusCode, true
+		case "sourceName":
+			return i.SourceName, true
+		case "destinationName":
+			return i.DestinationName, true
+		case "serviceName":
+			return i.ServiceName(), true
+		case "startTime":
+			return i.StartTime, true
+		case "endTime":
+			return i.EndTime, true
+		case "spanTags":
+			if i.SpanTags == nil {
+				return map[string]any{}, true
+			}
+			return i.SpanTags, true
+		}
+	}
+	return nil, false
+}
+
+// Parent implements interpreter.Activation.
+func (keyVars) Parent() interpreter.Activation { return nil }

@@ -237,6 +237,7 @@ func responseBag(ex *exchange, rec *recorder, end time.Time) *attribute.Bag {
 		b.SetString(attribute.ResponseGRPCStatus, gs)
 	}
 	b.SetString(attribute.ContextProxyErrorCode, ex.flag)
+	ex.span.setAttributes(b)
 	reqSize := ex.contentLength
 	if reqSize < 0 {
 		reqSize = 0

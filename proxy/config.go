@@ -70,6 +70,17 @@ type Config struct {
 	ReportBufferSize int
 	CacheSize        int
 
+	// TraceSampling is the fraction of new traces (requests arriving
+	// without a trace context that decides sampling) that are sampled,
+	// from 0 to 1; the command line defaults it to 1. A request that
+	// carries a context keeps its caller's decision.
+	TraceSampling float64
+	// MaxRequestHeaderBytes bounds a request's headers (names, values and
+	// the request line, approximately as on the wire); a request over it
+	// is refused with 431 and never forwarded. Zero means
+	// DefaultMaxRequestHeaderBytes.
+	MaxRequestHeaderBytes int
+
 	// Admin is the listen address of /healthz, /readyz and /metrics; empty
 	// disables it (the command line defaults it to DefaultAdmin).
 	Admin string
@@ -77,6 +88,9 @@ type Config struct {
 	// Logger receives start, stop and state changes; nil discards.
 	Logger *slog.Logger
 }
+
+// DefaultMaxRequestHeaderBytes is Envoy's default limit, 60 KiB.
+const DefaultMaxRequestHeaderBytes = 60 << 10
 
 // upstream is one resolved entry of Config.Upstreams.
 type upstream struct {
@@ -175,6 +189,12 @@ func (c *Config) Validate() error {
 	if c.ReportInterval < 0 {
 		add("report_interval", "negative: %v", c.ReportInterval)
 	}
+	if !(c.TraceSampling >= 0 && c.TraceSampling <= 1) {
+		add("trace_sampling", "%v is not between 0 and 1", c.TraceSampling)
+	}
+	if c.MaxRequestHeaderBytes < 0 {
+		add("max_request_header_bytes", "negative: %d", c.MaxRequestHeaderBytes)
+	}
 	return errors.Join(errs...)
 }
 
@@ -227,6 +247,9 @@ func (c *Config) setDefaults() {
 	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
+	}
+	if c.MaxRequestHeaderBytes == 0 {
+		c.MaxRequestHeaderBytes = DefaultMaxRequestHeaderBytes
 	}
 }
 

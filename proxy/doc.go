@@ -76,6 +76,43 @@
 // The outbound side sets the X-Sidemix-Source-* headers, overwriting
 // whatever the app sent.
 //
+// In the report also the span this proxy made for the request (below):
+// request.trace.id, request.trace.span_id, request.trace.parent_span_id
+// (absent for a trace's root), request.trace.sampled and
+// request.trace.state (the W3C tracestate, when there is one). Its start
+// and end are request.time and response.time.
+//
+// # Tracing
+//
+// Every request gets a span: a server span on the inbound side, a client
+// span on the outbound side. The caller's span context is read from W3C
+// traceparent (and tracestate), else the b3 header, else the X-B3-TraceId,
+// -SpanId, -ParentSpanId, -Sampled and -Flags headers; when one is valid
+// the span is its child, in its trace, with its sampling decision
+// (parent-based sampling; B3 without a decision, like a request with no
+// context at all, is decided here). Otherwise a new trace starts with
+// random ids, sampled with probability Config.TraceSampling, decided from
+// the trace id as OpenTelemetry's TraceIDRatioBased does. A malformed
+// header is ignored (the next format is tried, else a new trace starts)
+// and counted. Before forwarding, the proxy replaces every trace header
+// with its own span as the parent: traceparent, tracestate, and B3
+// multi-header (X-B3-Flags: 1 instead of X-B3-Sampled for B3 debug). So an
+// app that copies either set from its request to its outbound calls keeps
+// them in the trace: the outbound side's client span is the child of the
+// inbound server span, and the callee's server span the child of that
+// client span. An app that forwards nothing starts a new trace with each
+// call. request.headers in the report keep the trace headers as received.
+// Spans reach the mixer only inside the reports; a tracespan instance over
+// request.trace.* (examples/default/tracing.yaml) turns them into spans.
+//
+// A request whose traceparent is over 512 bytes, tracestate over 8 KiB in
+// total, b3 or an X-B3-* header over 512 bytes, or whose request line and
+// headers exceed Config.MaxRequestHeaderBytes (default 60 KiB, Envoy's)
+// is answered 431 and neither checked nor forwarded; it is reported
+// without those headers (without any when the total was too large) and
+// without a span. net/http itself answers 431 to heads a further 4 KiB
+// over the limit, without a report.
+//
 // # Mixers and fail policy
 //
 // Config.Mixer lists one mixer or several, comma-separated (--mixer a,b,c):
@@ -93,7 +130,12 @@
 // Config.Admin serves /healthz, /readyz (503 while shutting down) and
 // /metrics from the proxy's own registry: sidemix_proxy_requests_total
 // {direction,code}, sidemix_proxy_request_duration_seconds{direction},
-// sidemix_proxy_response_flags_total{direction,flag}, the mixer client's
+// sidemix_proxy_response_flags_total{direction,flag},
+// sidemix_proxy_traces_total{direction,origin} (origin started or
+// continued), sidemix_proxy_trace_headers_malformed_total{direction,header}
+// (traceparent, tracestate, b3, x-b3),
+// sidemix_proxy_headers_too_large_total{direction,header} (those or
+// total), the mixer client's
 // metrics (see mixerclient) and the Go runtime and process collectors.
 //
 // # Lifecycle

@@ -32,12 +32,13 @@ const (
 // Proxy is the sidecar: inbound and outbound listeners that check every
 // request with the mixer, forward it, and report it.
 type Proxy struct {
-	cfg    Config
-	log    *slog.Logger
-	errLog *log.Logger
-	reg    *prometheus.Registry
-	m      *metrics
-	mixer  *mixerclient.Client
+	cfg     Config
+	log     *slog.Logger
+	errLog  *log.Logger
+	reg     *prometheus.Registry
+	m       *metrics
+	mixer   *mixerclient.Client
+	sampler sampler
 
 	h1, h2c  *http.Transport
 	inbound  *side // nil when disabled
@@ -59,10 +60,11 @@ func New(cfg Config) (*Proxy, error) {
 	}
 	cfg.setDefaults()
 	p := &Proxy{
-		cfg:    cfg,
-		log:    cfg.Logger,
-		errLog: slog.NewLogLogger(cfg.Logger.Handler(), slog.LevelWarn),
-		reg:    prometheus.NewRegistry(),
+		cfg:     cfg,
+		log:     cfg.Logger,
+		errLog:  slog.NewLogLogger(cfg.Logger.Handler(), slog.LevelWarn),
+		reg:     prometheus.NewRegistry(),
+		sampler: newSampler(cfg.TraceSampling),
 	}
 	p.m = newMetrics(p.reg)
 	mc, err := mixerclient.New(mixerclient.Options{
@@ -145,7 +147,10 @@ func (p *Proxy) newServer(h http.Handler) *http.Server {
 		Handler:           h,
 		Protocols:         &ps,
 		ReadHeaderTimeout: readHeaderTimeout,
-		ErrorLog:          p.errLog,
+		// net/http refuses larger heads itself with 431 (it allows 4 KiB
+		// over this); the handler enforces the exact limit.
+		MaxHeaderBytes: p.cfg.MaxRequestHeaderBytes,
+		ErrorLog:       p.errLog,
 	}
 }
 
@@ -200,7 +205,8 @@ func (p *Proxy) Start() error {
 	p.log.Info("proxy started", "service", p.cfg.Service, "namespace", p.cfg.Namespace,
 		"inbound", p.InboundAddr(), "app", p.cfg.App, "outbound", p.OutboundAddr(),
 		"upstreams", len(p.cfg.Upstreams), "mixer", p.cfg.Mixer, "admin", p.AdminAddr(),
-		"fail_open", p.cfg.CheckFailOpen, "quota_prefetch_max", p.cfg.QuotaPrefetchMax)
+		"fail_open", p.cfg.CheckFailOpen, "quota_prefetch_max", p.cfg.QuotaPrefetchMax,
+		"trace_sampling", p.cfg.TraceSampling)
 	return nil
 }
 

@@ -43,6 +43,7 @@ type exchange struct {
 	up            *upstream // outbound route; nil inbound
 	grpc          bool
 	requestID     string
+	span          span      // the server (inbound) or client (outbound) span
 	src           [4]string // inbound: workload, namespace, principal, uid of the caller
 	bag           *attribute.Bag
 	decision      mixerclient.Decision
@@ -136,6 +137,9 @@ func (s *side) route(host string) *upstream {
 func (s *side) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	ex := &exchange{start: time.Now(), flag: flagNone, grpc: isGRPC(r), contentLength: r.ContentLength}
 	rec := &recorder{ResponseWriter: w}
+	if s.refuseLarge(rec, r, ex) {
+		return
+	}
 
 	// Identity: trust the caller's proxy inbound, assert our own outbound.
 	if s.kind == kindInbound {
@@ -156,6 +160,10 @@ func (s *side) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	ex.headBytes = requestHeadBytes(r)
 	ex.bag = s.requestBag(r, ex)
+	// The bag keeps the trace headers as the caller sent them; the app or
+	// the callee gets this proxy's span as their parent.
+	ex.span = s.startSpan(r.Header)
+	ex.span.inject(r.Header)
 
 	defer func() {
 		if v := recover(); v != nil {
@@ -228,6 +236,50 @@ func (s *side) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	s.rp.ServeHTTP(rec, r.WithContext(context.WithValue(r.Context(), exchangeKey{}, ex)))
 	s.finish(ex, rec)
+}
+
+// refuseLarge answers 431 to a request whose trace headers or headers in
+// total are over their limits, before anything else looks at it. The
+// refusal is reported without the offending headers (without any headers
+// when the total is too large) and without a span.
+func (s *side) refuseLarge(rec *recorder, r *http.Request, ex *exchange) bool {
+	what := oversizedTraceHeader(r.Header)
+	if what == "" && requestHeadBytes(r) > int64(s.p.cfg.MaxRequestHeaderBytes) {
+		what = headersTotal
+	}
+	if what == "" {
+		return false
+	}
+	s.m.tooLarge(what)
+	if what == headersTotal {
+		r.Header = http.Header{}
+	} else {
+		for _, k := range traceHeaders {
+			r.Header.Del(k)
+		}
+	}
+	for i, h := range identityHeaders {
+		if s.kind == kindInbound {
+			ex.src[i] = r.Header.Get(h)
+		}
+		r.Header.Del(h)
+	}
+	if s.kind == kindOutbound {
+		ex.up = s.route(r.Host)
+	}
+	ex.requestID = r.Header.Get(HeaderRequestID)
+	if ex.requestID == "" {
+		ex.requestID = newRequestID()
+	}
+	ex.headBytes = requestHeadBytes(r)
+	ex.bag = s.requestBag(r, ex)
+	msg := "request headers too large"
+	if what != headersTotal {
+		msg = "trace header " + what + " too large"
+	}
+	writeText(rec, http.StatusRequestHeaderFieldsTooLarge, msg)
+	s.finish(ex, rec)
+	return true
 }
 
 // deny answers a request the mixer refused: for HTTP a status and the

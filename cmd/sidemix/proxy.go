@@ -25,7 +25,16 @@ retried once on another mixer with the same deduplication id.
 --check-fail-policy is a default (closed or open) optionally followed by
 per-service overrides: "closed,inbound=open,ratings=open" answers 503 when
 the mixer cannot be asked, except for requests to this service (inbound) and
-the app's calls to the upstream ratings, which are forwarded.`
+the app's calls to the upstream ratings, which are forwarded.
+
+Every request gets a span: a server span inbound, a client span outbound,
+the child of the caller's span when the request carries W3C traceparent or
+B3 headers, else the root of a new trace, sampled with probability
+--trace-sampling (a continued trace keeps its caller's decision). The app
+and the callee receive traceparent, tracestate and X-B3-* naming that span
+as their parent; an app that forwards either set keeps its calls in the
+trace. Spans travel in the reports as request.trace.* attributes. A request
+whose trace headers or headers in total are too large is answered 431.`
 
 func runProxy(ctx context.Context, e *env, args []string) error {
 	fs := newFlagSet("proxy", proxySynopsis)
@@ -50,6 +59,8 @@ func runProxy(ctx context.Context, e *env, args []string) error {
 	bufferSize := fs.Int("report-buffer-size", 10000, "finished requests buffered for reporting; more are dropped and counted")
 	reportInterval := fs.Duration("report-interval", time.Second, "longest a finished request waits before it is reported")
 	cacheSize := fs.Int("cache-size", 10000, "check cache entries")
+	traceSampling := fs.Float64("trace-sampling", 1, "`fraction` (0 to 1) of new traces that are sampled; requests carrying a trace context keep their caller's decision")
+	maxHeaderBytes := fs.Int("max-request-header-bytes", proxy.DefaultMaxRequestHeaderBytes, "largest request head (request line and headers) forwarded; larger requests are answered 431")
 	admin := fs.String("admin", proxy.DefaultAdmin, "admin HTTP listen `address` (/healthz, /metrics); empty disables")
 	shutdownTimeout := fs.Duration("shutdown-timeout", 15*time.Second, "how long SIGTERM may take to finish requests and flush reports")
 	lf := addLogFlags(fs)
@@ -84,29 +95,31 @@ func runProxy(ctx context.Context, e *env, args []string) error {
 		return err
 	}
 	p, err := proxy.New(proxy.Config{
-		Service:             *service,
-		Namespace:           *namespace,
-		UID:                 *uid,
-		Principal:           *principal,
-		Inbound:             *inbound,
-		App:                 *app,
-		Outbound:            *outbound,
-		Upstreams:           routes,
-		Mixer:               *mixerAddr,
-		CheckTimeout:        *checkTimeout,
-		CheckFailOpen:       failOpen,
-		CheckFailOpenFor:    failOpenFor,
-		QuotaPrefetchMax:    *prefetchMax,
-		QuotaPrefetchWindow: *prefetchWindow,
-		QuotaPrefetchMaxAge: *prefetchMaxAge,
-		MixerEjectAfter:     *ejectAfter,
-		MixerEjectTime:      *ejectTime,
-		ReportBatchSize:     *batchSize,
-		ReportBufferSize:    *bufferSize,
-		ReportInterval:      *reportInterval,
-		CacheSize:           *cacheSize,
-		Admin:               *admin,
-		Logger:              logger,
+		Service:               *service,
+		Namespace:             *namespace,
+		UID:                   *uid,
+		Principal:             *principal,
+		Inbound:               *inbound,
+		App:                   *app,
+		Outbound:              *outbound,
+		Upstreams:             routes,
+		Mixer:                 *mixerAddr,
+		CheckTimeout:          *checkTimeout,
+		CheckFailOpen:         failOpen,
+		CheckFailOpenFor:      failOpenFor,
+		QuotaPrefetchMax:      *prefetchMax,
+		QuotaPrefetchWindow:   *prefetchWindow,
+		QuotaPrefetchMaxAge:   *prefetchMaxAge,
+		MixerEjectAfter:       *ejectAfter,
+		MixerEjectTime:        *ejectTime,
+		ReportBatchSize:       *batchSize,
+		ReportBufferSize:      *bufferSize,
+		ReportInterval:        *reportInterval,
+		CacheSize:             *cacheSize,
+		TraceSampling:         *traceSampling,
+		MaxRequestHeaderBytes: *maxHeaderBytes,
+		Admin:                 *admin,
+		Logger:                logger,
 	})
 	if err != nil {
 		return err

@@ -51,4 +51,10 @@ func TestProxyFlagsReachConfig(t *testing.T) {
 	if code != 1 || !strings.Contains(stderr, "quota_prefetch_max: negative") {
 		t.Errorf("exit %d, stderr %q", code, stderr)
 	}
+	_, stderr, code = runCmd(t, "proxy", "--service", "web", "--app", "127.0.0.1:1", "--inbound", "127.0.0.1:0",
+		"--admin", "", "--trace-sampling", "1.5", "--max-request-header-bytes", "-1")
+	if code != 1 || !strings.Contains(stderr, "trace_sampling: 1.5 is not between 0 and 1") ||
+		!strings.Contains(stderr, "max_request_header_bytes: negative") {
+		t.Errorf("exit %d, stderr %q", code, stderr)
+	}
 }

@@ -9,9 +9,10 @@ import (
 	"github.com/sidemix/sidemix/adapters/kafka"
 	"github.com/sidemix/sidemix/adapters/list"
 	"github.com/sidemix/sidemix/adapters/memquota"
+	"github.com/sidemix/sidemix/adapters/otlp"
 	"github.com/sidemix/sidemix/adapters/prometheus"
-	"github.com/sidemix/sidemix/adapters/redisquota"
 	"github.com/sidemix/sidemix/adapters/rbac"
+	"github.com/sidemix/sidemix/adapters/redisquota"
 )
 
 // newRegistry is the one place where the adapters this binary ships are
@@ -28,5 +29,6 @@ func newRegistry() (adapters.Registry, error) {
 		accesslog.Factory(),
 		jaeger.Factory(),
 		kafka.Factory(),
+		otlp.Factory(),
 	)
 }

@@ -101,7 +101,8 @@
 // durations are carried as text). spanKind must evaluate to server,
 // client, producer, consumer or internal (default internal) and status to
 // unset, ok or error (default unset), in any case; another value fails the
-// instance at run time. As for metric and logentry, a field over an absent
+// instance at run time, or the load when the expression reads no attribute
+// (a literal such as '"server"'). As for metric and logentry, a field over an absent
 // attribute fails the instance unless wrapped in default(). The span a
 // proxy made is described by the request.trace.* attributes; see
 // examples/default/tracing.yaml.

@@ -16,6 +16,7 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/google/cel-go/common/types"
 	"gopkg.in/yaml.v3"
 
 	"github.com/sidemix/sidemix/adapters"
@@ -846,6 +847,10 @@ func (l *loader) instance(d *document) *instance {
 			destinationName: compileField("spec.params.destinationName", p.DestinationName, wantString),
 			tags:            compileMap("spec.params.spanTags", p.SpanTags, wantScalar),
 		}
+		if !l.constantOneOf(d, "spec.params.spanKind", p.SpanKind, in.span.spanKind, spanKinds) ||
+			!l.constantOneOf(d, "spec.params.status", p.Status, in.span.status, spanStatuses) {
+			ok = false
+		}
 	default:
 		l.add(d, spec.Template.Line, "spec.template", "unknown template %q (want one of %s)",
 			spec.Template.Value, strings.Join(templateNames, ", "))
@@ -854,6 +859,29 @@ func (l *loader) instance(d *document) *instance {
 	}
 	in.broken = !ok
 	return in
+}
+
+// constantOneOf checks an expression that reads no attribute (a literal
+// such as '"server"') at load time, so that a misspelt value is a load
+// error rather than an instance failing on every request. Expressions over
+// attributes are checked when evaluated.
+func (l *loader) constantOneOf(d *document, field string, e expr, p *program, allowed []string) bool {
+	if p == nil {
+		return true
+	}
+	var refs attribute.Referenced
+	a := getActivation(attribute.NewBuilder(0).Build(), &refs, 0)
+	defer putActivation(a)
+	v, err := p.eval(a)
+	if err != nil || refs.Len() > 0 || a.absent {
+		return true
+	}
+	s, isString := v.(types.String)
+	if !isString || slices.Contains(allowed, strings.ToLower(string(s))) {
+		return true
+	}
+	l.add(d, e.Line, field, "%q is not one of %s", string(s), strings.Join(allowed, ", "))
+	return false
 }
 
 // templateNames lists the templates an Instance may fill, check ones first.

@@ -244,6 +244,7 @@ func TestLoadErrors(t *testing.T) {
 			"tracespan.yaml:21: Instance/no-params: spec.params.spanName: required",
 			"tracespan.yaml:21: Instance/no-params: spec.params.startTime: required",
 			"tracespan.yaml:21: Instance/no-params: spec.params.endTime: required",
+			`tracespan.yaml:34: Instance/literals: spec.params.spanKind: "sever" is not one of server, client, producer, consumer, internal`,
 		}},
 		{"shapes.yaml", []string{
 			`shapes.yaml:4: Rule/r: spec.actions: want a list, got a string ("deny")`,

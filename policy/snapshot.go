@@ -471,6 +471,13 @@ func buildAuthorization(a *activation, in *instance) (template.Instance, *EvalEr
 	return out, nil
 }
 
+// The values a tracespan's spanKind and status may take (in any case).
+var (
+	spanKinds = []string{template.SpanKindServer, template.SpanKindClient, template.SpanKindProducer,
+		template.SpanKindConsumer, template.SpanKindInternal}
+	spanStatuses = []string{template.SpanStatusUnset, template.SpanStatusOK, template.SpanStatusError}
+)
+
 // buildTraceSpan fills a tracespan instance. Like metric and logentry (and
 // unlike authorization) a field over an absent attribute fails the
 // instance, so a span is never sent with half its ids: optional fields say
@@ -538,10 +545,9 @@ func buildTraceSpan(a *activation, in *instance) (template.Instance, *EvalError)
 	ts("spec.params.startTime", p.startTime, &out.StartTime)
 	ts("spec.params.endTime", p.endTime, &out.EndTime)
 	str("spec.params.spanKind", p.spanKind, &out.SpanKind)
-	oneOf("spec.params.spanKind", &out.SpanKind, template.SpanKindServer, template.SpanKindClient,
-		template.SpanKindProducer, template.SpanKindConsumer, template.SpanKindInternal)
+	oneOf("spec.params.spanKind", &out.SpanKind, spanKinds...)
 	str("spec.params.status", p.status, &out.Status)
-	oneOf("spec.params.status", &out.Status, template.SpanStatusUnset, template.SpanStatusOK, template.SpanStatusError)
+	oneOf("spec.params.status", &out.Status, spanStatuses...)
 	str("spec.params.statusMessage", p.statusMessage, &out.StatusMessage)
 	if v := eval("spec.params.httpStatusCode", p.httpStatusCode); v != nil {
 		if n, ok := v.(types.Int); ok {

@@ -9,7 +9,6 @@ import (
 	"net"
 	"net/http"
 	"slices"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -85,7 +84,7 @@ type family struct {
 	// a sweep (which holds it for writing) never removes a series while an
 	// update to it is in flight, and no update is lost with the series.
 	mu     sync.RWMutex
-	series map[string]*series // by seriesKey of the label values
+	series map[string]*series // by appendSeriesKey of the label values
 	// watchers are the series-count gauges of the attached handlers,
 	// kept at len(series).
 	watchers map[string]prom.Gauge
@@ -160,13 +159,17 @@ func newFamily(s spec) (*family, error) {
 // errSeriesCap refuses a new series of a family at its cap.
 var errSeriesCap = errors.New("series cap reached")
 
-// seriesKey identifies a label combination. 0xff never occurs in UTF-8, and
-// label values that are not UTF-8 are refused when the series is created.
-func seriesKey(lvs []string) string {
-	if len(lvs) == 1 {
-		return lvs[0]
+// appendSeriesKey appends the key of a label combination to buf. 0xff
+// never occurs in UTF-8, and label values that are not UTF-8 are refused
+// when the series is created.
+func appendSeriesKey(buf []byte, lvs []string) []byte {
+	for i, v := range lvs {
+		if i > 0 {
+			buf = append(buf, 0xff)
+		}
+		buf = append(buf, v...)
 	}
-	return strings.Join(lvs, "\xff")
+	return buf
 }
 
 // observe records v under the label values lvs at now (Unix nanoseconds),
@@ -177,9 +180,12 @@ func (f *family) observe(lvs []string, v float64, now int64, maxSeries int) (rea
 	if f.counter != nil && !(v >= 0) {
 		return "bad_value", fmt.Errorf("counter %s cannot add %v", f.name, v)
 	}
-	key := seriesKey(lvs)
+	// The key is built on the stack and looked up without a copy; only a
+	// new series stores one.
+	var stack [256]byte
+	key := appendSeriesKey(stack[:0], lvs)
 	f.mu.RLock()
-	if s := f.series[key]; s != nil {
+	if s := f.series[string(key)]; s != nil {
 		s.record(v, now)
 		f.mu.RUnlock()
 		return "", nil
@@ -188,7 +194,7 @@ func (f *family) observe(lvs []string, v float64, now int64, maxSeries int) (rea
 
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	s := f.series[key]
+	s := f.series[string(key)]
 	if s == nil {
 		if maxSeries > 0 && len(f.series) >= maxSeries {
 			return "", errSeriesCap
@@ -206,7 +212,7 @@ func (f *family) observe(lvs []string, v float64, now int64, maxSeries int) (rea
 		if err != nil {
 			return "bad_labels", err
 		}
-		f.series[key] = s
+		f.series[string(key)] = s
 		f.countChanged()
 	}
 	s.record(v, now)

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -169,6 +170,7 @@ func (h *handler) sweep() {
 // batch.
 func (h *handler) Report(ctx context.Context, insts []template.Instance) error {
 	now := h.now().UnixNano()
+	var lvs []string
 	for _, inst := range insts {
 		m, ok := inst.(*template.Metric)
 		if !ok || m == nil {
@@ -186,7 +188,9 @@ func (h *handler) Report(ctx context.Context, insts []template.Instance) error {
 			continue
 		}
 		for _, o := range outs {
-			lvs := make([]string, len(o.labels))
+			// observe keeps no reference to lvs, so one buffer serves
+			// the whole batch.
+			lvs = slices.Grow(lvs[:0], len(o.labels))[:len(o.labels)]
 			for i, l := range o.labels {
 				if d, ok := m.Dimensions[l]; ok {
 					lvs[i] = template.FormatValue(d)

@@ -206,12 +206,20 @@ func (d *demo) start(ctx context.Context) error {
 		return err
 	}
 	fmt.Printf("demo: logs in %s\n", d.logs)
-	fmt.Println("demo: starting the mixer")
-	if _, err := d.spawn("mixer", access, sidemix, "mixer",
+	mixerArgs := []string{"mixer",
 		"--config", d.path("examples", "default"),
 		"--config", d.path("examples", "policies", "deny-admin.yaml"),
 		"--config", d.path("examples", "demo", "policy"),
-		"--grpc", mixerGRPC, "--admin", mixerAdmin); err != nil {
+		"--grpc", mixerGRPC, "--admin", mixerAdmin}
+	kafka, err := d.kafkaConfig()
+	if err != nil {
+		return err
+	}
+	if kafka != "" {
+		mixerArgs = append(mixerArgs, "--config", kafka)
+	}
+	fmt.Println("demo: starting the mixer")
+	if _, err := d.spawn("mixer", access, sidemix, mixerArgs...); err != nil {
 		return err
 	}
 	if err := d.waitHTTP(ctx, "http://"+mixerAdmin+"/readyz", "mixer"); err != nil {

@@ -153,8 +153,7 @@
 // the path of url.full / http.url), request.host (server.address,
 // http.host, net.host.name, net.peer.name; also destination.service.host
 // of an outbound span), request.scheme, request.useragent, response.code
-// (http.response.status_code, http.status_code) and context.protocol
-// ("http", or "grpc" for rpc.system grpc). An instance written for proxies
+// (http.response.status_code, http.status_code). An instance written for proxies
 // names app spans better with default(span.name, ...), default(span.kind,
 // ...) and default(span.status, ...).
 //
@@ -165,11 +164,11 @@
 // context.time (the timestamp, else the observed timestamp), and
 // source.workload.name (.namespace) from the resource.
 //
-// Since these bags pass every report rule, a rule meant only for the
-// proxies' requests (request counts, access logs) should not match them:
-// span.kind and log.body are never set by a proxy, so
-// default(span.kind, "") == "" && default(log.body, "") == "" tells them
-// apart.
+// Every bag made from a span or a log record has context.protocol "otlp"
+// (a proxy reports http, grpc or tcp). These bags pass every report rule,
+// so a rule meant only for the proxies' requests (request counts, access
+// logs) leaves them out with default(context.protocol, "http") != "otlp",
+// as examples/default's do.
 //
 // A span without a trace or span id is rejected and reported back in the
 // response's partial success; a request that cannot be decoded gets

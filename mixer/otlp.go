@@ -40,6 +40,10 @@ const (
 	otlpMalformed = "malformed" // a request that could not be decoded (counted once per request)
 )
 
+// protocolOTLP is the context.protocol of every bag made from a span or log
+// record, so that rules meant for the proxies' requests can leave them out.
+const protocolOTLP = "otlp"
+
 // Content types of OTLP/HTTP.
 const (
 	contentProto = "application/x-protobuf"
@@ -447,6 +451,7 @@ func spanBag(res resource, sp ptrace.Span) (*attribute.Bag, error) {
 		return nil, fmt.Errorf("span %q has no span id", sp.Name())
 	}
 	b := attribute.NewBuilder(24)
+	b.SetString(attribute.ContextProtocol, protocolOTLP)
 	b.SetString(attribute.RequestTraceID, sp.TraceID().String())
 	b.SetString(attribute.RequestSpanID, sp.SpanID().String())
 	if !sp.ParentSpanID().IsEmpty() {
@@ -535,12 +540,8 @@ func httpAttributes(b *attribute.Builder, attrs pcommon.Map, outbound bool) {
 		}
 		return "", false
 	}
-	method, isHTTP := str("http.request.method", "http.method")
-	if isHTTP {
+	if method, ok := str("http.request.method", "http.method"); ok {
 		b.SetString(attribute.RequestMethod, method)
-		b.SetString(attribute.ContextProtocol, "http")
-	} else if rpc, ok := str("rpc.system"); ok && rpc == "grpc" {
-		b.SetString(attribute.ContextProtocol, "grpc")
 	}
 	if p, ok := str("url.path"); ok {
 		b.SetString(attribute.RequestURLPath, p)
@@ -613,6 +614,7 @@ func textMap(attrs pcommon.Map) map[string]string {
 // logBag is the attribute bag of one log record.
 func logBag(res resource, lr plog.LogRecord) *attribute.Bag {
 	b := attribute.NewBuilder(12)
+	b.SetString(attribute.ContextProtocol, protocolOTLP)
 	if !lr.TraceID().IsEmpty() {
 		b.SetString(attribute.RequestTraceID, lr.TraceID().String())
 	}

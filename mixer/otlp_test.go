@@ -83,8 +83,11 @@ func spansOf(t *testing.T, insts []template.Instance) map[string]*template.Trace
 	t.Helper()
 	out := map[string]*template.TraceSpan{}
 	for _, inst := range insts {
-		if s, ok := inst.(*template.TraceSpan); ok {
+		switch s := inst.(type) {
+		case *template.TraceSpan:
 			out[s.SpanID] = s
+		default:
+			t.Errorf("instance %T %s: only spans expected", inst, inst.InstanceName())
 		}
 	}
 	return out
@@ -174,6 +177,9 @@ func TestOTLPGRPCLogs(t *testing.T) {
 	}
 	eventually(t, 5*time.Second, "1 log entry at the handler", func() bool { return sk.count() == 1 })
 	insts, _, _ := sk.snapshot()
+	if len(insts) != 1 {
+		t.Fatalf("%d instances, want the log entry only", len(insts))
+	}
 	le, ok := insts[0].(*template.LogEntry)
 	if !ok {
 		t.Fatalf("instance %T", insts[0])
@@ -321,6 +327,17 @@ func TestOTLPHTTPMalformed(t *testing.T) {
 	}
 	if n := sk.count(); n != 0 {
 		t.Errorf("%d instances from malformed requests", n)
+	}
+}
+
+// A proxy's bag still passes the rule that leaves OTLP bags out.
+func TestOTLPRulesTellProxyBagsApart(t *testing.T) {
+	e, sk := startOTLP(t)
+	e.report(requestBag("/a", 200))
+	eventually(t, 5*time.Second, "the proxy's request counted", func() bool { return sk.count() == 1 })
+	insts, _, _ := sk.snapshot()
+	if m, ok := insts[0].(*template.Metric); !ok || m.Name != "requestcount" {
+		t.Errorf("instance %+v, want requestcount", insts[0])
 	}
 }
 

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"slices"
 	"strconv"
 	"sync"
@@ -98,7 +99,7 @@ func newHandler(ctx context.Context, set adapters.Settings, cfg adapters.Config)
 			help:   cmp.Or(m.Description, name),
 			kind:   m.Kind,
 			labels: m.LabelNames,
-			consts: c.ConstLabels,
+			consts: maps.Clone(c.ConstLabels),
 		}
 		if m.Kind == Distribution {
 			specs[i].buckets = m.Buckets.bounds()

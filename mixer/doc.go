@@ -172,8 +172,7 @@
 //
 // A span without a trace or span id is rejected and reported back in the
 // response's partial success; a request that cannot be decoded gets
-// gRPC's own error (it never reaches the mixer) and, over HTTP, 400 with a
-// google.rpc.Status (415
+// InvalidArgument over gRPC and, over HTTP, 400 with a google.rpc.Status (415
 // for another content type or encoding, 413 over 16 MiB). All of it is
 // counted in sidemix_mixer_otlp_received_total{signal=traces|logs,
 // result=accepted|rejected|malformed}; malformed counts requests, the

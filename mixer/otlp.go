@@ -23,7 +23,10 @@ import (
 	rpcstatus "google.golang.org/genproto/googleapis/rpc/status"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/encoding"
 	_ "google.golang.org/grpc/encoding/gzip" // OTLP exporters may gzip their requests
+	"google.golang.org/grpc/mem"
+	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
 
@@ -83,9 +86,10 @@ func (s *Server) serveOTLP() {
 		s.otlpGRPCSrv = grpc.NewServer(
 			grpc.ChainUnaryInterceptor(s.recoverUnary),
 			grpc.MaxRecvMsgSize(maxGRPCMessageSize),
+			grpc.ForceServerCodecV2(rawCodec{delegate: encoding.GetCodecV2("proto")}),
 		)
-		ptraceotlp.RegisterGRPCServer(s.otlpGRPCSrv, &otlpTraceService{r: r})
-		plogotlp.RegisterGRPCServer(s.otlpGRPCSrv, &otlpLogService{r: r})
+		s.otlpGRPCSrv.RegisterService(exportDesc(otlpTraceService, r.exportTracesGRPC), r)
+		s.otlpGRPCSrv.RegisterService(exportDesc(otlpLogsService, r.exportLogsGRPC), r)
 		go func(srv *grpc.Server, ln net.Listener) {
 			if err := srv.Serve(ln); err != nil && !errors.Is(err, grpc.ErrServerStopped) {
 				s.log.Error("otlp grpc server stopped", "error", err)
@@ -158,43 +162,100 @@ func (s *Server) OTLPHTTPAddr() string {
 	return s.otlpHTTPLn.Addr().String()
 }
 
-// The services embed the Unimplemented types for the interfaces' unexported
-// method; Export is overridden.
-type otlpTraceService struct {
-	ptraceotlp.UnimplementedGRPCServer
-	r *otlpReceiver
+// The OTLP gRPC services. The request body reaches the handler undecoded
+// (rawMessage, rawCodec) so that the receiver decodes it itself, as over
+// HTTP: a body gRPC's codec could not decode would be answered Internal
+// before any mixer code ran, and go uncounted.
+const (
+	otlpTraceService = "opentelemetry.proto.collector.trace.v1.TraceService"
+	otlpLogsService  = "opentelemetry.proto.collector.logs.v1.LogsService"
+)
+
+// rawMessage is a protobuf message body, passed through undecoded.
+type rawMessage []byte
+
+// rawCodec is gRPC's proto codec except for rawMessage, which it passes
+// through.
+type rawCodec struct{ delegate encoding.CodecV2 }
+
+func (c rawCodec) Marshal(v any) (mem.BufferSlice, error) {
+	if m, ok := v.(rawMessage); ok {
+		return mem.BufferSlice{mem.SliceBuffer(m)}, nil
+	}
+	return c.delegate.Marshal(v)
 }
 
-var _ ptraceotlp.GRPCServer = (*otlpTraceService)(nil)
-
-type otlpLogService struct {
-	plogotlp.UnimplementedGRPCServer
-	r *otlpReceiver
+func (c rawCodec) Unmarshal(data mem.BufferSlice, v any) error {
+	if m, ok := v.(*rawMessage); ok {
+		*m = data.Materialize()
+		return nil
+	}
+	return c.delegate.Unmarshal(data, v)
 }
 
-var _ plogotlp.GRPCServer = (*otlpLogService)(nil)
+func (rawCodec) Name() string { return "proto" }
 
-// Export runs the spans through the report rules. The partial success
-// counts the spans that had no usable ids.
-func (g *otlpTraceService) Export(_ context.Context, req ptraceotlp.ExportRequest) (ptraceotlp.ExportResponse, error) {
-	rejected, msg := g.r.traces(req.Traces())
+// exportDesc is a service with one unary Export method served by export.
+func exportDesc(service string, export func(body []byte) (rawMessage, error)) *grpc.ServiceDesc {
+	full := "/" + service + "/Export"
+	return &grpc.ServiceDesc{
+		ServiceName: service,
+		HandlerType: (*any)(nil),
+		Methods: []grpc.MethodDesc{{
+			MethodName: "Export",
+			Handler: func(srv any, ctx context.Context, dec func(any) error, interceptor grpc.UnaryServerInterceptor) (any, error) {
+				var in rawMessage
+				if err := dec(&in); err != nil {
+					return nil, err
+				}
+				call := func(_ context.Context, req any) (any, error) { return export(*req.(*rawMessage)) }
+				if interceptor == nil {
+					return call(ctx, &in)
+				}
+				return interceptor(ctx, &in, &grpc.UnaryServerInfo{Server: srv, FullMethod: full}, call)
+			},
+		}},
+	}
+}
+
+// exportTracesGRPC decodes an ExportTraceServiceRequest and runs its spans
+// through the report rules. The partial success counts the spans that had
+// no usable ids.
+func (r *otlpReceiver) exportTracesGRPC(body []byte) (rawMessage, error) {
+	req := ptraceotlp.NewExportRequest()
+	if err := req.UnmarshalProto(body); err != nil {
+		return nil, r.malformedGRPC(signalTraces, err)
+	}
+	rejected, msg := r.traces(req.Traces())
 	resp := ptraceotlp.NewExportResponse()
 	if rejected > 0 {
 		resp.PartialSuccess().SetRejectedSpans(int64(rejected))
 		resp.PartialSuccess().SetErrorMessage(msg)
 	}
-	return resp, nil
+	out, err := resp.MarshalProto()
+	return out, err
 }
 
-// Export runs the log records through the report rules.
-func (g *otlpLogService) Export(_ context.Context, req plogotlp.ExportRequest) (plogotlp.ExportResponse, error) {
-	rejected, msg := g.r.logs(req.Logs())
+// exportLogsGRPC runs the log records through the report rules.
+func (r *otlpReceiver) exportLogsGRPC(body []byte) (rawMessage, error) {
+	req := plogotlp.NewExportRequest()
+	if err := req.UnmarshalProto(body); err != nil {
+		return nil, r.malformedGRPC(signalLogs, err)
+	}
+	rejected, msg := r.logs(req.Logs())
 	resp := plogotlp.NewExportResponse()
 	if rejected > 0 {
 		resp.PartialSuccess().SetRejectedLogRecords(int64(rejected))
 		resp.PartialSuccess().SetErrorMessage(msg)
 	}
-	return resp, nil
+	out, err := resp.MarshalProto()
+	return out, err
+}
+
+func (r *otlpReceiver) malformedGRPC(signal string, err error) error {
+	r.s.m.otlpReceived.WithLabelValues(signal, otlpMalformed).Inc()
+	r.s.log.Debug("malformed otlp request", "signal", signal, "error", err)
+	return status.Errorf(codes.InvalidArgument, "malformed %s request: %v", signal, err)
 }
 
 // serveHTTPTraces is POST /v1/traces: an ExportTraceServiceRequest in

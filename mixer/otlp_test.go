@@ -17,7 +17,10 @@ import (
 	"go.opentelemetry.io/collector/pdata/ptrace"
 	"go.opentelemetry.io/collector/pdata/ptrace/ptraceotlp"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/encoding"
+	"google.golang.org/grpc/status"
 
 	"github.com/sidemix/sidemix/adapters/template"
 )
@@ -151,6 +154,35 @@ func TestOTLPGRPCTracesThroughReportRules(t *testing.T) {
 	if got := metric(t, e.srv.Registry(), "sidemix_mixer_otlp_received_total", "signal", "traces", "result", "rejected"); got != 1 {
 		t.Errorf("otlp_received_total{traces,rejected} = %v", got)
 	}
+}
+
+func TestOTLPGRPCMalformed(t *testing.T) {
+	e, sk := startOTLP(t)
+	conn, err := grpc.NewClient(e.srv.OTLPGRPCAddr(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	codec := grpc.ForceCodecV2(rawCodec{delegate: encoding.GetCodecV2("proto")})
+	for _, svc := range []string{otlpTraceService, otlpLogsService} {
+		var out rawMessage
+		err := conn.Invoke(ctx, "/"+svc+"/Export", rawMessage{0xff, 0xff, 0xff, 0x01, 0x02}, &out, codec)
+		if status.Code(err) != codes.InvalidArgument {
+			t.Errorf("%s: %v, want InvalidArgument", svc, err)
+		}
+	}
+	for _, signal := range []string{"traces", "logs"} {
+		if got := metric(t, e.srv.Registry(), "sidemix_mixer_otlp_received_total", "signal", signal, "result", "malformed"); got != 1 {
+			t.Errorf("otlp_received_total{%s,malformed} = %v, want 1", signal, got)
+		}
+	}
+	// The server is still there.
+	if _, err := ptraceotlp.NewGRPCClient(conn).Export(ctx, ptraceotlp.NewExportRequestFromTraces(appTraces())); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 5*time.Second, "2 spans at the handler", func() bool { return sk.count() == 2 })
 }
 
 func TestOTLPGRPCLogs(t *testing.T) {

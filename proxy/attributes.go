@@ -30,6 +30,21 @@ const (
 
 var identityHeaders = [...]string{HeaderSourceWorkload, HeaderSourceNamespace, HeaderSourcePrincipal, HeaderSourceUID}
 
+// Headers by which the callee's inbound side tells the calling proxy's
+// outbound side whom it reached (Istio's metadata exchange, in plain
+// headers): the outbound report then names the destination workload
+// instead of only the service. The inbound side sets them on every answer,
+// replacing whatever the app set; the outbound side removes them before
+// the app sees the response.
+const (
+	HeaderPeerWorkload  = "X-Sidemix-Peer-Workload"
+	HeaderPeerNamespace = "X-Sidemix-Peer-Namespace"
+	HeaderPeerPrincipal = "X-Sidemix-Peer-Principal"
+	HeaderPeerUID       = "X-Sidemix-Peer-Uid"
+)
+
+var peerHeaders = [...]string{HeaderPeerWorkload, HeaderPeerNamespace, HeaderPeerPrincipal, HeaderPeerUID}
+
 // Values of context.proxy_error_code (Envoy's response flags).
 const (
 	flagNone       = "-"
@@ -237,6 +252,21 @@ func responseBag(ex *exchange, rec *recorder, end time.Time) *attribute.Bag {
 		b.SetString(attribute.ResponseGRPCStatus, gs)
 	}
 	b.SetString(attribute.ContextProxyErrorCode, ex.flag)
+	if v := ex.peer[0]; v != "" {
+		b.SetString(attribute.DestinationWorkloadName, v)
+		b.SetString(attribute.DestinationName, v)
+	}
+	if v := ex.peer[1]; v != "" {
+		b.SetString(attribute.DestinationWorkloadNamespace, v)
+		b.SetString(attribute.DestinationNamespace, v)
+	}
+	if v := ex.peer[2]; v != "" {
+		b.SetString(attribute.DestinationPrincipal, v)
+	}
+	if v := ex.peer[3]; v != "" {
+		b.SetString(attribute.DestinationUID, v)
+		b.SetString(attribute.DestinationWorkloadUID, v)
+	}
 	ex.span.setAttributes(b)
 	reqSize := ex.contentLength
 	if reqSize < 0 {

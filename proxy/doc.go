@@ -76,6 +76,14 @@
 // The outbound side sets the X-Sidemix-Source-* headers, overwriting
 // whatever the app sent.
 //
+// The callee's inbound side answers with X-Sidemix-Peer-Workload,
+// -Namespace, -Principal and -Uid (its own identity, replacing any the app
+// set), and the outbound side takes them off the answer into its report:
+// destination.workload.name and destination.name, .workload.namespace and
+// destination.namespace, destination.principal, destination.uid and
+// destination.workload.uid. That is Istio's metadata exchange in plain
+// headers; a callee without a sidecar leaves them unknown.
+//
 // In the report also the span this proxy made for the request (below):
 // request.trace.id, request.trace.span_id, request.trace.parent_span_id
 // (absent for a trace's root), request.trace.sampled and

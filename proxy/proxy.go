@@ -139,6 +139,15 @@ func (t protocolSplit) RoundTrip(r *http.Request) (*http.Response, error) {
 	return t.h1.RoundTrip(r)
 }
 
+// setPeerHeaders names this workload in an inbound answer's headers.
+func (p *Proxy) setPeerHeaders(h http.Header) {
+	for i, v := range [...]string{p.cfg.Service, p.cfg.Namespace, p.cfg.Principal, p.cfg.UID} {
+		if v != "" {
+			h.Set(peerHeaders[i], v)
+		}
+	}
+}
+
 func (p *Proxy) newServer(h http.Handler) *http.Server {
 	var ps http.Protocols
 	ps.SetHTTP1(true)

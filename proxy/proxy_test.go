@@ -461,11 +461,17 @@ func TestChainedProxies(t *testing.T) {
 	if ratings.lastRequest().Header.Get(proxy.HeaderSourceWorkload) != "" {
 		t.Error("app saw the identity header")
 	}
+	if resp.Header.Get(proxy.HeaderPeerWorkload) != "" {
+		t.Error("the app saw the callee's peer header")
+	}
 	bags := m.WaitReported(t, 2, 5*time.Second)
-	var in *attribute.Bag
+	var in, out *attribute.Bag
 	for _, b := range bags {
-		if k, _ := b.String(attribute.ContextReporterKind); k == "inbound" {
+		switch k, _ := b.String(attribute.ContextReporterKind); k {
+		case "inbound":
 			in = b
+		case "outbound":
+			out = b
 		}
 		if id := str(t, b, attribute.RequestID); id != "trace-1" {
 			t.Errorf("request.id %q, want trace-1", id)
@@ -482,6 +488,21 @@ func TestChainedProxies(t *testing.T) {
 	}
 	if u := str(t, in, attribute.SourceUID); u != "kubernetes://productpage-1.shop" {
 		t.Errorf("inbound source.uid %q", u)
+	}
+	// The callee's proxy named itself in its answer: the caller's report
+	// knows the destination workload, not only the service.
+	if out == nil {
+		t.Fatal("no outbound report")
+	}
+	for name, want := range map[string]string{
+		attribute.DestinationWorkloadName:      "ratings",
+		attribute.DestinationWorkloadNamespace: "shop",
+		attribute.DestinationPrincipal:         "cluster.local/ns/shop/sa/ratings",
+		attribute.DestinationWorkloadUID:       "kubernetes://ratings-1.shop",
+	} {
+		if got, _ := out.String(name); got != want {
+			t.Errorf("outbound %s = %q, want %q", name, got, want)
+		}
 	}
 }
 

@@ -45,6 +45,7 @@ type exchange struct {
 	requestID     string
 	span          span      // the server (inbound) or client (outbound) span
 	src           [4]string // inbound: workload, namespace, principal, uid of the caller
+	peer          [4]string // outbound: the same of the callee, from its answer
 	bag           *attribute.Bag
 	decision      mixerclient.Decision
 	flag          string
@@ -96,7 +97,16 @@ func (s *side) rewrite(pr *httputil.ProxyRequest) {
 }
 
 func (s *side) modifyResponse(resp *http.Response) error {
-	if ex := exchangeOf(resp.Request.Context()); ex != nil {
+	ex := exchangeOf(resp.Request.Context())
+	for i, h := range peerHeaders {
+		// Inbound: the app's own would duplicate or forge the proxy's,
+		// set in ServeHTTP. Outbound: the callee's, for the report only.
+		if s.kind == kindOutbound && ex != nil {
+			ex.peer[i] = resp.Header.Get(h)
+		}
+		resp.Header.Del(h)
+	}
+	if ex != nil {
 		applyHeaderOps(resp.Header, ex.decision.ResponseHeaderOps)
 		setRateLimit(resp.Header, ex.decision, false)
 	}
@@ -141,8 +151,10 @@ func (s *side) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 
-	// Identity: trust the caller's proxy inbound, assert our own outbound.
+	// Identity: trust the caller's proxy inbound, assert our own outbound;
+	// inbound, every answer names this workload to the caller's proxy.
 	if s.kind == kindInbound {
+		s.p.setPeerHeaders(w.Header())
 		for i, h := range identityHeaders {
 			ex.src[i] = r.Header.Get(h)
 			r.Header.Del(h)

@@ -12,10 +12,10 @@ import (
 	"github.com/sidemix/sidemix/adapters/template"
 )
 
-// ids parses a span's hex ids: a trace id of 32 hex digits (16 accepted,
-// as Jaeger clients send), span ids of 16. The parent may be empty.
+// ids parses a span's hex ids: a trace id of 32 hex digits, span ids of
+// 16 (W3C trace context's sizes). The parent may be empty.
 func ids(s *template.TraceSpan) (trace model.TraceID, span, parent model.SpanID, err error) {
-	if n := len(s.TraceID); n != 32 && n != 16 {
+	if len(s.TraceID) != 32 {
 		return trace, 0, 0, fmt.Errorf("trace id %q is not 32 hex digits", s.TraceID)
 	}
 	if trace, err = model.TraceIDFromString(s.TraceID); err != nil {

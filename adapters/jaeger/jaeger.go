@@ -124,7 +124,7 @@ func newHandler(_ context.Context, set adapters.Settings, c adapters.Config) (ad
 	var exp exporter
 	switch cfg.Protocol {
 	case ProtocolOTLP:
-		exp = newOTLPExporter(conn)
+		exp = newOTLPExporter(conn, cfg.ProcessTags)
 	default:
 		exp = newGRPCExporter(conn, cfg.ProcessTags)
 	}

@@ -2,20 +2,50 @@ package jaeger
 
 import (
 	"context"
-	"errors"
+	"fmt"
 
+	"go.opentelemetry.io/collector/pdata/ptrace/ptraceotlp"
 	"google.golang.org/grpc"
 
+	"github.com/sidemix/sidemix/adapters/internal/spans"
 	"github.com/sidemix/sidemix/adapters/template"
 )
 
-// otlpExporter sends OTLP traces over gRPC.
+// otlpExporter sends OTLP traces over gRPC (the collector's
+// TraceService.Export): one request per send, a resource per service,
+// carrying service.name and the configured process tags.
 type otlpExporter struct {
-	conn *grpc.ClientConn
+	client ptraceotlp.GRPCClient
+	tags   map[string]string
 }
 
-func newOTLPExporter(conn *grpc.ClientConn) *otlpExporter { return &otlpExporter{conn: conn} }
+func newOTLPExporter(conn *grpc.ClientConn, tags map[string]string) *otlpExporter {
+	return &otlpExporter{client: ptraceotlp.NewGRPCClient(conn), tags: tags}
+}
 
-func (e *otlpExporter) export(_ context.Context, spans []*template.TraceSpan) (int, error) {
-	return len(spans), errors.New("protocol otlp: not available yet")
+func (e *otlpExporter) export(ctx context.Context, batch []*template.TraceSpan) (int, error) {
+	td, skipped := spans.Traces(batch)
+	if len(e.tags) > 0 {
+		rss := td.ResourceSpans()
+		for i := range rss.Len() {
+			attrs := rss.At(i).Resource().Attributes()
+			for k, v := range e.tags {
+				if _, ok := attrs.Get(k); !ok {
+					attrs.PutStr(k, v)
+				}
+			}
+		}
+	}
+	n := td.SpanCount()
+	if n == 0 {
+		return skipped, nil
+	}
+	resp, err := e.client.Export(ctx, ptraceotlp.NewExportRequestFromTraces(td))
+	if err != nil {
+		return len(batch), fmt.Errorf("OTLP export: %w", err)
+	}
+	if ps := resp.PartialSuccess(); ps.RejectedSpans() > 0 {
+		return skipped + int(ps.RejectedSpans()), fmt.Errorf("OTLP export: %d spans rejected: %s", ps.RejectedSpans(), ps.ErrorMessage())
+	}
+	return skipped, nil
 }

@@ -190,11 +190,16 @@ const jaegerConfig = `service:
                 port: %d
     logs:
       level: info
+    traces:
+      level: none
 
 extensions:
   jaeger_query:
     storage:
       traces: memstore
+    # No self-tracing: its OTLP exporter would send Jaeger's own spans to
+    # whatever listens on localhost:4317 and hold up shutdown for 10s.
+    enable_tracing: false
     http:
       endpoint: %s
     grpc:
@@ -395,7 +400,8 @@ func (j *Jaeger) Services() ([]string, error) {
 }
 
 func (j *Jaeger) getJSON(path string, v any) (int, error) {
-	client := &http.Client{Timeout: 5 * time.Second}
+	// No keep-alive: an idle connection would hold up Jaeger's shutdown.
+	client := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
 	resp, err := client.Get(j.QueryURL + path)
 	if err != nil {
 		return 0, err

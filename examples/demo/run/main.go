@@ -152,6 +152,51 @@ func (d *demo) path(parts ...string) string {
 	return filepath.Join(append([]string{d.root}, parts...)...)
 }
 
+// jaegerEndpoint is the collector address in examples/default/jaeger.yaml.
+const jaegerEndpoint = "127.0.0.1:14250"
+
+// defaultConfig returns the folder of the default telemetry config: the
+// repository's examples/default, or, when JAEGER_ENDPOINT is set, a copy in
+// the log folder whose jaeger handler sends to that collector (gRPC
+// host:port). Unset, the handler keeps 127.0.0.1:14250, Jaeger's default
+// collector port: a local Jaeger there gets the traces; without one the
+// spans are counted as failed and dropped.
+func (d *demo) defaultConfig() (string, error) {
+	src := d.path("examples", "default")
+	endpoint := os.Getenv("JAEGER_ENDPOINT")
+	if endpoint == "" {
+		return src, nil
+	}
+	if _, port, err := net.SplitHostPort(endpoint); err != nil || port == "" {
+		return "", fmt.Errorf("JAEGER_ENDPOINT=%q is not host:port (a Jaeger collector's gRPC port, e.g. 127.0.0.1:14250)", endpoint)
+	}
+	dst := filepath.Join(d.logs, "config", "default")
+	if err := os.MkdirAll(dst, 0o755); err != nil {
+		return "", err
+	}
+	entries, err := os.ReadDir(src)
+	if err != nil {
+		return "", err
+	}
+	for _, e := range entries {
+		if e.IsDir() || filepath.Ext(e.Name()) != ".yaml" {
+			continue
+		}
+		b, err := os.ReadFile(filepath.Join(src, e.Name()))
+		if err != nil {
+			return "", err
+		}
+		if e.Name() == "jaeger.yaml" {
+			b = []byte(strings.ReplaceAll(string(b), "endpoint: "+jaegerEndpoint, "endpoint: "+endpoint))
+		}
+		if err := os.WriteFile(filepath.Join(dst, e.Name()), b, 0o644); err != nil {
+			return "", err
+		}
+	}
+	fmt.Printf("demo: traces go to the Jaeger collector at %s (JAEGER_ENDPOINT)\n", endpoint)
+	return dst, nil
+}
+
 // spawn starts a process whose stderr (and stdout, unless stdout is given)
 // go to logs/<name>.log.
 func (d *demo) spawn(name string, stdout io.Writer, bin string, args ...string) (*proc, error) {
@@ -206,8 +251,12 @@ func (d *demo) start(ctx context.Context) error {
 		return err
 	}
 	fmt.Printf("demo: logs in %s\n", d.logs)
+	telemetry, err := d.defaultConfig()
+	if err != nil {
+		return err
+	}
 	mixerArgs := []string{"mixer",
-		"--config", d.path("examples", "default"),
+		"--config", telemetry,
 		"--config", d.path("examples", "policies", "deny-admin.yaml"),
 		"--config", d.path("examples", "demo", "policy"),
 		"--grpc", mixerGRPC, "--admin", mixerAdmin}

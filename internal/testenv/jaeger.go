@@ -388,6 +388,19 @@ func (j *Jaeger) WaitTrace(t testing.TB, id string, minSpans int, timeout time.D
 	return tr
 }
 
+// FindTraces fetches /api/traces?service=…: the traces of the last hour
+// with a span of service, each whole, at most limit of them.
+func (j *Jaeger) FindTraces(service string, limit int) ([]JaegerTrace, error) {
+	var body struct {
+		Data []JaegerTrace `json:"data"`
+	}
+	q := url.Values{"service": {service}, "lookback": {"1h"}, "limit": {fmt.Sprint(limit)}}
+	if _, err := j.getJSON("/api/traces?"+q.Encode(), &body); err != nil {
+		return nil, err
+	}
+	return body.Data, nil
+}
+
 // Services fetches /api/services: the service names Jaeger has spans of.
 func (j *Jaeger) Services() ([]string, error) {
 	var body struct {

@@ -8,7 +8,10 @@
 //
 // A service calls the next one through its own sidecar's outbound listener
 // (--outbound), naming the callee in the Host header, as an app in a mesh
-// would; the sidecar routes by that name (its --upstreams).
+// would; the sidecar routes by that name (its --upstreams). It forwards the
+// trace headers of the request it serves (W3C traceparent/tracestate, B3,
+// x-request-id) on the call it makes, the one change tracing asks of an
+// app: the sidecars then put both hops in the same trace.
 package main
 
 import (
@@ -114,16 +117,30 @@ func (s *shop) productByID(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusNotFound, map[string]string{"error": "no such product"})
 }
 
+// traceHeaders are the headers an app forwards so that the call it makes
+// for a request joins that request's trace.
+var traceHeaders = []string{
+	"traceparent", "tracestate",
+	"b3", "x-b3-traceid", "x-b3-spanid", "x-b3-parentspanid", "x-b3-sampled", "x-b3-flags",
+	"x-request-id",
+}
+
 // call sends a request to another service through the sidecar's outbound
 // listener: the URL's host is the sidecar, the Host header names the callee.
-func (s *shop) call(ctx context.Context, service, method, path string, body any) (int, []byte, error) {
+// The trace headers of in, the request being served, go along.
+func (s *shop) call(in *http.Request, service, method, path string, body any) (int, []byte, error) {
 	b, _ := json.Marshal(body)
-	req, err := http.NewRequestWithContext(ctx, method, "http://"+s.outbound+path, strings.NewReader(string(b)))
+	req, err := http.NewRequestWithContext(in.Context(), method, "http://"+s.outbound+path, strings.NewReader(string(b)))
 	if err != nil {
 		return 0, nil, err
 	}
 	req.Host = service
 	req.Header.Set("Content-Type", "application/json")
+	for _, h := range traceHeaders {
+		if v := in.Header.Values(h); len(v) > 0 {
+			req.Header[http.CanonicalHeaderKey(h)] = v
+		}
+	}
 	resp, err := s.client.Do(req)
 	if err != nil {
 		return 0, nil, err
@@ -149,7 +166,7 @@ func (s *shop) checkout(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusNotFound, map[string]string{"error": "no such product"})
 		return
 	}
-	code, body, err := s.call(r.Context(), "invoice", http.MethodPost, "/invoices", p)
+	code, body, err := s.call(r, "invoice", http.MethodPost, "/invoices", p)
 	if err != nil {
 		s.logger.Warn("invoice unreachable", "err", err)
 		writeJSON(w, http.StatusBadGateway, map[string]string{"error": "invoice unreachable: " + err.Error()})
@@ -169,7 +186,7 @@ func (s *shop) invoice(w http.ResponseWriter, r *http.Request) {
 	}
 	n := s.orders.Add(1)
 	inv := map[string]any{"invoice": fmt.Sprintf("INV-%06d", n), "item": p.ID, "amount": p.Price}
-	code, _, err := s.call(r.Context(), "notification", http.MethodPost, "/notify", inv)
+	code, _, err := s.call(r, "notification", http.MethodPost, "/notify", inv)
 	if err != nil || code != http.StatusOK {
 		s.logger.Warn("notification failed", "code", code, "err", err)
 		inv["notified"] = false

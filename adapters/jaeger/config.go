@@ -26,6 +26,10 @@ const (
 	DefaultMaxBatchSize  = 500
 	DefaultFlushInterval = time.Second
 	DefaultMaxQueueSize  = 10000
+
+	DefaultInitialInterval = 100 * time.Millisecond
+	DefaultMaxInterval     = 5 * time.Second
+	DefaultMaxElapsedTime  = 30 * time.Second
 )
 
 // Config is the jaeger adapter's params.
@@ -45,9 +49,21 @@ type Config struct {
 	// MaxQueueSize bounds the spans buffered while sends are slow or
 	// failing; spans beyond it are dropped and counted.
 	MaxQueueSize int `yaml:"maxQueueSize"`
+	// Retry governs resending a batch the collector could not take.
+	Retry Retry `yaml:"retry"`
 	// ProcessTags are added to every process (every source workload's
 	// service), e.g. the mesh or cluster name.
 	ProcessTags map[string]string `yaml:"processTags"`
+}
+
+// Retry is the backoff of failed sends: after initialInterval, doubling up
+// to maxInterval, for at most maxElapsedTime per batch. Disabled, a failed
+// batch is dropped at once.
+type Retry struct {
+	Enabled         bool          `yaml:"enabled"`
+	InitialInterval time.Duration `yaml:"initialInterval"`
+	MaxInterval     time.Duration `yaml:"maxInterval"`
+	MaxElapsedTime  time.Duration `yaml:"maxElapsedTime"`
 }
 
 // TLS is the client side of a TLS connection to the collector.
@@ -68,7 +84,8 @@ type TLS struct {
 }
 
 // NewConfig returns the defaults: protocol grpc, a 5s timeout, batches of
-// up to 500 spans sent at least every second, up to 10000 spans buffered.
+// up to 500 spans sent at least every second, up to 10000 spans buffered,
+// a failed batch retried from 100ms doubling to 5s, for up to 30s.
 func NewConfig() *Config {
 	return &Config{
 		Protocol:      ProtocolGRPC,
@@ -76,6 +93,12 @@ func NewConfig() *Config {
 		MaxBatchSize:  DefaultMaxBatchSize,
 		FlushInterval: DefaultFlushInterval,
 		MaxQueueSize:  DefaultMaxQueueSize,
+		Retry: Retry{
+			Enabled:         true,
+			InitialInterval: DefaultInitialInterval,
+			MaxInterval:     DefaultMaxInterval,
+			MaxElapsedTime:  DefaultMaxElapsedTime,
+		},
 	}
 }
 
@@ -106,6 +129,17 @@ func (c *Config) Validate() error {
 	}
 	if c.MaxQueueSize < c.MaxBatchSize {
 		add("maxQueueSize: %d is less than maxBatchSize %d", c.MaxQueueSize, c.MaxBatchSize)
+	}
+	if c.Retry.Enabled {
+		if c.Retry.InitialInterval <= 0 {
+			add("retry.initialInterval: must be positive, got %v", c.Retry.InitialInterval)
+		}
+		if c.Retry.MaxInterval < c.Retry.InitialInterval {
+			add("retry.maxInterval: %v is less than retry.initialInterval %v", c.Retry.MaxInterval, c.Retry.InitialInterval)
+		}
+		if c.Retry.MaxElapsedTime <= 0 {
+			add("retry.maxElapsedTime: must be positive, got %v", c.Retry.MaxElapsedTime)
+		}
 	}
 	for k := range c.ProcessTags {
 		if k == "" {

@@ -15,6 +15,12 @@ func TestConfig(t *testing.T) {
 		{File: "full.yaml"},
 		{File: "otlp.yaml"},
 		{File: "tls.yaml"},
+		{File: "noretry.yaml"},
+		{File: "retry.bad.yaml", Want: lines(
+			`retry.initialInterval: must be positive, got 0s`,
+			`retry.maxInterval: -1s is less than retry.initialInterval 0s`,
+			`retry.maxElapsedTime: must be positive, got 0s`,
+		)},
 		{File: "empty.bad.yaml", Want: `endpoint: required (host:port of the Jaeger collector)`},
 		{File: "values.bad.yaml", Want: lines(
 			`endpoint: "jaeger" is not host:port`,

@@ -16,26 +16,34 @@
 // # Batching and failures
 //
 // Report only checks the ids (a trace id of 32 hex digits, a non-zero span
-// id of 16, a parent of 16 or none) and appends the spans to the handler's
-// buffer; it never waits for the collector, so the mixer's report queue
-// never backs up behind Jaeger. The handler's goroutine sends a batch as
-// soon as maxBatchSize spans are buffered and everything buffered every
-// flushInterval, each send bounded by timeout. When more than maxQueueSize
-// spans are waiting, new ones are dropped. A send that fails (collector
-// unreachable, timeout, refusal) is not retried: tracing is best-effort and
-// a retry would only delay the spans behind it. The connection is made
-// lazily and re-dialled with a backoff of at most 5s, so a collector that is
-// down at start-up, or restarts, costs only the spans of the outage.
-// A failing collector is logged once as a warning when sends start failing
-// (again each minute while it keeps failing) and once when it recovers.
+// id of 16, a parent of 16 or none) and hands the spans to a
+// handlerkit.Batcher; it never waits for the collector, so the mixer's
+// report queue never backs up behind Jaeger. The Batcher's goroutine sends
+// a batch as soon as maxBatchSize spans are buffered and everything
+// buffered every flushInterval, each attempt bounded by timeout. A batch
+// that fails for a reason that may pass (gRPC Unavailable,
+// ResourceExhausted, DeadlineExceeded, ...: the collector is down, busy or
+// slow) is retried with exponential backoff for up to retry.maxElapsedTime
+// while newer spans keep buffering up to maxQueueSize, beyond which they are
+// dropped. A refusal, or a batch whose spans only partly went through (one
+// PostSpans per service), is given up at once: resending would duplicate
+// spans. The connection is made lazily and re-dialled with a backoff of at
+// most 5s, so a collector that is down at start-up, or restarts, costs
+// nothing while it is back within the retry time. A failing collector is
+// logged once as a warning when batches start to be given up (again each
+// minute while they are) and once when it recovers.
 // Self metrics, labelled by handler:
 //
 //	sidemix_jaeger_spans_sent_total      delivered
-//	sidemix_jaeger_spans_failed_total    sends that failed
+//	sidemix_jaeger_spans_failed_total    given up after retries, or refused
+//	sidemix_jaeger_send_retries_total    attempts after the first
 //	sidemix_jaeger_spans_dropped_total   by reason: queue_full, invalid, template, shutdown
 //	sidemix_jaeger_queue_spans           buffered now
 //
-// Close sends what is buffered until its context ends and drops the rest.
+// Close sends what is buffered, without retries, until its context ends
+// and drops the rest; when the collector's last answer was a failure it
+// drops everything at once, so a Jaeger that is down never holds up the
+// mixer's shutdown or a config reload.
 //
 //	apiVersion: sidemix.dev/v1
 //	kind: Handler
@@ -49,6 +57,7 @@
 //	    maxBatchSize: 500            # default
 //	    flushInterval: 1s            # default
 //	    maxQueueSize: 10000          # default
+//	    retry: {enabled: true, initialInterval: 100ms, maxInterval: 5s, maxElapsedTime: 30s}  # default
 //	    processTags: {mesh: demo}
 //	    tls:                         # off by default
 //	      enabled: true

@@ -8,7 +8,10 @@ import (
 	model "github.com/jaegertracing/jaeger-idl/model/v1"
 	api_v2 "github.com/jaegertracing/jaeger-idl/proto-gen/api_v2"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 
+	"github.com/sidemix/sidemix/adapters/internal/handlerkit"
 	"github.com/sidemix/sidemix/adapters/template"
 )
 
@@ -57,7 +60,35 @@ func (e *grpcExporter) export(ctx context.Context, spans []*template.TraceSpan) 
 		failed += untried
 		errs = append(errs, ctx.Err())
 	}
-	return failed, errors.Join(errs...)
+	err := errors.Join(errs...)
+	switch {
+	case err == nil:
+		return 0, nil
+	case failed < len(spans):
+		// Some services' spans went through: resending the batch would
+		// duplicate them in Jaeger.
+		return failed, handlerkit.Permanent(err)
+	}
+	for _, e := range errs {
+		if retryable(e) {
+			return failed, err
+		}
+	}
+	return failed, handlerkit.Permanent(err)
+}
+
+// retryable reports whether a failed PostSpans may succeed later: the
+// collector was unreachable, overloaded or slow, not refusing the spans.
+func retryable(err error) bool {
+	if errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled) {
+		return true
+	}
+	switch status.Code(err) {
+	case codes.Canceled, codes.DeadlineExceeded, codes.Aborted, codes.OutOfRange,
+		codes.Unavailable, codes.DataLoss, codes.ResourceExhausted:
+		return true
+	}
+	return false
 }
 
 // gogoCodec marshals the jaeger-idl messages, which gogo/protobuf

@@ -4,8 +4,8 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
-	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -43,6 +43,7 @@ type exporter interface {
 type metrics struct {
 	sent    *prometheus.CounterVec
 	failed  *prometheus.CounterVec
+	retries *prometheus.CounterVec
 	dropped *prometheus.CounterVec
 	queued  *prometheus.GaugeVec
 }
@@ -58,7 +59,13 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	}
 	if m.failed, err = handlerkit.Register(reg, prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "sidemix_jaeger_spans_failed_total",
-		Help: "Spans jaeger handlers could not deliver: the collector was unreachable, timed out or refused them. They are not retried.",
+		Help: "Spans jaeger handlers gave up on: the collector stayed unreachable or slow for the whole retry time, or refused them.",
+	}, []string{"handler"})); err != nil {
+		return nil, err
+	}
+	if m.retries, err = handlerkit.Register(reg, prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "sidemix_jaeger_send_retries_total",
+		Help: "Sends of jaeger handlers retried after a backoff.",
 	}, []string{"handler"})); err != nil {
 		return nil, err
 	}
@@ -77,29 +84,29 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	return &m, nil
 }
 
-// handler buffers spans and sends them from its own goroutine, in batches
-// of up to maxBatchSize, at least every flushInterval. Report never waits
-// for the collector.
+// handler checks spans and hands them to a handlerkit.Batcher, which sends
+// them from its own goroutine in batches of up to maxBatchSize, at least
+// every flushInterval, retrying a failed batch with backoff. Report never
+// waits for the collector.
 type handler struct {
-	name string
-	cfg  *Config
-	log  *slog.Logger
-	now  func() time.Time
-	exp  exporter
-	conn *grpc.ClientConn
-	m    *metrics
+	name  string
+	cfg   *Config
+	log   *slog.Logger
+	now   func() time.Time
+	conn  *grpc.ClientConn
+	m     *metrics
+	batch *handlerkit.Batcher[*template.TraceSpan]
 
-	mu  sync.Mutex
-	buf []*template.TraceSpan
+	closeOnce sync.Once
+	closeErr  error
+	// closing makes Close's last sends fail at once instead of retrying;
+	// lastFailed is whether the latest attempt failed.
+	closing    atomic.Bool
+	lastFailed atomic.Bool
 
-	kick chan struct{} // a full batch is waiting
-	stop chan struct{} // closed by Close
-	done chan struct{} // closed when run has returned
-
-	ctx    context.Context // cancelled when Close gives up
-	cancel context.CancelFunc
-
-	// Only run's goroutine (and Close, after it) touch these.
+	// The Batcher's goroutine reports outcomes one at a time, but Close
+	// may report the last ones from another goroutine.
+	mu          sync.Mutex
 	failing     bool
 	lastWarning time.Time
 	failedSince int
@@ -128,19 +135,33 @@ func newHandler(_ context.Context, set adapters.Settings, c adapters.Config) (ad
 	default:
 		exp = newGRPCExporter(conn, cfg.ProcessTags)
 	}
-	return start(set, cfg, m, exp, conn), nil
-}
-
-func start(set adapters.Settings, cfg *Config, m *metrics, exp exporter, conn *grpc.ClientConn) *handler {
-	ctx, cancel := context.WithCancel(context.Background())
-	h := &handler{
-		name: set.Name, cfg: cfg, log: set.Logger, now: set.Now, exp: exp, conn: conn, m: m,
-		kick: make(chan struct{}, 1), stop: make(chan struct{}), done: make(chan struct{}),
-		ctx: ctx, cancel: cancel,
+	h := &handler{name: set.Name, cfg: cfg, log: set.Logger, now: set.Now, conn: conn, m: m}
+	opts := handlerkit.BatcherOptions{
+		MaxBatchSize:  cfg.MaxBatchSize,
+		FlushInterval: cfg.FlushInterval,
+		MaxQueueSize:  cfg.MaxQueueSize,
+		Timeout:       cfg.Timeout,
+		Done:          h.done,
+		Queued:        func(n int) { m.queued.WithLabelValues(h.name).Set(float64(n)) },
+	}
+	if cfg.Retry.Enabled {
+		opts.Retry = handlerkit.Retry{
+			InitialInterval: cfg.Retry.InitialInterval,
+			MaxInterval:     cfg.Retry.MaxInterval,
+			MaxElapsedTime:  cfg.Retry.MaxElapsedTime,
+		}
 	}
 	m.queued.WithLabelValues(h.name).Set(0)
-	go h.run()
-	return h
+	h.batch = handlerkit.NewBatcher(opts, func(ctx context.Context, batch []*template.TraceSpan) (int, error) {
+		failed, err := exp.export(ctx, batch)
+		h.lastFailed.Store(err != nil)
+		if err != nil && h.closing.Load() {
+			err = handlerkit.Permanent(err) // shutting down: no retries
+		}
+		return failed, err
+	})
+	set.Logger.Info("sending spans to Jaeger", "endpoint", cfg.Endpoint, "protocol", cfg.Protocol)
+	return h, nil
 }
 
 // dial makes the connection lazily: a collector that is down when the
@@ -164,8 +185,8 @@ func dial(cfg *Config) (*grpc.ClientConn, error) {
 	)
 }
 
-// Report validates and buffers the spans; sending happens on the
-// handler's goroutine.
+// Report checks the spans' ids and buffers the spans; sending happens on
+// the Batcher's goroutine.
 func (h *handler) Report(_ context.Context, insts []template.Instance) error {
 	spans := make([]*template.TraceSpan, 0, len(insts))
 	invalid, wrong := 0, 0
@@ -182,80 +203,33 @@ func (h *handler) Report(_ context.Context, insts []template.Instance) error {
 		}
 		spans = append(spans, s)
 	}
-	if invalid > 0 {
-		h.m.dropped.WithLabelValues(h.name, reasonInvalid).Add(float64(invalid))
-	}
-	if wrong > 0 {
-		h.m.dropped.WithLabelValues(h.name, reasonTemplate).Add(float64(wrong))
-	}
-	h.mu.Lock()
-	room := h.cfg.MaxQueueSize - len(h.buf)
-	full := 0
-	if len(spans) > room {
-		full = len(spans) - room
-		spans = spans[:room]
-	}
-	h.buf = append(h.buf, spans...)
-	n := len(h.buf)
-	h.m.queued.WithLabelValues(h.name).Set(float64(n))
-	h.mu.Unlock()
-	if full > 0 {
-		h.m.dropped.WithLabelValues(h.name, reasonQueueFull).Add(float64(full))
-	}
-	if n >= h.cfg.MaxBatchSize {
-		select {
-		case h.kick <- struct{}{}:
-		default:
-		}
-	}
+	h.drop(reasonInvalid, invalid)
+	h.drop(reasonTemplate, wrong)
+	h.drop(reasonQueueFull, h.batch.Add(spans))
 	return nil
 }
 
-func (h *handler) run() {
-	defer close(h.done)
-	tick := time.NewTicker(h.cfg.FlushInterval)
-	defer tick.Stop()
-	for {
-		select {
-		case <-h.kick:
-			h.flush(h.ctx, false)
-		case <-tick.C:
-			h.flush(h.ctx, true)
-		case <-h.stop:
-			return
-		}
+func (h *handler) drop(reason string, n int) {
+	if n > 0 {
+		h.m.dropped.WithLabelValues(h.name, reason).Add(float64(n))
 	}
 }
 
-// flush sends full batches, and with all the partial one left too.
-func (h *handler) flush(ctx context.Context, all bool) {
-	for ctx.Err() == nil {
-		h.mu.Lock()
-		n := len(h.buf)
-		if n == 0 || (!all && n < h.cfg.MaxBatchSize) {
-			h.mu.Unlock()
-			return
-		}
-		take := min(n, h.cfg.MaxBatchSize)
-		batch := slices.Clone(h.buf[:take])
-		clear(h.buf[:take]) // let the sent spans be collected
-		h.buf = append(h.buf[:0], h.buf[take:]...)
-		h.m.queued.WithLabelValues(h.name).Set(float64(len(h.buf)))
-		h.mu.Unlock()
-		h.send(ctx, batch)
-	}
-}
-
-func (h *handler) send(ctx context.Context, batch []*template.TraceSpan) {
-	ctx, cancel := context.WithTimeout(ctx, h.cfg.Timeout)
-	failed, err := h.exp.export(ctx, batch)
-	cancel()
-	if sent := len(batch) - failed; sent > 0 {
+// done counts a batch's final outcome and logs failures: a warning when
+// the collector starts failing and then once per interval, an info line
+// when it recovers.
+func (h *handler) done(n, failed, retries int, err error) {
+	if sent := n - failed; sent > 0 {
 		h.m.sent.WithLabelValues(h.name).Add(float64(sent))
 	}
 	if failed > 0 {
 		h.m.failed.WithLabelValues(h.name).Add(float64(failed))
 	}
+	if retries > 0 {
+		h.m.retries.WithLabelValues(h.name).Add(float64(retries))
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
 	now := h.now()
 	switch {
 	case err == nil && h.failing:
@@ -268,37 +242,30 @@ func (h *handler) send(ctx context.Context, batch []*template.TraceSpan) {
 		h.failing = true
 		h.failedSince += failed
 		h.lastWarning = now
-		h.log.Warn("sending spans failed; they are dropped", "endpoint", h.cfg.Endpoint, "spans", failed, "failed_since_first_failure", h.failedSince, "error", err)
+		h.log.Warn("sending spans failed; they are dropped", "endpoint", h.cfg.Endpoint, "spans", failed,
+			"retries", retries, "failed_since_first_failure", h.failedSince, "error", err)
 	case err != nil:
 		h.failedSince += failed
 		h.log.Debug("sending spans failed", "endpoint", h.cfg.Endpoint, "spans", failed, "error", err)
 	}
 }
 
-// Close stops the goroutine, sends what is buffered (until ctx ends; the
-// rest is dropped and counted) and closes the connection.
+// Close sends what is buffered, without retries, until ctx ends; the rest
+// is dropped and counted. When the collector is failing already it sends
+// nothing: waiting for a collector that is down would only hold up the
+// mixer's shutdown or reload.
 func (h *handler) Close(ctx context.Context) error {
-	select {
-	case <-h.stop:
-		return nil
-	default:
-	}
-	close(h.stop)
-	stopped := context.AfterFunc(ctx, h.cancel) // abandon a send in flight
-	<-h.done
-	h.flush(ctx, true)
-	stopped()
-	h.cancel()
-	h.mu.Lock()
-	left := len(h.buf)
-	h.buf = nil
-	h.mu.Unlock()
-	if left > 0 {
-		h.m.dropped.WithLabelValues(h.name, reasonShutdown).Add(float64(left))
-	}
-	h.m.queued.WithLabelValues(h.name).Set(0)
-	if h.conn != nil {
-		return h.conn.Close()
-	}
-	return nil
+	h.closeOnce.Do(func() {
+		h.closing.Store(true)
+		ctx, cancel := context.WithCancel(ctx)
+		defer cancel()
+		if h.lastFailed.Load() {
+			cancel()
+		}
+		h.drop(reasonShutdown, h.batch.Close(ctx))
+		if err := h.conn.Close(); err != nil {
+			h.closeErr = fmt.Errorf("%s: close: %w", Name, err)
+		}
+	})
+	return h.closeErr
 }

@@ -34,6 +34,7 @@ type fakeCollector struct {
 
 	mu      sync.Mutex
 	batches []model.Batch
+	calls   int
 	fail    codes.Code    // answer PostSpans with this code unless OK
 	hold    chan struct{} // when set, PostSpans waits for it
 }
@@ -55,6 +56,7 @@ func startCollector(t *testing.T, opts ...grpc.ServerOption) *fakeCollector {
 func (c *fakeCollector) PostSpans(ctx context.Context, req *api_v2.PostSpansRequest) (*api_v2.PostSpansResponse, error) {
 	c.mu.Lock()
 	hold, fail := c.hold, c.fail
+	c.calls++
 	c.mu.Unlock()
 	if hold != nil {
 		select {
@@ -265,7 +267,7 @@ func TestBatchesBySizeAndFlushesOnClose(t *testing.T) {
 
 func TestUnreachableCollectorCountsAndWarnsOnce(t *testing.T) {
 	addr := testenv.FreeAddr(t) // nobody listens
-	h, logs := newTestHandler(t, fmt.Sprintf("endpoint: %s\nflushInterval: 10ms\ntimeout: 200ms", addr))
+	h, logs := newTestHandler(t, fmt.Sprintf("endpoint: %s\nflushInterval: 10ms\ntimeout: 200ms\nretry: {enabled: false}", addr))
 	start := time.Now()
 	for i := range 20 {
 		s := span(traceA, fmt.Sprintf("%016x", i+1), "", template.SpanKindServer, "a", "b")
@@ -294,7 +296,7 @@ func TestRecoversWhenCollectorComesBack(t *testing.T) {
 	c.mu.Lock()
 	c.fail = codes.Unavailable
 	c.mu.Unlock()
-	h, logs := newTestHandler(t, fmt.Sprintf("endpoint: %s\nflushInterval: 10ms", c.addr))
+	h, logs := newTestHandler(t, fmt.Sprintf("endpoint: %s\nflushInterval: 10ms\nretry: {enabled: false}", c.addr))
 	h.Report(context.Background(), insts(span(traceA, "0000000000000001", "", template.SpanKindServer, "a", "b")))
 	testenv.Eventually(t, 5*time.Second, func() (bool, string) {
 		f := h.metric("sidemix_jaeger_spans_failed_total")
@@ -336,9 +338,7 @@ func TestQueueFullAndInvalidAreDropped(t *testing.T) {
 	// queue, the rest is dropped.
 	h.Report(context.Background(), insts(span(traceA, "0000000000000001", "", "server", "a", "b"), span(traceA, "0000000000000002", "", "server", "a", "b")))
 	testenv.Eventually(t, 5*time.Second, func() (bool, string) {
-		h.mu.Lock()
-		defer h.mu.Unlock()
-		return len(h.buf) == 0, "first batch not taken"
+		return h.metric("sidemix_jaeger_queue_spans") == 0, "first batch not taken"
 	})
 	for i := range 10 {
 		h.Report(context.Background(), insts(span(traceA, fmt.Sprintf("%016x", i+10), "", "server", "a", "b")))
@@ -386,10 +386,78 @@ func TestTLS(t *testing.T) {
 		return c.spans() == 1, fmt.Sprintf("collector has %d spans", c.spans())
 	})
 	// Without the CA the server is not trusted.
-	h2, _ := newTestHandler(t, fmt.Sprintf("endpoint: %s\nflushInterval: 10ms\ntls: {enabled: true, serverName: collector.test}", c.addr))
+	h2, _ := newTestHandler(t, fmt.Sprintf("endpoint: %s\nflushInterval: 10ms\nretry: {enabled: false}\ntls: {enabled: true, serverName: collector.test}", c.addr))
 	h2.Report(context.Background(), insts(span(traceA, "0000000000000002", "", "server", "a", "b")))
 	testenv.Eventually(t, 5*time.Second, func() (bool, string) {
 		f := h2.metric("sidemix_jaeger_spans_failed_total")
 		return f == 1, fmt.Sprintf("failed = %v", f)
 	})
+}
+
+func TestRetriesUntilTheCollectorTakesTheSpans(t *testing.T) {
+	c := startCollector(t)
+	c.setFail(codes.Unavailable)
+	h, logs := newTestHandler(t, fmt.Sprintf("endpoint: %s\nflushInterval: 10ms\nretry: {enabled: true, initialInterval: 20ms, maxInterval: 50ms, maxElapsedTime: 10s}", c.addr))
+	h.Report(context.Background(), insts(span(traceA, "0000000000000001", "", template.SpanKindServer, "a", "b")))
+	testenv.Eventually(t, 5*time.Second, func() (bool, string) {
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		return c.calls >= 3, fmt.Sprintf("%d calls", c.calls)
+	})
+	c.setFail(codes.OK)
+	testenv.Eventually(t, 5*time.Second, func() (bool, string) {
+		return c.spans() == 1, fmt.Sprintf("collector has %d spans", c.spans())
+	})
+	if f := h.metric("sidemix_jaeger_spans_failed_total"); f != 0 {
+		t.Errorf("failed = %v, want 0: the span was retried until sent", f)
+	}
+	testenv.Eventually(t, time.Second, func() (bool, string) {
+		r := h.metric("sidemix_jaeger_send_retries_total")
+		return r >= 2, fmt.Sprintf("retries = %v", r)
+	})
+	if strings.Contains(logs.String(), "level=WARN") {
+		t.Errorf("a batch that went through after retries was logged as failed:\n%s", logs)
+	}
+}
+
+func TestRefusedSpansAreNotRetried(t *testing.T) {
+	c := startCollector(t)
+	c.setFail(codes.InvalidArgument)
+	h, _ := newTestHandler(t, fmt.Sprintf("endpoint: %s\nflushInterval: 10ms\nretry: {enabled: true, initialInterval: 10ms, maxInterval: 10ms, maxElapsedTime: 10s}", c.addr))
+	h.Report(context.Background(), insts(span(traceA, "0000000000000001", "", template.SpanKindServer, "a", "b")))
+	testenv.Eventually(t, 5*time.Second, func() (bool, string) {
+		f := h.metric("sidemix_jaeger_spans_failed_total")
+		return f == 1, fmt.Sprintf("failed = %v", f)
+	})
+	if r := h.metric("sidemix_jaeger_send_retries_total"); r != 0 {
+		t.Errorf("retries = %v, want 0 for a refusal", r)
+	}
+}
+
+func (c *fakeCollector) setFail(code codes.Code) {
+	c.mu.Lock()
+	c.fail = code
+	c.mu.Unlock()
+}
+
+func TestCloseDoesNotWaitForAFailingCollector(t *testing.T) {
+	addr := testenv.FreeAddr(t) // nobody listens
+	h, _ := newTestHandler(t, fmt.Sprintf("endpoint: %s\nflushInterval: 10ms\nretry: {enabled: true, initialInterval: 1s, maxInterval: 5s, maxElapsedTime: 1m}", addr))
+	h.Report(context.Background(), insts(span(traceA, "0000000000000001", "", "server", "a", "b")))
+	testenv.Eventually(t, 5*time.Second, func() (bool, string) {
+		return h.lastFailed.Load(), "no failed attempt yet"
+	})
+	h.Report(context.Background(), insts(span(traceA, "0000000000000002", "", "server", "a", "b")))
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	start := time.Now()
+	h.Close(ctx)
+	if took := time.Since(start); took > time.Second {
+		t.Errorf("Close took %v with the collector down", took)
+	}
+	failed := h.metric("sidemix_jaeger_spans_failed_total")
+	dropped := h.metric("sidemix_jaeger_spans_dropped_total", "reason", "shutdown")
+	if failed+dropped != 2 {
+		t.Errorf("failed %v + dropped %v, want 2 spans accounted for", failed, dropped)
+	}
 }

@@ -7,6 +7,7 @@ import (
 	"go.opentelemetry.io/collector/pdata/ptrace/ptraceotlp"
 	"google.golang.org/grpc"
 
+	"github.com/sidemix/sidemix/adapters/internal/handlerkit"
 	"github.com/sidemix/sidemix/adapters/internal/spans"
 	"github.com/sidemix/sidemix/adapters/template"
 )
@@ -42,10 +43,15 @@ func (e *otlpExporter) export(ctx context.Context, batch []*template.TraceSpan) 
 	}
 	resp, err := e.client.Export(ctx, ptraceotlp.NewExportRequestFromTraces(td))
 	if err != nil {
-		return len(batch), fmt.Errorf("OTLP export: %w", err)
+		err = fmt.Errorf("OTLP export: %w", err)
+		if !retryable(err) {
+			err = handlerkit.Permanent(err)
+		}
+		return len(batch), err
 	}
 	if ps := resp.PartialSuccess(); ps.RejectedSpans() > 0 {
-		return skipped + int(ps.RejectedSpans()), fmt.Errorf("OTLP export: %d spans rejected: %s", ps.RejectedSpans(), ps.ErrorMessage())
+		// The rest was taken: resending would duplicate it.
+		return skipped + int(ps.RejectedSpans()), handlerkit.Permanent(fmt.Errorf("OTLP export: %d spans rejected: %s", ps.RejectedSpans(), ps.ErrorMessage()))
 	}
 	return skipped, nil
 }

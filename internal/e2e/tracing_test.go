@@ -160,3 +160,43 @@ func describe(traces []testenv.JaegerTrace) string {
 	}
 	return b.String()
 }
+
+// TestUnreachableJaegerIsHarmless: with examples/default's jaeger handler
+// pointing where no collector listens, requests go through, the spans wait
+// in the handler's buffer (retried, visible as sidemix_jaeger_queue_spans),
+// the mixer logs no more than one warning about it, and SIGTERM stops it at
+// once instead of waiting for the collector.
+func TestUnreachableJaegerIsHarmless(t *testing.T) {
+	cfg := newConfig(t, nil)
+	nowhere := testenv.FreeAddr(t)
+	text := strings.Replace(example(t, "default/jaeger.yaml"), "endpoint: "+jaegerDefaultEndpoint, "endpoint: "+nowhere, 1)
+	cfg.write(t, "jaeger.yaml", strings.Replace(text, "flushInterval: 1s", "flushInterval: 50ms", 1))
+	m := startMixer(t, cfg, "", "")
+	a := newApp(t)
+	px := startProxy(t, m.grpc, a.addr(), "--report-interval", "50ms", "--trace-sampling", "1")
+	const n = 50
+	for range n {
+		if r := get(t, px.url("/")); r.code != 200 {
+			t.Fatalf("GET /: %d %s", r.code, r.body)
+		}
+	}
+	// The batch being retried is out of the buffer; the newer spans wait.
+	testenv.Eventually(t, 10*time.Second, func() (bool, string) {
+		text, err := scrape(m.admin)
+		if err != nil {
+			return false, err.Error()
+		}
+		q := sample(text, "sidemix_jaeger_queue_spans", map[string]string{"handler": "jaeger"})
+		return q > 0 && q < n, fmt.Sprintf("sidemix_jaeger_queue_spans = %v, want some of the %d spans, the rest being retried", q, n)
+	})
+	start := time.Now()
+	if err := m.Stop(10 * time.Second); err != nil {
+		t.Errorf("mixer: %v", err)
+	}
+	if took := time.Since(start); took > 3*time.Second {
+		t.Errorf("the mixer took %v to stop with Jaeger unreachable", took)
+	}
+	if w := strings.Count(m.Output(), "sending spans failed"); w > 1 {
+		t.Errorf("%d warnings about the unreachable collector, want at most 1:\n%s", w, m.Output())
+	}
+}

@@ -5,6 +5,8 @@ import (
 	"encoding/json"
 	"fmt"
 	"math"
+	"slices"
+	"strconv"
 	"time"
 
 	"github.com/sidemix/sidemix/adapters/template"
@@ -26,7 +28,7 @@ func encodeJSON(inst template.Instance, now time.Time) ([]byte, error) {
 	var v any
 	switch i := inst.(type) {
 	case *template.LogEntry:
-		v = logObject(i, now)
+		return appendLogJSON(nil, i, now), nil
 	case *template.TraceSpan:
 		v = spanObject(i)
 	default:
@@ -41,13 +43,19 @@ func encodeJSON(inst template.Instance, now time.Time) ([]byte, error) {
 	return bytes.TrimSuffix(buf.Bytes(), []byte("\n")), nil
 }
 
-// logObject is "time", "severity", "instance" and every variable, keys
-// sorted by encoding/json.
-func logObject(e *template.LogEntry, now time.Time) map[string]any {
-	m := make(map[string]any, len(e.Variables)+3)
-	for k, v := range e.Variables {
-		m[k] = jsonValue(v)
+// appendLogJSON appends the JSON object of a log entry: "time",
+// "severity", "instance" and every variable, keys sorted, exactly as
+// encoding/json (without HTML escaping) writes the same map, but without
+// reflection: this is the hot path of a busy mesh.
+func appendLogJSON(b []byte, e *template.LogEntry, now time.Time) []byte {
+	keys := make([]string, 0, len(e.Variables)+3)
+	keys = append(keys, "instance", "severity", "time")
+	for k := range e.Variables {
+		if k != "instance" && k != "severity" && k != "time" {
+			keys = append(keys, k)
+		}
 	}
+	slices.Sort(keys)
 	ts := e.Timestamp
 	if ts.IsZero() {
 		ts = now
@@ -56,10 +64,100 @@ func logObject(e *template.LogEntry, now time.Time) map[string]any {
 	if sev == "" {
 		sev = "INFO"
 	}
-	m["time"] = ts.UTC().Format(time.RFC3339Nano)
-	m["severity"] = sev
-	m["instance"] = e.Name
-	return m
+	b = append(b, '{')
+	for i, k := range keys {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		b = appendJSONString(b, k)
+		b = append(b, ':')
+		switch k {
+		case "instance":
+			b = appendJSONString(b, e.Name)
+		case "severity":
+			b = appendJSONString(b, sev)
+		case "time":
+			b = append(b, '"')
+			b = ts.UTC().AppendFormat(b, time.RFC3339Nano)
+			b = append(b, '"')
+		default:
+			b = appendJSONValue(b, e.Variables[k])
+		}
+	}
+	return append(b, '}')
+}
+
+// appendJSONValue appends v as jsonValue(v) encodes.
+func appendJSONValue(b []byte, v any) []byte {
+	switch x := v.(type) {
+	case nil:
+		return append(b, "null"...)
+	case string:
+		return appendJSONString(b, x)
+	case bool:
+		return strconv.AppendBool(b, x)
+	case int64:
+		return strconv.AppendInt(b, x, 10)
+	case int:
+		return strconv.AppendInt(b, int64(x), 10)
+	case float64:
+		if math.IsNaN(x) || math.IsInf(x, 0) {
+			return appendJSONString(b, template.FormatValue(x))
+		}
+		return appendJSONFloat(b, x)
+	case map[string]string:
+		keys := make([]string, 0, len(x))
+		for k := range x {
+			keys = append(keys, k)
+		}
+		slices.Sort(keys)
+		b = append(b, '{')
+		for i, k := range keys {
+			if i > 0 {
+				b = append(b, ',')
+			}
+			b = appendJSONString(b, k)
+			b = append(b, ':')
+			b = appendJSONString(b, x[k])
+		}
+		return append(b, '}')
+	default:
+		return appendJSONString(b, template.FormatValue(x))
+	}
+}
+
+// appendJSONFloat formats f as encoding/json does.
+func appendJSONFloat(b []byte, f float64) []byte {
+	format := byte('f')
+	if abs := math.Abs(f); abs != 0 && (abs < 1e-6 || abs >= 1e21) {
+		format = 'e'
+	}
+	b = strconv.AppendFloat(b, f, format, -1, 64)
+	if format == 'e' {
+		// e-09 to e-9, as encoding/json does.
+		if n := len(b); n >= 4 && b[n-4] == 'e' && b[n-3] == '-' && b[n-2] == '0' {
+			b[n-2] = b[n-1]
+			b = b[:n-1]
+		}
+	}
+	return b
+}
+
+// appendJSONString quotes s. Plain printable ASCII, what nearly every
+// value is, is copied as is; anything else goes through encoding/json.
+func appendJSONString(b []byte, s string) []byte {
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c < 0x20 || c >= 0x7f || c == '"' || c == '\\' {
+			var buf bytes.Buffer
+			enc := json.NewEncoder(&buf)
+			enc.SetEscapeHTML(false)
+			_ = enc.Encode(s) // a string always encodes
+			return append(b, bytes.TrimSuffix(buf.Bytes(), []byte("\n"))...)
+		}
+	}
+	b = append(b, '"')
+	b = append(b, s...)
+	return append(b, '"')
 }
 
 // spanJSON is a span's JSON form.

@@ -72,8 +72,9 @@ type handler struct {
 	batchBytes int64
 	take       int // records per write
 
-	w      *kafkago.Writer // batches records
-	single *kafkago.Writer // one record per batch, to find which record of a batch is too large
+	transport *kafkago.Transport // shared by both writers
+	w         *kafkago.Writer    // batches records
+	single    *kafkago.Writer    // one record per batch, to find which record of a batch is too large
 
 	mu       sync.Mutex
 	buf      []kafkago.Message // oldest first
@@ -86,6 +87,8 @@ type handler struct {
 	ctx    context.Context
 	cancel context.CancelFunc // Close ran out of time: give up
 
+	// buffered is shared with handlers of the same name (the one a reload
+	// replaces drains while the new one fills), so it only moves by deltas.
 	buffered  prometheus.Gauge
 	records   *prometheus.CounterVec
 	errs      prometheus.Counter
@@ -148,6 +151,7 @@ func newHandler(_ context.Context, set adapters.Settings, cfg adapters.Config) (
 			Transport:              transport,
 		}
 	}
+	h.transport = transport
 	h.w, h.single = newWriter(c.BatchSize), newWriter(1)
 	h.ctx, h.cancel = context.WithCancel(context.Background())
 	go h.run()
@@ -200,7 +204,6 @@ func (h *handler) registerMetrics(r prometheus.Registerer) error {
 	h.records = records
 	h.errs = errs.WithLabelValues(h.name)
 	h.keyErrors = keyErrors.WithLabelValues(h.name)
-	h.buffered.Set(0)
 	for _, res := range []string{resultSent, resultBufferFull, resultTooLarge} {
 		records.WithLabelValues(h.name, res) // visible at 0 before the first event
 	}
@@ -236,7 +239,7 @@ func (h *handler) Report(_ context.Context, insts []template.Instance) error {
 		msgs = msgs[:room]
 	}
 	h.buf = append(h.buf, msgs...)
-	h.buffered.Set(float64(len(h.buf) + h.inflight))
+	h.buffered.Add(float64(len(msgs)))
 	h.mu.Unlock()
 	h.count(resultBufferFull, full)
 	if len(msgs) > 0 {
@@ -331,7 +334,7 @@ func (h *handler) takeBatch() []kafkago.Message {
 func (h *handler) settle(n int) {
 	h.mu.Lock()
 	h.inflight -= n
-	h.buffered.Set(float64(len(h.buf) + h.inflight))
+	h.buffered.Sub(float64(n))
 	h.mu.Unlock()
 }
 
@@ -465,7 +468,7 @@ func (h *handler) Close(ctx context.Context) error {
 	h.mu.Lock()
 	left := len(h.buf)
 	h.buf = nil
-	h.buffered.Set(float64(h.inflight))
+	h.buffered.Sub(float64(left))
 	h.mu.Unlock()
 	h.count(resultShutdown, left)
 	if err != nil {
@@ -482,4 +485,6 @@ func (h *handler) closeWriters() {
 	if err := errors.Join(h.w.Close(), h.single.Close()); err != nil {
 		h.log.Debug("closing kafka writers", "error", err)
 	}
+	// The writers do not own a transport they are given.
+	h.transport.CloseIdleConnections()
 }

@@ -85,7 +85,7 @@ func access(dest string, i int) *template.LogEntry {
 	}
 }
 
-func value(t *testing.T, reg prometheus.Gatherer, name string, labels map[string]string) float64 {
+func value(t testing.TB, reg prometheus.Gatherer, name string, labels map[string]string) float64 {
 	t.Helper()
 	return metrictest.Value(t, reg, name, labels)
 }
@@ -411,4 +411,77 @@ func TestRedacted(t *testing.T) {
 	if s := fmt.Sprint(cfg.LogValue()); strings.Contains(s, "s3cret") {
 		t.Errorf("LogValue shows the password: %s", s)
 	}
+}
+
+// On a config reload the old handler drains while its successor, of the
+// same name, fills: the buffered gauge is the sum of both.
+func TestBufferedGaugeAcrossReload(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	params := []byte("brokers: [127.0.0.1:1]\ntopic: access\n")
+	create := func() adapters.Handler {
+		cfg, err := configtest.Decode(kafka.Factory(), params)
+		if err != nil {
+			t.Fatal(err)
+		}
+		h, err := kafka.Factory().Create(context.Background(), adapters.Settings{Name: "kafka", Registerer: reg}, cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return h
+	}
+	old, next := create(), create()
+	defer func() { // the broker never comes: Close gives up when its context ends
+		ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+		defer cancel()
+		next.Close(ctx)
+	}()
+	old.(adapters.Reporter).Report(context.Background(), []template.Instance{access("a", 1), access("a", 2), access("a", 3)})
+	next.(adapters.Reporter).Report(context.Background(), []template.Instance{access("a", 4), access("a", 5)})
+	handler := map[string]string{"handler": "kafka"}
+	if n := value(t, reg, "sidemix_kafka_buffered_records", handler); n != 5 {
+		t.Errorf("buffered = %v, want 5", n)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+	defer cancel()
+	old.Close(ctx)
+	if n := value(t, reg, "sidemix_kafka_buffered_records", handler); n != 2 {
+		t.Errorf("buffered = %v after the old handler closed, want 2", n)
+	}
+}
+
+// BenchmarkReport measures records per second through Report to an
+// in-process broker, including encoding, keys and acknowledgement.
+func BenchmarkReport(b *testing.B) {
+	c, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(3, "access"))
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer c.Close()
+	reg := prometheus.NewRegistry()
+	h := configtest.Create(b, kafka.Factory(), adapters.Settings{Name: "kafka", Registerer: reg},
+		[]byte(fmt.Sprintf("brokers: [%s]\ntopic: access\nkey: variables.destination\nrequiredAcks: one\n", c.ListenAddrs()[0]))).(adapters.Reporter)
+	batch := make([]template.Instance, 100)
+	for i := range batch {
+		e := access([]string{"invoice", "notification", "product"}[i%3], i)
+		e.Variables["url"] = "/checkout?item=tea"
+		e.Variables["method"] = "GET"
+		e.Variables["responseCode"] = int64(201)
+		batch[i] = e
+	}
+	b.ResetTimer()
+	n := 0
+	for i := 0; i < b.N; i++ {
+		if err := h.Report(context.Background(), batch); err != nil {
+			b.Fatal(err)
+		}
+		n += len(batch)
+		// Stay within the buffer: wait when it is half full.
+		for value(b, reg, "sidemix_kafka_buffered_records", map[string]string{"handler": "kafka"}) > kafka.DefaultBufferSize/2 {
+			time.Sleep(time.Millisecond)
+		}
+	}
+	for sent := 0.0; sent < float64(n); sent = value(b, reg, "sidemix_kafka_records_total", map[string]string{"handler": "kafka", "result": "sent"}) {
+		time.Sleep(time.Millisecond)
+	}
+	b.ReportMetric(float64(n)/b.Elapsed().Seconds(), "records/s")
 }

@@ -2,8 +2,18 @@ package kafka_test
 
 import (
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
 	"encoding/json"
+	"encoding/pem"
 	"fmt"
+	"math/big"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -484,4 +494,104 @@ func BenchmarkReport(b *testing.B) {
 		time.Sleep(time.Millisecond)
 	}
 	b.ReportMetric(float64(n)/b.Elapsed().Seconds(), "records/s")
+}
+
+func TestCompressionAndAcks(t *testing.T) {
+	c := newCluster(t, "access")
+	addr := c.ListenAddrs()[0]
+	reg := prometheus.NewRegistry()
+	cases := []struct{ compression, acks string }{
+		{"gzip", "all"}, {"snappy", "one"}, {"lz4", "all"}, {"zstd", "one"}, {"none", "none"},
+	}
+	for i, tc := range cases {
+		h := newHandler(t, reg, fmt.Sprintf("brokers: [%s]\ntopic: access\ncompression: %s\nrequiredAcks: %s\n", addr, tc.compression, tc.acks))
+		if err := h.Report(context.Background(), []template.Instance{access(tc.compression, i)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	recs := consume(t, addr, "access", len(cases), 10*time.Second)
+	got := map[string]bool{}
+	for _, r := range recs {
+		var m map[string]any
+		if err := json.Unmarshal([]byte(r.value), &m); err != nil {
+			t.Fatalf("record %q: %v", r.value, err)
+		}
+		got[m["destination"].(string)] = true
+	}
+	for _, tc := range cases {
+		if !got[tc.compression] {
+			t.Errorf("no record written with compression %s, acks %s", tc.compression, tc.acks)
+		}
+	}
+}
+
+func TestTLS(t *testing.T) {
+	dir := t.TempDir()
+	serverCfg, caFile := selfSigned(t, dir)
+	c := newCluster(t, "access", kfake.TLS(serverCfg))
+	addr := c.ListenAddrs()[0]
+	reg := prometheus.NewRegistry()
+	h := newHandler(t, reg, fmt.Sprintf("brokers: [%s]\ntopic: access\ntls: {enabled: true, caFile: %s, serverName: kafka.test}\n", addr, caFile))
+	if err := h.Report(context.Background(), []template.Instance{access("a", 1)}); err != nil {
+		t.Fatal(err)
+	}
+	waitSent(t, reg, 1, 10*time.Second)
+
+	// Without the CA the broker's certificate is refused: nothing is sent.
+	reg2 := prometheus.NewRegistry()
+	untrusting := newHandler(t, reg2, fmt.Sprintf("brokers: [%s]\ntopic: access\ntls: {enabled: true, serverName: kafka.test}\n", addr))
+	if err := untrusting.Report(context.Background(), []template.Instance{access("a", 2)}); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for value(t, reg2, "sidemix_kafka_write_errors_total", map[string]string{"handler": "kafka"}) == 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("no write error with an untrusted certificate")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if n := sent(t, reg2); n != 0 {
+		t.Errorf("sent = %v with an untrusted certificate", n)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+	defer cancel()
+	untrusting.Close(ctx)
+}
+
+// selfSigned makes a CA-less self-signed certificate for kafka.test and
+// returns the server's TLS config and the certificate's PEM file.
+func selfSigned(t *testing.T, dir string) (*tls.Config, string) {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(1),
+		Subject:      pkix.Name{CommonName: "kafka.test"},
+		DNSNames:     []string{"kafka.test"},
+		NotBefore:    time.Now().Add(-time.Hour),
+		NotAfter:     time.Now().Add(time.Hour),
+		KeyUsage:     x509.KeyUsageDigitalSignature | x509.KeyUsageCertSign,
+		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+		IsCA:         true, BasicConstraintsValid: true,
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	certPEM := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})
+	keyDER, err := x509.MarshalECPrivateKey(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pair, err := tls.X509KeyPair(certPEM, pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: keyDER}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	caFile := filepath.Join(dir, "ca.pem")
+	if err := os.WriteFile(caFile, certPEM, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return &tls.Config{Certificates: []tls.Certificate{pair}, MinVersion: tls.VersionTLS12}, caFile
 }

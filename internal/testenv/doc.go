@@ -23,4 +23,11 @@
 // StartPrometheus runs Debian's prometheus on a free loopback port with a
 // generated config scraping the given targets every second; Query and
 // TryQuery evaluate PromQL with its HTTP API and return the instant vector.
+//
+// StartKafka runs a one-broker Kafka cluster (franz-go's kfake, which speaks
+// the Kafka wire protocol; internal/cmd/kfakebroker, built once per test
+// process) on a free loopback port, with its data in a temporary folder, so
+// that Stop and Restart on the same port simulate an outage without losing
+// what was written. ConsumeKcat reads a topic back with kcat (librdkafka),
+// a client independent of the one under test.
 package testenv

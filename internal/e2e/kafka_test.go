@@ -3,10 +3,13 @@ package e2e
 import (
 	"encoding/json"
 	"fmt"
+	"sort"
 	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"go.opentelemetry.io/collector/pdata/ptrace"
 
 	"github.com/sidemix/sidemix/internal/testenv"
 )
@@ -185,6 +188,92 @@ func TestKafkaOutage(t *testing.T) {
 	for _, res := range []string{"buffer_full", "too_large", "shutdown"} {
 		if got := sample(text, "sidemix_kafka_records_total", with(handler, "result", res)); got != 0 {
 			t.Errorf("sidemix_kafka_records_total{result=%s} = %v, want 0", res, got)
+		}
+	}
+}
+
+// kafkaSpans sends sampled requests' spans to Kafka as OTLP protobuf, one
+// span per record keyed by trace id: what an OpenTelemetry Collector's kafka
+// receiver (encoding otlp_proto) reads.
+const kafkaSpans = `apiVersion: sidemix.dev/v1
+kind: Handler
+metadata: {name: kafka-spans}
+spec:
+  adapter: kafka
+  params:
+    brokers: [BROKERS]
+    topic: otlp_spans
+    key: traceId
+    encoding: otlp_proto
+---
+apiVersion: sidemix.dev/v1
+kind: Rule
+metadata: {name: kafka-spans}
+spec:
+  match: default(request.trace.sampled, false)
+  actions:
+  - handler: kafka-spans
+    instances: [span]
+`
+
+// TestKafkaSpansOTLP: every hop's spans of a checkout arrive in Kafka as
+// OTLP protobuf keyed by trace id, read by kcat, with their parent links.
+func TestKafkaSpansOTLP(t *testing.T) {
+	testenv.RequireBinary(t, "kcat")
+	k := testenv.StartKafka(t, "otlp_spans")
+	cfg := newConfig(t, map[string]string{"kafka-spans.yaml": strings.ReplaceAll(kafkaSpans, "BROKERS", k.Addr())})
+	m := startMixer(t, cfg, "", "")
+	chain := startShopChain(t, m.grpc, "--report-interval", "100ms")
+
+	const caller = "00f067aa0ba902b7"
+	traces := []string{"4bf92f3577b34da6a3ce929d0e0e4736", "0af7651916cd43dd8448eb211c80319c"}
+	for _, id := range traces {
+		r := get(t, chain.product.sidecar.url("/checkout?item=tea"), "traceparent", "00-"+id+"-"+caller+"-01")
+		if r.code != 201 {
+			t.Fatalf("checkout: %d %s", r.code, r.body)
+		}
+	}
+	// A server and a client span per hop: product, invoice, notification
+	// server; product and invoice client.
+	recs := testenv.ConsumeKcat(t, k.Addr(), "otlp_spans", 5*len(traces), 30*time.Second)
+	if len(recs) != 5*len(traces) {
+		t.Fatalf("consumed %d records, want %d", len(recs), 5*len(traces))
+	}
+	type span struct{ id, parent, service, kind string }
+	byTrace := map[string][]span{}
+	for _, r := range recs {
+		td, err := (&ptrace.ProtoUnmarshaler{}).UnmarshalTraces(r.Value)
+		if err != nil {
+			t.Fatalf("record keyed %q is not OTLP TracesData: %v", r.Key, err)
+		}
+		if td.SpanCount() != 1 {
+			t.Errorf("record holds %d spans, want 1", td.SpanCount())
+		}
+		rs := td.ResourceSpans().At(0)
+		svc, _ := rs.Resource().Attributes().Get("service.name")
+		s := rs.ScopeSpans().At(0).Spans().At(0)
+		if got := s.TraceID().String(); got != string(r.Key) {
+			t.Errorf("span of trace %s keyed %q", got, r.Key)
+		}
+		byTrace[string(r.Key)] = append(byTrace[string(r.Key)], span{s.SpanID().String(), s.ParentSpanID().String(), svc.Str(), s.Kind().String()})
+	}
+	for _, id := range traces {
+		spans := byTrace[id]
+		ids := map[string]bool{caller: true}
+		var kinds []string
+		for _, s := range spans {
+			ids[s.id] = true
+			kinds = append(kinds, s.service+"/"+s.kind)
+		}
+		for _, s := range spans {
+			if !ids[s.parent] {
+				t.Errorf("trace %s: span %s (%s) has parent %q, not a span of the trace", id, s.id, s.service, s.parent)
+			}
+		}
+		sort.Strings(kinds)
+		want := "invoice/Client invoice/Server notification/Server product/Client product/Server"
+		if strings.Join(kinds, " ") != want {
+			t.Errorf("trace %s spans %v, want %s", id, kinds, want)
 		}
 	}
 }

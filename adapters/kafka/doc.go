@@ -59,7 +59,10 @@
 //	sidemix_kafka_key_errors_total       records sent without their key
 //
 // Close stops taking records and delivers the buffer until its context
-// ends; records left then count as shutdown. With requiredAcks none the
+// ends; records left then count as shutdown. The mixer gives a handler
+// replaced by a config reload its retire timeout (2 minutes) and one closed
+// at shutdown the rest of the shutdown timeout, so an outage longer than
+// that across a reload or a stop loses what was buffered. With requiredAcks none the
 // broker does not answer, so a record counts as sent once written to the
 // connection.
 //

@@ -1,10 +1,13 @@
 package main
 
 import (
+	"bufio"
 	"fmt"
 	"net"
+	"net/http"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 )
 
@@ -64,4 +67,38 @@ func (d *demo) kafkaConfig() (string, error) {
 	}
 	fmt.Printf("demo: access records go to Kafka topic %s at %s (KAFKA_BROKERS, KAFKA_TOPIC)\n", topic, strings.Join(brokers, ","))
 	return path, nil
+}
+
+// verifyKafka checks, when KAFKA_BROKERS is set, that the mixer's kafka
+// handler delivered access records, and prints how many.
+func (d *demo) verifyKafka() error {
+	if strings.TrimSpace(os.Getenv("KAFKA_BROKERS")) == "" {
+		return nil
+	}
+	resp, err := http.Get("http://" + mixerAdmin + "/metrics")
+	if err != nil {
+		return fmt.Errorf("scraping the mixer's metrics: %w", err)
+	}
+	defer resp.Body.Close()
+	var sent, buffered float64
+	sc := bufio.NewScanner(resp.Body)
+	sc.Buffer(make([]byte, 1<<20), 1<<20)
+	for sc.Scan() {
+		line := sc.Text()
+		if !strings.Contains(line, `handler="kafka"`) {
+			continue
+		}
+		v, _ := strconv.ParseFloat(line[strings.LastIndexByte(line, ' ')+1:], 64)
+		switch {
+		case strings.HasPrefix(line, "sidemix_kafka_records_total{") && strings.Contains(line, `result="sent"`):
+			sent += v
+		case strings.HasPrefix(line, "sidemix_kafka_buffered_records{"):
+			buffered += v
+		}
+	}
+	fmt.Printf("demo: kafka: %.0f access records sent, %.0f still buffered\n", sent, buffered)
+	if sent == 0 {
+		return fmt.Errorf("no access records reached Kafka (KAFKA_BROKERS=%s); see the mixer's log", os.Getenv("KAFKA_BROKERS"))
+	}
+	return nil
 }

@@ -492,7 +492,7 @@ func (d *demo) verify() error {
 		return fmt.Errorf("no requests with response_code %s counted in istio_requests_total", strings.Join(missing, ", "))
 	}
 	fmt.Println("demo: ok: allowed, denied and rate-limited requests all show in the metrics")
-	return nil
+	return d.verifyKafka()
 }
 
 func labelValue(line, label string) string {

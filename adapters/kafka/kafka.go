@@ -286,7 +286,7 @@ func (h *handler) record(inst template.Instance, now time.Time) (kafkago.Message
 
 func (h *handler) tooLarge(m kafkago.Message, err error) {
 	h.count(resultTooLarge, 1)
-	h.log.Warn("record too large for kafka; dropped", "key", string(m.Key), "bytes", len(m.Value), "error", err)
+	h.log.Warn("record too large for kafka; dropped", "topic", h.topic, "key", string(m.Key), "bytes", len(m.Value), "error", err)
 }
 
 // run is the writer goroutine: it takes records from the head of the
@@ -360,7 +360,7 @@ func (h *handler) deliver(msgs []kafkago.Message) bool {
 		if err == nil || len(msgs) == 0 {
 			if h.failing {
 				h.failing = false
-				h.log.Info("kafka writes succeed again")
+				h.log.Info("kafka writes succeed again", "topic", h.topic)
 			}
 			attempt = 0
 			continue
@@ -368,7 +368,7 @@ func (h *handler) deliver(msgs []kafkago.Message) bool {
 		h.errs.Inc()
 		if !h.failing {
 			h.failing = true
-			h.log.Warn("kafka write failed; records stay buffered and are retried", "records", len(msgs), "error", err)
+			h.log.Warn("kafka write failed; records stay buffered and are retried", "topic", h.topic, "records", len(msgs), "error", err)
 		} else {
 			h.log.Debug("kafka write failed again", "records", len(msgs), "error", err)
 		}
@@ -417,7 +417,7 @@ func (h *handler) write(w *kafkago.Writer, msgs []kafkago.Message) (retry []kafk
 			h.tooLarge(msgs[i], e)
 		case isRecordError(e):
 			h.count(resultRejected, 1)
-			h.log.Warn("kafka refused a record; dropped", "key", string(msgs[i].Key), "error", e)
+			h.log.Warn("kafka refused a record; dropped", "topic", h.topic, "key", string(msgs[i].Key), "error", e)
 		default:
 			again = append(again, msgs[i])
 			if firstErr == nil {

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -40,6 +41,9 @@ const (
 	retryMin = 100 * time.Millisecond
 	retryMax = 2 * time.Second
 )
+
+// dropLogInterval spaces the warnings about dropped records.
+const dropLogInterval = 10 * time.Second
 
 // maxBatches is how many batches' worth of records one write takes from
 // the buffer.
@@ -94,6 +98,8 @@ type handler struct {
 	errs      prometheus.Counter
 	keyErrors prometheus.Counter
 	failing   bool // writer goroutine only: the last write failed
+
+	lastDropLog atomic.Int64 // unix nanos of the last dropped record logged as a warning
 }
 
 func newHandler(_ context.Context, set adapters.Settings, cfg adapters.Config) (adapters.Handler, error) {
@@ -286,7 +292,19 @@ func (h *handler) record(inst template.Instance, now time.Time) (kafkago.Message
 
 func (h *handler) tooLarge(m kafkago.Message, err error) {
 	h.count(resultTooLarge, 1)
-	h.log.Warn("record too large for kafka; dropped", "topic", h.topic, "key", string(m.Key), "bytes", len(m.Value), "error", err)
+	h.log.Log(context.Background(), h.dropLevel(), "record too large for kafka; dropped", "topic", h.topic, "key", string(m.Key), "bytes", len(m.Value), "error", err)
+}
+
+// dropLevel is Warn for the first dropped record in dropLogInterval and
+// Debug for the others, so a flood of them does not flood the log; the
+// counters have them all.
+func (h *handler) dropLevel() slog.Level {
+	now := h.now().UnixNano()
+	last := h.lastDropLog.Load()
+	if now-last >= int64(dropLogInterval) && h.lastDropLog.CompareAndSwap(last, now) {
+		return slog.LevelWarn
+	}
+	return slog.LevelDebug
 }
 
 // run is the writer goroutine: it takes records from the head of the
@@ -417,7 +435,7 @@ func (h *handler) write(w *kafkago.Writer, msgs []kafkago.Message) (retry []kafk
 			h.tooLarge(msgs[i], e)
 		case isRecordError(e):
 			h.count(resultRejected, 1)
-			h.log.Warn("kafka refused a record; dropped", "topic", h.topic, "key", string(msgs[i].Key), "error", e)
+			h.log.Log(context.Background(), h.dropLevel(), "kafka refused a record; dropped", "topic", h.topic, "key", string(msgs[i].Key), "error", e)
 		default:
 			again = append(again, msgs[i])
 			if firstErr == nil {

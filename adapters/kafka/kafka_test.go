@@ -1,6 +1,7 @@
 package kafka_test
 
 import (
+	"bytes"
 	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
@@ -11,10 +12,12 @@ import (
 	"encoding/json"
 	"encoding/pem"
 	"fmt"
+	"log/slog"
 	"math/big"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -270,7 +273,10 @@ func TestRecordTooLargeForTheBroker(t *testing.T) {
 	c := newCluster(t, "access", kfake.BrokerConfigs(map[string]string{"message.max.bytes": "4000"}))
 	addr := c.ListenAddrs()[0]
 	reg := prometheus.NewRegistry()
-	h := newHandler(t, reg, fmt.Sprintf("brokers: [%s]\ntopic: access\nkey: variables.destination\nbatchBytes: 20000\n", addr))
+	var logs syncBuffer
+	h := configtest.Create(t, kafka.Factory(), adapters.Settings{Name: "kafka", Registerer: reg,
+		Logger: slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))},
+		[]byte(fmt.Sprintf("brokers: [%s]\ntopic: access\nkey: variables.destination\nbatchBytes: 20000\n", addr))).(adapters.Reporter)
 	huge := access("invoice", 99)
 	huge.Variables["body"] = strings.Repeat("x", 10000) // above the broker's limit, below batchBytes
 	larger := access("invoice", 98)
@@ -292,6 +298,31 @@ func TestRecordTooLargeForTheBroker(t *testing.T) {
 	if n := value(t, reg, "sidemix_kafka_records_total", map[string]string{"handler": "kafka", "result": "too_large"}); n != 2 {
 		t.Errorf("too_large = %v, want 2", n)
 	}
+	// Both are logged with their key, the first as a warning; the next
+	// within the interval at debug level, not to flood the log.
+	out := logs.String()
+	if strings.Count(out, `level=WARN msg="record too large for kafka; dropped" topic=access key=invoice`) != 1 ||
+		strings.Count(out, `level=DEBUG msg="record too large for kafka; dropped" topic=access key=invoice`) != 1 {
+		t.Errorf("log:\n%s", out)
+	}
+}
+
+// syncBuffer is a bytes.Buffer safe for a logger and a test to share.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
 }
 
 // Records reported while the broker is down stay buffered, are retried

@@ -46,8 +46,8 @@
 // A record larger than batchBytes is dropped when reported. A batch the
 // broker refuses as too large (its message.max.bytes) is written again one
 // record per batch, and the records it still refuses are dropped. Dropped
-// records are logged with their key and counted; they never hold up the
-// records behind them.
+// records are logged with their key (one warning per 10 s, the others at
+// debug level) and counted; they never hold up the records behind them.
 //
 // Metrics, labelled by handler:
 //

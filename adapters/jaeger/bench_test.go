@@ -1,0 +1,68 @@
+package jaeger
+
+import (
+	"context"
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/sidemix/sidemix/adapters/template"
+)
+
+// BenchmarkReportToCollector measures spans per second through Report,
+// batching, conversion and PostSpans to an in-process collector (3
+// services per batch), counting a span once the collector has it.
+func BenchmarkReportToCollector(b *testing.B) {
+	for _, protocol := range []string{ProtocolGRPC, ProtocolOTLP} {
+		b.Run(protocol, func(b *testing.B) {
+			c := startBenchCollector(b, protocol)
+			h, _ := newTestHandler(b, fmt.Sprintf("endpoint: %s\nprotocol: %s\nflushInterval: 10ms\nmaxBatchSize: 1000\nmaxQueueSize: 100000", c.addr(), protocol))
+			services := []string{"product", "invoice", "notification"}
+			const per = 100
+			batch := make([]template.Instance, per)
+			for i := range batch {
+				s := span(traceA, fmt.Sprintf("%016x", i+1), fmt.Sprintf("%016x", i+1000), template.SpanKindServer, "caller", services[i%3])
+				batch[i] = s
+			}
+			b.ResetTimer()
+			start := time.Now()
+			sent := 0
+			for range b.N {
+				// Stay within maxQueueSize: the collector paces the loop.
+				for sent-c.spans() > 50000 {
+					time.Sleep(100 * time.Microsecond)
+				}
+				_ = h.Report(context.Background(), batch)
+				sent += per
+			}
+			for c.spans() < sent && h.metric("sidemix_jaeger_spans_dropped_total", "reason", "queue_full") == 0 {
+				time.Sleep(time.Millisecond)
+			}
+			b.StopTimer()
+			b.ReportMetric(float64(sent)/time.Since(start).Seconds(), "spans/s")
+			if d := h.metric("sidemix_jaeger_spans_dropped_total", "reason", "queue_full"); d > 0 {
+				b.Fatalf("%v spans dropped: queue full", d)
+			}
+		})
+	}
+}
+
+type benchCollector interface {
+	addr() string
+	spans() int
+}
+
+func startBenchCollector(b *testing.B, protocol string) benchCollector {
+	if protocol == ProtocolOTLP {
+		f := startOTLP(b)
+		f.discard = true
+		return f
+	}
+	c := startCollector(b)
+	c.discard = true
+	return grpcBench{c}
+}
+
+type grpcBench struct{ *fakeCollector }
+
+func (g grpcBench) addr() string { return g.fakeCollector.addr }

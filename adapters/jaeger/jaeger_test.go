@@ -35,8 +35,8 @@ type fakeCollector struct {
 	mu      sync.Mutex
 	batches []model.Batch
 	calls   int
-	count   int  // spans received
-	discard bool // count spans without keeping them
+	count   int           // spans received
+	discard bool          // count spans without keeping them
 	fail    codes.Code    // answer PostSpans with this code unless OK
 	hold    chan struct{} // when set, PostSpans waits for it
 }

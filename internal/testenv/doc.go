@@ -30,4 +30,10 @@
 // that Stop and Restart on the same port simulate an outage without losing
 // what was written. ConsumeKcat reads a topic back with kcat (librdkafka),
 // a client independent of the one under test.
+//
+// StartJaeger runs a Jaeger v2 all-in-one (memory storage, every port on a
+// free loopback port, no self-tracing) from the binary BuildJaeger compiles
+// out of the github.com/jaegertracing/jaeger module and caches in the
+// user's cache directory (CI builds it once: go run ./internal/cmd/buildjaeger).
+// Trace, WaitTrace, FindTraces and Services read its query API back.
 package testenv

@@ -107,15 +107,6 @@ func median(v []float64) float64 {
 	return (v[len(v)/2-1] + v[len(v)/2]) / 2
 }
 
-func (r *Report) find(name string) (Measurement, bool) {
-	for _, m := range r.Medians {
-		if m.Scenario == name && m.Skipped == "" {
-			return m, true
-		}
-	}
-	return Measurement{}, false
-}
-
 // Comparison is sidemix against the ratelimit peer in one group of runs.
 // Each ratio is the median over the rounds of that round's ratio: the two
 // runs of a round are taken moments apart, so a round's ratio is less
@@ -181,7 +172,7 @@ func (r *Report) Compare() []Comparison {
 func (r *Report) Markdown() string {
 	var b strings.Builder
 	m := r.Meta
-	fmt.Fprintf(&b, "Run %s on %d × %s, %s; sidemix %s; %s; %s.\n",
+	fmt.Fprintf(&b, "Run %s on %d × %s, %s; %s; %s; %s.\n",
 		m.Date, m.CPUs, m.CPUModel, m.Go, m.Sidemix, m.Redis, orNone(m.Ratelimit, "ratelimit not built"))
 	fmt.Fprintf(&b, "Medians of %d interleaved rounds; each run %s warm-up + %s measured, %d closed-loop callers over %d connections. ",
 		m.Rounds, m.Warmup, m.Duration, m.Workers, m.Conns)

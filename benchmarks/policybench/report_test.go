@@ -33,11 +33,12 @@ func TestMediansAndComparison(t *testing.T) {
 		t.Fatalf("comparisons: %+v", cs)
 	}
 	c := cs[0]
-	if c.Rate != 200.0/50 || c.PerCPUSecond != 2000.0/450 || c.P99 != 0.5 || !c.Met || len(c.PerRound) != 3 {
+	// Round ratios per CPU-second: 2.5, 6, 4.44; of rates: 2, 5, 5.
+	if c.Rate != 5 || c.PerCPUSecond != 2000.0/450 || c.P99 != 0.5 || !c.Met || len(c.PerRound) != 3 {
 		t.Errorf("comparison: %+v", c)
 	}
 	md := rep.Markdown()
-	for _, want := range []string{"| 1 | 200 |", "| granting, closed loop | 4.00× | 4.44×", "| met |", "skipped: no flag"} {
+	for _, want := range []string{"| 1 | 200 |", "| granting, closed loop | 5.00× | 4.44×", "| met |", "skipped: no flag"} {
 		if !strings.Contains(md, want) {
 			t.Errorf("markdown lacks %q:\n%s", want, md)
 		}

@@ -60,9 +60,13 @@ func run() error {
 	only := flag.String("only", "", "run only the scenarios matching this `regexp` (check-1, quota-ratelimit, prefetch-on, ...)")
 	out := flag.String("out", "benchmarks/results", "`folder` for DATE/policy.{md,json} and latest/policy.{md,json}; empty writes nothing")
 	profile := flag.String("profile", "", "record each run's server with perf record -g into this `folder` (slows the runs: for finding hot spots, not for the table)")
+	render := flag.String("render", "", "render the report again from a saved policy.json `file` instead of running, into -out (under the run's date) and -readme")
 	readme := flag.String("readme", "", "README `file` whose generated policy-path block is replaced by the new tables")
 	flag.Parse()
 
+	if *render != "" {
+		return renderSaved(*render, *readme, *out)
+	}
 	if *loadCPUs != "" && os.Getenv(pinnedEnv) == "" {
 		return repin(*loadCPUs)
 	}
@@ -161,14 +165,52 @@ func run() error {
 	md := rep.Markdown()
 	fmt.Print(md)
 	if *out != "" {
-		for _, dir := range []string{filepath.Join(*out, time.Now().Format("2006-01-02")), filepath.Join(*out, "latest")} {
-			if err := writeReport(dir, rep, md); err != nil {
-				return err
-			}
+		if err := writeReports(*out, time.Now().Format("2006-01-02"), rep, md); err != nil {
+			return err
 		}
 	}
 	if *readme != "" {
 		if err := replaceBlock(*readme, md); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// renderSaved prints the tables of a saved report, recomputed from its
+// rounds, and writes them as a run would: into out (the run's date folder
+// and latest) and readme, when set.
+func renderSaved(path, readme, out string) error {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return err
+	}
+	var saved policybench.Report
+	if err := json.Unmarshal(b, &saved); err != nil {
+		return fmt.Errorf("%s: %v", path, err)
+	}
+	rep := policybench.NewReport(saved.Meta, saved.Rounds)
+	md := rep.Markdown()
+	fmt.Print(md)
+	if out != "" {
+		date, _, _ := strings.Cut(saved.Meta.Date, " ")
+		if date == "" {
+			return fmt.Errorf("%s: no date in meta", path)
+		}
+		if err := writeReports(out, date, rep, md); err != nil {
+			return err
+		}
+	}
+	if readme != "" {
+		return replaceBlock(readme, md)
+	}
+	return nil
+}
+
+// writeReports writes the report into out/date and out/latest.
+func writeReports(out, date string, rep *policybench.Report, md string) error {
+	for _, dir := range []string{filepath.Join(out, date), filepath.Join(out, "latest")} {
+		if err := writeReport(dir, rep, md); err != nil {
 			return err
 		}
 	}

@@ -24,6 +24,7 @@ import (
 	"os/exec"
 	"os/signal"
 	"path/filepath"
+	"regexp"
 	"runtime"
 	"strings"
 	"syscall"
@@ -66,6 +67,7 @@ func run() error {
 	spanBatch := flag.Int("span-batch", reportbench.DefaultSpanBatch, "spans per OTLP export")
 	serverCPUs := flag.String("server-cpus", "0", "taskset `list` for the server under test; empty pins nothing")
 	loadCPUs := flag.String("loadgen-cpus", "1", "taskset `list` for this load generator; empty pins nothing")
+	only := flag.String("only", "", "run only the scenarios matching this `regexp` (report-max, report-fixed, spans-sidemix, spans-otelcol)")
 	out := flag.String("out", "benchmarks/results", "`folder` for DATE/report.{md,json} and latest/report.{md,json}; empty writes nothing")
 	flag.Parse()
 
@@ -77,9 +79,19 @@ func run() error {
 			return fmt.Errorf("%s: %v", f.flag, err)
 		}
 	}
+	var filter *regexp.Regexp
+	if *only != "" {
+		var err error
+		if filter, err = regexp.Compile(*only); err != nil {
+			return fmt.Errorf("-only: %v", err)
+		}
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 
+	if filter != nil && !filter.MatchString("spans-otelcol") {
+		*otelcol = ""
+	}
 	if *otelcol == "auto" {
 		bin, err := buildOtelcol(ctx, *cache)
 		if err != nil {
@@ -145,6 +157,9 @@ func run() error {
 		fmt.Fprintf(os.Stderr, "-- round %d of %d (load %s)\n", r+1, *rounds, loadavg())
 		var round []reportbench.Measurement
 		for _, name := range reportbench.Scenarios {
+			if filter != nil && !filter.MatchString(name) {
+				continue
+			}
 			m, err := suite.Run(ctx, name)
 			if err != nil {
 				if ctx.Err() != nil {

@@ -17,7 +17,7 @@ FUZZPKGS ?= ./...
 # that the metrics show allowed, denied and rate-limited requests).
 DEMO_SECONDS ?=
 
-.PHONY: build test demo demo-build proto proto-tools proto-check bench bench-policy fuzz lint vet clean
+.PHONY: build test demo demo-build proto proto-tools proto-check bench bench-policy bench-report fuzz lint vet clean
 
 build:
 	$(GO) build -ldflags "$(LDFLAGS)" -o $(BIN) ./cmd/sidemix
@@ -71,6 +71,20 @@ POLICYBENCH_FLAGS ?=
 bench-policy: build
 	$(GO) build -o bin/policybench ./benchmarks/cmd/policybench
 	bin/policybench -sidemix $(BIN) $(POLICYBENCH_FLAGS)
+
+# The report path on real processes (benchmarks/README.md, "Report path"):
+# the mixer on one core with examples/default's telemetry + kafka (kfake) +
+# jaeger (testenv's cached Jaeger build), closed loop and at 1,000 mesh
+# requests/s; and the same OTLP spans to the mixer and to an OpenTelemetry
+# Collector built with its builder into ~/.cache/sidemix (~4 min once, not
+# committed). Three interleaved rounds, a few minutes; tables go to
+# benchmarks/results/. REPORTBENCH_FLAGS='-otelcol ""' skips the collector.
+REPORTBENCH_FLAGS ?=
+
+bench-report: build
+	$(GO) build -o bin/reportbench ./benchmarks/cmd/reportbench
+	$(GO) build -o bin/kfakebroker ./internal/cmd/kfakebroker
+	bin/reportbench -sidemix $(BIN) -kfake bin/kfakebroker $(REPORTBENCH_FLAGS)
 
 # Runs every Fuzz target of FUZZPKGS for FUZZTIME each.
 fuzz:

@@ -242,7 +242,7 @@ func forwardingApp(t *testing.T, outbound func() string, forward ...string) *htt
 		}
 		resp, err := client.Do(req)
 		if err != nil {
-			http.Error(w, err.Error(), 502)
+			http.Error(w, err.Error(), http.StatusBadGateway)
 			return
 		}
 		defer resp.Body.Close()

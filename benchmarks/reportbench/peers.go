@@ -1,0 +1,144 @@
+package reportbench
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"regexp"
+	"time"
+
+	"github.com/sidemix/sidemix/benchmarks/internal/harness"
+)
+
+// jaegerConfig is internal/testenv's: Jaeger v2 all-in-one with memory
+// storage, every port on loopback.
+const jaegerConfig = `service:
+  extensions: [jaeger_storage, jaeger_query]
+  pipelines:
+    traces:
+      receivers: [jaeger]
+      exporters: [jaeger_storage_exporter]
+  telemetry:
+    metrics:
+      level: none
+    logs:
+      level: warn
+extensions:
+  jaeger_query:
+    storage:
+      traces: memstore
+    enable_tracing: false
+    http:
+      endpoint: %s
+    grpc:
+      endpoint: %s
+  jaeger_storage:
+    backends:
+      memstore:
+        memory:
+          max_traces: 100000
+receivers:
+  jaeger:
+    protocols:
+      grpc:
+        endpoint: %s
+exporters:
+  jaeger_storage_exporter:
+    trace_storage: memstore
+`
+
+func (s *Suite) startJaeger() error {
+	addrs, err := harness.FreeAddrs(3)
+	if err != nil {
+		return err
+	}
+	cfg := filepath.Join(s.opts.WorkDir, "jaeger.yaml")
+	if err := os.WriteFile(cfg, []byte(fmt.Sprintf(jaegerConfig, addrs[0], addrs[1], addrs[2])), 0o644); err != nil {
+		return err
+	}
+	p, err := harness.Start(harness.Spec{Name: "jaeger", Path: s.opts.Jaeger, Args: []string{"--config", cfg}})
+	if err != nil {
+		return err
+	}
+	if err := p.WaitReady(60*time.Second, harness.TCPReady(addrs[2])); err != nil {
+		_ = p.Stop(5 * time.Second)
+		return err
+	}
+	s.jaeger, s.jaegerAddr = p, addrs[2]
+	return nil
+}
+
+// otelcolConfig is the collector's side of the comparison: OTLP/gRPC in,
+// the batch processor (1000 spans or its default 200ms: its default of 8192
+// spans makes ~2 MB records, over the broker's 1 MB message.max.bytes), the
+// kafka exporter (OTLP protobuf, one record per batch) to the suite's broker;
+// its own metrics on a loopback port so delivered spans can be counted.
+const otelcolConfig = `receivers:
+  otlp:
+    protocols:
+      grpc:
+        endpoint: %s
+processors:
+  batch:
+    send_batch_size: 1000
+    send_batch_max_size: 1000
+exporters:
+  kafka:
+    brokers: [%s]
+    traces:
+      topic: otel.spans
+      encoding: otlp_proto
+service:
+  telemetry:
+    logs:
+      level: warn
+    metrics:
+      level: normal
+      readers:
+        - pull:
+            exporter:
+              prometheus:
+                host: 127.0.0.1
+                port: %s
+  pipelines:
+    traces:
+      receivers: [otlp]
+      processors: [batch]
+      exporters: [kafka]
+`
+
+func (s *Suite) runSpansOtelcol(ctx context.Context) (Measurement, error) {
+	addrs, err := harness.FreeAddrs(2)
+	if err != nil {
+		return Measurement{}, err
+	}
+	cfg := filepath.Join(s.opts.WorkDir, "otelcol.yaml")
+	text := fmt.Sprintf(otelcolConfig, addrs[0], s.brokerAddr, harness.Port(addrs[1]))
+	if err := os.WriteFile(cfg, []byte(text), 0o644); err != nil {
+		return Measurement{}, err
+	}
+	p, err := harness.Start(harness.Spec{Name: "otelcol", Path: s.opts.Otelcol, Args: []string{"--config", cfg},
+		Env: s.serverEnv(), CPUs: s.opts.ServerCPUs})
+	if err != nil {
+		return Measurement{}, err
+	}
+	defer p.Stop(20 * time.Second)
+	metrics := "http://" + addrs[1] + "/metrics"
+	if err := p.WaitReady(30*time.Second, func() error {
+		if err := harness.TCPReady(addrs[0])(); err != nil {
+			return err
+		}
+		return harness.HTTPReady(metrics)()
+	}); err != nil {
+		return Measurement{}, err
+	}
+	counters := map[string]*regexp.Regexp{
+		"sent":           regexp.MustCompile(`^otelcol_exporter_sent_spans(?:_total)?\{.*\} (\S+)`),
+		"send_failed":    regexp.MustCompile(`^otelcol_exporter_send_failed_spans(?:_total)?\{.*\} (\S+)`),
+		"enqueue_failed": regexp.MustCompile(`^otelcol_exporter_enqueue_failed_spans(?:_total)?\{.*\} (\S+)`),
+		"refused":        regexp.MustCompile(`^otelcol_receiver_refused_spans(?:_total)?\{.*\} (\S+)`),
+	}
+	return s.runSpans(ctx, "spans-otelcol", &server{Proc: p, metricsURL: metrics}, addrs[0], counters, "sent",
+		[]string{"send_failed", "enqueue_failed", "refused"})
+}

@@ -1,0 +1,181 @@
+package reportbench
+
+import (
+	"fmt"
+	"sort"
+	"strings"
+)
+
+// Meta describes the run a report comes from.
+type Meta struct {
+	Date       string `json:"date"`
+	Command    string `json:"command"`
+	CPUs       int    `json:"cpus"`
+	CPUModel   string `json:"cpu_model"`
+	Go         string `json:"go"`
+	Sidemix    string `json:"sidemix"`
+	Otelcol    string `json:"otelcol"`
+	Jaeger     string `json:"jaeger"`
+	LoadBefore string `json:"load_before"`
+	LoadDuring string `json:"load_during"`
+	LoadAfter  string `json:"load_after"`
+	Rounds     int    `json:"rounds"`
+	Warmup     string `json:"warmup"`
+	Duration   string `json:"duration"`
+	MeshRate   int    `json:"mesh_rate"`
+	Batch      int    `json:"batch"`
+	SpanBatch  int    `json:"span_batch"`
+	ServerCPUs string `json:"server_cpus"`
+	LoadCPUs   string `json:"loadgen_cpus"`
+}
+
+// Report is every round and each scenario's medians.
+type Report struct {
+	Meta    Meta            `json:"meta"`
+	Rounds  [][]Measurement `json:"rounds"`
+	Medians []Measurement   `json:"medians"`
+}
+
+// NewReport computes the medians of rounds, scenario by scenario, each
+// figure on its own; skipped runs are left out.
+func NewReport(meta Meta, rounds [][]Measurement) *Report {
+	var order []string
+	by := map[string][]Measurement{}
+	skipped := map[string]Measurement{}
+	for _, round := range rounds {
+		for _, m := range round {
+			if _, ok := by[m.Scenario]; !ok {
+				if _, ok := skipped[m.Scenario]; !ok {
+					order = append(order, m.Scenario)
+				}
+			}
+			if m.Skipped != "" {
+				skipped[m.Scenario] = m
+				continue
+			}
+			by[m.Scenario] = append(by[m.Scenario], m)
+		}
+	}
+	r := &Report{Meta: meta, Rounds: rounds}
+	for _, name := range order {
+		ms := by[name]
+		if len(ms) == 0 {
+			r.Medians = append(r.Medians, skipped[name])
+			continue
+		}
+		f := func(get func(Measurement) float64) float64 {
+			v := make([]float64, len(ms))
+			for i, m := range ms {
+				v[i] = get(m)
+			}
+			sort.Float64s(v)
+			return v[len(v)/2]
+		}
+		med := Measurement{Scenario: name}
+		med.Items = int64(f(func(m Measurement) float64 { return float64(m.Items) }))
+		med.Rate = f(func(m Measurement) float64 { return m.Rate })
+		med.CPU = f(func(m Measurement) float64 { return m.CPU })
+		med.PerCPUSecond = f(func(m Measurement) float64 { return m.PerCPUSecond })
+		med.VCPU = f(func(m Measurement) float64 { return m.VCPU })
+		med.Delivered = int64(f(func(m Measurement) float64 { return float64(m.Delivered) }))
+		med.Dropped = int64(f(func(m Measurement) float64 { return float64(m.Dropped) }))
+		med.JaegerSent = int64(f(func(m Measurement) float64 { return float64(m.JaegerSent) }))
+		med.Errors = int64(f(func(m Measurement) float64 { return float64(m.Errors) }))
+		for _, m := range ms {
+			if m.FirstError != "" {
+				med.FirstError = m.FirstError
+			}
+		}
+		r.Medians = append(r.Medians, med)
+	}
+	return r
+}
+
+func (r *Report) median(name string) (Measurement, bool) {
+	for _, m := range r.Medians {
+		if m.Scenario == name && m.Skipped == "" {
+			return m, true
+		}
+	}
+	return Measurement{}, false
+}
+
+// Markdown renders the medians and where each target stands.
+func (r *Report) Markdown() string {
+	var b strings.Builder
+	m := r.Meta
+	fmt.Fprintf(&b, "Run of %s: `%s`; %d CPUs (%s), %s; %s.\n", m.Date, m.Command, m.CPUs, m.CPUModel, m.Go, m.Sidemix)
+	fmt.Fprintf(&b, "Servers pinned to CPU %q with GOMAXPROCS=1, load generator on %q; warm-up %s, window %s; medians of %d rounds. "+
+		"Load average before / during / after: %s / %s / %s. Collector: %s. Jaeger: %s.\n\n",
+		m.ServerCPUs, m.LoadCPUs, m.Warmup, m.Duration, m.Rounds, m.LoadBefore, m.LoadDuring, m.LoadAfter, or(m.Otelcol, "not run"), or(m.Jaeger, "not run"))
+	b.WriteString("| scenario | what | items/s | server vCPU | items per server CPU-second | Kafka records delivered in window | dropped | Jaeger spans in window | errors |\n")
+	b.WriteString("|---|---|---:|---:|---:|---:|---:|---:|---:|\n")
+	what := map[string]string{
+		"report-max":    fmt.Sprintf("Report batches of %d records, 2 proxies, closed loop; rules → prometheus + accesslog + kafka (json) + jaeger", m.Batch),
+		"report-fixed":  fmt.Sprintf("same at %d mesh requests/s = %d records/s (2 reporting proxies, 1 batch/s each)", m.MeshRate, 2*m.MeshRate),
+		"spans-sidemix": fmt.Sprintf("OTLP/gRPC exports of %d spans, 2 clients, closed loop → mixer --otlp-grpc, tracespan → kafka (otlp_proto, 1 span per record)", m.SpanBatch),
+		"spans-otelcol": fmt.Sprintf("same spans → OpenTelemetry Collector otlp → batch → kafka (otlp_proto, 1 batch per record)"),
+	}
+	for _, x := range r.Medians {
+		if x.Skipped != "" {
+			fmt.Fprintf(&b, "| %s | %s | skipped: %s | | | | | | |\n", x.Scenario, what[x.Scenario], x.Skipped)
+			continue
+		}
+		fmt.Fprintf(&b, "| %s | %s | %s | %.3f | %s | %s | %s | %s | %d |\n", x.Scenario, what[x.Scenario],
+			thousands(x.Rate), x.VCPU, thousands(x.PerCPUSecond), count(x.Delivered), count(x.Dropped), count(x.JaegerSent), x.Errors)
+	}
+	b.WriteString("\n| target | measured | where it stands |\n|---|---|---|\n")
+	if x, ok := r.median("report-max"); ok {
+		fmt.Fprintf(&b, "| attribute records per second per core | %s records per mixer CPU-second (closed loop) | — (no number set) |\n", thousands(x.PerCPUSecond))
+	}
+	if x, ok := r.median("report-fixed"); ok && m.MeshRate > 0 {
+		per := x.VCPU / (float64(m.MeshRate) / 1000)
+		fmt.Fprintf(&b, "| ≤ 0.01 vCPU per 1,000 requests/s (Istio's Mixer: 0.6) | %.4f vCPU per 1,000 rps | %s |\n", per, verdict(per <= 0.01))
+	}
+	sx, okS := r.median("spans-sidemix")
+	ox, okO := r.median("spans-otelcol")
+	switch {
+	case okS && okO && ox.PerCPUSecond > 0:
+		ratio := sx.PerCPUSecond / ox.PerCPUSecond
+		fmt.Fprintf(&b, "| spans per CPU-second ≥ 5× the collector's | %s vs %s: %.2f× | %s |\n",
+			thousands(sx.PerCPUSecond), thousands(ox.PerCPUSecond), ratio, verdict(ratio >= 5))
+	case okS:
+		fmt.Fprintf(&b, "| spans per CPU-second ≥ 5× the collector's | sidemix %s; collector not run | not compared |\n", thousands(sx.PerCPUSecond))
+	}
+	return b.String()
+}
+
+func verdict(ok bool) string {
+	if ok {
+		return "met"
+	}
+	return "**missed**"
+}
+
+func or(s, d string) string {
+	if s == "" {
+		return d
+	}
+	return s
+}
+
+func count(n int64) string {
+	if n < 0 {
+		return "n/a"
+	}
+	return thousands(float64(n))
+}
+
+// thousands formats v rounded with comma separators.
+func thousands(v float64) string {
+	s := fmt.Sprintf("%.0f", v)
+	neg := strings.HasPrefix(s, "-")
+	s = strings.TrimPrefix(s, "-")
+	for i := len(s) - 3; i > 0; i -= 3 {
+		s = s[:i] + "," + s[i:]
+	}
+	if neg {
+		return "-" + s
+	}
+	return s
+}

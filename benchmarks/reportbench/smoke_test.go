@@ -1,0 +1,70 @@
+package reportbench
+
+import (
+	"context"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/sidemix/sidemix/internal/testenv"
+)
+
+// TestSmoke runs the report-path and OTLP-span scenarios for about a second
+// each, unpinned, against a kfake broker (no Jaeger, no collector build), so
+// the harness cannot rot: it asserts that records went through and reached
+// Kafka, never how fast.
+func TestSmoke(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts sidemix and a kfake broker")
+	}
+	bin := testenv.BuildSidemix(t)
+	kafka := testenv.StartKafka(t, "sidemix.accesslog", "sidemix.spans")
+	s, err := New(Options{
+		BrokerAddr: kafka.Addr(),
+		Sidemix:    bin,
+		Examples:   filepath.Join(testenv.ModuleRoot(t), "examples", "default"),
+		WorkDir:    t.TempDir(),
+		Warmup:     300 * time.Millisecond,
+		Duration:   time.Second,
+		MeshRate:   200,
+		Batch:      100,
+		SpanBatch:  100,
+		Log:        testWriter{t},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(s.Close)
+	var ms []Measurement
+	for _, name := range Scenarios {
+		m, err := s.Run(context.Background(), name)
+		if err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+		ms = append(ms, m)
+		if name == "spans-otelcol" {
+			if m.Skipped == "" {
+				t.Errorf("spans-otelcol ran without a collector binary")
+			}
+			continue
+		}
+		if m.Items == 0 || m.CPU <= 0 || m.PerCPUSecond <= 0 || m.Errors != 0 {
+			t.Errorf("%s: nothing measured: %+v", name, m)
+		}
+		if m.Delivered <= 0 {
+			t.Errorf("%s: no record reached Kafka in the window: %+v", name, m)
+		}
+	}
+	md := NewReport(Meta{Rounds: 1}, [][]Measurement{ms}).Markdown()
+	if !strings.Contains(md, "report-fixed") || !strings.Contains(md, "spans-sidemix") {
+		t.Errorf("report lacks the scenarios:\n%s", md)
+	}
+}
+
+type testWriter struct{ t *testing.T }
+
+func (w testWriter) Write(p []byte) (int, error) {
+	w.t.Log(strings.TrimRight(string(p), "\n"))
+	return len(p), nil
+}

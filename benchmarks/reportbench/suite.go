@@ -1,0 +1,517 @@
+package reportbench
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+
+	"github.com/sidemix/sidemix/benchmarks/internal/harness"
+	"github.com/sidemix/sidemix/benchmarks/internal/load"
+	"github.com/sidemix/sidemix/benchmarks/internal/procstat"
+)
+
+// Defaults of Options.
+const (
+	DefaultWarmup    = 3 * time.Second
+	DefaultDuration  = 10 * time.Second
+	DefaultMeshRate  = 1000
+	DefaultBatch     = 1000 // proxy/mixerclient.DefaultReportBatchSize
+	DefaultSpanBatch = 512  // the OpenTelemetry SDKs' batch span processor's maximum export batch
+)
+
+// Options configure a Suite.
+type Options struct {
+	// BrokerAddr, when set, is a running Kafka broker to use instead of
+	// starting Kfake (tests use internal/testenv.StartKafka).
+	BrokerAddr string
+	// Sidemix and Kfake are the binaries under test (required); Jaeger and
+	// Otelcol are optional: empty leaves the jaeger handler out of the
+	// report-path config and skips the collector's run.
+	Sidemix, Kfake, Jaeger, Otelcol string
+	// Examples is examples/default, whose telemetry the report runs load.
+	Examples string
+	// WorkDir holds the generated configs.
+	WorkDir string
+	// Warmup and Duration shape every run.
+	Warmup, Duration time.Duration
+	// MeshRate is the mesh's requests per second in the fixed-rate run:
+	// two reporting proxies send MeshRate records each per second, in
+	// batches of Batch (proxy/mixerclient's defaults: 1000 bags or 1 s).
+	MeshRate int
+	// Batch is the bags per Report; SpanBatch the spans per OTLP export.
+	Batch, SpanBatch int
+	// ServerCPUs pins the mixer, Jaeger's and the broker's processes are
+	// left to the rest; empty pins nothing.
+	ServerCPUs string
+	// Log receives progress lines.
+	Log io.Writer
+}
+
+// Measurement is one run's figures.
+type Measurement struct {
+	Scenario string `json:"scenario"`
+	// Items is records (or spans) accepted by the server in the window;
+	// Rate is Items per second.
+	Items int64   `json:"items"`
+	Rate  float64 `json:"rate"`
+	// CPU is the server's CPU seconds in the window; PerCPUSecond is Items
+	// per CPU second; VCPU is CPU over the window's length (cores used).
+	CPU          float64 `json:"cpu_seconds"`
+	PerCPUSecond float64 `json:"per_cpu_second"`
+	VCPU         float64 `json:"vcpu"`
+	// Delivered is what the server's own metrics say reached the backends
+	// in the window (records written to Kafka; for the collector, spans
+	// its exporter sent); Dropped what they say was dropped. -1: unknown.
+	Delivered int64 `json:"delivered"`
+	Dropped   int64 `json:"dropped"`
+	// JaegerSent is spans the jaeger handler delivered in the window.
+	JaegerSent int64  `json:"jaeger_sent"`
+	Errors     int64  `json:"errors"`
+	FirstError string `json:"first_error,omitempty"`
+	Skipped    string `json:"skipped,omitempty"`
+}
+
+// Suite holds the long-lived peers (broker, Jaeger) of a run.
+type Suite struct {
+	opts       Options
+	broker     *harness.Proc
+	brokerAddr string
+	jaeger     *harness.Proc
+	jaegerAddr string
+}
+
+// New starts the broker (and Jaeger when given).
+func New(o Options) (*Suite, error) {
+	if o.Sidemix == "" || (o.Kfake == "" && o.BrokerAddr == "") || o.Examples == "" || o.WorkDir == "" {
+		return nil, errors.New("reportbench: Sidemix, Kfake (or BrokerAddr), Examples and WorkDir are required")
+	}
+	if o.Warmup <= 0 {
+		o.Warmup = DefaultWarmup
+	}
+	if o.Duration <= 0 {
+		o.Duration = DefaultDuration
+	}
+	if o.MeshRate <= 0 {
+		o.MeshRate = DefaultMeshRate
+	}
+	if o.Batch <= 0 {
+		o.Batch = DefaultBatch
+	}
+	if o.SpanBatch <= 0 {
+		o.SpanBatch = DefaultSpanBatch
+	}
+	if o.Log == nil {
+		o.Log = io.Discard
+	}
+	s := &Suite{opts: o, brokerAddr: o.BrokerAddr}
+	if o.BrokerAddr == "" {
+		if err := s.startBroker(); err != nil {
+			return nil, err
+		}
+	}
+	if o.Jaeger != "" {
+		if err := s.startJaeger(); err != nil {
+			s.Close()
+			return nil, err
+		}
+	}
+	return s, nil
+}
+
+func (s *Suite) startBroker() error {
+	addr, err := harness.FreeAddr()
+	if err != nil {
+		return err
+	}
+	s.brokerAddr = addr
+	// The broker and Jaeger stay off the server's core: they stand for
+	// remote backends.
+	s.broker, err = harness.Start(harness.Spec{Name: "kfakebroker", Path: s.opts.Kfake,
+		Args: []string{"--port", harness.Port(addr), "--topic", "sidemix.accesslog", "--topic", "sidemix.spans", "--topic", "otel.spans", "--log-level", "error"}})
+	if err != nil {
+		return err
+	}
+	return s.broker.WaitReady(30*time.Second, harness.TCPReady(addr))
+}
+
+// Close stops the peers.
+func (s *Suite) Close() {
+	if s.jaeger != nil {
+		_ = s.jaeger.Stop(10 * time.Second)
+	}
+	if s.broker != nil {
+		_ = s.broker.Stop(10 * time.Second)
+	}
+}
+
+// Scenarios are the runs of a round, in order.
+var Scenarios = []string{"report-max", "report-fixed", "spans-sidemix", "spans-otelcol"}
+
+// Run runs one scenario.
+func (s *Suite) Run(ctx context.Context, name string) (Measurement, error) {
+	switch name {
+	case "report-max":
+		return s.runReport(ctx, name, 0)
+	case "report-fixed":
+		// Two proxies, MeshRate records each per second, in batches of Batch.
+		return s.runReport(ctx, name, 2*float64(s.opts.MeshRate)/float64(s.opts.Batch))
+	case "spans-sidemix":
+		return s.runSpansSidemix(ctx)
+	case "spans-otelcol":
+		if s.opts.Otelcol == "" {
+			return Measurement{Scenario: name, Skipped: "no collector binary (-otelcol)"}, nil
+		}
+		return s.runSpansOtelcol(ctx)
+	}
+	return Measurement{}, fmt.Errorf("reportbench: no scenario %q", name)
+}
+
+// server is a process under test with its metrics endpoint.
+type server struct {
+	*harness.Proc
+	metricsURL string
+}
+
+func (s *Suite) logf(format string, args ...any) { fmt.Fprintf(s.opts.Log, format+"\n", args...) }
+
+func (s *Suite) startMixer(dir string, otlp bool) (*server, string, error) {
+	addrs, err := harness.FreeAddrs(3)
+	if err != nil {
+		return nil, "", err
+	}
+	args := []string{"mixer", "--config", dir, "--grpc", addrs[0], "--admin", addrs[1], "--log-level", "warn"}
+	target := addrs[0]
+	if otlp {
+		args = append(args, "--otlp-grpc", addrs[2])
+		target = addrs[2]
+	}
+	p, err := harness.Start(harness.Spec{Name: "sidemix mixer", Path: s.opts.Sidemix, Args: args,
+		Env: s.serverEnv(), CPUs: s.opts.ServerCPUs})
+	if err != nil {
+		return nil, "", err
+	}
+	if err := p.WaitReady(30*time.Second, harness.HTTPReady("http://"+addrs[1]+"/readyz")); err != nil {
+		_ = p.Stop(5 * time.Second)
+		return nil, "", err
+	}
+	return &server{Proc: p, metricsURL: "http://" + addrs[1] + "/metrics"}, target, nil
+}
+
+func (s *Suite) serverEnv() []string {
+	if s.opts.ServerCPUs == "" {
+		return nil
+	}
+	return []string{"GOMAXPROCS=" + strconv.Itoa(len(strings.Split(s.opts.ServerCPUs, ",")))}
+}
+
+// reportConfig writes examples/default with the access log to /dev/null,
+// the Prometheus handler on a free port, the jaeger handler on this
+// suite's Jaeger (left out without one), and the kafka access-log rule on
+// (JSON, keyed by destination service) to the suite's broker.
+func (s *Suite) reportConfig() (string, error) {
+	dir := filepath.Join(s.opts.WorkDir, "report-config")
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return "", err
+	}
+	promAddr, err := harness.FreeAddr()
+	if err != nil {
+		return "", err
+	}
+	entries, err := os.ReadDir(s.opts.Examples)
+	if err != nil {
+		return "", err
+	}
+	for _, e := range entries {
+		name := e.Name()
+		if !strings.HasSuffix(name, ".yaml") {
+			continue
+		}
+		b, err := os.ReadFile(filepath.Join(s.opts.Examples, name))
+		if err != nil {
+			return "", err
+		}
+		text := string(b)
+		switch name {
+		case "handlers.yaml":
+			text = strings.Replace(text, "addr: 127.0.0.1:42422", "addr: "+promAddr, 1)
+			text = strings.Replace(text, "path: stdout", "path: /dev/null", 1)
+		case "jaeger.yaml":
+			if s.jaeger == nil {
+				continue
+			}
+			text = strings.Replace(text, "endpoint: 127.0.0.1:14250", "endpoint: "+s.jaegerAddr, 1)
+		case "kafka.yaml":
+			text = uncommentKafka(text, s.brokerAddr)
+		}
+		if err := os.WriteFile(filepath.Join(dir, name), []byte(text), 0o644); err != nil {
+			return "", err
+		}
+	}
+	return dir, nil
+}
+
+// uncommentKafka turns on the commented-out part of examples/default's
+// kafka.yaml, as `make demo` does, with brokers set to addr.
+func uncommentKafka(text, addr string) string {
+	var out []string
+	on := false
+	for line := range strings.SplitSeq(text, "\n") {
+		if strings.Contains(line, "---- uncomment below") {
+			on = true
+			continue
+		}
+		if on {
+			line = strings.TrimPrefix(line, "#")
+			line = strings.Replace(line, "brokers: [127.0.0.1:9092]", "brokers: ["+addr+"]", 1)
+		}
+		out = append(out, line)
+	}
+	return strings.Join(out, "\n")
+}
+
+// spansConfig writes the sidemix side of the span comparison: the span
+// instance of examples/default/tracing.yaml and one rule sending the spans
+// apps export over OTLP to a kafka handler, one OTLP TracesData record per
+// span.
+func (s *Suite) spansConfig() (string, error) {
+	dir := filepath.Join(s.opts.WorkDir, "spans-config")
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return "", err
+	}
+	b, err := os.ReadFile(filepath.Join(s.opts.Examples, "tracing.yaml"))
+	if err != nil {
+		return "", err
+	}
+	rules := fmt.Sprintf(`apiVersion: sidemix.dev/v1
+kind: Handler
+metadata: {name: kafkaspans}
+spec:
+  adapter: kafka
+  params:
+    brokers: [%s]
+    topic: sidemix.spans
+    key: traceId
+    encoding: otlp_proto
+    linger: 10ms
+    requiredAcks: all
+    bufferSize: 100000
+---
+apiVersion: sidemix.dev/v1
+kind: Rule
+metadata: {name: otlp-spans}
+spec:
+  match: default(context.protocol, "http") == "otlp"
+  actions:
+  - handler: kafkaspans
+    instances: [span]
+`, s.brokerAddr)
+	if err := os.WriteFile(filepath.Join(dir, "tracing.yaml"), b, 0o644); err != nil {
+		return "", err
+	}
+	return dir, os.WriteFile(filepath.Join(dir, "kafka.yaml"), []byte(rules), 0o644)
+}
+
+// window measures one load run against srv: the server's CPU time and the
+// metric counters named in counters, read at the window's edges.
+func (s *Suite) window(ctx context.Context, srv *server, opts load.Options, op load.Op, counters map[string]*regexp.Regexp) (load.Result, float64, map[string]float64, error) {
+	var cpu0, cpu1 time.Duration
+	var m0, m1 map[string]float64
+	var cpuErr error
+	opts.OnStart = func() {
+		m0 = scrape(srv.metricsURL, counters)
+		cpu0, cpuErr = procstat.CPUTime(srv.Pid())
+	}
+	opts.OnStop = func() {
+		var err error
+		cpu1, err = procstat.CPUTime(srv.Pid())
+		if cpuErr == nil {
+			cpuErr = err
+		}
+		m1 = scrape(srv.metricsURL, counters)
+	}
+	res, err := load.Run(ctx, opts, op)
+	if err != nil {
+		return res, 0, nil, err
+	}
+	if cpuErr != nil {
+		return res, 0, nil, cpuErr
+	}
+	if srv.Exited() {
+		return res, 0, nil, fmt.Errorf("%s exited during the run: %s", srv.Name, srv.Output())
+	}
+	delta := map[string]float64{}
+	for k := range counters {
+		a, okA := m0[k]
+		b, okB := m1[k]
+		if okA || okB {
+			delta[k] = b - a
+		} else {
+			delta[k] = -1
+		}
+	}
+	return res, (cpu1 - cpu0).Seconds(), delta, nil
+}
+
+func (s *Suite) runReport(ctx context.Context, name string, batchRate float64) (Measurement, error) {
+	dir, err := s.reportConfig()
+	if err != nil {
+		return Measurement{}, err
+	}
+	srv, addr, err := s.startMixer(dir, false)
+	if err != nil {
+		return Measurement{}, err
+	}
+	defer srv.Stop(20 * time.Second)
+	// Two proxies: two connections, one caller each, as each proxy's
+	// report sender sends one batch at a time.
+	conns, err := dial(addr, 2)
+	if err != nil {
+		return Measurement{}, err
+	}
+	defer closeAll(conns)
+	counters := map[string]*regexp.Regexp{
+		"kafka_sent":     regexp.MustCompile(`^sidemix_kafka_records_total\{.*result="sent".*\} (\S+)`),
+		"kafka_dropped":  regexp.MustCompile(`^sidemix_kafka_records_total\{.*result="(?:[^s]|s[^e])[^"]*".*\} (\S+)`),
+		"queue_dropped":  regexp.MustCompile(`^sidemix_mixer_report_instances_dropped_total\S* (\S+)`),
+		"jaeger_sent":    regexp.MustCompile(`^sidemix_jaeger_spans_sent_total\S* (\S+)`),
+		"jaeger_dropped": regexp.MustCompile(`^sidemix_jaeger_spans_(?:dropped|failed)_total\S* (\S+)`),
+	}
+	res, cpu, d, err := s.window(ctx, srv, load.Options{Workers: 2, Warmup: s.opts.Warmup, Duration: s.opts.Duration, Rate: batchRate}, reportOp(conns, 2, s.opts.Batch), counters)
+	if err != nil {
+		return Measurement{}, err
+	}
+	m := measure(name, res, int64(s.opts.Batch), cpu)
+	m.Delivered = int64(d["kafka_sent"])
+	m.Dropped = int64(max(d["kafka_dropped"], 0) + max(d["queue_dropped"], 0) + max(d["jaeger_dropped"], 0))
+	m.JaegerSent = int64(d["jaeger_sent"])
+	s.logf("%s: %s", name, m)
+	return m, nil
+}
+
+func (s *Suite) runSpansSidemix(ctx context.Context) (Measurement, error) {
+	dir, err := s.spansConfig()
+	if err != nil {
+		return Measurement{}, err
+	}
+	srv, addr, err := s.startMixer(dir, true)
+	if err != nil {
+		return Measurement{}, err
+	}
+	defer srv.Stop(20 * time.Second)
+	counters := map[string]*regexp.Regexp{
+		"kafka_sent":    regexp.MustCompile(`^sidemix_kafka_records_total\{.*result="sent".*\} (\S+)`),
+		"kafka_dropped": regexp.MustCompile(`^sidemix_kafka_records_total\{.*result="(?:[^s]|s[^e])[^"]*".*\} (\S+)`),
+		"queue_dropped": regexp.MustCompile(`^sidemix_mixer_report_instances_dropped_total\S* (\S+)`),
+	}
+	return s.runSpans(ctx, "spans-sidemix", srv, addr, counters, "kafka_sent", []string{"kafka_dropped", "queue_dropped"})
+}
+
+// runSpans drives srv's OTLP/gRPC endpoint closed-loop with two callers
+// over two connections (two instrumented apps).
+func (s *Suite) runSpans(ctx context.Context, name string, srv *server, addr string, counters map[string]*regexp.Regexp, sent string, dropped []string) (Measurement, error) {
+	conns, err := dial(addr, 2)
+	if err != nil {
+		return Measurement{}, err
+	}
+	defer closeAll(conns)
+	res, cpu, d, err := s.window(ctx, srv, load.Options{Workers: 2, Warmup: s.opts.Warmup, Duration: s.opts.Duration}, spanOp(conns, s.opts.SpanBatch), counters)
+	if err != nil {
+		return Measurement{}, err
+	}
+	m := measure(name, res, int64(s.opts.SpanBatch), cpu)
+	m.Delivered = int64(d[sent])
+	m.Dropped = 0
+	for _, k := range dropped {
+		m.Dropped += int64(max(d[k], 0))
+	}
+	if m.Items > 0 && m.Delivered == 0 {
+		// A server that delivers nothing is cheap: its figures would lie.
+		out := srv.Output()
+		return m, fmt.Errorf("%s accepted %d spans but delivered none to Kafka (dropped %d):\n%s", srv.Name, m.Items, m.Dropped, out[max(0, len(out)-3000):])
+	}
+	s.logf("%s: %s", name, m)
+	return m, nil
+}
+
+func measure(name string, res load.Result, per int64, cpu float64) Measurement {
+	m := Measurement{Scenario: name, Items: res.OK * per, Rate: res.Rate() * float64(per), CPU: cpu,
+		Errors: res.Errors, Delivered: -1, Dropped: -1, JaegerSent: -1}
+	if res.FirstError != nil {
+		m.FirstError = res.FirstError.Error()
+	}
+	if cpu > 0 {
+		m.PerCPUSecond = float64(m.Items) / cpu
+	}
+	if s := res.Elapsed.Seconds(); s > 0 {
+		m.VCPU = cpu / s
+	}
+	return m
+}
+
+func (m Measurement) String() string {
+	if m.Skipped != "" {
+		return "skipped: " + m.Skipped
+	}
+	return fmt.Sprintf("%d items, %.0f/s, %.2f CPU-s (%.3f vCPU), %.0f per CPU-second, delivered %d, dropped %d, jaeger %d, errors %d %s",
+		m.Items, m.Rate, m.CPU, m.VCPU, m.PerCPUSecond, m.Delivered, m.Dropped, m.JaegerSent, m.Errors, m.FirstError)
+}
+
+// scrape sums, per name, the values of the Prometheus text lines at url
+// each pattern matches (its first group is the value). A name with no
+// matching line is absent.
+func scrape(url string, patterns map[string]*regexp.Regexp) map[string]float64 {
+	out := map[string]float64{}
+	client := &http.Client{Timeout: 5 * time.Second}
+	resp, err := client.Get(url)
+	if err != nil {
+		return out
+	}
+	defer resp.Body.Close()
+	sc := bufio.NewScanner(resp.Body)
+	sc.Buffer(make([]byte, 1<<20), 1<<20)
+	for sc.Scan() {
+		line := sc.Text()
+		for name, re := range patterns {
+			if g := re.FindStringSubmatch(line); g != nil {
+				if v, err := strconv.ParseFloat(g[len(g)-1], 64); err == nil {
+					out[name] += v
+				}
+			}
+		}
+	}
+	return out
+}
+
+// dial opens n client connections to addr, as n proxies (or apps) would.
+func dial(addr string, n int) ([]*grpc.ClientConn, error) {
+	conns := make([]*grpc.ClientConn, 0, n)
+	for range n {
+		c, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()),
+			grpc.WithDefaultCallOptions(grpc.MaxCallSendMsgSize(64<<20)))
+		if err != nil {
+			closeAll(conns)
+			return nil, err
+		}
+		c.Connect()
+		conns = append(conns, c)
+	}
+	return conns, nil
+}
+
+func closeAll(conns []*grpc.ClientConn) {
+	for _, c := range conns {
+		c.Close()
+	}
+}

@@ -108,7 +108,7 @@ service:
       exporters: [kafka]
 `
 
-func (s *Suite) runSpansOtelcol(ctx context.Context) (Measurement, error) {
+func (s *Suite) runSpansOtelcol(ctx context.Context, name string, rate float64) (Measurement, error) {
 	addrs, err := harness.FreeAddrs(2)
 	if err != nil {
 		return Measurement{}, err
@@ -139,6 +139,6 @@ func (s *Suite) runSpansOtelcol(ctx context.Context) (Measurement, error) {
 		"enqueue_failed": regexp.MustCompile(`^otelcol_exporter_enqueue_failed_spans(?:_total)?\{.*\} (\S+)`),
 		"refused":        regexp.MustCompile(`^otelcol_receiver_refused_spans(?:_total)?\{.*\} (\S+)`),
 	}
-	return s.runSpans(ctx, "spans-otelcol", &server{Proc: p, metricsURL: metrics}, addrs[0], counters, "sent",
+	return s.runSpans(ctx, name, rate, &server{Proc: p, metricsURL: metrics}, addrs[0], counters, "sent",
 		[]string{"send_failed", "enqueue_failed", "refused"})
 }

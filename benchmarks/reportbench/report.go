@@ -25,6 +25,7 @@ type Meta struct {
 	MeshRate   int    `json:"mesh_rate"`
 	Batch      int    `json:"batch"`
 	SpanBatch  int    `json:"span_batch"`
+	SpanRate   int    `json:"span_rate"`
 	ServerCPUs string `json:"server_cpus"`
 	LoadCPUs   string `json:"loadgen_cpus"`
 }
@@ -111,10 +112,12 @@ func (r *Report) Markdown() string {
 	b.WriteString("| scenario | what | items/s | server vCPU | items per server CPU-second | Kafka records delivered in window | dropped | Jaeger spans in window | errors |\n")
 	b.WriteString("|---|---|---:|---:|---:|---:|---:|---:|---:|\n")
 	what := map[string]string{
-		"report-max":    fmt.Sprintf("Report batches of %d records, 2 proxies, closed loop; rules → prometheus + accesslog + kafka (json) + jaeger", m.Batch),
-		"report-fixed":  fmt.Sprintf("same at %d mesh requests/s = %d records/s (2 reporting proxies, 1 batch/s each)", m.MeshRate, 2*m.MeshRate),
-		"spans-sidemix": fmt.Sprintf("OTLP/gRPC exports of %d spans, 2 clients, closed loop → mixer --otlp-grpc, tracespan → kafka (otlp_proto, 1 span per record)", m.SpanBatch),
-		"spans-otelcol": fmt.Sprintf("same spans → OpenTelemetry Collector otlp → batch → kafka (otlp_proto, 1 batch per record)"),
+		"report-max":          fmt.Sprintf("Report batches of %d records, 2 proxies, closed loop; rules → prometheus + accesslog + kafka (json) + jaeger", m.Batch),
+		"report-fixed":        fmt.Sprintf("same at %d mesh requests/s = %d records/s (2 reporting proxies, 1 batch/s each)", m.MeshRate, 2*m.MeshRate),
+		"spans-sidemix":       fmt.Sprintf("OTLP/gRPC exports of %d spans, 2 clients, closed loop → mixer --otlp-grpc, tracespan → kafka (otlp_proto, 1 span per record)", m.SpanBatch),
+		"spans-otelcol":       "same spans → OpenTelemetry Collector otlp → batch → kafka (otlp_proto, 1 batch per record)",
+		"spans-sidemix-fixed": fmt.Sprintf("spans-sidemix at %d spans/s offered (equal load)", m.SpanRate),
+		"spans-otelcol-fixed": fmt.Sprintf("spans-otelcol at %d spans/s offered (equal load)", m.SpanRate),
 	}
 	for _, x := range r.Medians {
 		if x.Skipped != "" {
@@ -141,6 +144,12 @@ func (r *Report) Markdown() string {
 			thousands(sx.PerCPUSecond), thousands(ox.PerCPUSecond), ratio, verdict(ratio >= 5))
 	case okS:
 		fmt.Fprintf(&b, "| spans per CPU-second ≥ 5× the collector's | sidemix %s; collector not run | not compared |\n", thousands(sx.PerCPUSecond))
+	}
+	sf, okSF := r.median("spans-sidemix-fixed")
+	of, okOF := r.median("spans-otelcol-fixed")
+	if okSF && okOF && sf.VCPU > 0 {
+		fmt.Fprintf(&b, "| same at equal load (%d spans/s offered to both) | sidemix %.3f vCPU vs collector %.3f vCPU: sidemix's spans per CPU-second are %.2f× the collector's | %s |\n",
+			m.SpanRate, sf.VCPU, of.VCPU, of.VCPU/sf.VCPU, verdict(of.VCPU/sf.VCPU >= 5))
 	}
 	return b.String()
 }

@@ -29,6 +29,7 @@ const (
 	DefaultMeshRate  = 1000
 	DefaultBatch     = 1000 // proxy/mixerclient.DefaultReportBatchSize
 	DefaultSpanBatch = 512  // the OpenTelemetry SDKs' batch span processor's maximum export batch
+	DefaultSpanRate  = 40000
 )
 
 // Options configure a Suite.
@@ -52,6 +53,9 @@ type Options struct {
 	MeshRate int
 	// Batch is the bags per Report; SpanBatch the spans per OTLP export.
 	Batch, SpanBatch int
+	// SpanRate is the spans per second offered to both span servers in
+	// the equal-load runs (below what the mixer's core sustains).
+	SpanRate int
 	// ServerCPUs pins the mixer, Jaeger's and the broker's processes are
 	// left to the rest; empty pins nothing.
 	ServerCPUs string
@@ -112,6 +116,9 @@ func New(o Options) (*Suite, error) {
 	if o.SpanBatch <= 0 {
 		o.SpanBatch = DefaultSpanBatch
 	}
+	if o.SpanRate <= 0 {
+		o.SpanRate = DefaultSpanRate
+	}
 	if o.Log == nil {
 		o.Log = io.Discard
 	}
@@ -157,7 +164,7 @@ func (s *Suite) Close() {
 }
 
 // Scenarios are the runs of a round, in order.
-var Scenarios = []string{"report-max", "report-fixed", "spans-sidemix", "spans-otelcol"}
+var Scenarios = []string{"report-max", "report-fixed", "spans-sidemix", "spans-otelcol", "spans-sidemix-fixed", "spans-otelcol-fixed"}
 
 // Run runs one scenario.
 func (s *Suite) Run(ctx context.Context, name string) (Measurement, error) {
@@ -167,15 +174,24 @@ func (s *Suite) Run(ctx context.Context, name string) (Measurement, error) {
 	case "report-fixed":
 		// Two proxies, MeshRate records each per second, in batches of Batch.
 		return s.runReport(ctx, name, 2*float64(s.opts.MeshRate)/float64(s.opts.Batch))
-	case "spans-sidemix":
-		return s.runSpansSidemix(ctx)
-	case "spans-otelcol":
+	case "spans-sidemix", "spans-sidemix-fixed":
+		return s.runSpansSidemix(ctx, name, s.spanRate(name))
+	case "spans-otelcol", "spans-otelcol-fixed":
 		if s.opts.Otelcol == "" {
 			return Measurement{Scenario: name, Skipped: "no collector binary (-otelcol)"}, nil
 		}
-		return s.runSpansOtelcol(ctx)
+		return s.runSpansOtelcol(ctx, name, s.spanRate(name))
 	}
 	return Measurement{}, fmt.Errorf("reportbench: no scenario %q", name)
+}
+
+// spanRate is the exports per second of a span scenario: 0 (closed loop)
+// unless it is an equal-load one.
+func (s *Suite) spanRate(name string) float64 {
+	if !strings.HasSuffix(name, "-fixed") {
+		return 0
+	}
+	return float64(s.opts.SpanRate) / float64(s.opts.SpanBatch)
 }
 
 // server is a process under test with its metrics endpoint.
@@ -400,7 +416,7 @@ func (s *Suite) runReport(ctx context.Context, name string, batchRate float64) (
 	return m, nil
 }
 
-func (s *Suite) runSpansSidemix(ctx context.Context) (Measurement, error) {
+func (s *Suite) runSpansSidemix(ctx context.Context, name string, rate float64) (Measurement, error) {
 	dir, err := s.spansConfig()
 	if err != nil {
 		return Measurement{}, err
@@ -415,18 +431,19 @@ func (s *Suite) runSpansSidemix(ctx context.Context) (Measurement, error) {
 		"kafka_dropped": regexp.MustCompile(`^sidemix_kafka_records_total\{.*result="(?:[^s]|s[^e])[^"]*".*\} (\S+)`),
 		"queue_dropped": regexp.MustCompile(`^sidemix_mixer_report_instances_dropped_total\S* (\S+)`),
 	}
-	return s.runSpans(ctx, "spans-sidemix", srv, addr, counters, "kafka_sent", []string{"kafka_dropped", "queue_dropped"})
+	return s.runSpans(ctx, name, rate, srv, addr, counters, "kafka_sent", []string{"kafka_dropped", "queue_dropped"})
 }
 
-// runSpans drives srv's OTLP/gRPC endpoint closed-loop with two callers
-// over two connections (two instrumented apps).
-func (s *Suite) runSpans(ctx context.Context, name string, srv *server, addr string, counters map[string]*regexp.Regexp, sent string, dropped []string) (Measurement, error) {
+// runSpans drives srv's OTLP/gRPC endpoint with two callers over two
+// connections (two instrumented apps), closed loop or at rate exports per
+// second.
+func (s *Suite) runSpans(ctx context.Context, name string, rate float64, srv *server, addr string, counters map[string]*regexp.Regexp, sent string, dropped []string) (Measurement, error) {
 	conns, err := dial(addr, 2)
 	if err != nil {
 		return Measurement{}, err
 	}
 	defer closeAll(conns)
-	res, cpu, d, err := s.window(ctx, srv, load.Options{Workers: 2, Warmup: s.opts.Warmup, Duration: s.opts.Duration}, spanOp(conns, s.opts.SpanBatch), counters)
+	res, cpu, d, err := s.window(ctx, srv, load.Options{Workers: 2, Warmup: s.opts.Warmup, Duration: s.opts.Duration, Rate: rate}, spanOp(conns, s.opts.SpanBatch), counters)
 	if err != nil {
 		return Measurement{}, err
 	}

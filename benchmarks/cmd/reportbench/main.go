@@ -65,6 +65,7 @@ func run() error {
 	meshRate := flag.Int("rate", reportbench.DefaultMeshRate, "mesh requests per second of the fixed-rate run (two reporting proxies: twice as many records)")
 	batch := flag.Int("batch", reportbench.DefaultBatch, "bags per Report (proxy/mixerclient's default)")
 	spanBatch := flag.Int("span-batch", reportbench.DefaultSpanBatch, "spans per OTLP export")
+	spanRate := flag.Int("span-rate", reportbench.DefaultSpanRate, "spans per second offered to both span servers in the equal-load runs")
 	serverCPUs := flag.String("server-cpus", "0", "taskset `list` for the server under test; empty pins nothing")
 	loadCPUs := flag.String("loadgen-cpus", "1", "taskset `list` for this load generator; empty pins nothing")
 	only := flag.String("only", "", "run only the scenarios matching this `regexp` (report-max, report-fixed, spans-sidemix, spans-otelcol)")
@@ -89,7 +90,7 @@ func run() error {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 
-	if filter != nil && !filter.MatchString("spans-otelcol") {
+	if filter != nil && !filter.MatchString("spans-otelcol") && !filter.MatchString("spans-otelcol-fixed") {
 		*otelcol = ""
 	}
 	if *otelcol == "auto" {
@@ -130,6 +131,7 @@ func run() error {
 		MeshRate:   *meshRate,
 		Batch:      *batch,
 		SpanBatch:  *spanBatch,
+		SpanRate:   *spanRate,
 		ServerCPUs: *serverCPUs,
 		LoadCPUs:   *loadCPUs,
 	}
@@ -143,7 +145,7 @@ func run() error {
 	suite, err := reportbench.New(reportbench.Options{
 		Sidemix: *sidemix, Kfake: *kfake, Jaeger: *jaeger, Otelcol: *otelcol,
 		Examples: *examples, WorkDir: work,
-		Warmup: *warmup, Duration: *duration, MeshRate: *meshRate, Batch: *batch, SpanBatch: *spanBatch,
+		Warmup: *warmup, Duration: *duration, MeshRate: *meshRate, Batch: *batch, SpanBatch: *spanBatch, SpanRate: *spanRate,
 		ServerCPUs: *serverCPUs, Log: os.Stderr,
 	})
 	if err != nil {

@@ -1,14 +1,13 @@
 package jaeger
 
 import (
-	"crypto/tls"
-	"crypto/x509"
 	"errors"
 	"fmt"
 	"net"
-	"os"
 	"strconv"
 	"time"
+
+	"github.com/sidemix/sidemix/adapters/internal/tlsconfig"
 )
 
 // Protocols, as written in protocol.
@@ -66,23 +65,6 @@ type Retry struct {
 	MaxElapsedTime  time.Duration `yaml:"maxElapsedTime"`
 }
 
-// TLS is the client side of a TLS connection to the collector.
-type TLS struct {
-	// Enabled turns TLS on; the other fields need it.
-	Enabled bool `yaml:"enabled"`
-	// CAFile is a PEM bundle of the CAs to trust instead of the system's.
-	CAFile string `yaml:"caFile"`
-	// CertFile and KeyFile are the client certificate and key (PEM), for
-	// mutual TLS; both or neither.
-	CertFile string `yaml:"certFile"`
-	KeyFile  string `yaml:"keyFile"`
-	// InsecureSkipVerify accepts any server certificate. For tests only.
-	InsecureSkipVerify bool `yaml:"insecureSkipVerify"`
-	// ServerName overrides the name the server certificate must carry
-	// (default: the endpoint's host).
-	ServerName string `yaml:"serverName"`
-}
-
 // NewConfig returns the defaults: protocol grpc, a 5s timeout, batches of
 // up to 500 spans sent at least every second, up to 10000 spans buffered,
 // a failed batch retried from 100ms doubling to 5s, for up to 30s.
@@ -101,6 +83,9 @@ func NewConfig() *Config {
 		},
 	}
 }
+
+// TLS is the client TLS block shared by the adapters that dial a backend.
+type TLS = tlsconfig.Client
 
 // Validate reports every problem, each naming its key.
 func (c *Config) Validate() error {
@@ -146,54 +131,6 @@ func (c *Config) Validate() error {
 			add("processTags: a tag has an empty name")
 		}
 	}
-	errs = append(errs, c.TLS.validate())
+	errs = append(errs, c.TLS.Validate(false, "tls.enabled is false"))
 	return errors.Join(errs...)
-}
-
-func (t *TLS) validate() error {
-	var errs []error
-	add := func(format string, args ...any) { errs = append(errs, fmt.Errorf(format, args...)) }
-	if !t.Enabled {
-		if t.CAFile != "" || t.CertFile != "" || t.KeyFile != "" || t.InsecureSkipVerify || t.ServerName != "" {
-			add("tls: options are set but tls.enabled is false")
-		}
-		return errors.Join(errs...)
-	}
-	if (t.CertFile == "") != (t.KeyFile == "") {
-		add("tls: certFile and keyFile go together (one is missing)")
-	}
-	if len(errs) == 0 {
-		if _, err := t.config(); err != nil {
-			add("tls: %v", err)
-		}
-	}
-	return errors.Join(errs...)
-}
-
-// config builds the client TLS config, reading the files.
-func (t *TLS) config() (*tls.Config, error) {
-	cfg := &tls.Config{
-		MinVersion:         tls.VersionTLS12,
-		ServerName:         t.ServerName,
-		InsecureSkipVerify: t.InsecureSkipVerify, //nolint:gosec // an explicit, documented option
-	}
-	if t.CAFile != "" {
-		pem, err := os.ReadFile(t.CAFile)
-		if err != nil {
-			return nil, fmt.Errorf("caFile: %w", err)
-		}
-		pool := x509.NewCertPool()
-		if !pool.AppendCertsFromPEM(pem) {
-			return nil, fmt.Errorf("caFile: %s holds no PEM certificate", t.CAFile)
-		}
-		cfg.RootCAs = pool
-	}
-	if t.CertFile != "" {
-		cert, err := tls.LoadX509KeyPair(t.CertFile, t.KeyFile)
-		if err != nil {
-			return nil, fmt.Errorf("certFile/keyFile: %w", err)
-		}
-		cfg.Certificates = []tls.Certificate{cert}
-	}
-	return cfg, nil
 }

@@ -37,7 +37,7 @@ func TestConfig(t *testing.T) {
 		)},
 		{File: "tls.bad.yaml", Want: `tls: certFile and keyFile go together (one is missing)`},
 		{File: "tlsfiles.bad.yaml", Want: `tls: caFile: open testdata/no-such-ca.pem: no such file or directory`},
-		{File: "tlsoff.bad.yaml", Want: `tls: options are set but tls.enabled is false`},
+		{File: "tlsoff.bad.yaml", Want: `tls: options are set but TLS is off (tls.enabled is false)`},
 		{File: "misspelled.bad.yaml", Want: "yaml: unmarshal errors:\n  line 2: field max_batch_size not found in type jaeger.Config"},
 	})
 }

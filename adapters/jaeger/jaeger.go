@@ -171,7 +171,7 @@ func newHandler(_ context.Context, set adapters.Settings, c adapters.Config) (ad
 func dial(cfg *Config) (*grpc.ClientConn, error) {
 	creds := insecure.NewCredentials()
 	if cfg.TLS.Enabled {
-		tc, err := cfg.TLS.config()
+		tc, err := cfg.TLS.Config()
 		if err != nil {
 			return nil, fmt.Errorf("tls: %w", err)
 		}

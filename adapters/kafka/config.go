@@ -1,16 +1,15 @@
 package kafka
 
 import (
-	"crypto/tls"
-	"crypto/x509"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net"
-	"os"
 	"regexp"
 	"strconv"
 	"time"
+
+	"github.com/sidemix/sidemix/adapters/internal/tlsconfig"
 )
 
 // Encodings of a record's value.
@@ -79,23 +78,6 @@ type Config struct {
 	SASL SASL `yaml:"sasl"`
 }
 
-// TLS is the client side of TLS connections to the brokers.
-type TLS struct {
-	// Enabled turns TLS on; the other fields need it.
-	Enabled bool `yaml:"enabled"`
-	// CAFile is a PEM bundle of the CAs to trust instead of the system's.
-	CAFile string `yaml:"caFile"`
-	// CertFile and KeyFile are the client certificate and key (PEM), for
-	// mutual TLS; both or neither.
-	CertFile string `yaml:"certFile"`
-	KeyFile  string `yaml:"keyFile"`
-	// InsecureSkipVerify accepts any server certificate. For tests only.
-	InsecureSkipVerify bool `yaml:"insecureSkipVerify"`
-	// ServerName overrides the name the server certificates must carry
-	// (default: each broker's host).
-	ServerName string `yaml:"serverName"`
-}
-
 // SASL is the client's SASL authentication.
 type SASL struct {
 	// Mechanism is PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512; empty turns
@@ -124,6 +106,9 @@ func NewConfig() *Config {
 
 // Kafka's legal topic names.
 var topicRE = regexp.MustCompile(`^[a-zA-Z0-9._-]{1,249}$`)
+
+// TLS is the client TLS block shared by the adapters that dial a backend.
+type TLS = tlsconfig.Client
 
 // Validate reports every problem, each naming its key.
 func (c *Config) Validate() error {
@@ -178,56 +163,8 @@ func (c *Config) Validate() error {
 	if c.WriteTimeout <= 0 {
 		add("writeTimeout: must be positive, got %v", c.WriteTimeout)
 	}
-	errs = append(errs, c.TLS.validate(), c.SASL.validate())
+	errs = append(errs, c.TLS.Validate(false, "tls.enabled is false"), c.SASL.validate())
 	return errors.Join(errs...)
-}
-
-func (t *TLS) validate() error {
-	var errs []error
-	add := func(format string, args ...any) { errs = append(errs, fmt.Errorf(format, args...)) }
-	if !t.Enabled {
-		if t.CAFile != "" || t.CertFile != "" || t.KeyFile != "" || t.InsecureSkipVerify || t.ServerName != "" {
-			add("tls: options are set but tls.enabled is false")
-		}
-		return errors.Join(errs...)
-	}
-	if (t.CertFile == "") != (t.KeyFile == "") {
-		add("tls: certFile and keyFile go together (one is missing)")
-	}
-	if len(errs) == 0 {
-		if _, err := t.config(); err != nil {
-			add("tls: %v", err)
-		}
-	}
-	return errors.Join(errs...)
-}
-
-// config builds the client TLS config, reading the files.
-func (t *TLS) config() (*tls.Config, error) {
-	cfg := &tls.Config{
-		MinVersion:         tls.VersionTLS12,
-		ServerName:         t.ServerName,
-		InsecureSkipVerify: t.InsecureSkipVerify, //nolint:gosec // an explicit, documented option
-	}
-	if t.CAFile != "" {
-		pem, err := os.ReadFile(t.CAFile)
-		if err != nil {
-			return nil, fmt.Errorf("caFile: %w", err)
-		}
-		pool := x509.NewCertPool()
-		if !pool.AppendCertsFromPEM(pem) {
-			return nil, fmt.Errorf("caFile: %s holds no PEM certificate", t.CAFile)
-		}
-		cfg.RootCAs = pool
-	}
-	if t.CertFile != "" {
-		cert, err := tls.LoadX509KeyPair(t.CertFile, t.KeyFile)
-		if err != nil {
-			return nil, fmt.Errorf("certFile/keyFile: %w", err)
-		}
-		cfg.Certificates = []tls.Certificate{cert}
-	}
-	return cfg, nil
 }
 
 func (s *SASL) validate() error {

@@ -28,7 +28,7 @@ func TestConfig(t *testing.T) {
 			"writeTimeout: must be positive, got 0s"},
 		{File: "key.bad.yaml", Want: "key: ERROR: <input>:1:24: Syntax error: mismatched input '<EOF>' expecting {'[', '{', '(', '.', '-', '!', 'true', 'false', 'null', NUM_FLOAT, NUM_INT, NUM_UINT, STRING, BYTES, IDENTIFIER}"},
 		{File: "keytype.bad.yaml", Want: "key: expression has type map(string, dyn), want a scalar (string, number, bool, ...)"},
-		{File: "auth.bad.yaml", Want: "tls: options are set but tls.enabled is false\n" +
+		{File: "auth.bad.yaml", Want: "tls: options are set but TLS is off (tls.enabled is false)\n" +
 			`sasl.mechanism: unknown mechanism "GSSAPI" (want PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512)` + "\n" +
 			"sasl.username: required\n" +
 			"sasl.password: required"},

@@ -131,7 +131,7 @@ func newHandler(_ context.Context, set adapters.Settings, cfg adapters.Config) (
 	}
 	transport := &kafkago.Transport{ClientID: "sidemix", DialTimeout: 5 * time.Second, MetadataTTL: 10 * time.Second}
 	if c.TLS.Enabled {
-		if transport.TLS, err = c.TLS.config(); err != nil {
+		if transport.TLS, err = c.TLS.Config(); err != nil {
 			return nil, fmt.Errorf("%s: tls: %w", Name, err)
 		}
 	}

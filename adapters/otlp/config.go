@@ -1,17 +1,16 @@
 package otlp
 
 import (
-	"crypto/tls"
-	"crypto/x509"
 	"errors"
 	"fmt"
 	"maps"
 	"net"
 	"net/url"
-	"os"
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/sidemix/sidemix/adapters/internal/tlsconfig"
 )
 
 // Protocols, as written in protocol.
@@ -83,22 +82,6 @@ type Retry struct {
 	MaxElapsedTime  time.Duration `yaml:"maxElapsedTime"`
 }
 
-// TLS is the client side of a TLS connection to the endpoint.
-type TLS struct {
-	// Enabled turns TLS on for grpc; for http, an https endpoint does.
-	Enabled bool `yaml:"enabled"`
-	// CAFile is a PEM bundle of the CAs to trust instead of the system's.
-	CAFile string `yaml:"caFile"`
-	// CertFile and KeyFile are the client certificate and key (PEM), for
-	// mutual TLS; both or neither.
-	CertFile string `yaml:"certFile"`
-	KeyFile  string `yaml:"keyFile"`
-	// InsecureSkipVerify accepts any server certificate. For tests only.
-	InsecureSkipVerify bool `yaml:"insecureSkipVerify"`
-	// ServerName overrides the name the server certificate must carry.
-	ServerName string `yaml:"serverName"`
-}
-
 // NewConfig returns the defaults: grpc with gzip, a 5s timeout, batches of
 // up to 512 sent at least every second, 10000 buffered, retries for 30s.
 func NewConfig() *Config {
@@ -117,6 +100,9 @@ func NewConfig() *Config {
 		},
 	}
 }
+
+// TLS is the client TLS block shared by the adapters that dial a backend.
+type TLS = tlsconfig.Client
 
 // Validate reports every problem, each naming its key.
 func (c *Config) Validate() error {
@@ -181,7 +167,7 @@ func (c *Config) Validate() error {
 			add("retry.maxElapsedTime: must be positive, got %v", c.Retry.MaxElapsedTime)
 		}
 	}
-	errs = append(errs, c.TLS.validate(c.Protocol == ProtocolHTTP && https))
+	errs = append(errs, c.TLS.Validate(c.Protocol == ProtocolHTTP && https, "tls.enabled false, or not an https endpoint"))
 	return errors.Join(errs...)
 }
 
@@ -213,54 +199,4 @@ func redactURL(u *url.URL) string {
 	c := *u
 	c.User = url.User(redactedValue)
 	return c.String()
-}
-
-// validate checks the TLS options; on says whether TLS is on by other means
-// (an https endpoint).
-func (t *TLS) validate(on bool) error {
-	var errs []error
-	add := func(format string, args ...any) { errs = append(errs, fmt.Errorf(format, args...)) }
-	if !t.Enabled && !on {
-		if t.CAFile != "" || t.CertFile != "" || t.KeyFile != "" || t.InsecureSkipVerify || t.ServerName != "" {
-			add("tls: options are set but TLS is off (tls.enabled false, or not an https endpoint)")
-		}
-		return errors.Join(errs...)
-	}
-	if (t.CertFile == "") != (t.KeyFile == "") {
-		add("tls: certFile and keyFile go together (one is missing)")
-	}
-	if len(errs) == 0 {
-		if _, err := t.config(); err != nil {
-			add("tls: %v", err)
-		}
-	}
-	return errors.Join(errs...)
-}
-
-// config builds the client TLS config, reading the files.
-func (t *TLS) config() (*tls.Config, error) {
-	cfg := &tls.Config{
-		MinVersion:         tls.VersionTLS12,
-		ServerName:         t.ServerName,
-		InsecureSkipVerify: t.InsecureSkipVerify, //nolint:gosec // an explicit, documented option
-	}
-	if t.CAFile != "" {
-		pem, err := os.ReadFile(t.CAFile)
-		if err != nil {
-			return nil, fmt.Errorf("caFile: %w", err)
-		}
-		pool := x509.NewCertPool()
-		if !pool.AppendCertsFromPEM(pem) {
-			return nil, fmt.Errorf("caFile: %s holds no PEM certificate", t.CAFile)
-		}
-		cfg.RootCAs = pool
-	}
-	if t.CertFile != "" {
-		cert, err := tls.LoadX509KeyPair(t.CertFile, t.KeyFile)
-		if err != nil {
-			return nil, fmt.Errorf("certFile/keyFile: %w", err)
-		}
-		cfg.Certificates = []tls.Certificate{cert}
-	}
-	return cfg, nil
 }

@@ -52,7 +52,7 @@ type grpcExporter struct {
 func newGRPCExporter(cfg *Config) (*grpcExporter, error) {
 	creds := insecure.NewCredentials()
 	if cfg.TLS.Enabled {
-		tc, err := cfg.TLS.config()
+		tc, err := cfg.TLS.Config()
 		if err != nil {
 			return nil, fmt.Errorf("tls: %w", err)
 		}
@@ -131,7 +131,7 @@ func newHTTPExporter(cfg *Config) (*httpExporter, error) {
 	tr := http.DefaultTransport.(*http.Transport).Clone()
 	tr.Proxy = nil // the endpoint is addressed directly
 	if cfg.useTLS() {
-		tc, err := cfg.TLS.config()
+		tc, err := cfg.TLS.Config()
 		if err != nil {
 			return nil, fmt.Errorf("tls: %w", err)
 		}

@@ -1,13 +1,10 @@
 package accesslog
 
 import (
-	"bytes"
 	"context"
-	"encoding/json"
 	"fmt"
 	"io"
 	"log/slog"
-	"math"
 	"os"
 	"sync"
 	"time"
@@ -16,12 +13,16 @@ import (
 
 	"github.com/sidemix/sidemix/adapters"
 	"github.com/sidemix/sidemix/adapters/internal/handlerkit"
+	"github.com/sidemix/sidemix/adapters/internal/jsonline"
 	"github.com/sidemix/sidemix/adapters/template"
 )
 
 var _ adapters.Reporter = (*handler)(nil)
 
-const defaultSeverity = "INFO"
+// maxKeptBuffer bounds the buffer kept from one report to the next: a
+// mixerclient batch (1000 entries) of typical access-log lines is well
+// under 1 MiB.
+const maxKeptBuffer = 4 << 20
 
 type handler struct {
 	name string
@@ -31,9 +32,9 @@ type handler struct {
 
 	mu      sync.Mutex // Report and Close
 	out     io.Writer
-	file    *os.File // nil for stdout and stderr
-	buf     bytes.Buffer
-	enc     *json.Encoder // writes to buf
+	file    *os.File         // nil for stdout and stderr
+	buf     []byte           // one report's lines, kept for the next
+	enc     jsonline.Encoder // appends to buf
 	entries prometheus.Counter
 	dropped *prometheus.CounterVec
 }
@@ -78,8 +79,6 @@ func newHandler(set adapters.Settings, cfg adapters.Config) (*handler, error) {
 		}
 		h.out, h.file = f, f
 	}
-	h.enc = json.NewEncoder(&h.buf)
-	h.enc.SetEscapeHTML(false) // URLs and queries stay readable
 	set.Logger.Info("writing access log", "path", c.Path)
 	return h, nil
 }
@@ -91,7 +90,8 @@ func (h *handler) Report(ctx context.Context, insts []template.Instance) error {
 	if h.out == nil {
 		return fmt.Errorf("%s: handler %s is closed", Name, h.name)
 	}
-	h.buf.Reset()
+	buf := h.buf[:0]
+	now := h.now()
 	n := 0
 	for _, inst := range insts {
 		e, ok := inst.(*template.LogEntry)
@@ -99,18 +99,19 @@ func (h *handler) Report(ctx context.Context, insts []template.Instance) error {
 			h.drop("wrong_template", 1)
 			continue
 		}
-		if err := h.enc.Encode(h.line(e)); err != nil {
-			// Not expected: line holds only JSON-safe values.
-			h.drop("encode_error", 1)
-			h.log.Debug("log entry dropped", "instance", e.Name, "err", err)
-			continue
-		}
+		buf = h.enc.AppendLogEntry(buf, e, now)
+		buf = append(buf, '\n')
 		n++
 	}
-	if h.buf.Len() == 0 {
+	if cap(buf) <= maxKeptBuffer {
+		h.buf = buf
+	} else {
+		h.buf = nil // an outsized batch: do not hold on to its memory
+	}
+	if len(buf) == 0 {
 		return nil
 	}
-	if _, err := h.out.Write(h.buf.Bytes()); err != nil {
+	if _, err := h.out.Write(buf); err != nil {
 		h.drop("write_error", n)
 		return fmt.Errorf("%s: write %s: %w", Name, h.path, err)
 	}
@@ -120,42 +121,6 @@ func (h *handler) Report(ctx context.Context, insts []template.Instance) error {
 
 func (h *handler) drop(reason string, n int) {
 	h.dropped.WithLabelValues(h.name, reason).Add(float64(n))
-}
-
-// line is the JSON object of one entry; encoding/json sorts its keys.
-func (h *handler) line(e *template.LogEntry) map[string]any {
-	m := make(map[string]any, len(e.Variables)+3)
-	for k, v := range e.Variables {
-		m[k] = jsonValue(v)
-	}
-	ts := e.Timestamp
-	if ts.IsZero() {
-		ts = h.now()
-	}
-	sev := e.Severity
-	if sev == "" {
-		sev = defaultSeverity
-	}
-	m["time"] = ts.UTC().Format(time.RFC3339Nano)
-	m["severity"] = sev
-	m["instance"] = e.Name
-	return m
-}
-
-// jsonValue keeps JSON types where a value has one and otherwise writes
-// the value's text form.
-func jsonValue(v any) any {
-	switch x := v.(type) {
-	case nil, string, bool, int64, int, map[string]string:
-		return x
-	case float64:
-		if math.IsNaN(x) || math.IsInf(x, 0) {
-			return template.FormatValue(x)
-		}
-		return x
-	default: // time.Duration, time.Time, []byte (IPs) and anything else
-		return template.FormatValue(x)
-	}
 }
 
 // Close closes the file; there is nothing buffered between reports.

@@ -18,6 +18,7 @@ import (
 	"github.com/sidemix/sidemix/adapters"
 	"github.com/sidemix/sidemix/adapters/accesslog"
 	"github.com/sidemix/sidemix/adapters/internal/configtest"
+	"github.com/sidemix/sidemix/adapters/internal/jsonline"
 	"github.com/sidemix/sidemix/adapters/internal/metrictest"
 	"github.com/sidemix/sidemix/adapters/template"
 )
@@ -201,4 +202,52 @@ func ExampleFactory() {
 	}})
 	// Output:
 	// {"instance":"accesslog","latency":"3ms","method":"GET","path":"/ratings/1","responseCode":200,"severity":"INFO","sourceIp":"10.0.0.7","time":"2025-03-01T12:00:00Z"}
+}
+
+// TestReportMatchesEncodingJSON checks the file byte for byte against what
+// encoding/json writes for each entry's map, as the adapter once did (the
+// value types are covered in adapters/internal/jsonline).
+func TestReportMatchesEncodingJSON(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "access.log")
+	now := time.Date(2025, 3, 1, 12, 0, 0, 0, time.UTC)
+	h := newReporter(t, adapters.Settings{Name: "access", Now: func() time.Time { return now }}, path)
+	insts := benchBatch()[:20]
+	insts = append(insts, &template.LogEntry{Name: "odd", Variables: map[string]any{
+		"s": "héllo <b>\"\u2028\xff", "f": 1e-7, "inf": math.Inf(1), "dur": 1500 * time.Nanosecond,
+		"headers": map[string]string{"b": "2", "a": "1"}, "nil": nil, "goint": 3, "anyslice": []any{"a", nil},
+	}})
+	var want bytes.Buffer
+	enc := json.NewEncoder(&want)
+	enc.SetEscapeHTML(false)
+	for _, inst := range insts {
+		e := inst.(*template.LogEntry)
+		m := map[string]any{}
+		for k, v := range e.Variables {
+			m[k] = jsonline.Value(v)
+		}
+		ts, sev := e.Timestamp, e.Severity
+		if ts.IsZero() {
+			ts = now
+		}
+		if sev == "" {
+			sev = "INFO"
+		}
+		m["time"], m["severity"], m["instance"] = ts.UTC().Format(time.RFC3339Nano), sev, e.Name
+		if err := enc.Encode(m); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Two reports: the second reuses the first one's buffer.
+	for _, batch := range [][]template.Instance{insts[:10], insts[10:]} {
+		if err := h.Report(context.Background(), batch); err != nil {
+			t.Fatal(err)
+		}
+	}
+	got, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(got, want.Bytes()) {
+		t.Errorf("file:\n%s\nwant:\n%s", got, want.Bytes())
+	}
 }

@@ -1,0 +1,250 @@
+// Package jsonline writes log entries as JSON objects, one per line, for
+// the adapters that ship them as JSON (accesslog, kafka's json encoding).
+//
+// The output is byte for byte what encoding/json, with HTML escaping off,
+// writes for the map[string]any of an entry's variables plus "time",
+// "severity" and "instance" (keys sorted; values as Value maps them), but
+// it is written without reflection, maps or interface boxing: on a busy
+// mesh this is one of the mixer's hottest paths. Append to a buffer you
+// keep between batches:
+//
+//	var enc jsonline.Encoder
+//	buf = buf[:0]
+//	for _, e := range entries {
+//		buf = enc.AppendLogEntry(buf, e, now)
+//		buf = append(buf, '\n')
+//	}
+package jsonline
+
+import (
+	"encoding/hex"
+	"math"
+	"net/netip"
+	"slices"
+	"strconv"
+	"time"
+	"unicode/utf8"
+
+	"github.com/sidemix/sidemix/adapters/template"
+)
+
+// DefaultSeverity is the severity of an entry that has none.
+const DefaultSeverity = "INFO"
+
+// Encoder holds scratch space reused from one entry to the next. The zero
+// value is ready to use; an Encoder is not safe for concurrent use.
+type Encoder struct {
+	keys  []string // an entry's keys
+	mkeys []string // a map[string]string value's keys
+}
+
+// AppendLogEntry appends e's JSON object (no newline) to b. now stands in
+// for a zero Timestamp.
+func (enc *Encoder) AppendLogEntry(b []byte, e *template.LogEntry, now time.Time) []byte {
+	keys := append(enc.keys[:0], "instance", "severity", "time")
+	for k := range e.Variables {
+		if k != "instance" && k != "severity" && k != "time" {
+			keys = append(keys, k)
+		}
+	}
+	slices.Sort(keys)
+	ts := e.Timestamp
+	if ts.IsZero() {
+		ts = now
+	}
+	sev := e.Severity
+	if sev == "" {
+		sev = DefaultSeverity
+	}
+	b = append(b, '{')
+	for i, k := range keys {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		b = AppendString(b, k)
+		b = append(b, ':')
+		switch k {
+		case "instance":
+			b = AppendString(b, e.Name)
+		case "severity":
+			b = AppendString(b, sev)
+		case "time":
+			b = appendTime(b, ts)
+		default:
+			b = enc.appendValue(b, e.Variables[k])
+		}
+	}
+	clear(keys) // drop references to the entry's strings
+	enc.keys = keys[:0]
+	return append(b, '}')
+}
+
+// Value is what a template value is in JSON: nil, strings, bools, integers,
+// finite floats and map[string]string keep their JSON type; anything else
+// (time.Time, time.Duration, []byte addresses, NaN and ±Inf, other types)
+// becomes its template.FormatValue text. It is for values encoded with
+// encoding/json (kafka's span tags); AppendValue writes the same without it.
+func Value(v any) any {
+	switch x := v.(type) {
+	case nil, string, bool, int64, int, map[string]string:
+		return x
+	case float64:
+		if math.IsNaN(x) || math.IsInf(x, 0) {
+			return template.FormatValue(x)
+		}
+		return x
+	default:
+		return template.FormatValue(x)
+	}
+}
+
+// AppendValue appends the JSON of Value(v) to b.
+func AppendValue(b []byte, v any) []byte {
+	var enc Encoder
+	return enc.appendValue(b, v)
+}
+
+func (enc *Encoder) appendValue(b []byte, v any) []byte {
+	switch x := v.(type) {
+	case nil:
+		return append(b, "null"...)
+	case string:
+		return AppendString(b, x)
+	case bool:
+		return strconv.AppendBool(b, x)
+	case int64:
+		return strconv.AppendInt(b, x, 10)
+	case int:
+		return strconv.AppendInt(b, int64(x), 10)
+	case float64:
+		if math.IsNaN(x) || math.IsInf(x, 0) {
+			return AppendString(b, template.FormatValue(x))
+		}
+		return appendFloat(b, x)
+	case map[string]string:
+		return enc.appendStringMap(b, x)
+	// The FormatValue text of the common non-JSON types, without its
+	// intermediate string; all of it is plain ASCII that needs no escaping.
+	case time.Time:
+		return appendTime(b, x)
+	case time.Duration:
+		return AppendString(b, x.String()) // "µs" is not ASCII
+	case []byte:
+		b = append(b, '"')
+		if ip, ok := netip.AddrFromSlice(x); ok {
+			b = ip.Unmap().AppendTo(b)
+		} else {
+			b = hex.AppendEncode(b, x)
+		}
+		return append(b, '"')
+	default:
+		return AppendString(b, template.FormatValue(x))
+	}
+}
+
+func (enc *Encoder) appendStringMap(b []byte, m map[string]string) []byte {
+	if m == nil {
+		return append(b, "null"...) // as encoding/json writes a nil map
+	}
+	keys := enc.mkeys[:0]
+	for k := range m {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	b = append(b, '{')
+	for i, k := range keys {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		b = AppendString(b, k)
+		b = append(b, ':')
+		b = AppendString(b, m[k])
+	}
+	clear(keys)
+	enc.mkeys = keys[:0]
+	return append(b, '}')
+}
+
+// appendTime appends t as a quoted RFC 3339 UTC string, as FormatValue
+// writes it.
+func appendTime(b []byte, t time.Time) []byte {
+	b = append(b, '"')
+	b = t.UTC().AppendFormat(b, time.RFC3339Nano)
+	return append(b, '"')
+}
+
+// appendFloat formats a finite f as encoding/json does: like %g but with
+// ES6's exponent cut-offs and no zero-padded exponent.
+func appendFloat(b []byte, f float64) []byte {
+	format := byte('f')
+	if abs := math.Abs(f); abs != 0 && (abs < 1e-6 || abs >= 1e21) {
+		format = 'e'
+	}
+	b = strconv.AppendFloat(b, f, format, -1, 64)
+	if format == 'e' {
+		// e-09 to e-9
+		if n := len(b); n >= 4 && b[n-4] == 'e' && b[n-3] == '-' && b[n-2] == '0' {
+			b[n-2] = b[n-1]
+			b = b[:n-1]
+		}
+	}
+	return b
+}
+
+const hexDigits = "0123456789abcdef"
+
+// AppendString appends s quoted as encoding/json quotes it with HTML
+// escaping off: '"', '\\' and control characters escaped (\b, \f, \n, \r,
+// \t or \u00XX), invalid UTF-8 as \ufffd, U+2028 and U+2029 as \u2028 and
+// \u2029, everything else (DEL and valid UTF-8 included) as is.
+func AppendString(b []byte, s string) []byte {
+	b = append(b, '"')
+	start := 0
+	for i := 0; i < len(s); {
+		c := s[i]
+		if c < utf8.RuneSelf {
+			if c >= 0x20 && c != '"' && c != '\\' {
+				i++
+				continue
+			}
+			b = append(b, s[start:i]...)
+			switch c {
+			case '"', '\\':
+				b = append(b, '\\', c)
+			case '\b':
+				b = append(b, '\\', 'b')
+			case '\f':
+				b = append(b, '\\', 'f')
+			case '\n':
+				b = append(b, '\\', 'n')
+			case '\r':
+				b = append(b, '\\', 'r')
+			case '\t':
+				b = append(b, '\\', 't')
+			default:
+				b = append(b, '\\', 'u', '0', '0', hexDigits[c>>4], hexDigits[c&0xf])
+			}
+			i++
+			start = i
+			continue
+		}
+		r, size := utf8.DecodeRuneInString(s[i:])
+		if r == utf8.RuneError && size == 1 {
+			b = append(b, s[start:i]...)
+			b = append(b, `\ufffd`...)
+			i++
+			start = i
+			continue
+		}
+		if r == '\u2028' || r == '\u2029' {
+			b = append(b, s[start:i]...)
+			b = append(b, '\\', 'u', '2', '0', '2', hexDigits[r&0xf])
+			i += size
+			start = i
+			continue
+		}
+		i += size
+	}
+	b = append(b, s[start:]...)
+	return append(b, '"')
+}

@@ -1,0 +1,141 @@
+package jsonline_test
+
+import (
+	"bytes"
+	"encoding/json"
+	"math"
+	"testing"
+	"time"
+
+	"github.com/sidemix/sidemix/adapters/internal/jsonline"
+	"github.com/sidemix/sidemix/adapters/template"
+)
+
+// reference is what the accesslog adapter wrote before this package: the
+// entry as a map[string]any, values through Value, encoded by
+// encoding/json with HTML escaping off (which sorts the keys), without the
+// newline. The encoder must match it byte for byte.
+func reference(t testing.TB, e *template.LogEntry, now time.Time) string {
+	t.Helper()
+	m := make(map[string]any, len(e.Variables)+3)
+	for k, v := range e.Variables {
+		m[k] = jsonline.Value(v)
+	}
+	ts := e.Timestamp
+	if ts.IsZero() {
+		ts = now
+	}
+	sev := e.Severity
+	if sev == "" {
+		sev = "INFO"
+	}
+	m["time"] = ts.UTC().Format(time.RFC3339Nano)
+	m["severity"] = sev
+	m["instance"] = e.Name
+	return encodingJSON(t, m)
+}
+
+func encodingJSON(t testing.TB, v any) string {
+	t.Helper()
+	var buf bytes.Buffer
+	enc := json.NewEncoder(&buf)
+	enc.SetEscapeHTML(false)
+	if err := enc.Encode(v); err != nil {
+		t.Fatal(err)
+	}
+	return string(bytes.TrimSuffix(buf.Bytes(), []byte("\n")))
+}
+
+var strs = []string{"", "plain", `q"uote`, `back\slash`, "tab\tnew\nline\r", "\b\f\v", "\x00\x01\x1f\x7f", "<b>&amp;</b>",
+	"héllo wörld", "日本", "\u2028\u2029", "a\u2028b\u2029c", "bad\xffutf8", "\xff", "trunc\xe6\x97", "\xed\xa0\x80 surrogate",
+	"emoji 😀", "/search?q=a&lang=en", "µs"}
+
+func TestLogEntryMatchesEncodingJSON(t *testing.T) {
+	now := time.Date(2025, 3, 1, 12, 0, 0, 0, time.UTC)
+	floats := []float64{0, math.Copysign(0, -1), 1, -1.5, 0.25, 123456.789, 1e-6, 1e-7, 9.99e-7, 1e20, 1e21, -1e21, 1.5e300, 5e-324,
+		math.NaN(), math.Inf(1), math.Inf(-1), math.MaxFloat64, 1e-10, 123e-100}
+	entries := []*template.LogEntry{
+		{Name: "minimal"},
+		{Name: "a\"b", Severity: "WARNING", Timestamp: time.Date(2025, 3, 1, 11, 59, 58, 123456789, time.FixedZone("CET", 3600))},
+		{Name: "collide", Variables: map[string]any{"time": "x", "severity": "y", "instance": "z", "a": int64(1), "zz": nil}},
+		{Name: "empty vars", Variables: map[string]any{}},
+	}
+	vars := map[string]any{
+		// the types templates carry
+		"int": int64(-42), "intmax": int64(math.MaxInt64), "intmin": int64(math.MinInt64), "goint": 7, "bool": true, "no": false, "nil": nil,
+		"dur": 12300 * time.Microsecond, "durus": 1500 * time.Nanosecond, "durns": time.Duration(7), "dur0": time.Duration(0),
+		"durneg": -3 * time.Second, "durlong": 49*time.Hour + 3*time.Millisecond,
+		"when": now, "whenzone": time.Date(2025, 3, 1, 1, 2, 3, 4000, time.FixedZone("X", -7*3600)), "whenzero": time.Time{},
+		"ip4": []byte{10, 0, 0, 7}, "ip6": []byte{0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1},
+		"ip4in6": []byte{0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, 192, 168, 1, 1}, "raw": []byte{1, 2, 0xab},
+		"rawempty": []byte{}, "rawnil": []byte(nil),
+		"headers": map[string]string{"x-b": "2", "x-a": "1\"", "": "empty", "ä": "\u2028", "bad\xff": "<&>"}, "emptymap": map[string]string{},
+		"nilmap": map[string]string(nil),
+		// what a template does not carry but a value could hold: its text
+		"anymap": map[string]any{"b": 1, "a": []any{"x", nil, 2.5}}, "anyslice": []any{"a", int64(1), nil, true},
+		"anymapnil": map[string]any(nil), "f32": float32(0.1), "i32": int32(-5), "u64": uint64(math.MaxUint64),
+		"strs": []string{"a", "b"},
+	}
+	for i, s := range strs {
+		vars[string(rune('A'+i))+s] = s
+	}
+	for i, f := range floats {
+		vars["f"+string(rune('a'+i))] = f
+	}
+	entries = append(entries, &template.LogEntry{Name: "all", Severity: "\u2028", Variables: vars})
+
+	var enc jsonline.Encoder
+	var buf []byte
+	for _, e := range entries {
+		buf = enc.AppendLogEntry(buf[:0], e, now) // the buffer and scratch space reused
+		if got, want := string(buf), reference(t, e, now); got != want {
+			t.Errorf("entry %s:\n got %s\nwant %s", e.Name, got, want)
+		}
+	}
+	for k, v := range vars {
+		if got, want := string(jsonline.AppendValue(nil, v)), encodingJSON(t, jsonline.Value(v)); got != want {
+			t.Errorf("AppendValue(%s) = %s, want %s", k, got, want)
+		}
+	}
+}
+
+func FuzzAppendString(f *testing.F) {
+	for _, s := range strs {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		if got, want := string(jsonline.AppendString(nil, s)), encodingJSON(t, s); got != want {
+			t.Errorf("AppendString(%q) = %s, want %s", s, got, want)
+		}
+	})
+}
+
+func TestAppendLogEntryAllocs(t *testing.T) {
+	e := benchEntry()
+	var enc jsonline.Encoder
+	buf := enc.AppendLogEntry(nil, e, time.Time{})
+	// Only the latency's String is left.
+	if n := testing.AllocsPerRun(100, func() { buf = enc.AppendLogEntry(buf[:0], e, time.Time{}) }); n > 1 {
+		t.Errorf("AppendLogEntry allocates %v times per entry, want at most 1", n)
+	}
+}
+
+func benchEntry() *template.LogEntry {
+	return &template.LogEntry{Name: "accesslog", Severity: "info", Timestamp: time.Now(), Variables: map[string]any{
+		"reporter": "destination", "sourceWorkload": "product", "destinationWorkload": "invoice",
+		"destinationServiceHost": "invoice.shop.svc.cluster.local", "method": "POST", "url": "/invoices",
+		"responseCode": int64(201), "requestSize": int64(49), "latency": 1200 * time.Microsecond,
+		"requestId": "cf1e6ba2-7093-439c-9c03-b63fc40c3f18", "userAgent": "Go-http-client/1.1",
+		"sourceIp": []byte{10, 0, 0, 7},
+	}}
+}
+
+func BenchmarkAppendLogEntry(b *testing.B) {
+	e := benchEntry()
+	var enc jsonline.Encoder
+	var buf []byte
+	b.ReportAllocs()
+	for b.Loop() {
+		buf = enc.AppendLogEntry(buf[:0], e, time.Time{})
+	}
+}

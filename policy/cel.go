@@ -202,6 +202,7 @@ func validURI(s string) bool {
 type program struct {
 	text string
 	prg  cel.Program
+	fast *fastExpr // nil: evaluated by CEL
 }
 
 // celIssue is a compile error of one expression, located inside it.
@@ -266,8 +267,9 @@ var (
 
 // compiler compiles expressions against one environment.
 type compiler struct {
-	env   *cel.Env
-	names []string // declared attributes, for suggestions
+	env      *cel.Env
+	names    []string        // declared attributes, for suggestions
+	declared map[string]bool // names as a set, built on first use
 }
 
 // compile parses and type-checks text and checks its result type.
@@ -291,7 +293,18 @@ func (c *compiler) compile(text string, want typeRule) (*program, []celIssue) {
 	if err != nil {
 		return nil, []celIssue{{msg: err.Error()}}
 	}
-	return &program{text: text, prg: prg}, nil
+	return &program{text: text, prg: prg, fast: compileFast(ast, c.isDeclared)}, nil
+}
+
+// isDeclared reports whether name is a declared attribute.
+func (c *compiler) isDeclared(name string) bool {
+	if c.declared == nil {
+		c.declared = make(map[string]bool, len(c.names))
+		for _, n := range c.names {
+			c.declared[n] = true
+		}
+	}
+	return c.declared[name]
 }
 
 var undeclaredRE = regexp.MustCompile(`^undeclared reference to '([^']*)' \(in container '[^']*'\)$`)

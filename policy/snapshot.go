@@ -267,6 +267,14 @@ func (r *rule) evalOps(a *activation, ops []headerOp, out []HeaderOperation, res
 
 // eval runs a program; a CEL error value becomes a Go error.
 func (p *program) eval(a *activation) (ref.Val, error) {
+	if p.fast != nil {
+		if v, ok := p.fast.eval(a); ok {
+			if err, isErr := v.(*types.Err); isErr {
+				return nil, err
+			}
+			return v, nil
+		}
+	}
 	out, _, err := p.prg.Eval(a)
 	if err != nil {
 		return nil, err

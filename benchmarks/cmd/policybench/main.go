@@ -102,13 +102,13 @@ func run() error {
 
 	meta := policybench.Meta{
 		Date:       time.Now().Format("2006-01-02 15:04 MST"),
-		Command:    command(),
-		CPUs:       cpuCount(),
-		CPUModel:   cpuModel(),
+		Command:    harness.Command("policybench"),
+		CPUs:       harness.CPUCount(),
+		CPUModel:   harness.CPUModel(),
 		Go:         runtime.Version(),
-		Sidemix:    firstLine(exec.Command(*sidemix, "version").Output()),
-		Redis:      firstLine(exec.Command("redis-server", "--version").Output()),
-		LoadBefore: loadavg(),
+		Sidemix:    harness.FirstLine(exec.Command(*sidemix, "version").Output()),
+		Redis:      harness.FirstLine(exec.Command("redis-server", "--version").Output()),
+		LoadBefore: harness.LoadAvg(),
 		Rounds:     *rounds,
 		Workers:    *workers,
 		Conns:      *conns,
@@ -142,7 +142,7 @@ func run() error {
 
 	var all [][]policybench.Measurement
 	for r := range *rounds {
-		fmt.Fprintf(os.Stderr, "-- round %d of %d (load %s)\n", r+1, *rounds, loadavg())
+		fmt.Fprintf(os.Stderr, "-- round %d of %d (load %s)\n", r+1, *rounds, harness.LoadAvg())
 		var round []policybench.Measurement
 		for _, sc := range suite.Scenarios() {
 			if filter != nil && !filter.MatchString(sc.Name) {
@@ -159,7 +159,7 @@ func run() error {
 		}
 		all = append(all, round)
 	}
-	meta.LoadAfter = loadavg()
+	meta.LoadAfter = harness.LoadAvg()
 
 	rep := policybench.NewReport(meta, all)
 	md := rep.Markdown()
@@ -264,63 +264,4 @@ func replaceBlock(path, md string) error {
 	}
 	s = s[:i+len(blockBegin)] + "\n" + md + s[j:]
 	return os.WriteFile(path, []byte(s), 0o644)
-}
-
-// command is how this run was started, for the report, quoted for a
-// POSIX shell.
-func command() string {
-	args := []string{"bin/policybench"}
-	for _, a := range os.Args[1:] {
-		if a == "" || strings.ContainsAny(a, " \t$|*?[]()<>&;'\"\\!#~{}") {
-			a = "'" + strings.ReplaceAll(a, "'", `'\''`) + "'"
-		}
-		args = append(args, a)
-	}
-	return strings.Join(args, " ")
-}
-
-// cpuCount is the machine's CPU count, not this process's affinity.
-func cpuCount() int {
-	b, err := os.ReadFile("/proc/cpuinfo")
-	if err != nil {
-		return runtime.NumCPU()
-	}
-	n := 0
-	for line := range strings.SplitSeq(string(b), "\n") {
-		if strings.HasPrefix(line, "processor") {
-			n++
-		}
-	}
-	return max(n, 1)
-}
-
-func cpuModel() string {
-	if out, err := exec.Command("lscpu").Output(); err == nil {
-		for line := range strings.SplitSeq(string(out), "\n") {
-			if v, ok := strings.CutPrefix(line, "Model name:"); ok {
-				return strings.TrimSpace(v)
-			}
-		}
-	}
-	return runtime.GOARCH
-}
-
-func loadavg() string {
-	b, err := os.ReadFile("/proc/loadavg")
-	if err != nil {
-		return "?"
-	}
-	f := strings.Fields(string(b))
-	if len(f) < 3 {
-		return "?"
-	}
-	return strings.Join(f[:3], " ")
-}
-
-func firstLine(b []byte, err error) string {
-	if err != nil {
-		return "unknown"
-	}
-	line, _, _ := strings.Cut(strings.TrimSpace(string(b)), "\n")
-	return line
 }

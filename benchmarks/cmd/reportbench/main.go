@@ -119,12 +119,12 @@ func run() error {
 
 	meta := reportbench.Meta{
 		Date:       time.Now().UTC().Format("2006-01-02 15:04 MST"),
-		Command:    command(),
-		CPUs:       cpuCount(),
-		CPUModel:   cpuModel(),
+		Command:    harness.Command("reportbench"),
+		CPUs:       harness.CPUCount(),
+		CPUModel:   harness.CPUModel(),
 		Go:         runtime.Version(),
-		Sidemix:    firstLine(exec.Command(*sidemix, "version").Output()),
-		LoadBefore: loadavg(),
+		Sidemix:    harness.FirstLine(exec.Command(*sidemix, "version").Output()),
+		LoadBefore: harness.LoadAvg(),
 		Rounds:     *rounds,
 		Warmup:     warmup.String(),
 		Duration:   duration.String(),
@@ -156,7 +156,7 @@ func run() error {
 	var all [][]reportbench.Measurement
 	var during []string
 	for r := range *rounds {
-		fmt.Fprintf(os.Stderr, "-- round %d of %d (load %s)\n", r+1, *rounds, loadavg())
+		fmt.Fprintf(os.Stderr, "-- round %d of %d (load %s)\n", r+1, *rounds, harness.LoadAvg())
 		var round []reportbench.Measurement
 		for _, name := range reportbench.Scenarios {
 			if filter != nil && !filter.MatchString(name) {
@@ -171,11 +171,11 @@ func run() error {
 			}
 			round = append(round, m)
 		}
-		during = append(during, loadavg())
+		during = append(during, harness.LoadAvg())
 		all = append(all, round)
 	}
 	meta.LoadDuring = strings.Join(during, "; ")
-	meta.LoadAfter = loadavg()
+	meta.LoadAfter = harness.LoadAvg()
 
 	rep := reportbench.NewReport(meta, all)
 	md := rep.Markdown()
@@ -256,62 +256,4 @@ func writeReport(dir string, rep *reportbench.Report, md string) error {
 		return err
 	}
 	return os.WriteFile(filepath.Join(dir, "report.md"), []byte(md), 0o644)
-}
-
-// command is how this run was started, quoted for a POSIX shell.
-func command() string {
-	args := []string{"bin/reportbench"}
-	for _, a := range os.Args[1:] {
-		if a == "" || strings.ContainsAny(a, " \t$|*?[]()<>&;'\"\\!#~{}") {
-			a = "'" + strings.ReplaceAll(a, "'", `'\''`) + "'"
-		}
-		args = append(args, a)
-	}
-	return strings.Join(args, " ")
-}
-
-// cpuCount is the machine's CPU count, not this process's affinity.
-func cpuCount() int {
-	b, err := os.ReadFile("/proc/cpuinfo")
-	if err != nil {
-		return runtime.NumCPU()
-	}
-	n := 0
-	for line := range strings.SplitSeq(string(b), "\n") {
-		if strings.HasPrefix(line, "processor") {
-			n++
-		}
-	}
-	return max(n, 1)
-}
-
-func cpuModel() string {
-	if out, err := exec.Command("lscpu").Output(); err == nil {
-		for line := range strings.SplitSeq(string(out), "\n") {
-			if v, ok := strings.CutPrefix(line, "Model name:"); ok {
-				return strings.TrimSpace(v)
-			}
-		}
-	}
-	return runtime.GOARCH
-}
-
-func loadavg() string {
-	b, err := os.ReadFile("/proc/loadavg")
-	if err != nil {
-		return "?"
-	}
-	f := strings.Fields(string(b))
-	if len(f) < 3 {
-		return "?"
-	}
-	return strings.Join(f[:3], " ")
-}
-
-func firstLine(b []byte, err error) string {
-	if err != nil {
-		return "unknown"
-	}
-	line, _, _ := strings.Cut(strings.TrimSpace(string(b)), "\n")
-	return line
 }

@@ -7,6 +7,8 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/sidemix/sidemix/adapters/internal/handlerkit"
+
 	"github.com/sidemix/sidemix/adapters/internal/tlsconfig"
 )
 
@@ -55,15 +57,9 @@ type Config struct {
 	ProcessTags map[string]string `yaml:"processTags"`
 }
 
-// Retry is the backoff of failed sends: after initialInterval, doubling up
-// to maxInterval, for at most maxElapsedTime per batch. Disabled, a failed
-// batch is dropped at once.
-type Retry struct {
-	Enabled         bool          `yaml:"enabled"`
-	InitialInterval time.Duration `yaml:"initialInterval"`
-	MaxInterval     time.Duration `yaml:"maxInterval"`
-	MaxElapsedTime  time.Duration `yaml:"maxElapsedTime"`
-}
+// Retry is the `retry:` params, shared with the other adapters that send
+// through handlerkit.Batcher.
+type Retry = handlerkit.RetryConfig
 
 // NewConfig returns the defaults: protocol grpc, a 5s timeout, batches of
 // up to 500 spans sent at least every second, up to 10000 spans buffered,
@@ -115,17 +111,7 @@ func (c *Config) Validate() error {
 	if c.MaxQueueSize < c.MaxBatchSize {
 		add("maxQueueSize: %d is less than maxBatchSize %d", c.MaxQueueSize, c.MaxBatchSize)
 	}
-	if c.Retry.Enabled {
-		if c.Retry.InitialInterval <= 0 {
-			add("retry.initialInterval: must be positive, got %v", c.Retry.InitialInterval)
-		}
-		if c.Retry.MaxInterval < c.Retry.InitialInterval {
-			add("retry.maxInterval: %v is less than retry.initialInterval %v", c.Retry.MaxInterval, c.Retry.InitialInterval)
-		}
-		if c.Retry.MaxElapsedTime <= 0 {
-			add("retry.maxElapsedTime: must be positive, got %v", c.Retry.MaxElapsedTime)
-		}
-	}
+	errs = append(errs, c.Retry.Validate())
 	for k := range c.ProcessTags {
 		if k == "" {
 			add("processTags: a tag has an empty name")

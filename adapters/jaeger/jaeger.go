@@ -144,13 +144,7 @@ func newHandler(_ context.Context, set adapters.Settings, c adapters.Config) (ad
 		Done:          h.done,
 		Queued:        func(n int) { m.queued.WithLabelValues(h.name).Set(float64(n)) },
 	}
-	if cfg.Retry.Enabled {
-		opts.Retry = handlerkit.Retry{
-			InitialInterval: cfg.Retry.InitialInterval,
-			MaxInterval:     cfg.Retry.MaxInterval,
-			MaxElapsedTime:  cfg.Retry.MaxElapsedTime,
-		}
-	}
+	opts.Retry = cfg.Retry.Retry()
 	m.queued.WithLabelValues(h.name).Set(0)
 	h.batch = handlerkit.NewBatcher(opts, func(ctx context.Context, batch []*template.TraceSpan) (int, error) {
 		failed, err := exp.export(ctx, batch)

@@ -10,6 +10,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/sidemix/sidemix/adapters/internal/handlerkit"
+
 	"github.com/sidemix/sidemix/adapters/internal/tlsconfig"
 )
 
@@ -73,14 +75,9 @@ type Config struct {
 	Retry Retry `yaml:"retry"`
 }
 
-// Retry is the backoff of failed sends: after initialInterval, doubling up
-// to maxInterval, for at most maxElapsedTime per batch.
-type Retry struct {
-	Enabled         bool          `yaml:"enabled"`
-	InitialInterval time.Duration `yaml:"initialInterval"`
-	MaxInterval     time.Duration `yaml:"maxInterval"`
-	MaxElapsedTime  time.Duration `yaml:"maxElapsedTime"`
-}
+// Retry is the `retry:` params, shared with the other adapters that send
+// through handlerkit.Batcher.
+type Retry = handlerkit.RetryConfig
 
 // NewConfig returns the defaults: grpc with gzip, a 5s timeout, batches of
 // up to 512 sent at least every second, 10000 buffered, retries for 30s.
@@ -156,17 +153,7 @@ func (c *Config) Validate() error {
 	if c.MaxQueueSize < c.MaxBatchSize {
 		add("maxQueueSize: %d is less than maxBatchSize %d", c.MaxQueueSize, c.MaxBatchSize)
 	}
-	if c.Retry.Enabled {
-		if c.Retry.InitialInterval <= 0 {
-			add("retry.initialInterval: must be positive, got %v", c.Retry.InitialInterval)
-		}
-		if c.Retry.MaxInterval < c.Retry.InitialInterval {
-			add("retry.maxInterval: %v is less than retry.initialInterval %v", c.Retry.MaxInterval, c.Retry.InitialInterval)
-		}
-		if c.Retry.MaxElapsedTime <= 0 {
-			add("retry.maxElapsedTime: must be positive, got %v", c.Retry.MaxElapsedTime)
-		}
-	}
+	errs = append(errs, c.Retry.Validate())
 	errs = append(errs, c.TLS.Validate(c.Protocol == ProtocolHTTP && https, "tls.enabled false, or not an https endpoint"))
 	return errors.Join(errs...)
 }

@@ -143,13 +143,7 @@ func (h *handler) batcherOptions(signal string) handlerkit.BatcherOptions {
 		Done:          func(n, failed, retries int, err error) { h.done(signal, n, failed, retries, err) },
 		Queued:        func(n int) { h.m.queued.WithLabelValues(h.name, signal).Set(float64(n)) },
 	}
-	if h.cfg.Retry.Enabled {
-		o.Retry = handlerkit.Retry{
-			InitialInterval: h.cfg.Retry.InitialInterval,
-			MaxInterval:     h.cfg.Retry.MaxInterval,
-			MaxElapsedTime:  h.cfg.Retry.MaxElapsedTime,
-		}
-	}
+	o.Retry = h.cfg.Retry.Retry()
 	h.m.queued.WithLabelValues(h.name, signal).Set(0)
 	return o
 }

@@ -3,6 +3,7 @@ package handlerkit
 import (
 	"context"
 	"errors"
+	"fmt"
 	"math/rand/v2"
 	"slices"
 	"sync"
@@ -17,6 +18,42 @@ type Retry struct {
 	InitialInterval time.Duration
 	MaxInterval     time.Duration
 	MaxElapsedTime  time.Duration
+}
+
+// RetryConfig is the `retry:` params of an adapter that sends through a
+// Batcher: after initialInterval, doubling up to maxInterval, for at most
+// maxElapsedTime per batch. Disabled, a failed batch is dropped at once.
+type RetryConfig struct {
+	Enabled         bool          `yaml:"enabled"`
+	InitialInterval time.Duration `yaml:"initialInterval"`
+	MaxInterval     time.Duration `yaml:"maxInterval"`
+	MaxElapsedTime  time.Duration `yaml:"maxElapsedTime"`
+}
+
+// Validate reports every problem under the key retry.
+func (r RetryConfig) Validate() error {
+	if !r.Enabled {
+		return nil
+	}
+	var errs []error
+	if r.InitialInterval <= 0 {
+		errs = append(errs, fmt.Errorf("retry.initialInterval: must be positive, got %v", r.InitialInterval))
+	}
+	if r.MaxInterval < r.InitialInterval {
+		errs = append(errs, fmt.Errorf("retry.maxInterval: %v is less than retry.initialInterval %v", r.MaxInterval, r.InitialInterval))
+	}
+	if r.MaxElapsedTime <= 0 {
+		errs = append(errs, fmt.Errorf("retry.maxElapsedTime: must be positive, got %v", r.MaxElapsedTime))
+	}
+	return errors.Join(errs...)
+}
+
+// Retry is the Batcher's retry for these params: none when disabled.
+func (r RetryConfig) Retry() Retry {
+	if !r.Enabled {
+		return Retry{}
+	}
+	return Retry{InitialInterval: r.InitialInterval, MaxInterval: r.MaxInterval, MaxElapsedTime: r.MaxElapsedTime}
 }
 
 // BatcherOptions configure a Batcher.

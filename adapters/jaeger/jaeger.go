@@ -104,12 +104,7 @@ type handler struct {
 	closing    atomic.Bool
 	lastFailed atomic.Bool
 
-	// The Batcher's goroutine reports outcomes one at a time, but Close
-	// may report the last ones from another goroutine.
-	mu          sync.Mutex
-	failing     bool
-	lastWarning time.Time
-	failedSince int
+	failures handlerkit.FailureLog
 }
 
 var _ adapters.Reporter = (*handler)(nil)
@@ -135,7 +130,8 @@ func newHandler(_ context.Context, set adapters.Settings, c adapters.Config) (ad
 	default:
 		exp = newGRPCExporter(conn, cfg.ProcessTags)
 	}
-	h := &handler{name: set.Name, cfg: cfg, log: set.Logger, now: set.Now, conn: conn, m: m}
+	h := &handler{name: set.Name, cfg: cfg, log: set.Logger, now: set.Now, conn: conn, m: m,
+		failures: handlerkit.FailureLog{Interval: failureLogInterval}}
 	opts := handlerkit.BatcherOptions{
 		MaxBatchSize:  cfg.MaxBatchSize,
 		FlushInterval: cfg.FlushInterval,
@@ -222,24 +218,13 @@ func (h *handler) done(n, failed, retries int, err error) {
 	if retries > 0 {
 		h.m.retries.WithLabelValues(h.name).Add(float64(retries))
 	}
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	now := h.now()
-	switch {
-	case err == nil && h.failing:
-		h.failing = false
-		h.log.Info("collector accepts spans again", "endpoint", h.cfg.Endpoint, "failed_meanwhile", h.failedSince)
-	case err != nil && (!h.failing || now.Sub(h.lastWarning) >= failureLogInterval):
-		if !h.failing {
-			h.failedSince = 0
-		}
-		h.failing = true
-		h.failedSince += failed
-		h.lastWarning = now
+	switch level, since := h.failures.Record(h.now(), failed, err); level {
+	case handlerkit.LogRecovered:
+		h.log.Info("collector accepts spans again", "endpoint", h.cfg.Endpoint, "failed_meanwhile", since)
+	case handlerkit.LogWarning:
 		h.log.Warn("sending spans failed; they are dropped", "endpoint", h.cfg.Endpoint, "spans", failed,
-			"retries", retries, "failed_since_first_failure", h.failedSince, "error", err)
-	case err != nil:
-		h.failedSince += failed
+			"retries", retries, "failed_since_first_failure", since, "error", err)
+	case handlerkit.LogDebug:
 		h.log.Debug("sending spans failed", "endpoint", h.cfg.Endpoint, "spans", failed, "error", err)
 	}
 }

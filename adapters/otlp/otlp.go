@@ -94,10 +94,7 @@ type handler struct {
 	closeOnce sync.Once
 	closeErr  error
 
-	mu          sync.Mutex // failure logging, from both batchers' goroutines
-	failing     bool
-	lastWarning time.Time
-	failedSince int
+	failures handlerkit.FailureLog // shared by both batchers' goroutines
 }
 
 var _ adapters.Reporter = (*handler)(nil)
@@ -122,7 +119,8 @@ func newHandler(set adapters.Settings, c adapters.Config) (*handler, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", Name, err)
 	}
-	h := &handler{name: set.Name, cfg: cfg, log: set.Logger, now: set.Now, m: m, exp: exp}
+	h := &handler{name: set.Name, cfg: cfg, log: set.Logger, now: set.Now, m: m, exp: exp,
+		failures: handlerkit.FailureLog{Interval: failureLogInterval}}
 	h.traces = handlerkit.NewBatcher(h.batcherOptions(signalTraces), func(ctx context.Context, batch []*template.TraceSpan) (int, error) {
 		td, _ := spans.Traces(batch) // ids were checked by Report
 		return exp.traces(ctx, td)
@@ -210,24 +208,13 @@ func (h *handler) done(signal string, n, failed, retries int, err error) {
 	if retries > 0 {
 		h.m.retries.WithLabelValues(h.name, signal).Add(float64(retries))
 	}
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	now := h.now()
-	switch {
-	case err == nil && h.failing:
-		h.failing = false
-		h.log.Info("OTLP endpoint accepts data again", "endpoint", h.cfg.Endpoint, "failed_meanwhile", h.failedSince)
-	case err != nil && (!h.failing || now.Sub(h.lastWarning) >= failureLogInterval):
-		if !h.failing {
-			h.failedSince = 0
-		}
-		h.failing = true
-		h.failedSince += failed
-		h.lastWarning = now
+	switch level, since := h.failures.Record(h.now(), failed, err); level {
+	case handlerkit.LogRecovered:
+		h.log.Info("OTLP endpoint accepts data again", "endpoint", h.cfg.Endpoint, "failed_meanwhile", since)
+	case handlerkit.LogWarning:
 		h.log.Warn("OTLP export failed; the batch is dropped", "endpoint", h.cfg.Endpoint, "signal", signal,
-			"items", failed, "retries", retries, "failed_since_first_failure", h.failedSince, "error", err)
-	case err != nil:
-		h.failedSince += failed
+			"items", failed, "retries", retries, "failed_since_first_failure", since, "error", err)
+	case handlerkit.LogDebug:
 		h.log.Debug("OTLP export failed", "endpoint", h.cfg.Endpoint, "signal", signal, "items", failed, "error", err)
 	}
 }

@@ -145,10 +145,7 @@ func (s *Server) stopOTLP(ctx context.Context) []error {
 func (s *Server) OTLPGRPCAddr() string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.otlpGRPCLn == nil {
-		return s.cfg.OTLPGRPCAddr
-	}
-	return s.otlpGRPCLn.Addr().String()
+	return lnAddr(s.otlpGRPCLn, s.cfg.OTLPGRPCAddr)
 }
 
 // OTLPHTTPAddr is the address of the OTLP/HTTP receiver once started, ""
@@ -156,10 +153,7 @@ func (s *Server) OTLPGRPCAddr() string {
 func (s *Server) OTLPHTTPAddr() string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.otlpHTTPLn == nil {
-		return s.cfg.OTLPHTTPAddr
-	}
-	return s.otlpHTTPLn.Addr().String()
+	return lnAddr(s.otlpHTTPLn, s.cfg.OTLPHTTPAddr)
 }
 
 // The OTLP gRPC services. The request body reaches the handler undecoded
@@ -218,38 +212,43 @@ func exportDesc(service string, export func(body []byte) (rawMessage, error)) *g
 	}
 }
 
-// exportTracesGRPC decodes an ExportTraceServiceRequest and runs its spans
-// through the report rules. The partial success counts the spans that had
-// no usable ids.
+// exportTraces runs a request's spans through the report rules. The
+// partial success counts the spans that had no usable ids.
+func (r *otlpReceiver) exportTraces(req ptraceotlp.ExportRequest) ptraceotlp.ExportResponse {
+	resp := ptraceotlp.NewExportResponse()
+	if rejected, msg := r.traces(req.Traces()); rejected > 0 {
+		resp.PartialSuccess().SetRejectedSpans(int64(rejected))
+		resp.PartialSuccess().SetErrorMessage(msg)
+	}
+	return resp
+}
+
+// exportLogs runs a request's log records through the report rules.
+func (r *otlpReceiver) exportLogs(req plogotlp.ExportRequest) plogotlp.ExportResponse {
+	resp := plogotlp.NewExportResponse()
+	if rejected, msg := r.logs(req.Logs()); rejected > 0 {
+		resp.PartialSuccess().SetRejectedLogRecords(int64(rejected))
+		resp.PartialSuccess().SetErrorMessage(msg)
+	}
+	return resp
+}
+
+// exportTracesGRPC is the gRPC Export of traces.
 func (r *otlpReceiver) exportTracesGRPC(body []byte) (rawMessage, error) {
 	req := ptraceotlp.NewExportRequest()
 	if err := req.UnmarshalProto(body); err != nil {
 		return nil, r.malformedGRPC(signalTraces, err)
 	}
-	rejected, msg := r.traces(req.Traces())
-	resp := ptraceotlp.NewExportResponse()
-	if rejected > 0 {
-		resp.PartialSuccess().SetRejectedSpans(int64(rejected))
-		resp.PartialSuccess().SetErrorMessage(msg)
-	}
-	out, err := resp.MarshalProto()
-	return out, err
+	return r.exportTraces(req).MarshalProto()
 }
 
-// exportLogsGRPC runs the log records through the report rules.
+// exportLogsGRPC is the gRPC Export of logs.
 func (r *otlpReceiver) exportLogsGRPC(body []byte) (rawMessage, error) {
 	req := plogotlp.NewExportRequest()
 	if err := req.UnmarshalProto(body); err != nil {
 		return nil, r.malformedGRPC(signalLogs, err)
 	}
-	rejected, msg := r.logs(req.Logs())
-	resp := plogotlp.NewExportResponse()
-	if rejected > 0 {
-		resp.PartialSuccess().SetRejectedLogRecords(int64(rejected))
-		resp.PartialSuccess().SetErrorMessage(msg)
-	}
-	out, err := resp.MarshalProto()
-	return out, err
+	return r.exportLogs(req).MarshalProto()
 }
 
 func (r *otlpReceiver) malformedGRPC(signal string, err error) error {
@@ -258,46 +257,38 @@ func (r *otlpReceiver) malformedGRPC(signal string, err error) error {
 	return status.Errorf(codes.InvalidArgument, "malformed %s request: %v", signal, err)
 }
 
+// otlpRequest and otlpResponse are what the pdata Export request and
+// response types of every signal offer.
+type otlpRequest interface {
+	UnmarshalJSON([]byte) error
+	UnmarshalProto([]byte) error
+}
+
+type otlpResponse interface {
+	MarshalJSON() ([]byte, error)
+	MarshalProto() ([]byte, error)
+}
+
 // serveHTTPTraces is POST /v1/traces: an ExportTraceServiceRequest in
 // protobuf or JSON, answered in the same encoding.
 func (r *otlpReceiver) serveHTTPTraces(w http.ResponseWriter, req *http.Request) {
-	body, enc, ok := r.readHTTP(w, req, signalTraces)
-	if !ok {
-		return
-	}
 	er := ptraceotlp.NewExportRequest()
-	var err error
-	if enc == contentJSON {
-		err = er.UnmarshalJSON(body)
-	} else {
-		err = er.UnmarshalProto(body)
-	}
-	if err != nil {
-		r.malformed(w, enc, signalTraces, err)
-		return
-	}
-	rejected, msg := r.traces(er.Traces())
-	resp := ptraceotlp.NewExportResponse()
-	if rejected > 0 {
-		resp.PartialSuccess().SetRejectedSpans(int64(rejected))
-		resp.PartialSuccess().SetErrorMessage(msg)
-	}
-	var out []byte
-	if enc == contentJSON {
-		out, err = resp.MarshalJSON()
-	} else {
-		out, err = resp.MarshalProto()
-	}
-	writeHTTP(w, enc, out, err)
+	r.serveHTTP(w, req, signalTraces, er, func() otlpResponse { return r.exportTraces(er) })
 }
 
 // serveHTTPLogs is POST /v1/logs.
 func (r *otlpReceiver) serveHTTPLogs(w http.ResponseWriter, req *http.Request) {
-	body, enc, ok := r.readHTTP(w, req, signalLogs)
+	er := plogotlp.NewExportRequest()
+	r.serveHTTP(w, req, signalLogs, er, func() otlpResponse { return r.exportLogs(er) })
+}
+
+// serveHTTP reads one OTLP/HTTP request of signal into er, runs export on
+// it and writes its answer in the request's encoding.
+func (r *otlpReceiver) serveHTTP(w http.ResponseWriter, req *http.Request, signal string, er otlpRequest, export func() otlpResponse) {
+	body, enc, ok := r.readHTTP(w, req, signal)
 	if !ok {
 		return
 	}
-	er := plogotlp.NewExportRequest()
 	var err error
 	if enc == contentJSON {
 		err = er.UnmarshalJSON(body)
@@ -305,15 +296,10 @@ func (r *otlpReceiver) serveHTTPLogs(w http.ResponseWriter, req *http.Request) {
 		err = er.UnmarshalProto(body)
 	}
 	if err != nil {
-		r.malformed(w, enc, signalLogs, err)
+		r.malformed(w, enc, signal, err)
 		return
 	}
-	rejected, msg := r.logs(er.Logs())
-	resp := plogotlp.NewExportResponse()
-	if rejected > 0 {
-		resp.PartialSuccess().SetRejectedLogRecords(int64(rejected))
-		resp.PartialSuccess().SetErrorMessage(msg)
-	}
+	resp := export()
 	var out []byte
 	if enc == contentJSON {
 		out, err = resp.MarshalJSON()

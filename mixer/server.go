@@ -119,20 +119,23 @@ func (s *Server) LastReloadError() error {
 func (s *Server) GRPCAddr() string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.grpcLn == nil {
-		return s.cfg.GRPCAddr
-	}
-	return s.grpcLn.Addr().String()
+	return lnAddr(s.grpcLn, s.cfg.GRPCAddr)
 }
 
 // AdminAddr is the address of the admin endpoints, once started.
 func (s *Server) AdminAddr() string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.adminLn == nil {
-		return s.cfg.AdminAddr
+	return lnAddr(s.adminLn, s.cfg.AdminAddr)
+}
+
+// lnAddr is the address ln listens on, or the configured one before it
+// does.
+func lnAddr(ln net.Listener, configured string) string {
+	if ln == nil {
+		return configured
 	}
-	return s.adminLn.Addr().String()
+	return ln.Addr().String()
 }
 
 // Start listens on the gRPC and admin addresses and starts watching the

@@ -68,7 +68,7 @@ func run() error {
 		return renderSaved(*render, *readme, *out)
 	}
 	if *loadCPUs != "" && os.Getenv(pinnedEnv) == "" {
-		return repin(*loadCPUs)
+		return harness.Repin(*loadCPUs, pinnedEnv)
 	}
 	var filter *regexp.Regexp
 	if *only != "" {
@@ -210,39 +210,11 @@ func renderSaved(path, readme, out string) error {
 // writeReports writes the report into out/date and out/latest.
 func writeReports(out, date string, rep *policybench.Report, md string) error {
 	for _, dir := range []string{filepath.Join(out, date), filepath.Join(out, "latest")} {
-		if err := writeReport(dir, rep, md); err != nil {
+		if err := harness.WriteReport(dir, "policy", rep, md); err != nil {
 			return err
 		}
 	}
 	return nil
-}
-
-// repin runs this command again under taskset on cpus.
-func repin(cpus string) error {
-	ts, err := exec.LookPath("taskset")
-	if err != nil {
-		return fmt.Errorf("-loadgen-cpus %s needs taskset (or pass -loadgen-cpus '' -server-cpus ''): %v", cpus, err)
-	}
-	self, err := os.Executable()
-	if err != nil {
-		return err
-	}
-	args := append([]string{"taskset", "-c", cpus, self}, os.Args[1:]...)
-	return syscall.Exec(ts, args, append(os.Environ(), pinnedEnv+"=1"))
-}
-
-func writeReport(dir string, rep *policybench.Report, md string) error {
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return err
-	}
-	js, err := json.MarshalIndent(rep, "", "  ")
-	if err != nil {
-		return err
-	}
-	if err := os.WriteFile(filepath.Join(dir, "policy.json"), append(js, '\n'), 0o644); err != nil {
-		return err
-	}
-	return os.WriteFile(filepath.Join(dir, "policy.md"), []byte(md), 0o644)
 }
 
 // The generated block of a README lies between these lines.

@@ -16,7 +16,6 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -73,7 +72,7 @@ func run() error {
 	flag.Parse()
 
 	if *loadCPUs != "" && os.Getenv(pinnedEnv) == "" {
-		return repin(*loadCPUs)
+		return harness.Repin(*loadCPUs, pinnedEnv)
 	}
 	for _, f := range []struct{ flag, path string }{{"-sidemix", *sidemix}, {"-kfake", *kfake}, {"-examples", *examples}} {
 		if _, err := os.Stat(f.path); err != nil {
@@ -182,7 +181,7 @@ func run() error {
 	fmt.Print(md)
 	if *out != "" {
 		for _, dir := range []string{filepath.Join(*out, time.Now().Format("2006-01-02")), filepath.Join(*out, "latest")} {
-			if err := writeReport(dir, rep, md); err != nil {
+			if err := harness.WriteReport(dir, "report", rep, md); err != nil {
 				return err
 			}
 		}
@@ -228,32 +227,4 @@ func buildOtelcol(ctx context.Context, cache string) (string, error) {
 		return "", errors.New("the builder succeeded but left no " + bin)
 	}
 	return bin, nil
-}
-
-// repin runs this command again under taskset on cpus.
-func repin(cpus string) error {
-	ts, err := exec.LookPath("taskset")
-	if err != nil {
-		return fmt.Errorf("-loadgen-cpus %s needs taskset (or pass -loadgen-cpus '' -server-cpus ''): %v", cpus, err)
-	}
-	self, err := os.Executable()
-	if err != nil {
-		return err
-	}
-	args := append([]string{"taskset", "-c", cpus, self}, os.Args[1:]...)
-	return syscall.Exec(ts, args, append(os.Environ(), pinnedEnv+"=1"))
-}
-
-func writeReport(dir string, rep *reportbench.Report, md string) error {
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return err
-	}
-	js, err := json.MarshalIndent(rep, "", "  ")
-	if err != nil {
-		return err
-	}
-	if err := os.WriteFile(filepath.Join(dir, "report.json"), append(js, '\n'), 0o644); err != nil {
-		return err
-	}
-	return os.WriteFile(filepath.Join(dir, "report.md"), []byte(md), 0o644)
 }

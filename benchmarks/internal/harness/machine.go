@@ -1,10 +1,14 @@
 package harness
 
 import (
+	"encoding/json"
+	"fmt"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"runtime"
 	"strings"
+	"syscall"
 )
 
 // Command is how this run of program name was started, for the report,
@@ -67,4 +71,36 @@ func FirstLine(b []byte, err error) string {
 	}
 	line, _, _ := strings.Cut(strings.TrimSpace(string(b)), "\n")
 	return line
+}
+
+// Repin runs this command again under taskset on cpus, with env set so
+// that the second run knows it is pinned already; it returns only on
+// failure.
+func Repin(cpus, env string) error {
+	ts, err := exec.LookPath("taskset")
+	if err != nil {
+		return fmt.Errorf("-loadgen-cpus %s needs taskset (or pass -loadgen-cpus '' -server-cpus ''): %v", cpus, err)
+	}
+	self, err := os.Executable()
+	if err != nil {
+		return err
+	}
+	args := append([]string{"taskset", "-c", cpus, self}, os.Args[1:]...)
+	return syscall.Exec(ts, args, append(os.Environ(), env+"=1"))
+}
+
+// WriteReport writes a run's report into dir as NAME.json and its
+// Markdown as NAME.md.
+func WriteReport(dir, name string, rep any, md string) error {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return err
+	}
+	js, err := json.MarshalIndent(rep, "", "  ")
+	if err != nil {
+		return err
+	}
+	if err := os.WriteFile(filepath.Join(dir, name+".json"), append(js, '\n'), 0o644); err != nil {
+		return err
+	}
+	return os.WriteFile(filepath.Join(dir, name+".md"), []byte(md), 0o644)
 }

@@ -735,6 +735,9 @@ func (l *loader) instance(d *document) *instance {
 		}
 		return out
 	}
+	// decode decodes the params into out; when they cannot be decoded at
+	// all the instance is broken and compiling its fields would only add
+	// noise.
 	decode := func(out any) bool {
 		if params == nil {
 			return true
@@ -744,7 +747,16 @@ func (l *loader) instance(d *document) *instance {
 		if len(fi) > 0 {
 			ok = false
 		}
+		if !decoded {
+			in.broken = true
+		}
 		return decoded
+	}
+	require := func(key string, e expr) {
+		if !e.Set {
+			l.add(d, paramsLine, "spec.params."+key, "required")
+			ok = false
+		}
 	}
 	switch spec.Template.Value {
 	case "":
@@ -758,19 +770,14 @@ func (l *loader) instance(d *document) *instance {
 		in.variety = VarietyCheck
 		var p listEntryParams
 		if !decode(&p) {
-			in.broken = true
 			return in
 		}
-		if !p.Value.Set {
-			l.add(d, paramsLine, "spec.params.value", "required")
-			ok = false
-		}
+		require("value", p.Value)
 		in.value = compileField("spec.params.value", p.Value, wantListValue)
 	case template.AuthorizationName:
 		in.variety = VarietyCheck
 		var p authorizationParams
 		if !decode(&p) {
-			in.broken = true
 			return in
 		}
 		in.authz = &authzPrograms{
@@ -787,7 +794,6 @@ func (l *loader) instance(d *document) *instance {
 		in.variety = VarietyQuota
 		var p quotaParams
 		if !decode(&p) {
-			in.broken = true
 			return in
 		}
 		in.dimensions = compileMap("spec.params.dimensions", p.Dimensions, wantScalar)
@@ -795,20 +801,15 @@ func (l *loader) instance(d *document) *instance {
 		in.variety = VarietyReport
 		var p metricParams
 		if !decode(&p) {
-			in.broken = true
 			return in
 		}
-		if !p.Value.Set {
-			l.add(d, paramsLine, "spec.params.value", "required")
-			ok = false
-		}
+		require("value", p.Value)
 		in.value = compileField("spec.params.value", p.Value, wantNumber)
 		in.dimensions = compileMap("spec.params.dimensions", p.Dimensions, wantScalar)
 	case template.LogEntryName:
 		in.variety = VarietyReport
 		var p logEntryParams
 		if !decode(&p) {
-			in.broken = true
 			return in
 		}
 		in.variables = compileMap("spec.params.variables", p.Variables, wantAny)
@@ -818,19 +819,13 @@ func (l *loader) instance(d *document) *instance {
 		in.variety = VarietyReport
 		var p traceSpanParams
 		if !decode(&p) {
-			in.broken = true
 			return in
 		}
-		for _, r := range []struct {
-			key string
-			e   expr
-		}{{"traceId", p.TraceID}, {"spanId", p.SpanID}, {"spanName", p.SpanName},
-			{"startTime", p.StartTime}, {"endTime", p.EndTime}} {
-			if !r.e.Set {
-				l.add(d, paramsLine, "spec.params."+r.key, "required")
-				ok = false
-			}
-		}
+		require("traceId", p.TraceID)
+		require("spanId", p.SpanID)
+		require("spanName", p.SpanName)
+		require("startTime", p.StartTime)
+		require("endTime", p.EndTime)
 		in.span = &spanPrograms{
 			traceID:         compileField("spec.params.traceId", p.TraceID, wantString),
 			spanID:          compileField("spec.params.spanId", p.SpanID, wantString),

@@ -167,14 +167,7 @@ func (s *Server) runQuotas(ctx context.Context, st *state, bag *attribute.Bag, r
 	}
 	shareShadowCalls(calls)
 
-	results := fanOut(ctx, len(calls), func(ctx context.Context, i int) (adapters.QuotaResult, error) {
-		c := calls[i]
-		if c.err != nil || c.same >= 0 {
-			return adapters.QuotaResult{}, c.err
-		}
-		defer observeSince(c.h.quotaDuration, time.Now())
-		return c.h.quota.Allocate(ctx, c.inst, c.args)
-	})
+	results := allocateAll(ctx, calls)
 
 	grants := map[string]*quotaGrant{}
 	var grantOrder []*quotaGrant
@@ -293,6 +286,66 @@ func (s *Server) runQuotas(ctx context.Context, st *state, bag *attribute.Bag, r
 		}
 	}
 	return out
+}
+
+// ContextBound is implemented by quota handlers whose Allocate returns by
+// the time its context ends, whatever their backend does (memquota,
+// redisquota). The mixer calls such a handler on the request's own
+// goroutine when it is the request's only allocation, instead of on a
+// goroutine of its own that could be abandoned at the deadline.
+type ContextBound interface {
+	AllocateReturnsByDeadline()
+}
+
+// allocateAll makes the calls' allocations, concurrently unless there is
+// only one, to a ContextBound handler.
+func allocateAll(ctx context.Context, calls []quotaCall) []outcome[adapters.QuotaResult] {
+	call := func(ctx context.Context, i int) (adapters.QuotaResult, error) {
+		c := &calls[i]
+		if c.err != nil || c.same >= 0 {
+			return adapters.QuotaResult{}, c.err
+		}
+		defer observeSince(c.h.quotaDuration, time.Now())
+		return c.h.quota.Allocate(ctx, c.inst, c.args)
+	}
+	inline := -1
+	for i := range calls {
+		c := &calls[i]
+		if c.err != nil || c.same >= 0 {
+			continue
+		}
+		if _, ok := c.h.quota.(ContextBound); !ok || inline >= 0 {
+			return fanOut(ctx, len(calls), call)
+		}
+		inline = i
+	}
+	out := make([]outcome[adapters.QuotaResult], len(calls))
+	for i := range calls {
+		if i != inline {
+			out[i].val, out[i].err = call(ctx, i)
+			out[i].done = true
+		}
+	}
+	if inline >= 0 {
+		out[inline] = callInline(ctx, inline, call)
+	}
+	return out
+}
+
+// callInline is fanOut for one call on the caller's goroutine: a panic is
+// an error, and an answer after the deadline counts as none.
+func callInline[T any](ctx context.Context, i int, call func(ctx context.Context, i int) (T, error)) (o outcome[T]) {
+	defer func() {
+		if r := recover(); r != nil {
+			o = outcome[T]{err: fmt.Errorf("handler panicked: %v", r), done: true}
+		}
+		if ctx.Err() != nil && o.err != nil {
+			o.done = false
+		}
+	}()
+	o.val, o.err = call(ctx, i)
+	o.done = true
+	return o
 }
 
 // exhaustedDetails names the quota and the refusing rule and handler, with

@@ -169,6 +169,11 @@ func (s *Server) Start() error {
 		grpc.ChainUnaryInterceptor(s.recoverUnary),
 		grpc.MaxRecvMsgSize(maxGRPCMessageSize),
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 5 * time.Second, PermitWithoutStream: true}),
+		// Requests run on long-lived goroutines whose stacks have grown
+		// already, instead of a fresh goroutine per request that grows its
+		// stack from the minimum every time; gRPC starts a goroutine when
+		// every worker is busy.
+		grpc.NumStreamWorkers(streamWorkers),
 	)
 	mixerv1.RegisterMixerServer(s.grpcSrv, &service{s: s})
 	s.health = health.NewServer()
@@ -304,6 +309,10 @@ func (s *Server) recoverUnary(ctx context.Context, req any, info *grpc.UnaryServ
 	}()
 	return handler(ctx, req)
 }
+
+// streamWorkers is how many goroutines serve the Mixer API's requests: as
+// many as a busy mixer has Checks waiting on a backend at once.
+const streamWorkers = 64
 
 // service implements mixerv1.MixerServer.
 type service struct {

@@ -110,3 +110,7 @@ func (s *sharedStore) release() {
 		delete(stores.m, s.key)
 	}
 }
+
+// AllocateReturnsByDeadline tells the mixer that Allocate never blocks (it
+// takes a lock, never waits on I/O): it may run on the request's goroutine.
+func (h *handler) AllocateReturnsByDeadline() {}

@@ -7,27 +7,39 @@
 // semantics. rateLimitAlgorithm defaults to ROLLING_WINDOW here too (Istio
 // defaulted to FIXED_WINDOW).
 //
-// # One script per allocation
+// # Batches: one round trip for many allocations
 //
-// Each allocation is one Lua script (EVALSHA, loaded on first use), so it
-// is atomic in Redis: it reads every window of the counter, charges all of
-// them or none, records the result under the deduplication id for
-// minDeduplicationDuration, and returns granted, limit, remaining and
-// reset. The time is the mixer's clock, passed in, not Redis's: calls
+// Allocations go to Redis in batches (group commit): while a batch is in
+// flight, the allocations that arrive queue, and go together in the next
+// one, so the busier the handler, the fewer round trips, writes and script
+// calls per allocation, and an idle handler sends each allocation at once.
+// A batch is one Lua script call (EVALSHA, loaded on first use) per
+// counter, all in one pipeline. Each call is atomic in Redis: it reads
+// every window of the counter once, runs the batch's allocations against
+// them one after another exactly as one call per allocation would — each
+// charged to all windows or to none, each answered from its
+// deduplication id's record when a first allocation with that id was
+// answered within minDeduplicationDuration, whether in this batch or
+// before — writes the windows back once, records the new results under
+// their ids, and returns granted, limit, remaining and reset for each. The
+// time is each allocation's mixer clock, passed in, not Redis's: calls
 // from several mixers are each judged at their own time, and of any calls
 // within one window the last to run has seen the others, so no window is
 // ever over its max. A rolling window is a Redis hash per counter and
 // window, one field per bucket; a fixed window is the same with a single
 // bucket. Keys are sidemix:quota:{<quota>{<dimensions>}}:<window>, whose
-// braces keep one allocation's keys in one Redis Cluster slot, and they
-// expire a window after their last charge. Counters are keyed by quota
-// name, dimensions and window shape, never by the limit: handlers sharing
-// a Redis and a quota name share its counts, a changed limit applies at
-// the next allocation, and a reload starts nothing afresh.
+// braces keep one call's keys in one Redis Cluster slot, and they expire a
+// window after their last charge. Counters are keyed by quota name,
+// dimensions and window shape, never by the limit: handlers sharing a
+// Redis and a quota name share its counts, a changed limit applies at the
+// next allocation, and a reload starts nothing afresh.
 //
 // # When Redis fails
 //
-// Each call is bounded by timeout (default 100ms) and never retried. After
+// Each allocation is bounded by timeout (default 100ms) from the time it
+// is queued: a batch's round trip is bounded by the earliest deadline of
+// its allocations, and one whose deadline passed while it queued fails
+// without being sent. Nothing is retried. After
 // breaker.failureThreshold consecutive failures (default 3) the circuit
 // opens: allocations fail at once with ErrCircuitOpen, without reaching
 // Redis, and the mixer applies the rule's failPolicy. Under load, the
@@ -42,7 +54,8 @@
 //	sidemix_redisquota_allocations_total{handler,quota,result}  granted, partial, denied, duplicate, error
 //	sidemix_redisquota_backend_errors_total{handler}            failed calls to Redis
 //	sidemix_redisquota_circuit_open{handler}                    1 while the circuit is open
-//	sidemix_redisquota_script_duration_seconds{handler}         allocation script latency
+//	sidemix_redisquota_script_duration_seconds{handler}         round-trip time of a batch
+//	sidemix_redisquota_batch_size{handler}                      allocations per round trip
 //
 // # Secrets
 //

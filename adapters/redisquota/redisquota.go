@@ -40,6 +40,7 @@ type store struct {
 	client  *redis.Client
 	timeout time.Duration
 	breaker *breaker
+	batcher *batcher
 	m       *metrics
 }
 
@@ -48,6 +49,7 @@ type metrics struct {
 	errors      *prometheus.CounterVec
 	open        *prometheus.GaugeVec
 	latency     *prometheus.HistogramVec
+	batch       *prometheus.HistogramVec
 }
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
@@ -73,8 +75,15 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	}
 	if m.latency, err = handlerkit.Register(reg, prometheus.NewHistogramVec(prometheus.HistogramOpts{
 		Name:    "sidemix_redisquota_script_duration_seconds",
-		Help:    "Time of redisquota's allocation script calls to Redis, failed ones included.",
+		Help:    "Time of redisquota's round trips to Redis (one batch of allocations, a script call per counter, in one pipeline), failed ones included.",
 		Buckets: []float64{.0001, .00025, .0005, .001, .0025, .005, .01, .025, .05, .1, .25, 1},
+	}, []string{"handler"})); err != nil {
+		return nil, err
+	}
+	if m.batch, err = handlerkit.Register(reg, prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		Name:    "sidemix_redisquota_batch_size",
+		Help:    "Allocations redisquota handlers sent to Redis together in one round trip.",
+		Buckets: []float64{1, 2, 4, 8, 16, 32, 64, 128},
 	}, []string{"handler"})); err != nil {
 		return nil, err
 	}
@@ -125,10 +134,12 @@ func newHandler(ctx context.Context, set adapters.Settings, cfg adapters.Config)
 				log.Warn("circuit open: allocations fail until Redis answers again", "error", cause, "probe_interval", c.Breaker.ProbeInterval)
 			} else {
 				m.open.WithLabelValues(set.Name).Set(0)
+				st.batcher = newBatcher(st)
 				log.Info("circuit closed: Redis answers again")
 			}
 		})
 	m.open.WithLabelValues(set.Name).Set(0)
+	st.batcher = newBatcher(st)
 
 	// An unreachable Redis does not fail Create: the handler would stay
 	// broken until the next reload. It starts with the circuit open and
@@ -166,6 +177,7 @@ func (h *handler) Allocate(ctx context.Context, inst *template.Quota, args adapt
 func (h *handler) Close(context.Context) error {
 	var err error
 	h.once.Do(func() {
+		h.store.batcher.close()
 		h.store.breaker.close()
 		err = h.store.client.Close()
 	})
@@ -178,27 +190,18 @@ type backendError struct{ err error }
 func (e *backendError) Error() string { return "redisquota: " + e.err.Error() }
 func (e *backendError) Unwrap() error { return e.err }
 
-// Allocate implements quota.Store: one script call, bounded by the
-// timeout, unless the circuit is open.
+// Allocate implements quota.Store: the allocation goes to Redis with the
+// others of its batch, bounded by the timeout, unless the circuit is open.
 func (s *store) Allocate(ctx context.Context, req quota.Request) (quota.Result, error) {
 	if !s.breaker.allow() {
 		return quota.Result{}, fmt.Errorf("%w since %s", ErrCircuitOpen, s.breaker.openSince().Format(time.RFC3339))
 	}
-	ctx, cancel := context.WithTimeout(ctx, s.timeout)
-	defer cancel()
-	start := time.Now()
-	r, err := runScript(ctx, s.client, req)
-	s.m.latency.WithLabelValues(s.name).Observe(time.Since(start).Seconds())
-	if err != nil {
-		// A caller that gave up says nothing about Redis.
-		if !errors.Is(context.Cause(ctx), context.Canceled) {
-			s.m.errors.WithLabelValues(s.name).Inc()
-			s.breaker.failure(err)
-		}
-		return quota.Result{}, &backendError{err}
-	}
-	s.breaker.success()
-	return r, nil
+	return s.batcher.allocate(ctx, req)
 }
 
 var _ slog.LogValuer = (*Config)(nil)
+
+// AllocateReturnsByDeadline tells the mixer that Allocate returns when its
+// context ends, whatever Redis does: it may run on the request's
+// goroutine.
+func (h *handler) AllocateReturnsByDeadline() {}

@@ -47,6 +47,8 @@ if dedup > 0 and #KEYS > nw then
   end
 end
 
+local function bySlot(x, y) return x[1] < y[1] end
+
 local function expiry(win, s) return (s + win.n + 1) * win.bucket end
 
 -- when at least need units of the window's usage have left it
@@ -82,7 +84,7 @@ local function allocate(now, amount, best)
       win.slots[s] = nil
       win.dirty[s] = nil
     end
-    table.sort(win.live, function(x, y) return x[1] < y[1] end)
+    if #win.live > 1 then table.sort(win.live, bySlot) end
     win.left = math.max(win.max - win.used, 0)
   end
 

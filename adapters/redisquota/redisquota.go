@@ -134,7 +134,6 @@ func newHandler(ctx context.Context, set adapters.Settings, cfg adapters.Config)
 				log.Warn("circuit open: allocations fail until Redis answers again", "error", cause, "probe_interval", c.Breaker.ProbeInterval)
 			} else {
 				m.open.WithLabelValues(set.Name).Set(0)
-				st.batcher = newBatcher(st)
 				log.Info("circuit closed: Redis answers again")
 			}
 		})

@@ -55,6 +55,10 @@ func TestFailPolicy(t *testing.T) {
 		{"/open/quota-broken", "open-quota-broken", "broken", reasonUnavailable, true, true},
 		{"/closed/quota-error", "closed-quota-error", "quota-erring", reasonHandlerError, false, true},
 		{"/closed/quota-broken", "closed-quota-broken", "broken", reasonUnavailable, false, true},
+		// A ContextBound handler, called on the request's goroutine, fails
+		// the same way.
+		{"/open/quota-slow-inline", "open-quota-slow-inline", "quota-sleepy-inline", reasonTimeout, true, true},
+		{"/closed/quota-panic-inline", "closed-quota-panic-inline", "quota-panicky-inline", reasonHandlerError, false, true},
 	}
 	for _, c := range cases {
 		t.Run(strings.ReplaceAll(strings.TrimPrefix(c.path, "/"), "/", "-"), func(t *testing.T) {

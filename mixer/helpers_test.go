@@ -108,6 +108,10 @@ type testQuotaConfig struct {
 	Delay         time.Duration `yaml:"delay"`
 	IgnoreContext bool          `yaml:"ignoreContext"`
 	Fail          string        `yaml:"fail"`
+	Panic         string        `yaml:"panic"`
+	// Inline makes the handler a ContextBound one, which the mixer calls
+	// on the request's goroutine.
+	Inline bool `yaml:"inline"`
 	// For /debug/config redaction: a server URL, credentials, and an error
 	// Create fails with.
 	Server      string         `yaml:"server"`
@@ -139,6 +143,9 @@ func (h *testQuota) Allocate(ctx context.Context, inst *template.Quota, args ada
 	if h.cfg.Fail != "" {
 		return adapters.QuotaResult{}, errors.New(h.cfg.Fail)
 	}
+	if h.cfg.Panic != "" {
+		panic(h.cfg.Panic)
+	}
 	r := adapters.QuotaResult{Amount: args.Amount, ValidDuration: h.cfg.ValidDuration,
 		Limit: h.cfg.Limit, Remaining: h.cfg.Remaining, Reset: h.cfg.Reset}
 	if h.cfg.Deny {
@@ -149,6 +156,11 @@ func (h *testQuota) Allocate(ctx context.Context, inst *template.Quota, args ada
 
 func (h *testQuota) Close(context.Context) error { return nil }
 
+// inlineTestQuota is a testquota the mixer calls inline.
+type inlineTestQuota struct{ *testQuota }
+
+func (inlineTestQuota) AllocateReturnsByDeadline() {}
+
 func testQuotaFactory() adapters.Factory {
 	return adapters.Factory{
 		Name:      "testquota",
@@ -158,6 +170,9 @@ func testQuotaFactory() adapters.Factory {
 			c := cfg.(*testQuotaConfig)
 			if c.CreateError != "" {
 				return nil, errors.New(c.CreateError)
+			}
+			if c.Inline {
+				return inlineTestQuota{&testQuota{cfg: *c}}, nil
 			}
 			return &testQuota{cfg: *c}, nil
 		},

@@ -10,6 +10,7 @@ import (
 	"net/http/httptest"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -21,12 +22,13 @@ type backend struct {
 	mu     sync.Mutex
 	status int
 	hits   int
+	conns  atomic.Int32 // connections accepted
 }
 
 func newBackend(t *testing.T, name string) *backend {
 	t.Helper()
 	b := &backend{status: http.StatusOK}
-	b.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	b.Server = httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		b.mu.Lock()
 		b.hits++
 		st := b.status
@@ -34,6 +36,12 @@ func newBackend(t *testing.T, name string) *backend {
 		w.WriteHeader(st)
 		fmt.Fprint(w, name)
 	}))
+	b.Config.ConnState = func(_ net.Conn, s http.ConnState) {
+		if s == http.StateNew {
+			b.conns.Add(1)
+		}
+	}
+	b.Start()
 	t.Cleanup(b.Close)
 	b.ep = endpointOf(t, b.Listener.Addr().String())
 	return b

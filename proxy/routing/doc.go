@@ -59,7 +59,7 @@
 //
 // # Reload
 //
-// [Watch] reloads the folder whenever it changes (file events plus a slow
+// A [Watcher] reloads the folder whenever it changes (file events plus a slow
 // poll, bursts debounced), as the mixer's config watch does; an invalid
 // change is logged issue by issue and the previous table keeps serving.
 package routing

@@ -40,6 +40,19 @@ type Config struct {
 	Outbound string
 	// Upstreams maps the names the app uses as Host to host:port.
 	Upstreams map[string]string
+	// Routes is a folder of ServiceEntry, VirtualService and
+	// DestinationRule files (proxy/routing) that route the outbound side
+	// by Host before Upstreams is consulted; watched and reloaded.
+	Routes string
+	// RoutesPollInterval is how often the routes folder is polled besides
+	// file system events (default 5s).
+	RoutesPollInterval time.Duration
+	// RetryBudgetPercent bounds the retries in flight to a cluster to this
+	// share of its requests in flight, but allows at least
+	// RetryBudgetMinConcurrency; zero takes DefaultRetryBudgetPercent and
+	// DefaultRetryBudgetMinConcurrency.
+	RetryBudgetPercent        float64
+	RetryBudgetMinConcurrency int
 
 	// Mixer is the mixer's gRPC address, host:port, or several separated
 	// by commas: each call goes to the next healthy one (see mixerclient).
@@ -147,6 +160,15 @@ func (c *Config) Validate() error {
 			add("outbound", "%v", err)
 		}
 	}
+	if c.Routes != "" && c.Outbound == "" {
+		add("routes", "needs outbound")
+	}
+	if !(c.RetryBudgetPercent >= 0 && c.RetryBudgetPercent <= 100) {
+		add("retry_budget_percent", "%v is not between 0 and 100", c.RetryBudgetPercent)
+	}
+	if c.RetryBudgetMinConcurrency < 0 {
+		add("retry_budget_min_concurrency", "negative: %d", c.RetryBudgetMinConcurrency)
+	}
 	names := make([]string, 0, len(c.Upstreams))
 	for n := range c.Upstreams {
 		names = append(names, n)
@@ -250,6 +272,12 @@ func (c *Config) setDefaults() {
 	}
 	if c.MaxRequestHeaderBytes == 0 {
 		c.MaxRequestHeaderBytes = DefaultMaxRequestHeaderBytes
+	}
+	if c.RetryBudgetPercent == 0 {
+		c.RetryBudgetPercent = DefaultRetryBudgetPercent
+	}
+	if c.RetryBudgetMinConcurrency == 0 {
+		c.RetryBudgetMinConcurrency = DefaultRetryBudgetMinConcurrency
 	}
 }
 

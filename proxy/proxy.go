@@ -41,8 +41,9 @@ type Proxy struct {
 	sampler sampler
 
 	h1, h2c  *http.Transport
-	inbound  *side // nil when disabled
-	outbound *side // nil when disabled
+	inbound  *side   // nil when disabled
+	outbound *side   // nil when disabled
+	routes   *router // nil without Config.Routes
 
 	admin   *http.Server
 	adminLn net.Listener
@@ -91,6 +92,12 @@ func New(cfg Config) (*Proxy, error) {
 	p.h1 = newTransport(false)
 	p.h2c = newTransport(true)
 	rt := protocolSplit{h1: p.h1, h2c: p.h2c}
+	if cfg.Routes != "" {
+		if p.routes, err = newRouter(p); err != nil {
+			_ = mc.Close(context.Background()) // nothing was reported yet
+			return nil, fmt.Errorf("proxy routes: %w", err)
+		}
+	}
 	if cfg.Inbound != "" {
 		p.inbound = newSide(p, kindInbound, rt)
 		p.inbound.app = &url.URL{Scheme: "http", Host: cfg.App}
@@ -202,6 +209,7 @@ func (p *Proxy) Start() error {
 		p.admin = &http.Server{Handler: p.adminHandler(), ReadHeaderTimeout: readHeaderTimeout, ErrorLog: p.errLog}
 	}
 	p.started = true
+	p.routes.start()
 	for _, s := range []*side{p.inbound, p.outbound} {
 		if s != nil {
 			go p.serve(s.kind, s.srv, s.ln)
@@ -312,6 +320,7 @@ func (p *Proxy) Shutdown(ctx context.Context) error {
 		}
 		wg.Wait()
 	}
+	p.routes.stop(ctx)
 	if err := p.mixer.Close(ctx); err != nil {
 		errs = append(errs, fmt.Errorf("mixer client: %w", err))
 	}

@@ -13,8 +13,12 @@ const proxySynopsis = `  sidemix proxy --service NAME --app ADDR [flags]
 Runs a sidecar in front of one service instance. Requests to --inbound are
 checked with the mixer and, when allowed, forwarded to the app at --app.
 With --outbound, the app's own calls sent there are forwarded to the upstream
-named by their Host header (--upstreams name=host:port). Every request is
-reported to the mixer in batches, off the request path.
+named by their Host header: first by --routes (a folder of Istio
+ServiceEntry, VirtualService and DestinationRule files: weighted and header
+routes, timeouts, retries, fault injection, circuit breaking; reloaded when
+it changes, an invalid change logged and ignored), then by --upstreams
+name=host:port. Every request is reported to the mixer in batches, off the
+request path.
 
 --mixer may list several mixers (a,b,c): each Check and Report goes to the
 next healthy one, a mixer failing --mixer-eject-after times in a row (or
@@ -47,6 +51,9 @@ func runProxy(ctx context.Context, e *env, args []string) error {
 	outbound := fs.String("outbound", "", "listen `address` for the app's calls to other services; empty disables")
 	var upstreams listFlag
 	fs.Var(&upstreams, "upstreams", "routes for --outbound, as `name=host:port,...`: a request whose Host is name goes to host:port (repeatable)")
+	routesDir := fs.String("routes", "", "`folder` of ServiceEntry, VirtualService and DestinationRule files (Istio's networking.istio.io or networking.sidemix.dev/v1) routing --outbound; watched and reloaded, tried before --upstreams")
+	retryBudget := fs.Float64("retry-budget-percent", proxy.DefaultRetryBudgetPercent, "most retries in flight to a cluster, as a `percentage` of its requests in flight (at least --retry-budget-min-concurrency)")
+	retryMin := fs.Int("retry-budget-min-concurrency", proxy.DefaultRetryBudgetMinConcurrency, "retries in flight to a cluster that the budget always allows")
 	mixerAddr := fs.String("mixer", "127.0.0.1:9091", "gRPC `addresses` of the mixers, comma-separated; calls are balanced over the healthy ones")
 	failPolicy := fs.String("check-fail-policy", "closed", "`policy` when the mixer cannot be reached: closed (answer 503) or open (forward), optionally followed by name=closed|open overrides for inbound or an --upstreams name, comma-separated")
 	checkTimeout := fs.Duration("check-timeout", time.Second, "longest a request waits for the mixer's Check (a retry on another mixer included)")
@@ -90,36 +97,42 @@ func runProxy(ctx context.Context, e *env, args []string) error {
 	if len(routes) > 0 && *outbound == "" {
 		return usageErrorf("--upstreams needs --outbound")
 	}
+	if *routesDir != "" && *outbound == "" {
+		return usageErrorf("--routes needs --outbound")
+	}
 	logger, err := lf.logger(e.stderr)
 	if err != nil {
 		return err
 	}
 	p, err := proxy.New(proxy.Config{
-		Service:               *service,
-		Namespace:             *namespace,
-		UID:                   *uid,
-		Principal:             *principal,
-		Inbound:               *inbound,
-		App:                   *app,
-		Outbound:              *outbound,
-		Upstreams:             routes,
-		Mixer:                 *mixerAddr,
-		CheckTimeout:          *checkTimeout,
-		CheckFailOpen:         failOpen,
-		CheckFailOpenFor:      failOpenFor,
-		QuotaPrefetchMax:      *prefetchMax,
-		QuotaPrefetchWindow:   *prefetchWindow,
-		QuotaPrefetchMaxAge:   *prefetchMaxAge,
-		MixerEjectAfter:       *ejectAfter,
-		MixerEjectTime:        *ejectTime,
-		ReportBatchSize:       *batchSize,
-		ReportBufferSize:      *bufferSize,
-		ReportInterval:        *reportInterval,
-		CacheSize:             *cacheSize,
-		TraceSampling:         *traceSampling,
-		MaxRequestHeaderBytes: *maxHeaderBytes,
-		Admin:                 *admin,
-		Logger:                logger,
+		Service:                   *service,
+		Namespace:                 *namespace,
+		UID:                       *uid,
+		Principal:                 *principal,
+		Inbound:                   *inbound,
+		App:                       *app,
+		Outbound:                  *outbound,
+		Upstreams:                 routes,
+		Routes:                    *routesDir,
+		RetryBudgetPercent:        *retryBudget,
+		RetryBudgetMinConcurrency: *retryMin,
+		Mixer:                     *mixerAddr,
+		CheckTimeout:              *checkTimeout,
+		CheckFailOpen:             failOpen,
+		CheckFailOpenFor:          failOpenFor,
+		QuotaPrefetchMax:          *prefetchMax,
+		QuotaPrefetchWindow:       *prefetchWindow,
+		QuotaPrefetchMaxAge:       *prefetchMaxAge,
+		MixerEjectAfter:           *ejectAfter,
+		MixerEjectTime:            *ejectTime,
+		ReportBatchSize:           *batchSize,
+		ReportBufferSize:          *bufferSize,
+		ReportInterval:            *reportInterval,
+		CacheSize:                 *cacheSize,
+		TraceSampling:             *traceSampling,
+		MaxRequestHeaderBytes:     *maxHeaderBytes,
+		Admin:                     *admin,
+		Logger:                    logger,
 	})
 	if err != nil {
 		return err

@@ -18,22 +18,36 @@ type compiler struct {
 }
 
 // resolveHost finds the ServiceEntry host a destination names: the host
-// itself, or a short name completed as Kubernetes does
-// (NAME.NAMESPACE.svc.cluster.local, NAME.svc.cluster.local).
+// itself, or a short name completed as Kubernetes does (NAME.NS for
+// NAME.NS.svc.cluster.local; NAME in the document's namespace, or, for a
+// document without one, the only NAME.*.svc.cluster.local there is).
 func (c *compiler) resolveHost(h, ns string) string {
 	h = strings.ToLower(h)
 	if c.services[h] != nil {
 		return h
 	}
-	if ns == "" {
-		ns = "default"
+	cands := []string{h + ".svc.cluster.local"}
+	if ns != "" {
+		cands = append(cands, h+"."+ns+".svc.cluster.local")
 	}
-	for _, full := range []string{h + "." + ns + ".svc.cluster.local", h + ".svc.cluster.local"} {
+	for _, full := range cands {
 		if c.services[full] != nil {
 			return full
 		}
 	}
-	return ""
+	if ns != "" || strings.Contains(h, ".") {
+		return ""
+	}
+	found := ""
+	for full := range c.services {
+		if rest, ok := strings.CutPrefix(full, h+"."); ok && strings.Count(rest, ".") == 3 && strings.HasSuffix(rest, ".svc.cluster.local") {
+			if found != "" {
+				return "" // ambiguous: give the namespace
+			}
+			found = full
+		}
+	}
+	return found
 }
 
 func (c *compiler) service(h, ns string) *service {

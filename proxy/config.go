@@ -40,6 +40,11 @@ type Config struct {
 	Outbound string
 	// Upstreams maps the names the app uses as Host to host:port.
 	Upstreams map[string]string
+	// TCP lists plain TCP pass-through listeners (see TCPListener);
+	// TCPReportInterval is how often a long connection is reported
+	// (default DefaultTCPReportInterval).
+	TCP               []TCPListener
+	TCPReportInterval time.Duration
 	// Routes is a folder of ServiceEntry, VirtualService and
 	// DestinationRule files (proxy/routing) that route the outbound side
 	// by Host before Upstreams is consulted; watched and reloaded.
@@ -142,9 +147,10 @@ func (c *Config) Validate() error {
 	if mixers == 0 {
 		add("mixer", "required")
 	}
-	if c.Inbound == "" && c.Outbound == "" {
-		add("inbound", "one of inbound or outbound is required")
+	if c.Inbound == "" && c.Outbound == "" && len(c.TCP) == 0 {
+		add("inbound", "one of inbound, outbound or tcp is required")
 	}
+	c.validateTCP(add)
 	if c.Inbound != "" {
 		if err := checkHostPort(c.Inbound); err != nil {
 			add("inbound", "%v", err)
@@ -272,6 +278,9 @@ func (c *Config) setDefaults() {
 	}
 	if c.MaxRequestHeaderBytes == 0 {
 		c.MaxRequestHeaderBytes = DefaultMaxRequestHeaderBytes
+	}
+	if c.TCPReportInterval == 0 {
+		c.TCPReportInterval = DefaultTCPReportInterval
 	}
 	if c.RetryBudgetPercent == 0 {
 		c.RetryBudgetPercent = DefaultRetryBudgetPercent

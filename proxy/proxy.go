@@ -44,6 +44,8 @@ type Proxy struct {
 	inbound  *side   // nil when disabled
 	outbound *side   // nil when disabled
 	routes   *router // nil without Config.Routes
+	tcp      []*tcpListener
+	tcpm     *tcpMetrics
 
 	admin   *http.Server
 	adminLn net.Listener
@@ -111,6 +113,10 @@ func New(cfg Config) (*Proxy, error) {
 			u.policy = cfg.failPolicy(name)
 			p.outbound.upstreams[u.name] = u
 		}
+	}
+	p.tcpm = newTCPMetrics(p.reg)
+	for _, t := range cfg.TCP {
+		p.tcp = append(p.tcp, newTCPListener(p, t))
 	}
 	return p, nil
 }
@@ -200,6 +206,12 @@ func (p *Proxy) Start() error {
 		s.ln = ln
 		s.srv = p.newServer(s)
 	}
+	if err := p.listenTCP(); err != nil {
+		return fail(err)
+	}
+	for _, l := range p.tcp {
+		opened = append(opened, l.ln)
+	}
 	if p.cfg.Admin != "" {
 		ln, err := net.Listen("tcp", p.cfg.Admin)
 		if err != nil {
@@ -215,6 +227,9 @@ func (p *Proxy) Start() error {
 			go p.serve(s.kind, s.srv, s.ln)
 		}
 	}
+	for _, l := range p.tcp {
+		go l.serve()
+	}
 	if p.admin != nil {
 		go p.serve("admin", p.admin, p.adminLn)
 	}
@@ -223,7 +238,7 @@ func (p *Proxy) Start() error {
 		"inbound", p.InboundAddr(), "app", p.cfg.App, "outbound", p.OutboundAddr(),
 		"upstreams", len(p.cfg.Upstreams), "mixer", p.cfg.Mixer, "admin", p.AdminAddr(),
 		"fail_open", p.cfg.CheckFailOpen, "quota_prefetch_max", p.cfg.QuotaPrefetchMax,
-		"trace_sampling", p.cfg.TraceSampling)
+		"trace_sampling", p.cfg.TraceSampling, "tcp", p.TCPAddrs())
 	return nil
 }
 
@@ -317,6 +332,15 @@ func (p *Proxy) Shutdown(ctx context.Context) error {
 					mu.Unlock()
 				}
 			}()
+		}
+		for _, l := range p.tcp {
+			wg.Go(func() {
+				if err := l.shutdown(lctx); err != nil {
+					mu.Lock()
+					errs = append(errs, fmt.Errorf("tcp listener %s: %w", l.listen, err))
+					mu.Unlock()
+				}
+			})
 		}
 		wg.Wait()
 	}

@@ -393,26 +393,26 @@ func (t routedTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 		}
 		if err == nil {
 			code := resp.StatusCode
-			if rt.Retries.RetryStatus(code) {
-				if try+1 < tries {
-					last = nil
-					if retry(try + 1) {
-						_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
-						resp.Body.Close()
-						pk.Done(code, nil)
-						done()
-						continue
-					}
+			switch {
+			case rt.Retries.RetryStatus(code) && try+1 < tries:
+				last = nil
+				if retry(try + 1) {
+					_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
+					resp.Body.Close()
+					pk.Done(code, nil)
+					done()
+					continue
 				}
-				if last == nil && rt.Retries.Attempts > 0 && ex.replayable {
-					ex.flag = flagRetryExhausted // the tries, or the budget, are used up
+				if last != nil { // the backoff was cut short: the route's timeout or the caller
+					resp.Body.Close()
+					pk.Done(code, nil)
+					done()
+					end()
+					return nil, last
 				}
-			}
-			if last != nil { // the backoff was cut short: the route's timeout or the caller
-				resp.Body.Close()
-				pk.Done(code, nil)
-				done()
-				break
+				ex.flag = flagRetryExhausted // refused by the budget
+			case try > 0 && rt.Retries.RetryStatus(code):
+				ex.flag = flagRetryExhausted // the tries are used up
 			}
 			wrapBody(resp, func() { pk.Done(code, nil); done(); end() })
 			return resp, nil
@@ -520,7 +520,7 @@ func classifyRouteError(ctx, reqCtx context.Context, err error) *routeError {
 		return &routeError{flag: flagOverflow, code: http.StatusServiceUnavailable, msg: "upstream overflow", err: err}
 	case errors.Is(err, ups.ErrConnectFailure), errors.As(err, &op) && op.Op == "dial":
 		return &routeError{flag: flagConnect, code: http.StatusServiceUnavailable, msg: "upstream connect error", err: err}
-	case errors.Is(err, context.DeadlineExceeded), errors.Is(err, context.Canceled):
+	case errors.Is(err, errPerTryTimeout), errors.Is(err, context.DeadlineExceeded), errors.Is(err, context.Canceled):
 		// Neither the caller's nor the route's context ended: the try's
 		// own perTryTimeout did.
 		return &routeError{flag: flagTimeout, code: http.StatusGatewayTimeout, msg: "upstream request timeout", err: err}

@@ -121,7 +121,11 @@ func startRouted(t *testing.T, files map[string]string, tweak func(*proxy.Config
 	return startProxy(t, cfg), m, dir
 }
 
-var keepAlive = &http.Client{Transport: &http.Transport{Proxy: nil, MaxIdleConnsPerHost: 64}, Timeout: 10 * time.Second}
+var keepAlive = &http.Client{
+	Transport:     &http.Transport{Proxy: nil, MaxIdleConnsPerHost: 64},
+	Timeout:       10 * time.Second,
+	CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
+}
 
 // call sends one request to the proxy's outbound side with Host reviews.
 func call(t testing.TB, p *proxy.Proxy, method, path string, hdr map[string]string, body string) (int, http.Header, string, time.Duration) {
@@ -257,5 +261,21 @@ func TestRoutesReportAttributes(t *testing.T) {
 	}
 	if f := str(t, bags[1], attribute.ContextProxyErrorCode); f != "NR" {
 		t.Errorf("unknown host flag %q", f)
+	}
+}
+
+// TestRoutesExample serves examples/routes: its fault rule answers without
+// any backend, flagged FI.
+func TestRoutesExample(t *testing.T) {
+	m := fakemixer.Start(t, "127.0.0.1:0")
+	m.SetCheck(func(*attribute.Bag) *mixerv1.CheckResponse { return fakemixer.Allow(time.Minute, 1<<30) })
+	p := startProxy(t, proxy.Config{Service: "productpage", Namespace: "shop", Outbound: "127.0.0.1:0",
+		Routes: "../examples/routes", Mixer: m.Addr()})
+	code, _, body, _ := call(t, p, "GET", "/ratings/1", map[string]string{"host": "ratings.shop", "x-chaos": "abort"}, "")
+	if code != 503 || body != "fault filter abort\n" {
+		t.Fatalf("%d %q", code, body)
+	}
+	if f := flags(m.WaitReported(t, 1, 5*time.Second)); f["FI"] != 1 {
+		t.Errorf("flags %v", f)
 	}
 }

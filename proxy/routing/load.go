@@ -350,7 +350,7 @@ func (l *loader) build() *Table {
 		for i, p := range s.ports {
 			key := ClusterKey{Host: h, Port: p.Number}
 			c.cluster(s, key)
-			rt := &Route{Name: h, Destinations: []Destination{{Cluster: key, Weight: 100}}, totalWeight: 100}
+			rt := &Route{Name: h, Destinations: []Destination{{Cluster: key, Weight: 100}}, totalWeight: 100, Retries: DefaultRetries}
 			v.defaults[p.Number] = rt
 			if i == 0 {
 				v.first = rt

@@ -140,3 +140,27 @@ func TestLoadIstio(t *testing.T) {
 		t.Error("unknown host routed")
 	}
 }
+
+// TestLoadExample loads examples/routes, which `sidemix proxy --routes`
+// is documented to take, without errors or warnings.
+func TestLoadExample(t *testing.T) {
+	tb, err := Load("../../examples/routes")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if w := tb.Warnings(); len(w) != 0 {
+		t.Errorf("warnings: %v", w)
+	}
+	r := httptest.NewRequest("GET", "http://x/", nil)
+	r.Host = "reviews.shop:9080"
+	m, ok := tb.Lookup(r)
+	if !ok || m.Route == nil || m.Route.Name != "canary" || len(m.Route.Destinations) != 2 ||
+		m.Route.Retries.Attempts != 2 || m.Route.Timeout.Seconds() != 3 {
+		t.Fatalf("reviews route = %+v", m.Route)
+	}
+	cl := tb.Clusters()[ClusterKey{Host: "reviews.shop.svc.cluster.local", Subset: "v3", Port: 9080}]
+	if cl == nil || len(cl.Endpoints) != 1 || cl.Endpoints[0].Port != 9083 || cl.Policy.Consecutive5xxErrors != 5 ||
+		cl.Policy.LB != "LEAST_REQUEST" || cl.Policy.MaxRetries != 10 {
+		t.Errorf("reviews v3 cluster = %+v", cl)
+	}
+}

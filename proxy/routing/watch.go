@@ -19,7 +19,7 @@ type WatchOptions struct {
 	// Logger receives reloads and the issues of rejected ones; nil discards.
 	Logger *slog.Logger
 	// OnReload is called with every new valid table, from the watching
-	// goroutine (and from Reload), before Table returns it.
+	// goroutine (and from Reload), once Table returns it.
 	OnReload func(*Table)
 }
 
@@ -83,10 +83,10 @@ func (w *Watcher) Reload() error {
 		return nil
 	}
 	w.logWarnings(t)
+	w.cur.Store(t)
 	if w.o.OnReload != nil {
 		w.o.OnReload(t)
 	}
-	w.cur.Store(t)
 	w.log.Info("routes reloaded", "digest", t.Digest(), "previous_digest", old.Digest(), "clusters", len(t.Clusters()))
 	return nil
 }

@@ -147,7 +147,7 @@ type protocolSplit struct{ h1, h2c http.RoundTripper }
 
 func (t protocolSplit) RoundTrip(r *http.Request) (*http.Response, error) {
 	if r.ProtoMajor == 2 && isGRPC(r) {
-		return t.h2c.RoundTrip(r)
+		return roundTripStream(t.h2c, r)
 	}
 	return t.h1.RoundTrip(r)
 }

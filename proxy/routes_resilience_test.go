@@ -227,3 +227,90 @@ spec:
 		t.Errorf("delayed request flags %v, want DI", f)
 	}
 }
+
+// TestRoutesOutlierDetection: one of three endpoints answers 500; it is
+// ejected after 3 in a row, the callers see no error thanks to retries,
+// and once healthy it is back after baseEjectionTime.
+func TestRoutesOutlierDetection(t *testing.T) {
+	var broken atomic.Bool
+	broken.Store(true)
+	bad := startBackend(t, "v1", func(w http.ResponseWriter, _ *http.Request) {
+		if broken.Load() {
+			w.WriteHeader(500)
+			return
+		}
+		io.WriteString(w, "v1 again\n")
+	})
+	a, b := startBackend(t, "v1", nil), startBackend(t, "v1", nil)
+	p, _, _ := startRouted(t, map[string]string{
+		"svc.yaml": strings.Replace(serviceYAML(bad, a, b), "  subsets:\n", `  trafficPolicy:
+    outlierDetection: {consecutive5xxErrors: 3, interval: 100ms, baseEjectionTime: 500ms, maxEjectionPercent: 100}
+  subsets:
+`, 1),
+		"vs.yaml": vsWith(`    retries: {attempts: 2, retryOn: "5xx"}` + "\n"),
+	}, nil)
+	for i := range 60 {
+		if code, _, _, _ := call(t, p, "GET", "/r", nil, ""); code != 200 {
+			t.Fatalf("request %d: %d", i, code)
+		}
+	}
+	if n := bad.hits.Load(); n != 3 {
+		t.Errorf("the failing endpoint got %d requests, want 3 (then ejected)", n)
+	}
+	broken.Store(false)
+	time.Sleep(700 * time.Millisecond)
+	before := bad.hits.Load()
+	for range 30 {
+		call(t, p, "GET", "/r", nil, "")
+	}
+	if bad.hits.Load() == before {
+		t.Error("the endpoint did not come back after baseEjectionTime")
+	}
+}
+
+// TestRoutesOverflowAndNoHealthy: a full pool answers 503 UO, a subset
+// without endpoints 503 UH.
+func TestRoutesOverflowAndNoHealthy(t *testing.T) {
+	slow := startBackend(t, "v1", func(w http.ResponseWriter, _ *http.Request) {
+		time.Sleep(300 * time.Millisecond)
+		io.WriteString(w, "slow\n")
+	})
+	p, m, _ := startRouted(t, map[string]string{
+		"svc.yaml": strings.Replace(serviceYAML(slow), "  subsets:\n", `  trafficPolicy:
+    connectionPool: {http: {http2MaxRequests: 1}}
+  subsets:
+  - {name: empty, labels: {version: none}}
+`, 1),
+		"vs.yaml": `apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: reviews}
+spec:
+  hosts: [reviews]
+  http:
+  - match: [{uri: {prefix: /empty}}]
+    route: [{destination: {host: reviews, subset: empty}}]
+  - route: [{destination: {host: reviews, subset: v1}}]
+    retries: {attempts: 0}
+`,
+	}, nil)
+	var wg sync.WaitGroup
+	codes := make([]int, 2)
+	for i := range codes {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			codes[i], _, _, _ = call(t, p, "GET", "/r", nil, "")
+		}()
+	}
+	wg.Wait()
+	if !(codes[0] == 200 && codes[1] == 503 || codes[0] == 503 && codes[1] == 200) {
+		t.Errorf("two requests with room for one: %v", codes)
+	}
+	code, _, body, _ := call(t, p, "GET", "/empty", nil, "")
+	if code != 503 || !strings.Contains(body, "no healthy upstream") {
+		t.Errorf("empty subset: %d %q", code, body)
+	}
+	if f := flags(m.WaitReported(t, 3, 5*time.Second)); f["UO"] != 1 || f["UH"] != 1 || f["-"] != 1 {
+		t.Errorf("flags %v, want one each of UO, UH and -", f)
+	}
+}

@@ -57,18 +57,7 @@ func (c *compiler) service(h, ns string) *service {
 	return nil
 }
 
-func (c *compiler) rule(host string) *rule {
-	if r := c.rules[host]; r != nil {
-		return r
-	}
-	// A rule may name the short form of the host.
-	for h, r := range c.rules {
-		if c.resolveHost(h, r.doc.namespace) == host {
-			return r
-		}
-	}
-	return nil
-}
+func (c *compiler) rule(host string) *rule { return c.rules[host] }
 
 // addVhost registers v under its host and, for a Kubernetes service name
 // NAME.NS.svc.cluster.local, under the short names an app writes in Host

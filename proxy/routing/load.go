@@ -324,11 +324,25 @@ func (l *loader) build() *Table {
 			vss = append(vss, vsDoc{d, spec})
 		}
 	}
-	c := &compiler{l: l, t: t, services: services, rules: rules, aliases: map[string]bool{}}
-	for h, r := range rules {
-		if c.service(h, r.doc.namespace) == nil {
+	c := &compiler{l: l, t: t, services: services, rules: map[string]*rule{}, aliases: map[string]bool{}}
+	// Rules by the ServiceEntry host they name, however spelled.
+	ruleHosts := make([]string, 0, len(rules))
+	for h := range rules {
+		ruleHosts = append(ruleHosts, h)
+	}
+	sort.Strings(ruleHosts)
+	for _, h := range ruleHosts {
+		r := rules[h]
+		full := c.resolveHost(h, r.doc.namespace)
+		if full == "" {
 			l.warn(r.doc, lineAt(r.doc.spec, "host"), "spec.host", "no ServiceEntry has host %q; the rule applies to nothing", r.spec.Host)
+			continue
 		}
+		if prev := c.rules[full]; prev != nil {
+			l.add(r.doc, lineAt(r.doc.spec, "host"), "spec.host", "host %q already has DestinationRule %s (%s:%d)", full, prev.doc.name, prev.doc.file, prev.doc.nameLine)
+			continue
+		}
+		c.rules[full] = r
 	}
 	vsHosts := map[string]*document{}
 	for _, v := range vss {

@@ -146,7 +146,7 @@ func (c *Cluster) Transport() http.RoundTripper { return c.rt }
 func (rt roundTripper) RoundTrip(req *http.Request) (*http.Response, error) {
 	pl := rt.c.pool.Load()
 	if pl.http2 || (req.ProtoMajor == 2 && isGRPC(req)) {
-		return pl.h2c.RoundTrip(req)
+		return roundTripStream(pl.h2c, req)
 	}
 	if err := pl.acquire(req.Context()); err != nil {
 		if req.Body != nil {
@@ -215,4 +215,32 @@ func (b *releaseRWBody) Write(p []byte) (int, error) { return b.w.Write(p) }
 
 func isGRPC(r *http.Request) bool {
 	return strings.HasPrefix(r.Header.Get("Content-Type"), "application/grpc")
+}
+
+// roundTripStream cancels the request's context when the response body is
+// closed. Without that, closing the response of a stream the upstream ended
+// while the caller's request body was still open (a gRPC status before the
+// client's half-close) waits for the request body writer, which waits for
+// the caller's next message: ReverseProxy hands the transport a body whose
+// Close does nothing (golang/go#80085). ReverseProxy closes the response
+// after reading it to its end, trailers included, so nothing is lost.
+func roundTripStream(rt http.RoundTripper, req *http.Request) (*http.Response, error) {
+	ctx, cancel := context.WithCancel(req.Context())
+	resp, err := rt.RoundTrip(req.WithContext(ctx))
+	if err != nil {
+		cancel()
+		return nil, err
+	}
+	resp.Body = &cancelOnClose{ReadCloser: resp.Body, cancel: cancel}
+	return resp, nil
+}
+
+type cancelOnClose struct {
+	io.ReadCloser
+	cancel context.CancelFunc
+}
+
+func (b *cancelOnClose) Close() error {
+	b.cancel()
+	return b.ReadCloser.Close()
 }

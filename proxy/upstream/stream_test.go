@@ -56,7 +56,9 @@ func frontProxy(t *testing.T, c *Cluster) string {
 	return srv.Listener.Addr().String()
 }
 
-type echoService struct{ testpb.UnimplementedTestServiceServer }
+type echoService struct {
+	testpb.UnimplementedTestServiceServer
+}
 
 // FullDuplexCall sends its header at once, so that an early status comes
 // as trailers after it rather than as a trailers-only answer.

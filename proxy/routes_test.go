@@ -27,7 +27,7 @@ type backend struct {
 	hits atomic.Int64
 }
 
-func startBackend(t *testing.T, name string, h http.HandlerFunc) *backend {
+func startBackend(t testing.TB, name string, h http.HandlerFunc) *backend {
 	t.Helper()
 	b := &backend{name: name}
 	b.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {

@@ -574,3 +574,26 @@ func value(m *dto.Metric) float64 {
 	}
 	return m.Gauge.GetValue()
 }
+
+// Idle connections close after IdleTimeout; the connections gauge follows.
+func TestIdleTimeoutClosesConnections(t *testing.T) {
+	a := newBackend(t, "a")
+	reg := prometheus.NewRegistry()
+	c := NewCluster("idle", []Endpoint{a.ep}, Policy{Pool: PoolLimits{IdleTimeout: 50 * time.Millisecond}}, Options{Registerer: reg})
+	defer c.Close()
+	count(t, c, 3) // one connection, reused
+	if n := metricValue(t, reg, "sidemix_upstream_connections", "cluster", "idle"); n != 1 || a.conns.Load() != 1 {
+		t.Fatalf("connections gauge %v, server saw %d; want 1 and 1", n, a.conns.Load())
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for metricValue(t, reg, "sidemix_upstream_connections", "cluster", "idle") != 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("idle connection still open 5s after a 50ms idle timeout")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	count(t, c, 1)
+	if n := a.conns.Load(); n != 2 {
+		t.Fatalf("server saw %d connections, want a new one after the idle close", n)
+	}
+}

@@ -13,6 +13,8 @@
 // gRPC is forwarded over h2c, everything else over pooled HTTP/1.1
 // connections. Forwarding is net/http/httputil.ReverseProxy with its
 // Rewrite, ModifyResponse and ErrorHandler hooks; the Host header is kept.
+// Upgrades (WebSocket) are tunnelled and reported with response.code 101;
+// gRPC streams pass message by message with their trailers.
 //
 // # Per request
 //
@@ -161,6 +163,22 @@
 // of the folder is logged issue by issue with file:line and the previous
 // routes keep serving; requests in flight finish on the clusters they
 // started on.
+//
+// # TCP listeners
+//
+// Config.TCP adds plain TCP pass-through listeners (--tcp-inbound,
+// --tcp-outbound). Each accepted connection is checked with the mixer
+// (context.protocol "tcp", connection.id, source.ip, and the destination:
+// this workload inbound, the Upstream's service outbound), joined to a new
+// connection to the Upstream, and copied both ways, a half-close passed on.
+// It is reported when it opens, every Config.TCPReportInterval while it
+// lasts (connection.event "continue") and when it closes, each report with
+// connection.received.bytes and connection.sent.bytes since the previous
+// one, their _total, and connection.duration; the close report carries
+// context.proxy_error_code: UAEX when denied (the connection is closed at
+// once), UF when the upstream cannot be reached, UC or DC when a side
+// broke off. examples/default turns these into Istio's istio_tcp_* metrics.
+// Shutdown lets connections end until its deadline, then cuts them.
 //
 // # Mixers and fail policy
 //

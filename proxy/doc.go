@@ -202,8 +202,13 @@
 // continued), sidemix_proxy_trace_headers_malformed_total{direction,header}
 // (traceparent, tracestate, b3, x-b3),
 // sidemix_proxy_headers_too_large_total{direction,header} (those or
-// total), the mixer client's
-// metrics (see mixerclient) and the Go runtime and process collectors.
+// total), sidemix_proxy_tcp_connections_opened_total{direction},
+// sidemix_proxy_tcp_connections_closed_total{direction,flag},
+// sidemix_proxy_tcp_connections_active{direction},
+// sidemix_proxy_tcp_bytes_total{direction,flow} (flow received or sent),
+// the clusters' sidemix_upstream_* metrics (see proxy/upstream), the mixer
+// client's metrics (see mixerclient) and the Go runtime and process
+// collectors.
 //
 // # Lifecycle
 //

@@ -304,3 +304,54 @@ func TestTCPConfigErrors(t *testing.T) {
 		}
 	}
 }
+
+// Many connections at once each pass their own bytes and are reported once
+// opened and once closed.
+func TestTCPConcurrentConnections(t *testing.T) {
+	m := fakemixer.Start(t, "127.0.0.1:0")
+	echo := startEcho(t)
+	p := startProxy(t, proxy.Config{Mixer: m.Addr(), TCP: []proxy.TCPListener{{Listen: "127.0.0.1:0", Upstream: echo.addr()}}})
+	const n = 20
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Go(func() {
+			c, err := net.DialTimeout("tcp", p.TCPAddrs()[0], 5*time.Second)
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			defer c.Close()
+			_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+			msg := strings.Repeat(strconv.Itoa(i%10), 1000*(i+1))
+			go func() {
+				c.Write([]byte(msg))
+				c.(*net.TCPConn).CloseWrite()
+			}()
+			got, err := io.ReadAll(c)
+			if err != nil || string(got) != "echo:"+msg {
+				t.Errorf("connection %d: %d bytes back, %v", i, len(got), err)
+			}
+		})
+	}
+	wg.Wait()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		ev := tcpReports(m.Reported())
+		if len(ev["open"]) == n && len(ev["close"]) == n {
+			var recv int64
+			ids := map[string]bool{}
+			for _, b := range ev["close"] {
+				recv += num(t, b, attribute.ConnectionReceivedBytesTotal)
+				ids[str(t, b, attribute.ConnectionID)] = true
+			}
+			if want := int64(1000 * n * (n + 1) / 2); recv != want || len(ids) != n {
+				t.Fatalf("closes report %d bytes received over %d ids, want %d over %d", recv, len(ids), want, n)
+			}
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d opens and %d closes reported, want %d each", len(ev["open"]), len(ev["close"]), n)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}

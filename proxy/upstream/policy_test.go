@@ -597,3 +597,56 @@ func TestIdleTimeoutClosesConnections(t *testing.T) {
 		t.Fatalf("server saw %d connections, want a new one after the idle close", n)
 	}
 }
+
+// A reload that adds an endpoint and changes the pool does not disturb a
+// request in flight: it finishes on its connection, its Done counts, and
+// the new endpoint takes traffic at once.
+func TestUpdateKeepsRequestsInFlight(t *testing.T) {
+	release := make(chan struct{})
+	arrived := make(chan struct{}, 1)
+	slow := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/slow" {
+			arrived <- struct{}{}
+			<-release
+		}
+		io.WriteString(w, "old")
+	}))
+	defer slow.Close()
+	old := endpointOf(t, slow.Listener.Addr().String())
+	added := newBackend(t, "new")
+	p := Policy{Pool: PoolLimits{MaxConnections: 1}}
+	c := NewCluster("reload", []Endpoint{old}, p, Options{})
+	defer c.Close()
+
+	pk, err := c.Pick(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan string, 1)
+	go func() {
+		req, _ := http.NewRequest("GET", "http://"+pk.Addr+"/slow", nil)
+		resp, err := c.Transport().RoundTrip(req)
+		if err != nil {
+			pk.Done(0, err)
+			done <- err.Error()
+			return
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		pk.Done(resp.StatusCode, nil)
+		done <- string(b)
+	}()
+	<-arrived
+	p.Pool.MaxConnections = 2
+	c.Update([]Endpoint{old, added.ep}, p)
+	if got := count(t, c, 2); got["new/200"] != 1 || got["old/200"] != 1 {
+		t.Fatalf("after the reload: %v, want both endpoints", got)
+	}
+	close(release)
+	if got := <-done; got != "old" {
+		t.Fatalf("request in flight across the reload: %q", got)
+	}
+	if n := c.inFlight.Load(); n != 0 {
+		t.Fatalf("%d in flight after all Done", n)
+	}
+}

@@ -355,3 +355,68 @@ func TestTCPConcurrentConnections(t *testing.T) {
 		time.Sleep(10 * time.Millisecond)
 	}
 }
+
+// BenchmarkTCP is the cost of the TCP listener: a 4 KiB echo round trip on
+// one kept connection, straight to the server and through the proxy, and a
+// new connection per round trip through the proxy (check from the cache,
+// open and close reported).
+func BenchmarkTCP(b *testing.B) {
+	m := fakemixer.Start(b, "127.0.0.1:0")
+	m.DiscardReports()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() { defer c.Close(); io.Copy(c, c) }()
+		}
+	}()
+	p, err := proxy.New(proxy.Config{Service: "bench", Mixer: m.Addr(),
+		TCP: []proxy.TCPListener{{Listen: "127.0.0.1:0", Upstream: ln.Addr().String()}}})
+	if err != nil {
+		b.Fatal(err)
+	}
+	if err := p.Start(); err != nil {
+		b.Fatal(err)
+	}
+	defer p.Shutdown(context.Background())
+	msg := bytes.Repeat([]byte("x"), 4096)
+	buf := make([]byte, len(msg))
+	roundTrip := func(b *testing.B, c net.Conn) {
+		if _, err := c.Write(msg); err != nil {
+			b.Fatal(err)
+		}
+		if _, err := io.ReadFull(c, buf); err != nil {
+			b.Fatal(err)
+		}
+	}
+	for _, tc := range []struct{ name, addr string }{{"direct", ln.Addr().String()}, {"proxy", p.TCPAddrs()[0]}} {
+		b.Run(tc.name, func(b *testing.B) {
+			c, err := net.Dial("tcp", tc.addr)
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer c.Close()
+			b.SetBytes(int64(2 * len(msg)))
+			for b.Loop() {
+				roundTrip(b, c)
+			}
+		})
+	}
+	b.Run("proxy-connection-per-round-trip", func(b *testing.B) {
+		for b.Loop() {
+			c, err := net.Dial("tcp", p.TCPAddrs()[0])
+			if err != nil {
+				b.Fatal(err)
+			}
+			roundTrip(b, c)
+			c.Close()
+		}
+	})
+}

@@ -409,14 +409,16 @@ func BenchmarkTCP(b *testing.B) {
 			}
 		})
 	}
-	b.Run("proxy-connection-per-round-trip", func(b *testing.B) {
-		for b.Loop() {
-			c, err := net.Dial("tcp", p.TCPAddrs()[0])
-			if err != nil {
-				b.Fatal(err)
+	for _, tc := range []struct{ name, addr string }{{"direct-connection-per-round-trip", ln.Addr().String()}, {"proxy-connection-per-round-trip", p.TCPAddrs()[0]}} {
+		b.Run(tc.name, func(b *testing.B) {
+			for b.Loop() {
+				c, err := net.Dial("tcp", tc.addr)
+				if err != nil {
+					b.Fatal(err)
+				}
+				roundTrip(b, c)
+				c.Close()
 			}
-			roundTrip(b, c)
-			c.Close()
-		}
-	})
+		})
+	}
 }

@@ -139,7 +139,6 @@ func TestRetryBudget(t *testing.T) {
 			"svc.yaml": serviceYAML(a, b),
 			"vs.yaml":  vsWith(`    retries: {attempts: 3, retryOn: "5xx"}` + "\n"),
 		}, tweak)
-		m.DiscardReports()
 		const clients = 20
 		codes = map[int]int{}
 		var mu sync.Mutex
@@ -155,6 +154,9 @@ func TestRetryBudget(t *testing.T) {
 			}()
 		}
 		wg.Wait()
+		if f := flags(m.WaitReported(t, clients, 5*time.Second)); f["URX"] != clients {
+			t.Errorf("flags %v, want URX on all %d", f, clients)
+		}
 		return a.hits.Load() + b.hits.Load(), codes
 	}
 	unlimited, codes := run(func(c *proxy.Config) { c.RetryBudgetPercent, c.RetryBudgetMinConcurrency = 100, 100 })

@@ -26,15 +26,43 @@ import (
 )
 
 // chain starts the callee's sidecar (service reviews, inbound, in front of
-// appAddr) and the caller's (service web, outbound, routing Host "reviews"
-// to the callee's sidecar): a request to the caller's outbound listener
-// crosses both.
-func chain(t *testing.T, m *fakemixer.Server, appAddr string) (caller, callee *proxy.Proxy) {
+// appAddr) and the caller's (service web, outbound) that reaches it as
+// "reviews": by --upstreams, or with routed, by a ServiceEntry in a
+// --routes folder (through proxy/upstream's clusters). It returns the
+// caller and the Host to send.
+func chain(t *testing.T, m *fakemixer.Server, appAddr string, routed bool) (caller *proxy.Proxy, host string) {
 	t.Helper()
-	callee = startProxy(t, proxy.Config{App: appAddr, Mixer: m.Addr()})
-	caller = startProxy(t, proxy.Config{Service: "web", Namespace: "shop", Outbound: "127.0.0.1:0", Mixer: m.Addr(),
-		Upstreams: map[string]string{"reviews": callee.InboundAddr()}})
-	return caller, callee
+	callee := startProxy(t, proxy.Config{App: appAddr, Mixer: m.Addr()})
+	cfg := proxy.Config{Service: "web", Namespace: "shop", Outbound: "127.0.0.1:0", Mixer: m.Addr()}
+	if !routed {
+		cfg.Upstreams = map[string]string{"reviews": callee.InboundAddr()}
+		return startProxy(t, cfg), "reviews"
+	}
+	_, port, _ := net.SplitHostPort(callee.InboundAddr())
+	cfg.Routes = t.TempDir()
+	writeRoutes(t, cfg.Routes, "reviews.yaml", `apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: reviews}
+spec:
+  hosts: [reviews.shop.svc.cluster.local]
+  ports: [{number: 9080, name: http, protocol: HTTP}]
+  resolution: STATIC
+  endpoints:
+  - {address: 127.0.0.1, ports: {http: `+port+`}}
+`)
+	return startProxy(t, cfg), "reviews:9080"
+}
+
+// bothWays runs f once with the caller routing by --upstreams and once by
+// --routes.
+func bothWays(t *testing.T, f func(t *testing.T, routed bool)) {
+	for _, routed := range []bool{false, true} {
+		name := "upstreams"
+		if routed {
+			name = "routes"
+		}
+		t.Run(name, func(t *testing.T) { f(t, routed) })
+	}
 }
 
 // wsEcho is a WebSocket-style server: it answers an Upgrade with 101 on a
@@ -69,10 +97,12 @@ func wsEcho(t *testing.T) *httptest.Server {
 // An Upgrade (WebSocket) is tunnelled through the caller's outbound and the
 // callee's inbound listener: 101 with the server's headers, then bytes both
 // ways, message after message, until the client closes.
-func TestWebSocketUpgradeThroughBothSidecars(t *testing.T) {
+func TestWebSocketUpgradeThroughBothSidecars(t *testing.T) { bothWays(t, testWebSocket) }
+
+func testWebSocket(t *testing.T, routed bool) {
 	m := fakemixer.Start(t, "127.0.0.1:0")
 	app := wsEcho(t)
-	caller, _ := chain(t, m, app.Listener.Addr().String())
+	caller, host := chain(t, m, app.Listener.Addr().String(), routed)
 
 	c, err := net.DialTimeout("tcp", caller.OutboundAddr(), 5*time.Second)
 	if err != nil {
@@ -80,7 +110,7 @@ func TestWebSocketUpgradeThroughBothSidecars(t *testing.T) {
 	}
 	defer c.Close()
 	_ = c.SetDeadline(time.Now().Add(10 * time.Second))
-	fmt.Fprintf(c, "GET /chat HTTP/1.1\r\nHost: reviews\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n")
+	fmt.Fprintf(c, "GET /chat HTTP/1.1\r\nHost: %s\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n", host)
 	br := bufio.NewReader(c)
 	resp, err := http.ReadResponse(br, nil)
 	if err != nil {
@@ -177,11 +207,13 @@ func startTestService(t *testing.T) string {
 // trailers arrive, an error status with its message reaches the client,
 // and a server stream delivers every message; the reports carry
 // grpc_status.
-func TestGRPCStreamingAndTrailersThroughBothSidecars(t *testing.T) {
+func TestGRPCStreamingAndTrailersThroughBothSidecars(t *testing.T) { bothWays(t, testGRPCStreaming) }
+
+func testGRPCStreaming(t *testing.T, routed bool) {
 	m := fakemixer.Start(t, "127.0.0.1:0")
-	caller, _ := chain(t, m, startTestService(t))
+	caller, host := chain(t, m, startTestService(t), routed)
 	conn, err := grpc.NewClient(caller.OutboundAddr(), grpc.WithTransportCredentials(insecure.NewCredentials()),
-		grpc.WithAuthority("reviews"))
+		grpc.WithAuthority(host))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -272,7 +304,9 @@ func TestGRPCStreamingAndTrailersThroughBothSidecars(t *testing.T) {
 }
 
 // h2c with prior knowledge that is not gRPC passes through too.
-func TestH2CPriorKnowledgeThroughBothSidecars(t *testing.T) {
+func TestH2CPriorKnowledgeThroughBothSidecars(t *testing.T) { bothWays(t, testH2C) }
+
+func testH2C(t *testing.T, routed bool) {
 	m := fakemixer.Start(t, "127.0.0.1:0")
 	app := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		fmt.Fprintf(w, "app saw %s", r.Proto)
@@ -283,13 +317,13 @@ func TestH2CPriorKnowledgeThroughBothSidecars(t *testing.T) {
 	app.Config.Protocols = &ps
 	app.Start()
 	defer app.Close()
-	caller, _ := chain(t, m, app.Listener.Addr().String())
+	caller, host := chain(t, m, app.Listener.Addr().String(), routed)
 
 	var cps http.Protocols
 	cps.SetUnencryptedHTTP2(true)
 	h2c := &http.Client{Transport: &http.Transport{Protocols: &cps}, Timeout: 10 * time.Second}
 	req, _ := http.NewRequest("GET", "http://"+caller.OutboundAddr()+"/x", nil)
-	req.Host = "reviews"
+	req.Host = host
 	resp, err := h2c.Do(req)
 	if err != nil {
 		t.Fatal(err)

@@ -322,6 +322,7 @@ func testH2C(t *testing.T, routed bool) {
 	var cps http.Protocols
 	cps.SetUnencryptedHTTP2(true)
 	h2c := &http.Client{Transport: &http.Transport{Protocols: &cps}, Timeout: 10 * time.Second}
+	defer h2c.CloseIdleConnections()
 	req, _ := http.NewRequest("GET", "http://"+caller.OutboundAddr()+"/x", nil)
 	req.Host = host
 	resp, err := h2c.Do(req)

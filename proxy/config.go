@@ -58,6 +58,9 @@ type Config struct {
 	// DefaultRetryBudgetMinConcurrency.
 	RetryBudgetPercent        float64
 	RetryBudgetMinConcurrency int
+	// DNSRefreshRate is how often the host names among the routes'
+	// endpoints are resolved again (default DefaultDNSRefreshRate).
+	DNSRefreshRate time.Duration
 
 	// Mixer is the mixer's gRPC address, host:port, or several separated
 	// by commas: each call goes to the next healthy one (see mixerclient).
@@ -287,6 +290,9 @@ func (c *Config) setDefaults() {
 	}
 	if c.RetryBudgetMinConcurrency == 0 {
 		c.RetryBudgetMinConcurrency = DefaultRetryBudgetMinConcurrency
+	}
+	if c.DNSRefreshRate <= 0 {
+		c.DNSRefreshRate = DefaultDNSRefreshRate
 	}
 }
 

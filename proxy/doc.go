@@ -159,7 +159,10 @@
 // overflow (503), UH no healthy endpoint (503), UF connect failure (503),
 // UC reset (503), DI and FI faults, NR no route. The report's
 // destination.ip, destination.port and destination.labels (such as
-// version) are those of the endpoint of the last try. An invalid change
+// version) are those of the endpoint of the last try. Endpoints given by
+// host name become one endpoint per address they resolve to, resolved
+// again every Config.DNSRefreshRate (default 60s, Istio's); a failed
+// lookup keeps the last addresses. An invalid change
 // of the folder is logged issue by issue with file:line and the previous
 // routes keep serving; requests in flight finish on the clusters they
 // started on.

@@ -8,6 +8,8 @@ import (
 	"math/rand/v2"
 	"net"
 	"net/http"
+	"net/netip"
+	"slices"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -27,10 +29,12 @@ const (
 	flagNoHealthy      = "UH"  // no healthy endpoint in the cluster
 )
 
-// Defaults of the retry budget (Envoy's retry_budget defaults).
+// Defaults of the retry budget (Envoy's retry_budget defaults) and of the
+// endpoints' DNS refresh (Istio's dnsRefreshRate).
 const (
 	DefaultRetryBudgetPercent        = 20
 	DefaultRetryBudgetMinConcurrency = 3
+	DefaultDNSRefreshRate            = 60 * time.Second
 )
 
 const (
@@ -40,6 +44,8 @@ const (
 	// Jittered exponential backoff between tries (Envoy's defaults).
 	retryBaseInterval = 25 * time.Millisecond
 	retryMaxInterval  = 250 * time.Millisecond
+	// dnsTimeout bounds one lookup of an endpoint's name.
+	dnsTimeout = 2 * time.Second
 	// mirrorTimeout bounds a mirrored request whose route has no timeout.
 	mirrorTimeout = 10 * time.Second
 	// retireAfter is how long a cluster no route names any more keeps
@@ -65,6 +71,7 @@ type router struct {
 	cancel  context.CancelFunc
 	done    chan struct{}
 	mirrors sync.WaitGroup
+	dns     map[string][]netip.Addr // last good answer per name, under mu
 }
 
 type routeState struct {
@@ -80,10 +87,14 @@ type routeCluster struct {
 	active     atomic.Int64 // requests in flight, for the retry budget
 	retries    atomic.Int64 // retries in flight
 	maxRetries atomic.Int64 // connectionPool.http.maxRetries; 0 = none
+	// Under router.mu: the endpoints as configured (names included), as
+	// resolved and given to the cluster, and its policy.
+	raw, eps []ups.Endpoint
+	pol      ups.Policy
 }
 
 func newRouter(p *Proxy) (*router, error) {
-	r := &router{p: p, live: map[routing.ClusterKey]*routeCluster{}}
+	r := &router{p: p, live: map[routing.ClusterKey]*routeCluster{}, dns: map[string][]netip.Addr{}}
 	w, err := routing.NewWatcher(routing.WatchOptions{
 		PollInterval: p.cfg.RoutesPollInterval,
 		Logger:       p.log.With("component", "routes"),
@@ -119,6 +130,8 @@ func (r *router) apply(t *routing.Table) {
 		if err := pol.Validate(); err != nil {
 			r.p.log.Warn("routes: cluster policy", "cluster", key.String(), "err", err)
 		}
+		raw := eps
+		eps = r.expand(raw)
 		rc := r.live[key]
 		if rc != nil {
 			rc.c.Update(eps, pol)
@@ -132,6 +145,7 @@ func (r *router) apply(t *routing.Table) {
 			})
 		}
 		rc.maxRetries.Store(int64(cl.Policy.MaxRetries))
+		rc.raw, rc.eps, rc.pol = raw, eps, pol
 		next[key] = rc
 	}
 	for key, rc := range r.live {
@@ -189,8 +203,86 @@ func (r *router) start() {
 	r.cancel, r.done = cancel, make(chan struct{})
 	go func() {
 		defer close(r.done)
+		var wg sync.WaitGroup
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			r.refreshDNS(ctx)
+		}()
 		r.w.Run(ctx)
+		wg.Wait()
 	}()
+}
+
+// expand replaces every endpoint given by a host name with one endpoint
+// per address the name resolves to, as Envoy's STRICT_DNS clusters do. A
+// name that does not resolve keeps its last addresses, or, if it never
+// resolved, stays a name for the dial to resolve.
+func (r *router) expand(raw []ups.Endpoint) []ups.Endpoint {
+	out := make([]ups.Endpoint, 0, len(raw))
+	for _, e := range raw {
+		if _, err := netip.ParseAddr(e.Address); err == nil {
+			out = append(out, e)
+			continue
+		}
+		addrs := r.lookup(e.Address)
+		if len(addrs) == 0 {
+			out = append(out, e)
+			continue
+		}
+		for _, a := range addrs {
+			ea := e
+			ea.Address = a.String()
+			out = append(out, ea)
+		}
+	}
+	return out
+}
+
+func (r *router) lookup(name string) []netip.Addr {
+	ctx, cancel := context.WithTimeout(context.Background(), dnsTimeout)
+	defer cancel()
+	addrs, err := net.DefaultResolver.LookupNetIP(ctx, "ip", name)
+	if err != nil || len(addrs) == 0 {
+		r.p.log.Warn("routes: cannot resolve endpoint; keeping its last addresses", "name", name,
+			"addresses", len(r.dns[name]), "err", err)
+		return r.dns[name]
+	}
+	for i := range addrs {
+		addrs[i] = addrs[i].Unmap()
+	}
+	slices.SortFunc(addrs, netip.Addr.Compare)
+	addrs = slices.Compact(addrs)
+	r.dns[name] = addrs
+	return addrs
+}
+
+// refreshDNS resolves the names among the endpoints again every
+// Config.DNSRefreshRate and updates the clusters whose addresses changed.
+func (r *router) refreshDNS(ctx context.Context) {
+	t := time.NewTicker(r.p.cfg.DNSRefreshRate)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		r.mu.Lock()
+		for key, rc := range r.live {
+			if !slices.ContainsFunc(rc.raw, func(e ups.Endpoint) bool { _, err := netip.ParseAddr(e.Address); return err != nil }) {
+				continue
+			}
+			eps := r.expand(rc.raw)
+			if slices.EqualFunc(eps, rc.eps, func(a, b ups.Endpoint) bool { return a.Address == b.Address && a.Port == b.Port }) {
+				continue
+			}
+			rc.c.Update(eps, rc.pol)
+			rc.eps = eps
+			r.p.log.Info("routes: endpoint addresses changed", "cluster", key.String(), "endpoints", len(eps))
+		}
+		r.mu.Unlock()
+	}
 }
 
 // stop ends the watch, waits for mirrored requests (bounded by ctx) and

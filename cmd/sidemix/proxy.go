@@ -63,6 +63,7 @@ func runProxy(ctx context.Context, e *env, args []string) error {
 	routesDir := fs.String("routes", "", "`folder` of ServiceEntry, VirtualService and DestinationRule files (Istio's networking.istio.io or networking.sidemix.dev/v1) routing --outbound; watched and reloaded, tried before --upstreams")
 	retryBudget := fs.Float64("retry-budget-percent", proxy.DefaultRetryBudgetPercent, "most retries in flight to a cluster, as a `percentage` of its requests in flight (at least --retry-budget-min-concurrency)")
 	retryMin := fs.Int("retry-budget-min-concurrency", proxy.DefaultRetryBudgetMinConcurrency, "retries in flight to a cluster that the budget always allows")
+	dnsRefresh := fs.Duration("dns-refresh-rate", proxy.DefaultDNSRefreshRate, "how often host names among the --routes endpoints are resolved again")
 	var tcpInbound, tcpOutbound listFlag
 	fs.Var(&tcpInbound, "tcp-inbound", "plain TCP listeners for connections to the service, as `listen=host:port,...`: each connection to listen is checked, passed through to the app's host:port and reported (context.protocol tcp) (repeatable)")
 	fs.Var(&tcpOutbound, "tcp-outbound", "plain TCP listeners for the app's connections to other services, as `listen=upstream,...` where upstream is host:port or an --upstreams name (repeatable)")
@@ -135,6 +136,7 @@ func runProxy(ctx context.Context, e *env, args []string) error {
 		Routes:                    *routesDir,
 		RetryBudgetPercent:        *retryBudget,
 		RetryBudgetMinConcurrency: *retryMin,
+		DNSRefreshRate:            *dnsRefresh,
 		Mixer:                     *mixerAddr,
 		CheckTimeout:              *checkTimeout,
 		CheckFailOpen:             failOpen,

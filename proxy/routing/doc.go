@@ -18,7 +18,8 @@
 //
 //   - ServiceEntry: hosts, ports[]{number, name, protocol, targetPort},
 //     resolution (STATIC: endpoints are IPs; DNS, DNS_ROUND_ROBIN, NONE:
-//     endpoints may be names, resolved when a connection is dialled; without
+//     endpoints may be host names, which the proxy resolves into one
+//     endpoint per address and resolves again periodically; without
 //     endpoints the hosts themselves), endpoints[]{address, ports{name:
 //     port}, labels, weight}. A host of the form NAME.NS.svc.cluster.local
 //     also answers to NAME.NS.svc, NAME.NS and NAME in Host headers.

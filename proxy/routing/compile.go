@@ -50,13 +50,6 @@ func (c *compiler) resolveHost(h, ns string) string {
 	return found
 }
 
-func (c *compiler) service(h, ns string) *service {
-	if full := c.resolveHost(h, ns); full != "" {
-		return c.services[full]
-	}
-	return nil
-}
-
 func (c *compiler) rule(host string) *rule { return c.rules[host] }
 
 // addVhost registers v under its host and, for a Kubernetes service name

@@ -72,7 +72,8 @@ type Config struct {
 	CheckFailOpen bool
 	// CheckFailOpenFor overrides CheckFailOpen per service: the key
 	// "inbound" for requests to this service, an Upstreams name for the
-	// app's calls to that upstream; true is open, false closed.
+	// app's calls to that upstream, and with Routes a routed service host
+	// (its full name or its first label); true is open, false closed.
 	CheckFailOpenFor map[string]bool
 	// QuotaPrefetchMax, QuotaPrefetchWindow and QuotaPrefetchMaxAge tune
 	// quota prefetch (mixerclient.Options PrefetchMax, PrefetchWindow,
@@ -202,7 +203,7 @@ func (c *Config) Validate() error {
 			if c.Inbound == "" {
 				add("check_fail_open_for."+k, "the inbound side is disabled")
 			}
-		case !hasUpstream(c.Upstreams, k):
+		case !hasUpstream(c.Upstreams, k) && c.Routes == "": // routed hosts are known only once loaded
 			add("check_fail_open_for."+k, "no such upstream (want %q or a name of upstreams)", InboundFailKey)
 		}
 	}

@@ -15,6 +15,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/sidemix/sidemix/proxy/mixerclient"
 	"github.com/sidemix/sidemix/proxy/routing"
 	ups "github.com/sidemix/sidemix/proxy/upstream"
 )
@@ -138,6 +139,9 @@ func (r *router) apply(t *routing.Table) {
 		} else {
 			rc = &routeCluster{key: key, id: newUpstream(key.Host, "", r.p.cfg.Namespace)}
 			rc.id.policy = r.p.cfg.failPolicy(key.Host)
+			if rc.id.policy == mixerclient.FailPolicyDefault {
+				rc.id.policy = r.p.cfg.failPolicy(rc.id.service)
+			}
 			rc.id.port = int64(key.Port)
 			rc.c = ups.NewCluster(key.String(), eps, pol, ups.Options{
 				Logger:     r.p.log.With("component", "upstream", "cluster", key.String()),

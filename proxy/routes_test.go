@@ -279,3 +279,29 @@ func TestRoutesExample(t *testing.T) {
 		t.Errorf("flags %v", f)
 	}
 }
+
+// TestRoutesFailPolicy: --check-fail-policy may name a routed service;
+// with the mixer down its requests are forwarded, the others refused.
+func TestRoutesFailPolicy(t *testing.T) {
+	v1 := startBackend(t, "v1", nil)
+	dir := t.TempDir()
+	writeRoutes(t, dir, "svc.yaml", serviceYAML(v1)+`---
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: details}
+spec:
+  hosts: [details.shop.svc.cluster.local]
+  ports: [{number: 9080, name: http}]
+  resolution: STATIC
+  endpoints: [{address: 127.0.0.1, ports: {http: `+v1.port()+`}}]
+`)
+	p := startProxy(t, proxy.Config{Service: "productpage", Namespace: "shop", Outbound: "127.0.0.1:0",
+		Routes: dir, Mixer: deadAddr(t), CheckTimeout: 200 * time.Millisecond,
+		CheckFailOpenFor: map[string]bool{"reviews": true}})
+	if code, h, _, _ := call(t, p, "GET", "/r", nil, ""); code != 200 || h.Get("X-Backend") != "v1" {
+		t.Errorf("reviews (fail open): %d from %q", code, h.Get("X-Backend"))
+	}
+	if code, _, _, _ := call(t, p, "GET", "/r", map[string]string{"host": "details"}, ""); code != 503 {
+		t.Errorf("details (fail closed): %d", code)
+	}
+}

@@ -36,6 +36,11 @@ func TestLoadBad(t *testing.T) {
 			":37: " + vs + "fault.abort.percentage.value: -1 is not a percentage (0 to 100)",
 			":38: " + vs + "fault.abort.httpStatus: 700 is not an HTTP status (200 to 599)",
 		},
+		"duplicate.bad.yaml": {
+			`:19: DestinationRule/full: spec.host: host "shop.default.svc.cluster.local" already has DestinationRule short (testdata/bad/duplicate.bad.yaml:11)`,
+			`:32: VirtualService/b: spec.hosts[0]: host "shop.default.svc.cluster.local" already has VirtualService a (testdata/bad/duplicate.bad.yaml:23)`,
+			`:37: VirtualService/a: metadata.name: VirtualService "a" already defined at testdata/bad/duplicate.bad.yaml:23`,
+		},
 		"envelope.bad.yaml": {
 			`:1: VirtualService/a: apiVersion: unknown apiVersion "networking.istio.io/v2" (want one of networking.sidemix.dev/v1, networking.istio.io/v1, networking.istio.io/v1beta1, networking.istio.io/v1alpha3)`,
 			`:8: Route/b: kind: unknown kind "Route" (want one of ServiceEntry, VirtualService, DestinationRule)`,

@@ -149,6 +149,18 @@ const (
 	LogBody        = "log.body"
 	LogSeverity    = "log.severity"
 	LogAttributes  = "log.attributes"
+
+	// A TCP connection a proxy passed through (Istio's names): the event
+	// being reported (open, continue while it lasts, close), the bytes the
+	// destination received from the source and sent back since the
+	// previous report of the connection and in total, and how long it has
+	// been open.
+	ConnectionEvent              = "connection.event"
+	ConnectionReceivedBytes      = "connection.received.bytes"
+	ConnectionReceivedBytesTotal = "connection.received.bytes_total"
+	ConnectionSentBytes          = "connection.sent.bytes"
+	ConnectionSentBytesTotal     = "connection.sent.bytes_total"
+	ConnectionDuration           = "connection.duration"
 )
 
 // standard is the built-in manifest, in the order its names enter the global
@@ -218,6 +230,12 @@ var standard = []struct {
 	{LogBody, KindString},
 	{LogSeverity, KindString},
 	{LogAttributes, KindStringMap},
+	{ConnectionEvent, KindString},
+	{ConnectionReceivedBytes, KindInt64},
+	{ConnectionReceivedBytesTotal, KindInt64},
+	{ConnectionSentBytes, KindInt64},
+	{ConnectionSentBytesTotal, KindInt64},
+	{ConnectionDuration, KindDuration},
 }
 
 // Manifest maps attribute names to kinds. It is immutable once built.

@@ -23,6 +23,7 @@ import (
 
 	mixerv1 "github.com/sidemix/sidemix/api/mixer/v1"
 	"github.com/sidemix/sidemix/attribute"
+	"github.com/sidemix/sidemix/internal/fswatch"
 	"github.com/sidemix/sidemix/policy"
 )
 
@@ -88,7 +89,7 @@ func New(cfg Config) (*Server, error) {
 		dict: attribute.DefaultDictionary(),
 	}
 	s.m = newMetrics(s.reg, s.queueLengths)
-	s.filesDigest = (&pathWatcher{roots: cleanRoots(cfg.ConfigPaths)}).digest()
+	s.filesDigest = fswatch.Digest(cfg.ConfigPaths)
 	snap, err := policy.Load(cfg.ConfigPaths, policy.Options{Adapters: cfg.Adapters, Now: cfg.Now})
 	if err != nil {
 		return nil, fmt.Errorf("loading %v: %w", cfg.ConfigPaths, err)

@@ -2,18 +2,10 @@ package mixer
 
 import (
 	"context"
-	"crypto/sha256"
-	"encoding/binary"
-	"encoding/hex"
 	"errors"
-	"io/fs"
-	"os"
-	"path/filepath"
 	"strings"
-	"time"
 
-	"github.com/fsnotify/fsnotify"
-
+	"github.com/sidemix/sidemix/internal/fswatch"
 	"github.com/sidemix/sidemix/policy"
 )
 
@@ -96,194 +88,17 @@ func issueStrings(err error) []string {
 	return strings.Split(err.Error(), "\n")
 }
 
-// watch reloads the config whenever the files change: fsnotify events on
-// every folder (and the folder of every file) given, plus a slow poll that
-// compares names, sizes and modification times, as events get lost (editors
-// that rename, network file systems, overflowing queues). Bursts of events
-// are gathered for ReloadDebounce into one reload.
+// watch reloads the config whenever the files change (see
+// internal/fswatch: file system events plus a slow poll, debounced).
 func (s *Server) watch(ctx context.Context, done chan<- struct{}) {
 	defer close(done)
-	w := &pathWatcher{roots: cleanRoots(s.cfg.ConfigPaths)}
-	fw, err := fsnotify.NewWatcher()
-	if err == nil && s.cfg.noFSNotify {
-		fw.Close()
-		fw, err = nil, errors.New("disabled")
-	}
-	if err != nil {
-		s.log.Warn("file system events unavailable; polling the config paths only", "error", err,
-			"interval", s.cfg.ConfigPollInterval)
-	} else {
-		defer fw.Close()
-		w.fs = fw
-		w.addAll(s)
-	}
-	var events <-chan fsnotify.Event
-	var fsErrs <-chan error
-	if fw != nil {
-		events, fsErrs = fw.Events, fw.Errors
-	}
-
-	last := s.filesDigest
-	poll := time.NewTicker(s.cfg.ConfigPollInterval)
-	defer poll.Stop()
-	debounce := time.NewTimer(time.Hour)
-	debounce.Stop()
-	arm := func() { debounce.Reset(s.cfg.ReloadDebounce) }
-
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case ev, ok := <-events:
-			if !ok {
-				events = nil
-				continue
-			}
-			if !w.relevant(ev.Name) {
-				continue
-			}
-			if ev.Has(fsnotify.Create) {
-				if fi, err := os.Stat(ev.Name); err == nil && fi.IsDir() {
-					w.addTree(s, ev.Name)
-				}
-			}
-			arm()
-		case err, ok := <-fsErrs:
-			if !ok {
-				fsErrs = nil
-				continue
-			}
-			s.log.Debug("file system watcher", "error", err)
-			arm() // an overflow loses events: look again
-		case <-poll.C:
-			if d := w.digest(); d != last {
-				arm()
-			}
-		case <-debounce.C:
-			last = w.digest()
-			if w.fs != nil {
-				w.addAll(s) // folders may have been replaced
-			}
-			if err := s.Reload(); errors.Is(err, errShuttingDown) {
-				return
-			}
-		}
-	}
-}
-
-// root is one config path as given: a folder (watched recursively) or a
-// file (watched through its folder).
-type root struct {
-	path  string
-	isDir bool
-}
-
-type pathWatcher struct {
-	roots []root
-	fs    *fsnotify.Watcher
-}
-
-func cleanRoots(paths []string) []root {
-	out := make([]root, 0, len(paths))
-	for _, p := range paths {
-		p = filepath.Clean(p)
-		fi, err := os.Stat(p)
-		out = append(out, root{path: p, isDir: err == nil && fi.IsDir()})
-	}
-	return out
-}
-
-// addAll (re-)adds watches on every root; adding a watch twice is harmless.
-func (w *pathWatcher) addAll(s *Server) {
-	for i, r := range w.roots {
-		fi, err := os.Stat(r.path)
-		if err == nil {
-			w.roots[i].isDir = fi.IsDir()
-		}
-		if w.roots[i].isDir {
-			w.addTree(s, r.path)
-			continue
-		}
-		// Editors and config maps replace files by renaming: watch the
-		// folder, not the inode.
-		if err := w.fs.Add(filepath.Dir(r.path)); err != nil {
-			s.log.Debug("cannot watch", "path", filepath.Dir(r.path), "error", err)
-		}
-	}
-}
-
-func (w *pathWatcher) addTree(s *Server, dir string) {
-	_ = filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
-		if err != nil {
-			return nil
-		}
-		if d.IsDir() {
-			if err := w.fs.Add(p); err != nil {
-				s.log.Debug("cannot watch", "path", p, "error", err)
-			}
-		}
-		return nil
+	fswatch.Run(ctx, fswatch.Options{
+		Paths:        s.cfg.ConfigPaths,
+		PollInterval: s.cfg.ConfigPollInterval,
+		Debounce:     s.cfg.ReloadDebounce,
+		Logger:       s.log,
+		PollOnly:     s.cfg.noFSNotify,
+	}, s.filesDigest, func() bool {
+		return !errors.Is(s.Reload(), errShuttingDown)
 	})
-}
-
-// relevant reports whether an event on name may change the config.
-func (w *pathWatcher) relevant(name string) bool {
-	name = filepath.Clean(name)
-	for _, r := range w.roots {
-		if name == r.path {
-			return true
-		}
-		if r.isDir && strings.HasPrefix(name, r.path+string(filepath.Separator)) {
-			return true
-		}
-	}
-	return false
-}
-
-// digest summarizes names, sizes and modification times under the roots,
-// following symlinks to files, so that a poll notices a changed config
-// without reading it.
-func (w *pathWatcher) digest() string {
-	h := sha256.New()
-	var buf [8]byte
-	put := func(p string, fi os.FileInfo) {
-		h.Write([]byte(p))
-		h.Write([]byte{0})
-		if fi == nil {
-			h.Write([]byte{0})
-			return
-		}
-		binary.LittleEndian.PutUint64(buf[:], uint64(fi.Size()))
-		h.Write(buf[:])
-		binary.LittleEndian.PutUint64(buf[:], uint64(fi.ModTime().UnixNano()))
-		h.Write(buf[:])
-		binary.LittleEndian.PutUint64(buf[:], uint64(fi.Mode()))
-		h.Write(buf[:])
-	}
-	for _, r := range w.roots {
-		fi, err := os.Stat(r.path)
-		if err != nil || !fi.IsDir() {
-			put(r.path, fi)
-			continue
-		}
-		_ = filepath.WalkDir(r.path, func(p string, d fs.DirEntry, err error) error {
-			if err != nil {
-				put(p, nil)
-				return nil
-			}
-			fi, err := os.Stat(p) // follows symlinks
-			if err != nil {
-				put(p, nil)
-				return nil
-			}
-			if fi.IsDir() {
-				h.Write([]byte(p))
-				h.Write([]byte{1})
-				return nil
-			}
-			put(p, fi)
-			return nil
-		})
-	}
-	return hex.EncodeToString(h.Sum(nil))
 }

@@ -1,15 +1,10 @@
 package policy
 
 import (
-	"bytes"
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"io"
-	"io/fs"
-	"os"
-	"path/filepath"
 	"regexp"
 	"slices"
 	"sort"
@@ -22,6 +17,7 @@ import (
 	"github.com/sidemix/sidemix/adapters"
 	"github.com/sidemix/sidemix/adapters/template"
 	"github.com/sidemix/sidemix/attribute"
+	"github.com/sidemix/sidemix/internal/yamlload"
 )
 
 // APIVersion is the apiVersion every document must carry.
@@ -45,43 +41,10 @@ var kinds = []string{KindAttributeManifest, KindHandler, KindInstance, KindRule,
 // every CEL expression against the manifest, and returns the snapshot, or a
 // *LoadError listing every issue of the load.
 func Load(paths []string, opts Options) (*Snapshot, error) {
-	files := map[string][]byte{}
-	var issues []Issue
-	for _, p := range paths {
-		p = filepath.Clean(p)
-		st, err := os.Stat(p)
-		if err != nil {
-			issues = append(issues, Issue{File: p, Message: err.Error()})
-			continue
-		}
-		if !st.IsDir() {
-			data, err := os.ReadFile(p)
-			if err != nil {
-				issues = append(issues, Issue{File: p, Message: err.Error()})
-				continue
-			}
-			files[p] = data
-			continue
-		}
-		err = filepath.WalkDir(p, func(path string, d fs.DirEntry, err error) error {
-			if err != nil {
-				issues = append(issues, Issue{File: path, Message: err.Error()})
-				return nil
-			}
-			if d.IsDir() || !isYAML(path) {
-				return nil
-			}
-			data, err := os.ReadFile(path)
-			if err != nil {
-				issues = append(issues, Issue{File: path, Message: err.Error()})
-				return nil
-			}
-			files[path] = data
-			return nil
-		})
-		if err != nil {
-			issues = append(issues, Issue{File: p, Message: err.Error()})
-		}
+	files, readIssues := yamlload.ReadFiles(paths)
+	issues := make([]Issue, 0, len(readIssues))
+	for _, is := range readIssues {
+		issues = append(issues, Issue(is))
 	}
 	snap, err := LoadSources(files, opts)
 	if len(issues) == 0 {
@@ -93,11 +56,6 @@ func Load(paths []string, opts Options) (*Snapshot, error) {
 	}
 	sortIssues(issues)
 	return nil, &LoadError{Issues: issues}
-}
-
-func isYAML(path string) bool {
-	ext := strings.ToLower(filepath.Ext(path))
-	return ext == ".yaml" || ext == ".yml"
 }
 
 // LoadSources is Load over in-memory files (name → content), for tests and
@@ -171,36 +129,14 @@ func (l *loader) addField(d *document, fi []fieldIssue) {
 	}
 }
 
-var yamlSyntaxLineRE = regexp.MustCompile(`^yaml: line (\d+): (.*)$`)
-
 // parseFile splits a file into documents and decodes their envelopes.
 func (l *loader) parseFile(name string, data []byte) {
-	defer func() {
-		// yaml.v3 has panicked on hostile input before; a bad file must
-		// never take the process down.
-		if r := recover(); r != nil {
-			l.issues = append(l.issues, Issue{File: name, Message: fmt.Sprintf("cannot parse: %v", r)})
-		}
-	}()
-	dec := yaml.NewDecoder(bytes.NewReader(data))
-	for {
-		var root yaml.Node
-		err := dec.Decode(&root)
-		if errors.Is(err, io.EOF) {
-			return
-		}
-		if err != nil {
-			is := Issue{File: name, Message: err.Error()}
-			if m := yamlSyntaxLineRE.FindStringSubmatch(err.Error()); m != nil {
-				is.Line, _ = strconv.Atoi(m[1])
-				is.Message = m[2]
-			} else {
-				is.Message = strings.TrimPrefix(is.Message, "yaml: ")
-			}
-			l.issues = append(l.issues, is)
-			return // the decoder cannot continue past a syntax error
-		}
-		l.parseDoc(name, &root)
+	docs, bad := yamlload.Documents(name, data)
+	for _, root := range docs {
+		l.parseDoc(name, root)
+	}
+	if bad != nil {
+		l.issues = append(l.issues, Issue(*bad))
 	}
 }
 
@@ -263,39 +199,6 @@ func (l *loader) parseDoc(file string, root *yaml.Node) {
 		d.spec = resolve(sn)
 	}
 	l.docs = append(l.docs, d)
-}
-
-// valueNode returns the value of key in mapping n, or nil.
-func valueNode(n *yaml.Node, key string) *yaml.Node {
-	if n == nil || n.Kind != yaml.MappingNode {
-		return nil
-	}
-	for i := 0; i+1 < len(n.Content); i += 2 {
-		if n.Content[i].Value == key {
-			return n.Content[i+1]
-		}
-	}
-	return nil
-}
-
-// keyNode returns the key node of key in mapping n, or nil.
-func keyNode(n *yaml.Node, key string) *yaml.Node {
-	if n == nil || n.Kind != yaml.MappingNode {
-		return nil
-	}
-	for i := 0; i+1 < len(n.Content); i += 2 {
-		if n.Content[i].Value == key {
-			return n.Content[i]
-		}
-	}
-	return nil
-}
-
-func lineOf(n *yaml.Node, def int) int {
-	if n == nil || n.Line == 0 {
-		return def
-	}
-	return n.Line
 }
 
 // specLine is where to point at for a problem with the whole spec.

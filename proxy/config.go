@@ -40,6 +40,27 @@ type Config struct {
 	Outbound string
 	// Upstreams maps the names the app uses as Host to host:port.
 	Upstreams map[string]string
+	// TCP lists plain TCP pass-through listeners (see TCPListener);
+	// TCPReportInterval is how often a long connection is reported
+	// (default DefaultTCPReportInterval).
+	TCP               []TCPListener
+	TCPReportInterval time.Duration
+	// Routes is a folder of ServiceEntry, VirtualService and
+	// DestinationRule files (proxy/routing) that route the outbound side
+	// by Host before Upstreams is consulted; watched and reloaded.
+	Routes string
+	// RoutesPollInterval is how often the routes folder is polled besides
+	// file system events (default 5s).
+	RoutesPollInterval time.Duration
+	// RetryBudgetPercent bounds the retries in flight to a cluster to this
+	// share of its requests in flight, but allows at least
+	// RetryBudgetMinConcurrency; zero takes DefaultRetryBudgetPercent and
+	// DefaultRetryBudgetMinConcurrency.
+	RetryBudgetPercent        float64
+	RetryBudgetMinConcurrency int
+	// DNSRefreshRate is how often the host names among the routes'
+	// endpoints are resolved again (default DefaultDNSRefreshRate).
+	DNSRefreshRate time.Duration
 
 	// Mixer is the mixer's gRPC address, host:port, or several separated
 	// by commas: each call goes to the next healthy one (see mixerclient).
@@ -51,7 +72,8 @@ type Config struct {
 	CheckFailOpen bool
 	// CheckFailOpenFor overrides CheckFailOpen per service: the key
 	// "inbound" for requests to this service, an Upstreams name for the
-	// app's calls to that upstream; true is open, false closed.
+	// app's calls to that upstream, and with Routes a routed service host
+	// (its full name or its first label); true is open, false closed.
 	CheckFailOpenFor map[string]bool
 	// QuotaPrefetchMax, QuotaPrefetchWindow and QuotaPrefetchMaxAge tune
 	// quota prefetch (mixerclient.Options PrefetchMax, PrefetchWindow,
@@ -129,9 +151,10 @@ func (c *Config) Validate() error {
 	if mixers == 0 {
 		add("mixer", "required")
 	}
-	if c.Inbound == "" && c.Outbound == "" {
-		add("inbound", "one of inbound or outbound is required")
+	if c.Inbound == "" && c.Outbound == "" && len(c.TCP) == 0 {
+		add("inbound", "one of inbound, outbound or tcp is required")
 	}
+	c.validateTCP(add)
 	if c.Inbound != "" {
 		if err := checkHostPort(c.Inbound); err != nil {
 			add("inbound", "%v", err)
@@ -146,6 +169,15 @@ func (c *Config) Validate() error {
 		if err := checkHostPort(c.Outbound); err != nil {
 			add("outbound", "%v", err)
 		}
+	}
+	if c.Routes != "" && c.Outbound == "" {
+		add("routes", "needs outbound")
+	}
+	if !(c.RetryBudgetPercent >= 0 && c.RetryBudgetPercent <= 100) {
+		add("retry_budget_percent", "%v is not between 0 and 100", c.RetryBudgetPercent)
+	}
+	if c.RetryBudgetMinConcurrency < 0 {
+		add("retry_budget_min_concurrency", "negative: %d", c.RetryBudgetMinConcurrency)
 	}
 	names := make([]string, 0, len(c.Upstreams))
 	for n := range c.Upstreams {
@@ -171,7 +203,7 @@ func (c *Config) Validate() error {
 			if c.Inbound == "" {
 				add("check_fail_open_for."+k, "the inbound side is disabled")
 			}
-		case !hasUpstream(c.Upstreams, k):
+		case !hasUpstream(c.Upstreams, k) && c.Routes == "": // routed hosts are known only once loaded
 			add("check_fail_open_for."+k, "no such upstream (want %q or a name of upstreams)", InboundFailKey)
 		}
 	}
@@ -250,6 +282,18 @@ func (c *Config) setDefaults() {
 	}
 	if c.MaxRequestHeaderBytes == 0 {
 		c.MaxRequestHeaderBytes = DefaultMaxRequestHeaderBytes
+	}
+	if c.TCPReportInterval == 0 {
+		c.TCPReportInterval = DefaultTCPReportInterval
+	}
+	if c.RetryBudgetPercent == 0 {
+		c.RetryBudgetPercent = DefaultRetryBudgetPercent
+	}
+	if c.RetryBudgetMinConcurrency == 0 {
+		c.RetryBudgetMinConcurrency = DefaultRetryBudgetMinConcurrency
+	}
+	if c.DNSRefreshRate <= 0 {
+		c.DNSRefreshRate = DefaultDNSRefreshRate
 	}
 }
 

@@ -13,6 +13,8 @@
 // gRPC is forwarded over h2c, everything else over pooled HTTP/1.1
 // connections. Forwarding is net/http/httputil.ReverseProxy with its
 // Rewrite, ModifyResponse and ErrorHandler hooks; the Host header is kept.
+// Upgrades (WebSocket) are tunnelled and reported with response.code 101;
+// gRPC streams pass message by message with their trailers.
 //
 // # Per request
 //
@@ -121,6 +123,66 @@
 // without a span. net/http itself answers 431 to heads a further 4 KiB
 // over the limit, without a report.
 //
+// # Routes
+//
+// With Config.Routes (--routes DIR), the outbound side routes by a folder
+// of Istio ServiceEntry, VirtualService and DestinationRule files (see
+// proxy/routing) before it looks at Config.Upstreams: the Host header
+// (port optional) picks a VirtualService or a ServiceEntry host, the first
+// http[] route whose match[] holds picks the route, and its weights pick
+// the destination, a (host, subset, port) cluster of proxy/upstream
+// (balancing, health checks, outlier detection, connection pool limits;
+// one per cluster, updated in place on reload). A host none of whose
+// routes match is answered 404 (flag NR). Per route, in this order: the
+// check as always; fault injection (a delay, flag DI; an abort with its
+// status, flag FI); a redirect (its code and Location) instead of
+// forwarding; the route's, then the destination's request header
+// operations; mirroring (a copy to the mirror cluster with "-shadow"
+// appended to the Host, for the given share of requests, answer ignored);
+// rewrite of the path (or the matched prefix) and the authority; then the
+// forward. The route's timeout covers every try and the response body
+// (504, flag UT); each try picks an endpoint and is bounded by
+// perTryTimeout. A try is retried, after a jittered exponential backoff
+// (25ms base, 250ms cap), when retryOn covers its outcome: 5xx (any 5xx,
+// connect failures, resets, per-try timeouts), gateway-error (502, 503,
+// 504 and the same failures), connect-failure, reset, and
+// retriable-status-codes (the codes listed in retryOn). Only replayable
+// requests are retried or mirrored: no body, or a body of known length up
+// to 64 KiB, which is then buffered. The retry budget
+// (Config.RetryBudgetPercent, default 20, and RetryBudgetMinConcurrency,
+// default 3; Envoy's retry_budget) lets a cluster's retries in flight be at
+// most that share of its requests in flight, and connectionPool.http
+// .maxRetries caps them too; a refused or last failing retry is flagged
+// URX, and the last answer is passed on. Failures name Envoy's response
+// flags in context.proxy_error_code (the response_flags label of the
+// metrics in examples/default): UT timeout, URX retries exhausted, UO pool
+// overflow (503), UH no healthy endpoint (503), UF connect failure (503),
+// UC reset (503), DI and FI faults, NR no route. The report's
+// destination.ip, destination.port and destination.labels (such as
+// version) are those of the endpoint of the last try. Endpoints given by
+// host name become one endpoint per address they resolve to, resolved
+// again every Config.DNSRefreshRate (default 60s, Istio's); a failed
+// lookup keeps the last addresses. An invalid change
+// of the folder is logged issue by issue with file:line and the previous
+// routes keep serving; requests in flight finish on the clusters they
+// started on.
+//
+// # TCP listeners
+//
+// Config.TCP adds plain TCP pass-through listeners (--tcp-inbound,
+// --tcp-outbound). Each accepted connection is checked with the mixer
+// (context.protocol "tcp", connection.id, source.ip, and the destination:
+// this workload inbound, the Upstream's service outbound), joined to a new
+// connection to the Upstream, and copied both ways, a half-close passed on.
+// It is reported when it opens, every Config.TCPReportInterval while it
+// lasts (connection.event "continue") and when it closes, each report with
+// connection.received.bytes and connection.sent.bytes since the previous
+// one, their _total, and connection.duration; the close report carries
+// context.proxy_error_code: UAEX when denied (the connection is closed at
+// once), UF when the upstream cannot be reached, UC or DC when a side
+// broke off. examples/default turns these into Istio's istio_tcp_* metrics.
+// Shutdown lets connections end until its deadline, then cuts them.
+//
 // # Mixers and fail policy
 //
 // Config.Mixer lists one mixer or several, comma-separated (--mixer a,b,c):
@@ -143,8 +205,13 @@
 // continued), sidemix_proxy_trace_headers_malformed_total{direction,header}
 // (traceparent, tracestate, b3, x-b3),
 // sidemix_proxy_headers_too_large_total{direction,header} (those or
-// total), the mixer client's
-// metrics (see mixerclient) and the Go runtime and process collectors.
+// total), sidemix_proxy_tcp_connections_opened_total{direction},
+// sidemix_proxy_tcp_connections_closed_total{direction,flag},
+// sidemix_proxy_tcp_connections_active{direction},
+// sidemix_proxy_tcp_bytes_total{direction,flow} (flow received or sent),
+// the clusters' sidemix_upstream_* metrics (see proxy/upstream), the mixer
+// client's metrics (see mixerclient) and the Go runtime and process
+// collectors.
 //
 // # Lifecycle
 //

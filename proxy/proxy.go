@@ -41,8 +41,11 @@ type Proxy struct {
 	sampler sampler
 
 	h1, h2c  *http.Transport
-	inbound  *side // nil when disabled
-	outbound *side // nil when disabled
+	inbound  *side   // nil when disabled
+	outbound *side   // nil when disabled
+	routes   *router // nil without Config.Routes
+	tcp      []*tcpListener
+	tcpm     *tcpMetrics
 
 	admin   *http.Server
 	adminLn net.Listener
@@ -91,6 +94,12 @@ func New(cfg Config) (*Proxy, error) {
 	p.h1 = newTransport(false)
 	p.h2c = newTransport(true)
 	rt := protocolSplit{h1: p.h1, h2c: p.h2c}
+	if cfg.Routes != "" {
+		if p.routes, err = newRouter(p); err != nil {
+			_ = mc.Close(context.Background()) // nothing was reported yet
+			return nil, fmt.Errorf("proxy routes: %w", err)
+		}
+	}
 	if cfg.Inbound != "" {
 		p.inbound = newSide(p, kindInbound, rt)
 		p.inbound.app = &url.URL{Scheme: "http", Host: cfg.App}
@@ -104,6 +113,10 @@ func New(cfg Config) (*Proxy, error) {
 			u.policy = cfg.failPolicy(name)
 			p.outbound.upstreams[u.name] = u
 		}
+	}
+	p.tcpm = newTCPMetrics(p.reg)
+	for _, t := range cfg.TCP {
+		p.tcp = append(p.tcp, newTCPListener(p, t))
 	}
 	return p, nil
 }
@@ -134,7 +147,7 @@ type protocolSplit struct{ h1, h2c http.RoundTripper }
 
 func (t protocolSplit) RoundTrip(r *http.Request) (*http.Response, error) {
 	if r.ProtoMajor == 2 && isGRPC(r) {
-		return t.h2c.RoundTrip(r)
+		return roundTripStream(t.h2c, r)
 	}
 	return t.h1.RoundTrip(r)
 }
@@ -193,6 +206,12 @@ func (p *Proxy) Start() error {
 		s.ln = ln
 		s.srv = p.newServer(s)
 	}
+	if err := p.listenTCP(); err != nil {
+		return fail(err)
+	}
+	for _, l := range p.tcp {
+		opened = append(opened, l.ln)
+	}
 	if p.cfg.Admin != "" {
 		ln, err := net.Listen("tcp", p.cfg.Admin)
 		if err != nil {
@@ -202,10 +221,14 @@ func (p *Proxy) Start() error {
 		p.admin = &http.Server{Handler: p.adminHandler(), ReadHeaderTimeout: readHeaderTimeout, ErrorLog: p.errLog}
 	}
 	p.started = true
+	p.routes.start()
 	for _, s := range []*side{p.inbound, p.outbound} {
 		if s != nil {
 			go p.serve(s.kind, s.srv, s.ln)
 		}
+	}
+	for _, l := range p.tcp {
+		go l.serve()
 	}
 	if p.admin != nil {
 		go p.serve("admin", p.admin, p.adminLn)
@@ -215,7 +238,7 @@ func (p *Proxy) Start() error {
 		"inbound", p.InboundAddr(), "app", p.cfg.App, "outbound", p.OutboundAddr(),
 		"upstreams", len(p.cfg.Upstreams), "mixer", p.cfg.Mixer, "admin", p.AdminAddr(),
 		"fail_open", p.cfg.CheckFailOpen, "quota_prefetch_max", p.cfg.QuotaPrefetchMax,
-		"trace_sampling", p.cfg.TraceSampling)
+		"trace_sampling", p.cfg.TraceSampling, "tcp", p.TCPAddrs())
 	return nil
 }
 
@@ -310,8 +333,18 @@ func (p *Proxy) Shutdown(ctx context.Context) error {
 				}
 			}()
 		}
+		for _, l := range p.tcp {
+			wg.Go(func() {
+				if err := l.shutdown(lctx); err != nil {
+					mu.Lock()
+					errs = append(errs, fmt.Errorf("tcp listener %s: %w", l.listen, err))
+					mu.Unlock()
+				}
+			})
+		}
 		wg.Wait()
 	}
+	p.routes.stop(ctx)
 	if err := p.mixer.Close(ctx); err != nil {
 		errs = append(errs, fmt.Errorf("mixer client: %w", err))
 	}

@@ -1,7 +1,9 @@
 package proxy
 
 import (
+	"bufio"
 	"io"
+	"net"
 	"net/http"
 	"sync/atomic"
 )
@@ -48,6 +50,18 @@ func (w *recorder) Flush() {
 		w.WriteHeader(http.StatusOK)
 	}
 	_ = http.NewResponseController(w.ResponseWriter).Flush()
+}
+
+// Hijack hands the connection to ReverseProxy for an upgraded exchange
+// (WebSocket): it writes the 101 itself, so the recorder notes it here.
+func (w *recorder) Hijack() (net.Conn, *bufio.ReadWriter, error) {
+	conn, brw, err := http.NewResponseController(w.ResponseWriter).Hijack()
+	if err == nil && !w.wrote {
+		w.wrote = true
+		w.code = http.StatusSwitchingProtocols
+		w.headers = headerMap(w.ResponseWriter.Header())
+	}
+	return conn, brw, err
 }
 
 // Unwrap gives http.ResponseController (used by ReverseProxy for flushes

@@ -15,6 +15,8 @@ import (
 
 	"github.com/sidemix/sidemix/attribute"
 	"github.com/sidemix/sidemix/proxy/mixerclient"
+	"github.com/sidemix/sidemix/proxy/routing"
+	ups "github.com/sidemix/sidemix/proxy/upstream"
 )
 
 const (
@@ -31,6 +33,7 @@ type side struct {
 	upstreams map[string]*upstream   // outbound: by lower-case Host
 	policy    mixerclient.FailPolicy // inbound: the check fail policy
 	rp        *httputil.ReverseProxy
+	rrp       *httputil.ReverseProxy // outbound with Config.Routes: forwards routed requests
 	srv       *http.Server
 	ln        net.Listener
 	m         sideMetrics
@@ -52,6 +55,17 @@ type exchange struct {
 	contentLength int64
 	headBytes     int64
 	body          *countingBody // nil when there is no body
+
+	// Outbound requests Config.Routes knows the Host of (see routes.go).
+	routed     bool
+	route      *routing.Route       // nil when no route of the host matched
+	prefix     string               // the uri prefix the match matched
+	dst        *routing.Destination // the weighted choice
+	rc         *routeCluster
+	state      *routeState
+	replayable bool      // the body can be sent again (retries, mirror)
+	bodyBuf    []byte    // the buffered body, when it had to be read
+	picked     *ups.Pick // the endpoint of the last try
 }
 
 type exchangeKey struct{}
@@ -70,6 +84,15 @@ func newSide(p *Proxy, kind string, transport http.RoundTripper) *side {
 		ErrorHandler:   s.errorHandler,
 		ErrorLog:       p.errLog,
 	}
+	if kind == kindOutbound && p.routes != nil {
+		s.rrp = &httputil.ReverseProxy{
+			Rewrite:        s.rewrite,
+			Transport:      routedTransport{s},
+			ModifyResponse: s.modifyResponse,
+			ErrorHandler:   s.errorHandler,
+			ErrorLog:       p.errLog,
+		}
+	}
 	return s
 }
 
@@ -77,10 +100,16 @@ func (s *side) rewrite(pr *httputil.ProxyRequest) {
 	ex := exchangeOf(pr.In.Context())
 	target := s.app
 	if ex != nil && ex.up != nil {
-		target = &url.URL{Scheme: "http", Host: ex.up.addr}
+		target = &url.URL{Scheme: "http", Host: ex.up.addr} // routed: each try sets the endpoint
 	}
 	pr.SetURL(target)
 	pr.Out.Host = pr.In.Host // the app and the callee see the Host the caller sent
+	if ex != nil && ex.route != nil && ex.route.Rewrite != nil {
+		ex.route.Rewrite.RewritePath(pr.Out.URL, ex.prefix)
+		if a := ex.route.Rewrite.Authority; a != "" {
+			pr.Out.Host = a
+		}
+	}
 	if s.kind == kindInbound {
 		if xff := pr.In.Header["X-Forwarded-For"]; len(xff) > 0 {
 			pr.Out.Header["X-Forwarded-For"] = xff
@@ -106,6 +135,10 @@ func (s *side) modifyResponse(resp *http.Response) error {
 		}
 		resp.Header.Del(h)
 	}
+	if ex != nil && ex.route != nil {
+		ex.route.Headers.Response.Apply(resp.Header)
+		ex.dst.Headers.Response.Apply(resp.Header)
+	}
 	if ex != nil {
 		applyHeaderOps(resp.Header, ex.decision.ResponseHeaderOps)
 		setRateLimit(resp.Header, ex.decision, false)
@@ -116,6 +149,7 @@ func (s *side) modifyResponse(resp *http.Response) error {
 func (s *side) errorHandler(w http.ResponseWriter, r *http.Request, err error) {
 	ex := exchangeOf(r.Context())
 	var op *net.OpError
+	var re *routeError
 	switch {
 	case r.Context().Err() != nil:
 		setFlag(ex, flagDownstream)
@@ -124,6 +158,9 @@ func (s *side) errorHandler(w http.ResponseWriter, r *http.Request, err error) {
 	case errors.As(err, &op) && op.Op == "dial":
 		setFlag(ex, flagConnect)
 		writeText(w, http.StatusServiceUnavailable, "upstream connect error")
+	case errors.As(err, &re):
+		setFlag(ex, re.flag)
+		writeText(w, re.code, re.msg)
 	default:
 		setFlag(ex, flagReset)
 		writeText(w, http.StatusServiceUnavailable, "upstream disconnected before responding")
@@ -160,7 +197,7 @@ func (s *side) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			r.Header.Del(h)
 		}
 	} else {
-		ex.up = s.route(r.Host)
+		s.lookupRoute(r, ex)
 		for _, h := range identityHeaders {
 			r.Header.Del(h)
 		}
@@ -193,9 +230,14 @@ func (s *side) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 	}()
 
-	if s.kind == kindOutbound && ex.up == nil {
+	if s.kind == kindOutbound && ex.up == nil && ex.route == nil {
 		ex.flag = flagNoRoute
-		writeText(rec, http.StatusServiceUnavailable, "no route to upstream "+strconv.Quote(hostOnly(r.Host)))
+		if ex.routed {
+			// A VirtualService host none of whose routes match: Envoy's 404.
+			writeText(rec, http.StatusNotFound, "no route matched for "+strconv.Quote(hostOnly(r.Host)))
+		} else {
+			writeText(rec, http.StatusServiceUnavailable, "no route to upstream "+strconv.Quote(hostOnly(r.Host)))
+		}
 		s.finish(ex, rec)
 		return
 	}
@@ -246,7 +288,11 @@ func (s *side) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		ex.body = &countingBody{rc: r.Body}
 		r.Body = ex.body
 	}
-	s.rp.ServeHTTP(rec, r.WithContext(context.WithValue(r.Context(), exchangeKey{}, ex)))
+	if ex.routed {
+		s.forwardRouted(rec, r, ex)
+	} else {
+		s.rp.ServeHTTP(rec, r.WithContext(context.WithValue(r.Context(), exchangeKey{}, ex)))
+	}
 	s.finish(ex, rec)
 }
 
@@ -277,7 +323,7 @@ func (s *side) refuseLarge(rec *recorder, r *http.Request, ex *exchange) bool {
 		r.Header.Del(h)
 	}
 	if s.kind == kindOutbound {
-		ex.up = s.route(r.Host)
+		s.lookupRoute(r, ex)
 	}
 	ex.requestID = r.Header.Get(HeaderRequestID)
 	if ex.requestID == "" {

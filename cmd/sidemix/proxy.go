@@ -13,8 +13,12 @@ const proxySynopsis = `  sidemix proxy --service NAME --app ADDR [flags]
 Runs a sidecar in front of one service instance. Requests to --inbound are
 checked with the mixer and, when allowed, forwarded to the app at --app.
 With --outbound, the app's own calls sent there are forwarded to the upstream
-named by their Host header (--upstreams name=host:port). Every request is
-reported to the mixer in batches, off the request path.
+named by their Host header: first by --routes (a folder of Istio
+ServiceEntry, VirtualService and DestinationRule files: weighted and header
+routes, timeouts, retries, fault injection, circuit breaking; reloaded when
+it changes, an invalid change logged and ignored), then by --upstreams
+name=host:port. Every request is reported to the mixer in batches, off the
+request path.
 
 --mixer may list several mixers (a,b,c): each Check and Report goes to the
 next healthy one, a mixer failing --mixer-eject-after times in a row (or
@@ -34,7 +38,16 @@ B3 headers, else the root of a new trace, sampled with probability
 and the callee receive traceparent, tracestate and X-B3-* naming that span
 as their parent; an app that forwards either set keeps its calls in the
 trace. Spans travel in the reports as request.trace.* attributes. A request
-whose trace headers or headers in total are too large is answered 431.`
+whose trace headers or headers in total are too large is answered 431.
+
+--tcp-inbound and --tcp-outbound add plain TCP pass-through listeners
+(listen=upstream): each connection is checked with the mixer (context.protocol
+tcp), joined to a new connection to the upstream, and reported when it opens,
+every --tcp-report-interval while it lasts, and when it closes, with
+connection.received.bytes / connection.sent.bytes since the previous report
+(and their _total), connection.duration and connection.event (open, continue,
+close). A denied connection is closed at once (flag UAEX), an upstream that
+cannot be reached closes it with flag UF.`
 
 func runProxy(ctx context.Context, e *env, args []string) error {
 	fs := newFlagSet("proxy", proxySynopsis)
@@ -47,6 +60,14 @@ func runProxy(ctx context.Context, e *env, args []string) error {
 	outbound := fs.String("outbound", "", "listen `address` for the app's calls to other services; empty disables")
 	var upstreams listFlag
 	fs.Var(&upstreams, "upstreams", "routes for --outbound, as `name=host:port,...`: a request whose Host is name goes to host:port (repeatable)")
+	routesDir := fs.String("routes", "", "`folder` of ServiceEntry, VirtualService and DestinationRule files (Istio's networking.istio.io or networking.sidemix.dev/v1) routing --outbound; watched and reloaded, tried before --upstreams")
+	retryBudget := fs.Float64("retry-budget-percent", proxy.DefaultRetryBudgetPercent, "most retries in flight to a cluster, as a `percentage` of its requests in flight (at least --retry-budget-min-concurrency)")
+	retryMin := fs.Int("retry-budget-min-concurrency", proxy.DefaultRetryBudgetMinConcurrency, "retries in flight to a cluster that the budget always allows")
+	dnsRefresh := fs.Duration("dns-refresh-rate", proxy.DefaultDNSRefreshRate, "how often host names among the --routes endpoints are resolved again")
+	var tcpInbound, tcpOutbound listFlag
+	fs.Var(&tcpInbound, "tcp-inbound", "plain TCP listeners for connections to the service, as `listen=host:port,...`: each connection to listen is checked, passed through to the app's host:port and reported (context.protocol tcp) (repeatable)")
+	fs.Var(&tcpOutbound, "tcp-outbound", "plain TCP listeners for the app's connections to other services, as `listen=upstream,...` where upstream is host:port or an --upstreams name (repeatable)")
+	tcpReportInterval := fs.Duration("tcp-report-interval", proxy.DefaultTCPReportInterval, "how often a TCP connection that stays open is reported with the bytes since its previous report")
 	mixerAddr := fs.String("mixer", "127.0.0.1:9091", "gRPC `addresses` of the mixers, comma-separated; calls are balanced over the healthy ones")
 	failPolicy := fs.String("check-fail-policy", "closed", "`policy` when the mixer cannot be reached: closed (answer 503) or open (forward), optionally followed by name=closed|open overrides for inbound or an --upstreams name, comma-separated")
 	checkTimeout := fs.Duration("check-timeout", time.Second, "longest a request waits for the mixer's Check (a retry on another mixer included)")
@@ -76,8 +97,12 @@ func runProxy(ctx context.Context, e *env, args []string) error {
 	if *inbound != "" && *app == "" {
 		return usageErrorf("--app is required (or disable the inbound side with --inbound '')")
 	}
-	if *inbound == "" && *outbound == "" {
-		return usageErrorf("--inbound and --outbound are both empty: nothing to serve")
+	tcp, err := parseTCPListeners(tcpInbound, tcpOutbound)
+	if err != nil {
+		return err
+	}
+	if *inbound == "" && *outbound == "" && len(tcp) == 0 {
+		return usageErrorf("--inbound and --outbound are both empty and there is no --tcp-inbound or --tcp-outbound: nothing to serve")
 	}
 	failOpen, failOpenFor, err := parseFailPolicy(*failPolicy)
 	if err != nil {
@@ -90,36 +115,45 @@ func runProxy(ctx context.Context, e *env, args []string) error {
 	if len(routes) > 0 && *outbound == "" {
 		return usageErrorf("--upstreams needs --outbound")
 	}
+	if *routesDir != "" && *outbound == "" {
+		return usageErrorf("--routes needs --outbound")
+	}
 	logger, err := lf.logger(e.stderr)
 	if err != nil {
 		return err
 	}
 	p, err := proxy.New(proxy.Config{
-		Service:               *service,
-		Namespace:             *namespace,
-		UID:                   *uid,
-		Principal:             *principal,
-		Inbound:               *inbound,
-		App:                   *app,
-		Outbound:              *outbound,
-		Upstreams:             routes,
-		Mixer:                 *mixerAddr,
-		CheckTimeout:          *checkTimeout,
-		CheckFailOpen:         failOpen,
-		CheckFailOpenFor:      failOpenFor,
-		QuotaPrefetchMax:      *prefetchMax,
-		QuotaPrefetchWindow:   *prefetchWindow,
-		QuotaPrefetchMaxAge:   *prefetchMaxAge,
-		MixerEjectAfter:       *ejectAfter,
-		MixerEjectTime:        *ejectTime,
-		ReportBatchSize:       *batchSize,
-		ReportBufferSize:      *bufferSize,
-		ReportInterval:        *reportInterval,
-		CacheSize:             *cacheSize,
-		TraceSampling:         *traceSampling,
-		MaxRequestHeaderBytes: *maxHeaderBytes,
-		Admin:                 *admin,
-		Logger:                logger,
+		Service:                   *service,
+		Namespace:                 *namespace,
+		UID:                       *uid,
+		Principal:                 *principal,
+		Inbound:                   *inbound,
+		App:                       *app,
+		Outbound:                  *outbound,
+		Upstreams:                 routes,
+		TCP:                       tcp,
+		TCPReportInterval:         *tcpReportInterval,
+		Routes:                    *routesDir,
+		RetryBudgetPercent:        *retryBudget,
+		RetryBudgetMinConcurrency: *retryMin,
+		DNSRefreshRate:            *dnsRefresh,
+		Mixer:                     *mixerAddr,
+		CheckTimeout:              *checkTimeout,
+		CheckFailOpen:             failOpen,
+		CheckFailOpenFor:          failOpenFor,
+		QuotaPrefetchMax:          *prefetchMax,
+		QuotaPrefetchWindow:       *prefetchWindow,
+		QuotaPrefetchMaxAge:       *prefetchMaxAge,
+		MixerEjectAfter:           *ejectAfter,
+		MixerEjectTime:            *ejectTime,
+		ReportBatchSize:           *batchSize,
+		ReportBufferSize:          *bufferSize,
+		ReportInterval:            *reportInterval,
+		CacheSize:                 *cacheSize,
+		TraceSampling:             *traceSampling,
+		MaxRequestHeaderBytes:     *maxHeaderBytes,
+		Admin:                     *admin,
+		Logger:                    logger,
 	})
 	if err != nil {
 		return err
@@ -128,6 +162,32 @@ func runProxy(ctx context.Context, e *env, args []string) error {
 		return err
 	}
 	return waitAndShutdown(ctx, logger, *shutdownTimeout, "proxy", p.Shutdown)
+}
+
+// parseTCPListeners reads --tcp-inbound and --tcp-outbound, listen=upstream
+// pairs, in the order given.
+func parseTCPListeners(inbound, outbound []string) ([]proxy.TCPListener, error) {
+	var out []proxy.TCPListener
+	seen := map[string]bool{}
+	for _, side := range []struct {
+		flag    string
+		items   []string
+		inbound bool
+	}{{"tcp-inbound", inbound, true}, {"tcp-outbound", outbound, false}} {
+		for _, it := range side.items {
+			listen, up, ok := strings.Cut(it, "=")
+			listen, up = strings.TrimSpace(listen), strings.TrimSpace(up)
+			if !ok || listen == "" || up == "" {
+				return nil, usageErrorf("--%s: %q is not listen=upstream", side.flag, it)
+			}
+			if seen[listen] && !strings.HasSuffix(listen, ":0") {
+				return nil, usageErrorf("--%s: listen address %q given twice", side.flag, listen)
+			}
+			seen[listen] = true
+			out = append(out, proxy.TCPListener{Listen: listen, Upstream: up, Inbound: side.inbound})
+		}
+	}
+	return out, nil
 }
 
 // parseFailPolicy reads --check-fail-policy: "closed" or "open", then

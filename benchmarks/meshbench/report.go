@@ -254,8 +254,9 @@ func by(v, target float64, unit string) string {
 	return fmt.Sprintf("missed by %.3g %s (%.1f× the target)", v-target, unit, v/target)
 }
 
-// Markdown renders the report.
-func (r *Report) Markdown() string {
+// Markdown renders the report; images links the plots with this prefix
+// (their folder relative to where the Markdown goes, "" for the same one).
+func (r *Report) Markdown(images string) string {
 	var b strings.Builder
 	m := r.Meta
 	fmt.Fprintf(&b, "### Mesh benchmark — %s\n\n", m.Date)
@@ -289,6 +290,7 @@ func (r *Report) Markdown() string {
 		fmt.Fprintf(&b, "| %s | %.3f | %.3f | %.3f | %.3f | %s | %s | %s | %s | %s | %s | %d |\n", name, x.P50Ms, x.P90Ms, x.P99Ms, x.P999Ms,
 			added(x.P50Ms, d.P50Ms), added(x.P90Ms, d.P90Ms), added(x.P99Ms, d.P99Ms), cpu, mix, rss, x.Errors)
 	}
+	fmt.Fprintf(&b, "\n![latency by path](%slatency.png)\n", images)
 	b.WriteString("\nCPU seconds per 1,000 requests equal vCPU per 1,000 requests/s. sidemix_2's proxy CPU and RSS are both sidecars together; the mixer column is the one mixer all sidecars share (policy Checks and telemetry Reports).\n\n")
 
 	if len(r.Ceiling) > 0 {
@@ -301,7 +303,8 @@ func (r *Report) Markdown() string {
 	}
 
 	if len(r.Scaling) > 0 {
-		b.WriteString("**Scaling** (one run per rate and path, paths interleaved at each rate; ![added p90](scaling-p90.png) ![CPU](scaling-cpu.png) in the results folder):\n\n")
+		b.WriteString("**Scaling**: one run per rate and path, paths interleaved at each rate.\n\n")
+		fmt.Fprintf(&b, "![added p90 vs rate](%sscaling-p90.png) ![proxy CPU per 1,000 requests vs rate](%sscaling-cpu.png)\n\n", images, images)
 		b.WriteString("| rate /s | path | achieved /s | p90 ms | added p90 ms | proxy CPU s / 1k req |\n|---:|---|---:|---:|---:|---:|\n")
 		for _, s := range r.Scaling {
 			add := "—"

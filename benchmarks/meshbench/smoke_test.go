@@ -2,6 +2,8 @@ package meshbench
 
 import (
 	"context"
+	"errors"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -19,10 +21,20 @@ func TestSmoke(t *testing.T) {
 		t.Skip("starts sidemix, nginx and haproxy")
 	}
 	testenv.RequireBinary(t, "taskset")
+	testenv.RequireBinary(t, "redis-server")
 	nginx, haproxy := LookPeer("nginx"), LookPeer("haproxy")
-	if nginx == "" || haproxy == "" {
-		testenv.RequireBinary(t, "nginx")
-		testenv.RequireBinary(t, "haproxy")
+	for name, path := range map[string]string{"nginx": nginx, "haproxy": haproxy} {
+		if path == "" {
+			testenv.Require(t, name, errors.New("neither on PATH nor in /usr/sbin (Debian package "+name+")"))
+		}
+	}
+	// Tracing to Jaeger when its cached build is there (CI builds it
+	// before the tests); without, the sidecars still make and report spans.
+	jaeger := ""
+	if p, err := testenv.JaegerBinaryPath(); err == nil {
+		if _, err := os.Stat(p); err == nil {
+			jaeger = p
+		}
 	}
 	root := testenv.ModuleRoot(t)
 	bin := testenv.BuildSidemix(t)
@@ -31,7 +43,7 @@ func TestSmoke(t *testing.T) {
 		t.Fatal(err)
 	}
 	s, err := New(Options{
-		Sidemix: bin, Echo: echo, Nginx: nginx, HAProxy: haproxy,
+		Sidemix: bin, Echo: echo, Nginx: nginx, HAProxy: haproxy, Jaeger: jaeger,
 		Examples: filepath.Join(root, "examples", "default"),
 		WorkDir:  t.TempDir(),
 		QPS:      200, Conns: 4,
@@ -82,7 +94,17 @@ func TestSmoke(t *testing.T) {
 		}
 		ceil = append(ceil, r)
 	}
-	rep := NewReport(Meta{Rounds: 1}, [][]Run{runs}, rss, scale, ceil, nil)
+	s.Close()
+	kafka := testenv.StartKafka(t, "sidemix.accesslog", "sidemix.spans")
+	mixer, err := RunMixer(ctx, MixerOptions{Sidemix: bin, BrokerAddr: kafka.Addr(), Examples: filepath.Join(root, "examples", "default"),
+		WorkDir: t.TempDir(), Rules: []int{1, 10}, Warmup: 200 * time.Millisecond, Duration: time.Second, MeshRate: 200, Batch: 100, Log: testWriter{t}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(mixer.Check) != 2 || mixer.Check[0].Rate <= 0 || mixer.ReportPerCore <= 0 || mixer.ReportFixedVCPU <= 0 {
+		t.Errorf("mixer rows %+v", mixer)
+	}
+	rep := NewReport(Meta{Rounds: 1}, [][]Run{runs}, rss, scale, ceil, mixer)
 	sum := rep.Summary()
 	for _, p := range Paths {
 		if _, ok := sum.Paths[p]; !ok {
@@ -92,8 +114,8 @@ func TestSmoke(t *testing.T) {
 	if sum.Paths[Sidemix1].RSSMB <= 0 || sum.MixerCPUPer1k <= 0 {
 		t.Errorf("summary %+v", sum)
 	}
-	md := rep.Markdown()
-	for _, want := range []string{"| sidemix_2 |", "| nginx |", "Throughput ceiling"} {
+	md := rep.Markdown("")
+	for _, want := range []string{"| sidemix_2 |", "| nginx |", "Throughput ceiling", "Check, 10 rules", "**Goals**"} {
 		if !strings.Contains(md, want) {
 			t.Errorf("report lacks %q:\n%s", want, md)
 		}

@@ -290,10 +290,16 @@ func (s *Suite) Versions() map[string]string {
 		"sidemix": harness.FirstLine(exec.Command(s.opts.Sidemix, "version").Output()),
 	}
 	if s.opts.Nginx != "" {
-		v["nginx"] = harness.FirstLine(exec.Command(s.opts.Nginx, "-v").CombinedOutput())
+		// "nginx version: nginx/1.22.1"
+		line := harness.FirstLine(exec.Command(s.opts.Nginx, "-v").CombinedOutput())
+		v["nginx"] = strings.TrimPrefix(line, "nginx version: nginx/")
 	}
 	if s.opts.HAProxy != "" {
-		v["haproxy"] = harness.FirstLine(exec.Command(s.opts.HAProxy, "-v").CombinedOutput())
+		// "HAProxy version 2.6.12-1+deb12u3 2025/10/03 - https://haproxy.org/"
+		f := strings.Fields(harness.FirstLine(exec.Command(s.opts.HAProxy, "-v").CombinedOutput()))
+		if len(f) >= 3 {
+			v["haproxy"] = f[2]
+		}
 	}
 	if s.opts.Jaeger != "" {
 		v["jaeger"] = harness.ModuleVersion(s.opts.Jaeger)

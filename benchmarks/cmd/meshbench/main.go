@@ -97,7 +97,9 @@ func run() error {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
+	jaegerVersion := ""
 	if *jaeger == "auto" {
+		jaegerVersion = testenv.JaegerModuleVersion + " (cmd/jaeger, memory storage)"
 		bin, err := testenv.BuildJaeger(ctx, os.Stderr)
 		if err != nil {
 			fmt.Fprintf(os.Stderr, "jaeger build failed, running without the tracing handler: %v\n", err)
@@ -133,6 +135,9 @@ func run() error {
 	versions := suite.Versions()
 	versions["fortio"] = moduleVersion("fortio.org/fortio")
 	versions["go"] = runtime.Version()
+	if *jaeger != "" && jaegerVersion != "" {
+		versions["jaeger"] = jaegerVersion
+	}
 	meta := meshbench.Meta{
 		Date:       time.Now().UTC().Format("2006-01-02 15:04 MST"),
 		Command:    harness.Command("meshbench"),

@@ -18,7 +18,7 @@ func init() {
 	// fortio logs every run's start at Info, and at Warning each thread
 	// that fell behind its schedule (the scaling runs look for saturation
 	// on purpose and report the rate reached).
-	log.SetLogLevel(log.Error)
+	log.SetLogLevelQuiet(log.Error)
 }
 
 // target is where a run's requests go: a URL and, for a sidecar's

@@ -21,7 +21,7 @@ import (
 func main() {
 	addr := flag.String("addr", "127.0.0.1:8080", "listen `address` (loopback)")
 	flag.Parse()
-	log.SetLogLevel(log.Warning)
+	log.SetLogLevelQuiet(log.Warning)
 	_, a := fhttp.ServeTCP(*addr, "")
 	if a == nil {
 		fmt.Fprintf(os.Stderr, "fortioecho: cannot listen on %s\n", *addr)

@@ -281,7 +281,13 @@ func (s *Suite) writeMixerConfig(dir string) error {
 			return err
 		}
 	}
-	return os.WriteFile(filepath.Join(dir, "policy.yaml"), []byte(policy), 0o644)
+	text := []byte(policy)
+	if s.opts.Policy != "" {
+		if text, err = os.ReadFile(s.opts.Policy); err != nil {
+			return err
+		}
+	}
+	return os.WriteFile(filepath.Join(dir, "policy.yaml"), text, 0o644)
 }
 
 // Versions are the peers' versions, as their binaries say them.

@@ -73,7 +73,7 @@ func (r *Report) latencyPlot(file string) error {
 	p.Title.Text = fmt.Sprintf("Latency at %d requests/s (median of %d rounds)", r.Meta.QPS, r.Meta.Rounds)
 	p.Y.Label.Text = "ms"
 	var names []string
-	for _, n := range Paths {
+	for _, n := range allPaths {
 		if _, ok := r.Median[n]; ok {
 			names = append(names, n)
 		}

@@ -16,6 +16,8 @@ type Meta struct {
 	Go       string            `json:"go"`
 	Versions map[string]string `json:"versions"`
 	Tracing  string            `json:"tracing"`
+	Policy   string            `json:"policy"`
+	Variant  string            `json:"variant,omitempty"`
 	Rounds   int               `json:"rounds"`
 	QPS      int               `json:"qps"`
 	Conns    int               `json:"conns"`
@@ -177,6 +179,9 @@ func round4(v float64) float64 {
 func (r *Report) Summary() Summary {
 	s := Summary{Paths: map[string]PathSummary{}}
 	for name, m := range r.Median {
+		if name == Variant {
+			continue
+		}
 		s.Paths[name] = PathSummary{P50Ms: round4(m.P50Ms), P90Ms: round4(m.P90Ms), P99Ms: round4(m.P99Ms),
 			CPUSPer1k: round4(m.ProxyCPUPer1k), RSSMB: round4(r.RSSMB[name])}
 	}
@@ -263,12 +268,12 @@ func (r *Report) Markdown(images string) string {
 	fmt.Fprintf(&b, "Machine: %d CPUs, %s; %s; load before/after %s / %s.  \n", m.CPUs, m.CPUModel, m.Go, m.LoadBefore, m.LoadAfter)
 	fmt.Fprintf(&b, "Peers: %s.  \n", versions(m.Versions))
 	fmt.Fprintf(&b, "Command: `%s`\n\n", m.Command)
-	fmt.Fprintf(&b, "**Latency, Istio's set-up**: fortio (periodic runner, fast client) at %d requests/s, %d connections, %d-byte POST payload, HTTP/1.1, to fortio's echo server; %d interleaved rounds of %s (after %s warm-up), medians. Workers: %s. Tracing: %s.\n\n",
-		m.QPS, m.Conns, m.Payload, m.Rounds, m.Duration, m.Warmup, m.Workers, m.Tracing)
+	fmt.Fprintf(&b, "**Latency, Istio's set-up**: fortio (periodic runner, fast client) at %d requests/s, %d connections, %d-byte POST payload, HTTP/1.1, to fortio's echo server; %d interleaved rounds of %s (after %s warm-up), medians. Workers: %s. Tracing: %s. Mixer policy: %s, beside examples/default.\n\n",
+		m.QPS, m.Conns, m.Payload, m.Rounds, m.Duration, m.Warmup, m.Workers, m.Tracing, m.Policy)
 	b.WriteString("| path | p50 ms | p90 ms | p99 ms | p99.9 ms | added p50 | added p90 | added p99 | proxy CPU s / 1k req | mixer CPU s / 1k req | peak RSS MB | non-200 |\n")
 	b.WriteString("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n")
 	d, haveD := r.Median[Direct]
-	for _, name := range Paths {
+	for _, name := range allPaths {
 		x, ok := r.Median[name]
 		if !ok {
 			continue
@@ -284,11 +289,14 @@ func (r *Report) Markdown(images string) string {
 			cpu = fmt.Sprintf("%.4f", x.ProxyCPUPer1k)
 			rss = fmt.Sprintf("%.1f", r.RSSMB[name])
 		}
-		if name == Sidemix1 || name == Sidemix2 {
+		if name == Sidemix1 || name == Sidemix2 || name == Variant {
 			mix = fmt.Sprintf("%.4f", x.MixerCPUPer1k)
 		}
 		fmt.Fprintf(&b, "| %s | %.3f | %.3f | %.3f | %.3f | %s | %s | %s | %s | %s | %s | %d |\n", name, x.P50Ms, x.P90Ms, x.P99Ms, x.P999Ms,
 			added(x.P50Ms, d.P50Ms), added(x.P90Ms, d.P90Ms), added(x.P99Ms, d.P99Ms), cpu, mix, rss, x.Errors)
+	}
+	if m.Variant != "" {
+		fmt.Fprintf(&b, "\n%s is sidemix_1 with `%s` added to the sidecar's flags, in the same rounds (not in summary.json or the goals).\n", Variant, m.Variant)
 	}
 	fmt.Fprintf(&b, "\n![latency by path](%slatency.png)\n", images)
 	b.WriteString("\nCPU seconds per 1,000 requests equal vCPU per 1,000 requests/s. sidemix_2's proxy CPU and RSS are both sidecars together; the mixer column is the one mixer all sidecars share (policy Checks and telemetry Reports).\n\n")

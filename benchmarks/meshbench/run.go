@@ -93,7 +93,7 @@ func (s *Suite) measure(ctx context.Context, p *path, mixerPid int, qps float64,
 }
 
 func (s *Suite) mixerPid(name string) int {
-	if name == Sidemix1 || name == Sidemix2 {
+	if name == Sidemix1 || name == Sidemix2 || name == Variant {
 		return s.main.mixer.Pid()
 	}
 	return 0
@@ -103,7 +103,7 @@ func (s *Suite) mixerPid(name string) int {
 // suite's QPS.
 func (s *Suite) Latency(ctx context.Context, round int) ([]Run, error) {
 	var out []Run
-	for _, name := range Paths {
+	for _, name := range allPaths {
 		p := s.paths[name]
 		if p == nil {
 			continue

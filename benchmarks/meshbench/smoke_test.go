@@ -49,7 +49,8 @@ func TestSmoke(t *testing.T) {
 		QPS:      200, Conns: 4,
 		Warmup: 200 * time.Millisecond, Duration: time.Second,
 		ProxyCPU: "0", OtherCPUs: "0",
-		Log: testWriter{t},
+		Variant: []string{"--quota-prefetch-max=10"},
+		Log:     testWriter{t},
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -70,7 +71,7 @@ func TestSmoke(t *testing.T) {
 			t.Errorf("%s: no proxy CPU read: %+v", r.Path, r)
 		}
 	}
-	for _, p := range Paths {
+	for _, p := range allPaths {
 		if !seen[p] {
 			t.Errorf("path %s not measured", p)
 		}
@@ -110,6 +111,9 @@ func TestSmoke(t *testing.T) {
 		if _, ok := sum.Paths[p]; !ok {
 			t.Errorf("summary lacks %s", p)
 		}
+	}
+	if _, ok := sum.Paths[Variant]; ok || len(sum.Paths) != len(Paths) {
+		t.Errorf("summary paths %v: want exactly %v", sortedKeys(sum.Paths), Paths)
 	}
 	if sum.Paths[Sidemix1].RSSMB <= 0 || sum.MixerCPUPer1k <= 0 {
 		t.Errorf("summary %+v", sum)

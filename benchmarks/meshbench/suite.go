@@ -27,6 +27,15 @@ const (
 // Paths are the latency set-up's paths, in the order of a round.
 var Paths = []string{Direct, Sidemix1, Sidemix2, Nginx, HAProxy}
 
+// Variant is the optional extra path: one sidecar like sidemix_1's with
+// Options.Variant's flags added, measured in the same rounds so a
+// setting's effect reads side by side. It stays out of summary.json and
+// the goals.
+const Variant = "sidemix_1_variant"
+
+// allPaths is every path a report may hold, in the order of a round.
+var allPaths = []string{Direct, Sidemix1, Variant, Sidemix2, Nginx, HAProxy}
+
 // Defaults of Options: Istio's published set-up.
 const (
 	DefaultQPS      = 1000
@@ -52,6 +61,13 @@ type Options struct {
 	Sidemix, Echo, Nginx, HAProxy, Jaeger string
 	// Examples is examples/default, loaded into the mixer.
 	Examples string
+	// Policy, when set, is a policy file loaded beside Examples instead of
+	// the suite's own (a deny rule that does not match and a memquota
+	// bound to the app's service "echo").
+	Policy string
+	// Variant, when set, adds the Variant path: flags added to the
+	// sidemix_1 sidecar's (e.g. "--quota-prefetch-max=100").
+	Variant []string
 	// WorkDir holds generated configs.
 	WorkDir string
 	// QPS, Conns and Payload shape the latency runs.
@@ -176,7 +192,10 @@ func (s *Suite) start() error {
 		return err
 	}
 	s.paths[Direct] = &path{name: Direct, t: target{url: "http://" + s.main.echoAddr + "/echo"}}
-	for _, name := range Paths[1:] {
+	for _, name := range allPaths[1:] {
+		if name == Variant && len(s.opts.Variant) == 0 {
+			continue
+		}
 		p, err := s.startPath(name, s.main, s.opts.AllCPUs, 0)
 		if err != nil {
 			return err
@@ -261,6 +280,13 @@ func (s *Suite) startPath(name string, b *backend, cpus string, workers int) (*p
 	switch name {
 	case Sidemix1:
 		in, err := s.startSidecar("inbound", cpus, env, "--service", appService, "--app", b.echoAddr, "--mixer", b.mixerAddr)
+		if err != nil {
+			return nil, err
+		}
+		return &path{name: name, t: target{url: "http://" + in.addr + "/echo"}, procs: []*harness.Proc{in.Proc}}, nil
+	case Variant:
+		args := append([]string{"--service", appService, "--app", b.echoAddr, "--mixer", b.mixerAddr}, s.opts.Variant...)
+		in, err := s.startSidecar("inbound", cpus, env, args...)
 		if err != nil {
 			return nil, err
 		}

@@ -63,6 +63,8 @@ func run() error {
 	rates := flag.String("rates", "500,1000,2000,4000", "comma-separated `rates` of the scaling runs")
 	mixerWarmup := flag.Duration("mixer-warmup", time.Second, "warm-up of each mixer run")
 	mixerDuration := flag.Duration("mixer-duration", 4*time.Second, "measured window of each mixer run")
+	policy := flag.String("policy", "", "policy `file` loaded into the mixer beside examples/default instead of the suite's (a deny rule that does not match, a memquota bound to the app's service echo)")
+	variant := flag.String("variant", "", "extra `flags` of a sixth path, sidemix_1_variant: one sidecar with these flags added (space-separated, e.g. --quota-prefetch-max=100), in the same rounds")
 	parts := flag.String("parts", "latency,scaling,ceiling,mixer", "comma-separated `parts` to run")
 	proxyCPU := flag.String("proxy-cpu", "0", "taskset `list` of the ceiling runs' proxy and of the mixer runs' mixer")
 	loadCPUs := flag.String("loadgen-cpus", "1", "taskset `list` for this process (fortio) and, in the ceiling runs, the app and mixer; empty pins nothing")
@@ -123,7 +125,7 @@ func run() error {
 	workers := "every proxy may use every core: sidemix GOMAXPROCS unset (one per core), nginx worker_processes and haproxy nbthread = cores"
 	suite, err := meshbench.New(meshbench.Options{
 		Sidemix: *sidemix, Echo: *echo, Nginx: *nginx, HAProxy: *haproxy, Jaeger: *jaeger,
-		Examples: examples, WorkDir: work,
+		Examples: examples, Policy: *policy, Variant: strings.Fields(*variant), WorkDir: work,
 		QPS: *qps, Conns: *conns, Payload: *payload, Warmup: *warmup, Duration: *duration,
 		AllCPUs: allCPUs, ProxyCPU: *proxyCPU, OtherCPUs: *loadCPUs,
 		Log: os.Stderr,
@@ -146,6 +148,8 @@ func run() error {
 		Go:         runtime.Version(),
 		Versions:   versions,
 		Tracing:    suite.Tracing,
+		Variant:    *variant,
+		Policy:     or(*policy, "the suite's: a deny rule that does not match, a memquota far above the load bound to the app"),
 		Rounds:     *rounds,
 		QPS:        *qps,
 		Conns:      *conns,
@@ -241,6 +245,13 @@ func write(dir string, rep *meshbench.Report) error {
 		return err
 	}
 	return rep.WritePlots(dir)
+}
+
+func or(s, d string) string {
+	if s == "" {
+		return d
+	}
+	return s
 }
 
 // moduleVersion is the version of a module this command was built with.

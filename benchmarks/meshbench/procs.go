@@ -113,15 +113,15 @@ func vmHWM(pid int) (int64, error) {
 	return 0, fmt.Errorf("/proc/%d/status: no VmHWM", pid)
 }
 
-// cpuOf sums treeCPU over pids.
-func cpuOf(pids []int) (time.Duration, error) {
-	var total time.Duration
-	for _, p := range pids {
+// cpuEach is treeCPU of each of pids.
+func cpuEach(pids []int) ([]time.Duration, error) {
+	out := make([]time.Duration, len(pids))
+	for i, p := range pids {
 		d, err := treeCPU(p)
 		if err != nil {
-			return 0, err
+			return nil, err
 		}
-		total += d
+		out[i] = d
 	}
-	return total, nil
+	return out, nil
 }

@@ -55,12 +55,14 @@ type MixerRows struct {
 // Report is a run's figures: the latency rounds, peak RSS, the scaling and
 // ceiling runs, and the mixer rows.
 type Report struct {
-	Meta    Meta               `json:"meta"`
-	Rounds  [][]Run            `json:"rounds"`
-	RSSMB   map[string]float64 `json:"rss_mb"`
-	Scaling []Run              `json:"scaling"`
-	Ceiling []Run              `json:"ceiling"`
-	Mixer   *MixerRows         `json:"mixer,omitempty"`
+	Meta   Meta               `json:"meta"`
+	Rounds [][]Run            `json:"rounds"`
+	RSSMB  map[string]float64 `json:"rss_mb"`
+	// MixerRSSMB is the latency set-up's mixer's peak RSS.
+	MixerRSSMB float64    `json:"mixer_rss_mb"`
+	Scaling    []Run      `json:"scaling"`
+	Ceiling    []Run      `json:"ceiling"`
+	Mixer      *MixerRows `json:"mixer,omitempty"`
 	// Median is each path's median over the rounds (computed).
 	Median map[string]Run `json:"median"`
 }
@@ -101,6 +103,15 @@ func medianRun(runs []Run) Run {
 	m.ProxyCPUPer1k = f(func(r Run) float64 { return r.ProxyCPUPer1k })
 	m.MixerCPUPer1k = f(func(r Run) float64 { return r.MixerCPUPer1k })
 	m.ProxyCores = f(func(r Run) float64 { return r.ProxyCores })
+	m.ProxyCPUPer1kEach = nil
+	for i := range runs[0].ProxyCPUPer1kEach {
+		m.ProxyCPUPer1kEach = append(m.ProxyCPUPer1kEach, f(func(r Run) float64 {
+			if i < len(r.ProxyCPUPer1kEach) {
+				return r.ProxyCPUPer1kEach[i]
+			}
+			return 0
+		}))
+	}
 	m.Requests, m.Errors = 0, 0
 	for _, r := range runs {
 		m.Requests += r.Requests
@@ -287,6 +298,13 @@ func (r *Report) Markdown(images string) string {
 		cpu, mix, rss := "—", "—", "—"
 		if name != Direct {
 			cpu = fmt.Sprintf("%.4f", x.ProxyCPUPer1k)
+			if len(x.ProxyCPUPer1kEach) > 1 {
+				parts := make([]string, len(x.ProxyCPUPer1kEach))
+				for i, v := range x.ProxyCPUPer1kEach {
+					parts[i] = fmt.Sprintf("%.4f", v)
+				}
+				cpu += " (" + strings.Join(parts, " + ") + ")"
+			}
 			rss = fmt.Sprintf("%.1f", r.RSSMB[name])
 		}
 		if name == Sidemix1 || name == Sidemix2 || name == Variant {
@@ -299,7 +317,11 @@ func (r *Report) Markdown(images string) string {
 		fmt.Fprintf(&b, "\n%s is sidemix_1 with `%s` added to the sidecar's flags, in the same rounds (not in summary.json or the goals).\n", Variant, m.Variant)
 	}
 	fmt.Fprintf(&b, "\n![latency by path](%slatency.png)\n", images)
-	b.WriteString("\nCPU seconds per 1,000 requests equal vCPU per 1,000 requests/s. sidemix_2's proxy CPU and RSS are both sidecars together; the mixer column is the one mixer all sidecars share (policy Checks and telemetry Reports).\n\n")
+	b.WriteString("\nCPU seconds per 1,000 requests equal vCPU per 1,000 requests/s. sidemix_2's proxy CPU and RSS are both sidecars together (CPU split outbound + inbound); the mixer column is the one mixer all sidecars share (policy Checks and telemetry Reports)")
+	if r.MixerRSSMB > 0 {
+		fmt.Fprintf(&b, ", whose peak RSS was %.1f MB", r.MixerRSSMB)
+	}
+	b.WriteString(".\n\n")
 
 	if len(r.Ceiling) > 0 {
 		b.WriteString("**Throughput ceiling**: one proxy pinned to one core with one worker (sidemix `GOMAXPROCS=1`, nginx `worker_processes 1`, haproxy `nbthread 1`); app, mixer and fortio on the other core; fortio closed loop over the same connections. sidemix with policy and telemetry on.\n\n")
@@ -334,7 +356,7 @@ func (r *Report) Markdown(images string) string {
 		fmt.Fprintf(&b, "**Mixer** (%s):\n\n", x.Settings)
 		b.WriteString("| measure | value |\n|---|---:|\n")
 		for _, c := range x.Check {
-			fmt.Fprintf(&b, "| Check, %d rules, one core, no client cache: requests/s | %s (p99 %.2f ms) |\n", c.Rules, thousands(c.Rate), c.P99Ms)
+			fmt.Fprintf(&b, "| Check, %d rule(s), one core, no client cache: requests/s | %s (p99 %.2f ms) |\n", c.Rules, thousands(c.Rate), c.P99Ms)
 		}
 		fmt.Fprintf(&b, "| Report, default telemetry: records/s per core | %s |\n", thousands(x.ReportPerCore))
 		fmt.Fprintf(&b, "| Report at %s mesh requests/s (two reporting proxies): mixer vCPU per 1,000 mesh rps | %.4f |\n", thousands(float64(x.MeshRate)), x.ReportFixedVCPU*1000/float64(max(x.MeshRate, 1)))

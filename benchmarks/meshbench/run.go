@@ -32,7 +32,10 @@ type Run struct {
 	ProxyCPU      float64 `json:"proxy_cpu_s"`
 	MixerCPU      float64 `json:"mixer_cpu_s"`
 	ProxyCPUPer1k float64 `json:"proxy_cpu_s_per_1k"`
-	MixerCPUPer1k float64 `json:"mixer_cpu_s_per_1k"`
+	// ProxyCPUPer1kEach splits ProxyCPUPer1k by proxy process when the
+	// path has several (sidemix_2: outbound, inbound).
+	ProxyCPUPer1kEach []float64 `json:"proxy_cpu_s_per_1k_each,omitempty"`
+	MixerCPUPer1k     float64   `json:"mixer_cpu_s_per_1k"`
 	// ProxyCores is ProxyCPU over the window: near the cores the proxy may
 	// use, the proxy bounded Achieved.
 	ProxyCores float64 `json:"proxy_cores"`
@@ -52,7 +55,7 @@ func (s *Suite) measure(ctx context.Context, p *path, mixerPid int, qps float64,
 		return Run{}, err
 	}
 	pids := p.pids()
-	c0, err := cpuOf(pids)
+	each0, err := cpuEach(pids)
 	if err != nil {
 		return Run{}, fmt.Errorf("%s: %v", p.name, err)
 	}
@@ -68,9 +71,13 @@ func (s *Suite) measure(ctx context.Context, p *path, mixerPid int, qps float64,
 		return Run{}, err
 	}
 	wall := time.Since(t0)
-	c1, err := cpuOf(pids)
+	each1, err := cpuEach(pids)
 	if err != nil {
 		return Run{}, fmt.Errorf("%s: %v", p.name, err)
+	}
+	var c0, c1 time.Duration
+	for i := range pids {
+		c0, c1 = c0+each0[i], c1+each1[i]
 	}
 	if mixerPid > 0 {
 		if m1, err = treeCPU(mixerPid); err != nil {
@@ -84,6 +91,11 @@ func (s *Suite) measure(ctx context.Context, p *path, mixerPid int, qps float64,
 	if r.Requests > 0 {
 		k := float64(r.Requests) / 1000
 		r.ProxyCPUPer1k, r.MixerCPUPer1k = r.ProxyCPU/k, r.MixerCPU/k
+		if len(pids) > 1 {
+			for i := range pids {
+				r.ProxyCPUPer1kEach = append(r.ProxyCPUPer1kEach, (each1[i]-each0[i]).Seconds()/k)
+			}
+		}
 	}
 	r.ProxyCores = r.ProxyCPU / wall.Seconds()
 	if r.Requests == 0 {

@@ -70,6 +70,9 @@ func TestSmoke(t *testing.T) {
 		if r.Path != Direct && r.ProxyCPU <= 0 {
 			t.Errorf("%s: no proxy CPU read: %+v", r.Path, r)
 		}
+		if r.Path == Sidemix2 && len(r.ProxyCPUPer1kEach) != 2 {
+			t.Errorf("sidemix_2: CPU not split by sidecar: %+v", r)
+		}
 	}
 	for _, p := range allPaths {
 		if !seen[p] {
@@ -119,7 +122,7 @@ func TestSmoke(t *testing.T) {
 		t.Errorf("summary %+v", sum)
 	}
 	md := rep.Markdown("")
-	for _, want := range []string{"| sidemix_2 |", "| nginx |", "Throughput ceiling", "Check, 10 rules", "**Goals**"} {
+	for _, want := range []string{"| sidemix_2 |", "| nginx |", "Throughput ceiling", "Check, 10 rule(s)", "**Goals**"} {
 		if !strings.Contains(md, want) {
 			t.Errorf("report lacks %q:\n%s", want, md)
 		}

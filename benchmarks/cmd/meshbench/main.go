@@ -161,6 +161,7 @@ func run() error {
 	}
 	var all [][]meshbench.Run
 	var rss map[string]float64
+	mixerRSS := 0.0
 	if want["latency"] {
 		for r := range *rounds {
 			fmt.Fprintf(os.Stderr, "-- latency round %d of %d (load %s)\n", r+1, *rounds, harness.LoadAvg())
@@ -173,7 +174,8 @@ func run() error {
 		if rss, err = suite.PeakRSS(); err != nil {
 			return err
 		}
-		fmt.Fprintf(os.Stderr, "peak RSS MB: %v; mixer %.1f\n", rss, suite.MixerPeakRSS())
+		mixerRSS = suite.MixerPeakRSS()
+		fmt.Fprintf(os.Stderr, "peak RSS MB: %v; mixer %.1f\n", rss, mixerRSS)
 	}
 	var scaling, ceiling []meshbench.Run
 	if want["scaling"] {
@@ -209,6 +211,7 @@ func run() error {
 	}
 	meta.LoadAfter = harness.LoadAvg()
 	rep := meshbench.NewReport(meta, all, rss, scaling, ceiling, mixer)
+	rep.MixerRSSMB = mixerRSS
 	fmt.Print(rep.Markdown(""))
 	if *out != "" {
 		date := time.Now().UTC().Format("2006-01-02")

@@ -17,7 +17,7 @@ FUZZPKGS ?= ./...
 # that the metrics show allowed, denied and rate-limited requests).
 DEMO_SECONDS ?=
 
-.PHONY: build test demo demo-build proto proto-tools proto-check bench bench-policy bench-report fuzz lint vet clean
+.PHONY: build test demo demo-build proto proto-tools proto-check bench bench-quick bench-build bench-micro bench-policy bench-report fuzz lint vet clean
 
 build:
 	$(GO) build -ldflags "$(LDFLAGS)" -o $(BIN) ./cmd/sidemix
@@ -57,8 +57,31 @@ proto-check: proto
 # proxy's check cache and report enqueue (proxy/mixerclient/).
 BENCHPKGS := ./benchmarks/... ./policy/ ./proxy/mixerclient/
 
-bench:
+bench-micro:
 	$(GO) test -run '^$$' -bench . -benchmem -count 3 $(BENCHPKGS)
+
+# The whole suite on real processes (benchmarks/README.md, "Mesh suite"):
+# fortio at 1,000 requests/s through no proxy, one and two sidemix sidecars,
+# nginx and haproxy in interleaved rounds; the one-core throughput ceiling;
+# latency and CPU against the rate; the mixer's Check and Report rows. About
+# 10 minutes on 2 cores. Tables, PNGs and summary.json go to
+# benchmarks/results/DATE/ and latest/, and `make bench` updates the
+# README's generated block. nginx and haproxy are Debian's packages.
+MESHBENCH_FLAGS ?=
+
+bench-build: build
+	$(GO) build -o bin/meshbench ./benchmarks/cmd/meshbench
+	$(GO) build -o bin/fortioecho ./benchmarks/cmd/fortioecho
+	$(GO) build -o bin/kfakebroker ./internal/cmd/kfakebroker
+
+bench: bench-build
+	bin/meshbench -sidemix $(BIN) -readme benchmarks/README.md $(MESHBENCH_FLAGS)
+
+# A ~2-minute subset: one short round of every part; writes the same
+# results files (summary.json included), not the README.
+bench-quick: bench-build
+	bin/meshbench -sidemix $(BIN) -rounds 1 -warmup 1s -duration 4s -rates 1000,4000 \
+		-mixer-warmup 500ms -mixer-duration 2s $(MESHBENCH_FLAGS)
 
 # The policy path on real processes (benchmarks/README.md, "Policy path"):
 # mixer Checks on one core with 1/10/100 rules, redisquota against Redis side

@@ -1,0 +1,339 @@
+package meshbench
+
+import (
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/sidemix/sidemix/benchmarks/internal/harness"
+)
+
+// nginxConfig is nginx as a plain reverse proxy: no access log, errors to
+// the work folder, upstream keep-alive (as the sidecar keeps its
+// connections to the app), HTTP/1.1 both ways, request bodies buffered in
+// memory (1 KB fits), one worker per core it may use.
+const nginxConfig = `worker_processes %d;
+daemon off;
+pid %[2]s/nginx.pid;
+error_log %[2]s/error.log warn;
+events { worker_connections 4096; }
+http {
+    access_log off;
+    client_body_temp_path %[2]s/body;
+    proxy_temp_path %[2]s/proxy;
+    fastcgi_temp_path %[2]s/fastcgi;
+    uwsgi_temp_path %[2]s/uwsgi;
+    scgi_temp_path %[2]s/scgi;
+    upstream app {
+        server %[3]s;
+        keepalive 64;
+    }
+    server {
+        listen %[4]s;
+        location / {
+            proxy_pass http://app;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+        }
+    }
+}
+`
+
+func (s *Suite) startNginx(dir, app, cpus string, workers int) (*path, error) {
+	addr, err := harness.FreeAddr()
+	if err != nil {
+		return nil, err
+	}
+	cfg := filepath.Join(dir, "nginx.conf")
+	if err := os.WriteFile(cfg, fmt.Appendf(nil, nginxConfig, workers, dir, app, addr), 0o644); err != nil {
+		return nil, err
+	}
+	// -e: the start-up's own error log, before the config's is read.
+	p, err := harness.Start(harness.Spec{Name: "nginx", Path: s.opts.Nginx, CPUs: cpus,
+		Args: []string{"-c", cfg, "-p", dir, "-e", filepath.Join(dir, "startup.log")}})
+	if err != nil {
+		return nil, err
+	}
+	if err := p.WaitReady(30*time.Second, harness.TCPReady(addr)); err != nil {
+		_ = p.Stop(5 * time.Second)
+		b, _ := os.ReadFile(filepath.Join(dir, "error.log"))
+		return nil, fmt.Errorf("%v\nerror.log: %s", err, b)
+	}
+	return &path{name: Nginx, t: target{url: "http://" + addr + "/echo"}, procs: []*harness.Proc{p}}, nil
+}
+
+// haproxyConfig is haproxy as a plain HTTP reverse proxy: no log
+// directive (nothing logged), keep-alive both ways with idle server
+// connections reused, nbthread threads.
+const haproxyConfig = `global
+    nbthread %d
+    maxconn 4000
+defaults
+    mode http
+    timeout connect 5s
+    timeout client 30s
+    timeout server 30s
+frontend fe
+    bind %s
+    default_backend app
+backend app
+    http-reuse always
+    server app %s
+`
+
+func (s *Suite) startHAProxy(dir, app, cpus string, workers int) (*path, error) {
+	addr, err := harness.FreeAddr()
+	if err != nil {
+		return nil, err
+	}
+	cfg := filepath.Join(dir, "haproxy.cfg")
+	if err := os.WriteFile(cfg, fmt.Appendf(nil, haproxyConfig, workers, addr, app), 0o644); err != nil {
+		return nil, err
+	}
+	if out, err := exec.Command(s.opts.HAProxy, "-c", "-q", "-f", cfg).CombinedOutput(); err != nil {
+		return nil, fmt.Errorf("haproxy -c %s: %v\n%s", cfg, err, out)
+	}
+	// -db: stay in the foreground, one process (nbthread threads).
+	p, err := harness.Start(harness.Spec{Name: "haproxy", Path: s.opts.HAProxy, CPUs: cpus, Args: []string{"-db", "-f", cfg}})
+	if err != nil {
+		return nil, err
+	}
+	if err := p.WaitReady(30*time.Second, harness.TCPReady(addr)); err != nil {
+		_ = p.Stop(5 * time.Second)
+		return nil, err
+	}
+	return &path{name: HAProxy, t: target{url: "http://" + addr + "/echo"}, procs: []*harness.Proc{p}}, nil
+}
+
+// jaegerConfig is internal/testenv's: Jaeger v2 all-in-one with memory
+// storage, every port on loopback.
+const jaegerConfig = `service:
+  extensions: [jaeger_storage, jaeger_query]
+  pipelines:
+    traces:
+      receivers: [jaeger]
+      exporters: [jaeger_storage_exporter]
+  telemetry:
+    metrics:
+      level: none
+    logs:
+      level: warn
+extensions:
+  jaeger_query:
+    storage:
+      traces: memstore
+    enable_tracing: false
+    http:
+      endpoint: %s
+    grpc:
+      endpoint: %s
+  jaeger_storage:
+    backends:
+      memstore:
+        memory:
+          max_traces: 100000
+receivers:
+  jaeger:
+    protocols:
+      grpc:
+        endpoint: %s
+exporters:
+  jaeger_storage_exporter:
+    trace_storage: memstore
+`
+
+func (s *Suite) startJaeger() error {
+	addrs, err := harness.FreeAddrs(3)
+	if err != nil {
+		return err
+	}
+	cfg := filepath.Join(s.opts.WorkDir, "jaeger.yaml")
+	if err := os.WriteFile(cfg, fmt.Appendf(nil, jaegerConfig, addrs[0], addrs[1], addrs[2]), 0o644); err != nil {
+		return err
+	}
+	p, err := harness.Start(harness.Spec{Name: "jaeger", Path: s.opts.Jaeger, Args: []string{"--config", cfg}, CPUs: s.opts.AllCPUs})
+	if err != nil {
+		return err
+	}
+	if err := p.WaitReady(60*time.Second, harness.TCPReady(addrs[2])); err != nil {
+		_ = p.Stop(5 * time.Second)
+		return err
+	}
+	s.jaeger, s.jaegerA = p, addrs[2]
+	return nil
+}
+
+// policy is the mesh's policy beside the default telemetry: a deny rule
+// whose condition the mixer evaluates and that does not match, and a
+// memquota limit far above the load, bound to the app's service so every
+// request's Check allocates quota.
+const policy = `# Generated by benchmarks/meshbench.
+apiVersion: sidemix.dev/v1
+kind: Handler
+metadata: {name: deny-internal}
+spec:
+  adapter: denier
+  params:
+    status: PERMISSION_DENIED
+    message: internal path
+---
+apiVersion: sidemix.dev/v1
+kind: Instance
+metadata: {name: nothing}
+spec:
+  template: checknothing
+---
+apiVersion: sidemix.dev/v1
+kind: Rule
+metadata: {name: deny-internal}
+spec:
+  match: request.path.startsWith("/internal/")
+  actions:
+  - handler: deny-internal
+    instances: [nothing]
+---
+apiVersion: sidemix.dev/v1
+kind: Handler
+metadata: {name: mem-quota}
+spec:
+  adapter: memquota
+  params:
+    quotas:
+    - name: requestquota
+      maxAmount: 100000000
+      validDuration: 1s
+---
+apiVersion: sidemix.dev/v1
+kind: Instance
+metadata: {name: requestquota}
+spec:
+  template: quota
+  params:
+    dimensions:
+      destination: destination.service.name
+---
+apiVersion: sidemix.dev/v1
+kind: Rule
+metadata: {name: quota}
+spec:
+  actions:
+  - handler: mem-quota
+    instances: [requestquota]
+---
+apiVersion: sidemix.dev/v1
+kind: QuotaSpec
+metadata: {name: request-count}
+spec:
+  rules:
+  - quotas:
+    - quota: requestquota
+      charge: 1
+---
+apiVersion: sidemix.dev/v1
+kind: QuotaSpecBinding
+metadata: {name: request-count}
+spec:
+  services:
+  - name: ` + appService + `
+  quotaSpecs:
+  - name: request-count
+`
+
+// writeMixerConfig writes examples/default (the Prometheus handler on a
+// free port, the access log to /dev/null, the jaeger handler on the
+// suite's Jaeger or left out) and the policy into dir.
+func (s *Suite) writeMixerConfig(dir string) error {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return err
+	}
+	promAddr, err := harness.FreeAddr()
+	if err != nil {
+		return err
+	}
+	entries, err := os.ReadDir(s.opts.Examples)
+	if err != nil {
+		return err
+	}
+	for _, e := range entries {
+		name := e.Name()
+		if !strings.HasSuffix(name, ".yaml") {
+			continue
+		}
+		b, err := os.ReadFile(filepath.Join(s.opts.Examples, name))
+		if err != nil {
+			return err
+		}
+		text := string(b)
+		switch name {
+		case "handlers.yaml":
+			text = strings.Replace(text, "addr: 127.0.0.1:42422", "addr: "+promAddr, 1)
+			text = strings.Replace(text, "path: stdout", "path: /dev/null", 1)
+		case "jaeger.yaml":
+			if s.jaeger == nil {
+				continue
+			}
+			text = strings.Replace(text, "endpoint: 127.0.0.1:14250", "endpoint: "+s.jaegerA, 1)
+		}
+		if err := os.WriteFile(filepath.Join(dir, name), []byte(text), 0o644); err != nil {
+			return err
+		}
+	}
+	text := []byte(policy)
+	if s.opts.Policy != "" {
+		if text, err = os.ReadFile(s.opts.Policy); err != nil {
+			return err
+		}
+	}
+	return os.WriteFile(filepath.Join(dir, "policy.yaml"), text, 0o644)
+}
+
+// Versions are the peers' versions, as their binaries say them.
+func (s *Suite) Versions() map[string]string {
+	v := map[string]string{
+		"sidemix": harness.FirstLine(exec.Command(s.opts.Sidemix, "version").Output()),
+	}
+	if s.opts.Nginx != "" {
+		// "nginx version: nginx/1.22.1"
+		line := harness.FirstLine(exec.Command(s.opts.Nginx, "-v").CombinedOutput())
+		v["nginx"] = strings.TrimPrefix(line, "nginx version: nginx/")
+	}
+	if s.opts.HAProxy != "" {
+		// "HAProxy version 2.6.12-1+deb12u3 2025/10/03 - https://haproxy.org/"
+		f := strings.Fields(harness.FirstLine(exec.Command(s.opts.HAProxy, "-v").CombinedOutput()))
+		if len(f) >= 3 {
+			v["haproxy"] = f[2]
+		}
+	}
+	if s.opts.Jaeger != "" {
+		v["jaeger"] = harness.ModuleVersion(s.opts.Jaeger)
+	}
+	return v
+}
+
+// LookPeer finds a peer's binary on PATH or in /usr/sbin (where Debian
+// puts nginx and haproxy, often off a user's PATH); "" when absent.
+func LookPeer(name string) string {
+	if p, err := exec.LookPath(name); err == nil {
+		return p
+	}
+	p := "/usr/sbin/" + name
+	if _, err := os.Stat(p); err == nil {
+		return p
+	}
+	return ""
+}
+
+// BuildEcho builds benchmarks/cmd/fortioecho from the module at root into
+// dir and returns its path.
+func BuildEcho(root, dir string) (string, error) {
+	bin := filepath.Join(dir, "fortioecho")
+	cmd := exec.Command("go", "build", "-o", bin, "./benchmarks/cmd/fortioecho")
+	cmd.Dir = root
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return "", fmt.Errorf("go build fortioecho: %v\n%s", err, out)
+	}
+	return bin, nil
+}

@@ -32,6 +32,23 @@ type activation struct {
 	// instance several actions use is built once.
 	built  []template.Instance
 	failed []bool
+
+	// memo holds the results of the programs evaluated so far, by
+	// program id: the bag does not change during an evaluation and the
+	// functions are pure, so an expression several fields or rules share
+	// is evaluated (and converted to its Go value) once.
+	memo []memoEntry
+}
+
+// memoEntry is one program's result for the activation's bag.
+type memoEntry struct {
+	done   bool
+	absent bool // the evaluation found an attribute or map key absent
+	val    ref.Val
+	err    error
+	// nat is val as a Go value (native), filled on first use.
+	natDone bool
+	nat     any
 }
 
 var _ interpreter.Activation = (*activation)(nil)
@@ -57,6 +74,7 @@ func putActivation(a *activation) {
 	}
 	clear(a.built)
 	clear(a.failed)
+	clear(a.memo)
 	clear(a.resolved)
 	a.resolved = a.resolved[:0]
 	a.bag, a.refs, a.used, a.absent = nil, nil, 0, false
@@ -98,6 +116,14 @@ func (a *activation) ResolveName(name string) (any, bool) {
 	}
 	a.resolved = append(a.resolved, resolvedAttr{name: name, val: val})
 	return val, ok
+}
+
+// memoOf returns the memo slot of program id.
+func (a *activation) memoOf(id int) *memoEntry {
+	if id >= len(a.memo) {
+		a.memo = append(a.memo, make([]memoEntry, id+1-len(a.memo))...)
+	}
+	return &a.memo[id]
 }
 
 // Parent implements interpreter.Activation.

@@ -203,6 +203,13 @@ type program struct {
 	text string
 	prg  cel.Program
 	fast *fastExpr // nil: evaluated by CEL
+	// id is the program's slot in an activation's memo: the compiler
+	// gives one program (and one id) to every occurrence of the same
+	// text, so an expression several instances share (Istio's metrics
+	// repeat their dimensions) is evaluated once per bag.
+	id int
+	// out is the checked output type, for the type rule of each use.
+	out *cel.Type
 }
 
 // celIssue is a compile error of one expression, located inside it.
@@ -270,10 +277,18 @@ type compiler struct {
 	env      *cel.Env
 	names    []string        // declared attributes, for suggestions
 	declared map[string]bool // names as a set, built on first use
+	// programs are the expressions compiled so far, by text.
+	programs map[string]*program
 }
 
 // compile parses and type-checks text and checks its result type.
 func (c *compiler) compile(text string, want typeRule) (*program, []celIssue) {
+	if p, ok := c.programs[text]; ok {
+		if !want.ok(p.out) {
+			return nil, []celIssue{{msg: fmt.Sprintf("expression has type %s, want %s", typeName(p.out), want.desc)}}
+		}
+		return p, nil
+	}
 	ast, iss := c.env.Compile(text)
 	if iss != nil && iss.Err() != nil {
 		var out []celIssue
@@ -293,7 +308,12 @@ func (c *compiler) compile(text string, want typeRule) (*program, []celIssue) {
 	if err != nil {
 		return nil, []celIssue{{msg: err.Error()}}
 	}
-	return &program{text: text, prg: prg, fast: compileFast(ast, c.isDeclared)}, nil
+	if c.programs == nil {
+		c.programs = make(map[string]*program)
+	}
+	p := &program{text: text, prg: prg, fast: compileFast(ast, c.isDeclared), id: len(c.programs), out: ast.OutputType()}
+	c.programs[text] = p
+	return p, nil
 }
 
 // isDeclared reports whether name is a declared attribute.

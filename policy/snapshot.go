@@ -265,8 +265,41 @@ func (r *rule) evalOps(a *activation, ops []headerOp, out []HeaderOperation, res
 	return out
 }
 
-// eval runs a program; a CEL error value becomes a Go error.
+// eval runs a program, once per activation; a CEL error value becomes a
+// Go error.
 func (p *program) eval(a *activation) (ref.Val, error) {
+	m := a.memoOf(p.id)
+	if !m.done {
+		outer := a.absent
+		a.absent = false
+		v, err := p.run(a)
+		m = a.memoOf(p.id) // run may have grown the memo
+		*m = memoEntry{done: true, absent: a.absent, val: v, err: err}
+		a.absent = a.absent || outer
+		return v, err
+	}
+	if m.absent {
+		a.absent = true
+	}
+	return m.val, m.err
+}
+
+// evalNative is eval with the result as a Go value (native), converted
+// once per activation.
+func (p *program) evalNative(a *activation) (any, ref.Val, error) {
+	v, err := p.eval(a)
+	if err != nil {
+		return nil, nil, err
+	}
+	m := a.memoOf(p.id)
+	if !m.natDone {
+		m.nat, m.natDone = native(v), true
+	}
+	return m.nat, v, nil
+}
+
+// run evaluates a program.
+func (p *program) run(a *activation) (ref.Val, error) {
 	if p.fast != nil {
 		if v, ok := p.fast.eval(a); ok {
 			if err, isErr := v.(*types.Err); isErr {
@@ -335,11 +368,10 @@ func (s *Snapshot) build(a *activation, in *instance) (template.Instance, *EvalE
 		}
 		return &template.Quota{Name: in.name, Dimensions: dims}, nil
 	case template.MetricName:
-		v, err := in.value.eval(a)
+		val, v, err := in.value.evalNative(a)
 		if err != nil {
 			return nil, fail("spec.params.value", err)
 		}
-		val := native(v)
 		switch val.(type) {
 		case int64, float64, time.Duration:
 		default:
@@ -640,11 +672,10 @@ func evalMap(a *activation, progs []namedProgram, field string, scalar bool) (ma
 	}
 	out := make(map[string]any, len(progs))
 	for _, np := range progs {
-		v, err := np.program.eval(a)
+		nv, _, err := np.program.evalNative(a)
 		if err != nil {
 			return nil, &EvalError{Field: field + "." + np.name, Err: err}
 		}
-		nv := native(v)
 		if scalar {
 			switch nv.(type) {
 			case map[string]string, map[string]any, []any:

@@ -23,6 +23,10 @@ type activation struct {
 
 	// Attributes resolved so far: many rules look at the same few
 	// attributes, and converting each once saves an allocation per rule.
+	// Declared attributes are kept by slot (names, the programs'
+	// compiler.slots), others in resolved.
+	names    map[string]int
+	slots    []slotAttr
 	resolved []resolvedAttr
 	// absent is set when a lookup finds no attribute or map key, so that
 	// a failed evaluation can tell absence from other errors.
@@ -77,6 +81,8 @@ func putActivation(a *activation) {
 	clear(a.memo)
 	clear(a.resolved)
 	a.resolved = a.resolved[:0]
+	clear(a.slots)
+	a.names = nil
 	a.bag, a.refs, a.used, a.absent = nil, nil, 0, false
 	activationPool.Put(a)
 }
@@ -86,9 +92,33 @@ type resolvedAttr struct {
 	val  ref.Val // nil when absent
 }
 
+type slotAttr struct {
+	done bool
+	val  ref.Val // nil when absent
+}
+
+// resolveSlot is ResolveName for a declared attribute whose slot is known.
+func (a *activation) resolveSlot(slot int, name string) (any, bool) {
+	if slot >= len(a.slots) {
+		a.slots = append(a.slots, make([]slotAttr, slot+1-len(a.slots))...)
+	}
+	s := &a.slots[slot]
+	if !s.done {
+		s.val, s.done = a.lookup(name), true
+	}
+	if s.val == nil {
+		a.absent = true
+		return nil, false
+	}
+	return s.val, true
+}
+
 // ResolveName implements interpreter.Activation. CEL asks for declared
 // attributes by their full dotted names.
 func (a *activation) ResolveName(name string) (any, bool) {
+	if slot, ok := a.names[name]; ok {
+		return a.resolveSlot(slot, name)
+	}
 	for i := range a.resolved {
 		if r := &a.resolved[i]; r.name == name {
 			if r.val == nil {
@@ -97,25 +127,33 @@ func (a *activation) ResolveName(name string) (any, bool) {
 			return r.val, r.val != nil
 		}
 	}
+	val := a.lookup(name)
+	if val == nil {
+		a.absent = true
+	}
+	a.resolved = append(a.resolved, resolvedAttr{name: name, val: val})
+	return val, val != nil
+}
+
+// lookup reads an attribute from the bag as a CEL value (nil: absent) and
+// records the reference.
+func (a *activation) lookup(name string) ref.Val {
 	v, ok := a.bag.Get(name)
-	var val ref.Val
 	switch {
 	case !ok:
-		a.absent = true
 		if a.refs != nil {
 			a.refs.Add(name, false)
 		}
+		return nil
 	case v.Kind() == attribute.KindStringMap:
 		// Key lookups are recorded by the map itself.
-		val = a.mapValue(name, v.StringMap())
+		return a.mapValue(name, v.StringMap())
 	default:
 		if a.refs != nil {
 			a.refs.Add(name, true)
 		}
-		val = celValue(v)
+		return celValue(v)
 	}
-	a.resolved = append(a.resolved, resolvedAttr{name: name, val: val})
-	return val, ok
 }
 
 // memoOf returns the memo slot of program id.

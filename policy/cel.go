@@ -210,6 +210,9 @@ type program struct {
 	id int
 	// out is the checked output type, for the type rule of each use.
 	out *cel.Type
+	// slots are the compiler's attribute slots (shared, read-only once
+	// loaded).
+	slots map[string]int
 }
 
 // celIssue is a compile error of one expression, located inside it.
@@ -276,7 +279,10 @@ var (
 type compiler struct {
 	env      *cel.Env
 	names    []string        // declared attributes, for suggestions
-	declared map[string]bool // names as a set, built on first use
+	// slots numbers the declared attributes (their index in names), built
+	// on first use: an activation caches each attribute it resolves in
+	// its slot.
+	slots map[string]int
 	// programs are the expressions compiled so far, by text.
 	programs map[string]*program
 }
@@ -289,6 +295,7 @@ func (c *compiler) compile(text string, want typeRule) (*program, []celIssue) {
 		}
 		return p, nil
 	}
+	c.slotsOf()
 	ast, iss := c.env.Compile(text)
 	if iss != nil && iss.Err() != nil {
 		var out []celIssue
@@ -311,20 +318,29 @@ func (c *compiler) compile(text string, want typeRule) (*program, []celIssue) {
 	if c.programs == nil {
 		c.programs = make(map[string]*program)
 	}
-	p := &program{text: text, prg: prg, fast: compileFast(ast, c.isDeclared), id: len(c.programs), out: ast.OutputType()}
+	p := &program{text: text, prg: prg, fast: compileFast(ast, c.isDeclared), id: len(c.programs), out: ast.OutputType(),
+		slots: c.slots}
+	if p.fast != nil && p.fast.name != "" {
+		p.fast.slot = c.slots[p.fast.name]
+	}
 	c.programs[text] = p
 	return p, nil
 }
 
 // isDeclared reports whether name is a declared attribute.
 func (c *compiler) isDeclared(name string) bool {
-	if c.declared == nil {
-		c.declared = make(map[string]bool, len(c.names))
-		for _, n := range c.names {
-			c.declared[n] = true
+	_, ok := c.slotsOf()[name]
+	return ok
+}
+
+func (c *compiler) slotsOf() map[string]int {
+	if c.slots == nil {
+		c.slots = make(map[string]int, len(c.names))
+		for i, n := range c.names {
+			c.slots[n] = i
 		}
 	}
-	return c.declared[name]
+	return c.slots
 }
 
 var undeclaredRE = regexp.MustCompile(`^undeclared reference to '([^']*)' \(in container '[^']*'\)$`)

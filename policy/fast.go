@@ -20,6 +20,7 @@ import (
 type fastExpr struct {
 	kind fastKind
 	name string // attribute: fastAttr, fastIndex, fastDefault
+	slot int    // name's slot (compiler.slots)
 	key  string // map key: fastIndex, fastDefault over an index
 	// keyVal is key as a CEL value, boxed once rather than per lookup.
 	keyVal ref.Val
@@ -189,7 +190,7 @@ const (
 )
 
 func (f *fastExpr) attr(a *activation) (ref.Val, fastMiss, bool) {
-	v, found := a.ResolveName(f.name)
+	v, found := a.resolveSlot(f.slot, f.name)
 	if !found {
 		return nil, missingAttr, true
 	}
@@ -204,7 +205,7 @@ func (f *fastExpr) attr(a *activation) (ref.Val, fastMiss, bool) {
 }
 
 func (f *fastExpr) lookup(a *activation) (ref.Val, fastMiss, bool) {
-	v, found := a.ResolveName(f.name)
+	v, found := a.resolveSlot(f.slot, f.name)
 	if !found {
 		return nil, missingAttr, true
 	}

@@ -300,6 +300,7 @@ func (p *program) evalNative(a *activation) (any, ref.Val, error) {
 
 // run evaluates a program.
 func (p *program) run(a *activation) (ref.Val, error) {
+	a.names = p.slots
 	if p.fast != nil {
 		if v, ok := p.fast.eval(a); ok {
 			if err, isErr := v.(*types.Err); isErr {

@@ -277,8 +277,8 @@ var (
 
 // compiler compiles expressions against one environment.
 type compiler struct {
-	env      *cel.Env
-	names    []string        // declared attributes, for suggestions
+	env   *cel.Env
+	names []string // declared attributes, for suggestions
 	// slots numbers the declared attributes (their index in names), built
 	// on first use: an activation caches each attribute it resolves in
 	// its slot.
@@ -318,11 +318,8 @@ func (c *compiler) compile(text string, want typeRule) (*program, []celIssue) {
 	if c.programs == nil {
 		c.programs = make(map[string]*program)
 	}
-	p := &program{text: text, prg: prg, fast: compileFast(ast, c.isDeclared), id: len(c.programs), out: ast.OutputType(),
+	p := &program{text: text, prg: prg, fast: compileFast(ast, c.slots), id: len(c.programs), out: ast.OutputType(),
 		slots: c.slots}
-	if p.fast != nil && p.fast.name != "" {
-		p.fast.slot = c.slots[p.fast.name]
-	}
 	c.programs[text] = p
 	return p, nil
 }

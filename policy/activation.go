@@ -42,6 +42,9 @@ type activation struct {
 	// functions are pure, so an expression several fields or rules share
 	// is evaluated (and converted to its Go value) once.
 	memo []memoEntry
+	// builtMaps are the maps evalMap built, shared by instances with
+	// the same entries.
+	builtMaps []builtMap
 }
 
 // memoEntry is one program's result for the activation's bag.
@@ -79,6 +82,8 @@ func putActivation(a *activation) {
 	clear(a.built)
 	clear(a.failed)
 	clear(a.memo)
+	clear(a.builtMaps)
+	a.builtMaps = a.builtMaps[:0]
 	clear(a.resolved)
 	a.resolved = a.resolved[:0]
 	clear(a.slots)

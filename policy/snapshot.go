@@ -3,6 +3,7 @@ package policy
 import (
 	"errors"
 	"fmt"
+	"maps"
 	"reflect"
 	"slices"
 	"sort"
@@ -608,10 +609,15 @@ func buildTraceSpan(a *activation, in *instance) (template.Instance, *EvalError)
 		return nil, terr
 	}
 	// Span attributes are strings, numbers, bools or times: bytes (ip
-	// attributes) and durations become their text.
+	// attributes) and durations become their text, in a copy (the map
+	// may be another instance's too).
+	cloned := false
 	for k, v := range tags {
 		switch v.(type) {
 		case []byte, time.Duration:
+			if !cloned {
+				tags, cloned = maps.Clone(tags), true
+			}
 			tags[k] = template.FormatValue(v)
 		}
 	}
@@ -667,9 +673,18 @@ func groupsOf(v ref.Val) ([]string, error) {
 	return nil, fmt.Errorf("value has type %s, want string or list(string)", v.Type().TypeName())
 }
 
+// evalMap builds the map of a map-valued field (dimensions, variables,
+// span tags). Instances with the same entries (Istio's metrics share
+// their dimensions) get the same map, built once per evaluation: adapters
+// only read instances.
 func evalMap(a *activation, progs []namedProgram, field string, scalar bool) (map[string]any, *EvalError) {
 	if len(progs) == 0 {
 		return nil, nil
+	}
+	for _, bm := range a.builtMaps {
+		if bm.scalar == scalar && sameEntries(bm.progs, progs) {
+			return bm.m, nil
+		}
 	}
 	out := make(map[string]any, len(progs))
 	for _, np := range progs {
@@ -685,7 +700,27 @@ func evalMap(a *activation, progs []namedProgram, field string, scalar bool) (ma
 		}
 		out[np.name] = nv
 	}
+	a.builtMaps = append(a.builtMaps, builtMap{progs: progs, scalar: scalar, m: out})
 	return out, nil
+}
+
+// builtMap is a map evalMap built in this evaluation.
+type builtMap struct {
+	progs  []namedProgram
+	scalar bool
+	m      map[string]any
+}
+
+func sameEntries(a, b []namedProgram) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		if a[i].program != b[i].program || a[i].name != b[i].name {
+			return false
+		}
+	}
+	return true
 }
 
 var (

@@ -25,8 +25,12 @@ type activation struct {
 	// attributes, and converting each once saves an allocation per rule.
 	// Declared attributes are kept by slot (names, the programs'
 	// compiler.slots), others in resolved.
-	names    map[string]int
-	slots    []slotAttr
+	names map[string]int
+	slots []slotAttr
+	// hints are where each slot's attribute was in the last bag looked at
+	// (kept across evaluations: the bags of a report batch have the same
+	// shape).
+	hints    []int
 	resolved []resolvedAttr
 	// absent is set when a lookup finds no attribute or map key, so that
 	// a failed evaluation can tell absence from other errors.
@@ -109,7 +113,12 @@ func (a *activation) resolveSlot(slot int, name string) (any, bool) {
 	}
 	s := &a.slots[slot]
 	if !s.done {
-		s.val, s.done = a.lookup(name), true
+		for slot >= len(a.hints) {
+			a.hints = append(a.hints, -1)
+		}
+		v, ok, at := a.bag.GetHinted(name, a.hints[slot])
+		a.hints[slot] = at
+		s.val, s.done = a.celOf(name, v, ok), true
 	}
 	if s.val == nil {
 		a.absent = true
@@ -144,6 +153,11 @@ func (a *activation) ResolveName(name string) (any, bool) {
 // records the reference.
 func (a *activation) lookup(name string) ref.Val {
 	v, ok := a.bag.Get(name)
+	return a.celOf(name, v, ok)
+}
+
+// celOf is lookup's result for a bag value found (ok) or not.
+func (a *activation) celOf(name string, v attribute.Value, ok bool) ref.Val {
 	switch {
 	case !ok:
 		if a.refs != nil {

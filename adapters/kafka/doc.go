@@ -1,7 +1,7 @@
 // Package kafka is an adapter that writes logentry and tracespan instances
 // to a Kafka topic with github.com/segmentio/kafka-go: one record per
-// instance with encoding json, one record per key and report with
-// otlp_proto.
+// instance (with otlp_proto and otlpBatch, one record per key and
+// report).
 //
 // # Records
 //
@@ -12,7 +12,8 @@
 // httpStatusCode, serviceName, sourceName, destinationName, tags). With
 // otlp_proto a record is OTLP TracesData or LogsData in protobuf
 // (adapters/internal/spans converts them), which the OpenTelemetry
-// Collector's kafka receiver reads with its otlp_proto encoding: as the
+// Collector's kafka receiver reads with its otlp_proto encoding. A record
+// holds one span or log entry, unless otlpBatch is set: then, as the
 // Collector's kafka exporter writes a batch, the spans of one report (the
 // mixer's queue hands a handler up to its batch of instances at a time)
 // that have the same key go into one TracesData record, and its log
@@ -83,6 +84,7 @@
 //	    topic: sidemix.accesslog
 //	    key: variables.destinationServiceHost
 //	    encoding: json          # or otlp_proto
+//	    otlpBatch: false        # otlp_proto: one record per key and report
 //	    batchSize: 1000         # records per partition batch
 //	    batchBytes: 1048576     # keep at or below the broker's message.max.bytes
 //	    linger: 10ms

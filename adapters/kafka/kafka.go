@@ -72,9 +72,9 @@ type handler struct {
 	topic  string
 	key    *keyProgram // nil: records have no key
 	encode encoder
-	// otlp: records hold OTLP data, so the spans (log entries) of one
-	// report that share a key are written as one record.
-	otlp       bool
+	// otlpBatch: the spans (log entries) of one report that share a key
+	// are written as one OTLP record.
+	otlpBatch  bool
 	bufferSize int
 	batchBytes int64
 	take       int // records per write
@@ -120,7 +120,7 @@ func newHandler(_ context.Context, set adapters.Settings, cfg adapters.Config) (
 		now:        set.Now,
 		topic:      c.Topic,
 		encode:     newEncoder(c.Encoding),
-		otlp:       c.Encoding == EncodingOTLPProto,
+		otlpBatch:  c.OTLPBatch,
 		bufferSize: c.BufferSize,
 		batchBytes: c.BatchBytes,
 		take:       min(c.BatchSize*maxBatches, c.BufferSize),
@@ -243,7 +243,7 @@ func (h *handler) count(result string, n int) {
 func (h *handler) Report(_ context.Context, insts []template.Instance) error {
 	now := h.now()
 	var msgs []kafkago.Message
-	if h.otlp {
+	if h.otlpBatch {
 		msgs = h.otlpRecords(insts, now)
 	} else {
 		msgs = make([]kafkago.Message, 0, len(insts))

@@ -636,7 +636,7 @@ func TestOTLPSpansBatchedPerKey(t *testing.T) {
 	addr := c.ListenAddrs()[0]
 	reg := prometheus.NewRegistry()
 	// One span's TracesData is about 300 bytes: 2,000 bytes hold a few.
-	h := newHandler(t, reg, fmt.Sprintf("brokers: [%s]\ntopic: batched\nkey: destinationName\nencoding: otlp_proto\nbatchBytes: 2000\n", addr))
+	h := newHandler(t, reg, fmt.Sprintf("brokers: [%s]\ntopic: batched\nkey: destinationName\nencoding: otlp_proto\notlpBatch: true\nbatchBytes: 2000\n", addr))
 	var insts []template.Instance
 	want := map[string]string{} // span id -> destination
 	for i := range 40 {

@@ -324,9 +324,9 @@ func uncommentKafka(text, addr string) string {
 
 // spansConfig writes the sidemix side of the span comparison: the span
 // instance of examples/default/tracing.yaml and one rule sending the spans
-// apps export over OTLP to a kafka handler (otlp_proto without a key, as
-// the collector's kafka exporter is configured: one TracesData record per
-// batch the mixer's queue hands the handler).
+// apps export over OTLP to a kafka handler (otlp_proto with otlpBatch and
+// no key, as the collector's kafka exporter is configured: one TracesData
+// record per batch the mixer's queue hands the handler).
 func (s *Suite) spansConfig() (string, error) {
 	dir := filepath.Join(s.opts.WorkDir, "spans-config")
 	if err := os.MkdirAll(dir, 0o755); err != nil {
@@ -345,6 +345,7 @@ spec:
     brokers: [%s]
     topic: sidemix.spans
     encoding: otlp_proto
+    otlpBatch: true
     linger: 10ms
     requiredAcks: all
     bufferSize: 100000

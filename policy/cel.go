@@ -324,12 +324,7 @@ func (c *compiler) compile(text string, want typeRule) (*program, []celIssue) {
 	return p, nil
 }
 
-// isDeclared reports whether name is a declared attribute.
-func (c *compiler) isDeclared(name string) bool {
-	_, ok := c.slotsOf()[name]
-	return ok
-}
-
+// slotsOf numbers the declared attributes, once.
 func (c *compiler) slotsOf() map[string]int {
 	if c.slots == nil {
 		c.slots = make(map[string]int, len(c.names))

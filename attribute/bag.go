@@ -292,6 +292,33 @@ func (b *Bag) Get(name string) (Value, bool) {
 	return Value{}, false
 }
 
+// GetHinted is Get starting at position hint (where the name was in a bag
+// of the same shape, such as the previous bag of a report batch): it
+// returns the value, whether it is present, and the name's position (or
+// -1) for the next call.
+func (b *Bag) GetHinted(name string, hint int) (Value, bool, int) {
+	if b == nil {
+		return Value{}, false, -1
+	}
+	es := b.entries
+	if hint >= 0 && hint < len(es) && es[hint].name == name {
+		return es[hint].value, true, hint
+	}
+	lo, hi := 0, len(es)
+	for lo < hi {
+		m := int(uint(lo+hi) >> 1)
+		if es[m].name < name {
+			lo = m + 1
+		} else {
+			hi = m
+		}
+	}
+	if lo < len(es) && es[lo].name == name {
+		return es[lo].value, true, lo
+	}
+	return Value{}, false, -1
+}
+
 func (b *Bag) typed(name string, k Kind) (Value, bool) {
 	v, ok := b.Get(name)
 	if !ok || v.kind != k {

@@ -130,3 +130,29 @@ func TestManifestCheckBag(t *testing.T) {
 		t.Errorf("ParseKind = %v, %v", k, err)
 	}
 }
+
+// GetHinted finds what Get finds whatever the hint, and returns the
+// position that makes the next call a hit.
+func TestGetHinted(t *testing.T) {
+	b := NewBuilder(4).SetString("a", "1").SetInt64("b", 2).SetString("c", "3").SetBool("d", true).Build()
+	for _, name := range []string{"a", "b", "c", "d", "", "bb", "z"} {
+		want, wantOK := b.Get(name)
+		for hint := -2; hint <= 5; hint++ {
+			v, ok, at := b.GetHinted(name, hint)
+			if ok != wantOK || !v.Equal(want) {
+				t.Fatalf("GetHinted(%q, %d) = %v, %v; Get: %v, %v", name, hint, v, ok, want, wantOK)
+			}
+			if ok {
+				if v2, ok2, at2 := b.GetHinted(name, at); !ok2 || at2 != at || !v2.Equal(want) {
+					t.Fatalf("GetHinted(%q, %d) after hint %d: %v %v %d", name, at, hint, v2, ok2, at2)
+				}
+			} else if at != -1 {
+				t.Fatalf("GetHinted(%q, %d) position %d for an absent name", name, hint, at)
+			}
+		}
+	}
+	var nilBag *Bag
+	if _, ok, at := nilBag.GetHinted("a", 0); ok || at != -1 {
+		t.Fatal("nil bag")
+	}
+}

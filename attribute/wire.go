@@ -374,6 +374,7 @@ func (e *Encoder) EncodeBatch(bags []*Bag) *mixerv1.ReportRequest {
 func (d *Dictionary) DecodeBatch(req *mixerv1.ReportRequest) ([]*Bag, error) {
 	bags := make([]*Bag, len(req.GetAttributes()))
 	var prev *Bag
+	var delta Builder // one bag's changes, reused across the batch
 	for i, m := range req.GetAttributes() {
 		if m == nil {
 			return nil, malformed("bag %d is missing", i)
@@ -386,12 +387,44 @@ func (d *Dictionary) DecodeBatch(req *mixerv1.ReportRequest) ([]*Bag, error) {
 		if err != nil {
 			return nil, err
 		}
-		bl := prev.Builder()
-		if err := t.apply(bl, m); err != nil {
+		delta.entries = delta.entries[:0]
+		if err := t.apply(&delta, m); err != nil {
 			return nil, fmt.Errorf("bag %d: %w", i, err)
 		}
-		prev = bl.Build()
+		prev = mergeDelta(prev, delta.entries)
 		bags[i] = prev
 	}
 	return bags, nil
+}
+
+// mergeDelta returns prev with the changes in delta (a later entry of a
+// name wins; a zero value deletes): the same bag as prev.Builder(), the
+// changes set, Build(), without sorting the unchanged attributes again.
+// delta is sorted in place.
+func mergeDelta(prev *Bag, delta []entry) *Bag {
+	sortEntries(delta)
+	var old []entry
+	if prev != nil {
+		old = prev.entries
+	}
+	out := make([]entry, 0, len(old)+len(delta))
+	i := 0
+	for j := 0; j < len(delta); j++ {
+		if j+1 < len(delta) && delta[j+1].name == delta[j].name {
+			continue // a later change of the same name wins
+		}
+		d := delta[j]
+		for i < len(old) && old[i].name < d.name {
+			out = append(out, old[i])
+			i++
+		}
+		if i < len(old) && old[i].name == d.name {
+			i++ // replaced or deleted
+		}
+		if d.value.kind != KindInvalid {
+			out = append(out, d)
+		}
+	}
+	out = append(out, old[i:]...)
+	return &Bag{entries: out}
 }

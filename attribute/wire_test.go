@@ -2,6 +2,7 @@ package attribute
 
 import (
 	"errors"
+	"math/rand/v2"
 	"net/netip"
 	"testing"
 	"time"
@@ -204,4 +205,32 @@ func FuzzDecodeBatch(f *testing.F) {
 		}
 		_, _ = d.DecodeBatch(&req)
 	})
+}
+
+// TestMergeDeltaMatchesBuilder: DecodeBatch's merge of a bag's changes
+// into the previous bag gives the bag a Builder would, for changes in any
+// order, repeated names and deletions of present and absent names.
+func TestMergeDeltaMatchesBuilder(t *testing.T) {
+	names := []string{"a", "b", "c", "d", "e", "f", "g"}
+	rng := rand.New(rand.NewPCG(1, 2))
+	var prev *Bag
+	for round := range 2000 {
+		var delta []entry
+		bl := prev.Builder()
+		for range rng.IntN(8) {
+			name := names[rng.IntN(len(names))]
+			v := Int64Value(int64(round))
+			if rng.IntN(4) == 0 {
+				v = Value{} // deletion
+			}
+			delta = append(delta, entry{name, v})
+			bl.Set(name, v)
+		}
+		want := bl.Build()
+		got := mergeDelta(prev, delta)
+		if got.Dump() != want.Dump() {
+			t.Fatalf("round %d: merged\n%s\nwant\n%s", round, got.Dump(), want.Dump())
+		}
+		prev = got
+	}
 }

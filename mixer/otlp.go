@@ -490,6 +490,7 @@ func resourceOf(r pcommon.Resource) resource {
 }
 
 // spanBag is the attribute bag of one span; see doc.go for the mapping.
+// It sets the attributes in name order, so the builder need not sort them.
 func spanBag(res resource, sp ptrace.Span) (*attribute.Bag, error) {
 	if sp.TraceID().IsEmpty() {
 		return nil, fmt.Errorf("span %q has no trace id", sp.Name())
@@ -497,55 +498,82 @@ func spanBag(res resource, sp ptrace.Span) (*attribute.Bag, error) {
 	if sp.SpanID().IsEmpty() {
 		return nil, fmt.Errorf("span %q has no span id", sp.Name())
 	}
-	b := attribute.NewBuilder(24)
-	b.SetString(attribute.ContextProtocol, protocolOTLP)
-	b.SetString(attribute.RequestTraceID, sp.TraceID().String())
-	b.SetString(attribute.RequestSpanID, sp.SpanID().String())
-	if !sp.ParentSpanID().IsEmpty() {
-		b.SetString(attribute.RequestParentSpanID, sp.ParentSpanID().String())
-	}
-	if ts := sp.TraceState().AsRaw(); ts != "" {
-		b.SetString(attribute.RequestTraceState, ts)
-	}
-	// An exported span was recorded: whatever sampled it, it is kept.
-	b.SetBool(attribute.RequestTraceSampled, true)
-	b.SetString(attribute.SpanName, sp.Name())
-
 	kind, outbound := spanKind(sp.Kind())
-	b.SetString(attribute.SpanKind, kind)
+	attrs := sp.Attributes()
+	h := httpAttributes(attrs, outbound)
+	reporter := "inbound"
 	if outbound {
-		b.SetString(attribute.ContextReporterKind, "outbound")
-		setWorkload(b, attribute.SourceWorkloadName, attribute.SourceWorkloadNamespace, res)
+		reporter = "outbound"
+		if res.service != "" {
+			h.sourceWorkload = res.service
+		}
+		h.sourceNamespace = res.namespace
 	} else {
-		b.SetString(attribute.ContextReporterKind, "inbound")
-		setWorkload(b, attribute.DestinationWorkloadName, attribute.DestinationWorkloadNamespace, res)
+		// peer.service is only read for outbound spans.
+		h.destWorkload = res.service
+		h.destNamespace = res.namespace
 	}
+	status := "unset"
 	switch sp.Status().Code() {
 	case ptrace.StatusCodeOk:
-		b.SetString(attribute.SpanStatus, "ok")
+		status = "ok"
 	case ptrace.StatusCodeError:
-		b.SetString(attribute.SpanStatus, "error")
-	default:
-		b.SetString(attribute.SpanStatus, "unset")
+		status = "error"
 	}
-
 	start, end := sp.StartTimestamp(), sp.EndTimestamp()
+
+	b := attribute.NewBuilder(28)
+	str := func(name, v string) {
+		if v != "" {
+			b.SetString(name, v)
+		}
+	}
+	b.SetString(attribute.ContextProtocol, protocolOTLP)
+	b.SetString(attribute.ContextReporterKind, reporter)
+	if end != 0 {
+		b.SetTime(attribute.ContextTime, end.AsTime())
+	}
+	str(attribute.DestinationServiceHost, h.destServiceHost)
+	str(attribute.DestinationWorkloadName, h.destWorkload)
+	str(attribute.DestinationWorkloadNamespace, h.destNamespace)
+	str(attribute.RequestHost, h.host)
+	str(attribute.RequestMethod, h.method)
+	if h.hasPath {
+		b.SetString(attribute.RequestPath, h.path)
+	}
+	str(attribute.RequestScheme, h.scheme)
 	if start != 0 {
 		b.SetTime(attribute.RequestTime, start.AsTime())
 	}
-	if end != 0 {
-		b.SetTime(attribute.ResponseTime, end.AsTime())
-		b.SetTime(attribute.ContextTime, end.AsTime())
+	b.SetString(attribute.RequestTraceID, sp.TraceID().String())
+	if !sp.ParentSpanID().IsEmpty() {
+		b.SetString(attribute.RequestParentSpanID, sp.ParentSpanID().String())
+	}
+	// An exported span was recorded: whatever sampled it, it is kept.
+	b.SetBool(attribute.RequestTraceSampled, true)
+	b.SetString(attribute.RequestSpanID, sp.SpanID().String())
+	str(attribute.RequestTraceState, sp.TraceState().AsRaw())
+	if h.hasPath {
+		b.SetString(attribute.RequestURLPath, h.urlPath)
+	}
+	str(attribute.RequestUserAgent, h.userAgent)
+	if h.hasCode {
+		b.SetInt64(attribute.ResponseCode, h.code)
 	}
 	if start != 0 && end >= start {
 		b.SetDuration(attribute.ResponseDuration, time.Duration(end-start))
 	}
-
-	attrs := sp.Attributes()
-	httpAttributes(b, attrs, outbound)
+	if end != 0 {
+		b.SetTime(attribute.ResponseTime, end.AsTime())
+	}
+	str(attribute.SourceWorkloadName, h.sourceWorkload)
+	str(attribute.SourceWorkloadNamespace, h.sourceNamespace)
 	if attrs.Len() > 0 {
 		b.SetStringMap(attribute.SpanAttributes, textMap(attrs))
 	}
+	b.SetString(attribute.SpanKind, kind)
+	b.SetString(attribute.SpanName, sp.Name())
+	b.SetString(attribute.SpanStatus, status)
 	return b.Build(), nil
 }
 
@@ -566,19 +594,22 @@ func spanKind(k ptrace.SpanKind) (name string, outbound bool) {
 	return "internal", false
 }
 
-func setWorkload(b *attribute.Builder, name, namespace string, res resource) {
-	if res.service != "" {
-		b.SetString(name, res.service)
-	}
-	if res.namespace != "" {
-		b.SetString(namespace, res.namespace)
-	}
+// spanHTTP is what a span's attributes say of its request and workloads;
+// empty strings are not set.
+type spanHTTP struct {
+	method, path, urlPath, host, scheme, userAgent string
+	hasPath                                        bool // path and urlPath are set (possibly empty)
+	destServiceHost, destWorkload, destNamespace   string
+	sourceWorkload, sourceNamespace                string
+	code                                           int64
+	hasCode                                        bool
 }
 
 // httpAttributes maps the OpenTelemetry HTTP semantic conventions (current
 // names first, then the older ones SDKs still send) onto the request.* and
 // response.* attributes a proxy reports.
-func httpAttributes(b *attribute.Builder, attrs pcommon.Map, outbound bool) {
+func httpAttributes(attrs pcommon.Map, outbound bool) spanHTTP {
+	var h spanHTTP
 	str := func(keys ...string) (string, bool) {
 		for _, k := range keys {
 			if v, ok := attrs.Get(k); ok && v.AsString() != "" {
@@ -588,44 +619,40 @@ func httpAttributes(b *attribute.Builder, attrs pcommon.Map, outbound bool) {
 		return "", false
 	}
 	if method, ok := str("http.request.method", "http.method"); ok {
-		b.SetString(attribute.RequestMethod, method)
+		h.method = method
 	}
 	if p, ok := str("url.path"); ok {
-		b.SetString(attribute.RequestURLPath, p)
+		h.urlPath, h.path, h.hasPath = p, p, true
 		if q, ok := str("url.query"); ok {
-			b.SetString(attribute.RequestPath, p+"?"+q)
-		} else {
-			b.SetString(attribute.RequestPath, p)
+			h.path = p + "?" + q
 		}
 	} else if t, ok := str("http.target"); ok {
-		b.SetString(attribute.RequestPath, t)
-		b.SetString(attribute.RequestURLPath, strings.SplitN(t, "?", 2)[0])
+		h.path, h.urlPath, h.hasPath = t, strings.SplitN(t, "?", 2)[0], true
 	} else if full, ok := str("url.full", "http.url"); ok {
 		if u, err := url.Parse(full); err == nil {
-			b.SetString(attribute.RequestURLPath, u.Path)
-			b.SetString(attribute.RequestPath, u.RequestURI())
+			h.urlPath, h.path, h.hasPath = u.Path, u.RequestURI(), true
 			if u.Host != "" {
-				b.SetString(attribute.RequestHost, u.Host)
+				h.host = u.Host
 			}
 			if u.Scheme != "" {
-				b.SetString(attribute.RequestScheme, u.Scheme)
+				h.scheme = u.Scheme
 			}
 		}
 	}
 	if s, ok := str("url.scheme", "http.scheme"); ok {
-		b.SetString(attribute.RequestScheme, s)
+		h.scheme = s
 	}
-	if h, ok := str("server.address", "http.host", "net.host.name", "net.peer.name"); ok {
-		b.SetString(attribute.RequestHost, h)
+	if host, ok := str("server.address", "http.host", "net.host.name", "net.peer.name"); ok {
+		h.host = host
 		if outbound {
-			b.SetString(attribute.DestinationServiceHost, h)
+			h.destServiceHost = host
 		}
 	}
 	if peer, ok := str("peer.service"); ok && outbound {
-		b.SetString(attribute.DestinationWorkloadName, peer)
+		h.destWorkload = peer
 	}
 	if ua, ok := str("user_agent.original", "http.user_agent"); ok {
-		b.SetString(attribute.RequestUserAgent, ua)
+		h.userAgent = ua
 	}
 	for _, k := range []string{"http.response.status_code", "http.status_code"} {
 		v, ok := attrs.Get(k)
@@ -634,18 +661,19 @@ func httpAttributes(b *attribute.Builder, attrs pcommon.Map, outbound bool) {
 		}
 		switch v.Type() {
 		case pcommon.ValueTypeInt:
-			b.SetInt64(attribute.ResponseCode, v.Int())
+			h.code, h.hasCode = v.Int(), true
 		case pcommon.ValueTypeDouble:
-			b.SetInt64(attribute.ResponseCode, int64(v.Double()))
+			h.code, h.hasCode = int64(v.Double()), true
 		default:
 			n, err := strconv.ParseInt(v.AsString(), 10, 64)
 			if err != nil {
 				continue
 			}
-			b.SetInt64(attribute.ResponseCode, n)
+			h.code, h.hasCode = n, true
 		}
 		break
 	}
+	return h
 }
 
 // textMap renders attributes as text (JSON for maps and slices).
@@ -701,4 +729,13 @@ func severityName(n plog.SeverityNumber) string {
 		return ""
 	}
 	return names[i]
+}
+
+func setWorkload(b *attribute.Builder, name, namespace string, res resource) {
+	if res.service != "" {
+		b.SetString(name, res.service)
+	}
+	if res.namespace != "" {
+		b.SetString(namespace, res.namespace)
+	}
 }

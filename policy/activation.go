@@ -23,6 +23,14 @@ type activation struct {
 
 	// Attributes resolved so far: many rules look at the same few
 	// attributes, and converting each once saves an allocation per rule.
+	// Declared attributes are kept by slot (names, the programs'
+	// compiler.slots), others in resolved.
+	names map[string]int
+	slots []slotAttr
+	// hints are where each slot's attribute was in the last bag looked at
+	// (kept across evaluations: the bags of a report batch have the same
+	// shape).
+	hints    []int
 	resolved []resolvedAttr
 	// absent is set when a lookup finds no attribute or map key, so that
 	// a failed evaluation can tell absence from other errors.
@@ -32,6 +40,26 @@ type activation struct {
 	// instance several actions use is built once.
 	built  []template.Instance
 	failed []bool
+
+	// memo holds the results of the programs evaluated so far, by
+	// program id: the bag does not change during an evaluation and the
+	// functions are pure, so an expression several fields or rules share
+	// is evaluated (and converted to its Go value) once.
+	memo []memoEntry
+	// builtMaps are the maps evalMap built, shared by instances with
+	// the same entries.
+	builtMaps []builtMap
+}
+
+// memoEntry is one program's result for the activation's bag.
+type memoEntry struct {
+	done   bool
+	absent bool // the evaluation found an attribute or map key absent
+	val    ref.Val
+	err    error
+	// nat is val as a Go value (native), filled on first use.
+	natDone bool
+	nat     any
 }
 
 var _ interpreter.Activation = (*activation)(nil)
@@ -57,8 +85,13 @@ func putActivation(a *activation) {
 	}
 	clear(a.built)
 	clear(a.failed)
+	clear(a.memo)
+	clear(a.builtMaps)
+	a.builtMaps = a.builtMaps[:0]
 	clear(a.resolved)
 	a.resolved = a.resolved[:0]
+	clear(a.slots)
+	a.names = nil
 	a.bag, a.refs, a.used, a.absent = nil, nil, 0, false
 	activationPool.Put(a)
 }
@@ -68,9 +101,38 @@ type resolvedAttr struct {
 	val  ref.Val // nil when absent
 }
 
+type slotAttr struct {
+	done bool
+	val  ref.Val // nil when absent
+}
+
+// resolveSlot is ResolveName for a declared attribute whose slot is known.
+func (a *activation) resolveSlot(slot int, name string) (any, bool) {
+	if slot >= len(a.slots) {
+		a.slots = append(a.slots, make([]slotAttr, slot+1-len(a.slots))...)
+	}
+	s := &a.slots[slot]
+	if !s.done {
+		for slot >= len(a.hints) {
+			a.hints = append(a.hints, -1)
+		}
+		v, ok, at := a.bag.GetHinted(name, a.hints[slot])
+		a.hints[slot] = at
+		s.val, s.done = a.celOf(name, v, ok), true
+	}
+	if s.val == nil {
+		a.absent = true
+		return nil, false
+	}
+	return s.val, true
+}
+
 // ResolveName implements interpreter.Activation. CEL asks for declared
 // attributes by their full dotted names.
 func (a *activation) ResolveName(name string) (any, bool) {
+	if slot, ok := a.names[name]; ok {
+		return a.resolveSlot(slot, name)
+	}
 	for i := range a.resolved {
 		if r := &a.resolved[i]; r.name == name {
 			if r.val == nil {
@@ -79,25 +141,46 @@ func (a *activation) ResolveName(name string) (any, bool) {
 			return r.val, r.val != nil
 		}
 	}
+	val := a.lookup(name)
+	if val == nil {
+		a.absent = true
+	}
+	a.resolved = append(a.resolved, resolvedAttr{name: name, val: val})
+	return val, val != nil
+}
+
+// lookup reads an attribute from the bag as a CEL value (nil: absent) and
+// records the reference.
+func (a *activation) lookup(name string) ref.Val {
 	v, ok := a.bag.Get(name)
-	var val ref.Val
+	return a.celOf(name, v, ok)
+}
+
+// celOf is lookup's result for a bag value found (ok) or not.
+func (a *activation) celOf(name string, v attribute.Value, ok bool) ref.Val {
 	switch {
 	case !ok:
-		a.absent = true
 		if a.refs != nil {
 			a.refs.Add(name, false)
 		}
+		return nil
 	case v.Kind() == attribute.KindStringMap:
 		// Key lookups are recorded by the map itself.
-		val = a.mapValue(name, v.StringMap())
+		return a.mapValue(name, v.StringMap())
 	default:
 		if a.refs != nil {
 			a.refs.Add(name, true)
 		}
-		val = celValue(v)
+		return celValue(v)
 	}
-	a.resolved = append(a.resolved, resolvedAttr{name: name, val: val})
-	return val, ok
+}
+
+// memoOf returns the memo slot of program id.
+func (a *activation) memoOf(id int) *memoEntry {
+	if id >= len(a.memo) {
+		a.memo = append(a.memo, make([]memoEntry, id+1-len(a.memo))...)
+	}
+	return &a.memo[id]
 }
 
 // Parent implements interpreter.Activation.

@@ -203,6 +203,16 @@ type program struct {
 	text string
 	prg  cel.Program
 	fast *fastExpr // nil: evaluated by CEL
+	// id is the program's slot in an activation's memo: the compiler
+	// gives one program (and one id) to every occurrence of the same
+	// text, so an expression several instances share (Istio's metrics
+	// repeat their dimensions) is evaluated once per bag.
+	id int
+	// out is the checked output type, for the type rule of each use.
+	out *cel.Type
+	// slots are the compiler's attribute slots (shared, read-only once
+	// loaded).
+	slots map[string]int
 }
 
 // celIssue is a compile error of one expression, located inside it.
@@ -267,13 +277,25 @@ var (
 
 // compiler compiles expressions against one environment.
 type compiler struct {
-	env      *cel.Env
-	names    []string        // declared attributes, for suggestions
-	declared map[string]bool // names as a set, built on first use
+	env   *cel.Env
+	names []string // declared attributes, for suggestions
+	// slots numbers the declared attributes (their index in names), built
+	// on first use: an activation caches each attribute it resolves in
+	// its slot.
+	slots map[string]int
+	// programs are the expressions compiled so far, by text.
+	programs map[string]*program
 }
 
 // compile parses and type-checks text and checks its result type.
 func (c *compiler) compile(text string, want typeRule) (*program, []celIssue) {
+	if p, ok := c.programs[text]; ok {
+		if !want.ok(p.out) {
+			return nil, []celIssue{{msg: fmt.Sprintf("expression has type %s, want %s", typeName(p.out), want.desc)}}
+		}
+		return p, nil
+	}
+	c.slotsOf()
 	ast, iss := c.env.Compile(text)
 	if iss != nil && iss.Err() != nil {
 		var out []celIssue
@@ -293,18 +315,24 @@ func (c *compiler) compile(text string, want typeRule) (*program, []celIssue) {
 	if err != nil {
 		return nil, []celIssue{{msg: err.Error()}}
 	}
-	return &program{text: text, prg: prg, fast: compileFast(ast, c.isDeclared)}, nil
+	if c.programs == nil {
+		c.programs = make(map[string]*program)
+	}
+	p := &program{text: text, prg: prg, fast: compileFast(ast, c.slots), id: len(c.programs), out: ast.OutputType(),
+		slots: c.slots}
+	c.programs[text] = p
+	return p, nil
 }
 
-// isDeclared reports whether name is a declared attribute.
-func (c *compiler) isDeclared(name string) bool {
-	if c.declared == nil {
-		c.declared = make(map[string]bool, len(c.names))
-		for _, n := range c.names {
-			c.declared[n] = true
+// slotsOf numbers the declared attributes, once.
+func (c *compiler) slotsOf() map[string]int {
+	if c.slots == nil {
+		c.slots = make(map[string]int, len(c.names))
+		for i, n := range c.names {
+			c.slots[n] = i
 		}
 	}
-	return c.declared[name]
+	return c.slots
 }
 
 var undeclaredRE = regexp.MustCompile(`^undeclared reference to '([^']*)' \(in container '[^']*'\)$`)

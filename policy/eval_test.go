@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"reflect"
 	"strings"
 	"sync"
 	"testing"
@@ -431,5 +432,74 @@ func TestEvaluateNilAndBadVariety(t *testing.T) {
 	res := s.Evaluate(nil, VarietyCheck, nil)
 	if len(res.Actions) != 0 || len(res.Errors) != 2 {
 		t.Fatalf("nil bag: %+v", res)
+	}
+}
+
+// Instances whose map fields have the same entries share one map per
+// evaluation (adapters only read it); the tracespan's conversion of bytes
+// and durations to text happens on a copy, never on a map another
+// instance holds.
+func TestSharedMapsStayIntact(t *testing.T) {
+	const cfg = `apiVersion: sidemix.dev/v1
+kind: Handler
+metadata: {name: sink}
+spec: {adapter: sink}
+---
+apiVersion: sidemix.dev/v1
+kind: Instance
+metadata: {name: m1}
+spec:
+  template: metric
+  params: {value: "1", dimensions: {ip: source.ip, code: response.code}}
+---
+apiVersion: sidemix.dev/v1
+kind: Instance
+metadata: {name: m2}
+spec:
+  template: metric
+  params: {value: "2", dimensions: {ip: source.ip, code: response.code}}
+---
+apiVersion: sidemix.dev/v1
+kind: Instance
+metadata: {name: sp}
+spec:
+  template: tracespan
+  params:
+    traceId: '"0af7651916cd43dd8448eb211c80319c"'
+    spanId: '"b7ad6b7169203331"'
+    spanName: '"GET"'
+    startTime: request.time
+    endTime: request.time
+    spanTags: {ip: source.ip, code: response.code}
+---
+apiVersion: sidemix.dev/v1
+kind: Rule
+metadata: {name: r}
+spec:
+  actions:
+  - {handler: sink, instances: [m1, sp, m2]}
+`
+	s, err := LoadSources(map[string][]byte{"shared.yaml": []byte(cfg)}, Options{Adapters: testRegistry()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	bag := testBag().Builder().SetTime(attribute.RequestTime, time.Unix(1, 0)).Build()
+	res := s.Evaluate(bag, VarietyReport, nil)
+	if len(res.Errors) != 0 || len(res.Actions) != 1 || len(res.Actions[0].Instances) != 3 {
+		t.Fatalf("result %+v", res)
+	}
+	insts := res.Actions[0].Instances
+	m1, m2, sp := insts[0].(*template.Metric), insts[2].(*template.Metric), insts[1].(*template.TraceSpan)
+	wantDims := map[string]any{"ip": []byte{10, 1, 2, 3}, "code": int64(503)}
+	for _, m := range []*template.Metric{m1, m2} {
+		if !reflect.DeepEqual(m.Dimensions, wantDims) {
+			t.Errorf("%s dimensions %v, want %v", m.Name, m.Dimensions, wantDims)
+		}
+	}
+	if want := map[string]any{"ip": "10.1.2.3", "code": int64(503)}; !reflect.DeepEqual(sp.SpanTags, want) {
+		t.Errorf("span tags %v, want %v", sp.SpanTags, want)
+	}
+	if m1.Value != int64(1) || m2.Value != int64(2) {
+		t.Errorf("values %v %v", m1.Value, m2.Value)
 	}
 }

@@ -6,6 +6,7 @@ import (
 	"github.com/google/cel-go/common/operators"
 	"github.com/google/cel-go/common/types"
 	"github.com/google/cel-go/common/types/ref"
+	"github.com/google/cel-go/common/types/traits"
 )
 
 // fastExpr evaluates the commonest instance expressions straight from the
@@ -20,12 +21,15 @@ import (
 type fastExpr struct {
 	kind fastKind
 	name string // attribute: fastAttr, fastIndex, fastDefault
+	slot int    // name's slot (compiler.slots)
 	key  string // map key: fastIndex, fastDefault over an index
 	// keyVal is key as a CEL value, boxed once rather than per lookup.
 	keyVal ref.Val
 	lit    ref.Val // fastLiteral: the value; fastDefault: the fallback
 	// index: fastDefault's first argument is a map lookup.
 	index bool
+	// tree is a compound expression (fastTree).
+	tree *fastNode
 }
 
 type fastKind uint8
@@ -35,11 +39,39 @@ const (
 	fastAttr
 	fastIndex
 	fastDefault
+	fastTree
 )
 
 // compileFast returns the fast form of a checked expression, or nil when
 // the expression has another shape and stays on CEL.
-func compileFast(checked *cel.Ast, declared func(string) bool) *fastExpr {
+func compileFast(checked *cel.Ast, slots map[string]int) *fastExpr {
+	f := compileFastExpr(checked, func(name string) bool { _, ok := slots[name]; return ok })
+	if f != nil {
+		f.setSlots(slots)
+	}
+	return f
+}
+
+// setSlots gives every attribute f reads its slot.
+func (f *fastExpr) setSlots(slots map[string]int) {
+	if f.name != "" {
+		f.slot = slots[f.name]
+	}
+	if f.tree != nil {
+		f.tree.setSlots(slots)
+	}
+}
+
+func (n *fastNode) setSlots(slots map[string]int) {
+	if n.leaf != nil {
+		n.leaf.setSlots(slots)
+	}
+	for _, arg := range n.args {
+		arg.setSlots(slots)
+	}
+}
+
+func compileFastExpr(checked *cel.Ast, declared func(string) bool) *fastExpr {
 	if checked == nil || !checked.IsChecked() {
 		return nil
 	}
@@ -57,6 +89,18 @@ func compileFast(checked *cel.Ast, declared func(string) bool) *fastExpr {
 	if e.Kind() != celast.CallKind {
 		return nil
 	}
+	if f := compileDefault(a, e, declared); f != nil {
+		return f
+	}
+	if n := compileTree(a, e, declared); n != nil {
+		return &fastExpr{kind: fastTree, tree: n}
+	}
+	return nil
+}
+
+// compileDefault returns the fast form of default(<attribute or header>,
+// <literal>), or nil.
+func compileDefault(a *celast.AST, e celast.Expr, declared func(string) bool) *fastExpr {
 	c := e.AsCall()
 	if c.FunctionName() != "default" || c.IsMemberFunction() || len(c.Args()) != 2 {
 		return nil
@@ -151,6 +195,12 @@ func (f *fastExpr) eval(a *activation) (v ref.Val, ok bool) {
 	switch f.kind {
 	case fastLiteral:
 		return f.lit, true
+	case fastTree:
+		v, s := f.tree.eval(a)
+		if s != fastOK {
+			return nil, false // an error: CEL says which
+		}
+		return v, true
 	case fastAttr:
 		v, miss, ok = f.attr(a)
 	case fastIndex:
@@ -189,7 +239,7 @@ const (
 )
 
 func (f *fastExpr) attr(a *activation) (ref.Val, fastMiss, bool) {
-	v, found := a.ResolveName(f.name)
+	v, found := a.resolveSlot(f.slot, f.name)
 	if !found {
 		return nil, missingAttr, true
 	}
@@ -204,7 +254,7 @@ func (f *fastExpr) attr(a *activation) (ref.Val, fastMiss, bool) {
 }
 
 func (f *fastExpr) lookup(a *activation) (ref.Val, fastMiss, bool) {
-	v, found := a.ResolveName(f.name)
+	v, found := a.resolveSlot(f.slot, f.name)
 	if !found {
 		return nil, missingAttr, true
 	}
@@ -217,4 +267,388 @@ func (f *fastExpr) lookup(a *activation) (ref.Val, fastMiss, bool) {
 		return nil, missingKey, true
 	}
 	return val, present, true
+}
+
+// fastNode is one node of a compound expression the fast path evaluates
+// (fastTree): the shapes Istio-style instances and rules are made of —
+// default() and conditional() over attributes, header lookups and
+// literals, comparisons with literals, !, && and ||, `in` a list of
+// strings, match() and string concatenation. Each node evaluates its
+// arguments exactly as CEL's interpreter does (the same order, the same
+// short circuits, non-strict calls evaluating every argument), so the
+// same attributes and keys are looked up and recorded. A node whose
+// values are not what the checker typed (an attribute of another kind in
+// the bag, say) gives up, and the caller evaluates the expression with
+// CEL instead; so does an expression whose result is an error, so errors
+// keep CEL's wording.
+type fastNode struct {
+	op   fastOp
+	leaf *fastExpr // fastLeaf: an attribute, a header lookup or a literal
+	args []*fastNode
+	// want is the kind the checker gave a leaf attribute.
+	want types.Kind
+	// strs are the strings of an `in` list.
+	strs []string
+	// cmp is the comparison of fastCompare: -1 <, -2 <=, 1 >, 2 >=.
+	cmp int
+}
+
+type fastOp uint8
+
+const (
+	fastLeaf fastOp = iota + 1
+	fastDefaultOp
+	fastConditional
+	fastEq
+	fastNe
+	fastCompare
+	fastNot
+	fastAnd
+	fastOr
+	fastInStrings
+	fastMatch
+	fastConcat
+)
+
+// fastStatus is what a node's evaluation gave.
+type fastStatus uint8
+
+const (
+	fastOK     fastStatus = iota
+	fastError             // CEL's result is an error value (an absent attribute or key, in practice)
+	fastGiveUp            // evaluate with CEL
+)
+
+// compileTree returns the node for e, or nil when some part of it has
+// another shape.
+func compileTree(a *celast.AST, e celast.Expr, declared func(string) bool) *fastNode {
+	switch e.Kind() {
+	case celast.LiteralKind:
+		return &fastNode{op: fastLeaf, leaf: &fastExpr{kind: fastLiteral, lit: e.AsLiteral()}}
+	case celast.IdentKind, celast.SelectKind:
+		name, ok := fastAttrName(a, e, declared)
+		if !ok {
+			return nil
+		}
+		k := a.GetType(e.ID()).Kind()
+		switch k {
+		case types.StringKind, types.IntKind, types.BoolKind, types.DoubleKind, types.UintKind,
+			types.BytesKind, types.TimestampKind, types.DurationKind:
+		default:
+			return nil
+		}
+		return &fastNode{op: fastLeaf, leaf: &fastExpr{kind: fastAttr, name: name}, want: k}
+	case celast.CallKind:
+	default:
+		return nil
+	}
+	if name, key, ok := fastIndexOf(a, e, declared); ok {
+		return &fastNode{op: fastLeaf, leaf: &fastExpr{kind: fastIndex, name: name, key: key, keyVal: types.String(key)},
+			want: types.StringKind}
+	}
+	c := e.AsCall()
+	if c.IsMemberFunction() {
+		return nil
+	}
+	ids := a.GetOverloadIDs(e.ID())
+	args := c.Args()
+	sub := func(op fastOp) *fastNode {
+		n := &fastNode{op: op}
+		for _, arg := range args {
+			an := compileTree(a, arg, declared)
+			if an == nil {
+				return nil
+			}
+			n.args = append(n.args, an)
+		}
+		return n
+	}
+	switch c.FunctionName() {
+	case "default":
+		if len(args) == 2 && len(ids) == 1 && ids[0] == "default_T_T" {
+			return sub(fastDefaultOp)
+		}
+	case "conditional":
+		if len(args) == 3 && len(ids) == 1 && ids[0] == "conditional_bool_T_T" {
+			return sub(fastConditional)
+		}
+	case "match":
+		if len(args) == 2 && len(ids) == 1 && ids[0] == "match_string_string" {
+			return sub(fastMatch)
+		}
+	case "duration":
+		// duration("1s"), a constant CEL's optimizer folds.
+		if len(args) == 1 && args[0].Kind() == celast.LiteralKind {
+			if s, ok := args[0].AsLiteral().(types.String); ok {
+				if d, ok := s.ConvertToType(types.DurationType).(types.Duration); ok {
+					return &fastNode{op: fastLeaf, leaf: &fastExpr{kind: fastLiteral, lit: d}}
+				}
+			}
+		}
+	case operators.Equals:
+		if len(args) == 2 {
+			return sub(fastEq)
+		}
+	case operators.NotEquals:
+		if len(args) == 2 {
+			return sub(fastNe)
+		}
+	case operators.Less, operators.LessEquals, operators.Greater, operators.GreaterEquals:
+		if len(args) != 2 || !sameOrderedKind(a, args[0], args[1]) {
+			return nil
+		}
+		n := sub(fastCompare)
+		if n != nil {
+			n.cmp = map[string]int{operators.Less: -1, operators.LessEquals: -2,
+				operators.Greater: 1, operators.GreaterEquals: 2}[c.FunctionName()]
+		}
+		return n
+	case operators.LogicalNot:
+		if len(args) == 1 {
+			return sub(fastNot)
+		}
+	case operators.LogicalAnd:
+		if len(args) == 2 {
+			return sub(fastAnd)
+		}
+	case operators.LogicalOr:
+		if len(args) == 2 {
+			return sub(fastOr)
+		}
+	case operators.Add:
+		if len(args) == 2 && len(ids) == 1 && ids[0] == "add_string" {
+			return sub(fastConcat)
+		}
+	case operators.In:
+		if len(args) != 2 || args[1].Kind() != celast.ListKind || a.GetType(args[0].ID()).Kind() != types.StringKind {
+			return nil
+		}
+		l := args[1].AsList()
+		if len(l.OptionalIndices()) > 0 {
+			return nil
+		}
+		var strs []string
+		for _, el := range l.Elements() {
+			if el.Kind() != celast.LiteralKind {
+				return nil
+			}
+			s, ok := el.AsLiteral().(types.String)
+			if !ok {
+				return nil
+			}
+			strs = append(strs, string(s))
+		}
+		x := compileTree(a, args[0], declared)
+		if x == nil {
+			return nil
+		}
+		return &fastNode{op: fastInStrings, args: []*fastNode{x}, strs: strs}
+	}
+	return nil
+}
+
+// sameOrderedKind reports whether both operands are typed as one kind
+// CEL orders (its heterogeneous numeric comparisons stay on CEL).
+func sameOrderedKind(a *celast.AST, l, r celast.Expr) bool {
+	lk, rk := a.GetType(l.ID()).Kind(), a.GetType(r.ID()).Kind()
+	if lk != rk {
+		return false
+	}
+	switch lk {
+	case types.IntKind, types.UintKind, types.DoubleKind, types.StringKind, types.TimestampKind, types.DurationKind:
+		return true
+	}
+	return false
+}
+
+// kindOf is the kind of a scalar CEL value.
+func kindOf(v ref.Val) types.Kind {
+	switch v.(type) {
+	case types.String:
+		return types.StringKind
+	case types.Int:
+		return types.IntKind
+	case types.Bool:
+		return types.BoolKind
+	case types.Double:
+		return types.DoubleKind
+	case types.Uint:
+		return types.UintKind
+	case types.Bytes:
+		return types.BytesKind
+	case types.Timestamp:
+		return types.TimestampKind
+	case types.Duration:
+		return types.DurationKind
+	}
+	return types.ErrorKind
+}
+
+// eval evaluates the node as CEL's interpreter would.
+func (n *fastNode) eval(a *activation) (ref.Val, fastStatus) {
+	switch n.op {
+	case fastLeaf:
+		var v ref.Val
+		var miss fastMiss
+		ok := true
+		switch n.leaf.kind {
+		case fastLiteral:
+			return n.leaf.lit, fastOK
+		case fastAttr:
+			v, miss, ok = n.leaf.attr(a)
+		default:
+			v, miss, ok = n.leaf.lookup(a)
+		}
+		switch {
+		case !ok:
+			return nil, fastGiveUp
+		case miss != present:
+			return nil, fastError
+		}
+		if kindOf(v) != n.want {
+			return nil, fastGiveUp
+		}
+		return v, fastOK
+	case fastDefaultOp: // non-strict: both arguments evaluated
+		x, xs := n.args[0].eval(a)
+		y, ys := n.args[1].eval(a)
+		switch {
+		case xs == fastGiveUp || ys == fastGiveUp:
+			return nil, fastGiveUp
+		case xs == fastOK:
+			return x, fastOK
+		}
+		return y, ys
+	case fastConditional: // non-strict: all three evaluated
+		c, cs := n.args[0].eval(a)
+		t, ts := n.args[1].eval(a)
+		f, fs := n.args[2].eval(a)
+		if cs == fastGiveUp || ts == fastGiveUp || fs == fastGiveUp {
+			return nil, fastGiveUp
+		}
+		if cs == fastError {
+			return nil, fastError
+		}
+		b, ok := c.(types.Bool)
+		switch {
+		case !ok:
+			return nil, fastGiveUp
+		case b == types.True:
+			return t, ts
+		}
+		return f, fs
+	case fastEq, fastNe: // strict: the right side not evaluated after an error
+		l, ls := n.args[0].eval(a)
+		if ls != fastOK {
+			return nil, ls
+		}
+		r, rs := n.args[1].eval(a)
+		if rs != fastOK {
+			return nil, rs
+		}
+		eq := types.Equal(l, r)
+		if n.op == fastNe {
+			return types.Bool(eq != types.True), fastOK
+		}
+		if _, ok := eq.(types.Bool); !ok {
+			return nil, fastGiveUp
+		}
+		return eq, fastOK
+	case fastCompare:
+		l, ls := n.args[0].eval(a)
+		if ls != fastOK {
+			return nil, ls
+		}
+		r, rs := n.args[1].eval(a)
+		if rs != fastOK {
+			return nil, rs
+		}
+		lc, ok := l.(traits.Comparer)
+		if !ok || kindOf(l) != kindOf(r) {
+			return nil, fastGiveUp
+		}
+		c, ok := lc.Compare(r).(types.Int)
+		if !ok {
+			return nil, fastGiveUp
+		}
+		switch n.cmp {
+		case -1:
+			return types.Bool(c < 0), fastOK
+		case -2:
+			return types.Bool(c <= 0), fastOK
+		case 1:
+			return types.Bool(c > 0), fastOK
+		}
+		return types.Bool(c >= 0), fastOK
+	case fastNot:
+		v, s := n.args[0].eval(a)
+		if s != fastOK {
+			return nil, s
+		}
+		b, ok := v.(types.Bool)
+		if !ok {
+			return nil, fastGiveUp
+		}
+		return !b, fastOK
+	case fastAnd, fastOr:
+		// The terms in order, stopping at the one that decides; an error
+		// counts only when no term decides.
+		decide := types.Bool(n.op == fastOr) // false decides &&, true decides ||
+		result := fastOK
+		for _, t := range n.args {
+			v, s := t.eval(a)
+			switch s {
+			case fastGiveUp:
+				return nil, fastGiveUp
+			case fastError:
+				result = fastError
+				continue
+			}
+			b, ok := v.(types.Bool)
+			if !ok {
+				return nil, fastGiveUp
+			}
+			if b == decide {
+				return decide, fastOK
+			}
+		}
+		if result == fastError {
+			return nil, fastError
+		}
+		return !decide, fastOK
+	case fastInStrings:
+		v, s := n.args[0].eval(a)
+		if s != fastOK {
+			return nil, s
+		}
+		str, ok := v.(types.String)
+		if !ok {
+			return nil, fastGiveUp
+		}
+		for _, x := range n.strs {
+			if string(str) == x {
+				return types.True, fastOK
+			}
+		}
+		return types.False, fastOK
+	case fastMatch, fastConcat: // strict
+		l, ls := n.args[0].eval(a)
+		if ls != fastOK {
+			return nil, ls
+		}
+		r, rs := n.args[1].eval(a)
+		if rs != fastOK {
+			return nil, rs
+		}
+		x, ok1 := l.(types.String)
+		y, ok2 := r.(types.String)
+		if !ok1 || !ok2 {
+			return nil, fastGiveUp
+		}
+		if n.op == fastMatch {
+			return types.Bool(globMatch(string(x), string(y))), fastOK
+		}
+		return x + y, fastOK
+	}
+	return nil, fastGiveUp
 }

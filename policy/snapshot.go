@@ -3,6 +3,7 @@ package policy
 import (
 	"errors"
 	"fmt"
+	"maps"
 	"reflect"
 	"slices"
 	"sort"
@@ -265,8 +266,42 @@ func (r *rule) evalOps(a *activation, ops []headerOp, out []HeaderOperation, res
 	return out
 }
 
-// eval runs a program; a CEL error value becomes a Go error.
+// eval runs a program, once per activation; a CEL error value becomes a
+// Go error.
 func (p *program) eval(a *activation) (ref.Val, error) {
+	m := a.memoOf(p.id)
+	if !m.done {
+		outer := a.absent
+		a.absent = false
+		v, err := p.run(a)
+		m = a.memoOf(p.id) // run may have grown the memo
+		*m = memoEntry{done: true, absent: a.absent, val: v, err: err}
+		a.absent = a.absent || outer
+		return v, err
+	}
+	if m.absent {
+		a.absent = true
+	}
+	return m.val, m.err
+}
+
+// evalNative is eval with the result as a Go value (native), converted
+// once per activation.
+func (p *program) evalNative(a *activation) (any, ref.Val, error) {
+	v, err := p.eval(a)
+	if err != nil {
+		return nil, nil, err
+	}
+	m := a.memoOf(p.id)
+	if !m.natDone {
+		m.nat, m.natDone = native(v), true
+	}
+	return m.nat, v, nil
+}
+
+// run evaluates a program.
+func (p *program) run(a *activation) (ref.Val, error) {
+	a.names = p.slots
 	if p.fast != nil {
 		if v, ok := p.fast.eval(a); ok {
 			if err, isErr := v.(*types.Err); isErr {
@@ -335,11 +370,10 @@ func (s *Snapshot) build(a *activation, in *instance) (template.Instance, *EvalE
 		}
 		return &template.Quota{Name: in.name, Dimensions: dims}, nil
 	case template.MetricName:
-		v, err := in.value.eval(a)
+		val, v, err := in.value.evalNative(a)
 		if err != nil {
 			return nil, fail("spec.params.value", err)
 		}
-		val := native(v)
 		switch val.(type) {
 		case int64, float64, time.Duration:
 		default:
@@ -575,10 +609,15 @@ func buildTraceSpan(a *activation, in *instance) (template.Instance, *EvalError)
 		return nil, terr
 	}
 	// Span attributes are strings, numbers, bools or times: bytes (ip
-	// attributes) and durations become their text.
+	// attributes) and durations become their text, in a copy (the map
+	// may be another instance's too).
+	cloned := false
 	for k, v := range tags {
 		switch v.(type) {
 		case []byte, time.Duration:
+			if !cloned {
+				tags, cloned = maps.Clone(tags), true
+			}
 			tags[k] = template.FormatValue(v)
 		}
 	}
@@ -634,17 +673,25 @@ func groupsOf(v ref.Val) ([]string, error) {
 	return nil, fmt.Errorf("value has type %s, want string or list(string)", v.Type().TypeName())
 }
 
+// evalMap builds the map of a map-valued field (dimensions, variables,
+// span tags). Instances with the same entries (Istio's metrics share
+// their dimensions) get the same map, built once per evaluation: adapters
+// only read instances.
 func evalMap(a *activation, progs []namedProgram, field string, scalar bool) (map[string]any, *EvalError) {
 	if len(progs) == 0 {
 		return nil, nil
 	}
+	for _, bm := range a.builtMaps {
+		if bm.scalar == scalar && sameEntries(bm.progs, progs) {
+			return bm.m, nil
+		}
+	}
 	out := make(map[string]any, len(progs))
 	for _, np := range progs {
-		v, err := np.program.eval(a)
+		nv, _, err := np.program.evalNative(a)
 		if err != nil {
 			return nil, &EvalError{Field: field + "." + np.name, Err: err}
 		}
-		nv := native(v)
 		if scalar {
 			switch nv.(type) {
 			case map[string]string, map[string]any, []any:
@@ -653,7 +700,27 @@ func evalMap(a *activation, progs []namedProgram, field string, scalar bool) (ma
 		}
 		out[np.name] = nv
 	}
+	a.builtMaps = append(a.builtMaps, builtMap{progs: progs, scalar: scalar, m: out})
 	return out, nil
+}
+
+// builtMap is a map evalMap built in this evaluation.
+type builtMap struct {
+	progs  []namedProgram
+	scalar bool
+	m      map[string]any
+}
+
+func sameEntries(a, b []namedProgram) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		if a[i].program != b[i].program || a[i].name != b[i].name {
+			return false
+		}
+	}
+	return true
 }
 
 var (

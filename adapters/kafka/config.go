@@ -52,6 +52,11 @@ type Config struct {
 	Key string `yaml:"key"`
 	// Encoding of record values: json or otlp_proto.
 	Encoding string `yaml:"encoding"`
+	// OTLPBatch (otlp_proto only) writes the spans, and the log entries,
+	// of one report that share a key as one record instead of one record
+	// per instance, as the OpenTelemetry Collector's kafka exporter writes
+	// a batch.
+	OTLPBatch bool `yaml:"otlpBatch"`
 	// BatchSize is the most records in one produce batch per partition.
 	BatchSize int `yaml:"batchSize"`
 	// BatchBytes is the most bytes in one produce batch per partition; a
@@ -139,6 +144,9 @@ func (c *Config) Validate() error {
 	case EncodingJSON, EncodingOTLPProto:
 	default:
 		add("encoding: unknown encoding %q (want %s or %s)", c.Encoding, EncodingJSON, EncodingOTLPProto)
+	}
+	if c.OTLPBatch && c.Encoding != EncodingOTLPProto {
+		add("otlpBatch: needs encoding %s, not %q", EncodingOTLPProto, c.Encoding)
 	}
 	if c.BatchSize <= 0 {
 		add("batchSize: must be positive, got %d", c.BatchSize)

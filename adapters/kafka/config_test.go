@@ -32,6 +32,7 @@ func TestConfig(t *testing.T) {
 			`sasl.mechanism: unknown mechanism "GSSAPI" (want PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512)` + "\n" +
 			"sasl.username: required\n" +
 			"sasl.password: required"},
+		{File: "otlpbatch.bad.yaml", Want: `otlpBatch: needs encoding otlp_proto, not "json"`},
 		{File: "misspelled.bad.yaml", Want: "yaml: unmarshal errors:\n  line 3: field lingerMs not found in type kafka.Config"},
 	})
 }

@@ -1,6 +1,7 @@
 // Package kafka is an adapter that writes logentry and tracespan instances
-// to a Kafka topic, one record per instance, with
-// github.com/segmentio/kafka-go.
+// to a Kafka topic with github.com/segmentio/kafka-go: one record per
+// instance (with otlp_proto and otlpBatch, one record per key and
+// report).
 //
 // # Records
 //
@@ -9,10 +10,16 @@
 // and every variable), and a span's is an object of its fields (traceId,
 // spanId, parentSpanId, name, kind, startTime, endTime, status,
 // httpStatusCode, serviceName, sourceName, destinationName, tags). With
-// otlp_proto a record holds one span as OTLP TracesData or one log entry as
-// OTLP LogsData in protobuf (adapters/internal/spans converts them), which
-// the OpenTelemetry Collector's kafka receiver reads with its otlp_proto
-// encoding.
+// otlp_proto a record is OTLP TracesData or LogsData in protobuf
+// (adapters/internal/spans converts them), which the OpenTelemetry
+// Collector's kafka receiver reads with its otlp_proto encoding. A record
+// holds one span or log entry, unless otlpBatch is set: then, as the
+// Collector's kafka exporter writes a batch, the spans of one report (the
+// mixer's queue hands a handler up to its batch of instances at a time)
+// that have the same key go into one TracesData record, and its log
+// entries of one key into one LogsData record, split in halves until each
+// record fits batchBytes. sidemix_kafka_instances_sent_total counts the
+// spans and log entries in the records sent.
 //
 // The record key is the value of the CEL expression key, evaluated over the
 // instance; records of one key go to one partition (the Java client's
@@ -57,6 +64,7 @@
 //	                                     wrong_template, shutdown
 //	sidemix_kafka_write_errors_total     failed writes, each retried
 //	sidemix_kafka_key_errors_total       records sent without their key
+//	sidemix_kafka_instances_sent_total   spans and log entries in sent records
 //
 // Close stops taking records and delivers the buffer until its context
 // ends; records left then count as shutdown. The mixer gives a handler
@@ -76,6 +84,7 @@
 //	    topic: sidemix.accesslog
 //	    key: variables.destinationServiceHost
 //	    encoding: json          # or otlp_proto
+//	    otlpBatch: false        # otlp_proto: one record per key and report
 //	    batchSize: 1000         # records per partition batch
 //	    batchBytes: 1048576     # keep at or below the broker's message.max.bytes
 //	    linger: 10ms

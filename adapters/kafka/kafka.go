@@ -66,12 +66,15 @@ var compressions = map[string]compress.Compression{
 // handler buffers encoded records and writes them from its own goroutine,
 // so Report never waits for Kafka.
 type handler struct {
-	name       string
-	log        *slog.Logger
-	now        func() time.Time
-	topic      string
-	key        *keyProgram // nil: records have no key
-	encode     encoder
+	name   string
+	log    *slog.Logger
+	now    func() time.Time
+	topic  string
+	key    *keyProgram // nil: records have no key
+	encode encoder
+	// otlpBatch: the spans (log entries) of one report that share a key
+	// are written as one OTLP record.
+	otlpBatch  bool
 	bufferSize int
 	batchBytes int64
 	take       int // records per write
@@ -97,7 +100,10 @@ type handler struct {
 	records   *prometheus.CounterVec
 	errs      prometheus.Counter
 	keyErrors prometheus.Counter
-	failing   bool // writer goroutine only: the last write failed
+	// instancesSent counts the instances in sent records (each record's
+	// WriterData is its instance count).
+	instancesSent prometheus.Counter
+	failing       bool // writer goroutine only: the last write failed
 
 	lastDropLog atomic.Int64 // unix nanos of the last dropped record logged as a warning
 }
@@ -114,6 +120,7 @@ func newHandler(_ context.Context, set adapters.Settings, cfg adapters.Config) (
 		now:        set.Now,
 		topic:      c.Topic,
 		encode:     newEncoder(c.Encoding),
+		otlpBatch:  c.OTLPBatch,
 		bufferSize: c.BufferSize,
 		batchBytes: c.BatchBytes,
 		take:       min(c.BatchSize*maxBatches, c.BufferSize),
@@ -206,6 +213,14 @@ func (h *handler) registerMetrics(r prometheus.Registerer) error {
 	if err != nil {
 		return err
 	}
+	instances, err := handlerkit.Register(r, prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "sidemix_kafka_instances_sent_total",
+		Help: "Instances (log entries, spans) in the records kafka handlers sent: with otlp_proto one record may hold many.",
+	}, []string{"handler"}))
+	if err != nil {
+		return err
+	}
+	h.instancesSent = instances.WithLabelValues(h.name)
 	h.buffered = buffered.WithLabelValues(h.name)
 	h.records = records
 	h.errs = errs.WithLabelValues(h.name)
@@ -226,11 +241,16 @@ func (h *handler) count(result string, n int) {
 // waits for Kafka. Records that do not fit the buffer are dropped and
 // counted.
 func (h *handler) Report(_ context.Context, insts []template.Instance) error {
-	msgs := make([]kafkago.Message, 0, len(insts))
 	now := h.now()
-	for _, inst := range insts {
-		if m, ok := h.record(inst, now); ok {
-			msgs = append(msgs, m)
+	var msgs []kafkago.Message
+	if h.otlpBatch {
+		msgs = h.otlpRecords(insts, now)
+	} else {
+		msgs = make([]kafkago.Message, 0, len(insts))
+		for _, inst := range insts {
+			if m, ok := h.record(inst, now); ok {
+				msgs = append(msgs, m)
+			}
 		}
 	}
 	h.mu.Lock()
@@ -280,10 +300,10 @@ func (h *handler) record(inst template.Instance, now time.Time) (kafkago.Message
 			h.log.Debug("record sent without a key", "instance", inst.InstanceName(), "key", h.key.text, "error", err)
 		}
 	}
-	m := kafkago.Message{Key: key, Value: value, Time: now}
+	m := kafkago.Message{Key: key, Value: value, Time: now, WriterData: 1}
 	// kafka-go refuses a whole write for one record above batchBytes; its
 	// size is the record's key, value and 23 bytes of framing.
-	if size := int64(len(key) + len(value) + 23); size > h.batchBytes {
+	if size := int64(len(key) + len(value) + recordOverhead); size > h.batchBytes {
 		h.tooLarge(m, fmt.Errorf("%d bytes, batchBytes is %d", size, h.batchBytes))
 		return kafkago.Message{}, false
 	}
@@ -410,6 +430,7 @@ func (h *handler) write(w *kafkago.Writer, msgs []kafkago.Message) (retry []kafk
 	err := w.WriteMessages(h.ctx, msgs...)
 	if err == nil {
 		h.count(resultSent, len(msgs))
+		h.sentInstances(msgs...)
 		return nil, nil
 	}
 	var tooBig kafkago.MessageTooLargeError
@@ -429,6 +450,7 @@ func (h *handler) write(w *kafkago.Writer, msgs []kafkago.Message) (retry []kafk
 		switch {
 		case e == nil:
 			h.count(resultSent, 1)
+			h.sentInstances(msgs[i])
 		case isTooLarge(e) && w == h.w:
 			isolate = append(isolate, msgs[i])
 		case isTooLarge(e):
@@ -505,4 +527,15 @@ func (h *handler) closeWriters() {
 	}
 	// The writers do not own a transport they are given.
 	h.transport.CloseIdleConnections()
+}
+
+// sentInstances counts the instances the records hold.
+func (h *handler) sentInstances(msgs ...kafkago.Message) {
+	n := 0
+	for _, m := range msgs {
+		if c, ok := m.WriterData.(int); ok {
+			n += c
+		}
+	}
+	h.instancesSent.Add(float64(n))
 }

@@ -13,6 +13,7 @@ import (
 	"encoding/pem"
 	"fmt"
 	"log/slog"
+	"maps"
 	"math/big"
 	"os"
 	"path/filepath"
@@ -625,4 +626,67 @@ func selfSigned(t *testing.T, dir string) (*tls.Config, string) {
 		t.Fatal(err)
 	}
 	return &tls.Config{Certificates: []tls.Certificate{pair}, MinVersion: tls.VersionTLS12}, caFile
+}
+
+// With otlp_proto the spans of one report and key share a record, split
+// so that no record is above batchBytes; records of different keys stay
+// apart; every span arrives once.
+func TestOTLPSpansBatchedPerKey(t *testing.T) {
+	c := newCluster(t, "batched")
+	addr := c.ListenAddrs()[0]
+	reg := prometheus.NewRegistry()
+	// One span's TracesData is about 300 bytes: 2,000 bytes hold a few.
+	h := newHandler(t, reg, fmt.Sprintf("brokers: [%s]\ntopic: batched\nkey: destinationName\nencoding: otlp_proto\notlpBatch: true\nbatchBytes: 2000\n", addr))
+	var insts []template.Instance
+	want := map[string]string{} // span id -> destination
+	for i := range 40 {
+		sp := span(fmt.Sprintf("%016x", i+1))
+		sp.DestinationName = []string{"invoice", "product"}[i%2]
+		want[sp.SpanID] = sp.DestinationName
+		insts = append(insts, sp)
+	}
+	if err := h.Report(context.Background(), insts); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for value(t, reg, "sidemix_kafka_instances_sent_total", map[string]string{"handler": "kafka"}) < 40 {
+		if time.Now().After(deadline) {
+			t.Fatal("40 spans not sent")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	records := int(sent(t, reg))
+	recs := consume(t, addr, "batched", records, 10*time.Second)
+	if len(recs) != records || records < 4 || records >= 40 {
+		t.Fatalf("%d records consumed, %d sent: want the 40 spans in a few records of both keys", len(recs), records)
+	}
+	got := map[string]string{}
+	for _, r := range recs {
+		if len(r.key)+len(r.value)+23 > 2000 {
+			t.Errorf("record of %d bytes, above batchBytes", len(r.key)+len(r.value))
+		}
+		td, err := (&ptrace.ProtoUnmarshaler{}).UnmarshalTraces([]byte(r.value))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if td.SpanCount() < 2 {
+			t.Errorf("record of key %s holds %d spans, want several", r.key, td.SpanCount())
+		}
+		for i := 0; i < td.ResourceSpans().Len(); i++ {
+			rs := td.ResourceSpans().At(i)
+			for j := 0; j < rs.ScopeSpans().Len(); j++ {
+				ss := rs.ScopeSpans().At(j).Spans()
+				for k := 0; k < ss.Len(); k++ {
+					id := ss.At(k).SpanID().String()
+					if _, dup := got[id]; dup {
+						t.Errorf("span %s twice", id)
+					}
+					got[id] = r.key
+				}
+			}
+		}
+	}
+	if !maps.Equal(got, want) {
+		t.Errorf("span -> record key = %v, want %v", got, want)
+	}
 }

@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"time"
 
+	kafkago "github.com/segmentio/kafka-go"
+
 	"go.opentelemetry.io/collector/pdata/plog"
 	"go.opentelemetry.io/collector/pdata/ptrace"
 
@@ -39,4 +41,124 @@ func encodeOTLP(inst template.Instance, now time.Time) ([]byte, error) {
 		return (&ptrace.ProtoMarshaler{}).MarshalTraces(td)
 	}
 	return nil, fmt.Errorf("%w: %s", errWrongTemplate, inst.Template())
+}
+
+// recordKey is a record's key, told apart from no key.
+type recordKey struct {
+	key  string
+	none bool
+}
+
+// otlpGroup is the spans and log entries of one report with one key, in
+// the order reported.
+type otlpGroup struct {
+	key   []byte
+	spans []*template.TraceSpan
+	logs  []*template.LogEntry
+}
+
+// otlpRecords turns a report's instances into OTLP records: the spans of
+// one key go into one TracesData record and the log entries of one key
+// into one LogsData record, as the OpenTelemetry Collector's kafka
+// exporter writes a batch, so a record is marshalled (and sent, and
+// acknowledged) per key and report instead of per instance. A record
+// above batchBytes is split in halves until each fits; a single instance
+// that does not fit is dropped as too large.
+func (h *handler) otlpRecords(insts []template.Instance, now time.Time) []kafkago.Message {
+	var order []recordKey
+	groups := map[recordKey]*otlpGroup{}
+	for _, inst := range insts {
+		switch inst.(type) {
+		case *template.TraceSpan, *template.LogEntry:
+		default:
+			h.count(resultWrongTemplate, 1)
+			continue
+		}
+		var key []byte
+		if h.key != nil {
+			var err error
+			if key, err = h.key.eval(inst); err != nil {
+				h.keyErrors.Inc()
+				h.log.Debug("record sent without a key", "instance", inst.InstanceName(), "key", h.key.text, "error", err)
+			}
+		}
+		rk := recordKey{key: string(key), none: key == nil}
+		g := groups[rk]
+		if g == nil {
+			g = &otlpGroup{key: key}
+			groups[rk] = g
+			order = append(order, rk)
+		}
+		switch i := inst.(type) {
+		case *template.TraceSpan:
+			g.spans = append(g.spans, i)
+		case *template.LogEntry:
+			if i.Timestamp.IsZero() {
+				c := *i
+				c.Timestamp = now
+				i = &c
+			}
+			g.logs = append(g.logs, i)
+		}
+	}
+	var msgs []kafkago.Message
+	for _, rk := range order {
+		g := groups[rk]
+		if len(g.spans) > 0 {
+			msgs = h.spanRecords(msgs, g.key, g.spans, now)
+		}
+		if len(g.logs) > 0 {
+			msgs = h.logRecords(msgs, g.key, g.logs, now)
+		}
+	}
+	return msgs
+}
+
+// recordOverhead is kafka-go's framing of a record, counted against
+// batchBytes with its key and value.
+const recordOverhead = 23
+
+func (h *handler) spanRecords(msgs []kafkago.Message, key []byte, ss []*template.TraceSpan, now time.Time) []kafkago.Message {
+	td, skipped := spans.Traces(ss)
+	h.count(resultEncodeError, skipped)
+	n := len(ss) - skipped
+	if n == 0 {
+		return msgs
+	}
+	value, err := (&ptrace.ProtoMarshaler{}).MarshalTraces(td)
+	if err != nil {
+		h.count(resultEncodeError, n)
+		h.log.Debug("records dropped: cannot encode", "spans", n, "error", err)
+		return msgs
+	}
+	if int64(len(key)+len(value)+recordOverhead) > h.batchBytes && len(ss) > 1 {
+		half := len(ss) / 2
+		msgs = h.spanRecords(msgs, key, ss[:half], now)
+		return h.spanRecords(msgs, key, ss[half:], now)
+	}
+	return h.appendRecord(msgs, kafkago.Message{Key: key, Value: value, Time: now, WriterData: n})
+}
+
+func (h *handler) logRecords(msgs []kafkago.Message, key []byte, es []*template.LogEntry, now time.Time) []kafkago.Message {
+	value, err := (&plog.ProtoMarshaler{}).MarshalLogs(spans.Logs(es))
+	if err != nil {
+		h.count(resultEncodeError, len(es))
+		h.log.Debug("records dropped: cannot encode", "log entries", len(es), "error", err)
+		return msgs
+	}
+	if int64(len(key)+len(value)+recordOverhead) > h.batchBytes && len(es) > 1 {
+		half := len(es) / 2
+		msgs = h.logRecords(msgs, key, es[:half], now)
+		return h.logRecords(msgs, key, es[half:], now)
+	}
+	return h.appendRecord(msgs, kafkago.Message{Key: key, Value: value, Time: now, WriterData: len(es)})
+}
+
+// appendRecord appends m unless it is too large for batchBytes.
+func (h *handler) appendRecord(msgs []kafkago.Message, m kafkago.Message) []kafkago.Message {
+	if size := int64(len(m.Key) + len(m.Value) + recordOverhead); size > h.batchBytes {
+		h.tooLarge(m, fmt.Errorf("%d bytes, batchBytes is %d", size, h.batchBytes))
+		return msgs
+	}
+	return append(msgs, m)
 }

@@ -27,10 +27,10 @@ const (
 
 // reportBags returns the bags one proxy reports for n requests: the caller's
 // outbound sidecar (outbound true, reporter="source") or the callee's
-// inbound one, each request with its own id, path, trace and span, every
-// trace sampled (the worst case for the tracing rule: every record also
-// becomes a span).
-func reportBags(n, seed int, outbound bool) []*attribute.Bag {
+// inbound one, each request with its own id, path, trace and span. One
+// request in sampleEvery has its trace sampled (1: every trace, the worst
+// case for the tracing rule, where every record also becomes a span).
+func reportBags(n, seed int, outbound bool, sampleEvery int) []*attribute.Bag {
 	bags := make([]*attribute.Bag, n)
 	ip := netip.MustParseAddr("10.0.3.17")
 	kind := "inbound"
@@ -85,7 +85,7 @@ func reportBags(n, seed int, outbound bool) []*attribute.Bag {
 			SetString(attribute.ContextProxyErrorCode, "-").
 			SetString(attribute.RequestTraceID, fmt.Sprintf("%032x", uint64(k)+1)).
 			SetString(attribute.RequestSpanID, fmt.Sprintf("%016x", uint64(k)*2+1)).
-			SetBool(attribute.RequestTraceSampled, true)
+			SetBool(attribute.RequestTraceSampled, k%sampleEvery == 0)
 		if outbound {
 			b.SetString(attribute.RequestParentSpanID, fmt.Sprintf("%016x", uint64(k)*2+2))
 		}
@@ -99,7 +99,7 @@ func reportBags(n, seed int, outbound bool) []*attribute.Bag {
 // of its own on connection w%len(conns); even workers report as outbound
 // sidecars, odd ones as inbound. The outcome is the number of records, so
 // the run's Outcomes tally records.
-func reportOp(conns []*grpc.ClientConn, workers, batch int) load.Op {
+func reportOp(conns []*grpc.ClientConn, workers, batch, sampleEvery int) load.Op {
 	clients := make([]mixerv1.MixerClient, len(conns))
 	for i, c := range conns {
 		clients[i] = mixerv1.NewMixerClient(c)
@@ -109,7 +109,7 @@ func reportOp(conns []*grpc.ClientConn, workers, batch int) load.Op {
 		enc := attribute.NewEncoder(attribute.DefaultDictionary())
 		for j := range preBuilt {
 			enc.Reset()
-			reqs[w] = append(reqs[w], enc.EncodeBatch(reportBags(batch, w*preBuilt+j, w%2 == 0)))
+			reqs[w] = append(reqs[w], enc.EncodeBatch(reportBags(batch, w*preBuilt+j, w%2 == 0, sampleEvery)))
 		}
 	}
 	seq := make([]int, workers)

@@ -164,16 +164,32 @@ func (s *Suite) Close() {
 }
 
 // Scenarios are the runs of a round, in order.
-var Scenarios = []string{"report-max", "report-fixed", "spans-sidemix", "spans-otelcol", "spans-sidemix-fixed", "spans-otelcol-fixed"}
+var Scenarios = []string{"report-max", "report-fixed", "report-default", "report-default-1pct",
+	"spans-sidemix", "spans-otelcol", "spans-sidemix-fixed", "spans-otelcol-fixed"}
+
+// reportSetup is what a report scenario runs: the kafka access-log rule on
+// or off, and one trace in sampleEvery sampled.
+type reportSetup struct {
+	kafka       bool
+	sampleEvery int
+}
 
 // Run runs one scenario.
 func (s *Suite) Run(ctx context.Context, name string) (Measurement, error) {
 	switch name {
 	case "report-max":
-		return s.runReport(ctx, name, 0)
+		return s.runReport(ctx, name, 0, reportSetup{kafka: true, sampleEvery: 1})
 	case "report-fixed":
 		// Two proxies, MeshRate records each per second, in batches of Batch.
-		return s.runReport(ctx, name, 2*float64(s.opts.MeshRate)/float64(s.opts.Batch))
+		return s.runReport(ctx, name, s.meshBatchRate(), reportSetup{kafka: true, sampleEvery: 1})
+	case "report-default":
+		// examples/default as shipped: the kafka rule commented out, and
+		// the proxy's default --trace-sampling of 1 (every trace).
+		return s.runReport(ctx, name, s.meshBatchRate(), reportSetup{sampleEvery: 1})
+	case "report-default-1pct":
+		// As shipped, with 1% of traces sampled: Istio's default sampling,
+		// the setting of its Mixer's 0.6 vCPU per 1,000 rps.
+		return s.runReport(ctx, name, s.meshBatchRate(), reportSetup{sampleEvery: 100})
 	case "spans-sidemix", "spans-sidemix-fixed":
 		return s.runSpansSidemix(ctx, name, s.spanRate(name))
 	case "spans-otelcol", "spans-otelcol-fixed":
@@ -183,6 +199,12 @@ func (s *Suite) Run(ctx context.Context, name string) (Measurement, error) {
 		return s.runSpansOtelcol(ctx, name, s.spanRate(name))
 	}
 	return Measurement{}, fmt.Errorf("reportbench: no scenario %q", name)
+}
+
+// meshBatchRate is the Report batches per second at MeshRate: two proxies,
+// MeshRate records each per second, in batches of Batch.
+func (s *Suite) meshBatchRate() float64 {
+	return 2 * float64(s.opts.MeshRate) / float64(s.opts.Batch)
 }
 
 // spanRate is the exports per second of a span scenario: 0 (closed loop)
@@ -234,9 +256,10 @@ func (s *Suite) serverEnv() []string {
 
 // reportConfig writes examples/default with the access log to /dev/null,
 // the Prometheus handler on a free port, the jaeger handler on this
-// suite's Jaeger (left out without one), and the kafka access-log rule on
-// (JSON, keyed by destination service) to the suite's broker.
-func (s *Suite) reportConfig() (string, error) {
+// suite's Jaeger (left out without one), and, with kafka, the kafka
+// access-log rule on (JSON, keyed by destination service) to the suite's
+// broker.
+func (s *Suite) reportConfig(kafka bool) (string, error) {
 	dir := filepath.Join(s.opts.WorkDir, "report-config")
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return "", err
@@ -269,7 +292,9 @@ func (s *Suite) reportConfig() (string, error) {
 			}
 			text = strings.Replace(text, "endpoint: 127.0.0.1:14250", "endpoint: "+s.jaegerAddr, 1)
 		case "kafka.yaml":
-			text = uncommentKafka(text, s.brokerAddr)
+			if kafka {
+				text = uncommentKafka(text, s.brokerAddr)
+			}
 		}
 		if err := os.WriteFile(filepath.Join(dir, name), []byte(text), 0o644); err != nil {
 			return "", err
@@ -299,8 +324,9 @@ func uncommentKafka(text, addr string) string {
 
 // spansConfig writes the sidemix side of the span comparison: the span
 // instance of examples/default/tracing.yaml and one rule sending the spans
-// apps export over OTLP to a kafka handler, one OTLP TracesData record per
-// span.
+// apps export over OTLP to a kafka handler (otlp_proto with otlpBatch and
+// no key, as the collector's kafka exporter is configured: one TracesData
+// record per batch the mixer's queue hands the handler).
 func (s *Suite) spansConfig() (string, error) {
 	dir := filepath.Join(s.opts.WorkDir, "spans-config")
 	if err := os.MkdirAll(dir, 0o755); err != nil {
@@ -318,8 +344,8 @@ spec:
   params:
     brokers: [%s]
     topic: sidemix.spans
-    key: traceId
     encoding: otlp_proto
+    otlpBatch: true
     linger: 10ms
     requiredAcks: all
     bufferSize: 100000
@@ -380,8 +406,8 @@ func (s *Suite) window(ctx context.Context, srv *server, opts load.Options, op l
 	return res, (cpu1 - cpu0).Seconds(), delta, nil
 }
 
-func (s *Suite) runReport(ctx context.Context, name string, batchRate float64) (Measurement, error) {
-	dir, err := s.reportConfig()
+func (s *Suite) runReport(ctx context.Context, name string, batchRate float64, setup reportSetup) (Measurement, error) {
+	dir, err := s.reportConfig(setup.kafka)
 	if err != nil {
 		return Measurement{}, err
 	}
@@ -404,7 +430,7 @@ func (s *Suite) runReport(ctx context.Context, name string, batchRate float64) (
 		"jaeger_sent":    regexp.MustCompile(`^sidemix_jaeger_spans_sent_total\S* (\S+)`),
 		"jaeger_dropped": regexp.MustCompile(`^sidemix_jaeger_spans_(?:dropped|failed)_total\S* (\S+)`),
 	}
-	res, cpu, d, err := s.window(ctx, srv, load.Options{Workers: 2, Warmup: s.opts.Warmup, Duration: s.opts.Duration, Rate: batchRate}, reportOp(conns, 2, s.opts.Batch), counters)
+	res, cpu, d, err := s.window(ctx, srv, load.Options{Workers: 2, Warmup: s.opts.Warmup, Duration: s.opts.Duration, Rate: batchRate}, reportOp(conns, 2, s.opts.Batch, setup.sampleEvery), counters)
 	if err != nil {
 		return Measurement{}, err
 	}
@@ -427,9 +453,11 @@ func (s *Suite) runSpansSidemix(ctx context.Context, name string, rate float64) 
 	}
 	defer srv.Stop(20 * time.Second)
 	counters := map[string]*regexp.Regexp{
-		"kafka_sent":    regexp.MustCompile(`^sidemix_kafka_records_total\{.*result="sent".*\} (\S+)`),
-		"kafka_dropped": regexp.MustCompile(`^sidemix_kafka_records_total\{.*result="(?:[^s]|s[^e])[^"]*".*\} (\S+)`),
-		"queue_dropped": regexp.MustCompile(`^sidemix_mixer_report_instances_dropped_total\S* (\S+)`),
+		"kafka_sent": regexp.MustCompile(`^sidemix_kafka_instances_sent_total\S* (\S+)`),
+		// A mixer older than that counter wrote one span per record.
+		"kafka_sent_records": regexp.MustCompile(`^sidemix_kafka_records_total\{.*result="sent".*\} (\S+)`),
+		"kafka_dropped":      regexp.MustCompile(`^sidemix_kafka_records_total\{.*result="(?:[^s]|s[^e])[^"]*".*\} (\S+)`),
+		"queue_dropped":      regexp.MustCompile(`^sidemix_mixer_report_instances_dropped_total\S* (\S+)`),
 	}
 	return s.runSpans(ctx, name, rate, srv, addr, counters, "kafka_sent", []string{"kafka_dropped", "queue_dropped"})
 }
@@ -449,6 +477,9 @@ func (s *Suite) runSpans(ctx context.Context, name string, rate float64, srv *se
 	}
 	m := measure(name, res, int64(s.opts.SpanBatch), cpu)
 	m.Delivered = int64(d[sent])
+	if old, ok := d[sent+"_records"]; ok && d[sent] < 0 {
+		m.Delivered = int64(old)
+	}
 	m.Dropped = 0
 	for _, k := range dropped {
 		m.Dropped += int64(max(d[k], 0))

@@ -36,11 +36,22 @@ const DefaultSeverity = "INFO"
 type Encoder struct {
 	keys  []string // an entry's keys
 	mkeys []string // a map[string]string value's keys
+	// order is the last entry's keys, sorted, and vars how many of them
+	// are variables: entries of one instance have the same keys, so the
+	// next entry is written in this order when its variables are exactly
+	// these, without collecting and sorting its keys again.
+	order []string
+	vars  int
 }
 
 // AppendLogEntry appends e's JSON object (no newline) to b. now stands in
 // for a zero Timestamp.
 func (enc *Encoder) AppendLogEntry(b []byte, e *template.LogEntry, now time.Time) []byte {
+	if len(e.Variables) == enc.vars && enc.order != nil {
+		if out, ok := enc.appendInOrder(b, e, now); ok {
+			return out
+		}
+	}
 	keys := append(enc.keys[:0], "instance", "severity", "time")
 	for k := range e.Variables {
 		if k != "instance" && k != "severity" && k != "time" {
@@ -74,9 +85,56 @@ func (enc *Encoder) AppendLogEntry(b []byte, e *template.LogEntry, now time.Time
 			b = enc.appendValue(b, e.Variables[k])
 		}
 	}
+	// Keep the order for the next entry only when no variable is shadowed
+	// by a fixed key (then every key but the three is a variable).
+	if len(keys) == len(e.Variables)+3 {
+		enc.order = append(enc.order[:0], keys...)
+		enc.vars = len(e.Variables)
+	} else {
+		enc.order, enc.vars = enc.order[:0], -1
+	}
 	clear(keys) // drop references to the entry's strings
 	enc.keys = keys[:0]
 	return append(b, '}')
+}
+
+// appendInOrder writes e in the last entry's key order. It reports false,
+// with b as it was, when e has a variable that order lacks; since e has
+// as many variables as order, finding each of order's in e proves the
+// keys the same.
+func (enc *Encoder) appendInOrder(b []byte, e *template.LogEntry, now time.Time) ([]byte, bool) {
+	start := len(b)
+	b = append(b, '{')
+	for i, k := range enc.order {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		b = AppendString(b, k)
+		b = append(b, ':')
+		switch k {
+		case "instance":
+			b = AppendString(b, e.Name)
+		case "severity":
+			sev := e.Severity
+			if sev == "" {
+				sev = DefaultSeverity
+			}
+			b = AppendString(b, sev)
+		case "time":
+			ts := e.Timestamp
+			if ts.IsZero() {
+				ts = now
+			}
+			b = appendTime(b, ts)
+		default:
+			v, ok := e.Variables[k]
+			if !ok {
+				return b[:start], false
+			}
+			b = enc.appendValue(b, v)
+		}
+	}
+	return append(b, '}'), true
 }
 
 // Value is what a template value is in JSON: nil, strings, bools, integers,

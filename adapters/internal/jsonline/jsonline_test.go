@@ -139,3 +139,40 @@ func BenchmarkAppendLogEntry(b *testing.B) {
 		buf = enc.AppendLogEntry(buf[:0], e, time.Time{})
 	}
 }
+
+// TestKeyOrderReused: one encoder writing entries whose variables are the
+// same set, another set of the same size, a superset, a subset and sets
+// with keys the fixed ones shadow, in turn, writes each as encoding/json
+// does (the key order kept from the previous entry is used only when it
+// fits).
+func TestKeyOrderReused(t *testing.T) {
+	now := time.Date(2025, 3, 1, 12, 0, 0, 0, time.UTC)
+	sets := []map[string]any{
+		{"b": "1", "a": int64(2), "c": true},
+		{"b": "x", "a": int64(3), "c": false},
+		{"b": "1", "a": int64(2), "d": true},
+		{"b": "1", "a": int64(2), "d": true, "zz": "z"},
+		{"a": "only"},
+		{"time": "t", "a": "1", "severity": "s"},
+		{"time": "t", "a": "1", "b": "s"},
+		{"time": "t", "a": "1", "instance": "i"},
+		{"x": "1", "a": "1", "instance": "i"},
+		{},
+		{"a": "1"},
+	}
+	var enc jsonline.Encoder
+	var buf []byte
+	for round := range 3 {
+		for i, vars := range sets {
+			e := &template.LogEntry{Name: "n", Severity: []string{"", "warn"}[i%2], Variables: vars}
+			buf = enc.AppendLogEntry(buf[:0], e, now)
+			if got, want := string(buf), reference(t, e, now); got != want {
+				t.Errorf("round %d, entry %d:\n got %s\nwant %s", round, i, got, want)
+			}
+			buf = enc.AppendLogEntry(buf[:0], e, now) // the same keys again
+			if got, want := string(buf), reference(t, e, now); got != want {
+				t.Errorf("round %d, entry %d again:\n got %s\nwant %s", round, i, got, want)
+			}
+		}
+	}
+}

@@ -67,7 +67,10 @@ func TestSmoke(t *testing.T) {
 		if r.Requests == 0 || r.Errors != 0 || r.P50Ms <= 0 || r.P99Ms < r.P50Ms {
 			t.Errorf("%s: %+v", r.Path, r)
 		}
-		if r.Path != Direct && r.ProxyCPU <= 0 {
+		// nginx and haproxy may use under one clock tick (10 ms) serving
+		// a second of 200 requests/s, so only sidemix's CPU must show here;
+		// the closed-loop ceiling runs below check every proxy's.
+		if r.ProxyCPU < 0 || (r.Path != Direct && r.Path != Nginx && r.Path != HAProxy && r.ProxyCPU <= 0) {
 			t.Errorf("%s: no proxy CPU read: %+v", r.Path, r)
 		}
 		if r.Path == Sidemix2 && len(r.ProxyCPUPer1kEach) != 2 {

@@ -564,8 +564,12 @@ func (t routedTransport) attempt(ctx context.Context, req *http.Request, ex *exc
 	if err != nil {
 		return nil, nil, acancel, err
 	}
-	out := req.Clone(actx)
-	out.URL.Scheme, out.URL.Host = "http", pk.Addr
+	// A shallow copy: RoundTrippers only read the request, so the tries
+	// share its headers; each gets its own URL.
+	out := req.WithContext(actx)
+	u := *req.URL
+	u.Scheme, u.Host = "http", pk.Addr
+	out.URL = &u
 	switch {
 	case ex.bodyBuf != nil:
 		out.Body, out.ContentLength = io.NopCloser(bytes.NewReader(ex.bodyBuf)), int64(len(ex.bodyBuf))

@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -69,7 +70,10 @@ func TestSmoke(t *testing.T) {
 		if r.Requests == 0 || r.Errors != 0 || r.P50Ms <= 0 || r.P99Ms < r.P50Ms {
 			t.Errorf("%s: %+v", r.Path, r)
 		}
-		if r.Path != Direct && r.ProxyCPU <= 0 {
+		// nginx and haproxy may pass 200 requests within one clock tick
+		// of CPU (10 ms); their CPU reading is asserted by the ceiling
+		// runs below, closed loop.
+		if slices.Contains(sidemixPaths, r.Path) && r.ProxyCPU <= 0 {
 			t.Errorf("%s: no proxy CPU read: %+v", r.Path, r)
 		}
 		if r.Path == Sidemix2 && len(r.ProxyCPUPer1kEach) != 2 {

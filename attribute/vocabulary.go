@@ -161,6 +161,12 @@ const (
 	ConnectionSentBytes          = "connection.sent.bytes"
 	ConnectionSentBytesTotal     = "connection.sent.bytes_total"
 	ConnectionDuration           = "connection.duration"
+
+	// The route a proxy's routing chose for the request (proxy/routing):
+	// the VirtualService's http[].name, else VIRTUALSERVICE.INDEX (the
+	// route's 0-based place in http[]), or the host for a ServiceEntry's
+	// default route.
+	RouteName = "route.name"
 )
 
 // standard is the built-in manifest, in the order its names enter the global
@@ -236,6 +242,7 @@ var standard = []struct {
 	{ConnectionSentBytes, KindInt64},
 	{ConnectionSentBytesTotal, KindInt64},
 	{ConnectionDuration, KindDuration},
+	{RouteName, KindString},
 }
 
 // Manifest maps attribute names to kinds. It is immutable once built.

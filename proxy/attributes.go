@@ -252,18 +252,7 @@ func responseBag(ex *exchange, rec *recorder, end time.Time) *attribute.Bag {
 		b.SetString(attribute.ResponseGRPCStatus, gs)
 	}
 	b.SetString(attribute.ContextProxyErrorCode, ex.flag)
-	if pk := ex.picked; pk != nil {
-		// Routed: the endpoint of the last try, and its labels (version).
-		if ip, port := pickedAddr(pk); port > 0 {
-			if a, err := netip.ParseAddr(ip); err == nil {
-				b.SetIP(attribute.DestinationIP, a)
-			}
-			b.SetInt64(attribute.DestinationPort, port)
-		}
-		if len(pk.Endpoint.Labels) > 0 {
-			b.SetStringMap(attribute.DestinationLabels, pk.Endpoint.Labels)
-		}
-	}
+	setRouteAttributes(b, ex)
 	if v := ex.peer[0]; v != "" {
 		b.SetString(attribute.DestinationWorkloadName, v)
 		b.SetString(attribute.DestinationName, v)

@@ -157,9 +157,15 @@
 // flags in context.proxy_error_code (the response_flags label of the
 // metrics in examples/default): UT timeout, URX retries exhausted, UO pool
 // overflow (503), UH no healthy endpoint (503), UF connect failure (503),
-// UC reset (503), DI and FI faults, NR no route. The report's
-// destination.ip, destination.port and destination.labels (such as
-// version) are those of the endpoint of the last try. Endpoints given by
+// UC reset (503), DI and FI faults, NR no route. The report's route.name
+// is the matched route's http[].name, else VIRTUALSERVICE.INDEX (its
+// 0-based place in http[]), else, for a ServiceEntry host's default
+// route, the host; its destination.ip, destination.port and
+// destination.labels (such as version, so the metrics split traffic by
+// subset) are those of the endpoint of the last try. A cluster whose
+// loadBalancer is PASSTHROUGH sends every try to the request's own Host
+// (after a rewrite of the authority) on the Host's port, else the
+// service port the route chose. Endpoints given by
 // host name become one endpoint per address they resolve to, resolved
 // again every Config.DNSRefreshRate (default 60s, Istio's); a failed
 // lookup keeps the last addresses. An invalid change

@@ -11,10 +11,12 @@ import (
 	"net/netip"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
+	"github.com/sidemix/sidemix/attribute"
 	"github.com/sidemix/sidemix/proxy/mixerclient"
 	"github.com/sidemix/sidemix/proxy/routing"
 	ups "github.com/sidemix/sidemix/proxy/upstream"
@@ -88,6 +90,9 @@ type routeCluster struct {
 	active     atomic.Int64 // requests in flight, for the retry budget
 	retries    atomic.Int64 // retries in flight
 	maxRetries atomic.Int64 // connectionPool.http.maxRetries; 0 = none
+	// passthrough: loadBalancer PASSTHROUGH, each try goes to the
+	// request's own Host (originalDestination).
+	passthrough atomic.Bool
 	// Under router.mu: the endpoints as configured (names included), as
 	// resolved and given to the cluster, and its policy.
 	raw, eps []ups.Endpoint
@@ -149,6 +154,7 @@ func (r *router) apply(t *routing.Table) {
 			})
 		}
 		rc.maxRetries.Store(int64(cl.Policy.MaxRetries))
+		rc.passthrough.Store(pol.LB == ups.Passthrough)
 		rc.raw, rc.eps, rc.pol = raw, eps, pol
 		next[key] = rc
 	}
@@ -398,7 +404,7 @@ func (s *side) mirror(r *http.Request, ex *exchange) {
 	if err != nil {
 		host, port = r.Host, ""
 	}
-	shadow := host + "-shadow"
+	orig, shadow := r.Host, host+"-shadow"
 	if port != "" {
 		shadow = net.JoinHostPort(shadow, port)
 	}
@@ -416,6 +422,9 @@ func (s *side) mirror(r *http.Request, ex *exchange) {
 		defer router.mirrors.Done()
 		ctx, cancel := context.WithTimeout(context.Background(), timeout)
 		defer cancel()
+		if rc.passthrough.Load() {
+			ctx = ups.WithOriginalDestination(ctx, originalDestination(orig, rc.key.Port))
+		}
 		pk, err := rc.c.Pick(ctx)
 		if err != nil {
 			return
@@ -547,12 +556,20 @@ func (t routedTransport) attempt(ctx context.Context, req *http.Request, ex *exc
 	if rt.Retries.PerTryTimeout > 0 {
 		actx, acancel = context.WithTimeoutCause(ctx, rt.Retries.PerTryTimeout, errPerTryTimeout)
 	}
-	pk, err := rc.c.Pick(actx)
+	pctx := actx
+	if rc.passthrough.Load() {
+		pctx = ups.WithOriginalDestination(actx, originalDestination(req.Host, rc.key.Port))
+	}
+	pk, err := rc.c.Pick(pctx)
 	if err != nil {
 		return nil, nil, acancel, err
 	}
-	out := req.Clone(actx)
-	out.URL.Scheme, out.URL.Host = "http", pk.Addr
+	// A shallow copy: RoundTrippers only read the request, so the tries
+	// share its headers; each gets its own URL.
+	out := req.WithContext(actx)
+	u := *req.URL
+	u.Scheme, u.Host = "http", pk.Addr
+	out.URL = &u
 	switch {
 	case ex.bodyBuf != nil:
 		out.Body, out.ContentLength = io.NopCloser(bytes.NewReader(ex.bodyBuf)), int64(len(ex.bodyBuf))
@@ -565,6 +582,20 @@ func (t routedTransport) attempt(ctx context.Context, req *http.Request, ex *exc
 		return nil, pk, acancel, err
 	}
 	return resp, pk, acancel, nil
+}
+
+// originalDestination is where a PASSTHROUGH cluster sends a request: the
+// Host it is sent with (after a rewrite of the authority), on the Host's
+// port, else the port of the service the route chose, else 80.
+func originalDestination(host string, port int) string {
+	if h, p, err := net.SplitHostPort(host); err == nil && p != "" {
+		return net.JoinHostPort(h, p)
+	}
+	host = strings.TrimSuffix(strings.TrimPrefix(host, "["), "]")
+	if port <= 0 {
+		port = 80
+	}
+	return net.JoinHostPort(host, strconv.Itoa(port))
 }
 
 // allowRetry takes a retry slot if the budget has one: retries in flight
@@ -666,6 +697,28 @@ type finishRWBody struct {
 }
 
 func (b *finishRWBody) Write(p []byte) (int, error) { return b.w.Write(p) }
+
+// setRouteAttributes adds a routed request's decisions to its report:
+// route.name, and the endpoint of the last try with its labels (the
+// subset's version among them) as destination.ip, .port and .labels.
+func setRouteAttributes(b *attribute.Builder, ex *exchange) {
+	if ex.route != nil {
+		b.SetString(attribute.RouteName, ex.route.Name)
+	}
+	pk := ex.picked
+	if pk == nil {
+		return
+	}
+	if ip, port := pickedAddr(pk); port > 0 {
+		if a, err := netip.ParseAddr(ip); err == nil {
+			b.SetIP(attribute.DestinationIP, a)
+		}
+		b.SetInt64(attribute.DestinationPort, port)
+	}
+	if len(pk.Endpoint.Labels) > 0 {
+		b.SetStringMap(attribute.DestinationLabels, pk.Endpoint.Labels)
+	}
+}
 
 // pickedAddr splits the chosen endpoint's address for the report.
 func pickedAddr(pk *ups.Pick) (ip string, port int64) {

@@ -305,3 +305,87 @@ spec:
 		t.Errorf("details (fail closed): %d", code)
 	}
 }
+
+// TestRoutesReportRouteName: a routed request's report names its route
+// (http[].name, else VIRTUALSERVICE.INDEX, else the ServiceEntry host) and
+// the chosen subset's version in destination.labels.
+func TestRoutesReportRouteName(t *testing.T) {
+	v1, v2 := startBackend(t, "v1", nil), startBackend(t, "v2", nil)
+	vs := `apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: reviews}
+spec:
+  hosts: [reviews]
+  http:
+  - name: jason
+    match: [{headers: {end-user: {exact: jason}}}]
+    route: [{destination: {host: reviews, subset: v2}}]
+  - match: [{uri: {prefix: /old}}]
+    redirect: {uri: /new}
+  - route: [{destination: {host: reviews, subset: v1}}]
+`
+	p, m, _ := startRouted(t, map[string]string{"svc.yaml": serviceYAML(v1, v2), "vs.yaml": vs}, nil)
+	steps := []struct {
+		hdr            map[string]string
+		path           string
+		code           int
+		route, version string
+	}{
+		{map[string]string{"end-user": "jason"}, "/r", 200, "jason", "v2"},
+		{nil, "/r", 200, "reviews.2", "v1"},
+		{nil, "/old/x", 301, "reviews.1", ""},
+		{map[string]string{"host": "reviews.shop.svc.cluster.local:9080"}, "/r", 200, "reviews.2", "v1"},
+	}
+	for i, st := range steps {
+		if code, _, _, _ := call(t, p, "GET", st.path, st.hdr, ""); code != st.code {
+			t.Fatalf("step %d: status %d, want %d", i, code, st.code)
+		}
+		b := m.WaitReported(t, i+1, 5*time.Second)[i]
+		if got := str(t, b, attribute.RouteName); got != st.route {
+			t.Errorf("step %d: route.name = %q, want %q", i, got, st.route)
+		}
+		v, _ := b.MapValue(attribute.DestinationLabels, "version")
+		if v != st.version {
+			t.Errorf("step %d: destination.labels[version] = %q, want %q", i, v, st.version)
+		}
+	}
+}
+
+// TestRoutesPassthrough: a PASSTHROUGH cluster sends each request to the
+// Host it names (its port, else the service port), whatever the endpoints.
+func TestRoutesPassthrough(t *testing.T) {
+	b := startBackend(t, "direct", nil)
+	svc := `apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: local}
+spec:
+  hosts: [localhost]
+  ports: [{number: ` + b.port() + `, name: http, protocol: HTTP}]
+  resolution: NONE
+  endpoints: [{address: 127.0.0.1, ports: {http: 1}}]
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: local}
+spec:
+  host: localhost
+  trafficPolicy: {loadBalancer: {simple: PASSTHROUGH}}
+`
+	p, m, _ := startRouted(t, map[string]string{"svc.yaml": svc}, nil)
+	for i, host := range []string{"localhost:" + b.port(), "localhost"} {
+		code, h, body, _ := call(t, p, "GET", "/pt", map[string]string{"host": host}, "")
+		if code != 200 || h.Get("X-Backend") != "direct" {
+			t.Errorf("Host %s: %d %q from %q, want 200 from the Host's own address", host, code, body, h.Get("X-Backend"))
+		}
+		bag := m.WaitReported(t, i+1, 5*time.Second)[i]
+		if f := str(t, bag, attribute.ContextProxyErrorCode); f != "-" {
+			t.Errorf("Host %s: flag %q", host, f)
+		}
+		if got := num(t, bag, attribute.DestinationPort); strconv.FormatInt(got, 10) != b.port() {
+			t.Errorf("Host %s: destination.port = %d, want %s", host, got, b.port())
+		}
+	}
+	if b.hits.Load() != 2 {
+		t.Errorf("backend hits %d, want 2", b.hits.Load())
+	}
+}

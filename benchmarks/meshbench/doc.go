@@ -12,11 +12,17 @@
 //   - direct: fortio to the app;
 //   - sidemix_1: one sidecar, the app's inbound;
 //   - sidemix_2: the client's outbound sidecar and the app's inbound one;
+//   - sidemix_out and sidemix_out_routed (issue 6): the client's outbound
+//     sidecar straight to the app, with plain --upstreams, and with
+//     --routes (a VirtualService splitting 90/10 over two subsets, two app
+//     instances, of a DestinationRule with outlier detection; a timeout
+//     and retries): what routing costs over the plain path
+//     ([Report.RoutingCost]);
 //   - nginx and haproxy: plain reverse proxies (Debian packages), with
 //     configs written to the work folder, no logs, keep-alive upstreams.
 //
 // Latency runs interleave the paths (A B C D E A B C D E …) so drift hits
-// all alike. Each run reports p50/p90/p99/p99.9 from the harness's own
+// all alike; Options.Paths runs a subset. Each run reports p50/p90/p99/p99.9 from the harness's own
 // histogram (under 0.8% error), the proxy processes' and the mixer's CPU
 // (utime+stime of every process of the tree, from /proc/<pid>/stat) per
 // 1,000 requests, and the proxies' peak RSS (VmHWM). Ceiling runs pin one

@@ -148,13 +148,34 @@ type PathSummary struct {
 type Summary struct {
 	Paths         map[string]PathSummary
 	MixerCPUPer1k float64
+	// Routing is issue 6's comparison, when the run had both routing
+	// paths: under "routing", beside issue 5's fields.
+	Routing *RoutingSummary
 }
+
+// RoutingSummary compares the routed outbound sidecar with the plain one.
+type RoutingSummary struct {
+	Plain  PathSummary `json:"plain"`
+	Routed PathSummary `json:"routed"`
+	// The routed path's cost over the plain one, in percent: of the
+	// latency added over direct at p50 and p90, and of proxy CPU per 1,000
+	// requests. Target: each ≤ 10.
+	AddedP50Pct float64 `json:"added_p50_overhead_pct"`
+	AddedP90Pct float64 `json:"added_p90_overhead_pct"`
+	CPUPct      float64 `json:"cpu_overhead_pct"`
+}
+
+// routingKey is RoutingSummary's key in summary.json.
+const routingKey = "routing"
 
 // MarshalJSON writes the paths and mixer_cpu_s_per_1k side by side.
 func (s Summary) MarshalJSON() ([]byte, error) {
 	m := map[string]any{"mixer_cpu_s_per_1k": round4(s.MixerCPUPer1k)}
 	for k, v := range s.Paths {
 		m[k] = v
+	}
+	if s.Routing != nil {
+		m[routingKey] = s.Routing
 	}
 	return json.Marshal(m)
 }
@@ -169,6 +190,13 @@ func (s *Summary) UnmarshalJSON(b []byte) error {
 	for k, v := range raw {
 		if k == "mixer_cpu_s_per_1k" {
 			if err := json.Unmarshal(v, &s.MixerCPUPer1k); err != nil {
+				return fmt.Errorf("summary %s: %v", k, err)
+			}
+			continue
+		}
+		if k == routingKey {
+			s.Routing = &RoutingSummary{}
+			if err := json.Unmarshal(v, s.Routing); err != nil {
 				return fmt.Errorf("summary %s: %v", k, err)
 			}
 			continue
@@ -189,12 +217,19 @@ func round4(v float64) float64 {
 // Summary is the machine-readable summary.
 func (r *Report) Summary() Summary {
 	s := Summary{Paths: map[string]PathSummary{}}
+	ps := func(name string, m Run) PathSummary {
+		return PathSummary{P50Ms: round4(m.P50Ms), P90Ms: round4(m.P90Ms), P99Ms: round4(m.P99Ms),
+			CPUSPer1k: round4(m.ProxyCPUPer1k), RSSMB: round4(r.RSSMB[name])}
+	}
 	for name, m := range r.Median {
-		if name == Variant {
+		if !slices.Contains(Paths, name) {
 			continue
 		}
-		s.Paths[name] = PathSummary{P50Ms: round4(m.P50Ms), P90Ms: round4(m.P90Ms), P99Ms: round4(m.P99Ms),
-			CPUSPer1k: round4(m.ProxyCPUPer1k), RSSMB: round4(r.RSSMB[name])}
+		s.Paths[name] = ps(name, m)
+	}
+	if c, ok := r.RoutingCost(); ok {
+		s.Routing = &RoutingSummary{Plain: ps(SidemixOut, r.Median[SidemixOut]), Routed: ps(SidemixRouted, r.Median[SidemixRouted]),
+			AddedP50Pct: round4(c.AddedP50Pct), AddedP90Pct: round4(c.AddedP90Pct), CPUPct: round4(c.CPUPct)}
 	}
 	if m, ok := r.Median[Sidemix2]; ok {
 		s.MixerCPUPer1k = m.MixerCPUPer1k
@@ -263,6 +298,52 @@ func (r *Report) Goals() []Goal {
 	return gs
 }
 
+// RoutingTargetPct is issue 6's bound on what routing may cost over the
+// plain sidecar path, in percent.
+const RoutingTargetPct = 10
+
+// RoutingCost is the routed path's cost over the plain outbound sidecar:
+// its added latency over direct (p50, p90) and its proxy CPU per 1,000
+// requests, each in percent of the plain path's. false unless the run has
+// direct and both routing paths.
+func (r *Report) RoutingCost() (c RoutingSummary, ok bool) {
+	d, okD := r.Median[Direct]
+	pl, okP := r.Median[SidemixOut]
+	ro, okR := r.Median[SidemixRouted]
+	if !okD || !okP || !okR {
+		return c, false
+	}
+	pct := func(routed, plain float64) float64 {
+		if plain <= 0 {
+			return 0
+		}
+		return 100 * (routed/plain - 1)
+	}
+	c.AddedP50Pct = pct(ro.P50Ms-d.P50Ms, pl.P50Ms-d.P50Ms)
+	c.AddedP90Pct = pct(ro.P90Ms-d.P90Ms, pl.P90Ms-d.P90Ms)
+	c.CPUPct = pct(ro.ProxyCPUPer1k, pl.ProxyCPUPer1k)
+	return c, true
+}
+
+// RoutingGoals compares the routed path with issue 6's target.
+func (r *Report) RoutingGoals() []Goal {
+	c, ok := r.RoutingCost()
+	pl, ro, d := r.Median[SidemixOut], r.Median[SidemixRouted], r.Median[Direct]
+	target := fmt.Sprintf("≤ %d%% over plain", RoutingTargetPct)
+	g := func(measure, value string, v float64) Goal {
+		out := Goal{Measure: measure, Anchor: "the plain outbound sidecar (--upstreams), same rounds", Target: target}
+		if ok {
+			out.Known, out.Met, out.Value, out.By = true, v <= RoutingTargetPct, value, by(v, RoutingTargetPct, "points")
+		}
+		return out
+	}
+	return []Goal{
+		g("routing: added p90 over direct", fmt.Sprintf("%+.1f%% (%.3f vs %.3f ms)", c.AddedP90Pct, ro.P90Ms-d.P90Ms, pl.P90Ms-d.P90Ms), c.AddedP90Pct),
+		g("routing: added p50 over direct", fmt.Sprintf("%+.1f%% (%.3f vs %.3f ms)", c.AddedP50Pct, ro.P50Ms-d.P50Ms, pl.P50Ms-d.P50Ms), c.AddedP50Pct),
+		g("routing: proxy CPU per 1,000 requests", fmt.Sprintf("%+.1f%% (%.4f vs %.4f vCPU)", c.CPUPct, ro.ProxyCPUPer1k, pl.ProxyCPUPer1k), c.CPUPct),
+	}
+}
+
 func by(v, target float64, unit string) string {
 	if v <= target {
 		return "met"
@@ -307,7 +388,7 @@ func (r *Report) Markdown(images string) string {
 			}
 			rss = fmt.Sprintf("%.1f", r.RSSMB[name])
 		}
-		if name == Sidemix1 || name == Sidemix2 || name == Variant {
+		if slices.Contains(sidemixPaths, name) {
 			mix = fmt.Sprintf("%.4f", x.MixerCPUPer1k)
 		}
 		fmt.Fprintf(&b, "| %s | %.3f | %.3f | %.3f | %.3f | %s | %s | %s | %s | %s | %s | %d |\n", name, x.P50Ms, x.P90Ms, x.P99Ms, x.P999Ms,
@@ -315,6 +396,12 @@ func (r *Report) Markdown(images string) string {
 	}
 	if m.Variant != "" {
 		fmt.Fprintf(&b, "\n%s is sidemix_1 with `%s` added to the sidecar's flags, in the same rounds (not in summary.json or the goals).\n", Variant, m.Variant)
+	}
+	_, okOut := r.Median[SidemixOut]
+	_, okRouted := r.Median[SidemixRouted]
+	if okOut || okRouted {
+		fmt.Fprintf(&b, "\n%s is the client's outbound sidecar straight to the app with plain `--upstreams`; %s the same sidecar with `--routes`: a VirtualService splitting %d/%d over subsets v1 and v2 (two app instances) of a DestinationRule with outlier detection, a 10s timeout and retries (attempts 2, perTryTimeout 5s, retryOn 5xx,connect-failure,reset). Issue 6's comparison; in summary.json under \"routing\" only.\n",
+			SidemixOut, SidemixRouted, 100-RoutedCanary, RoutedCanary)
 	}
 	fmt.Fprintf(&b, "\n![latency by path](%slatency.png)\n", images)
 	b.WriteString("\nCPU seconds per 1,000 requests equal vCPU per 1,000 requests/s. sidemix_2's proxy CPU and RSS are both sidecars together (CPU split outbound + inbound); the mixer column is the one mixer all sidecars share (policy Checks and telemetry Reports)")
@@ -366,6 +453,13 @@ func (r *Report) Markdown(images string) string {
 		b.WriteString("\n")
 	}
 
+	if _, ok := r.RoutingCost(); ok {
+		b.WriteString("**Routing** (issue 6): sidemix_out_routed's cost over sidemix_out, in percent of sidemix_out's added latency (over direct) and proxy CPU.\n\n| measure | anchor | sidemix target | this run | where it stands |\n|---|---|---|---|---|\n")
+		for _, g := range r.RoutingGoals() {
+			fmt.Fprintf(&b, "| %s | %s | %s | %s | %s |\n", g.Measure, g.Anchor, g.Target, g.Value, g.By)
+		}
+		b.WriteString("\n")
+	}
 	b.WriteString("**Goals** (issue 5):\n\n| measure | anchor | sidemix target | this run | where it stands |\n|---|---|---|---|---|\n")
 	for _, g := range r.Goals() {
 		st := "not measured"

@@ -78,6 +78,44 @@ func TestReportMediansSummaryAndGoals(t *testing.T) {
 	}
 }
 
+// TestRoutingCost: the routed path's cost is its added latency and CPU in
+// percent of the plain outbound sidecar's, under "routing" in the summary,
+// with a verdict against the 10% target.
+func TestRoutingCost(t *testing.T) {
+	rounds := [][]Run{{runOf(Direct, 0.5, 0, 0), runOf(SidemixOut, 1.5, 0.10, 0.01), runOf(SidemixRouted, 1.55, 0.12, 0.01)}}
+	rep := NewReport(Meta{Rounds: 1}, rounds, map[string]float64{SidemixOut: 20, SidemixRouted: 22}, nil, nil, nil)
+	c, ok := rep.RoutingCost()
+	// added p90: 1.05 vs 1.0 ms (+5%); p50: 0.525 vs 0.5 (+5%); CPU 0.12 vs 0.10 (+20%).
+	if !ok || c.AddedP90Pct < 4.99 || c.AddedP90Pct > 5.01 || c.CPUPct < 19.99 || c.CPUPct > 20.01 {
+		t.Fatalf("cost %+v, %v", c, ok)
+	}
+	goals := rep.RoutingGoals()
+	if !goals[0].Met || goals[2].Met || !strings.Contains(goals[2].By, "missed by 10 points") {
+		t.Errorf("goals %+v", goals)
+	}
+	js, err := json.Marshal(rep.Summary())
+	if err != nil {
+		t.Fatal(err)
+	}
+	var back Summary
+	if err := json.Unmarshal(js, &back); err != nil {
+		t.Fatal(err)
+	}
+	if len(back.Paths) != 1 || back.Routing == nil || back.Routing.Routed.RSSMB != 22 || back.Routing.CPUPct != 20 {
+		t.Errorf("summary %s read back as %+v (routing %+v)", js, back, back.Routing)
+	}
+	md := rep.Markdown("")
+	for _, want := range []string{"| sidemix_out_routed | 0.775 | 1.550 |", "**Routing** (issue 6)", "| routing: proxy CPU per 1,000 requests |"} {
+		if !strings.Contains(md, want) {
+			t.Errorf("markdown lacks %q:\n%s", want, md)
+		}
+	}
+	delete(rep.Median, SidemixOut)
+	if _, ok := rep.RoutingCost(); ok || rep.Summary().Routing != nil || strings.Contains(rep.Markdown(""), "**Routing**") {
+		t.Error("routing cost without the plain path")
+	}
+}
+
 func TestTreeCPUCountsChildren(t *testing.T) {
 	// A shell whose child burns CPU: the parent itself uses almost none.
 	cmd := exec.Command("/bin/sh", "-c", "sh -c 'i=0; while [ $i -lt 300000 ]; do i=$((i+1)); done; sleep 30' & wait")

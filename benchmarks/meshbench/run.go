@@ -105,7 +105,7 @@ func (s *Suite) measure(ctx context.Context, p *path, mixerPid int, qps float64,
 }
 
 func (s *Suite) mixerPid(name string) int {
-	if name == Sidemix1 || name == Sidemix2 || name == Variant {
+	if slices.Contains(sidemixPaths, name) {
 		return s.main.mixer.Pid()
 	}
 	return 0

@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -33,8 +34,21 @@ var Paths = []string{Direct, Sidemix1, Sidemix2, Nginx, HAProxy}
 // the goals.
 const Variant = "sidemix_1_variant"
 
+// The routing paths (issue 6): the client's outbound sidecar straight to
+// the app, once with plain --upstreams (SidemixOut) and once with --routes
+// (SidemixRouted): a VirtualService splitting 90/10 over two subsets of a
+// DestinationRule with outlier detection, with a timeout and retries, to
+// two app instances. Same rounds; in summary.json under "routing" only.
+const (
+	SidemixOut    = "sidemix_out"
+	SidemixRouted = "sidemix_out_routed"
+)
+
 // allPaths is every path a report may hold, in the order of a round.
-var allPaths = []string{Direct, Sidemix1, Variant, Sidemix2, Nginx, HAProxy}
+var allPaths = []string{Direct, Sidemix1, Variant, Sidemix2, SidemixOut, SidemixRouted, Nginx, HAProxy}
+
+// sidemixPaths are the paths whose proxies ask the suite's mixer.
+var sidemixPaths = []string{Sidemix1, Variant, Sidemix2, SidemixOut, SidemixRouted}
 
 // Defaults of Options: Istio's published set-up.
 const (
@@ -68,6 +82,9 @@ type Options struct {
 	// Variant, when set, adds the Variant path: flags added to the
 	// sidemix_1 sidecar's (e.g. "--quota-prefetch-max=100").
 	Variant []string
+	// Paths, when set, limits the latency set-up to these paths (names
+	// of allPaths); empty runs every path whose binaries are there.
+	Paths []string
 	// WorkDir holds generated configs.
 	WorkDir string
 	// QPS, Conns and Payload shape the latency runs.
@@ -126,6 +143,11 @@ type path struct {
 	name  string
 	t     target
 	procs []*harness.Proc
+	// others are processes of the path that are not its proxy (the
+	// routed path's second app instance); admin is the admin address of
+	// its first sidecar.
+	others []*harness.Proc
+	admin  string
 }
 
 func (p *path) pids() []int {
@@ -137,7 +159,7 @@ func (p *path) pids() []int {
 }
 
 func (p *path) stop() {
-	for _, pr := range p.procs {
+	for _, pr := range append(p.procs, p.others...) {
 		_ = pr.Stop(10 * time.Second)
 	}
 }
@@ -159,6 +181,14 @@ func New(opts Options) (*Suite, error) {
 	opts.setDefaults()
 	if opts.Sidemix == "" || opts.Echo == "" || opts.Examples == "" || opts.WorkDir == "" {
 		return nil, errors.New("meshbench: Sidemix, Echo, Examples and WorkDir are required")
+	}
+	for _, p := range opts.Paths {
+		if !slices.Contains(allPaths, p) {
+			return nil, fmt.Errorf("meshbench: no path %q (want some of %s)", p, strings.Join(allPaths, ", "))
+		}
+		if p == Variant && len(opts.Variant) == 0 {
+			return nil, fmt.Errorf("meshbench: path %s needs Variant flags", Variant)
+		}
 	}
 	s := &Suite{opts: opts, payload: payload(opts.Payload), paths: map[string]*path{}}
 	if err := s.start(); err != nil {
@@ -191,9 +221,11 @@ func (s *Suite) start() error {
 	if s.main, err = s.startBackend("main", s.opts.AllCPUs, nil); err != nil {
 		return err
 	}
-	s.paths[Direct] = &path{name: Direct, t: target{url: "http://" + s.main.echoAddr + "/echo"}}
+	if s.wants(Direct) {
+		s.paths[Direct] = &path{name: Direct, t: target{url: "http://" + s.main.echoAddr + "/echo"}}
+	}
 	for _, name := range allPaths[1:] {
-		if name == Variant && len(s.opts.Variant) == 0 {
+		if name == Variant && len(s.opts.Variant) == 0 || !s.wants(name) {
 			continue
 		}
 		p, err := s.startPath(name, s.main, s.opts.AllCPUs, 0)
@@ -205,6 +237,11 @@ func (s *Suite) start() error {
 		}
 	}
 	return nil
+}
+
+// wants says whether Options.Paths selects path name.
+func (s *Suite) wants(name string) bool {
+	return len(s.opts.Paths) == 0 || slices.Contains(s.opts.Paths, name)
 }
 
 // Has reports whether the suite runs path name.
@@ -303,6 +340,15 @@ func (s *Suite) startPath(name string, b *backend, cpus string, workers int) (*p
 			return nil, err
 		}
 		return &path{name: name, t: target{url: "http://" + out.addr + "/echo", host: appService}, procs: []*harness.Proc{out.Proc, in.Proc}}, nil
+	case SidemixOut:
+		out, err := s.startSidecar("outbound", cpus, env, "--service", clientService, "--inbound", "",
+			"--upstreams", appService+"="+b.echoAddr, "--mixer", b.mixerAddr)
+		if err != nil {
+			return nil, err
+		}
+		return &path{name: name, t: target{url: "http://" + out.addr + "/echo", host: appService}, procs: []*harness.Proc{out.Proc}, admin: out.admin}, nil
+	case SidemixRouted:
+		return s.startRouted(dir, b, cpus, env)
 	case Nginx:
 		if s.opts.Nginx == "" {
 			return nil, nil
@@ -319,7 +365,7 @@ func (s *Suite) startPath(name string, b *backend, cpus string, workers int) (*p
 
 type sidecar struct {
 	*harness.Proc
-	addr string
+	addr, admin string
 }
 
 // startSidecar starts `sidemix proxy` listening on a free port: inbound
@@ -344,7 +390,7 @@ func (s *Suite) startSidecar(kind, cpus string, env []string, args ...string) (*
 		_ = p.Stop(5 * time.Second)
 		return nil, err
 	}
-	return &sidecar{Proc: p, addr: listen}, nil
+	return &sidecar{Proc: p, addr: listen, admin: admin}, nil
 }
 
 // cpuCount counts the CPUs of a taskset list ("0", "0,2", "0-3"); empty

@@ -48,7 +48,9 @@
 // A route without retries gets Istio's default: two more attempts on
 // connect failures and resets ([DefaultRetries]); retries: {attempts: 0}
 // disables them. retryOn without a value retries connect failures, resets
-// and 503.
+// and 503. A route's [Route.Name] (http[].name, else VIRTUALSERVICE.INDEX
+// with INDEX its 0-based place in http[], else the host for a default
+// route) is what the proxy reports as route.name.
 //
 // # Clusters
 //

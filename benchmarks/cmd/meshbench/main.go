@@ -1,7 +1,8 @@
 // Command meshbench runs sidemix's whole benchmark suite on this machine and
 // writes its tables, plots and summary (package benchmarks/meshbench):
 // Istio's fortio latency set-up over direct, one and two sidemix sidecars,
-// nginx and haproxy in interleaved rounds; the throughput ceiling of one
+// the outbound sidecar plain and routed (VirtualService + DestinationRule),
+// nginx and haproxy in interleaved rounds (-paths picks some); the throughput ceiling of one
 // proxy pinned to one core; latency and CPU against the rate; and the
 // mixer's Check and Report rows through benchmarks/policybench and
 // benchmarks/reportbench.
@@ -65,6 +66,7 @@ func run() error {
 	mixerDuration := flag.Duration("mixer-duration", 4*time.Second, "measured window of each mixer run")
 	policy := flag.String("policy", "", "policy `file` loaded into the mixer beside examples/default instead of the suite's (a deny rule that does not match, a memquota bound to the app's service echo)")
 	variant := flag.String("variant", "", "extra `flags` of a sixth path, sidemix_1_variant: one sidecar with these flags added (space-separated, e.g. --quota-prefetch-max=100), in the same rounds")
+	paths := flag.String("paths", "", "comma-separated latency `paths` to run (e.g. direct,sidemix_out,sidemix_out_routed); empty: all")
 	parts := flag.String("parts", "latency,scaling,ceiling,mixer", "comma-separated `parts` to run")
 	proxyCPU := flag.String("proxy-cpu", "0", "taskset `list` of the ceiling runs' proxy and of the mixer runs' mixer")
 	loadCPUs := flag.String("loadgen-cpus", "1", "taskset `list` for this process (fortio) and, in the ceiling runs, the app and mixer; empty pins nothing")
@@ -82,6 +84,12 @@ func run() error {
 			want[p] = true
 		default:
 			return fmt.Errorf("-parts: unknown part %q (latency, scaling, ceiling, mixer)", p)
+		}
+	}
+	var pathList []string
+	for p := range strings.SplitSeq(*paths, ",") {
+		if p = strings.TrimSpace(p); p != "" {
+			pathList = append(pathList, p)
 		}
 	}
 	var rateList []int
@@ -125,7 +133,7 @@ func run() error {
 	workers := "every proxy may use every core: sidemix GOMAXPROCS unset (one per core), nginx worker_processes and haproxy nbthread = cores"
 	suite, err := meshbench.New(meshbench.Options{
 		Sidemix: *sidemix, Echo: *echo, Nginx: *nginx, HAProxy: *haproxy, Jaeger: *jaeger,
-		Examples: examples, Policy: *policy, Variant: strings.Fields(*variant), WorkDir: work,
+		Examples: examples, Policy: *policy, Variant: strings.Fields(*variant), Paths: pathList, WorkDir: work,
 		QPS: *qps, Conns: *conns, Payload: *payload, Warmup: *warmup, Duration: *duration,
 		AllCPUs: allCPUs, ProxyCPU: *proxyCPU, OtherCPUs: *loadCPUs,
 		Log: os.Stderr,

@@ -68,7 +68,7 @@ func TestBatchesAnswerAsOneByOne(t *testing.T) {
 						g = &group{counter: counter, dedup: req.Dedup}
 						groups = append(groups, g)
 					}
-					g.calls = append(g.calls, cl)
+					g.add(cl)
 				}
 				for i, err := range runGroups(context.Background(), client, groups) {
 					if err != nil {

@@ -8,18 +8,18 @@
 -- KEYS[n+1..] deduplication records, one hash per bucket of the dedup
 --             time d (field = deduplication id, value = the result), for
 --             consecutive buckets from b0: one before the earliest
---             allocation's bucket to the latest's
+--             allocation's bucket to one after the latest's
 -- ARGV        n, d (µs, 0: none), b0,
 --             then per window: max, valid (µs), bucket (µs), slots,
 --             then per allocation: now (µs), amount, bestEffort (0|1),
 --             index in KEYS of its bucket's hash (0: no deduplication),
 --             deduplication id
 --
--- A retry finds its record in its own bucket's hash or the one before,
--- and a bucket's hash expires at the end of the bucket after it: a record
--- answers for at least d and at most 2d (quota.DedupExpiry), with mixer
--- clocks in step. One hash per bucket costs Redis less than a key with its
--- own expiry per id.
+-- A retry finds its record in its own bucket or either neighbour (the
+-- neighbour before for a clock that moved on, after for one behind), and
+-- a bucket's hash expires at the end of the bucket after it: a record
+-- answers for at least d and at most 2d (quota.DedupExpiry). One hash per
+-- bucket costs Redis far less than a key with its own expiry per id.
 --
 -- Usage charged in slot s counts while cur - s <= slots, cur being now's
 -- slot (slots = 0: a fixed window). Each allocation goes by its own clock,
@@ -56,7 +56,7 @@ if dedup > 0 and #KEYS > nw then
   for a = first, #ARGV, per do
     local di = tonumber(ARGV[a + 3])
     if di > 0 then
-      for k = di - 1, di do
+      for k = di - 1, di + 1 do
         if not want[k] then want[k] = {} end
         local ids = want[k]
         ids[#ids + 1] = ARGV[a + 4]

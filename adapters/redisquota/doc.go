@@ -24,9 +24,9 @@
 // granted, limit, remaining and reset for each. Deduplication records are
 // one Redis hash per counter and bucket of minDeduplicationDuration (d) on
 // the mixer's clock, field = id, value = the result, expiring at the end
-// of the bucket after its own; a retry looks in its bucket's hash and the
-// one before. A retry is thus recognised for at least d and at most 2d,
-// as in memquota (quota.DedupExpiry; mixer clocks in step), and Redis keeps a few hashes per
+// of the bucket after its own; a retry looks in its bucket's hash and both
+// neighbours'. A retry is thus recognised for at least d and at most 2d,
+// as in memquota (quota.DedupExpiry), and Redis keeps a few hashes per
 // counter instead of a key with its own expiry per request: one HMGET per
 // bucket and one HSET per batch instead of a SET per allocation. The
 // time is each allocation's mixer clock, passed in, not Redis's: calls

@@ -80,9 +80,8 @@ func (g *group) keysAndArgs() ([]string, []any) {
 	if g.dedup > 0 {
 		dedupUs = max(g.dedup.Microseconds(), 1)
 	}
-	// The deduplication buckets of the batch's allocations, with the one
-	// before, which holds the records of earlier allocations that still
-	// answer.
+	// The deduplication buckets of the batch's allocations, with one more
+	// on either side for retries whose record a neighbour holds.
 	var bmin, bmax int64
 	dedups := 0
 	for _, c := range g.calls {
@@ -104,7 +103,7 @@ func (g *group) keysAndArgs() ([]string, []any) {
 	}
 	b0 := bmin - 1
 	if dedups > 0 {
-		for b := b0; b <= bmax; b++ {
+		for b := b0; b <= bmax+1; b++ {
 			keys = append(keys, base+"dedup:"+strconv.FormatInt(b, 10))
 		}
 	}

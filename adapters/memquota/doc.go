@@ -33,12 +33,8 @@
 // # Deduplication
 //
 // An allocation repeating the DeduplicationID of one for the same counter
-// returns the first result and charges nothing, so a retried request is
-// counted once. Records are kept by buckets of minDeduplicationDuration
-// (d), counted from the Unix epoch on the mixer's clock, and a record
-// answers until the end of the bucket after its own: a retry is recognised
-// for at least d and at most 2d after the first allocation. redisquota
-// follows the same rule (quota.DedupExpiry), so both answer a retry alike.
+// within minDeduplicationDuration returns the first result and charges
+// nothing, so a retried request is counted once.
 //
 // # Reloads
 //

@@ -5,21 +5,11 @@
 -- that every store and every test agrees on time.
 --
 -- KEYS[1..n]  one hash per window: field = slot number, value = usage
--- KEYS[n+1..] deduplication records, one hash per bucket of the dedup
---             time d (field = deduplication id, value = the result), for
---             consecutive buckets from b0: one before the earliest
---             allocation's bucket to one after the latest's
--- ARGV        n, d (µs, 0: none), b0,
+-- KEYS[n+1..] the deduplication keys of the allocations that have one
+-- ARGV        n, dedup TTL (ms, 0: none),
 --             then per window: max, valid (µs), bucket (µs), slots,
 --             then per allocation: now (µs), amount, bestEffort (0|1),
---             index in KEYS of its bucket's hash (0: no deduplication),
---             deduplication id
---
--- A retry finds its record in its own bucket or either neighbour (the
--- neighbour before for a clock that moved on, after for one behind), and
--- a bucket's hash expires at the end of the bucket after it: a record
--- answers for at least d and at most 2d (quota.DedupExpiry). One hash per
--- bucket costs Redis far less than a key with its own expiry per id.
+--             index of its deduplication key in KEYS (0: none)
 --
 -- Usage charged in slot s counts while cur - s <= slots, cur being now's
 -- slot (slots = 0: a fixed window). Each allocation goes by its own clock,
@@ -32,13 +22,11 @@
 -- limit, remaining, reset (µs)}.
 local nw = tonumber(ARGV[1])
 local dedup = tonumber(ARGV[2])
-local b0 = tonumber(ARGV[3])
-local first = 4 + nw * 4 -- first argument of the first allocation
-local per = 5 -- arguments per allocation
+local first = 3 + nw * 4 -- first argument of the first allocation
 
 local w = {}
 for i = 1, nw do
-  local a = 4 + (i - 1) * 4
+  local a = 3 + (i - 1) * 4
   local win = {max = tonumber(ARGV[a]), valid = tonumber(ARGV[a + 1]),
                bucket = tonumber(ARGV[a + 2]), n = tonumber(ARGV[a + 3]),
                slots = {}, dirty = {}, dead = {}, pexpire = nil}
@@ -47,30 +35,15 @@ for i = 1, nw do
   w[i] = win
 end
 
--- Earlier results of this batch's deduplication ids, and the stored ones:
--- one HMGET per bucket hash, of the ids that may be in it.
+-- Earlier results of this batch's deduplication keys, and the stored ones.
 local seen = {}
 local stored = {}
 if dedup > 0 and #KEYS > nw then
-  local want = {}
-  for a = first, #ARGV, per do
-    local di = tonumber(ARGV[a + 3])
-    if di > 0 then
-      for k = di - 1, di + 1 do
-        if not want[k] then want[k] = {} end
-        local ids = want[k]
-        ids[#ids + 1] = ARGV[a + 4]
-      end
-    end
-  end
+  local dk = {}
+  for k = nw + 1, #KEYS do dk[#dk + 1] = KEYS[k] end
+  local v = redis.call('MGET', unpack(dk))
   for k = nw + 1, #KEYS do
-    local ids = want[k]
-    if ids then
-      local v = redis.call('HMGET', KEYS[k], unpack(ids))
-      for j, id in ipairs(ids) do
-        if v[j] and not stored[id] then stored[id] = v[j] end
-      end
-    end
+    if v[k - nw] then stored[KEYS[k]] = v[k - nw] end
   end
 end
 
@@ -163,16 +136,15 @@ local function allocate(now, amount, best)
 end
 
 local out = {}
-local sets = {}  -- bucket hash index in KEYS → {id, result, id, result, ...}
-local ttl = {}   -- bucket hash index in KEYS → ms to its expiry, by the latest clock
-for a = first, #ARGV, per do
+local sets = {}
+for a = first, #ARGV, 4 do
   local now, amount = tonumber(ARGV[a]), tonumber(ARGV[a + 1])
   local best = ARGV[a + 2] == '1'
-  local id = nil
+  local dkey = nil
   local di = tonumber(ARGV[a + 3])
-  if dedup > 0 and di > 0 then id = ARGV[a + 4] end
+  if dedup > 0 and di > 0 then dkey = KEYS[di] end
   local prev = nil
-  if id then prev = seen[id] or stored[id] end
+  if dkey then prev = seen[dkey] or stored[dkey] end
   if prev then
     out[#out + 1] = 1
     for x in string.gmatch(prev, '[^,]+') do out[#out + 1] = tonumber(x) end
@@ -180,20 +152,12 @@ for a = first, #ARGV, per do
     local r = allocate(now, amount, best)
     out[#out + 1] = 0
     for _, x in ipairs(r) do out[#out + 1] = x end
-    if id then
+    if dkey then
       local parts = {}
       for i, x in ipairs(r) do parts[i] = string.format('%d', x) end
       local v = table.concat(parts, ',')
-      seen[id] = v
-      if not sets[di] then sets[di] = {} end
-      local fv = sets[di]
-      fv[#fv + 1] = id
-      fv[#fv + 1] = v
-      -- The hash of bucket b expires at the end of bucket b+1; a
-      -- window more is slack for Redis's clock, the buckets' lookup
-      -- already bounds what answers.
-      local b = b0 + di - nw - 1
-      ttl[di] = math.ceil(((b + 3) * dedup - now) / 1000)
+      seen[dkey] = v
+      sets[#sets + 1] = dkey
     end
   end
 end
@@ -208,10 +172,7 @@ for i = 1, nw do
   end
   if win.pexpire then redis.call('PEXPIRE', KEYS[i], win.pexpire) end
 end
-for k = nw + 1, #KEYS do
-  if sets[k] then
-    redis.call('HSET', KEYS[k], unpack(sets[k]))
-    redis.call('PEXPIRE', KEYS[k], ttl[k])
-  end
+for _, dkey in ipairs(sets) do
+  redis.call('SET', dkey, seen[dkey], 'PX', dedup)
 end
 return out

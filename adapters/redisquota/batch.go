@@ -177,7 +177,7 @@ func (s *store) run(batch []*call) {
 			g = &group{counter: c.req.Counter, dedup: c.req.Dedup}
 			groups = append(groups, g)
 		}
-		g.add(c)
+		g.calls = append(g.calls, c)
 	}
 	if sent == 0 {
 		return

@@ -68,7 +68,7 @@ func TestBatchesAnswerAsOneByOne(t *testing.T) {
 						g = &group{counter: counter, dedup: req.Dedup}
 						groups = append(groups, g)
 					}
-					g.add(cl)
+					g.calls = append(g.calls, cl)
 				}
 				for i, err := range runGroups(context.Background(), client, groups) {
 					if err != nil {

@@ -19,16 +19,9 @@
 // them one after another exactly as one call per allocation would — each
 // charged to all windows or to none, each answered from its
 // deduplication id's record when a first allocation with that id was
-// answered recently enough, whether in this batch or before — writes the
-// windows back once, records the new results under their ids, and returns
-// granted, limit, remaining and reset for each. Deduplication records are
-// one Redis hash per counter and bucket of minDeduplicationDuration (d) on
-// the mixer's clock, field = id, value = the result, expiring at the end
-// of the bucket after its own; a retry looks in its bucket's hash and both
-// neighbours'. A retry is thus recognised for at least d and at most 2d,
-// as in memquota (quota.DedupExpiry), and Redis keeps a few hashes per
-// counter instead of a key with its own expiry per request: one HMGET per
-// bucket and one HSET per batch instead of a SET per allocation. The
+// answered within minDeduplicationDuration, whether in this batch or
+// before — writes the windows back once, records the new results under
+// their ids, and returns granted, limit, remaining and reset for each. The
 // time is each allocation's mixer clock, passed in, not Redis's: calls
 // from several mixers are each judged at their own time, and of any calls
 // within one window the last to run has seen the others, so no window is

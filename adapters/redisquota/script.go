@@ -5,7 +5,6 @@ import (
 	_ "embed"
 	"fmt"
 	"slices"
-	"strconv"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -35,39 +34,15 @@ type group struct {
 	counter quota.Counter
 	dedup   time.Duration
 	calls   []*call
-	// bucket is the deduplication bucket of the group's first call with a
-	// deduplication id, when hasBucket.
-	bucket    int64
-	hasBucket bool
 }
-
-// maxDedupSpan bounds how many deduplication buckets apart the calls of
-// one group may be, so that one script call names a few bucket hashes
-// (tiny minDeduplicationDurations, clocks far apart), not any number.
-const maxDedupSpan = 4
 
 // has reports whether req goes to g's counter, limits included, with the
-// same deduplication time, and a deduplication bucket near the group's.
+// same deduplication time.
 func (g *group) has(req *quota.Request) bool {
 	c := req.Counter
-	if g.counter.Key != c.Key || g.dedup != req.Dedup || !slices.EqualFunc(g.counter.Limits, c.Limits, func(a, b quota.Limit) bool {
+	return g.counter.Key == c.Key && g.dedup == req.Dedup && slices.EqualFunc(g.counter.Limits, c.Limits, func(a, b quota.Limit) bool {
 		return a.Max == b.Max && a.Valid == b.Valid && a.Bucket == b.Bucket && a.Slots == b.Slots
-	}) {
-		return false
-	}
-	if !g.hasBucket || req.DeduplicationID == "" || req.Dedup <= 0 {
-		return true
-	}
-	d := quota.DedupBucket(req.Now, req.Dedup) - g.bucket
-	return -maxDedupSpan/2 <= d && d <= maxDedupSpan/2
-}
-
-// add puts c in g.
-func (g *group) add(c *call) {
-	if !g.hasBucket && c.req.DeduplicationID != "" && c.req.Dedup > 0 {
-		g.bucket, g.hasBucket = quota.DedupBucket(c.req.Now, c.req.Dedup), true
-	}
-	g.calls = append(g.calls, c)
+	})
 }
 
 // keysAndArgs are the script's KEYS and ARGV for g. Durations travel in
@@ -76,39 +51,16 @@ func (g *group) add(c *call) {
 func (g *group) keysAndArgs() ([]string, []any) {
 	base := keyPrefix + "{" + g.counter.Key + "}:"
 	ls := g.counter.Limits
-	dedupUs := int64(0)
-	if g.dedup > 0 {
-		dedupUs = max(g.dedup.Microseconds(), 1)
-	}
-	// The deduplication buckets of the batch's allocations, with one more
-	// on either side for retries whose record a neighbour holds.
-	var bmin, bmax int64
-	dedups := 0
-	for _, c := range g.calls {
-		if dedupUs == 0 || c.req.DeduplicationID == "" {
-			continue
-		}
-		b := quota.DedupBucket(c.req.Now, g.dedup)
-		if dedups == 0 || b < bmin {
-			bmin = b
-		}
-		if dedups == 0 || b > bmax {
-			bmax = b
-		}
-		dedups++
-	}
-	keys := make([]string, 0, len(ls)+3)
+	keys := make([]string, 0, len(ls)+len(g.calls))
 	for _, l := range ls {
 		keys = append(keys, base+l.Layout())
 	}
-	b0 := bmin - 1
-	if dedups > 0 {
-		for b := b0; b <= bmax+1; b++ {
-			keys = append(keys, base+"dedup:"+strconv.FormatInt(b, 10))
-		}
+	dedupMs := int64(0)
+	if g.dedup > 0 {
+		dedupMs = max(g.dedup.Milliseconds(), 1)
 	}
-	args := make([]any, 0, 3+4*len(ls)+5*len(g.calls))
-	args = append(args, len(ls), dedupUs, b0)
+	args := make([]any, 0, 2+4*len(ls)+4*len(g.calls))
+	args = append(args, len(ls), dedupMs)
 	for _, l := range ls {
 		args = append(args, l.Max, l.Valid.Microseconds(), l.Bucket.Microseconds(), l.Slots)
 	}
@@ -119,10 +71,11 @@ func (g *group) keysAndArgs() ([]string, []any) {
 			best = 1
 		}
 		dk := 0
-		if dedups > 0 && r.DeduplicationID != "" {
-			dk = len(ls) + int(quota.DedupBucket(r.Now, g.dedup)-b0) + 1
+		if dedupMs > 0 && r.DeduplicationID != "" {
+			keys = append(keys, base+"dedup:"+r.DeduplicationID)
+			dk = len(keys)
 		}
-		args = append(args, r.Now.UnixMicro(), r.Amount, best, dk, r.DeduplicationID)
+		args = append(args, r.Now.UnixMicro(), r.Amount, best, dk)
 	}
 	return keys, args
 }

@@ -46,9 +46,8 @@ type Config struct {
 	Quotas []Quota `yaml:"quotas"`
 	// RateLimitAlgorithm applies to every window of every quota.
 	RateLimitAlgorithm Algorithm `yaml:"rateLimitAlgorithm"`
-	// MinDeduplicationDuration is how long, at least, an allocation's
-	// result is kept for retries carrying the same deduplication id (at
-	// most twice as long: see DedupExpiry); 0 disables it.
+	// MinDeduplicationDuration is how long an allocation's result is kept
+	// for retries carrying the same deduplication id; 0 disables it.
 	MinDeduplicationDuration time.Duration `yaml:"minDeduplicationDuration"`
 }
 

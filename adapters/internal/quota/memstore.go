@@ -90,7 +90,7 @@ func (m *MemStore) Allocate(_ context.Context, req Request) (Result, error) {
 		}
 	}
 	if dedup {
-		sh.dedup[dk] = dedupEntry{result: res, expires: DedupExpiry(now, req.Dedup)}
+		sh.dedup[dk] = dedupEntry{result: res, expires: now.Add(req.Dedup)}
 	}
 	return res, nil
 }

@@ -3,7 +3,6 @@ package quota_test
 import (
 	"context"
 	"fmt"
-	"math/rand/v2"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -324,25 +323,6 @@ quotas:
 	// About 4000 asked of 2 counters whose minute allows 500 each.
 	if got := granted.Load(); got != 2*limit {
 		t.Errorf("granted %d, want exactly %d", got, 2*limit)
-	}
-}
-
-func TestDedupExpiry(t *testing.T) {
-	rnd := rand.New(rand.NewPCG(3, 4))
-	for range 10000 {
-		d := time.Duration(1+rnd.Int64N(int64(10*time.Second))) / time.Microsecond * time.Microsecond
-		if d == 0 {
-			d = time.Microsecond
-		}
-		now := time.UnixMicro(rnd.Int64N(4e15) - 1e15) // both sides of 1970
-		left := quota.DedupExpiry(now, d).Sub(now)
-		if left <= d || left > 2*d {
-			t.Fatalf("DedupExpiry(%v, %v) is %v after now, want in (d, 2d]", now, d, left)
-		}
-		b := quota.DedupBucket(now, d)
-		if start := time.UnixMicro(b * d.Microseconds()); now.Before(start) || !now.Before(start.Add(d)) {
-			t.Fatalf("DedupBucket(%v, %v) = %d starts at %v", now, d, b, start)
-		}
 	}
 }
 

@@ -24,8 +24,8 @@ type Request struct {
 	Amount     int64
 	BestEffort bool
 	// DeduplicationID, when not empty and Dedup is positive, makes a
-	// repeat (same id, same Counter.Key) return the first result and
-	// charge nothing until DedupExpiry of the first.
+	// repeat within Dedup (same id, same Counter.Key) return the first
+	// result and charge nothing.
 	DeduplicationID string
 	Dedup           time.Duration
 	// Now is the mixer's clock, never the store's.
@@ -168,27 +168,4 @@ func (a *Allocator) Allocate(ctx context.Context, inst *template.Quota, args ada
 		Dedup:           a.Set.Dedup(),
 		Now:             a.Now(),
 	})
-}
-
-// DedupBucket is the deduplication bucket of an allocation made at now:
-// time cut in spans of d, counted from the Unix epoch.
-func DedupBucket(now time.Time, d time.Duration) int64 {
-	span := max(d.Microseconds(), 1)
-	us := now.UnixMicro()
-	b := us / span
-	if us%span < 0 {
-		b-- // floor, also before 1970
-	}
-	return b
-}
-
-// DedupExpiry is when the record of an allocation made at now stops
-// answering its retries: the end of the bucket after now's. A retry is
-// thus recognised for at least d and at most 2d after the first
-// allocation, by every store alike: records are kept per bucket (one Redis
-// hash per counter and bucket instead of one key per id), and a bucket is
-// dropped whole.
-func DedupExpiry(now time.Time, d time.Duration) time.Time {
-	span := max(d.Microseconds(), 1)
-	return time.UnixMicro((DedupBucket(now, d) + 2) * span)
 }

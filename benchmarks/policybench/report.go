@@ -204,19 +204,19 @@ func (r *Report) has(group string) bool {
 
 func (r *Report) checkTable(b *strings.Builder) {
 	b.WriteString("**Mixer Check, one core** (a Check per request, no client cache; the matching rule is a memquota limit far above the load):\n\n")
-	b.WriteString("| rules | checks/s | p50 ms | p90 ms | p99 ms | mixer CPU (cores) | checks per CPU-second | load generator CPU (cores) | answers |\n")
-	b.WriteString("|---:|---:|---:|---:|---:|---:|---:|---:|---|\n")
+	b.WriteString("| rules | checks/s | p50 ms | p90 ms | p99 ms | mixer CPU (cores) | checks per CPU-second | mixer peak RSS MiB | load generator CPU (cores) | answers |\n")
+	b.WriteString("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|\n")
 	for _, x := range r.Medians {
 		if x.Group != GroupCheck {
 			continue
 		}
 		if x.Skipped != "" {
-			fmt.Fprintf(b, "| %s | skipped: %s |||||||| \n", x.Scenario, x.Skipped)
+			fmt.Fprintf(b, "| %s | skipped: %s ||||||||| \n", x.Scenario, x.Skipped)
 			continue
 		}
-		fmt.Fprintf(b, "| %s | %s | %.2f | %.2f | %.2f | %.2f | %s | %.2f | %s |\n",
+		fmt.Fprintf(b, "| %s | %s | %.2f | %.2f | %.2f | %.2f | %s | %.0f | %.2f | %s |\n",
 			strings.TrimSuffix(x.Detail, " rules"), thousands(x.Rate), x.P50Ms, x.P90Ms, x.P99Ms, x.ServerCores,
-			thousands(x.PerCPUSecond), x.LoadgenCores, x.Outcomes)
+			thousands(x.PerCPUSecond), x.ServerPeakRSSMB, x.LoadgenCores, x.Outcomes)
 	}
 
 }

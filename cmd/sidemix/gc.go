@@ -30,6 +30,14 @@ type gcSettings struct {
 // the runtime read them; otherwise the mixer's defaults apply. It returns
 // what is in effect, for the start-up log.
 func (g gcSettings) apply(getenv func(string) string) (percent string, limit string, err error) {
+	var limitBytes int64
+	if g.limit != "" {
+		n, err := parseBytes(g.limit)
+		if err != nil {
+			return "", "", usageErrorf("--memory-limit %q: %v", g.limit, err)
+		}
+		limitBytes = n
+	}
 	switch {
 	case g.percentSet:
 		debug.SetGCPercent(g.percent)
@@ -38,12 +46,8 @@ func (g gcSettings) apply(getenv func(string) string) (percent string, limit str
 	default:
 		debug.SetGCPercent(defaultGCPercent)
 	}
-	if g.limit != "" {
-		n, err := parseBytes(g.limit)
-		if err != nil {
-			return "", "", usageErrorf("--memory-limit %q: %v", g.limit, err)
-		}
-		debug.SetMemoryLimit(n)
+	if limitBytes > 0 {
+		debug.SetMemoryLimit(limitBytes)
 	}
 	cur := debug.SetGCPercent(-1)
 	debug.SetGCPercent(cur)

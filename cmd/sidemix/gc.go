@@ -10,11 +10,13 @@ import (
 
 // defaultGCPercent is the mixer's GOGC when neither --gc-percent nor the
 // GOGC environment variable says otherwise. The mixer's live heap is small
-// (the config snapshot, counters, queues), so at Go's default of 100 it
-// collects every few MB of garbage, which under Check load is several
-// times a second and ~25% of its CPU; at 400 the heap may grow to five
-// times the live heap between collections instead of twice, a few MB more
-// for a fourth of the collections (see benchmarks/README.md, "Policy path").
+// (the config snapshot, counters, queues, memquota's deduplication
+// records), so at Go's default of 100 it collects every few MB of garbage,
+// which under Check load is many times a second and ~25% of its CPU; at
+// 400 the heap may grow to five times the live heap between collections
+// instead of twice, for a fourth of the collections: +10 MiB of RSS under
+// redisquota load, about twice the RSS under memquota load
+// (benchmarks/README.md, "Policy path").
 const defaultGCPercent = 400
 
 // gcSettings are the mixer's garbage collector knobs: a dedicated server

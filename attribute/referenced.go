@@ -66,6 +66,11 @@ func (r *Referenced) Merge(o *Referenced) {
 	}
 }
 
+// Recorded returns the references in the order they were first recorded,
+// without copying: the caller must not change them nor keep them past the
+// next Add, Merge or Reset. List is the sorted copy.
+func (r *Referenced) Recorded() []Reference { return r.refs }
+
 // Len is the number of references.
 func (r *Referenced) Len() int { return len(r.refs) }
 

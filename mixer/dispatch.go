@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -232,6 +233,9 @@ func (s *Server) runChecks(ctx context.Context, st *state, actions []policy.Acti
 			calls = append(calls, checkCall{target: targetOf(a), h: h, inst: inst, err: err})
 		}
 	}
+	if len(calls) == 0 {
+		return
+	}
 	res := fanOut(ctx, len(calls), func(ctx context.Context, i int) (adapters.CheckResult, error) {
 		c := calls[i]
 		if c.err != nil {
@@ -335,14 +339,22 @@ func observeSince(o prometheus.Observer, start time.Time) {
 
 // check answers one Check request on st.
 func (s *Server) check(ctx context.Context, st *state, bag *attribute.Bag, req *mixerv1.CheckRequest) *mixerv1.CheckResponse {
-	ctx, cancel := context.WithTimeout(ctx, s.cfg.CheckTimeout)
-	defer cancel()
+	// A caller's deadline sooner than the check timeout bounds the handlers
+	// already; a context of our own (and its timer) would change nothing.
+	if dl, ok := ctx.Deadline(); !ok || time.Until(dl) > s.cfg.CheckTimeout {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, s.cfg.CheckTimeout)
+		defer cancel()
+	}
 
-	var refs attribute.Referenced
-	res := st.snap.Evaluate(bag, policy.VarietyCheck, &refs)
+	sc := scratchPool.Get().(*checkScratch)
+	defer sc.put()
+	refs := &sc.refs
+	res := st.snap.Evaluate(bag, policy.VarietyCheck, refs)
 	s.countEvalErrors(res.Errors)
 
-	p := &precondition{code: codes.OK}
+	p := &sc.pre
+	p.code = codes.OK
 	s.runChecks(ctx, st, res.Actions, p)
 	p.checkRules = len(p.rules)
 
@@ -351,12 +363,12 @@ func (s *Server) check(ctx context.Context, st *state, bag *attribute.Bag, req *
 	// exactly the requests its enforcing twin would.
 	var q quotaOutcome
 	if p.code == codes.OK {
-		q = s.runQuotas(ctx, st, bag, req, p)
+		q = s.runQuotas(ctx, st, bag, req, p, &sc.quotaRefs)
 		if q.implicit {
 			// The client learns the charges with the precondition and
 			// asks for them by name on its next request of this shape; the
 			// shape includes what the choice of quotas looked at.
-			refs.Merge(&q.refs)
+			refs.Merge(&sc.quotaRefs)
 		}
 	}
 	s.countRules(st, p)
@@ -374,16 +386,16 @@ func (s *Server) check(ctx context.Context, st *state, bag *attribute.Bag, req *
 	if p.noCache {
 		validFor, uses = 0, 1
 	}
-	resp := &mixerv1.CheckResponse{
-		Precondition: &mixerv1.CheckResponse_PreconditionResult{
-			Status:               &rpcstatus.Status{Code: int32(p.code), Message: p.message, Details: p.details},
-			ValidDuration:        durationpb.New(validFor),
-			ValidUseCount:        uses,
-			ReferencedAttributes: attribute.ToProto(refs.List()),
-		},
-		Quotas:       q.results,
-		QuotaCharges: q.charges,
-	}
+	// The answer's three messages in one allocation.
+	a := new(checkAnswer)
+	a.status.Code, a.status.Message, a.status.Details = int32(p.code), p.message, p.details
+	a.pre.Status = &a.status
+	a.pre.ValidDuration = s.durations.get(validFor)
+	a.pre.ValidUseCount = uses
+	a.pre.ReferencedAttributes = st.refs.proto(refs)
+	a.resp.Precondition = &a.pre
+	a.resp.Quotas, a.resp.QuotaCharges = q.results, q.charges
+	resp := &a.resp
 	if len(res.RequestHeaderOperations)+len(res.ResponseHeaderOperations) > 0 {
 		resp.Precondition.RouteDirective = &mixerv1.RouteDirective{
 			RequestHeaderOperations:  headerOps(res.RequestHeaderOperations),
@@ -391,6 +403,33 @@ func (s *Server) check(ctx context.Context, st *state, bag *attribute.Bag, req *
 		}
 	}
 	return resp
+}
+
+// checkAnswer holds a CheckResponse and the messages it points to.
+type checkAnswer struct {
+	resp   mixerv1.CheckResponse
+	pre    mixerv1.CheckResponse_PreconditionResult
+	status rpcstatus.Status
+}
+
+// checkScratch is what one Check collects and drops when answered, kept
+// between Checks. Nothing in it outlives the Check: the answer gets copies
+// or shared immutable messages.
+type checkScratch struct {
+	refs      attribute.Referenced // what the answer's precondition depends on
+	quotaRefs attribute.Referenced // what the quota rules and QuotaSpecs looked at
+	pre       precondition
+}
+
+var scratchPool = sync.Pool{New: func() any { return new(checkScratch) }}
+
+func (sc *checkScratch) put() {
+	sc.refs.Reset()
+	sc.quotaRefs.Reset()
+	rules := sc.pre.rules
+	clear(rules)
+	sc.pre = precondition{rules: rules[:0]}
+	scratchPool.Put(sc)
 }
 
 func headerOps(ops []policy.HeaderOperation) []*mixerv1.HeaderOperation {

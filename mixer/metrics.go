@@ -1,6 +1,8 @@
 package mixer
 
 import (
+	"sync/atomic"
+
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 )
@@ -46,6 +48,7 @@ var handlerBuckets = []float64{.00005, .0001, .00025, .0005, .001, .0025, .005, 
 // metrics are the mixer's self metrics, on its own registry.
 type metrics struct {
 	checkRequests      *prometheus.CounterVec
+	checkCodes         [17]atomic.Pointer[prometheus.Counter] // checkRequests by code, resolved on first use
 	checkDuration      prometheus.Histogram
 	reportRequests     prometheus.Counter
 	reportBags         prometheus.Counter
@@ -163,6 +166,22 @@ func newMetrics(reg *prometheus.Registry, queueLengths func(fn func(handler stri
 		&queueLengthCollector{lengths: queueLengths},
 	)
 	return m
+}
+
+// checkAnswered counts a Check answered with the given precondition code.
+func (m *metrics) checkAnswered(code int32) {
+	if code < 0 || int(code) >= len(m.checkCodes) {
+		m.checkRequests.WithLabelValues(codeName(code)).Inc()
+		return
+	}
+	slot := &m.checkCodes[code]
+	c := slot.Load()
+	if c == nil {
+		v := m.checkRequests.WithLabelValues(codeName(code))
+		c = &v
+		slot.Store(c)
+	}
+	(*c).Inc()
 }
 
 var queueLengthDesc = prometheus.NewDesc("sidemix_mixer_report_queue_length",

@@ -95,7 +95,6 @@ type quotaOutcome struct {
 	// them, charges says which, and refs what the choice looked at.
 	implicit bool
 	charges  []*mixerv1.CheckResponse_QuotaCharge
-	refs     attribute.Referenced
 }
 
 // runQuotas allocates the quotas of a Check: those the request names, with
@@ -103,15 +102,17 @@ type quotaOutcome struct {
 // charge, or when none is bound every quota of the matching rules at 1.
 // Enforcing rules' refusals and failures deny p (a failure per the rule's
 // fail policy); shadow rules only count theirs.
-func (s *Server) runQuotas(ctx context.Context, st *state, bag *attribute.Bag, req *mixerv1.CheckRequest, p *precondition) quotaOutcome {
+//
+// refs collects what the quota rules and the QuotaSpecs looked at.
+func (s *Server) runQuotas(ctx context.Context, st *state, bag *attribute.Bag, req *mixerv1.CheckRequest, p *precondition, refs *attribute.Referenced) quotaOutcome {
 	var out quotaOutcome
-	res := st.snap.Evaluate(bag, policy.VarietyQuota, &out.refs)
+	res := st.snap.Evaluate(bag, policy.VarietyQuota, refs)
 	s.countEvalErrors(res.Errors)
 	// The quota results reference what the quota rules looked at (their
 	// matches and dimensions): what tells one counter from another. The
 	// QuotaSpec choice below only decides which quotas, so its attributes
 	// go to the precondition alone and do not split the proxy's pools.
-	refsProto := attribute.ToProto(out.refs.List())
+	refsProto := st.refs.proto(refs)
 
 	// wanted nil: every quota of the matching rules at 1. order lists the
 	// quotas in the order they were first asked for.
@@ -128,7 +129,7 @@ func (s *Server) runQuotas(ctx context.Context, st *state, bag *attribute.Bag, r
 		}
 	} else {
 		out.implicit = true
-		if charges, bound := st.snap.QuotaCharges(bag, &out.refs); bound {
+		if charges, bound := st.snap.QuotaCharges(bag, refs); bound {
 			wanted = make(map[string]quotaWant, len(charges))
 			for _, c := range charges {
 				if c.Charge <= 0 {
@@ -205,12 +206,13 @@ func (s *Server) runQuotas(ctx context.Context, st *state, bag *attribute.Bag, r
 		v := r.val
 		exhausted := c.exhausted(v)
 		if c.same < 0 {
-			result := allocGranted
+			qc := c.h.quotaCounters(s.m, c.inst.Name)
+			result := quotaResultGranted
 			if exhausted {
-				result = allocDenied
+				result = quotaResultDenied
 			}
-			s.m.quotaAllocations.WithLabelValues(c.handler, c.inst.Name, result).Inc()
-			s.m.quotaGranted.WithLabelValues(c.handler, c.inst.Name).Add(float64(max(v.Amount, 0)))
+			qc.results[result].Inc()
+			qc.granted.Add(float64(max(v.Amount, 0)))
 		}
 		if !exhausted {
 			p.note(c.rule, c.shadow, ruleAllow)
@@ -269,7 +271,7 @@ func (s *Server) runQuotas(ctx context.Context, st *state, bag *attribute.Bag, r
 			validFor = s.cfg.DefaultValidDuration
 		}
 		qr := &mixerv1.CheckResponse_QuotaResult{
-			ValidDuration:        durationpb.New(validFor),
+			ValidDuration:        s.durations.get(validFor),
 			GrantedAmount:        granted,
 			ReferencedAttributes: refsProto,
 			Limit:                g.limit,
@@ -300,14 +302,6 @@ type ContextBound interface {
 // allocateAll makes the calls' allocations, concurrently unless there is
 // only one, to a ContextBound handler.
 func allocateAll(ctx context.Context, calls []quotaCall) []outcome[adapters.QuotaResult] {
-	call := func(ctx context.Context, i int) (adapters.QuotaResult, error) {
-		c := &calls[i]
-		if c.err != nil || c.same >= 0 {
-			return adapters.QuotaResult{}, c.err
-		}
-		defer observeSince(c.h.quotaDuration, time.Now())
-		return c.h.quota.Allocate(ctx, c.inst, c.args)
-	}
 	inline := -1
 	for i := range calls {
 		c := &calls[i]
@@ -315,35 +309,47 @@ func allocateAll(ctx context.Context, calls []quotaCall) []outcome[adapters.Quot
 			continue
 		}
 		if _, ok := c.h.quota.(ContextBound); !ok || inline >= 0 {
-			return fanOut(ctx, len(calls), call)
+			return fanOut(ctx, len(calls), func(ctx context.Context, i int) (adapters.QuotaResult, error) {
+				return allocate(ctx, &calls[i])
+			})
 		}
 		inline = i
 	}
 	out := make([]outcome[adapters.QuotaResult], len(calls))
 	for i := range calls {
 		if i != inline {
-			out[i].val, out[i].err = call(ctx, i)
+			out[i].val, out[i].err = allocate(ctx, &calls[i])
 			out[i].done = true
 		}
 	}
 	if inline >= 0 {
-		out[inline] = callInline(ctx, inline, call)
+		out[inline] = allocateInline(ctx, &calls[inline])
 	}
 	return out
 }
 
-// callInline is fanOut for one call on the caller's goroutine: a panic is
-// an error, and an answer after the deadline counts as none.
-func callInline[T any](ctx context.Context, i int, call func(ctx context.Context, i int) (T, error)) (o outcome[T]) {
+// allocate makes one call's allocation; a call that cannot be made, or
+// shares another's, returns its setup error (or nothing).
+func allocate(ctx context.Context, c *quotaCall) (adapters.QuotaResult, error) {
+	if c.err != nil || c.same >= 0 {
+		return adapters.QuotaResult{}, c.err
+	}
+	defer observeSince(c.h.quotaDuration, time.Now())
+	return c.h.quota.Allocate(ctx, c.inst, c.args)
+}
+
+// allocateInline is fanOut for one call on the caller's goroutine: a panic
+// is an error, and an answer after the deadline counts as none.
+func allocateInline(ctx context.Context, c *quotaCall) (o outcome[adapters.QuotaResult]) {
 	defer func() {
 		if r := recover(); r != nil {
-			o = outcome[T]{err: fmt.Errorf("handler panicked: %v", r), done: true}
+			o = outcome[adapters.QuotaResult]{err: fmt.Errorf("handler panicked: %v", r), done: true}
 		}
 		if ctx.Err() != nil && o.err != nil {
 			o.done = false
 		}
 	}()
-	o.val, o.err = call(ctx, i)
+	o.val, o.err = allocate(ctx, c)
 	o.done = true
 	return o
 }

@@ -35,6 +35,8 @@ type Server struct {
 	reg  *prometheus.Registry
 	m    *metrics
 	dict *attribute.Dictionary
+	// durations holds the wire form of the valid durations answers carry.
+	durations durationCache
 	// filesDigest summarizes the config files as they were just before the
 	// initial load, so a change made before the watcher runs is still seen.
 	filesDigest string
@@ -341,17 +343,17 @@ func (g *service) Check(ctx context.Context, req *mixerv1.CheckRequest) (*mixerv
 	}
 	bag, err := s.dict.Decode(attrs, req.GetGlobalWordCount())
 	if err != nil {
-		s.m.checkRequests.WithLabelValues(codeName(int32(codes.InvalidArgument))).Inc()
+		s.m.checkAnswered(int32(codes.InvalidArgument))
 		return nil, status.Errorf(codes.InvalidArgument, "attributes: %v", err)
 	}
 	st := s.acquire()
 	defer st.release()
 	if err := st.snap.Manifest().CheckBag(bag); err != nil {
-		s.m.checkRequests.WithLabelValues(codeName(int32(codes.InvalidArgument))).Inc()
+		s.m.checkAnswered(int32(codes.InvalidArgument))
 		return nil, status.Errorf(codes.InvalidArgument, "attributes: %v", err)
 	}
 	resp := s.check(ctx, st, bag, req)
-	s.m.checkRequests.WithLabelValues(codeName(resp.Precondition.Status.Code)).Inc()
+	s.m.checkAnswered(resp.Precondition.Status.Code)
 	return resp, nil
 }
 

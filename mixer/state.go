@@ -29,6 +29,33 @@ type handler struct {
 	// Call latency by role, resolved once: looking a series up by its
 	// labels on every call costs more than the call to a fast handler.
 	checkDuration, quotaDuration prometheus.Observer
+	quotas                       sync.Map // quota instance name → *quotaCounters
+}
+
+// quotaCounters are one handler's series for one quota instance.
+type quotaCounters struct {
+	results [3]prometheus.Counter // granted, denied, error
+	granted prometheus.Counter
+}
+
+const (
+	quotaResultGranted = iota
+	quotaResultDenied
+	quotaResultError
+)
+
+// quotaCounters returns the handler's series for a quota instance,
+// resolved once per state.
+func (h *handler) quotaCounters(m *metrics, name string) *quotaCounters {
+	if c, ok := h.quotas.Load(name); ok {
+		return c.(*quotaCounters)
+	}
+	c := &quotaCounters{granted: m.quotaGranted.WithLabelValues(h.name, name)}
+	for i, r := range []string{allocGranted, allocDenied, allocError} {
+		c.results[i] = m.quotaAllocations.WithLabelValues(h.name, name, r)
+	}
+	v, _ := h.quotas.LoadOrStore(name, c)
+	return v.(*quotaCounters)
 }
 
 // unavailable is the error every call to a handler that could not be
@@ -48,8 +75,11 @@ type state struct {
 	loadedAt time.Time
 
 	rules sync.Map // rule name → *ruleCounters, filled as rules answer
+	// refs holds the wire form of the referenced-attribute lists answers
+	// carry.
+	refs refsCache
 
-	refs     atomic.Int64
+	holders  atomic.Int64
 	closing  atomic.Bool
 	idle     chan struct{} // closed once closing and no request holds it
 	idleOnce sync.Once
@@ -142,7 +172,7 @@ func (st *state) ruleCounters(m *metrics, rule string) *ruleCounters {
 func (s *Server) acquire() *state {
 	for {
 		st := s.active.Load()
-		st.refs.Add(1)
+		st.holders.Add(1)
 		if !st.closing.Load() {
 			return st
 		}
@@ -152,7 +182,7 @@ func (s *Server) acquire() *state {
 }
 
 func (st *state) release() {
-	if st.refs.Add(-1) == 0 && st.closing.Load() {
+	if st.holders.Add(-1) == 0 && st.closing.Load() {
 		st.idleOnce.Do(func() { close(st.idle) })
 	}
 }
@@ -168,7 +198,7 @@ func (st *state) retire(ctx context.Context) error {
 
 func (st *state) doRetire(ctx context.Context) error {
 	st.closing.Store(true)
-	if st.refs.Load() == 0 {
+	if st.holders.Load() == 0 {
 		st.idleOnce.Do(func() { close(st.idle) })
 	}
 	var errs []error

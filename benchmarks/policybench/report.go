@@ -89,6 +89,7 @@ func medians(rounds [][]Measurement) []Measurement {
 		med.PerCPUSecond = f(func(m Measurement) float64 { return m.PerCPUSecond })
 		med.LoadgenCores = f(func(m Measurement) float64 { return m.LoadgenCores })
 		med.RedisCPUUsPerOp = f(func(m Measurement) float64 { return m.RedisCPUUsPerOp })
+		med.ServerPeakRSSMB = f(func(m Measurement) float64 { return m.ServerPeakRSSMB })
 		med.ChecksPerRequest = f(func(m Measurement) float64 { return m.ChecksPerRequest })
 		med.LocalFraction = f(func(m Measurement) float64 { return m.LocalFraction })
 		out = append(out, med)
@@ -203,38 +204,38 @@ func (r *Report) has(group string) bool {
 
 func (r *Report) checkTable(b *strings.Builder) {
 	b.WriteString("**Mixer Check, one core** (a Check per request, no client cache; the matching rule is a memquota limit far above the load):\n\n")
-	b.WriteString("| rules | checks/s | p50 ms | p90 ms | p99 ms | mixer CPU (cores) | checks per CPU-second | load generator CPU (cores) | answers |\n")
-	b.WriteString("|---:|---:|---:|---:|---:|---:|---:|---:|---|\n")
+	b.WriteString("| rules | checks/s | p50 ms | p90 ms | p99 ms | mixer CPU (cores) | checks per CPU-second | mixer peak RSS MiB | load generator CPU (cores) | answers |\n")
+	b.WriteString("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|\n")
 	for _, x := range r.Medians {
 		if x.Group != GroupCheck {
 			continue
 		}
 		if x.Skipped != "" {
-			fmt.Fprintf(b, "| %s | skipped: %s |||||||| \n", x.Scenario, x.Skipped)
+			fmt.Fprintf(b, "| %s | skipped: %s ||||||||| \n", x.Scenario, x.Skipped)
 			continue
 		}
-		fmt.Fprintf(b, "| %s | %s | %.2f | %.2f | %.2f | %.2f | %s | %.2f | %s |\n",
+		fmt.Fprintf(b, "| %s | %s | %.2f | %.2f | %.2f | %.2f | %s | %.0f | %.2f | %s |\n",
 			strings.TrimSuffix(x.Detail, " rules"), thousands(x.Rate), x.P50Ms, x.P90Ms, x.P99Ms, x.ServerCores,
-			thousands(x.PerCPUSecond), x.LoadgenCores, x.Outcomes)
+			thousands(x.PerCPUSecond), x.ServerPeakRSSMB, x.LoadgenCores, x.Outcomes)
 	}
 
 }
 
 func (r *Report) quotaTable(b *strings.Builder) {
 	b.WriteString("\n**Quota through Redis, side by side** (same Redis, same limit per destination and second, same load generator shape):\n\n")
-	b.WriteString("| run | server | checks/s | p50 ms | p99 ms | server CPU (cores) | checks per CPU-second | Redis CPU µs per check | load generator CPU (cores) | answers |\n")
-	b.WriteString("|---|---|---:|---:|---:|---:|---:|---:|---:|---|\n")
+	b.WriteString("| run | server | checks/s | p50 ms | p99 ms | server CPU (cores) | checks per CPU-second | Redis CPU µs per check | server peak RSS MiB | load generator CPU (cores) | answers |\n")
+	b.WriteString("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|\n")
 	for _, x := range r.Medians {
 		if x.Group != GroupQuota && x.Group != GroupRate && x.Group != GroupDenied {
 			continue
 		}
 		if x.Skipped != "" {
-			fmt.Fprintf(b, "| %s | skipped: %s |||||||| \n", x.Scenario, x.Skipped)
+			fmt.Fprintf(b, "| %s | skipped: %s ||||||||| \n", x.Scenario, x.Skipped)
 			continue
 		}
-		fmt.Fprintf(b, "| %s | %s (%s) | %s | %.2f | %.2f | %.2f | %s | %.1f | %.2f | %s |\n",
+		fmt.Fprintf(b, "| %s | %s (%s) | %s | %.2f | %.2f | %.2f | %s | %.1f | %.0f | %.2f | %s |\n",
 			x.Scenario, x.Server, x.Detail, thousands(x.Rate), x.P50Ms, x.P99Ms, x.ServerCores,
-			thousands(x.PerCPUSecond), x.RedisCPUUsPerOp, x.LoadgenCores, x.Outcomes)
+			thousands(x.PerCPUSecond), x.RedisCPUUsPerOp, x.ServerPeakRSSMB, x.LoadgenCores, x.Outcomes)
 	}
 	if cs := r.Compare(); len(cs) > 0 {
 		b.WriteString("\nRatios are medians of the per-round ratios (the two runs of a round are moments apart).\n\n")

@@ -204,6 +204,9 @@ type Measurement struct {
 	LoadgenCores float64 `json:"loadgen_cores"`
 	// RedisCPUUsPerOp is Redis's CPU per answered request, in µs.
 	RedisCPUUsPerOp float64 `json:"redis_cpu_us_per_op"`
+	// ServerPeakRSSMB is the server's largest resident set (VmHWM) by the
+	// end of the run, in MiB: what a GC setting costs in memory.
+	ServerPeakRSSMB float64 `json:"server_peak_rss_mb,omitempty"`
 	// Outcomes is the answers' split, Errors the failed requests.
 	Outcomes string `json:"outcomes"`
 	Errors   int64  `json:"errors"`
@@ -303,6 +306,9 @@ func (m Measurement) Line() string {
 	if m.RedisCPUUsPerOp > 0 {
 		s += fmt.Sprintf("  redis %.1fµs/op", m.RedisCPUUsPerOp)
 	}
+	if m.ServerPeakRSSMB > 0 {
+		s += fmt.Sprintf("  peak RSS %.0fMiB", m.ServerPeakRSSMB)
+	}
 	if m.Group == GroupPrefetch {
 		s += fmt.Sprintf("  checks/request %.3f", m.ChecksPerRequest)
 		if m.LocalFraction >= 0 {
@@ -324,6 +330,7 @@ func (s *Suite) measure(ctx context.Context, op load.Op, serverPid int, rate flo
 	self := procstat.NewMeter(os.Getpid())
 	redis := procstat.NewMeter(s.redis.Pid())
 	var prof *harness.Proc
+	var peakRSS int64
 	res, err := load.Run(ctx, load.Options{
 		Workers:  s.opts.Workers,
 		Warmup:   s.opts.Warmup,
@@ -341,6 +348,9 @@ func (s *Suite) measure(ctx context.Context, op load.Op, serverPid int, rate flo
 			}
 		},
 		OnStop: func() {
+			if rss, err := procstat.PeakRSS(serverPid); err == nil {
+				peakRSS = rss
+			}
 			server.Stop()
 			self.Stop()
 			redis.Stop()
@@ -385,6 +395,7 @@ func (s *Suite) measure(ctx context.Context, op load.Op, serverPid int, rate flo
 		m.PerCPUSecond = float64(res.OK) / server.CPU.Seconds()
 	}
 	m.RedisCPUUsPerOp = redis.CPU.Seconds() * 1e6 / float64(res.OK)
+	m.ServerPeakRSSMB = float64(peakRSS) / (1 << 20)
 	return m, nil
 }
 

@@ -42,7 +42,7 @@ func TestTopLevelHelpListsCommands(t *testing.T) {
 // Every sub-command's --help prints its usage with every flag.
 func TestCommandHelpListsEveryFlag(t *testing.T) {
 	want := map[string][]string{
-		"mixer":    {"-config", "-grpc", "-admin", "-check-timeout", "-log-level", "-log-format"},
+		"mixer":    {"-config", "-grpc", "-admin", "-check-timeout", "-log-level", "-log-format", "-gc-percent", "-memory-limit"},
 		"proxy":    {"-service", "-namespace", "-inbound", "-app", "-outbound", "-upstreams", "-mixer", "-check-fail-policy", "-check-timeout", "-report-batch-size", "-report-interval", "-cache-size", "-admin", "-log-level"},
 		"validate": {"sidemix validate PATH..."},
 		"check":    {"-mixer", "-a name=value", "-quota", "-timeout"},
@@ -82,6 +82,7 @@ func TestUsageErrors(t *testing.T) {
 		{[]string{"mixer"}, "--config is required"},
 		{[]string{"mixer", "--config", "x", "--log-level", "loud"}, "--log-level"},
 		{[]string{"mixer", "--nope"}, "flag provided but not defined: -nope"},
+		{[]string{"mixer", "--config", "x", "--gc-percent", "200", "--memory-limit", "lots"}, "--memory-limit"},
 		{[]string{"proxy", "--app", "127.0.0.1:1"}, "--service is required"},
 		{[]string{"proxy", "--service", "web"}, "--app is required"},
 		{[]string{"proxy", "--service", "web", "--app", "127.0.0.1:1", "--check-fail-policy", "maybe"}, "--check-fail-policy"},

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"errors"
+	"flag"
 	"fmt"
 	"log/slog"
 	"os"
@@ -39,12 +40,20 @@ func runMixer(ctx context.Context, e *env, args []string) error {
 	otlpGRPC := fs.String("otlp-grpc", "", "OTLP/gRPC listen `address` for apps' spans and logs, e.g. 127.0.0.1:4317; empty: off")
 	otlpHTTP := fs.String("otlp-http", "", "OTLP/HTTP listen `address` (POST /v1/traces, /v1/logs), e.g. 127.0.0.1:4318; empty: off")
 	shutdownTimeout := fs.Duration("shutdown-timeout", 15*time.Second, "how long SIGTERM may take to drain queues and close adapters")
+	var gc gcSettings
+	fs.IntVar(&gc.percent, "gc-percent", defaultGCPercent, "garbage collector target `percent` (as GOGC; -1 off, then set --memory-limit); when not given, GOGC from the environment if set, else this default")
+	fs.StringVar(&gc.limit, "memory-limit", "", "soft memory `limit` of the Go runtime (as GOMEMLIMIT, e.g. 512MiB); empty: GOMEMLIMIT from the environment if set, else none")
 	lf := addLogFlags(fs)
 	if err := fs.parse(e, args); err != nil {
 		return err
 	}
 	if fs.NArg() > 0 {
 		return usageErrorf("unexpected arguments %q (policy paths go in --config)", fs.Args())
+	}
+	fs.Visit(func(f *flag.Flag) { gc.percentSet = gc.percentSet || f.Name == "gc-percent" })
+	gcPercent, memLimit, err := gc.apply(os.Getenv)
+	if err != nil {
+		return err
 	}
 	if len(configs) == 0 {
 		return usageErrorf("--config is required")
@@ -53,6 +62,7 @@ func runMixer(ctx context.Context, e *env, args []string) error {
 	if err != nil {
 		return err
 	}
+	logger.Info("garbage collector", "gcPercent", gcPercent, "memoryLimitBytes", memLimit)
 	registry, err := newRegistry()
 	if err != nil {
 		return err

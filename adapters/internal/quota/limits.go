@@ -5,7 +5,6 @@ import (
 	"maps"
 	"slices"
 	"strconv"
-	"strings"
 	"time"
 
 	"github.com/sidemix/sidemix/adapters/template"
@@ -175,19 +174,26 @@ next:
 // name{"k1"="v1","k2"="v2"} with keys sorted, so that map order never
 // matters.
 func CounterKey(name string, dims map[string]any) string {
-	var b strings.Builder
-	b.WriteString(name)
-	b.WriteByte('{')
-	for i, k := range slices.Sorted(maps.Keys(dims)) {
-		if i > 0 {
-			b.WriteByte(',')
-		}
-		b.WriteString(strconv.Quote(k))
-		b.WriteByte('=')
-		b.WriteString(strconv.Quote(template.FormatValue(dims[k])))
+	// On the stack for the usual few dimensions: one allocation, the key.
+	var keysBuf [8]string
+	keys := keysBuf[:0]
+	for k := range dims {
+		keys = append(keys, k)
 	}
-	b.WriteByte('}')
-	return b.String()
+	slices.Sort(keys)
+	var buf [256]byte
+	b := append(buf[:0], name...)
+	b = append(b, '{')
+	for i, k := range keys {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		b = strconv.AppendQuote(b, k)
+		b = append(b, '=')
+		b = strconv.AppendQuote(b, template.FormatValue(dims[k]))
+	}
+	b = append(b, '}')
+	return string(b)
 }
 
 // String is for logs and test failures.

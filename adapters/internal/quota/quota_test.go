@@ -325,3 +325,17 @@ quotas:
 		t.Errorf("granted %d, want exactly %d", got, 2*limit)
 	}
 }
+
+func TestCounterKey(t *testing.T) {
+	dims := map[string]any{"source": `we"b`, "destination": "db", "code": int64(404)}
+	if got, want := quota.CounterKey("rq", dims), `rq{"code"="404","destination"="db","source"="we\"b"}`; got != want {
+		t.Errorf("CounterKey = %s, want %s", got, want)
+	}
+	if got := quota.CounterKey("rq", nil); got != "rq{}" {
+		t.Errorf("CounterKey without dimensions = %s", got)
+	}
+	strs := map[string]any{"source": "web", "destination": "db"}
+	if n := testing.AllocsPerRun(100, func() { quota.CounterKey("rq", strs) }); n > 1 {
+		t.Errorf("CounterKey allocates %v times, want 1 (the key)", n)
+	}
+}

@@ -9,6 +9,7 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"google.golang.org/grpc/codes"
@@ -83,6 +84,7 @@ func newSide(p *Proxy, kind string, transport http.RoundTripper) *side {
 		ModifyResponse: s.modifyResponse,
 		ErrorHandler:   s.errorHandler,
 		ErrorLog:       p.errLog,
+		BufferPool:     copyBuffers,
 	}
 	if kind == kindOutbound && p.routes != nil {
 		s.rrp = &httputil.ReverseProxy{
@@ -91,9 +93,34 @@ func newSide(p *Proxy, kind string, transport http.RoundTripper) *side {
 			ModifyResponse: s.modifyResponse,
 			ErrorHandler:   s.errorHandler,
 			ErrorLog:       p.errLog,
+			BufferPool:     copyBuffers,
 		}
 	}
 	return s
+}
+
+// copyBuffers lends ReverseProxy its body copy buffers: without a pool it
+// allocates 32 KiB per request, half of all the proxy allocated per request
+// (BenchmarkInboundCachedCheck), which the garbage collector then paid for.
+var copyBuffers = &bufferPool{}
+
+const copyBufferSize = 32 << 10
+
+type bufferPool struct{ p sync.Pool }
+
+func (b *bufferPool) Get() []byte {
+	if v, ok := b.p.Get().(*[]byte); ok {
+		return *v
+	}
+	return make([]byte, copyBufferSize)
+}
+
+func (b *bufferPool) Put(buf []byte) {
+	if cap(buf) != copyBufferSize {
+		return
+	}
+	buf = buf[:copyBufferSize]
+	b.p.Put(&buf)
 }
 
 func (s *side) rewrite(pr *httputil.ProxyRequest) {

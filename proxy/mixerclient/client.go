@@ -231,7 +231,7 @@ type Client struct {
 	refillMu   sync.Mutex     // orders refills.Add before Close's Wait
 	noRefills  bool           // set by Close; guarded by refillMu
 	refills    sync.WaitGroup // background prefetches
-	reports    chan *attribute.Bag
+	reports    reportBuffer
 	pendingLen atomic.Int64 // bags the sender holds (for the buffer gauge)
 	closed     atomic.Bool
 	closeOnce  sync.Once
@@ -250,7 +250,7 @@ func New(opts Options) (*Client, error) {
 	c := &Client{
 		opts:       opts,
 		log:        opts.Logger,
-		reports:    make(chan *attribute.Bag, opts.ReportBufferSize),
+		reports:    newReportBuffer(opts.ReportBufferSize, opts.ReportBatchSize),
 		quit:       make(chan struct{}),
 		senderDone: make(chan struct{}),
 	}

@@ -237,9 +237,18 @@ func localAddr(r *http.Request) (netip.Addr, int64, bool) {
 	return ap.Addr(), int64(ap.Port()), true
 }
 
+// responseAttrs is about the most attributes responseBag adds.
+const responseAttrs = 32
+
 // responseBag extends the request bag with what the response brought.
 func responseBag(ex *exchange, rec *recorder, end time.Time) *attribute.Bag {
-	b := ex.bag.Builder()
+	// Room for what is added below from the start: Bag.Builder leaves room
+	// for 8, so the ~20 response attributes grew (copied) the slice again.
+	b := attribute.NewBuilder(ex.bag.Len() + responseAttrs)
+	ex.bag.Range(func(name string, v attribute.Value) bool {
+		b.Set(name, v)
+		return true
+	})
 	b.SetInt64(attribute.ResponseCode, int64(rec.code))
 	b.SetInt64(attribute.ResponseSize, rec.size)
 	b.SetInt64(attribute.ResponseTotalSize, rec.headBytes+rec.size)

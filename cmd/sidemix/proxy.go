@@ -83,7 +83,7 @@ func runProxy(ctx context.Context, e *env, args []string) error {
 	cacheSize := fs.Int("cache-size", 10000, "check cache entries")
 	traceSampling := fs.Float64("trace-sampling", 1, "`fraction` (0 to 1) of new traces that are sampled; requests carrying a trace context keep their caller's decision")
 	maxHeaderBytes := fs.Int("max-request-header-bytes", proxy.DefaultMaxRequestHeaderBytes, "largest request head (request line and headers) forwarded; larger requests are answered 431")
-	admin := fs.String("admin", proxy.DefaultAdmin, "admin HTTP listen `address` (/healthz, /metrics); empty disables")
+	admin := fs.String("admin", proxy.DefaultAdmin, "admin HTTP listen `address` (/healthz, /metrics, /debug/pprof/ for loopback callers); empty disables")
 	shutdownTimeout := fs.Duration("shutdown-timeout", 15*time.Second, "how long SIGTERM may take to finish requests and flush reports")
 	lf := addLogFlags(fs)
 	if err := fs.parse(e, args); err != nil {

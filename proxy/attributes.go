@@ -183,10 +183,35 @@ func headerMap(h http.Header) map[string]string {
 		if len(vs) == 0 {
 			continue
 		}
-		m[strings.ToLower(k)] = vs[0]
+		lk, ok := lowerHeaders[k]
+		if !ok {
+			lk = strings.ToLower(k)
+		}
+		m[lk] = vs[0]
 	}
 	return m
 }
+
+// lowerHeaders maps common canonical header names to their lower case,
+// so that headerMap does not allocate a new key string for each of them
+// on every request and response.
+var lowerHeaders = func() map[string]string {
+	names := []string{"Accept", "Accept-Encoding", "Accept-Language", "Authorization", "Cache-Control",
+		"Connection", "Content-Encoding", "Content-Length", "Content-Type", "Cookie", "Date", "Etag",
+		"Expires", "Forwarded", "Grpc-Encoding", "Grpc-Accept-Encoding", "Grpc-Status", "Grpc-Message",
+		"Grpc-Timeout", "Keep-Alive", "Last-Modified", "Location", "Origin", "Pragma", "Referer", "Server",
+		"Set-Cookie", "Te", "Trailer", "Transfer-Encoding", "User-Agent", "Vary", "Via",
+		"X-Content-Type-Options", "X-Forwarded-For", "X-Forwarded-Host", "X-Forwarded-Proto",
+		"Retry-After", "Ratelimit-Limit", "Ratelimit-Remaining", "Ratelimit-Reset", HeaderRequestID}
+	names = append(names, identityHeaders[:]...)
+	names = append(names, peerHeaders[:]...)
+	names = append(names, traceHeaders[:]...)
+	m := make(map[string]string, len(names))
+	for _, n := range names {
+		m[http.CanonicalHeaderKey(n)] = strings.ToLower(n)
+	}
+	return m
+}()
 
 // headerBytes approximates the wire size of a header block.
 func headerBytes(h http.Header) int64 {
@@ -237,9 +262,18 @@ func localAddr(r *http.Request) (netip.Addr, int64, bool) {
 	return ap.Addr(), int64(ap.Port()), true
 }
 
+// responseAttrs is about the most attributes responseBag adds.
+const responseAttrs = 32
+
 // responseBag extends the request bag with what the response brought.
 func responseBag(ex *exchange, rec *recorder, end time.Time) *attribute.Bag {
-	b := ex.bag.Builder()
+	// Room for what is added below from the start: Bag.Builder leaves room
+	// for 8, so the ~20 response attributes grew (copied) the slice again.
+	b := attribute.NewBuilder(ex.bag.Len() + responseAttrs)
+	ex.bag.Range(func(name string, v attribute.Value) bool {
+		b.Set(name, v)
+		return true
+	})
 	b.SetInt64(attribute.ResponseCode, int64(rec.code))
 	b.SetInt64(attribute.ResponseSize, rec.size)
 	b.SetInt64(attribute.ResponseTotalSize, rec.headBytes+rec.size)

@@ -77,7 +77,8 @@ type Config struct {
 	CheckFailOpenFor map[string]bool
 	// QuotaPrefetchMax, QuotaPrefetchWindow and QuotaPrefetchMaxAge tune
 	// quota prefetch (mixerclient.Options PrefetchMax, PrefetchWindow,
-	// PrefetchMaxAge); a zero QuotaPrefetchMax disables it.
+	// PrefetchMaxAge); a zero QuotaPrefetchMax disables it (the command
+	// line defaults it to mixerclient.DefaultPrefetchMax).
 	QuotaPrefetchMax    int64
 	QuotaPrefetchWindow time.Duration
 	QuotaPrefetchMaxAge time.Duration

@@ -35,7 +35,10 @@
 //     operations are applied before forwarding, its response header
 //     operations to the response; a direct response is sent instead of
 //     forwarding.
-//  3. Forward, counting the bytes both ways.
+//  3. Forward, counting the bytes both ways. A body of known length up to
+//     16 KiB (not gRPC, no Expect) is read whole first and sent to the app
+//     with the head in one write; one that ends early is answered 400
+//     (flag DC) and never forwarded. Larger bodies stream.
 //  4. Extend the bag with the response and hand it to the mixer client's
 //     report buffer, which never blocks. Denied and unroutable requests are
 //     reported too.
@@ -203,8 +206,9 @@
 //
 // # Admin and metrics
 //
-// Config.Admin serves /healthz, /readyz (503 while shutting down) and
-// /metrics from the proxy's own registry: sidemix_proxy_requests_total
+// Config.Admin serves /healthz, /readyz (503 while shutting down),
+// /debug/pprof/ (Go's profiles, to loopback callers only; others get 403)
+// and /metrics from the proxy's own registry: sidemix_proxy_requests_total
 // {direction,code}, sidemix_proxy_request_duration_seconds{direction},
 // sidemix_proxy_response_flags_total{direction,flag},
 // sidemix_proxy_traces_total{direction,origin} (origin started or

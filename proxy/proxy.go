@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"net/url"
 	"sync"
 	"sync/atomic"
@@ -261,7 +262,30 @@ func (p *Proxy) adminHandler() http.Handler {
 		writeText(w, http.StatusOK, "ready")
 	})
 	mux.Handle("GET /metrics", promhttp.HandlerFor(p.reg, promhttp.HandlerOpts{ErrorLog: p.errLog}))
+	mountPprof(mux)
 	return mux
+}
+
+// mountPprof serves Go's profiles (net/http/pprof) under /debug/pprof/ to
+// loopback callers only: a profile shows memory and code an operator on
+// the machine may see, nobody else (403 otherwise, whatever address the
+// admin listener is bound to).
+func mountPprof(mux *http.ServeMux) {
+	loopback := func(h http.HandlerFunc) http.Handler {
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if ip, ok := remoteIP(r); !ok || !ip.IsLoopback() {
+				writeText(w, http.StatusForbidden, "profiles are served to loopback callers only")
+				return
+			}
+			h(w, r)
+		})
+	}
+	mux.Handle("GET /debug/pprof/", loopback(pprof.Index))
+	mux.Handle("GET /debug/pprof/cmdline", loopback(pprof.Cmdline))
+	mux.Handle("GET /debug/pprof/profile", loopback(pprof.Profile))
+	mux.Handle("GET /debug/pprof/symbol", loopback(pprof.Symbol))
+	mux.Handle("POST /debug/pprof/symbol", loopback(pprof.Symbol))
+	mux.Handle("GET /debug/pprof/trace", loopback(pprof.Trace))
 }
 
 func lnAddr(ln net.Listener) string {

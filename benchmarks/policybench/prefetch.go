@@ -63,9 +63,8 @@ func (s *Suite) runPrefetch(ctx context.Context, prefetchMax int) (Measurement, 
 	args := []string{"proxy", "--service", service, "--namespace", namespace,
 		"--inbound", inbound, "--app", app.Addr().String(), "--mixer", mx.grpcAddr,
 		"--admin", admin, "--log-level", "warn"}
-	if prefetchMax > 0 {
-		args = append(args, "--"+prefetchFlag, strconv.Itoa(prefetchMax))
-	}
+	// Always said: the proxy's default is prefetch on.
+	args = append(args, "--"+prefetchFlag, strconv.Itoa(prefetchMax))
 	px, err := harness.Start(harness.Spec{Name: "sidemix proxy", Path: s.opts.Sidemix, Args: args,
 		Env: s.serverEnv(), CPUs: s.opts.ServerCPUs})
 	if err != nil {

@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/sidemix/sidemix/proxy"
+	"github.com/sidemix/sidemix/proxy/mixerclient"
 )
 
 const proxySynopsis = `  sidemix proxy --service NAME --app ADDR [flags]
@@ -71,7 +72,7 @@ func runProxy(ctx context.Context, e *env, args []string) error {
 	mixerAddr := fs.String("mixer", "127.0.0.1:9091", "gRPC `addresses` of the mixers, comma-separated; calls are balanced over the healthy ones")
 	failPolicy := fs.String("check-fail-policy", "closed", "`policy` when the mixer cannot be reached: closed (answer 503) or open (forward), optionally followed by name=closed|open overrides for inbound or an --upstreams name, comma-separated")
 	checkTimeout := fs.Duration("check-timeout", time.Second, "longest a request waits for the mixer's Check (a retry on another mixer included)")
-	prefetchMax := fs.Int64("quota-prefetch-max", 0, "most quota units one Check asks for: the request's charge plus what is fetched ahead so that later requests are answered from a local pool; 0 disables prefetch (each request asks for its charge)")
+	prefetchMax := fs.Int64("quota-prefetch-max", mixerclient.DefaultPrefetchMax, "most quota units one Check asks for: the request's charge plus what is fetched ahead so that later requests are answered from a local pool (never more than 1/20 of the quota's limit, so limits under 20 per window stay exact); 0 disables prefetch (each request asks the mixer for its charge)")
 	prefetchWindow := fs.Duration("quota-prefetch-window", time.Second, "sliding window over which quota usage is measured to predict the next window's need")
 	prefetchMaxAge := fs.Duration("quota-prefetch-max-age", time.Second, "longest a prefetched quota token is kept before it expires unused")
 	ejectAfter := fs.Int("mixer-eject-after", 3, "failures in a row that take a mixer out of the rotation")
@@ -82,7 +83,7 @@ func runProxy(ctx context.Context, e *env, args []string) error {
 	cacheSize := fs.Int("cache-size", 10000, "check cache entries")
 	traceSampling := fs.Float64("trace-sampling", 1, "`fraction` (0 to 1) of new traces that are sampled; requests carrying a trace context keep their caller's decision")
 	maxHeaderBytes := fs.Int("max-request-header-bytes", proxy.DefaultMaxRequestHeaderBytes, "largest request head (request line and headers) forwarded; larger requests are answered 431")
-	admin := fs.String("admin", proxy.DefaultAdmin, "admin HTTP listen `address` (/healthz, /metrics); empty disables")
+	admin := fs.String("admin", proxy.DefaultAdmin, "admin HTTP listen `address` (/healthz, /metrics, /debug/pprof/ for loopback callers); empty disables")
 	shutdownTimeout := fs.Duration("shutdown-timeout", 15*time.Second, "how long SIGTERM may take to finish requests and flush reports")
 	lf := addLogFlags(fs)
 	if err := fs.parse(e, args); err != nil {

@@ -30,6 +30,10 @@ const (
 	DefaultPrefetchMaxAge   = time.Second
 	DefaultEjectAfter       = 3
 	DefaultEjectTime        = time.Second
+	// DefaultPrefetchMax is what the command line sets Options.PrefetchMax
+	// to (Istio's mixer client prefetched by default too); the zero
+	// Options keep prefetch off.
+	DefaultPrefetchMax = 100
 )
 
 // maxEjectTime caps the ejection time, which doubles with every ejection
@@ -67,7 +71,8 @@ type Options struct {
 	// PrefetchMax is the most quota one Check asks for (a request's own
 	// charge, when larger, excepted) so that later requests are answered
 	// from the local pool; 0 disables prefetch: every request that draws on
-	// a quota asks the mixer for exactly its charge.
+	// a quota asks the mixer for exactly its charge. A pool never holds more
+	// than PrefetchLimitShare of the quota's limit either.
 	PrefetchMax int64
 	// PrefetchWindow is the sliding window over which usage is measured to
 	// predict the next window's need.
@@ -226,7 +231,7 @@ type Client struct {
 	refillMu   sync.Mutex     // orders refills.Add before Close's Wait
 	noRefills  bool           // set by Close; guarded by refillMu
 	refills    sync.WaitGroup // background prefetches
-	reports    chan *attribute.Bag
+	reports    reportBuffer
 	pendingLen atomic.Int64 // bags the sender holds (for the buffer gauge)
 	closed     atomic.Bool
 	closeOnce  sync.Once
@@ -245,7 +250,7 @@ func New(opts Options) (*Client, error) {
 	c := &Client{
 		opts:       opts,
 		log:        opts.Logger,
-		reports:    make(chan *attribute.Bag, opts.ReportBufferSize),
+		reports:    newReportBuffer(opts.ReportBufferSize, opts.ReportBatchSize),
 		quit:       make(chan struct{}),
 		senderDone: make(chan struct{}),
 	}

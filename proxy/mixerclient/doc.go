@@ -63,9 +63,16 @@
 // bounds the overshoot against a rolling window; unused ones expire and are
 // counted. Tokens taken for a request that is then refused for another of
 // its quotas go back to their pool. The local pools never admit more than
-// the mixer granted. Prefetch is off by default: with it, a rolling window
-// may admit up to what the proxies pooled in the last PrefetchMaxAge
-// before the window too, the price of answering without a round trip.
+// the mixer granted, and never pool more than 1/PrefetchLimitShare (1/20)
+// of the quota's limit as the mixer last told it: a limit under 20 per
+// window is never prefetched and stays exact, and a larger one may leave at
+// most 5% per proxy pooled but unused when its window ends. The price of
+// answering without a round trip: a rolling window may admit up to what the
+// proxies pooled in the last PrefetchMaxAge before the window too. Options
+// keep prefetch off unless PrefetchMax is set; the sidecar's command line
+// turns it on (--quota-prefetch-max, default DefaultPrefetchMax), since a
+// quota charged on every request otherwise costs a mixer round trip on
+// every request, check cache or not.
 //
 // An answer with quota results but no quota_charges (a mixer that does not
 // teach them) is never served from the cache: the cache keeps a marker

@@ -72,7 +72,7 @@ func newMetrics(reg prometheus.Registerer, c *Client) (*metrics, error) {
 	bufLen := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "sidemix_proxy_report_buffer_length",
 		Help: "Report bags waiting to be sent.",
-	}, func() float64 { return float64(len(c.reports)) + float64(c.pendingLen.Load()) })
+	}, func() float64 { return float64(c.reports.len()) + float64(c.pendingLen.Load()) })
 	cacheLen := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "sidemix_proxy_check_cache_entries",
 		Help: "Answers held by the check cache.",

@@ -285,7 +285,7 @@ func (p *quotaPool) extra(need, maxAmount int64, window time.Duration, now time.
 	if p.fetching {
 		return 0
 	}
-	want := min(p.predict(now, window)-p.avail, maxAmount-need)
+	want := min(p.predict(now, window)-p.avail, maxAmount-need, p.ahead()-p.avail)
 	if want <= 0 {
 		return 0
 	}
@@ -306,8 +306,30 @@ func (p *quotaPool) refill(need, maxAmount int64, window time.Duration, now time
 	if 2*p.avail >= want {
 		return 0
 	}
+	room := p.ahead() - p.avail
+	amount := max(need, min(want-p.avail, maxAmount, room))
+	if amount > room {
+		return 0
+	}
 	p.fetching = true
-	return max(need, min(want-p.avail, maxAmount))
+	return amount
+}
+
+// PrefetchLimitShare bounds prefetch by the quota's own size: a proxy
+// never pools more than the limit divided by this (as the mixer last told
+// the limit), so that a small limit (under this many per window) is never
+// prefetched and stays exact, and a large one loses at most this share per
+// proxy to tokens pooled but unused when the window ends.
+const PrefetchLimitShare = 20
+
+// ahead is the most tokens the pool may hold: PrefetchLimitShare of the
+// quota's limit when the mixer told it, else unbounded here (the caller's
+// maxAmount still bounds each Check); the caller holds mu.
+func (p *quotaPool) ahead() int64 {
+	if p.limit <= 0 {
+		return math.MaxInt64
+	}
+	return p.limit / PrefetchLimitShare
 }
 
 func (p *quotaPool) endFetch() {

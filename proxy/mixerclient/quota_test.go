@@ -36,13 +36,15 @@ func newQuota(clock *fakeClock, limit int64, window time.Duration) *fakemixer.Qu
 // proxy never admits more than the mixer granted.
 func TestQuotaPrefetchAnswersLocally(t *testing.T) {
 	clock := &fakeClock{t: time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC)}
-	q := newQuota(clock, 40, time.Hour)
+	// Large enough that PrefetchMax, not the limit, bounds each prefetch.
+	const limit = 8 * mixerclient.PrefetchLimitShare
+	q := newQuota(clock, limit, time.Hour)
 	m := fakemixer.Start(t, "127.0.0.1:0")
 	m.SetCheckRequest(q.Check)
 	c, reg := newClient(t, mixerclient.Options{Addr: m.Addr(), Now: clock.Now, PrefetchMax: 8, PrefetchMaxAge: time.Hour})
 
 	admitted, denied := 0, 0
-	for i := 0; i < 200 && admitted < 40; i++ {
+	for i := 0; i < 5*limit && admitted < limit; i++ {
 		d := check(t, c, svcBag("web", "/"))
 		switch d.Code {
 		case codes.OK:
@@ -57,8 +59,8 @@ func TestQuotaPrefetchAnswersLocally(t *testing.T) {
 			t.Fatalf("admitted %d, granted only %d", admitted, q.Granted())
 		}
 	}
-	if admitted != 40 {
-		t.Fatalf("admitted %d, want the limit 40", admitted)
+	if admitted != limit {
+		t.Fatalf("admitted %d, want the limit %d", admitted, limit)
 	}
 	// Exhausted now. The first refusal may still ask the mixer (unless a
 	// refill learnt of the exhaustion already); after it, refusals are
@@ -77,23 +79,23 @@ func TestQuotaPrefetchAnswersLocally(t *testing.T) {
 	if n := m.CheckCalls(); n != calls {
 		t.Errorf("mixer asked %d more times while the quota is known exhausted", n-calls)
 	}
-	if q.Granted() != 40 {
-		t.Errorf("granted %d, want 40", q.Granted())
+	if q.Granted() != limit {
+		t.Errorf("granted %d, want %d", q.Granted(), limit)
 	}
 	hits := metricValue(t, reg, "sidemix_proxy_quota_prefetch_total", map[string]string{"result": "hit"})
-	if hits < 20 {
-		t.Errorf("prefetch hits = %v of 40 admitted, want most", hits)
+	if hits < limit/2 {
+		t.Errorf("prefetch hits = %v of %d admitted, want most", hits, limit)
 	}
-	if calls >= 30 {
-		t.Errorf("mixer saw %d checks for 40 admitted requests, want far fewer", calls)
+	if calls >= limit*3/4 {
+		t.Errorf("mixer saw %d checks for %d admitted requests, want far fewer", calls, limit)
 	}
 	// The first request was charged by the mixer unasked; every other
 	// admitted request took a token the mixer granted to the pool.
-	if used := metricValue(t, reg, "sidemix_proxy_quota_tokens_total", map[string]string{"result": "used"}); used != 39 {
-		t.Errorf("tokens used %v, want 39", used)
+	if used := metricValue(t, reg, "sidemix_proxy_quota_tokens_total", map[string]string{"result": "used"}); used != limit-1 {
+		t.Errorf("tokens used %v, want %d", used, limit-1)
 	}
-	if granted := metricValue(t, reg, "sidemix_proxy_quota_tokens_total", map[string]string{"result": "granted"}); granted != 39 {
-		t.Errorf("tokens granted %v, want 39", granted)
+	if granted := metricValue(t, reg, "sidemix_proxy_quota_tokens_total", map[string]string{"result": "granted"}); granted != limit-1 {
+		t.Errorf("tokens granted %v, want %d", granted, limit-1)
 	}
 	// Every Check after the first named the quota, at most 8 at a time.
 	for i, r := range m.Requests()[1:] {
@@ -339,5 +341,49 @@ func TestQuotaCachedAnswerChanges(t *testing.T) {
 	// Learned anew: the denial, quota-free.
 	if d := check(t, c, svcBag("web", "/")); d.Code != codes.PermissionDenied {
 		t.Fatalf("%+v", d)
+	}
+}
+
+// Prefetch never pools more than the limit's PrefetchLimitShare: a limit
+// under it is not prefetched at all (every Check asks exactly the charge),
+// a larger one at most limit/PrefetchLimitShare ahead.
+func TestQuotaPrefetchBoundedByLimit(t *testing.T) {
+	for _, tc := range []struct {
+		limit     int64
+		wantAhead int64 // most asked beyond the charge
+	}{
+		{limit: mixerclient.PrefetchLimitShare - 1, wantAhead: 0},
+		{limit: 10 * mixerclient.PrefetchLimitShare, wantAhead: 10},
+	} {
+		clock := &fakeClock{t: time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC)}
+		q := newQuota(clock, tc.limit, time.Hour)
+		m := fakemixer.Start(t, "127.0.0.1:0")
+		m.SetCheckRequest(q.Check)
+		c, _ := newClient(t, mixerclient.Options{Addr: m.Addr(), Now: clock.Now, PrefetchMax: 1000, PrefetchMaxAge: time.Hour})
+		admitted := int64(0)
+		for i := int64(0); i < tc.limit+5; i++ {
+			if check(t, c, svcBag("web", "/")).Allowed() {
+				admitted++
+			}
+			mixerclient.WaitPrefetches(c)
+			clock.Add(10 * time.Millisecond) // a steady rate for the usage window
+		}
+		if admitted != tc.limit {
+			t.Errorf("limit %d: admitted %d", tc.limit, admitted)
+		}
+		var most int64
+		for _, r := range m.Requests() {
+			if qp := r.GetQuotas()["requestcount"]; qp != nil {
+				most = max(most, qp.GetAmount())
+			}
+		}
+		// A refill asks for the tokens alone; a Check on the request path
+		// for the charge (1) plus the tokens ahead.
+		if most > tc.wantAhead+1 || (tc.wantAhead == 0 && most != 1) {
+			t.Errorf("limit %d: a Check asked %d, want at most %d ahead", tc.limit, most, tc.wantAhead)
+		}
+		if tc.wantAhead > 0 && most < 2 {
+			t.Errorf("limit %d: nothing was prefetched (most asked %d)", tc.limit, most)
+		}
 	}
 }

@@ -2,6 +2,7 @@ package mixerclient
 
 import (
 	"context"
+	"sync"
 	"time"
 
 	"github.com/sidemix/sidemix/attribute"
@@ -15,11 +16,77 @@ func (c *Client) Report(bag *attribute.Bag) {
 		c.m.droppedShutdown.Inc()
 		return
 	}
-	select {
-	case c.reports <- bag:
-	default:
+	if !c.reports.put(bag) {
 		c.m.droppedFull.Inc()
 	}
+}
+
+// reportBuffer is where Report leaves bags for the sender: a slice under a
+// mutex rather than a channel, so that a report wakes the sender only when
+// a batch is full (the sender also looks every ReportInterval). A channel
+// woke it for every request: a goroutine switch per request, on a 2-core
+// sidecar about as costly as the rest of the report path together.
+type reportBuffer struct {
+	mu    sync.Mutex
+	bags  []*attribute.Bag // cap is the buffer size; never grows
+	spare []*attribute.Bag // the sender's last taken slice, emptied
+	batch int
+	full  chan struct{} // one pending wake-up: a batch is waiting
+}
+
+func newReportBuffer(size, batch int) reportBuffer {
+	return reportBuffer{
+		bags:  make([]*attribute.Bag, 0, size),
+		spare: make([]*attribute.Bag, 0, size),
+		batch: batch,
+		full:  make(chan struct{}, 1),
+	}
+}
+
+// put adds b unless the buffer is full.
+func (r *reportBuffer) put(b *attribute.Bag) bool {
+	r.mu.Lock()
+	if len(r.bags) == cap(r.bags) {
+		r.mu.Unlock()
+		return false
+	}
+	r.bags = append(r.bags, b)
+	wake := len(r.bags) == r.batch
+	r.mu.Unlock()
+	if wake {
+		select {
+		case r.full <- struct{}{}:
+		default:
+		}
+	}
+	return true
+}
+
+// take hands over what is buffered; the caller gives the slice back with
+// giveBack once it has moved the bags.
+func (r *reportBuffer) take() []*attribute.Bag {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if len(r.bags) == 0 {
+		return nil
+	}
+	out := r.bags
+	r.bags = r.spare[:0]
+	r.spare = nil
+	return out
+}
+
+func (r *reportBuffer) giveBack(s []*attribute.Bag) {
+	clear(s)
+	r.mu.Lock()
+	r.spare = s[:0]
+	r.mu.Unlock()
+}
+
+func (r *reportBuffer) len() int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return len(r.bags)
 }
 
 // Close sends what is buffered, bounded by ctx, and closes the connection.
@@ -71,18 +138,19 @@ func (c *Client) sender() {
 	for {
 		flushAll := false
 		select {
-		case b := <-c.reports:
-			s.add(b)
+		case <-c.reports.full:
 			s.drain()
 			if retryC != nil || len(s.pending) < c.opts.ReportBatchSize {
 				continue
 			}
 		case <-tick.C:
+			s.drain()
 			if retryC != nil || len(s.pending) == 0 {
 				continue
 			}
 			flushAll = true
 		case <-retryC:
+			s.drain()
 			retryC = nil
 			flushAll = true
 		case <-c.quit:
@@ -118,28 +186,28 @@ type senderState struct {
 	pending []*attribute.Bag // oldest first
 }
 
-// add holds b back, dropping the oldest bags while the buffer (what the
-// sender holds plus what waits in the channel) is over its limit.
-func (s *senderState) add(b *attribute.Bag) {
-	for len(s.pending) > 0 && len(s.pending)+len(s.c.reports) >= s.c.opts.ReportBufferSize {
-		s.pending[0] = nil
-		s.pending = s.pending[1:]
-		s.c.m.droppedFull.Inc()
-	}
-	s.pending = append(s.pending, b)
-	s.c.pendingLen.Store(int64(len(s.pending)))
-}
-
-// drain moves what is waiting in the channel into pending, without waiting.
+// drain moves what Report buffered into pending, dropping the oldest bags
+// while what the sender holds is over the buffer's limit.
 func (s *senderState) drain() {
-	for {
-		select {
-		case b := <-s.c.reports:
-			s.add(b)
-		default:
-			return
+	taken := s.c.reports.take()
+	if taken == nil {
+		return
+	}
+	bags := taken
+	limit := s.c.opts.ReportBufferSize
+	if over := len(s.pending) + len(bags) - limit; over > 0 {
+		drop := min(over, len(s.pending))
+		clear(s.pending[:drop])
+		s.pending = s.pending[drop:]
+		s.c.m.droppedFull.Add(float64(drop))
+		if over -= drop; over > 0 { // cannot happen: bags never exceed the limit
+			s.c.m.droppedFull.Add(float64(over))
+			bags = bags[over:]
 		}
 	}
+	s.pending = append(s.pending, bags...)
+	s.c.reports.giveBack(taken)
+	s.c.pendingLen.Store(int64(len(s.pending)))
 }
 
 // send sends full batches, and with all the last partial one too; it stops

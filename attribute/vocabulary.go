@@ -170,7 +170,8 @@ const (
 )
 
 // standard is the built-in manifest, in the order its names enter the global
-// dictionary. Append only: the dictionary is versioned by its length.
+// dictionary. Append only: the dictionary is versioned by its length, and
+// names past namesBeforeValues follow the common values there (wire.go).
 var standard = []struct {
 	name string
 	kind Kind

@@ -7,8 +7,11 @@ import (
 	mixerv1 "github.com/sidemix/sidemix/api/mixer/v1"
 )
 
-// commonValues are frequent attribute values and map keys; they follow the
-// standard attribute names in the global dictionary. Append only.
+// commonValues are frequent attribute values and map keys; in the global
+// dictionary they follow the first namesBeforeValues standard names. The
+// list is frozen: a value added here would move the index of every name
+// appended to the vocabulary since; a new frequent value travels as a
+// per-message word instead.
 var commonValues = []string{
 	// context.protocol, request.scheme
 	"http", "https", "grpc", "tcp", "http2",
@@ -50,12 +53,22 @@ func NewDictionary(words []string) *Dictionary {
 	return d
 }
 
+// namesBeforeValues is how many standard names precede commonValues in the
+// global dictionary: the names the vocabulary had when the layout was fixed.
+// Names appended to the vocabulary since come after commonValues, so every
+// word keeps its index and an older peer's shorter dictionary stays a prefix
+// of a newer one's (testdata/dictionary.txt pins the layout).
+const namesBeforeValues = 61
+
 var defaultDictionary = func() *Dictionary {
 	words := make([]string, 0, len(standard)+len(commonValues))
-	for _, a := range standard {
+	for _, a := range standard[:namesBeforeValues] {
 		words = append(words, a.name)
 	}
 	words = append(words, commonValues...)
+	for _, a := range standard[namesBeforeValues:] {
+		words = append(words, a.name)
+	}
 	return NewDictionary(words)
 }()
 

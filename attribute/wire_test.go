@@ -4,6 +4,8 @@ import (
 	"errors"
 	"math/rand/v2"
 	"net/netip"
+	"os"
+	"strings"
 	"testing"
 	"time"
 
@@ -232,5 +234,26 @@ func TestMergeDeltaMatchesBuilder(t *testing.T) {
 			t.Fatalf("round %d: merged\n%s\nwant\n%s", round, got.Dump(), want.Dump())
 		}
 		prev = got
+	}
+}
+
+// TestDictionaryAppendOnly pins the global dictionary's layout: a peer that
+// knows the first N words must agree with every newer peer on them, so a
+// change may only add words after the last one in testdata/dictionary.txt
+// (then append them there too).
+func TestDictionaryAppendOnly(t *testing.T) {
+	data, err := os.ReadFile("testdata/dictionary.txt")
+	if err != nil {
+		t.Fatal(err)
+	}
+	pinned := strings.Split(strings.TrimSuffix(string(data), "\n"), "\n")
+	words := DefaultDictionary().Words()
+	if len(words) < len(pinned) {
+		t.Fatalf("the dictionary has %d words, fewer than the %d pinned", len(words), len(pinned))
+	}
+	for i, w := range pinned {
+		if words[i] != w {
+			t.Fatalf("word %d is %q, pinned as %q: existing indices must not move (append new vocabulary names at the end of standard)", i, words[i], w)
+		}
 	}
 }

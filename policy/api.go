@@ -1,13 +1,12 @@
 package policy
 
 import (
-	"strconv"
-	"strings"
 	"time"
 
 	"github.com/sidemix/sidemix/adapters"
 	"github.com/sidemix/sidemix/adapters/template"
 	"github.com/sidemix/sidemix/attribute"
+	"github.com/sidemix/sidemix/internal/yamlload"
 )
 
 // Options configure a load.
@@ -23,52 +22,12 @@ type Options struct {
 	Now func() time.Time
 }
 
-// Issue is one problem found by a load.
-type Issue struct {
-	File    string
-	Line    int
-	Kind    string // document kind, such as "Rule"; empty when unknown
-	Name    string // metadata.name; empty when unknown
-	Field   string // YAML path inside the document, such as "spec.actions[0].handler"
-	Message string
-}
-
-// String renders the issue as file:line: kind/name: field: message, leaving
-// out the parts that are unknown.
-func (i Issue) String() string {
-	var sb strings.Builder
-	sb.WriteString(i.File)
-	if i.Line > 0 {
-		sb.WriteByte(':')
-		sb.WriteString(strconv.Itoa(i.Line))
-	}
-	sb.WriteString(": ")
-	if i.Kind != "" || i.Name != "" {
-		sb.WriteString(i.Kind)
-		sb.WriteByte('/')
-		sb.WriteString(i.Name)
-		sb.WriteString(": ")
-	}
-	if i.Field != "" {
-		sb.WriteString(i.Field)
-		sb.WriteString(": ")
-	}
-	sb.WriteString(i.Message)
-	return sb.String()
-}
+// Issue is one problem found by a load: file, line, document, field and
+// message.
+type Issue = yamlload.Issue
 
 // LoadError lists every issue of a failed load.
-type LoadError struct {
-	Issues []Issue
-}
-
-func (e *LoadError) Error() string {
-	lines := make([]string, len(e.Issues))
-	for i, is := range e.Issues {
-		lines[i] = is.String()
-	}
-	return strings.Join(lines, "\n")
-}
+type LoadError = yamlload.LoadError
 
 // Variety says which side of the API an evaluation serves.
 type Variety int

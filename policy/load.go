@@ -54,7 +54,7 @@ func Load(paths []string, opts Options) (*Snapshot, error) {
 	if errors.As(err, &le) {
 		issues = append(issues, le.Issues...)
 	}
-	sortIssues(issues)
+	yamlload.SortIssues(issues)
 	return nil, &LoadError{Issues: issues}
 }
 
@@ -79,20 +79,11 @@ func LoadSources(files map[string][]byte, opts Options) (*Snapshot, error) {
 	}
 	snap := l.build()
 	if len(l.issues) > 0 {
-		sortIssues(l.issues)
+		yamlload.SortIssues(l.issues)
 		return nil, &LoadError{Issues: l.issues}
 	}
 	snap.digest = hex.EncodeToString(h.Sum(nil))
 	return snap, nil
-}
-
-func sortIssues(is []Issue) {
-	sort.SliceStable(is, func(i, j int) bool {
-		if is[i].File != is[j].File {
-			return is[i].File < is[j].File
-		}
-		return is[i].Line < is[j].Line
-	})
 }
 
 // document is one decoded YAML document, before its spec is interpreted.

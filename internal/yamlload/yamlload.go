@@ -57,6 +57,19 @@ func (i Issue) String() string {
 	return sb.String()
 }
 
+// LoadError lists every issue of a failed load, one per line.
+type LoadError struct {
+	Issues []Issue
+}
+
+func (e *LoadError) Error() string {
+	lines := make([]string, len(e.Issues))
+	for i, is := range e.Issues {
+		lines[i] = is.String()
+	}
+	return strings.Join(lines, "\n")
+}
+
 // SortIssues orders issues by file, then line, keeping the order of equals.
 func SortIssues(is []Issue) {
 	sort.SliceStable(is, func(i, j int) bool {

@@ -40,15 +40,7 @@ var otherIstioKinds = []string{"Gateway", "Sidecar", "WorkloadEntry", "WorkloadG
 type Issue = yamlload.Issue
 
 // LoadError lists every issue of a failed load.
-type LoadError struct{ Issues []Issue }
-
-func (e *LoadError) Error() string {
-	s := make([]string, len(e.Issues))
-	for i, is := range e.Issues {
-		s[i] = is.String()
-	}
-	return strings.Join(s, "\n")
-}
+type LoadError = yamlload.LoadError
 
 // Load reads the files and folders given (*.yaml, *.yml; folders
 // recursively), decodes every document strictly, checks every reference,

@@ -108,61 +108,12 @@ func (s *Suite) startHAProxy(dir, app, cpus string, workers int) (*path, error) 
 	return &path{name: HAProxy, t: target{url: "http://" + addr + "/echo"}, procs: []*harness.Proc{p}}, nil
 }
 
-// jaegerConfig is internal/testenv's: Jaeger v2 all-in-one with memory
-// storage, every port on loopback.
-const jaegerConfig = `service:
-  extensions: [jaeger_storage, jaeger_query]
-  pipelines:
-    traces:
-      receivers: [jaeger]
-      exporters: [jaeger_storage_exporter]
-  telemetry:
-    metrics:
-      level: none
-    logs:
-      level: warn
-extensions:
-  jaeger_query:
-    storage:
-      traces: memstore
-    enable_tracing: false
-    http:
-      endpoint: %s
-    grpc:
-      endpoint: %s
-  jaeger_storage:
-    backends:
-      memstore:
-        memory:
-          max_traces: 100000
-receivers:
-  jaeger:
-    protocols:
-      grpc:
-        endpoint: %s
-exporters:
-  jaeger_storage_exporter:
-    trace_storage: memstore
-`
-
 func (s *Suite) startJaeger() error {
-	addrs, err := harness.FreeAddrs(3)
+	j, err := harness.StartJaeger(s.opts.Jaeger, s.opts.WorkDir, s.opts.AllCPUs)
 	if err != nil {
 		return err
 	}
-	cfg := filepath.Join(s.opts.WorkDir, "jaeger.yaml")
-	if err := os.WriteFile(cfg, fmt.Appendf(nil, jaegerConfig, addrs[0], addrs[1], addrs[2]), 0o644); err != nil {
-		return err
-	}
-	p, err := harness.Start(harness.Spec{Name: "jaeger", Path: s.opts.Jaeger, Args: []string{"--config", cfg}, CPUs: s.opts.AllCPUs})
-	if err != nil {
-		return err
-	}
-	if err := p.WaitReady(60*time.Second, harness.TCPReady(addrs[2])); err != nil {
-		_ = p.Stop(5 * time.Second)
-		return err
-	}
-	s.jaeger, s.jaegerA = p, addrs[2]
+	s.jaeger, s.jaegerA = j.Proc, j.Addr
 	return nil
 }
 

@@ -94,16 +94,7 @@ func (s *side) requestBag(r *http.Request, ex *exchange) *attribute.Bag {
 	}
 
 	if s.kind == kindInbound {
-		b.SetString(attribute.DestinationWorkloadName, p.cfg.Service)
-		b.SetString(attribute.DestinationWorkloadNamespace, p.cfg.Namespace)
-		b.SetString(attribute.DestinationWorkloadUID, p.cfg.UID)
-		b.SetString(attribute.DestinationUID, p.cfg.UID)
-		b.SetString(attribute.DestinationServiceName, p.cfg.Service)
-		b.SetString(attribute.DestinationServiceNamespace, p.cfg.Namespace)
-		b.SetString(attribute.DestinationServiceHost, serviceHost(p.cfg.Service, p.cfg.Namespace))
-		b.SetString(attribute.DestinationName, p.cfg.Service)
-		b.SetString(attribute.DestinationNamespace, p.cfg.Namespace)
-		b.SetString(attribute.DestinationPrincipal, p.cfg.Principal)
+		p.setWorkload(b, kindInbound)
 		if v := ex.src[0]; v != "" {
 			b.SetString(attribute.SourceWorkloadName, v)
 			b.SetString(attribute.SourceName, v)
@@ -124,13 +115,7 @@ func (s *side) requestBag(r *http.Request, ex *exchange) *attribute.Bag {
 			b.SetInt64(attribute.DestinationPort, port)
 		}
 	} else {
-		b.SetString(attribute.SourceWorkloadName, p.cfg.Service)
-		b.SetString(attribute.SourceWorkloadNamespace, p.cfg.Namespace)
-		b.SetString(attribute.SourceWorkloadUID, p.cfg.UID)
-		b.SetString(attribute.SourceUID, p.cfg.UID)
-		b.SetString(attribute.SourceName, p.cfg.Service)
-		b.SetString(attribute.SourceNamespace, p.cfg.Namespace)
-		b.SetString(attribute.SourcePrincipal, p.cfg.Principal)
+		p.setWorkload(b, kindOutbound)
 		if up := ex.up; up != nil {
 			b.SetString(attribute.DestinationServiceName, up.service)
 			b.SetString(attribute.DestinationServiceNamespace, up.namespace)
@@ -313,4 +298,30 @@ func responseBag(ex *exchange, rec *recorder, end time.Time) *attribute.Bag {
 	}
 	b.SetInt64(attribute.RequestTotalSize, ex.headBytes+reqSize)
 	return b.Build()
+}
+
+// setWorkload records this proxy's workload as the destination of what its
+// inbound side reports and as the source of what its outbound side reports.
+func (p *Proxy) setWorkload(b *attribute.Builder, kind string) {
+	c := &p.cfg
+	if kind == kindInbound {
+		b.SetString(attribute.DestinationWorkloadName, c.Service)
+		b.SetString(attribute.DestinationWorkloadNamespace, c.Namespace)
+		b.SetString(attribute.DestinationWorkloadUID, c.UID)
+		b.SetString(attribute.DestinationUID, c.UID)
+		b.SetString(attribute.DestinationServiceName, c.Service)
+		b.SetString(attribute.DestinationServiceNamespace, c.Namespace)
+		b.SetString(attribute.DestinationServiceHost, serviceHost(c.Service, c.Namespace))
+		b.SetString(attribute.DestinationName, c.Service)
+		b.SetString(attribute.DestinationNamespace, c.Namespace)
+		b.SetString(attribute.DestinationPrincipal, c.Principal)
+		return
+	}
+	b.SetString(attribute.SourceWorkloadName, c.Service)
+	b.SetString(attribute.SourceWorkloadNamespace, c.Namespace)
+	b.SetString(attribute.SourceWorkloadUID, c.UID)
+	b.SetString(attribute.SourceUID, c.UID)
+	b.SetString(attribute.SourceName, c.Service)
+	b.SetString(attribute.SourceNamespace, c.Namespace)
+	b.SetString(attribute.SourcePrincipal, c.Principal)
 }

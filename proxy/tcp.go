@@ -363,29 +363,14 @@ func (l *tcpListener) baseBag(c *tcpConn) *attribute.Bag {
 		b.SetIP(attribute.SourceIP, ap.Addr().Unmap())
 	}
 	if l.kind == kindInbound {
-		b.SetString(attribute.DestinationWorkloadName, p.cfg.Service)
-		b.SetString(attribute.DestinationWorkloadNamespace, p.cfg.Namespace)
-		b.SetString(attribute.DestinationWorkloadUID, p.cfg.UID)
-		b.SetString(attribute.DestinationUID, p.cfg.UID)
-		b.SetString(attribute.DestinationServiceName, p.cfg.Service)
-		b.SetString(attribute.DestinationServiceNamespace, p.cfg.Namespace)
-		b.SetString(attribute.DestinationServiceHost, serviceHost(p.cfg.Service, p.cfg.Namespace))
-		b.SetString(attribute.DestinationName, p.cfg.Service)
-		b.SetString(attribute.DestinationNamespace, p.cfg.Namespace)
-		b.SetString(attribute.DestinationPrincipal, p.cfg.Principal)
+		p.setWorkload(b, kindInbound)
 		if ap, err := netip.ParseAddrPort(c.down.LocalAddr().String()); err == nil {
 			b.SetIP(attribute.DestinationIP, ap.Addr().Unmap())
 			b.SetInt64(attribute.DestinationPort, int64(ap.Port()))
 		}
 		return b.Build()
 	}
-	b.SetString(attribute.SourceWorkloadName, p.cfg.Service)
-	b.SetString(attribute.SourceWorkloadNamespace, p.cfg.Namespace)
-	b.SetString(attribute.SourceWorkloadUID, p.cfg.UID)
-	b.SetString(attribute.SourceUID, p.cfg.UID)
-	b.SetString(attribute.SourceName, p.cfg.Service)
-	b.SetString(attribute.SourceNamespace, p.cfg.Namespace)
-	b.SetString(attribute.SourcePrincipal, p.cfg.Principal)
+	p.setWorkload(b, kindOutbound)
 	if up := l.up; up.service != "" {
 		b.SetString(attribute.DestinationServiceName, up.service)
 		b.SetString(attribute.DestinationServiceNamespace, up.namespace)

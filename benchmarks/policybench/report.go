@@ -5,6 +5,8 @@ import (
 	"sort"
 	"strings"
 	"time"
+
+	"github.com/sidemix/sidemix/benchmarks/internal/harness"
 )
 
 // Meta describes the run a report comes from, so its numbers can be
@@ -49,23 +51,9 @@ func NewReport(meta Meta, rounds [][]Measurement) *Report {
 // from the round with the median rate. Skipped runs are left out, and a
 // scenario skipped in every round stays skipped.
 func medians(rounds [][]Measurement) []Measurement {
-	var order []string
-	by := map[string][]Measurement{}
-	skipped := map[string]Measurement{}
-	for _, round := range rounds {
-		for _, m := range round {
-			if _, seen := by[m.Scenario]; !seen {
-				if _, s := skipped[m.Scenario]; !s {
-					order = append(order, m.Scenario)
-				}
-			}
-			if m.Skipped != "" {
-				skipped[m.Scenario] = m
-				continue
-			}
-			by[m.Scenario] = append(by[m.Scenario], m)
-		}
-	}
+	order, by, skipped := harness.ByScenario(rounds,
+		func(m Measurement) string { return m.Scenario },
+		func(m Measurement) bool { return m.Skipped != "" })
 	out := make([]Measurement, 0, len(order))
 	for _, name := range order {
 		ms := by[name]

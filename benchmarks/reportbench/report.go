@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"sort"
 	"strings"
+
+	"github.com/sidemix/sidemix/benchmarks/internal/harness"
 )
 
 // Meta describes the run a report comes from.
@@ -40,23 +42,9 @@ type Report struct {
 // NewReport computes the medians of rounds, scenario by scenario, each
 // figure on its own; skipped runs are left out.
 func NewReport(meta Meta, rounds [][]Measurement) *Report {
-	var order []string
-	by := map[string][]Measurement{}
-	skipped := map[string]Measurement{}
-	for _, round := range rounds {
-		for _, m := range round {
-			if _, ok := by[m.Scenario]; !ok {
-				if _, ok := skipped[m.Scenario]; !ok {
-					order = append(order, m.Scenario)
-				}
-			}
-			if m.Skipped != "" {
-				skipped[m.Scenario] = m
-				continue
-			}
-			by[m.Scenario] = append(by[m.Scenario], m)
-		}
-	}
+	order, by, skipped := harness.ByScenario(rounds,
+		func(m Measurement) string { return m.Scenario },
+		func(m Measurement) bool { return m.Skipped != "" })
 	r := &Report{Meta: meta, Rounds: rounds}
 	for _, name := range order {
 		ms := by[name]

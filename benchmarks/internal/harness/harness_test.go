@@ -90,3 +90,25 @@ func TestRedis(t *testing.T) {
 		t.Error("want an error reply")
 	}
 }
+
+func TestByScenario(t *testing.T) {
+	type run struct {
+		name string
+		skip bool
+		v    int
+	}
+	rounds := [][]run{
+		{{"a", false, 1}, {"b", true, 0}, {"c", true, 0}},
+		{{"a", false, 2}, {"b", false, 3}, {"c", true, 0}},
+	}
+	order, runs, skips := ByScenario(rounds, func(r run) string { return r.name }, func(r run) bool { return r.skip })
+	if got := strings.Join(order, ","); got != "a,b,c" {
+		t.Fatalf("order %q, want a,b,c", got)
+	}
+	if len(runs["a"]) != 2 || len(runs["b"]) != 1 || runs["b"][0].v != 3 || len(runs["c"]) != 0 {
+		t.Fatalf("runs %v", runs)
+	}
+	if _, ok := skips["c"]; !ok {
+		t.Fatalf("c skipped in every round, skips %v", skips)
+	}
+}

@@ -75,6 +75,12 @@ func Run(ctx context.Context, o Options, last string, reload func() bool) {
 	debounce := time.NewTimer(time.Hour)
 	debounce.Stop()
 	arm := func() { debounce.Reset(o.Debounce) }
+	// A change made after last was taken but before the watches above were
+	// in place raised no event: compare once now instead of at the first
+	// poll, which may be far off.
+	if w.digest() != last {
+		arm()
+	}
 
 	for {
 		select {

@@ -13,11 +13,12 @@ import (
 	"testing"
 	"time"
 
+	"github.com/sidemix/sidemix/internal/grpctest"
+
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
 	testpb "google.golang.org/grpc/interop/grpc_testing"
-	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 
 	"github.com/sidemix/sidemix/attribute"
@@ -144,64 +145,6 @@ func testWebSocket(t *testing.T, routed bool) {
 	}
 }
 
-// testService is a real gRPC server of grpc.testing.TestService.
-type testService struct {
-	testpb.UnimplementedTestServiceServer
-}
-
-// FullDuplexCall echoes each message at once, sends a header first and a
-// trailer last, and ends with the status the client asks for.
-func (testService) FullDuplexCall(stream testpb.TestService_FullDuplexCallServer) error {
-	if err := stream.SendHeader(metadata.Pairs("x-stream-header", "hello")); err != nil {
-		return err
-	}
-	n := 0
-	for {
-		req, err := stream.Recv()
-		if errors.Is(err, io.EOF) {
-			stream.SetTrailer(metadata.Pairs("x-messages", fmt.Sprint(n)))
-			return nil
-		}
-		if err != nil {
-			return err
-		}
-		n++
-		if s := req.GetResponseStatus(); s != nil {
-			stream.SetTrailer(metadata.Pairs("x-messages", fmt.Sprint(n)))
-			return status.Error(codes.Code(s.GetCode()), s.GetMessage())
-		}
-		body := append([]byte("echo:"), req.GetPayload().GetBody()...)
-		if err := stream.Send(&testpb.StreamingOutputCallResponse{Payload: &testpb.Payload{Body: body}}); err != nil {
-			return err
-		}
-	}
-}
-
-// StreamingOutputCall sends one message per response parameter.
-func (testService) StreamingOutputCall(req *testpb.StreamingOutputCallRequest, stream testpb.TestService_StreamingOutputCallServer) error {
-	for i, p := range req.GetResponseParameters() {
-		body := []byte(strings.Repeat(fmt.Sprint(i), int(p.GetSize())))
-		if err := stream.Send(&testpb.StreamingOutputCallResponse{Payload: &testpb.Payload{Body: body}}); err != nil {
-			return err
-		}
-	}
-	stream.SetTrailer(metadata.Pairs("x-sent", fmt.Sprint(len(req.GetResponseParameters()))))
-	return nil
-}
-
-func startTestService(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	s := grpc.NewServer()
-	testpb.RegisterTestServiceServer(s, testService{})
-	go s.Serve(ln)
-	t.Cleanup(s.Stop)
-	return ln.Addr().String()
-}
-
 // gRPC over h2c through two sidecars: a bidirectional stream answers each
 // message before the next is sent (nothing is buffered), headers and
 // trailers arrive, an error status with its message reaches the client,
@@ -211,7 +154,7 @@ func TestGRPCStreamingAndTrailersThroughBothSidecars(t *testing.T) { bothWays(t,
 
 func testGRPCStreaming(t *testing.T, routed bool) {
 	m := fakemixer.Start(t, "127.0.0.1:0")
-	caller, host := chain(t, m, startTestService(t), routed)
+	caller, host := chain(t, m, grpctest.Start(t), routed)
 	conn, err := grpc.NewClient(caller.OutboundAddr(), grpc.WithTransportCredentials(insecure.NewCredentials()),
 		grpc.WithAuthority(host))
 	if err != nil {

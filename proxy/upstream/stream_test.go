@@ -14,11 +14,12 @@ import (
 	"testing"
 	"time"
 
+	"github.com/sidemix/sidemix/internal/grpctest"
+
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
 	testpb "google.golang.org/grpc/interop/grpc_testing"
-	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 )
 
@@ -56,49 +57,10 @@ func frontProxy(t *testing.T, c *Cluster) string {
 	return srv.Listener.Addr().String()
 }
 
-type echoService struct {
-	testpb.UnimplementedTestServiceServer
-}
-
-// FullDuplexCall sends its header at once, so that an early status comes
-// as trailers after it rather than as a trailers-only answer.
-func (echoService) FullDuplexCall(stream testpb.TestService_FullDuplexCallServer) error {
-	if err := stream.SendHeader(metadata.Pairs("x-echo", "1")); err != nil {
-		return err
-	}
-	n := 0
-	for {
-		req, err := stream.Recv()
-		if errors.Is(err, io.EOF) {
-			stream.SetTrailer(metadata.Pairs("x-messages", fmt.Sprint(n)))
-			return nil
-		}
-		if err != nil {
-			return err
-		}
-		n++
-		if s := req.GetResponseStatus(); s != nil {
-			stream.SetTrailer(metadata.Pairs("x-messages", fmt.Sprint(n)))
-			return status.Error(codes.Code(s.GetCode()), s.GetMessage())
-		}
-		if err := stream.Send(&testpb.StreamingOutputCallResponse{Payload: req.GetPayload()}); err != nil {
-			return err
-		}
-	}
-}
-
 // gRPC through the cluster's transport (h2c): a bidirectional stream, its
 // trailers, and a status the server sends before the client half-closes.
 func TestGRPCStreamThroughCluster(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	gs := grpc.NewServer()
-	testpb.RegisterTestServiceServer(gs, echoService{})
-	go gs.Serve(ln)
-	defer gs.Stop()
-	c := NewCluster("grpc", []Endpoint{endpointOf(t, ln.Addr().String())}, Policy{}, Options{})
+	c := NewCluster("grpc", []Endpoint{endpointOf(t, grpctest.Start(t))}, Policy{}, Options{})
 	defer c.Close()
 	conn, err := grpc.NewClient(frontProxy(t, c), grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
@@ -119,7 +81,7 @@ func TestGRPCStreamThroughCluster(t *testing.T) {
 			t.Fatal(err)
 		}
 		resp, err := stream.Recv()
-		if err != nil || string(resp.GetPayload().GetBody()) != msg {
+		if err != nil || string(resp.GetPayload().GetBody()) != "echo:"+msg {
 			t.Fatalf("recv %d: %v %v", i, resp, err)
 		}
 	}

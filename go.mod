@@ -3,12 +3,12 @@ module github.com/sidemix/sidemix
 go 1.26.0
 
 require (
+	cel.dev/cel-go v0.33.2
 	fortio.org/fortio v1.75.3
 	fortio.org/log v1.18.3
 	github.com/alicebob/miniredis/v2 v2.40.0
 	github.com/envoyproxy/go-control-plane/envoy v1.40.0
 	github.com/fsnotify/fsnotify v1.10.1
-	github.com/google/cel-go v0.31.0
 	github.com/jaegertracing/jaeger-idl v0.14.0
 	github.com/prometheus/client_golang v1.25.0
 	github.com/prometheus/client_model v0.6.3

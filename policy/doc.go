@@ -112,7 +112,7 @@
 // A load reports every issue at once, sorted by file and line, each as
 // file:line: Kind/name: field: message, for example:
 //
-//	rules.yaml:14: Rule/no-admin: spec.match: ERROR: <input>:1:1: undeclared reference to 'request.pth' (did you mean 'request.path'?)
+//	rules.yaml:14: Rule/no-admin: spec.match: ERROR: <input>:1:8: undeclared reference to 'request.pth' (did you mean 'request.path'?)
 //	handlers.yaml:3: Handler/h: spec.params.sttus: unknown field
 //	rules.yaml:9: Rule/r: spec.actions[0].handler: handler "nope" not found
 //

@@ -66,7 +66,7 @@ spec:
 	// Output:
 	// /admin/users: 1 action(s), rule no-admin calls deny-admin with nothing; looked at [{request.path  false true}]
 	// /hello: 0 action(s); looked at [{request.path  false true}]
-	// typo.yaml:6: Rule/no-admin: spec.match: ERROR: <input>:1:1: undeclared reference to 'request.pth' (did you mean 'request.path'?)
+	// typo.yaml:6: Rule/no-admin: spec.match: ERROR: <input>:1:8: undeclared reference to 'request.pth' (did you mean 'request.path'?)
 	// typo.yaml:8: Rule/no-admin: spec.actions[0].handler: handler "deny-admin" not found
 	// typo.yaml:8: Rule/no-admin: spec.actions[0].instances[0]: instance "nothing" not found
 }

@@ -11,7 +11,7 @@ import (
 	"strconv"
 	"strings"
 
-	"github.com/google/cel-go/common/types"
+	"cel.dev/cel-go/common/types"
 	"gopkg.in/yaml.v3"
 
 	"github.com/sidemix/sidemix/adapters"

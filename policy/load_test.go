@@ -177,7 +177,7 @@ func TestLoadErrors(t *testing.T) {
 			"cel.yaml:5: Rule/r: spec.match: ERROR: <input>:1:14: found no matching overload for '_==_' applied to '(string, int)'",
 			`cel.yaml:7: Rule/r: spec.actions[0].handler: handler "deny" not found`,
 			`cel.yaml:7: Rule/r: spec.actions[0].instances[0]: instance "nothing" not found`,
-			"cel.yaml:13: Rule/no-admin: spec.match: ERROR: <input>:1:1: undeclared reference to 'request.pth' (did you mean 'request.path'?)",
+			"cel.yaml:13: Rule/no-admin: spec.match: ERROR: <input>:1:8: undeclared reference to 'request.pth' (did you mean 'request.path'?)",
 			`cel.yaml:15: Rule/no-admin: spec.actions[0].handler: handler "deny" not found`,
 			`cel.yaml:15: Rule/no-admin: spec.actions[0].instances[0]: instance "nothing" not found`,
 			"cel.yaml:23: Instance/m: spec.params.value: expression has type string, want int, double or duration",
@@ -374,7 +374,7 @@ func TestAttributeManifest(t *testing.T) {
 	files := readDir(t, "testdata/good")
 	delete(files, "testdata/good/attributes.yaml")
 	_, err = LoadSources(files, Options{Adapters: testRegistry()})
-	want := "testdata/good/policy.yaml:20: Rule/no-admin: spec.match: ERROR: <input>:1:46: undeclared reference to 'request.auth.claims.group'"
+	want := "testdata/good/policy.yaml:20: Rule/no-admin: spec.match: ERROR: <input>:1:53: undeclared reference to 'request.auth'"
 	if err == nil || !strings.HasPrefix(err.Error(), want) {
 		t.Fatalf("err = %v\nwant prefix %s", err, want)
 	}

@@ -25,7 +25,7 @@ func TestConfig(t *testing.T) {
 			`rules[0].condition: ERROR: <input>:1:7: undefined field 'pth'`,
 			`rules[1].condition: expression has type string, want bool`,
 			`rules[2].condition: missing`,
-			`rules[3].condition: ERROR: <input>:1:1: undeclared reference to 'request' (in container '')`)},
+			`rules[3].condition: ERROR: <input>:1:1: undeclared reference to 'request'`)},
 		{File: "effects.bad.yaml", Want: lines(
 			`rules[0].effect: unknown effect "allow" (want ALLOW or DENY)`,
 			`rules[1].message: an ALLOW rule has no message`,

@@ -71,7 +71,7 @@ func TestCompileErrors(t *testing.T) {
 	tests := []struct{ expr, want string }{ // want: the message's start
 		{"", "empty expression"},
 		{"action.pth == '/'", "ERROR: <input>:1:7: undefined field 'pth'"},
-		{"request.path == '/'", "ERROR: <input>:1:1: undeclared reference to 'request' (in container '')"},
+		{"request.path == '/'", "ERROR: <input>:1:1: undeclared reference to 'request'"},
 		{"action.path", "expression has type string, want bool"},
 		{"action.path == 1", "ERROR: <input>:1:13: found no matching overload for '_==_' applied to '(string, int)'"},
 		{"action.path ==", "ERROR: <input>:1:15: Syntax error: mismatched input '<EOF>' expecting "},

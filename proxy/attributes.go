@@ -22,13 +22,14 @@ const (
 	HeaderSourceNamespace = "X-Sidemix-Source-Namespace"
 	HeaderSourcePrincipal = "X-Sidemix-Source-Principal"
 	HeaderSourceUID       = "X-Sidemix-Source-Uid"
+	HeaderSourceLabels    = "X-Sidemix-Source-Labels" // the workload's labels, URL-query encoded
 
 	// HeaderRequestID carries request.id; the proxy generates it when
 	// missing and forwards it.
 	HeaderRequestID = "X-Request-Id"
 )
 
-var identityHeaders = [...]string{HeaderSourceWorkload, HeaderSourceNamespace, HeaderSourcePrincipal, HeaderSourceUID}
+var identityHeaders = [...]string{HeaderSourceWorkload, HeaderSourceNamespace, HeaderSourcePrincipal, HeaderSourceUID, HeaderSourceLabels}
 
 // Headers by which the callee's inbound side tells the calling proxy's
 // outbound side whom it reached (Istio's metadata exchange, in plain
@@ -41,9 +42,10 @@ const (
 	HeaderPeerNamespace = "X-Sidemix-Peer-Namespace"
 	HeaderPeerPrincipal = "X-Sidemix-Peer-Principal"
 	HeaderPeerUID       = "X-Sidemix-Peer-Uid"
+	HeaderPeerLabels    = "X-Sidemix-Peer-Labels"
 )
 
-var peerHeaders = [...]string{HeaderPeerWorkload, HeaderPeerNamespace, HeaderPeerPrincipal, HeaderPeerUID}
+var peerHeaders = [...]string{HeaderPeerWorkload, HeaderPeerNamespace, HeaderPeerPrincipal, HeaderPeerUID, HeaderPeerLabels}
 
 // Values of context.proxy_error_code (Envoy's response flags).
 const (
@@ -109,6 +111,9 @@ func (s *side) requestBag(r *http.Request, ex *exchange) *attribute.Bag {
 		if v := ex.src[3]; v != "" {
 			b.SetString(attribute.SourceUID, v)
 			b.SetString(attribute.SourceWorkloadUID, v)
+		}
+		if l := p.peerLabels.get(ex.src[4]); len(l) > 0 {
+			b.SetStringMap(attribute.SourceLabels, l)
 		}
 		if ip, port, ok := localAddr(r); ok {
 			b.SetIP(attribute.DestinationIP, ip)
@@ -251,7 +256,7 @@ func localAddr(r *http.Request) (netip.Addr, int64, bool) {
 const responseAttrs = 32
 
 // responseBag extends the request bag with what the response brought.
-func responseBag(ex *exchange, rec *recorder, end time.Time) *attribute.Bag {
+func (p *Proxy) responseBag(ex *exchange, rec *recorder, end time.Time) *attribute.Bag {
 	// Room for what is added below from the start: Bag.Builder leaves room
 	// for 8, so the ~20 response attributes grew (copied) the slice again.
 	b := attribute.NewBuilder(ex.bag.Len() + responseAttrs)
@@ -287,6 +292,13 @@ func responseBag(ex *exchange, rec *recorder, end time.Time) *attribute.Bag {
 		b.SetString(attribute.DestinationUID, v)
 		b.SetString(attribute.DestinationWorkloadUID, v)
 	}
+	// The routed endpoint's labels, when it has any, are what routing
+	// chose by; otherwise the callee's own.
+	if ex.picked == nil || len(ex.picked.Endpoint.Labels) == 0 {
+		if l := p.peerLabels.get(ex.peer[4]); len(l) > 0 {
+			b.SetStringMap(attribute.DestinationLabels, l)
+		}
+	}
 	ex.span.setAttributes(b)
 	reqSize := ex.contentLength
 	if reqSize < 0 {
@@ -315,6 +327,9 @@ func (p *Proxy) setWorkload(b *attribute.Builder, kind string) {
 		b.SetString(attribute.DestinationName, c.Service)
 		b.SetString(attribute.DestinationNamespace, c.Namespace)
 		b.SetString(attribute.DestinationPrincipal, c.Principal)
+		if len(c.Labels) > 0 {
+			b.SetStringMap(attribute.DestinationLabels, c.Labels)
+		}
 		return
 	}
 	b.SetString(attribute.SourceWorkloadName, c.Service)
@@ -324,4 +339,7 @@ func (p *Proxy) setWorkload(b *attribute.Builder, kind string) {
 	b.SetString(attribute.SourceName, c.Service)
 	b.SetString(attribute.SourceNamespace, c.Namespace)
 	b.SetString(attribute.SourcePrincipal, c.Principal)
+	if len(c.Labels) > 0 {
+		b.SetStringMap(attribute.SourceLabels, c.Labels)
+	}
 }

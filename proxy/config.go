@@ -31,6 +31,10 @@ type Config struct {
 	// calls (source.principal at the callee); default
 	// cluster.local/ns/NAMESPACE/sa/SERVICE.
 	Principal string
+	// Labels are the workload's labels (e.g. version: v1), reported as
+	// destination.labels of the requests it serves and source.labels of
+	// its app's calls.
+	Labels map[string]string
 
 	// Inbound is the listen address for callers of the app; App is the
 	// app's host:port it forwards to. Empty Inbound disables the inbound side.

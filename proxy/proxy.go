@@ -41,6 +41,9 @@ type Proxy struct {
 	mixer   *mixerclient.Client
 	sampler sampler
 
+	labelsHeader string     // Config.Labels as the labels headers carry them
+	peerLabels   labelCache // parsed labels headers of callers and callees
+
 	h1, h2c  *http.Transport
 	inbound  *side   // nil when disabled
 	outbound *side   // nil when disabled
@@ -69,6 +72,8 @@ func New(cfg Config) (*Proxy, error) {
 		errLog:  slog.NewLogLogger(cfg.Logger.Handler(), slog.LevelWarn),
 		reg:     prometheus.NewRegistry(),
 		sampler: newSampler(cfg.TraceSampling),
+
+		labelsHeader: encodeLabels(cfg.Labels),
 	}
 	p.m = newMetrics(p.reg)
 	mc, err := mixerclient.New(mixerclient.Options{
@@ -155,7 +160,7 @@ func (t protocolSplit) RoundTrip(r *http.Request) (*http.Response, error) {
 
 // setPeerHeaders names this workload in an inbound answer's headers.
 func (p *Proxy) setPeerHeaders(h http.Header) {
-	for i, v := range [...]string{p.cfg.Service, p.cfg.Namespace, p.cfg.Principal, p.cfg.UID} {
+	for i, v := range [...]string{p.cfg.Service, p.cfg.Namespace, p.cfg.Principal, p.cfg.UID, p.labelsHeader} {
 		if v != "" {
 			h.Set(peerHeaders[i], v)
 		}

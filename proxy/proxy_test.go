@@ -449,20 +449,21 @@ func TestOutboundRouting(t *testing.T) {
 func TestChainedProxies(t *testing.T) {
 	m := fakemixer.Start(t, "127.0.0.1:0")
 	ratings := startApp(t, "ratings")
-	callee := startProxy(t, proxy.Config{Service: "ratings", Namespace: "shop", App: ratings.hostPort(), Mixer: m.Addr()})
+	callee := startProxy(t, proxy.Config{Service: "ratings", Namespace: "shop", App: ratings.hostPort(), Mixer: m.Addr(),
+		Labels: map[string]string{"version": "v2", "app": "ratings"}})
 	caller := startProxy(t, proxy.Config{
-		Service: "productpage", Namespace: "shop", Outbound: "127.0.0.1:0",
+		Service: "productpage", Namespace: "shop", Outbound: "127.0.0.1:0", Labels: map[string]string{"version": "v1"},
 		Upstreams: map[string]string{"ratings": callee.InboundAddr()}, Mixer: m.Addr(),
 	})
 	resp, body := do(t, "GET", "http://"+caller.OutboundAddr()+"/r", map[string]string{"host": "ratings", "X-Request-Id": "trace-1"}, nil)
 	if resp.StatusCode != 200 || body != "hello from ratings\n" {
 		t.Fatalf("%d %q", resp.StatusCode, body)
 	}
-	if ratings.lastRequest().Header.Get(proxy.HeaderSourceWorkload) != "" {
-		t.Error("app saw the identity header")
+	if h := ratings.lastRequest().Header; h.Get(proxy.HeaderSourceWorkload) != "" || h.Get(proxy.HeaderSourceLabels) != "" {
+		t.Error("app saw the identity headers")
 	}
-	if resp.Header.Get(proxy.HeaderPeerWorkload) != "" {
-		t.Error("the app saw the callee's peer header")
+	if resp.Header.Get(proxy.HeaderPeerWorkload) != "" || resp.Header.Get(proxy.HeaderPeerLabels) != "" {
+		t.Error("the app saw the callee's peer headers")
 	}
 	bags := m.WaitReported(t, 2, 5*time.Second)
 	var in, out *attribute.Bag
@@ -488,6 +489,26 @@ func TestChainedProxies(t *testing.T) {
 	}
 	if u := str(t, in, attribute.SourceUID); u != "kubernetes://productpage-1.shop" {
 		t.Errorf("inbound source.uid %q", u)
+	}
+	// Each side's labels: its own, and its peer's from the headers.
+	for _, c := range []struct {
+		side string
+		b    *attribute.Bag
+		name string
+		want string
+	}{
+		{"inbound", in, attribute.DestinationLabels, "map[app:ratings version:v2]"},
+		{"inbound", in, attribute.SourceLabels, "map[version:v1]"},
+		{"outbound", out, attribute.SourceLabels, "map[version:v1]"},
+		{"outbound", out, attribute.DestinationLabels, "map[app:ratings version:v2]"},
+	} {
+		if c.b == nil {
+			continue
+		}
+		l, _ := c.b.StringMap(c.name)
+		if got := fmt.Sprint(l); got != c.want {
+			t.Errorf("%s %s = %s, want %s", c.side, c.name, got, c.want)
+		}
 	}
 	// The callee's proxy named itself in its answer: the caller's report
 	// knows the destination workload, not only the service.

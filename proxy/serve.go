@@ -50,8 +50,8 @@ type exchange struct {
 	grpc          bool
 	requestID     string
 	span          span      // the server (inbound) or client (outbound) span
-	src           [4]string // inbound: workload, namespace, principal, uid of the caller
-	peer          [4]string // outbound: the same of the callee, from its answer
+	src           [5]string // inbound: workload, namespace, principal, uid, labels of the caller
+	peer          [5]string // outbound: the same of the callee, from its answer
 	bag           *attribute.Bag
 	decision      mixerclient.Decision
 	flag          string
@@ -316,6 +316,9 @@ func (s *side) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		r.Header.Set(HeaderSourceNamespace, s.p.cfg.Namespace)
 		r.Header.Set(HeaderSourcePrincipal, s.p.cfg.Principal)
 		r.Header.Set(HeaderSourceUID, s.p.cfg.UID)
+		if s.p.labelsHeader != "" {
+			r.Header.Set(HeaderSourceLabels, s.p.labelsHeader)
+		}
 	}
 	if !ex.routed && !ex.grpc && r.ContentLength > 0 && r.ContentLength <= maxBufferedBody &&
 		r.Body != nil && r.Body != http.NoBody && r.Header.Get("Expect") == "" {
@@ -499,5 +502,5 @@ func (s *side) finish(ex *exchange, rec *recorder) {
 		rec.code = http.StatusOK // the handler returned without writing: net/http sends 200
 	}
 	s.m.observe(rec.code, ex.flag, end.Sub(ex.start))
-	s.p.mixer.Report(responseBag(ex, rec, end))
+	s.p.mixer.Report(s.p.responseBag(ex, rec, end))
 }

@@ -87,6 +87,7 @@ func TestUsageErrors(t *testing.T) {
 		{[]string{"proxy", "--service", "web"}, "--app is required"},
 		{[]string{"proxy", "--service", "web", "--app", "127.0.0.1:1", "--check-fail-policy", "maybe"}, "--check-fail-policy"},
 		{[]string{"proxy", "--service", "web", "--app", "127.0.0.1:1", "--outbound", "127.0.0.1:0", "--upstreams", "invoice"}, "not name=value"},
+		{[]string{"proxy", "--service", "web", "--app", "127.0.0.1:1", "--labels", "version"}, "--labels: \"version\" is not name=value"},
 		{[]string{"proxy", "--service", "web", "--app", "127.0.0.1:1", "--upstreams", "a=127.0.0.1:1"}, "--upstreams needs --outbound"},
 		{[]string{"validate"}, "no PATH given"},
 		{[]string{"check", "-a", "response.code=abc"}, "response.code"},

@@ -56,6 +56,8 @@ func runProxy(ctx context.Context, e *env, args []string) error {
 	namespace := fs.String("namespace", "default", "`namespace` of the service")
 	uid := fs.String("uid", "", "`id` of this instance in reports (default kubernetes://HOSTNAME.NAMESPACE)")
 	principal := fs.String("principal", "", "`identity` the app's outbound calls carry (default cluster.local/ns/NAMESPACE/sa/SERVICE)")
+	var labels listFlag
+	fs.Var(&labels, "labels", "labels of this workload, as `key=value,...` (e.g. version=v1): destination.labels of the requests it serves, source.labels of its calls (repeatable)")
 	inbound := fs.String("inbound", "127.0.0.1:15006", "listen `address` for requests to the service; empty disables")
 	app := fs.String("app", "", "`address` (host:port) of the local app (required with --inbound)")
 	outbound := fs.String("outbound", "", "listen `address` for the app's calls to other services; empty disables")
@@ -109,6 +111,10 @@ func runProxy(ctx context.Context, e *env, args []string) error {
 	if err != nil {
 		return err
 	}
+	workloadLabels, err := parseKeyValues("labels", labels)
+	if err != nil {
+		return err
+	}
 	routes, err := parseKeyValues("upstreams", upstreams)
 	if err != nil {
 		return err
@@ -128,6 +134,7 @@ func runProxy(ctx context.Context, e *env, args []string) error {
 		Namespace:                 *namespace,
 		UID:                       *uid,
 		Principal:                 *principal,
+		Labels:                    workloadLabels,
 		Inbound:                   *inbound,
 		App:                       *app,
 		Outbound:                  *outbound,

@@ -1,12 +1,12 @@
 package policy
 
 import (
-	"slices"
 	"fmt"
 	"net/mail"
 	"net/netip"
 	"net/url"
 	"regexp"
+	"slices"
 	"strings"
 
 	"github.com/google/cel-go/cel"

@@ -358,6 +358,12 @@ type wireResource struct {
 	// service.namespace values (AnyValue messages), empty when absent.
 	service, namespace wireRange
 	hasService, hasNS  bool
+	// migrate: the resource has deprecated scope groups (field 1000).
+	// pdata's export request moves them to scope_spans when there is none
+	// and drops them otherwise, but its ProtoUnmarshaler (what a Kafka
+	// consumer reads a record with) does neither, so the forwarded
+	// resource is migrated likewise.
+	migrate, hasScoped bool
 }
 
 // wireWalk is the outcome of walking one request.
@@ -417,7 +423,7 @@ func walkResource(sig *wireSignal, body []byte, r *wireResource, w *wireWalk) er
 		items, rejected int
 		drops           []wireRange
 	}
-	hasScoped := false
+	hasScoped, hasDeprecated := false, false
 	pos := r.msg.start
 	for pos < r.msg.end {
 		num, wt, p, err := consumeTag(body[:r.msg.end], pos)
@@ -450,6 +456,7 @@ func walkResource(sig *wireSignal, body []byte, r *wireResource, w *wireWalk) er
 				return err
 			}
 		case 1000:
+			hasDeprecated = true
 			if err := walkScope(sig, body, start, end, &deprecated.items, &deprecated.rejected, &deprecated.drops, w); err != nil {
 				return err
 			}
@@ -461,6 +468,7 @@ func walkResource(sig *wireSignal, body []byte, r *wireResource, w *wireWalk) er
 	} else {
 		r.items, r.rejected, r.drops = deprecated.items, deprecated.rejected, deprecated.drops
 	}
+	r.migrate, r.hasScoped = hasDeprecated, hasScoped
 	return nil
 }
 
@@ -562,20 +570,23 @@ func walkScope(sig *wireSignal, body []byte, start, end int, items, rejected *in
 }
 
 // data is the resource's field 1 entry to forward: as received, or, when
-// some of its items were rejected, rebuilt without them.
+// some of its items were rejected (or must be migrated), rebuilt without
+// them.
 func (r *wireResource) data(body []byte) []byte {
-	if len(r.drops) == 0 {
+	if len(r.drops) == 0 && !r.migrate {
 		return body[r.entry.start:r.entry.end]
 	}
-	msg := cutRanges(body, r.msg, r.drops)
+	msg := cutRanges(body, r.msg, r.drops, r.migrate, r.hasScoped)
 	out := protowire.AppendTag(make([]byte, 0, len(msg)+8), 1, protowire.BytesType)
 	return protowire.AppendBytes(out, msg)
 }
 
 // cutRanges copies the message at m without the field entries in drops,
 // rewriting the lengths of the messages that enclose them (a resource's
-// scopes; drops lie inside its scope groups).
-func cutRanges(body []byte, m wireRange, drops []wireRange) []byte {
+// scopes; drops lie inside its scope groups). With migrate, the deprecated
+// scope groups (field 1000) become scope_spans (field 2), or are left out
+// when the resource has scope_spans.
+func cutRanges(body []byte, m wireRange, drops []wireRange, migrate, hasScoped bool) []byte {
 	out := make([]byte, 0, m.end-m.start)
 	pos := m.start
 	b := body[:m.end]
@@ -589,6 +600,18 @@ func cutRanges(body []byte, m wireRange, drops []wireRange) []byte {
 		}
 		s, e, _ := consumeLen(b, p)
 		pos = e
+		if migrate && num == 1000 {
+			if hasScoped {
+				continue
+			}
+			num = 2
+			inner := within(drops, s, e)
+			if len(inner) == 0 {
+				out = protowire.AppendTag(out, 2, protowire.BytesType)
+				out = protowire.AppendBytes(out, b[s:e])
+				continue
+			}
+		}
 		if inner := within(drops, s, e); len(inner) > 0 && (num == 2 || num == 1000) {
 			// A scope group holding dropped items: copy it without them.
 			scope := make([]byte, 0, e-s)

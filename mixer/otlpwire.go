@@ -99,6 +99,33 @@ func consumeLen(b []byte, pos int) (start, end int, _ error) {
 	return pos, end, nil
 }
 
+// readTag is consumeTag with the one-byte tags of every OTLP field below
+// 16 read inline.
+func readTag(b []byte, pos int) (int32, int8, int, error) {
+	if pos < len(b) {
+		if c := b[pos]; c < 0x80 && c >= 8 {
+			return int32(c >> 3), int8(c & 7), pos + 1, nil
+		}
+	}
+	return consumeTag(b, pos)
+}
+
+// readLen is consumeLen with lengths of one or two bytes read inline.
+func readLen(b []byte, pos int) (start, end int, _ error) {
+	if pos+1 < len(b) {
+		if c := b[pos]; c < 0x80 {
+			if end = pos + 1 + int(c); end <= len(b) {
+				return pos + 1, end, nil
+			}
+		} else if c2 := b[pos+1]; c2 < 0x80 {
+			if end = pos + 2 + (int(c&0x7F) | int(c2)<<7); end <= len(b) {
+				return pos + 2, end, nil
+			}
+		}
+	}
+	return consumeLen(b, pos)
+}
+
 func consumeFixed(b []byte, pos, size int) (int, error) {
 	pos += size
 	if pos < 0 || pos > len(b) {
@@ -237,8 +264,26 @@ type wireIDs struct {
 	name            []byte // a span's name, for messages
 }
 
+func wrongWire(num int32, wt int8, msg string) error {
+	return fmt.Errorf("proto: wrong wireType = %d for field %d of %s", wt, num, msg)
+}
+
+// validateMsg checks that b is a well-formed message of s: the messages
+// every span and log record holds many of have their own code, the others
+// go through validate.
+func validateMsg(s *wireSchema, b []byte, depth int) error {
+	switch s {
+	case schemaKeyValue:
+		return validateKV(b, depth)
+	case schemaAnyValue:
+		return validateAny(b, depth)
+	}
+	return validate(s, b, depth, nil)
+}
+
 // validate checks that b is a well-formed message of s. ids, when not
-// nil, receives the message's own trace and span id fields.
+// nil, receives the message's own trace and span id fields (a span's or
+// log record's).
 func validate(s *wireSchema, b []byte, depth int, ids *wireIDs) error {
 	if s.depth {
 		if depth >= wireRecursionLimit {
@@ -250,7 +295,7 @@ func validate(s *wireSchema, b []byte, depth int, ids *wireIDs) error {
 	}
 	pos := 0
 	for pos < len(b) {
-		num, wt, p, err := consumeTag(b, pos)
+		num, wt, p, err := readTag(b, pos)
 		if err != nil {
 			return err
 		}
@@ -270,7 +315,7 @@ func validate(s *wireSchema, b []byte, depth int, ids *wireIDs) error {
 			want = wtI32
 		}
 		if wt != want {
-			return fmt.Errorf("proto: wrong wireType = %d for field %d of %s", wt, num, s.name)
+			return wrongWire(num, wt, s.name)
 		}
 		switch f.kind {
 		case fkVarint:
@@ -281,13 +326,13 @@ func validate(s *wireSchema, b []byte, depth int, ids *wireIDs) error {
 			pos, err = consumeFixed(b, p, 4)
 		default:
 			var start int
-			if start, pos, err = consumeLen(b, p); err != nil {
+			if start, pos, err = readLen(b, p); err != nil {
 				return err
 			}
 			v := b[start:pos]
 			switch f.kind {
 			case fkMsg:
-				err = validate(f.msg, v, depth, nil)
+				err = validateMsg(f.msg, v, depth)
 			case fkTraceID:
 				if len(v) != 0 && len(v) != 16 {
 					return errWireTraceIDSize
@@ -307,6 +352,155 @@ func validate(s *wireSchema, b []byte, depth int, ids *wireIDs) error {
 					ids.name = v
 				}
 			}
+		}
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// validateSpan is validate for a Span, the message there is most of.
+func validateSpan(b []byte, ids *wireIDs) error {
+	pos := 0
+	for pos < len(b) {
+		num, wt, p, err := readTag(b, pos)
+		if err != nil {
+			return err
+		}
+		switch num {
+		case 1, 2, 3, 4, 5, 9, 11, 13, 15:
+			if wt != wtLen {
+				return wrongWire(num, wt, "Span")
+			}
+			var start int
+			if start, pos, err = readLen(b, p); err != nil {
+				return err
+			}
+			v := b[start:pos]
+			switch num {
+			case 1:
+				if len(v) != 0 && len(v) != 16 {
+					return errWireTraceIDSize
+				}
+				ids.traceID = v
+			case 2, 4:
+				if len(v) != 0 && len(v) != 8 {
+					return errWireSpanIDSize
+				}
+				if num == 2 {
+					ids.spanID = v
+				}
+			case 5:
+				ids.name = v
+			case 9:
+				err = validateKV(v, 0)
+			case 11:
+				err = validate(schemaEvent, v, 0, nil)
+			case 13:
+				err = validate(schemaLink, v, 0, nil)
+			case 15:
+				err = validate(schemaStatus, v, 0, nil)
+			}
+		case 6, 10, 12, 14:
+			if wt != wtVarint {
+				return wrongWire(num, wt, "Span")
+			}
+			_, pos, err = consumeVarint(b, p)
+		case 7, 8:
+			if wt != wtI64 {
+				return wrongWire(num, wt, "Span")
+			}
+			pos, err = consumeFixed(b, p, 8)
+		case 16:
+			if wt != wtI32 {
+				return wrongWire(num, wt, "Span")
+			}
+			pos, err = consumeFixed(b, p, 4)
+		default:
+			pos, err = consumeUnknown(b, p, wt)
+		}
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// validateKV is validate for a KeyValue.
+func validateKV(b []byte, depth int) error {
+	if depth >= wireRecursionLimit {
+		return errWireRecursion
+	}
+	depth++
+	pos := 0
+	for pos < len(b) {
+		num, wt, p, err := readTag(b, pos)
+		if err != nil {
+			return err
+		}
+		switch num {
+		case 1, 2:
+			if wt != wtLen {
+				return wrongWire(num, wt, "KeyValue")
+			}
+			var start int
+			if start, pos, err = readLen(b, p); err == nil && num == 2 {
+				err = validateAny(b[start:pos], depth)
+			}
+		case 3:
+			if wt != wtVarint {
+				return wrongWire(num, wt, "KeyValue")
+			}
+			_, pos, err = consumeVarint(b, p)
+		default:
+			pos, err = consumeUnknown(b, p, wt)
+		}
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// validateAny is validate for an AnyValue.
+func validateAny(b []byte, depth int) error {
+	if depth >= wireRecursionLimit {
+		return errWireRecursion
+	}
+	depth++
+	pos := 0
+	for pos < len(b) {
+		num, wt, p, err := readTag(b, pos)
+		if err != nil {
+			return err
+		}
+		switch num {
+		case 1, 5, 6, 7:
+			if wt != wtLen {
+				return wrongWire(num, wt, "AnyValue")
+			}
+			var start int
+			if start, pos, err = readLen(b, p); err == nil {
+				switch num {
+				case 5:
+					err = validate(schemaArrayValue, b[start:pos], depth, nil)
+				case 6:
+					err = validate(schemaKeyValueList, b[start:pos], depth, nil)
+				}
+			}
+		case 2, 3, 8:
+			if wt != wtVarint {
+				return wrongWire(num, wt, "AnyValue")
+			}
+			_, pos, err = consumeVarint(b, p)
+		case 4:
+			if wt != wtI64 {
+				return wrongWire(num, wt, "AnyValue")
+			}
+			pos, err = consumeFixed(b, p, 8)
+		default:
+			pos, err = consumeUnknown(b, p, wt)
 		}
 		if err != nil {
 			return err
@@ -521,7 +715,7 @@ func walkScope(sig *wireSignal, body []byte, start, end int, items, rejected *in
 	pos := start
 	for pos < end {
 		entry := pos
-		num, wt, p, err := consumeTag(b, pos)
+		num, wt, p, err := readTag(b, pos)
 		if err != nil {
 			return err
 		}
@@ -536,7 +730,7 @@ func walkScope(sig *wireSignal, body []byte, start, end int, items, rejected *in
 		if wt != wtLen {
 			return fmt.Errorf("proto: wrong wireType = %d for field %d of Scope%s", wt, num, cap1(sig.kind))
 		}
-		s, e, err := consumeLen(b, p)
+		s, e, err := readLen(b, p)
 		if err != nil {
 			return err
 		}
@@ -545,7 +739,12 @@ func walkScope(sig *wireSignal, body []byte, start, end int, items, rejected *in
 			err = validate(schemaScope, b[s:e], 0, nil)
 		case 2:
 			var ids wireIDs
-			if err = validate(sig.item, b[s:e], 0, &ids); err != nil {
+			if sig.item == schemaSpan {
+				err = validateSpan(b[s:e], &ids)
+			} else {
+				err = validate(sig.item, b[s:e], 0, &ids)
+			}
+			if err != nil {
 				return err
 			}
 			switch {

@@ -346,3 +346,56 @@ func FuzzWalkTraces(f *testing.F) {
 		checkAgainstPdata(t, body)
 	})
 }
+
+// benchExport is an export as the OpenTelemetry SDKs' batch span processor
+// sends one: 512 HTTP server spans of one service.
+func benchExport(b *testing.B) []byte {
+	td := ptrace.NewTraces()
+	rs := td.ResourceSpans().AppendEmpty()
+	rs.Resource().Attributes().PutStr("service.name", "web")
+	ss := rs.ScopeSpans().AppendEmpty()
+	ss.Scope().SetName("go.opentelemetry.io/contrib/instrumentation/net/http/otelhttp")
+	for i := range 512 {
+		sp := ss.Spans().AppendEmpty()
+		sp.SetTraceID(otlpTraceID)
+		sp.SetSpanID(pcommon.SpanID{1, 2, 3, 4, 5, 6, byte(i >> 8), byte(i)})
+		sp.SetParentSpanID(appSpanID)
+		sp.SetName("GET /api/orders/{id}")
+		sp.SetKind(ptrace.SpanKindServer)
+		sp.SetStartTimestamp(1)
+		sp.SetEndTimestamp(2)
+		a := sp.Attributes()
+		a.PutStr("http.request.method", "GET")
+		a.PutStr("url.path", "/api/orders/1234")
+		a.PutInt("http.response.status_code", 200)
+		a.PutStr("server.address", "web")
+		a.PutStr("user_agent.original", "shop/2.3 (go-http-client)")
+	}
+	return marshalTraces(b, td)
+}
+
+func BenchmarkWalkTraces(b *testing.B) {
+	body := benchExport(b)
+	var w wireWalk
+	b.SetBytes(int64(len(body)))
+	b.ReportAllocs()
+	for b.Loop() {
+		if err := walk(wireTraces, body, &w); err != nil || w.accepted != 512 {
+			b.Fatal(err, w.accepted)
+		}
+	}
+	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*512), "ns/span")
+}
+
+func BenchmarkPdataDecodeTraces(b *testing.B) {
+	body := benchExport(b)
+	b.SetBytes(int64(len(body)))
+	b.ReportAllocs()
+	for b.Loop() {
+		req := ptraceotlp.NewExportRequest()
+		if err := req.UnmarshalProto(body); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*512), "ns/span")
+}

@@ -1,6 +1,7 @@
 package kafka
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"time"
@@ -169,34 +170,29 @@ func (h *handler) otlpRecords(insts []template.Instance, now time.Time) []kafkag
 // that alone is dropped as too large.
 func (h *handler) rawRecords(msgs []kafkago.Message, key []byte, insts []*template.OTLP, now time.Time) []kafkago.Message {
 	room := h.batchBytes - int64(len(key)+recordOverhead)
-	var value []byte
-	items := 0
+	parts := make([][]byte, 0, len(insts))
+	size, items := int64(0), 0
 	flush := func() {
-		if items > 0 || len(value) > 0 {
-			msgs = h.appendRecord(msgs, kafkago.Message{Key: key, Value: value, Time: now, WriterData: items})
+		if len(parts) == 0 {
+			return
 		}
-		value, items = nil, 0
+		// One resource is written as received (kafka-go only reads a
+		// value); bytes.Join copies several without zeroing the record
+		// first.
+		value := parts[0]
+		if len(parts) > 1 {
+			value = bytes.Join(parts, nil)
+		}
+		msgs = h.appendRecord(msgs, kafkago.Message{Key: key, Value: value, Time: now, WriterData: items})
+		parts, size, items = parts[:0], 0, 0
 	}
-	size := int64(0)
-	for i, in := range insts {
+	for _, in := range insts {
 		if size > 0 && size+int64(len(in.Data)) > room {
 			flush()
-			size = 0
 		}
-		if value == nil {
-			// Size the record for what fits.
-			n := int64(0)
-			for _, next := range insts[i:] {
-				if n > 0 && n+int64(len(next.Data)) > room {
-					break
-				}
-				n += int64(len(next.Data))
-			}
-			value = make([]byte, 0, n)
-		}
-		value = append(value, in.Data...)
-		items += in.Items
+		parts = append(parts, in.Data)
 		size += int64(len(in.Data))
+		items += in.Items
 	}
 	flush()
 	return msgs

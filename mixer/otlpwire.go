@@ -364,8 +364,14 @@ func validate(s *wireSchema, b []byte, depth int, ids *wireIDs) error {
 func validateSpan(b []byte, ids *wireIDs) error {
 	pos := 0
 	for pos < len(b) {
-		num, wt, p, err := readTag(b, pos)
-		if err != nil {
+		// The one-byte tags of every field below 16, inline.
+		var num int32
+		var wt int8
+		var p int
+		var err error
+		if c := b[pos]; c < 0x80 && c >= 8 {
+			num, wt, p = int32(c>>3), int8(c&7), pos+1
+		} else if num, wt, p, err = consumeTag(b, pos); err != nil {
 			return err
 		}
 		switch num {
@@ -374,7 +380,9 @@ func validateSpan(b []byte, ids *wireIDs) error {
 				return wrongWire(num, wt, "Span")
 			}
 			var start int
-			if start, pos, err = readLen(b, p); err != nil {
+			if p < len(b) && b[p] < 0x80 && p+1+int(b[p]) <= len(b) {
+				start, pos = p+1, p+1+int(b[p])
+			} else if start, pos, err = readLen(b, p); err != nil {
 				return err
 			}
 			v := b[start:pos]
@@ -435,8 +443,14 @@ func validateKV(b []byte, depth int) error {
 	depth++
 	pos := 0
 	for pos < len(b) {
-		num, wt, p, err := readTag(b, pos)
-		if err != nil {
+		// The one-byte tags of every field below 16, inline.
+		var num int32
+		var wt int8
+		var p int
+		var err error
+		if c := b[pos]; c < 0x80 && c >= 8 {
+			num, wt, p = int32(c>>3), int8(c&7), pos+1
+		} else if num, wt, p, err = consumeTag(b, pos); err != nil {
 			return err
 		}
 		switch num {
@@ -445,7 +459,12 @@ func validateKV(b []byte, depth int) error {
 				return wrongWire(num, wt, "KeyValue")
 			}
 			var start int
-			if start, pos, err = readLen(b, p); err == nil && num == 2 {
+			if p < len(b) && b[p] < 0x80 && p+1+int(b[p]) <= len(b) {
+				start, pos = p+1, p+1+int(b[p])
+			} else if start, pos, err = readLen(b, p); err != nil {
+				return err
+			}
+			if num == 2 {
 				err = validateAny(b[start:pos], depth)
 			}
 		case 3:
@@ -471,8 +490,14 @@ func validateAny(b []byte, depth int) error {
 	depth++
 	pos := 0
 	for pos < len(b) {
-		num, wt, p, err := readTag(b, pos)
-		if err != nil {
+		// The one-byte tags of every field below 16, inline.
+		var num int32
+		var wt int8
+		var p int
+		var err error
+		if c := b[pos]; c < 0x80 && c >= 8 {
+			num, wt, p = int32(c>>3), int8(c&7), pos+1
+		} else if num, wt, p, err = consumeTag(b, pos); err != nil {
 			return err
 		}
 		switch num {
@@ -481,13 +506,16 @@ func validateAny(b []byte, depth int) error {
 				return wrongWire(num, wt, "AnyValue")
 			}
 			var start int
-			if start, pos, err = readLen(b, p); err == nil {
-				switch num {
-				case 5:
-					err = validate(schemaArrayValue, b[start:pos], depth, nil)
-				case 6:
-					err = validate(schemaKeyValueList, b[start:pos], depth, nil)
-				}
+			if p < len(b) && b[p] < 0x80 && p+1+int(b[p]) <= len(b) {
+				start, pos = p+1, p+1+int(b[p])
+			} else if start, pos, err = readLen(b, p); err != nil {
+				return err
+			}
+			switch num {
+			case 5:
+				err = validate(schemaArrayValue, b[start:pos], depth, nil)
+			case 6:
+				err = validate(schemaKeyValueList, b[start:pos], depth, nil)
 			}
 		case 2, 3, 8:
 			if wt != wtVarint {

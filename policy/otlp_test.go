@@ -1,8 +1,12 @@
 package policy
 
 import (
+	"os"
+	"strings"
 	"testing"
 
+	"github.com/sidemix/sidemix/adapters"
+	"github.com/sidemix/sidemix/adapters/kafka"
 	"github.com/sidemix/sidemix/adapters/template"
 	"github.com/sidemix/sidemix/attribute"
 )
@@ -108,5 +112,31 @@ func TestOTLPVariety(t *testing.T) {
 				t.Fatalf("another namespace matched: %+v", got)
 			}
 		})
+	}
+}
+
+// TestOTLPKafkaExample loads examples/default/otlp-kafka.yaml with its
+// commented part turned on, as an operator would.
+func TestOTLPKafkaExample(t *testing.T) {
+	b, err := os.ReadFile("../examples/default/otlp-kafka.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var on []string
+	for line := range strings.SplitSeq(string(b), "\n") {
+		on = append(on, strings.TrimPrefix(line, "#"))
+	}
+	text := strings.Join(on, "\n")
+	text = text[strings.Index(text, "apiVersion:"):]
+	reg, err := adapters.NewRegistry(kafka.Factory())
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := LoadSources(map[string][]byte{"otlp-kafka.yaml": []byte(text)}, Options{Adapters: reg})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !s.Uses(VarietyOTLP) || s.MayMatch(VarietyReport, otlpProbe()) {
+		t.Error("the example should forward and need no span bags")
 	}
 }

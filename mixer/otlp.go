@@ -257,11 +257,18 @@ func logsResponse(rejected int, msg string) plogotlp.ExportResponse {
 	return resp
 }
 
+// fullSuccess is the protobuf answer to an export that took everything:
+// an empty message.
+var fullSuccess = rawMessage{}
+
 // exportTracesGRPC is the gRPC Export of traces.
 func (r *otlpReceiver) exportTracesGRPC(body []byte) (rawMessage, error) {
 	rejected, msg, err := r.export(wireTraces, body)
 	if err != nil {
 		return nil, r.malformedGRPC(signalTraces, err)
+	}
+	if rejected == 0 {
+		return fullSuccess, nil
 	}
 	return tracesResponse(rejected, msg).MarshalProto()
 }
@@ -271,6 +278,9 @@ func (r *otlpReceiver) exportLogsGRPC(body []byte) (rawMessage, error) {
 	rejected, msg, err := r.export(wireLogs, body)
 	if err != nil {
 		return nil, r.malformedGRPC(signalLogs, err)
+	}
+	if rejected == 0 {
+		return fullSuccess, nil
 	}
 	return logsResponse(rejected, msg).MarshalProto()
 }
@@ -332,8 +342,11 @@ func (r *otlpReceiver) export(sig *wireSignal, body []byte) (rejected int, msg s
 		}
 	} else {
 		rejected, msg = w.rejected, w.msg
-		r.s.m.otlpReceived.WithLabelValues(sig.name, otlpAccepted).Add(float64(w.accepted))
-		r.s.m.otlpReceived.WithLabelValues(sig.name, otlpRejected).Add(float64(w.rejected))
+		c := r.s.m.otlpCounters(sig.name)
+		c.accepted.Add(float64(w.accepted))
+		if w.rejected > 0 {
+			c.rejected.Add(float64(w.rejected))
+		}
 	}
 	if plan.forward {
 		r.forward(st, sig, body, w)

@@ -184,7 +184,8 @@
 // source.workload.name (.namespace) from the resource's service.name
 // (service.namespace), whatever its spans' kinds; its match may read
 // nothing else (policy.OTLPAttributes; a load error otherwise). Each
-// matching resource goes to the handlers as the bytes the app sent.
+// matching resource goes to the handlers as the bytes the app sent, to the
+// instances whose signal param is its signal (or empty).
 //
 // Protobuf bodies (gRPC, and HTTP with application/x-protobuf) are walked
 // in their wire form, without decoding a span: the walk checks the body is

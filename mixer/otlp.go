@@ -415,6 +415,9 @@ func (r *otlpReceiver) forward(st *state, sig *wireSignal, body []byte, w *wireW
 				s.m.dropped.WithLabelValues(a.Handler, reasonHandlerError).Add(float64(len(a.Instances)))
 			default:
 				for _, inst := range a.Instances {
+					if o, isOTLP := inst.(*template.OTLP); isOTLP && o.Signal != "" && o.Signal != sig.name {
+						continue // an instance of the other signal
+					}
 					h.queue.enqueue(instance(inst.InstanceName()))
 				}
 			}

@@ -9,11 +9,15 @@ import (
 	"testing"
 	"time"
 
+	"go.opentelemetry.io/collector/pdata/plog"
+	"go.opentelemetry.io/collector/pdata/plog/plogotlp"
 	"go.opentelemetry.io/collector/pdata/ptrace"
 	"go.opentelemetry.io/collector/pdata/ptrace/ptraceotlp"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/encoding"
+	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/encoding/protowire"
 
 	"github.com/sidemix/sidemix/adapters/kafka"
@@ -209,5 +213,95 @@ func TestOTLPForwardRejectsSpansWithoutIDs(t *testing.T) {
 	}
 	if got := metric(t, e.srv.Registry(), "sidemix_mixer_otlp_received_total", "signal", "traces", "result", "rejected"); got != 1 {
 		t.Errorf("otlp_received_total{traces,rejected} = %v", got)
+	}
+}
+
+// TestOTLPForwardLogsJSONAndMalformed: log records are forwarded like
+// spans; a JSON body is forwarded in its protobuf form; a body the walk
+// refuses is InvalidArgument and counted malformed, with nothing sent.
+func TestOTLPForwardLogsJSONAndMalformed(t *testing.T) {
+	k := testenv.StartKafka(t, "fwd.logs", "fwd.json")
+	name, _ := newSink(t)
+	cfg := forwardConfig(k.Addr(), "fwd.json", name, false) + `---
+apiVersion: sidemix.dev/v1
+kind: Handler
+metadata: {name: logs}
+spec:
+  adapter: kafka
+  params:
+    brokers: [` + k.Addr() + `]
+    topic: fwd.logs
+    encoding: otlp_proto
+    linger: 5ms
+---
+apiVersion: sidemix.dev/v1
+kind: Instance
+metadata: {name: applogs}
+spec:
+  template: otlp
+  params: {signal: logs}
+---
+apiVersion: sidemix.dev/v1
+kind: Rule
+metadata: {name: forward-logs}
+spec:
+  actions:
+  - {handler: logs, instances: [applogs]}
+`
+	// forward-shop's instance takes both signals: keep it to spans.
+	cfg = strings.Replace(cfg, "spec: {template: otlp}", "spec: {template: otlp, params: {signal: traces}}", 1)
+	dir := writeConfig(t, map[string]string{"fwd.yaml": cfg})
+	e := start(t, dir, Config{OTLPGRPCAddr: "127.0.0.1:0", OTLPHTTPAddr: "127.0.0.1:0", Adapters: testRegistry(t, kafka.Factory())})
+
+	ld := plog.NewLogs()
+	rl := ld.ResourceLogs().AppendEmpty()
+	rl.Resource().Attributes().PutStr("service.name", "logger")
+	rl.Resource().Attributes().PutStr("service.namespace", "shop")
+	rl.ScopeLogs().AppendEmpty().LogRecords().AppendEmpty().Body().SetStr("hello")
+	conn, err := grpc.NewClient(e.srv.OTLPGRPCAddr(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if _, err := plogotlp.NewGRPCClient(conn).Export(ctx, plogotlp.NewExportRequestFromLogs(ld)); err != nil {
+		t.Fatal(err)
+	}
+	recs := testenv.ConsumeKcat(t, k.Addr(), "fwd.logs", 1, 15*time.Second)
+	got, err := (&plog.ProtoUnmarshaler{}).UnmarshalLogs(recs[0].Value)
+	if err != nil || got.LogRecordCount() != 1 || got.ResourceLogs().At(0).ScopeLogs().At(0).LogRecords().At(0).Body().Str() != "hello" {
+		t.Fatalf("logs record %x: %v", recs[0].Value, err)
+	}
+
+	js, err := ptraceotlp.NewExportRequestFromTraces(appTraces()).MarshalJSON()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if code, _, out := postOTLP(t, "http://"+e.srv.OTLPHTTPAddr()+"/v1/traces", contentJSON, "", js); code != http.StatusOK {
+		t.Fatalf("json: status %d: %s", code, out)
+	}
+	recs = testenv.ConsumeKcat(t, k.Addr(), "fwd.json", 1, 15*time.Second)
+	td, err := (&ptrace.ProtoUnmarshaler{}).UnmarshalTraces(recs[0].Value)
+	if err != nil || !ptraceEqual(t, td, appTraces()) {
+		t.Fatalf("json body forwarded as %x: %v", recs[0].Value, err)
+	}
+	if recs := testenv.ConsumeKcat(t, k.Addr(), "fwd.logs", 1, 5*time.Second); len(recs) != 1 {
+		t.Errorf("%d records in fwd.logs: its instance takes logs only", len(recs))
+	}
+	if recs := testenv.ConsumeKcat(t, k.Addr(), "fwd.json", 1, 5*time.Second); len(recs) != 1 {
+		t.Errorf("%d records in fwd.json: its instance takes traces only", len(recs))
+	}
+
+	// A span whose trace id has 3 bytes: pdata refuses it, so does the walk.
+	bad := wrap(wrap(wrap(wrap([]byte{1, 2, 3}, 1), 2), 2), 1)
+	var out rawMessage
+	err = conn.Invoke(ctx, "/"+otlpTraceService+"/Export", rawMessage(bad), &out,
+		grpc.ForceCodecV2(rawCodec{delegate: encoding.GetCodecV2("proto")}))
+	if status.Code(err) != codes.InvalidArgument {
+		t.Fatalf("malformed export: %v, want InvalidArgument", err)
+	}
+	if got := metric(t, e.srv.Registry(), "sidemix_mixer_otlp_received_total", "signal", "traces", "result", "malformed"); got != 1 {
+		t.Errorf("otlp_received_total{traces,malformed} = %v", got)
 	}
 }

@@ -107,9 +107,9 @@
 // proxy made is described by the request.trace.* attributes; see
 // examples/default/tracing.yaml.
 //
-// An otlp instance (a report template, [template.OTLP]) has no params: it
-// is the telemetry an app exported to the mixer over OTLP, as received,
-// one resource at a time. Only the mixer's OTLP ingest builds it, through
+// An otlp instance (a report template, [template.OTLP]) is the telemetry
+// an app exported to the mixer over OTLP, as received, one resource at a
+// time; its only param is signal (traces or logs; empty takes both). Only the mixer's OTLP ingest builds it, through
 // [VarietyOTLP]; a proxy's bag never yields one. A rule that sends one is
 // evaluated once per resource, over [OTLPAttributes] only, so its match
 // may read nothing else: a match over a span's or a request's attributes

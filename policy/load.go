@@ -268,9 +268,12 @@ type instanceSpec struct {
 
 type checkNothingParams struct{}
 
-// otlpParams are an otlp Instance's params: none, the instance is the
-// telemetry as received.
-type otlpParams struct{}
+// otlpParams are an otlp Instance's params: only which signal it takes
+// (traces or logs; both when empty). The instance is the telemetry as
+// received: there is nothing to compute.
+type otlpParams struct {
+	Signal string `yaml:"signal"`
+}
 
 type listEntryParams struct {
 	Value expr `yaml:"value"`
@@ -746,7 +749,18 @@ func (l *loader) instance(d *document) *instance {
 		}
 	case template.OTLPName:
 		in.variety = VarietyOTLP
-		decode(&otlpParams{})
+		var p otlpParams
+		if !decode(&p) {
+			return in
+		}
+		switch p.Signal {
+		case "", template.SignalTraces, template.SignalLogs:
+			in.otlpSignal = p.Signal
+		default:
+			l.add(d, paramsLine, "spec.params.signal", "unknown signal %q (want %s or %s; empty takes both)",
+				p.Signal, template.SignalTraces, template.SignalLogs)
+			ok = false
+		}
 	default:
 		l.add(d, spec.Template.Line, "spec.template", "unknown template %q (want one of %s)",
 			spec.Template.Value, strings.Join(templateNames, ", "))

@@ -250,6 +250,7 @@ func TestLoadErrors(t *testing.T) {
 			"otlp.yaml:17: Instance/with-params: spec.params.spanName: unknown field",
 			`otlp.yaml:23: Rule/per-span: spec.match: reads span.name, but the rule sends otlp instance "raw": it decides once per resource of an OTLP export, before any span or log record is decoded, and may read only context.protocol, source.workload.name, source.workload.namespace`,
 			`otlp.yaml:33: Rule/defaulted: spec.match: reads request.path, but the rule sends otlp instance "raw": it decides once per resource of an OTLP export, before any span or log record is decoded, and may read only context.protocol, source.workload.name, source.workload.namespace`,
+			`otlp.yaml:50: Instance/metrics: spec.params.signal: unknown signal "metrics" (want traces or logs; empty takes both)`,
 		}},
 		{"shapes.yaml", []string{
 			`shapes.yaml:4: Rule/r: spec.actions: want a list, got a string ("deny")`,

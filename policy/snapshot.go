@@ -75,6 +75,7 @@ type instance struct {
 	timestamp       *program       // logentry
 	authz           *authzPrograms // authorization
 	span            *spanPrograms  // tracespan
+	otlpSignal      string         // otlp: "traces", "logs" or "" (both)
 	view            any
 	broken          bool
 }
@@ -485,7 +486,7 @@ func (s *Snapshot) build(a *activation, in *instance) (template.Instance, *EvalE
 	case template.TraceSpanName:
 		return buildTraceSpan(a, in)
 	case template.OTLPName:
-		return &template.OTLP{Name: in.name}, nil
+		return &template.OTLP{Name: in.name, Signal: in.otlpSignal}, nil
 	}
 	return nil, &EvalError{Instance: in.name, Field: "spec.template", Err: fmt.Errorf("unknown template %q", in.template)}
 }

@@ -157,7 +157,8 @@ const (
 // OTLP is telemetry an app exported to the mixer's OTLP receiver, exactly
 // as it arrived: the spans (a ResourceSpans) or the log records (a
 // ResourceLogs) of one resource, in protobuf wire form, never decoded. Its
-// Instance document has no params: only the mixer's OTLP ingest builds
+// Instance document's only param is signal (traces or logs; empty takes
+// both): there is nothing to compute. Only the mixer's OTLP ingest builds
 // these instances, once per resource of an export request, and a bag a
 // proxy reported yields none. It is how a mixer forwards apps' telemetry
 // unchanged (filtered by rules over the resource), as an OpenTelemetry
@@ -165,7 +166,9 @@ const (
 // span.
 type OTLP struct {
 	Name string // instance name
-	// Signal is SignalTraces or SignalLogs.
+	// Signal is SignalTraces or SignalLogs. (In what the policy package's
+	// evaluation returns, it is the Instance's signal param: the signal
+	// the instance takes, "" for both.)
 	Signal string
 	// Data is the resource's message as field 1 of a TracesData
 	// (LogsData): its tag, its length and its bytes as received, unknown

@@ -550,15 +550,16 @@ func isZeroID(id []byte) bool {
 
 // wireSignal is how the walk differs between traces and logs.
 type wireSignal struct {
-	name string      // signalTraces, signalLogs (template.SignalTraces, SignalLogs)
-	item *wireSchema // Span, LogRecord
-	ids  bool        // items without a trace or span id are rejected
-	kind string      // "span", "log record": for messages
+	name   string      // signalTraces, signalLogs (template.SignalTraces, SignalLogs)
+	item   *wireSchema // Span, LogRecord
+	ids    bool        // items without a trace or span id are rejected
+	kind   string      // "span", "log record": for messages
+	plural string      // "Spans", "Logs": ResourceSpans, ScopeLogs, ... in messages
 }
 
 var (
-	wireTraces = &wireSignal{name: signalTraces, item: schemaSpan, ids: true, kind: "span"}
-	wireLogs   = &wireSignal{name: signalLogs, item: schemaLogRecord, kind: "log record"}
+	wireTraces = &wireSignal{name: signalTraces, item: schemaSpan, ids: true, kind: "span", plural: "Spans"}
+	wireLogs   = &wireSignal{name: signalLogs, item: schemaLogRecord, kind: "log record", plural: "Logs"}
 )
 
 // wireRange is a byte range of the request body.
@@ -614,7 +615,7 @@ func walk(sig *wireSignal, body []byte, out *wireWalk) error {
 			continue
 		}
 		if wt != wtLen {
-			return fmt.Errorf("proto: wrong wireType = %d for field Resource%s", wt, cap1(sig.kind))
+			return fmt.Errorf("proto: wrong wireType = %d for field Resource%s", wt, sig.plural)
 		}
 		start, end, err := consumeLen(body, p)
 		if err != nil {
@@ -630,13 +631,6 @@ func walk(sig *wireSignal, body []byte, out *wireWalk) error {
 		pos = end
 	}
 	return nil
-}
-
-func cap1(kind string) string {
-	if kind == "span" {
-		return "Spans"
-	}
-	return "Logs"
 }
 
 // walkResource walks a ResourceSpans (ResourceLogs) at r.msg.
@@ -661,7 +655,7 @@ func walkResource(sig *wireSignal, body []byte, r *wireResource, w *wireWalk) er
 			continue
 		}
 		if wt != wtLen {
-			return fmt.Errorf("proto: wrong wireType = %d for field %d of Resource%s", wt, num, cap1(sig.kind))
+			return fmt.Errorf("proto: wrong wireType = %d for field %d of Resource%s", wt, num, sig.plural)
 		}
 		start, end, err := consumeLen(body[:r.msg.end], p)
 		if err != nil {
@@ -756,7 +750,7 @@ func walkScope(sig *wireSignal, body []byte, start, end int, items, rejected *in
 			continue
 		}
 		if wt != wtLen {
-			return fmt.Errorf("proto: wrong wireType = %d for field %d of Scope%s", wt, num, cap1(sig.kind))
+			return fmt.Errorf("proto: wrong wireType = %d for field %d of Scope%s", wt, num, sig.plural)
 		}
 		s, e, err := readLen(b, p)
 		if err != nil {

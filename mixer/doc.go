@@ -175,6 +175,37 @@
 // logs) leaves them out with default(context.protocol, "http") != "otlp",
 // as examples/default's do.
 //
+// # OTLP forwarding
+//
+// A rule may instead send an otlp instance (adapters/template.OTLP): an
+// app's telemetry exactly as it arrived, as an OpenTelemetry Collector
+// forwards it. Such a rule is evaluated once per resource of an export
+// (ResourceSpans, ResourceLogs), over a bag of context.protocol "otlp" and
+// source.workload.name (.namespace) from the resource's service.name
+// (service.namespace), whatever its spans' kinds; its match may read
+// nothing else (policy.OTLPAttributes; a load error otherwise). Each
+// matching resource goes to the handlers as the bytes the app sent, to the
+// instances whose signal param is its signal (or empty).
+//
+// Protobuf bodies (gRPC, and HTTP with application/x-protobuf) are walked
+// in their wire form, without decoding a span: the walk checks the body is
+// well formed exactly as pdata's unmarshaler would (FuzzWalkTraces checks
+// the two agree), counts the spans and cuts the body into its resources. A
+// span without ids is cut out of its resource before forwarding; a
+// resource whose spans sit only in the deprecated
+// instrumentation_library_spans is renumbered to scope_spans, as pdata
+// migrates it. A JSON body is decoded and handled in its protobuf form.
+//
+// Per config, the mixer works out once whether any report rule may match
+// the bag of a span or log record: a rule with report actions whose match,
+// over a bag holding only context.protocol "otlp", is false having read
+// nothing else (as examples/default's default(context.protocol, "http") !=
+// "otlp" rules are) cannot, and policy.Snapshot.MayMatch tells. When none
+// may, spans and log records are never decoded into bags: a request costs
+// the walk and whatever the forwarding handlers do. Otherwise they are
+// decoded as above, and the resources are forwarded too; the counts of
+// sidemix_mixer_otlp_received_total are the same either way.
+//
 // A span without a trace or span id is rejected and reported back in the
 // response's partial success; a request that cannot be decoded gets
 // InvalidArgument over gRPC and, over HTTP, 400 with a google.rpc.Status (415

@@ -61,6 +61,8 @@ type metrics struct {
 	evalErrors         *prometheus.CounterVec
 	handlerCreateFails *prometheus.CounterVec
 	otlpReceived       *prometheus.CounterVec
+	otlpTraces         otlpCounters // otlpReceived's series, resolved once
+	otlpLogs           otlpCounters
 
 	// Per rule and handler. Labels carry config names only (rules,
 	// handlers, quota instances) and fixed reasons, so their number is
@@ -156,6 +158,13 @@ func newMetrics(reg *prometheus.Registry, queueLengths func(fn func(handler stri
 	}
 	m.reloads.WithLabelValues("success")
 	m.reloads.WithLabelValues("failure")
+	for _, sig := range []struct {
+		c    *otlpCounters
+		name string
+	}{{&m.otlpTraces, signalTraces}, {&m.otlpLogs, signalLogs}} {
+		sig.c.accepted = m.otlpReceived.WithLabelValues(sig.name, otlpAccepted)
+		sig.c.rejected = m.otlpReceived.WithLabelValues(sig.name, otlpRejected)
+	}
 	m.lastReloadSuccess.Set(1)
 	reg.MustRegister(
 		collectors.NewGoCollector(),
@@ -199,4 +208,16 @@ func (c *queueLengthCollector) Collect(ch chan<- prometheus.Metric) {
 	c.lengths(func(handler string, n int) {
 		ch <- prometheus.MustNewConstMetric(queueLengthDesc, prometheus.GaugeValue, float64(n), handler)
 	})
+}
+
+// otlpCounters are the accepted and rejected series of one signal of
+// sidemix_mixer_otlp_received_total.
+type otlpCounters struct{ accepted, rejected prometheus.Counter }
+
+// otlpCounters returns signal's series.
+func (m *metrics) otlpCounters(signal string) *otlpCounters {
+	if signal == signalLogs {
+		return &m.otlpLogs
+	}
+	return &m.otlpTraces
 }

@@ -1,6 +1,7 @@
 package mixer
 
 import (
+	"bytes"
 	"compress/gzip"
 	"context"
 	"errors"
@@ -13,6 +14,7 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"go.opentelemetry.io/collector/pdata/pcommon"
@@ -30,7 +32,9 @@ import (
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/sidemix/sidemix/adapters/template"
 	"github.com/sidemix/sidemix/attribute"
+	"github.com/sidemix/sidemix/policy"
 )
 
 // Labels of sidemix_mixer_otlp_received_total.
@@ -86,6 +90,13 @@ func (s *Server) serveOTLP() {
 		s.otlpGRPCSrv = grpc.NewServer(
 			grpc.ChainUnaryInterceptor(s.recoverUnary),
 			grpc.MaxRecvMsgSize(maxGRPCMessageSize),
+			// An export is typically 100 kB to a few MB: windows that
+			// take one whole spare the sender stalls and both sides the
+			// wake-ups of window updates mid-message, and a larger read
+			// buffer fewer reads.
+			grpc.InitialWindowSize(otlpWindow),
+			grpc.InitialConnWindowSize(2*otlpWindow),
+			grpc.ReadBufferSize(otlpReadBuffer),
 			grpc.ForceServerCodecV2(rawCodec{delegate: encoding.GetCodecV2("proto")}),
 		)
 		s.otlpGRPCSrv.RegisterService(exportDesc(otlpTraceService, r.exportTracesGRPC), r)
@@ -165,6 +176,12 @@ const (
 	otlpLogsService  = "opentelemetry.proto.collector.logs.v1.LogsService"
 )
 
+// Flow-control window per stream and read buffer of the OTLP/gRPC server.
+const (
+	otlpWindow     = 4 << 20
+	otlpReadBuffer = 256 << 10
+)
+
 // rawMessage is a protobuf message body, passed through undecoded.
 type rawMessage []byte
 
@@ -181,7 +198,14 @@ func (c rawCodec) Marshal(v any) (mem.BufferSlice, error) {
 
 func (c rawCodec) Unmarshal(data mem.BufferSlice, v any) error {
 	if m, ok := v.(*rawMessage); ok {
-		*m = data.Materialize()
+		// The body outlives the call (forwarded instances hold parts of
+		// it), so it is copied out of gRPC's pooled buffers; bytes.Join
+		// does not zero the copy first, as Materialize's make does.
+		parts := make([][]byte, len(data))
+		for i, b := range data {
+			parts[i] = b.ReadOnlyData()
+		}
+		*m = bytes.Join(parts, nil)
 		return nil
 	}
 	return c.delegate.Unmarshal(data, v)
@@ -212,43 +236,53 @@ func exportDesc(service string, export func(body []byte) (rawMessage, error)) *g
 	}
 }
 
-// exportTraces runs a request's spans through the report rules. The
-// partial success counts the spans that had no usable ids.
-func (r *otlpReceiver) exportTraces(req ptraceotlp.ExportRequest) ptraceotlp.ExportResponse {
+// tracesResponse is the answer to a traces export: a partial success
+// counts the spans that had no usable ids.
+func tracesResponse(rejected int, msg string) ptraceotlp.ExportResponse {
 	resp := ptraceotlp.NewExportResponse()
-	if rejected, msg := r.traces(req.Traces()); rejected > 0 {
+	if rejected > 0 {
 		resp.PartialSuccess().SetRejectedSpans(int64(rejected))
 		resp.PartialSuccess().SetErrorMessage(msg)
 	}
 	return resp
 }
 
-// exportLogs runs a request's log records through the report rules.
-func (r *otlpReceiver) exportLogs(req plogotlp.ExportRequest) plogotlp.ExportResponse {
+// logsResponse is the answer to a logs export.
+func logsResponse(rejected int, msg string) plogotlp.ExportResponse {
 	resp := plogotlp.NewExportResponse()
-	if rejected, msg := r.logs(req.Logs()); rejected > 0 {
+	if rejected > 0 {
 		resp.PartialSuccess().SetRejectedLogRecords(int64(rejected))
 		resp.PartialSuccess().SetErrorMessage(msg)
 	}
 	return resp
 }
 
+// fullSuccess is the protobuf answer to an export that took everything:
+// an empty message.
+var fullSuccess = rawMessage{}
+
 // exportTracesGRPC is the gRPC Export of traces.
 func (r *otlpReceiver) exportTracesGRPC(body []byte) (rawMessage, error) {
-	req := ptraceotlp.NewExportRequest()
-	if err := req.UnmarshalProto(body); err != nil {
+	rejected, msg, err := r.export(wireTraces, body)
+	if err != nil {
 		return nil, r.malformedGRPC(signalTraces, err)
 	}
-	return r.exportTraces(req).MarshalProto()
+	if rejected == 0 {
+		return fullSuccess, nil
+	}
+	return tracesResponse(rejected, msg).MarshalProto()
 }
 
 // exportLogsGRPC is the gRPC Export of logs.
 func (r *otlpReceiver) exportLogsGRPC(body []byte) (rawMessage, error) {
-	req := plogotlp.NewExportRequest()
-	if err := req.UnmarshalProto(body); err != nil {
+	rejected, msg, err := r.export(wireLogs, body)
+	if err != nil {
 		return nil, r.malformedGRPC(signalLogs, err)
 	}
-	return r.exportLogs(req).MarshalProto()
+	if rejected == 0 {
+		return fullSuccess, nil
+	}
+	return logsResponse(rejected, msg).MarshalProto()
 }
 
 func (r *otlpReceiver) malformedGRPC(signal string, err error) error {
@@ -257,13 +291,148 @@ func (r *otlpReceiver) malformedGRPC(signal string, err error) error {
 	return status.Errorf(codes.InvalidArgument, "malformed %s request: %v", signal, err)
 }
 
-// otlpRequest and otlpResponse are what the pdata Export request and
-// response types of every signal offer.
-type otlpRequest interface {
-	UnmarshalJSON([]byte) error
-	UnmarshalProto([]byte) error
+// otlpPlan is what a config asks of the OTLP receiver, worked out once
+// per config snapshot.
+type otlpPlan struct {
+	// bags: some report rule may match the bag of a span or log record,
+	// so every one is decoded into a bag and evaluated. Without, spans and
+	// log records are never decoded.
+	bags bool
+	// forward: some rule sends otlp instances, so each resource of an
+	// export is evaluated for VarietyOTLP and forwarded as received.
+	forward bool
 }
 
+func otlpPlanOf(snap *policy.Snapshot) otlpPlan {
+	b := attribute.NewBuilder(1)
+	b.SetString(attribute.ContextProtocol, protocolOTLP)
+	return otlpPlan{
+		bags:    snap.MayMatch(policy.VarietyReport, b.Build()),
+		forward: snap.Uses(policy.VarietyOTLP),
+	}
+}
+
+var walkPool = sync.Pool{New: func() any { return new(wireWalk) }}
+
+// export handles one export request of sig in protobuf: it walks the wire
+// form (validating it, counting and cutting it into resources) unless
+// only bags are needed, decodes it into bags when some report rule may
+// want them, and forwards its resources to the rules that send otlp
+// instances. err is a malformed request.
+func (r *otlpReceiver) export(sig *wireSignal, body []byte) (rejected int, msg string, err error) {
+	st := r.s.acquire()
+	defer st.release()
+	plan := st.otlp
+	var w *wireWalk
+	if plan.forward || !plan.bags {
+		w = walkPool.Get().(*wireWalk)
+		defer func() {
+			if cap(w.resources) <= 1024 {
+				w.resources = w.resources[:0]
+				walkPool.Put(w)
+			}
+		}()
+		if err := walk(sig, body, w); err != nil {
+			return 0, "", err
+		}
+	}
+	if plan.bags {
+		if rejected, msg, err = r.reportItems(st, sig, body); err != nil {
+			return 0, "", err
+		}
+	} else {
+		rejected, msg = w.rejected, w.msg
+		c := r.s.m.otlpCounters(sig.name)
+		c.accepted.Add(float64(w.accepted))
+		if w.rejected > 0 {
+			c.rejected.Add(float64(w.rejected))
+		}
+	}
+	if plan.forward {
+		r.forward(st, sig, body, w)
+	}
+	return rejected, msg, nil
+}
+
+// reportItems decodes body and reports a bag per span (log record).
+func (r *otlpReceiver) reportItems(st *state, sig *wireSignal, body []byte) (rejected int, msg string, err error) {
+	if sig == wireTraces {
+		req := ptraceotlp.NewExportRequest()
+		if err := req.UnmarshalProto(body); err != nil {
+			return 0, "", err
+		}
+		rejected, msg = r.traces(st, req.Traces())
+		return rejected, msg, nil
+	}
+	req := plogotlp.NewExportRequest()
+	if err := req.UnmarshalProto(body); err != nil {
+		return 0, "", err
+	}
+	rejected, msg = r.logs(st, req.Logs())
+	return rejected, msg, nil
+}
+
+// forward evaluates the rules that send otlp instances once per resource
+// of a walked request, over a bag of the resource's attributes, and
+// enqueues to their handlers an instance holding the resource as
+// received.
+func (r *otlpReceiver) forward(st *state, sig *wireSignal, body []byte, w *wireWalk) {
+	s := r.s
+	for i := range w.resources {
+		res := &w.resources[i]
+		if res.items == 0 {
+			continue // nothing usable to forward
+		}
+		rt := res.resourceText(body)
+		b := attribute.NewBuilder(3)
+		b.SetString(attribute.ContextProtocol, protocolOTLP)
+		setWorkload(b, attribute.SourceWorkloadName, attribute.SourceWorkloadNamespace, rt)
+		out := st.snap.Evaluate(b.Build(), policy.VarietyOTLP, nil)
+		s.countEvalErrors(out.Errors)
+		if len(out.Actions) == 0 {
+			continue
+		}
+		data := res.data(body)
+		// One instance per instance name, shared by the actions that send it.
+		var built []*template.OTLP
+		instance := func(name string) *template.OTLP {
+			for _, in := range built {
+				if in.Name == name {
+					return in
+				}
+			}
+			in := &template.OTLP{Name: name, Signal: sig.name, Data: data, Items: res.items,
+				ServiceName: rt.service, ServiceNamespace: rt.namespace}
+			built = append(built, in)
+			return in
+		}
+		for _, a := range out.Actions {
+			h := st.handlers[a.Handler]
+			switch {
+			case h == nil || (h.err == nil && h.queue == nil):
+				s.m.dropped.WithLabelValues(a.Handler, reasonNoHandler).Add(float64(len(a.Instances)))
+			case h.err != nil:
+				s.m.dropped.WithLabelValues(a.Handler, reasonHandlerError).Add(float64(len(a.Instances)))
+			default:
+				for _, inst := range a.Instances {
+					if o, isOTLP := inst.(*template.OTLP); isOTLP && o.Signal != "" && o.Signal != sig.name {
+						continue // an instance of the other signal
+					}
+					h.queue.enqueue(instance(inst.InstanceName()))
+				}
+			}
+		}
+	}
+}
+
+// otlpRequest is what the pdata Export request types of every signal
+// offer.
+type otlpRequest interface {
+	UnmarshalJSON([]byte) error
+	MarshalProto() ([]byte, error)
+}
+
+// otlpResponse is what the pdata Export response types offer.
 type otlpResponse interface {
 	MarshalJSON() ([]byte, error)
 	MarshalProto() ([]byte, error)
@@ -272,34 +441,40 @@ type otlpResponse interface {
 // serveHTTPTraces is POST /v1/traces: an ExportTraceServiceRequest in
 // protobuf or JSON, answered in the same encoding.
 func (r *otlpReceiver) serveHTTPTraces(w http.ResponseWriter, req *http.Request) {
-	er := ptraceotlp.NewExportRequest()
-	r.serveHTTP(w, req, signalTraces, er, func() otlpResponse { return r.exportTraces(er) })
+	r.serveHTTP(w, req, wireTraces, ptraceotlp.NewExportRequest(),
+		func(rejected int, msg string) otlpResponse { return tracesResponse(rejected, msg) })
 }
 
 // serveHTTPLogs is POST /v1/logs.
 func (r *otlpReceiver) serveHTTPLogs(w http.ResponseWriter, req *http.Request) {
-	er := plogotlp.NewExportRequest()
-	r.serveHTTP(w, req, signalLogs, er, func() otlpResponse { return r.exportLogs(er) })
+	r.serveHTTP(w, req, wireLogs, plogotlp.NewExportRequest(),
+		func(rejected int, msg string) otlpResponse { return logsResponse(rejected, msg) })
 }
 
-// serveHTTP reads one OTLP/HTTP request of signal into er, runs export on
-// it and writes its answer in the request's encoding.
-func (r *otlpReceiver) serveHTTP(w http.ResponseWriter, req *http.Request, signal string, er otlpRequest, export func() otlpResponse) {
-	body, enc, ok := r.readHTTP(w, req, signal)
+// serveHTTP reads one OTLP/HTTP request of sig, exports it and writes its
+// answer in the request's encoding. A JSON body is decoded into er and
+// handled in its protobuf form, as a protobuf body is.
+func (r *otlpReceiver) serveHTTP(w http.ResponseWriter, req *http.Request, sig *wireSignal, er otlpRequest, respond func(int, string) otlpResponse) {
+	body, enc, ok := r.readHTTP(w, req, sig.name)
 	if !ok {
 		return
 	}
 	var err error
 	if enc == contentJSON {
-		err = er.UnmarshalJSON(body)
-	} else {
-		err = er.UnmarshalProto(body)
+		if err = er.UnmarshalJSON(body); err == nil {
+			body, err = er.MarshalProto()
+		}
+	}
+	var rejected int
+	var msg string
+	if err == nil {
+		rejected, msg, err = r.export(sig, body)
 	}
 	if err != nil {
-		r.malformed(w, enc, signal, err)
+		r.malformed(w, enc, sig.name, err)
 		return
 	}
-	resp := export()
+	resp := respond(rejected, msg)
 	var out []byte
 	if enc == contentJSON {
 		out, err = resp.MarshalJSON()
@@ -395,7 +570,7 @@ func writeHTTPStatus(w http.ResponseWriter, enc string, httpCode int, code codes
 }
 
 // traces turns every usable span into a bag and reports the bags.
-func (r *otlpReceiver) traces(td ptrace.Traces) (rejected int, msg string) {
+func (r *otlpReceiver) traces(st *state, td ptrace.Traces) (rejected int, msg string) {
 	var bags []*attribute.Bag
 	rss := td.ResourceSpans()
 	for i := 0; i < rss.Len(); i++ {
@@ -415,7 +590,7 @@ func (r *otlpReceiver) traces(td ptrace.Traces) (rejected int, msg string) {
 			}
 		}
 	}
-	skipped := r.reportBags(bags)
+	skipped := r.reportBags(st, bags)
 	if skipped > 0 {
 		rejected += skipped
 		msg = "a span's attributes contradict the attribute manifest"
@@ -426,7 +601,7 @@ func (r *otlpReceiver) traces(td ptrace.Traces) (rejected int, msg string) {
 }
 
 // logs turns every log record into a bag and reports the bags.
-func (r *otlpReceiver) logs(ld plog.Logs) (rejected int, msg string) {
+func (r *otlpReceiver) logs(st *state, ld plog.Logs) (rejected int, msg string) {
 	var bags []*attribute.Bag
 	rls := ld.ResourceLogs()
 	for i := 0; i < rls.Len(); i++ {
@@ -440,7 +615,7 @@ func (r *otlpReceiver) logs(ld plog.Logs) (rejected int, msg string) {
 			}
 		}
 	}
-	rejected = r.reportBags(bags)
+	rejected = r.reportBags(st, bags)
 	if rejected > 0 {
 		msg = "a log record's attributes contradict the attribute manifest"
 	}
@@ -452,13 +627,11 @@ func (r *otlpReceiver) logs(ld plog.Logs) (rejected int, msg string) {
 // reportBags runs bags through the report rules of the active config and
 // returns how many it skipped because they contradict its manifest (a
 // manifest may redeclare no standard attribute, so this is not expected).
-func (r *otlpReceiver) reportBags(bags []*attribute.Bag) (rejected int) {
+func (r *otlpReceiver) reportBags(st *state, bags []*attribute.Bag) (rejected int) {
 	if len(bags) == 0 {
 		return 0
 	}
 	s := r.s
-	st := s.acquire()
-	defer st.release()
 	manifest := st.snap.Manifest()
 	kept := bags[:0]
 	for _, b := range bags {

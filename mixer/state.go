@@ -70,6 +70,7 @@ func (h *handler) unavailable() error {
 // done.
 type state struct {
 	snap     *policy.Snapshot
+	otlp     otlpPlan // what OTLP ingest does under this config
 	handlers map[string]*handler
 	order    []*handler // by name
 	loadedAt time.Time
@@ -92,6 +93,7 @@ type state struct {
 func (s *Server) newState(snap *policy.Snapshot) *state {
 	st := &state{
 		snap:     snap,
+		otlp:     otlpPlanOf(snap),
 		handlers: make(map[string]*handler),
 		loadedAt: s.cfg.Now(),
 		idle:     make(chan struct{}),

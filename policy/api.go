@@ -39,9 +39,22 @@ const (
 	// VarietyQuota selects actions whose instances are quota instances.
 	VarietyQuota
 	// VarietyReport selects actions whose instances are report templates
-	// (metric, logentry).
+	// (metric, logentry, tracespan).
 	VarietyReport
+	// VarietyOTLP selects actions whose instances are otlp instances: the
+	// telemetry an app exported over OTLP, forwarded as received. Only the
+	// mixer's OTLP ingest evaluates it, once per resource of an export,
+	// with a bag of the resource's attributes (see [OTLPAttributes]); the
+	// instances it returns carry only their names, the mixer fills in the
+	// data.
+	VarietyOTLP
 )
+
+// OTLPAttributes are the attributes of the bag an OTLP export's resource
+// is evaluated with for VarietyOTLP: all a rule sending otlp instances may
+// read (a load error otherwise), since such a rule decides per resource,
+// before any span or log record is decoded.
+var OTLPAttributes = []string{attribute.ContextProtocol, attribute.SourceWorkloadName, attribute.SourceWorkloadNamespace}
 
 // Action is one handler to call with the instances built for it.
 type Action struct {

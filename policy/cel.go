@@ -6,6 +6,7 @@ import (
 	"net/netip"
 	"net/url"
 	"regexp"
+	"slices"
 	"strings"
 
 	"cel.dev/cel-go/cel"
@@ -213,6 +214,8 @@ type program struct {
 	// slots are the compiler's attribute slots (shared, read-only once
 	// loaded).
 	slots map[string]int
+	// reads are the attributes the expression names, sorted.
+	reads []string
 }
 
 // celIssue is a compile error of one expression, located inside it.
@@ -319,9 +322,21 @@ func (c *compiler) compile(text string, want typeRule) (*program, []celIssue) {
 		c.programs = make(map[string]*program)
 	}
 	p := &program{text: text, prg: prg, fast: compileFast(ast, c.slots), id: len(c.programs), out: ast.OutputType(),
-		slots: c.slots}
+		slots: c.slots, reads: c.reads(ast)}
 	c.programs[text] = p
 	return p, nil
+}
+
+// reads lists the attributes a checked expression names, sorted.
+func (c *compiler) reads(ast *cel.Ast) []string {
+	var out []string
+	for _, r := range ast.NativeRep().ReferenceMap() {
+		if _, isAttr := c.slots[r.Name]; isAttr && !slices.Contains(out, r.Name) {
+			out = append(out, r.Name)
+		}
+	}
+	slices.Sort(out)
+	return out
 }
 
 // slotsOf numbers the declared attributes, once.

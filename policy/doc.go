@@ -17,8 +17,8 @@
 //     [Options].Adapters and spec.params is decoded strictly into the
 //     factory's config (unknown keys are errors) and validated.
 //   - Instance fills a template (checknothing, listentry, authorization,
-//     quota, metric, logentry, tracespan) whose fields are CEL expressions
-//     over attributes.
+//     quota, metric, logentry, tracespan, otlp) whose fields are CEL
+//     expressions over attributes.
 //   - Rule has a CEL match (empty means always), actions (a handler and the
 //     instances to send it) and optional request/response header
 //     operations (REPLACE, REMOVE, APPEND; values are CEL strings).
@@ -106,6 +106,15 @@
 // attribute fails the instance unless wrapped in default(). The span a
 // proxy made is described by the request.trace.* attributes; see
 // examples/default/tracing.yaml.
+//
+// An otlp instance (a report template, [template.OTLP]) is the telemetry
+// an app exported to the mixer over OTLP, as received, one resource at a
+// time; its only param is signal (traces or logs; empty takes both). Only the mixer's OTLP ingest builds it, through
+// [VarietyOTLP]; a proxy's bag never yields one. A rule that sends one is
+// evaluated once per resource, over [OTLPAttributes] only, so its match
+// may read nothing else: a match over a span's or a request's attributes
+// is a load error (spec.match: reads span.name, but the rule sends otlp
+// instance ...) rather than a rule that would never, or always, match.
 //
 // # Errors
 //

@@ -50,7 +50,7 @@ func sinkFactory() adapters.Factory {
 	return adapters.Factory{
 		Name: "sink",
 		Templates: []string{template.MetricName, template.LogEntryName, template.QuotaName, template.ListEntryName,
-			template.AuthorizationName, template.TraceSpanName},
+			template.AuthorizationName, template.TraceSpanName, template.OTLPName},
 		NewConfig: func() adapters.Config { return &testConfig{Prefix: "default"} },
 		Create: func(context.Context, adapters.Settings, adapters.Config) (adapters.Handler, error) {
 			return nopHandler{}, nil

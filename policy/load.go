@@ -268,6 +268,13 @@ type instanceSpec struct {
 
 type checkNothingParams struct{}
 
+// otlpParams are an otlp Instance's params: only which signal it takes
+// (traces or logs; both when empty). The instance is the telemetry as
+// received: there is nothing to compute.
+type otlpParams struct {
+	Signal string `yaml:"signal"`
+}
+
 type listEntryParams struct {
 	Value expr `yaml:"value"`
 }
@@ -740,6 +747,20 @@ func (l *loader) instance(d *document) *instance {
 			!l.constantOneOf(d, "spec.params.status", p.Status, in.span.status, spanStatuses) {
 			ok = false
 		}
+	case template.OTLPName:
+		in.variety = VarietyOTLP
+		var p otlpParams
+		if !decode(&p) {
+			return in
+		}
+		switch p.Signal {
+		case "", template.SignalTraces, template.SignalLogs:
+			in.otlpSignal = p.Signal
+		default:
+			l.add(d, paramsLine, "spec.params.signal", "unknown signal %q (want %s or %s; empty takes both)",
+				p.Signal, template.SignalTraces, template.SignalLogs)
+			ok = false
+		}
 	default:
 		l.add(d, spec.Template.Line, "spec.template", "unknown template %q (want one of %s)",
 			spec.Template.Value, strings.Join(templateNames, ", "))
@@ -775,7 +796,7 @@ func (l *loader) constantOneOf(d *document, field string, e expr, p *program, al
 
 // templateNames lists the templates an Instance may fill, check ones first.
 var templateNames = []string{template.CheckNothingName, template.ListEntryName, template.AuthorizationName,
-	template.QuotaName, template.MetricName, template.LogEntryName, template.TraceSpanName}
+	template.QuotaName, template.MetricName, template.LogEntryName, template.TraceSpanName, template.OTLPName}
 
 // rule decodes and compiles a Rule and resolves its references.
 func (l *loader) rule(d *document, handlers map[string]*handler, instances map[string]*instance) *rule {
@@ -904,11 +925,45 @@ func (l *loader) rule(d *document, handlers map[string]*handler, instances map[s
 	}
 	r.requestOps = compileOps("spec.requestHeaderOperations", spec.RequestHeaderOperations)
 	r.responseOps = compileOps("spec.responseHeaderOperations", spec.ResponseHeaderOperations)
+	if ok && r.match != nil {
+		ok = l.otlpMatch(d, spec.Match, r)
+	}
 	if !ok {
 		return nil
 	}
 	r.index()
 	return r
+}
+
+// otlpMatch checks the match of a rule that sends otlp instances: it is
+// evaluated once per resource of an OTLP export, over a bag of
+// OTLPAttributes, so an expression over a span's or a request's
+// attributes could never hold there. That is a load error rather than a
+// rule that silently never matches (or always takes a default()).
+func (l *loader) otlpMatch(d *document, match expr, r *rule) bool {
+	var otlpInstance string
+	for _, a := range r.actions {
+		for _, in := range a.instances {
+			if in.template == template.OTLPName && otlpInstance == "" {
+				otlpInstance = in.name
+			}
+		}
+	}
+	if otlpInstance == "" {
+		return true
+	}
+	var bad []string
+	for _, name := range r.match.reads {
+		if !slices.Contains(OTLPAttributes, name) {
+			bad = append(bad, name)
+		}
+	}
+	if len(bad) == 0 {
+		return true
+	}
+	l.add(d, match.Line, "spec.match", "reads %s, but the rule sends otlp instance %q: it decides once per resource of an OTLP export, before any span or log record is decoded, and may read only %s",
+		strings.Join(bad, ", "), otlpInstance, strings.Join(OTLPAttributes, ", "))
+	return false
 }
 
 func cmpOr(a, b string) string {

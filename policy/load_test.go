@@ -199,7 +199,7 @@ func TestLoadErrors(t *testing.T) {
 			"kinds.yaml:12: Instance/: metadata.name: required",
 			`kinds.yaml:22: Instance/nothing: metadata.name: Instance "nothing" already defined at kinds.yaml:17`,
 			`kinds.yaml:28: Handler/fancy: spec.adapter: unknown adapter "redis" (registered: denier, sink)`,
-			`kinds.yaml:33: Instance/t: spec.template: unknown template "tracing" (want one of checknothing, listentry, authorization, quota, metric, logentry, tracespan)`,
+			`kinds.yaml:33: Instance/t: spec.template: unknown template "tracing" (want one of checknothing, listentry, authorization, quota, metric, logentry, tracespan, otlp)`,
 			`kinds.yaml:40: AttributeManifest/clash: spec.attributes.request.path: attribute "request.path" is already declared as STRING, not INT64`,
 			`kinds.yaml:41: AttributeManifest/clash: spec.attributes.x.y.valueType: unknown attribute type "NUMBER" (want one of STRING, INT64, DOUBLE, BOOL, TIMESTAMP, DURATION, BYTES, STRING_MAP, IP_ADDRESS)`,
 			"kinds.yaml:43: a document must be a mapping with apiVersion, kind, metadata and spec",
@@ -245,6 +245,12 @@ func TestLoadErrors(t *testing.T) {
 			"tracespan.yaml:21: Instance/no-params: spec.params.startTime: required",
 			"tracespan.yaml:21: Instance/no-params: spec.params.endTime: required",
 			`tracespan.yaml:34: Instance/literals: spec.params.spanKind: "sever" is not one of server, client, producer, consumer, internal`,
+		}},
+		{"otlp.yaml", []string{
+			"otlp.yaml:17: Instance/with-params: spec.params.spanName: unknown field",
+			`otlp.yaml:23: Rule/per-span: spec.match: reads span.name, but the rule sends otlp instance "raw": it decides once per resource of an OTLP export, before any span or log record is decoded, and may read only context.protocol, source.workload.name, source.workload.namespace`,
+			`otlp.yaml:33: Rule/defaulted: spec.match: reads request.path, but the rule sends otlp instance "raw": it decides once per resource of an OTLP export, before any span or log record is decoded, and may read only context.protocol, source.workload.name, source.workload.namespace`,
+			`otlp.yaml:50: Instance/metrics: spec.params.signal: unknown signal "metrics" (want traces or logs; empty takes both)`,
 		}},
 		{"shapes.yaml", []string{
 			`shapes.yaml:4: Rule/r: spec.actions: want a list, got a string ("deny")`,

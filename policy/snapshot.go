@@ -75,6 +75,7 @@ type instance struct {
 	timestamp       *program       // logentry
 	authz           *authzPrograms // authorization
 	span            *spanPrograms  // tracespan
+	otlpSignal      string         // otlp: "traces", "logs" or "" (both)
 	view            any
 	broken          bool
 }
@@ -127,7 +128,7 @@ type rule struct {
 	actions         []*action
 	requestOps      []headerOp
 	responseOps     []headerOp
-	byVariety       [3][]variedAction
+	byVariety       [4][]variedAction
 }
 
 // index groups the rule's actions by variety and tells each handler which
@@ -176,6 +177,59 @@ func (s *Snapshot) Handlers() []HandlerConfig {
 			Factory: h.factory, Params: h.params, Templates: tmpls}
 	}
 	return out
+}
+
+// Uses reports whether some rule has actions of variety v.
+func (s *Snapshot) Uses(v Variety) bool {
+	if s == nil || v < 0 || int(v) >= len(rule{}.byVariety) {
+		return false
+	}
+	for _, r := range s.rules {
+		if len(r.byVariety[v]) > 0 {
+			return true
+		}
+	}
+	return false
+}
+
+// MayMatch reports whether some rule with actions of variety v may match
+// a bag that has probe's attributes with probe's values, whatever else it
+// holds. It answers false only when every such rule's match, evaluated
+// over probe, is false having looked at nothing but attributes probe has:
+// then it is false for every such bag, as a check answer cached on its
+// referenced attributes holds for every request that agrees on them. A
+// match that reads an attribute probe lacks (even inside default()) may
+// match. The mixer asks it once per config whether the spans apps export
+// over OTLP (all with context.protocol "otlp") need decoding into bags.
+func (s *Snapshot) MayMatch(v Variety, probe *attribute.Bag) bool {
+	if s == nil || v < 0 || int(v) >= len(rule{}.byVariety) {
+		return false
+	}
+	for _, r := range s.rules {
+		if len(r.byVariety[v]) == 0 {
+			continue
+		}
+		if r.match == nil || !neverMatches(r, probe, len(s.instances)) {
+			return true
+		}
+	}
+	return false
+}
+
+func neverMatches(r *rule, probe *attribute.Bag, instances int) bool {
+	var refs attribute.Referenced
+	a := getActivation(probe, &refs, instances)
+	defer putActivation(a)
+	out, err := r.match.eval(a)
+	if err != nil || out != types.False || a.absent {
+		return false
+	}
+	for _, ref := range refs.Recorded() {
+		if !ref.Present || ref.HasKey {
+			return false
+		}
+	}
+	return true
 }
 
 // Evaluate runs the rules, in name order, against bag. For each rule with
@@ -431,6 +485,8 @@ func (s *Snapshot) build(a *activation, in *instance) (template.Instance, *EvalE
 		return le, nil
 	case template.TraceSpanName:
 		return buildTraceSpan(a, in)
+	case template.OTLPName:
+		return &template.OTLP{Name: in.name, Signal: in.otlpSignal}, nil
 	}
 	return nil, &EvalError{Instance: in.name, Field: "spec.template", Err: fmt.Errorf("unknown template %q", in.template)}
 }

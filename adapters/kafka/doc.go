@@ -1,7 +1,7 @@
-// Package kafka is an adapter that writes logentry and tracespan instances
-// to a Kafka topic with github.com/segmentio/kafka-go: one record per
-// instance (with otlp_proto and otlpBatch, one record per key and
-// report).
+// Package kafka is an adapter that writes logentry, tracespan and otlp
+// instances to a Kafka topic with github.com/segmentio/kafka-go: one
+// record per instance (with otlp_proto and otlpBatch, one record per key
+// and report).
 //
 // # Records
 //
@@ -21,6 +21,18 @@
 // record fits batchBytes. sidemix_kafka_instances_sent_total counts the
 // spans and log entries in the records sent.
 //
+// An otlp instance (the spans or log records of one resource of an app's
+// OTLP export, as received; see adapters/template.OTLP) is written as it
+// came: with otlp_proto its record value is that resource as a TracesData
+// (LogsData), byte for byte, unknown fields included; with otlpBatch the
+// resources of one key and signal in a report are concatenated into one
+// record (concatenated resources are a TracesData too), cut between
+// resources so that each record fits batchBytes; a resource that alone
+// does not fit is dropped as too_large. Nothing is decoded or re-encoded,
+// which is what makes forwarding cheap. With json the record is the
+// resource in OTLP JSON (decoded for it). The spans (log records) of the
+// resources count in sidemix_kafka_instances_sent_total.
+//
 // The record key is the value of the CEL expression key, evaluated over the
 // instance; records of one key go to one partition (the Java client's
 // murmur2 partitioner), so keying by destination service keeps each
@@ -30,6 +42,9 @@
 //	tracespan: name, traceId, spanId, parentSpanId, spanName, spanKind,
 //	           status, httpStatusCode, sourceName, destinationName,
 //	           serviceName, startTime, endTime, spanTags (map)
+//	otlp:      name, signal (traces or logs), serviceName and
+//	           serviceNamespace (the resource's service.name and
+//	           service.namespace)
 //
 // for example variables.destinationServiceHost, or traceId for spans. A
 // field of the other template is unbound: for a handler taking both, write

@@ -30,6 +30,8 @@ func encodeJSON(inst template.Instance, now time.Time) ([]byte, error) {
 		return encodeLogJSON(i, now), nil
 	case *template.TraceSpan:
 		v = spanObject(i)
+	case *template.OTLP:
+		return otlpJSON(i)
 	default:
 		return nil, fmt.Errorf("%w: %s", errWrongTemplate, inst.Template())
 	}

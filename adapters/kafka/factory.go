@@ -12,7 +12,7 @@ const Name = "kafka"
 func Factory() adapters.Factory {
 	return adapters.Factory{
 		Name:      Name,
-		Templates: []string{template.LogEntryName, template.TraceSpanName},
+		Templates: []string{template.LogEntryName, template.TraceSpanName, template.OTLPName},
 		NewConfig: func() adapters.Config { return NewConfig() },
 		Create:    newHandler,
 	}

@@ -31,7 +31,7 @@ const (
 	resultTooLarge      = "too_large"      // above batchBytes or the broker's limit
 	resultRejected      = "rejected"       // the broker refused the record itself
 	resultEncodeError   = "encode_error"   // the instance could not be encoded
-	resultWrongTemplate = "wrong_template" // not a logentry or tracespan
+	resultWrongTemplate = "wrong_template" // not a logentry, tracespan or otlp
 	resultShutdown      = "shutdown"       // still buffered when Close ran out of time
 )
 
@@ -300,7 +300,7 @@ func (h *handler) record(inst template.Instance, now time.Time) (kafkago.Message
 			h.log.Debug("record sent without a key", "instance", inst.InstanceName(), "key", h.key.text, "error", err)
 		}
 	}
-	m := kafkago.Message{Key: key, Value: value, Time: now, WriterData: 1}
+	m := kafkago.Message{Key: key, Value: value, Time: now, WriterData: itemsOf(inst)}
 	// kafka-go refuses a whole write for one record above batchBytes; its
 	// size is the record's key, value and 23 bytes of framing.
 	if size := int64(len(key) + len(value) + recordOverhead); size > h.batchBytes {

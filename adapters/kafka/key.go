@@ -15,7 +15,7 @@ import (
 	"github.com/sidemix/sidemix/adapters/template"
 )
 
-// The key expression's environment: the fields of both templates the
+// The key expression's environment: the fields of the templates the
 // adapter accepts, each bound only for instances of its template.
 var keyEnv = sync.OnceValues(func() (*cel.Env, error) {
 	dynMap := cel.MapType(cel.StringType, cel.DynType)
@@ -40,6 +40,9 @@ var keyEnv = sync.OnceValues(func() (*cel.Env, error) {
 		cel.Variable("startTime", cel.TimestampType),
 		cel.Variable("endTime", cel.TimestampType),
 		cel.Variable("spanTags", dynMap),
+		// otlp (serviceName too)
+		cel.Variable("signal", cel.StringType),
+		cel.Variable("serviceNamespace", cel.StringType),
 		cel.OptionalTypes(),
 		ext.Strings(),
 	)
@@ -162,6 +165,17 @@ func (v keyVars) ResolveName(name string) (any, bool) {
 				return map[string]any{}, true
 			}
 			return i.SpanTags, true
+		}
+	case *template.OTLP:
+		switch name {
+		case "name":
+			return i.Name, true
+		case "signal":
+			return i.Signal, true
+		case "serviceName":
+			return i.ServiceName, true
+		case "serviceNamespace":
+			return i.ServiceNamespace, true
 		}
 	}
 	return nil, false

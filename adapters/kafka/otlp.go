@@ -1,6 +1,7 @@
 package kafka
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"time"
@@ -39,8 +40,39 @@ func encodeOTLP(inst template.Instance, now time.Time) ([]byte, error) {
 			return nil, errInvalidSpan
 		}
 		return (&ptrace.ProtoMarshaler{}).MarshalTraces(td)
+	case *template.OTLP:
+		// One resource's field 1 entry is a TracesData (LogsData) by itself.
+		return i.Data, nil
 	}
 	return nil, fmt.Errorf("%w: %s", errWrongTemplate, inst.Template())
+}
+
+// otlpJSON is the OTLP JSON form of the telemetry an otlp instance holds.
+func otlpJSON(i *template.OTLP) ([]byte, error) {
+	switch i.Signal {
+	case template.SignalTraces:
+		td, err := (&ptrace.ProtoUnmarshaler{}).UnmarshalTraces(i.Data)
+		if err != nil {
+			return nil, err
+		}
+		return (&ptrace.JSONMarshaler{}).MarshalTraces(td)
+	case template.SignalLogs:
+		ld, err := (&plog.ProtoUnmarshaler{}).UnmarshalLogs(i.Data)
+		if err != nil {
+			return nil, err
+		}
+		return (&plog.JSONMarshaler{}).MarshalLogs(ld)
+	}
+	return nil, fmt.Errorf("otlp instance of unknown signal %q", i.Signal)
+}
+
+// itemsOf is how many spans or log entries inst stands for in
+// sidemix_kafka_instances_sent_total.
+func itemsOf(inst template.Instance) int {
+	if o, ok := inst.(*template.OTLP); ok {
+		return o.Items
+	}
+	return 1
 }
 
 // recordKey is a record's key, told apart from no key.
@@ -55,6 +87,8 @@ type otlpGroup struct {
 	key   []byte
 	spans []*template.TraceSpan
 	logs  []*template.LogEntry
+	// raw are otlp instances, by signal: traces, logs.
+	raw [2][]*template.OTLP
 }
 
 // otlpRecords turns a report's instances into OTLP records: the spans of
@@ -68,8 +102,13 @@ func (h *handler) otlpRecords(insts []template.Instance, now time.Time) []kafkag
 	var order []recordKey
 	groups := map[recordKey]*otlpGroup{}
 	for _, inst := range insts {
-		switch inst.(type) {
+		switch i := inst.(type) {
 		case *template.TraceSpan, *template.LogEntry:
+		case *template.OTLP:
+			if i.Signal != template.SignalTraces && i.Signal != template.SignalLogs {
+				h.count(resultWrongTemplate, 1)
+				continue
+			}
 		default:
 			h.count(resultWrongTemplate, 1)
 			continue
@@ -99,6 +138,12 @@ func (h *handler) otlpRecords(insts []template.Instance, now time.Time) []kafkag
 				i = &c
 			}
 			g.logs = append(g.logs, i)
+		case *template.OTLP:
+			sig := 0
+			if i.Signal == template.SignalLogs {
+				sig = 1
+			}
+			g.raw[sig] = append(g.raw[sig], i)
 		}
 	}
 	var msgs []kafkago.Message
@@ -110,7 +155,46 @@ func (h *handler) otlpRecords(insts []template.Instance, now time.Time) []kafkag
 		if len(g.logs) > 0 {
 			msgs = h.logRecords(msgs, g.key, g.logs, now)
 		}
+		for _, raw := range g.raw {
+			if len(raw) > 0 {
+				msgs = h.rawRecords(msgs, g.key, raw, now)
+			}
+		}
 	}
+	return msgs
+}
+
+// rawRecords writes otlp instances of one signal and key: their resources,
+// concatenated as received, are a TracesData (LogsData), cut between
+// resources so that each record fits batchBytes. A resource larger than
+// that alone is dropped as too large.
+func (h *handler) rawRecords(msgs []kafkago.Message, key []byte, insts []*template.OTLP, now time.Time) []kafkago.Message {
+	room := h.batchBytes - int64(len(key)+recordOverhead)
+	parts := make([][]byte, 0, len(insts))
+	size, items := int64(0), 0
+	flush := func() {
+		if len(parts) == 0 {
+			return
+		}
+		// One resource is written as received (kafka-go only reads a
+		// value); bytes.Join copies several without zeroing the record
+		// first.
+		value := parts[0]
+		if len(parts) > 1 {
+			value = bytes.Join(parts, nil)
+		}
+		msgs = h.appendRecord(msgs, kafkago.Message{Key: key, Value: value, Time: now, WriterData: items})
+		parts, size, items = parts[:0], 0, 0
+	}
+	for _, in := range insts {
+		if size > 0 && size+int64(len(in.Data)) > room {
+			flush()
+		}
+		parts = append(parts, in.Data)
+		size += int64(len(in.Data))
+		items += in.Items
+	}
+	flush()
 	return msgs
 }
 

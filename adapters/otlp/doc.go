@@ -1,5 +1,5 @@
-// Package otlp is an adapter that exports tracespan and logentry instances
-// to any OpenTelemetry Protocol endpoint: an OpenTelemetry Collector,
+// Package otlp is an adapter that exports tracespan, logentry and otlp
+// instances to any OpenTelemetry Protocol endpoint: an OpenTelemetry Collector,
 // Jaeger, Tempo, or a vendor's OTLP intake.
 //
 // Instances are converted with adapters/internal/spans (a resource per
@@ -50,5 +50,12 @@
 //	    retry: {enabled: true, initialInterval: 100ms, maxInterval: 5s, maxElapsedTime: 30s}
 //
 // It accepts tracespan and logentry instances; send spans with a rule that
-// matches default(request.trace.sampled, false).
+// matches default(request.trace.sampled, false). It also accepts otlp
+// instances (adapters/template.OTLP: an app's export to the mixer, one
+// resource, as received): each is sent as an export request of its own,
+// its bytes as they came, never decoded, with the same retries; they wait
+// in a queue of their own per signal, of maxQueueSize/maxBatchSize
+// resources (at least one), and count in the sent and failed counters as
+// the spans and log records they hold. Pointed at Jaeger's or a
+// Collector's OTLP port, that forwards apps' spans unchanged.
 package otlp

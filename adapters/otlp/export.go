@@ -34,6 +34,9 @@ import (
 type exporter interface {
 	traces(ctx context.Context, td ptrace.Traces) (failed int, err error)
 	logs(ctx context.Context, ld plog.Logs) (failed int, err error)
+	// raw sends an export request body of signal as it is and returns
+	// how many items the endpoint rejected.
+	raw(ctx context.Context, signal string, body []byte) (rejected int, err error)
 	close() error
 }
 

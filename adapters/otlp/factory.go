@@ -14,7 +14,7 @@ const Name = "otlp"
 func Factory() adapters.Factory {
 	return adapters.Factory{
 		Name:      Name,
-		Templates: []string{template.TraceSpanName, template.LogEntryName},
+		Templates: []string{template.TraceSpanName, template.LogEntryName, template.OTLPName},
 		NewConfig: func() adapters.Config { return NewConfig() },
 		Create: func(ctx context.Context, set adapters.Settings, cfg adapters.Config) (adapters.Handler, error) {
 			return newHandler(set, cfg)

@@ -90,6 +90,9 @@ type handler struct {
 
 	traces *handlerkit.Batcher[*template.TraceSpan]
 	logs   *handlerkit.Batcher[*template.LogEntry]
+	// rawTraces and rawLogs send otlp instances, one resource per export
+	// (raw.go).
+	rawTraces, rawLogs *handlerkit.Batcher[*template.OTLP]
 
 	closeOnce sync.Once
 	closeErr  error
@@ -128,6 +131,7 @@ func newHandler(set adapters.Settings, c adapters.Config) (*handler, error) {
 	h.logs = handlerkit.NewBatcher(h.batcherOptions(signalLogs), func(ctx context.Context, batch []*template.LogEntry) (int, error) {
 		return exp.logs(ctx, spans.Logs(batch))
 	})
+	h.rawTraces, h.rawLogs = h.newRawBatcher(signalTraces), h.newRawBatcher(signalLogs)
 	set.Logger.Info("exporting over OTLP", "endpoint", cfg.Endpoint, "protocol", cfg.Protocol)
 	return h, nil
 }
@@ -150,6 +154,7 @@ func (h *handler) batcherOptions(signal string) handlerkit.BatcherOptions {
 func (h *handler) Report(_ context.Context, insts []template.Instance) error {
 	var ts []*template.TraceSpan
 	var ls []*template.LogEntry
+	var rt, rl []*template.OTLP
 	invalid, wrong := 0, 0
 	for _, inst := range insts {
 		switch x := inst.(type) {
@@ -162,13 +167,22 @@ func (h *handler) Report(_ context.Context, insts []template.Instance) error {
 			ts = append(ts, x)
 		case *template.LogEntry:
 			ls = append(ls, x)
+		case *template.OTLP:
+			switch x.Signal {
+			case template.SignalTraces:
+				rt = append(rt, x)
+			case template.SignalLogs:
+				rl = append(rl, x)
+			default:
+				wrong++
+			}
 		default:
 			wrong++
 		}
 	}
 	h.drop(reasonInvalid, invalid)
 	h.drop(reasonTemplate, wrong)
-	h.drop(reasonQueueFull, h.traces.Add(ts)+h.logs.Add(ls))
+	h.drop(reasonQueueFull, h.traces.Add(ts)+h.logs.Add(ls)+h.rawTraces.Add(rt)+h.rawLogs.Add(rl))
 	return nil
 }
 
@@ -228,12 +242,14 @@ func (h *handler) Close(ctx context.Context) error {
 
 func (h *handler) close(ctx context.Context) error {
 	var wg sync.WaitGroup
-	var dt, dl int
-	wg.Add(2)
+	var dt, dl, drt, drl int
+	wg.Add(4)
 	go func() { defer wg.Done(); dt = h.traces.Close(ctx) }()
 	go func() { defer wg.Done(); dl = h.logs.Close(ctx) }()
+	go func() { defer wg.Done(); drt = h.rawTraces.Close(ctx) }()
+	go func() { defer wg.Done(); drl = h.rawLogs.Close(ctx) }()
 	wg.Wait()
-	h.drop(reasonShutdown, dt+dl)
+	h.drop(reasonShutdown, dt+dl+drt+drl)
 	var errs []error
 	if err := h.exp.close(); err != nil {
 		errs = append(errs, fmt.Errorf("%s: close: %w", Name, err))

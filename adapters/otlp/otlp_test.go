@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"go.opentelemetry.io/collector/pdata/pcommon"
 	"go.opentelemetry.io/collector/pdata/plog"
 	"go.opentelemetry.io/collector/pdata/plog/plogotlp"
 	"go.opentelemetry.io/collector/pdata/ptrace"
@@ -510,4 +511,72 @@ func value(t *testing.T, g prometheus.Gatherer, name string, labels ...string) f
 		}
 	}
 	return sum
+}
+
+// forwarded is an otlp instance as the mixer's OTLP ingest builds one: a
+// resource of two spans as an app exported it.
+func forwarded(t *testing.T) *template.OTLP {
+	t.Helper()
+	td := ptrace.NewTraces()
+	rs := td.ResourceSpans().AppendEmpty()
+	rs.Resource().Attributes().PutStr("service.name", "app")
+	for i, name := range []string{"GET /a", "SELECT a"} {
+		sp := rs.ScopeSpans().AppendEmpty().Spans().AppendEmpty()
+		sp.SetTraceID(pcommon.TraceID{1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16})
+		sp.SetSpanID(pcommon.SpanID{1, 1, 1, 1, 1, 1, 1, byte(i + 1)})
+		sp.SetName(name)
+	}
+	b, err := (&ptrace.ProtoMarshaler{}).MarshalTraces(td)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &template.OTLP{Name: "asreceived", Signal: template.SignalTraces, Data: b, Items: 2, ServiceName: "app"}
+}
+
+// TestExportOTLPInstances: otlp instances go to the endpoint as they
+// came, over gRPC and HTTP, counted in spans; rejected spans are counted
+// failed.
+func TestExportOTLPInstances(t *testing.T) {
+	for _, c := range []struct{ name, params string }{
+		{"grpc", "endpoint: %s\nheaders: {x-api-key: s3cr3t}"},
+		{"http", "endpoint: %s\nprotocol: http\nheaders: {x-api-key: s3cr3t}"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			r := &receiver{}
+			addr := ""
+			if c.name == "http" {
+				addr = startHTTP(t, r)
+			} else {
+				addr = startGRPC(t, r)
+			}
+			reg := prometheus.NewRegistry()
+			h := newReporter(t, reg, fmt.Sprintf(c.params, addr))
+			if err := h.Report(context.Background(), []template.Instance{forwarded(t), forwarded(t)}); err != nil {
+				t.Fatal(err)
+			}
+			waitFor(t, "4 spans", func() bool { s, _, _ := r.counts(); return s == 4 })
+			waitFor(t, "sent counted", func() bool {
+				return value(t, reg, "sidemix_otlp_sent_total", "handler", "otel", "signal", "traces") == 4
+			})
+			r.mu.Lock()
+			svc, name, key := r.svcs[r.spans[0].SpanID().String()], r.spans[0].Name(), r.headers[0]
+			r.mu.Unlock()
+			if svc != "app" || name != "GET /a" || key != "s3cr3t" {
+				t.Errorf("received service %q span %q key %q", svc, name, key)
+			}
+
+			r.mu.Lock()
+			r.reject = 1
+			r.mu.Unlock()
+			if err := h.Report(context.Background(), []template.Instance{forwarded(t)}); err != nil {
+				t.Fatal(err)
+			}
+			waitFor(t, "the rejected span counted", func() bool {
+				return value(t, reg, "sidemix_otlp_failed_total", "handler", "otel", "signal", "traces") == 1
+			})
+			if got := value(t, reg, "sidemix_otlp_sent_total", "handler", "otel", "signal", "traces"); got != 5 {
+				t.Errorf("sent = %v, want 5", got)
+			}
+		})
+	}
 }

@@ -3,9 +3,10 @@
 // (Prometheus metrics, the access log to /dev/null) plus a kafka handler to
 // a kfakebroker process and the jaeger handler to a real Jaeger, fed Report
 // batches as proxy/mixerclient encodes them; and, side by side, the same
-// OTLP spans sent to the mixer's OTLP ingest (rule tracespan → kafka,
-// otlp_proto) and to an OpenTelemetry Collector (otlp → batch → kafka) on
-// the same broker. Every figure is charged to the server's own CPU time
+// OTLP spans sent to the mixer's OTLP ingest (rule otlp instance, the
+// spans as received → kafka, otlp_proto; spans-sidemix-tracespan sends
+// examples/default's tracespan instead) and to an OpenTelemetry Collector
+// (otlp → batch → kafka) on the same broker. Every figure is charged to the server's own CPU time
 // from /proc over the measured window (benchmarks/internal/procstat).
 // benchmarks/cmd/reportbench runs it; benchmarks/README.md ("Report path")
 // holds the results.

@@ -100,14 +100,15 @@ func (r *Report) Markdown() string {
 	b.WriteString("| scenario | what | items/s | server vCPU | items per server CPU-second | delivered to Kafka in window (report: records; spans: spans) | dropped | Jaeger spans in window | errors |\n")
 	b.WriteString("|---|---|---:|---:|---:|---:|---:|---:|---:|\n")
 	what := map[string]string{
-		"report-max":          fmt.Sprintf("Report batches of %d records, 2 proxies, closed loop; rules → prometheus + accesslog + kafka (json) + jaeger", m.Batch),
-		"report-fixed":        fmt.Sprintf("same at %d mesh requests/s = %d records/s (2 reporting proxies, 1 batch/s each)", m.MeshRate, 2*m.MeshRate),
-		"report-default":      fmt.Sprintf("examples/default as shipped (no kafka rule; every trace sampled, the proxy's default) at %d mesh requests/s", m.MeshRate),
-		"report-default-1pct": fmt.Sprintf("examples/default as shipped, 1%% of traces sampled (Istio's default), at %d mesh requests/s", m.MeshRate),
-		"spans-sidemix":       fmt.Sprintf("OTLP/gRPC exports of %d spans, 2 clients, closed loop → mixer --otlp-grpc, tracespan → kafka (otlp_proto, the spans of a queue batch per record)", m.SpanBatch),
-		"spans-otelcol":       "same spans → OpenTelemetry Collector otlp → batch → kafka (otlp_proto, 1 batch per record)",
-		"spans-sidemix-fixed": fmt.Sprintf("spans-sidemix at %d spans/s offered (equal load)", m.SpanRate),
-		"spans-otelcol-fixed": fmt.Sprintf("spans-otelcol at %d spans/s offered (equal load)", m.SpanRate),
+		"report-max":              fmt.Sprintf("Report batches of %d records, 2 proxies, closed loop; rules → prometheus + accesslog + kafka (json) + jaeger", m.Batch),
+		"report-fixed":            fmt.Sprintf("same at %d mesh requests/s = %d records/s (2 reporting proxies, 1 batch/s each)", m.MeshRate, 2*m.MeshRate),
+		"report-default":          fmt.Sprintf("examples/default as shipped (no kafka rule; every trace sampled, the proxy's default) at %d mesh requests/s", m.MeshRate),
+		"report-default-1pct":     fmt.Sprintf("examples/default as shipped, 1%% of traces sampled (Istio's default), at %d mesh requests/s", m.MeshRate),
+		"spans-sidemix":           fmt.Sprintf("OTLP/gRPC exports of %d spans, 2 clients, closed loop → mixer --otlp-grpc, otlp instance (spans as received, per resource) → kafka (otlp_proto, a queue batch's resources per record, cut at 1 MiB)", m.SpanBatch),
+		"spans-sidemix-tracespan": "spans-sidemix with examples/default's tracespan instead (every span decoded into a bag and rebuilt; one TracesData record per queue batch)",
+		"spans-otelcol":           "same spans → OpenTelemetry Collector otlp → batch → kafka (otlp_proto, 1 batch per record)",
+		"spans-sidemix-fixed":     fmt.Sprintf("spans-sidemix at %d spans/s offered (equal load)", m.SpanRate),
+		"spans-otelcol-fixed":     fmt.Sprintf("spans-otelcol at %d spans/s offered (equal load)", m.SpanRate),
 	}
 	for _, x := range r.Medians {
 		if x.Skipped != "" {

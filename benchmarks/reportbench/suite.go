@@ -165,7 +165,7 @@ func (s *Suite) Close() {
 
 // Scenarios are the runs of a round, in order.
 var Scenarios = []string{"report-max", "report-fixed", "report-default", "report-default-1pct",
-	"spans-sidemix", "spans-otelcol", "spans-sidemix-fixed", "spans-otelcol-fixed"}
+	"spans-sidemix", "spans-otelcol", "spans-sidemix-fixed", "spans-otelcol-fixed", "spans-sidemix-tracespan"}
 
 // reportSetup is what a report scenario runs: the kafka access-log rule on
 // or off, and one trace in sampleEvery sampled.
@@ -191,7 +191,9 @@ func (s *Suite) Run(ctx context.Context, name string) (Measurement, error) {
 		// the setting of its Mixer's 0.6 vCPU per 1,000 rps.
 		return s.runReport(ctx, name, s.meshBatchRate(), reportSetup{sampleEvery: 100})
 	case "spans-sidemix", "spans-sidemix-fixed":
-		return s.runSpansSidemix(ctx, name, s.spanRate(name))
+		return s.runSpansSidemix(ctx, name, s.spanRate(name), false)
+	case "spans-sidemix-tracespan":
+		return s.runSpansSidemix(ctx, name, 0, true)
 	case "spans-otelcol", "spans-otelcol-fixed":
 		if s.opts.Otelcol == "" {
 			return Measurement{Scenario: name, Skipped: "no collector binary (-otelcol)"}, nil
@@ -322,19 +324,33 @@ func uncommentKafka(text, addr string) string {
 	return strings.Join(out, "\n")
 }
 
-// spansConfig writes the sidemix side of the span comparison: the span
-// instance of examples/default/tracing.yaml and one rule sending the spans
-// apps export over OTLP to a kafka handler (otlp_proto with otlpBatch and
-// no key, as the collector's kafka exporter is configured: one TracesData
-// record per batch the mixer's queue hands the handler).
-func (s *Suite) spansConfig() (string, error) {
+// spansConfig writes the sidemix side of the span comparison: one rule
+// sending the spans apps export over OTLP to a kafka handler (otlp_proto
+// with otlpBatch and no key, as the collector's kafka exporter is
+// configured). By default the rule sends an otlp instance, the spans as
+// received, which is what the collector does: a record holds the resources
+// of a queue batch, cut at batchBytes. With tracespan it sends the span
+// instance of examples/default/tracing.yaml instead (every span decoded
+// into a bag, evaluated and rebuilt: one TracesData record per queue
+// batch).
+func (s *Suite) spansConfig(tracespan bool) (string, error) {
 	dir := filepath.Join(s.opts.WorkDir, "spans-config")
+	if err := os.RemoveAll(dir); err != nil {
+		return "", err
+	}
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return "", err
 	}
-	b, err := os.ReadFile(filepath.Join(s.opts.Examples, "tracing.yaml"))
-	if err != nil {
-		return "", err
+	instance := "asreceived"
+	if tracespan {
+		b, err := os.ReadFile(filepath.Join(s.opts.Examples, "tracing.yaml"))
+		if err != nil {
+			return "", err
+		}
+		if err := os.WriteFile(filepath.Join(dir, "tracing.yaml"), b, 0o644); err != nil {
+			return "", err
+		}
+		instance = "span"
 	}
 	rules := fmt.Sprintf(`apiVersion: sidemix.dev/v1
 kind: Handler
@@ -351,17 +367,19 @@ spec:
     bufferSize: 100000
 ---
 apiVersion: sidemix.dev/v1
+kind: Instance
+metadata: {name: asreceived}
+spec: {template: otlp}
+---
+apiVersion: sidemix.dev/v1
 kind: Rule
 metadata: {name: otlp-spans}
 spec:
   match: default(context.protocol, "http") == "otlp"
   actions:
   - handler: kafkaspans
-    instances: [span]
-`, s.brokerAddr)
-	if err := os.WriteFile(filepath.Join(dir, "tracing.yaml"), b, 0o644); err != nil {
-		return "", err
-	}
+    instances: [%s]
+`, s.brokerAddr, instance)
 	return dir, os.WriteFile(filepath.Join(dir, "kafka.yaml"), []byte(rules), 0o644)
 }
 
@@ -442,8 +460,8 @@ func (s *Suite) runReport(ctx context.Context, name string, batchRate float64, s
 	return m, nil
 }
 
-func (s *Suite) runSpansSidemix(ctx context.Context, name string, rate float64) (Measurement, error) {
-	dir, err := s.spansConfig()
+func (s *Suite) runSpansSidemix(ctx context.Context, name string, rate float64, tracespan bool) (Measurement, error) {
+	dir, err := s.spansConfig(tracespan)
 	if err != nil {
 		return Measurement{}, err
 	}

@@ -67,7 +67,7 @@ func run() error {
 	spanRate := flag.Int("span-rate", reportbench.DefaultSpanRate, "spans per second offered to both span servers in the equal-load runs")
 	serverCPUs := flag.String("server-cpus", "0", "taskset `list` for the server under test; empty pins nothing")
 	loadCPUs := flag.String("loadgen-cpus", "1", "taskset `list` for this load generator; empty pins nothing")
-	only := flag.String("only", "", "run only the scenarios matching this `regexp` (report-max, report-fixed, report-default, report-default-1pct, spans-sidemix, spans-otelcol, ...-fixed)")
+	only := flag.String("only", "", "run only the scenarios matching this `regexp` (report-max, report-fixed, report-default, report-default-1pct, spans-sidemix, spans-otelcol, ...-fixed, spans-sidemix-tracespan)")
 	out := flag.String("out", "benchmarks/results", "`folder` for DATE/report.{md,json} and latest/report.{md,json}; empty writes nothing")
 	flag.Parse()
 

@@ -1,0 +1,307 @@
+package mixer
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"go.opentelemetry.io/collector/pdata/plog"
+	"go.opentelemetry.io/collector/pdata/plog/plogotlp"
+	"go.opentelemetry.io/collector/pdata/ptrace"
+	"go.opentelemetry.io/collector/pdata/ptrace/ptraceotlp"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/encoding"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/encoding/protowire"
+
+	"github.com/sidemix/sidemix/adapters/kafka"
+	"github.com/sidemix/sidemix/internal/testenv"
+)
+
+// forwardConfig sends the spans of namespace shop, as received, to a
+// kafka topic; with bags, a tracespan rule wants every span's bag too.
+func forwardConfig(brokers, topic, sink string, bags bool) string {
+	cfg := fmt.Sprintf(`
+apiVersion: sidemix.dev/v1
+kind: Handler
+metadata: {name: spans}
+spec:
+  adapter: kafka
+  params:
+    brokers: [%s]
+    topic: %s
+    key: serviceName
+    encoding: otlp_proto
+    otlpBatch: true
+    linger: 5ms
+---
+apiVersion: sidemix.dev/v1
+kind: Instance
+metadata: {name: asreceived}
+spec: {template: otlp}
+---
+apiVersion: sidemix.dev/v1
+kind: Rule
+metadata: {name: forward-shop}
+spec:
+  match: context.protocol == "otlp" && source.workload.namespace == "shop"
+  actions:
+  - {handler: spans, instances: [asreceived]}
+`, brokers, topic)
+	if !bags {
+		return cfg
+	}
+	return cfg + fmt.Sprintf(`---
+apiVersion: sidemix.dev/v1
+kind: Handler
+metadata: {name: rec}
+spec:
+  adapter: testreport
+  params: {sink: %s}
+---
+apiVersion: sidemix.dev/v1
+kind: Instance
+metadata: {name: span}
+spec:
+  template: tracespan
+  params:
+    traceId: request.trace.id
+    spanId: request.trace.span_id
+    spanName: default(span.name, "")
+    startTime: default(request.time, timestamp("2026-01-01T00:00:00Z"))
+    endTime: default(response.time, timestamp("2026-01-01T00:00:00Z"))
+---
+apiVersion: sidemix.dev/v1
+kind: Rule
+metadata: {name: tracing}
+spec:
+  match: default(request.trace.sampled, false)
+  actions:
+  - {handler: rec, instances: [span]}
+`, sink)
+}
+
+// forwardBody is an export of two resources, the app's (namespace shop,
+// with a field no OTLP version defines, which must reach Kafka as sent) and
+// one of namespace other, which the rule leaves out. It returns the body
+// and the shop resource's entry.
+func forwardBody(t *testing.T) (body, shop []byte) {
+	t.Helper()
+	app := marshalTraces(t, appTraces())
+	// app is one field 1 entry; append an unknown field to its message.
+	_, _, n := protowire.ConsumeTag(app)
+	msg, _ := protowire.ConsumeBytes(app[n:])
+	msg = protowire.AppendVarint(protowire.AppendTag(append([]byte(nil), msg...), 4242, protowire.VarintType), 7)
+	shop = wrap(msg, 1)
+	other := threeResources()
+	for _, rs := range other.ResourceSpans().All() {
+		rs.Resource().Attributes().PutStr("service.namespace", "other")
+	}
+	return append(append([]byte(nil), shop...), marshalTraces(t, other)...), shop
+}
+
+func TestOTLPForwardToKafka(t *testing.T) {
+	k := testenv.StartKafka(t, "fwd.grpc", "fwd.http", "fwd.grpc-with-span-bags")
+	for _, c := range []struct {
+		name, via string
+		bags      bool
+	}{
+		{"grpc", "grpc", false},
+		{"http", "http", false},
+		{"grpc with span bags", "grpc", true},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			topic := "fwd." + strings.ReplaceAll(c.name, " ", "-")
+			name, sk := newSink(t)
+			dir := writeConfig(t, map[string]string{"fwd.yaml": forwardConfig(k.Addr(), topic, name, c.bags)})
+			e := start(t, dir, Config{OTLPGRPCAddr: "127.0.0.1:0", OTLPHTTPAddr: "127.0.0.1:0",
+				Adapters: testRegistry(t, kafka.Factory())})
+			if got := e.srv.active.Load().otlp; got.bags != c.bags || !got.forward {
+				t.Fatalf("plan = %+v, want bags %v and forwarding", got, c.bags)
+			}
+			body, shop := forwardBody(t)
+			var resp []byte
+			switch c.via {
+			case "grpc":
+				conn, err := grpc.NewClient(e.srv.OTLPGRPCAddr(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+				if err != nil {
+					t.Fatal(err)
+				}
+				defer conn.Close()
+				ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+				defer cancel()
+				var out rawMessage
+				err = conn.Invoke(ctx, "/"+otlpTraceService+"/Export", rawMessage(body), &out,
+					grpc.ForceCodecV2(rawCodec{delegate: encoding.GetCodecV2("proto")}))
+				if err != nil {
+					t.Fatal(err)
+				}
+				resp = out
+			case "http":
+				code, _, out := postOTLP(t, "http://"+e.srv.OTLPHTTPAddr()+"/v1/traces", contentProto, "", body)
+				if code != http.StatusOK {
+					t.Fatalf("status %d: %s", code, out)
+				}
+				resp = out
+			}
+			r := ptraceotlp.NewExportResponse()
+			if err := r.UnmarshalProto(resp); err != nil || r.PartialSuccess().RejectedSpans() != 0 {
+				t.Fatalf("response %x: %v", resp, err)
+			}
+			recs := testenv.ConsumeKcat(t, k.Addr(), topic, 1, 15*time.Second)
+			if len(recs) != 1 {
+				t.Fatalf("%d records, want 1", len(recs))
+			}
+			if string(recs[0].Key) != "invoice" {
+				t.Errorf("key %q, want the resource's service.name", recs[0].Key)
+			}
+			if !bytes.Equal(recs[0].Value, shop) {
+				t.Fatalf("record %x,\nwant the shop resource as sent %x", recs[0].Value, shop)
+			}
+			td, err := (&ptrace.ProtoUnmarshaler{}).UnmarshalTraces(recs[0].Value)
+			if err != nil || !ptraceEqual(t, td, appTraces()) {
+				t.Fatalf("the record does not decode to the app's spans: %v", err)
+			}
+			if got := metric(t, e.srv.Registry(), "sidemix_mixer_otlp_received_total", "signal", "traces", "result", "accepted"); got != 5 {
+				t.Errorf("otlp_received_total{traces,accepted} = %v, want 5", got)
+			}
+			eventually(t, 5*time.Second, "spans counted as sent", func() bool {
+				return metric(t, e.srv.Registry(), "sidemix_kafka_instances_sent_total", "handler", "spans") == 2
+			})
+			if c.bags {
+				eventually(t, 5*time.Second, "5 span bags at the sink", func() bool { return sk.count() == 5 })
+			} else if n := sk.count(); n != 0 {
+				t.Errorf("%d instances at the sink, no rule sends it any", n)
+			}
+		})
+	}
+}
+
+// TestOTLPForwardRejectsSpansWithoutIDs: a span without ids is cut out of
+// what is forwarded and reported back, as on the decoding path.
+func TestOTLPForwardRejectsSpansWithoutIDs(t *testing.T) {
+	k := testenv.StartKafka(t, "fwd.ids")
+	name, _ := newSink(t)
+	dir := writeConfig(t, map[string]string{"fwd.yaml": forwardConfig(k.Addr(), "fwd.ids", name, false)})
+	e := start(t, dir, Config{OTLPGRPCAddr: "127.0.0.1:0", Adapters: testRegistry(t, kafka.Factory())})
+	td := appTraces()
+	td.ResourceSpans().At(0).ScopeSpans().At(0).Spans().AppendEmpty().SetName("no ids")
+	conn, err := grpc.NewClient(e.srv.OTLPGRPCAddr(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	resp, err := ptraceotlp.NewGRPCClient(conn).Export(ctx, ptraceotlp.NewExportRequestFromTraces(td))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n, msg := resp.PartialSuccess().RejectedSpans(), resp.PartialSuccess().ErrorMessage(); n != 1 || msg != `span "no ids" has no trace id` {
+		t.Errorf("partial success %d %q", n, msg)
+	}
+	recs := testenv.ConsumeKcat(t, k.Addr(), "fwd.ids", 1, 15*time.Second)
+	got, err := (&ptrace.ProtoUnmarshaler{}).UnmarshalTraces(recs[0].Value)
+	if err != nil || !ptraceEqual(t, got, appTraces()) {
+		t.Fatalf("forwarded %d spans (%v), want the app's 2", got.SpanCount(), err)
+	}
+	if got := metric(t, e.srv.Registry(), "sidemix_mixer_otlp_received_total", "signal", "traces", "result", "rejected"); got != 1 {
+		t.Errorf("otlp_received_total{traces,rejected} = %v", got)
+	}
+}
+
+// TestOTLPForwardLogsJSONAndMalformed: log records are forwarded like
+// spans; a JSON body is forwarded in its protobuf form; a body the walk
+// refuses is InvalidArgument and counted malformed, with nothing sent.
+func TestOTLPForwardLogsJSONAndMalformed(t *testing.T) {
+	k := testenv.StartKafka(t, "fwd.logs", "fwd.json")
+	name, _ := newSink(t)
+	cfg := forwardConfig(k.Addr(), "fwd.json", name, false) + `---
+apiVersion: sidemix.dev/v1
+kind: Handler
+metadata: {name: logs}
+spec:
+  adapter: kafka
+  params:
+    brokers: [` + k.Addr() + `]
+    topic: fwd.logs
+    encoding: otlp_proto
+    linger: 5ms
+---
+apiVersion: sidemix.dev/v1
+kind: Instance
+metadata: {name: applogs}
+spec:
+  template: otlp
+  params: {signal: logs}
+---
+apiVersion: sidemix.dev/v1
+kind: Rule
+metadata: {name: forward-logs}
+spec:
+  actions:
+  - {handler: logs, instances: [applogs]}
+`
+	// forward-shop's instance takes both signals: keep it to spans.
+	cfg = strings.Replace(cfg, "spec: {template: otlp}", "spec: {template: otlp, params: {signal: traces}}", 1)
+	dir := writeConfig(t, map[string]string{"fwd.yaml": cfg})
+	e := start(t, dir, Config{OTLPGRPCAddr: "127.0.0.1:0", OTLPHTTPAddr: "127.0.0.1:0", Adapters: testRegistry(t, kafka.Factory())})
+
+	ld := plog.NewLogs()
+	rl := ld.ResourceLogs().AppendEmpty()
+	rl.Resource().Attributes().PutStr("service.name", "logger")
+	rl.Resource().Attributes().PutStr("service.namespace", "shop")
+	rl.ScopeLogs().AppendEmpty().LogRecords().AppendEmpty().Body().SetStr("hello")
+	conn, err := grpc.NewClient(e.srv.OTLPGRPCAddr(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if _, err := plogotlp.NewGRPCClient(conn).Export(ctx, plogotlp.NewExportRequestFromLogs(ld)); err != nil {
+		t.Fatal(err)
+	}
+	recs := testenv.ConsumeKcat(t, k.Addr(), "fwd.logs", 1, 15*time.Second)
+	got, err := (&plog.ProtoUnmarshaler{}).UnmarshalLogs(recs[0].Value)
+	if err != nil || got.LogRecordCount() != 1 || got.ResourceLogs().At(0).ScopeLogs().At(0).LogRecords().At(0).Body().Str() != "hello" {
+		t.Fatalf("logs record %x: %v", recs[0].Value, err)
+	}
+
+	js, err := ptraceotlp.NewExportRequestFromTraces(appTraces()).MarshalJSON()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if code, _, out := postOTLP(t, "http://"+e.srv.OTLPHTTPAddr()+"/v1/traces", contentJSON, "", js); code != http.StatusOK {
+		t.Fatalf("json: status %d: %s", code, out)
+	}
+	recs = testenv.ConsumeKcat(t, k.Addr(), "fwd.json", 1, 15*time.Second)
+	td, err := (&ptrace.ProtoUnmarshaler{}).UnmarshalTraces(recs[0].Value)
+	if err != nil || !ptraceEqual(t, td, appTraces()) {
+		t.Fatalf("json body forwarded as %x: %v", recs[0].Value, err)
+	}
+	if recs := testenv.ConsumeKcat(t, k.Addr(), "fwd.logs", 1, 5*time.Second); len(recs) != 1 {
+		t.Errorf("%d records in fwd.logs: its instance takes logs only", len(recs))
+	}
+	if recs := testenv.ConsumeKcat(t, k.Addr(), "fwd.json", 1, 5*time.Second); len(recs) != 1 {
+		t.Errorf("%d records in fwd.json: its instance takes traces only", len(recs))
+	}
+
+	// A span whose trace id has 3 bytes: pdata refuses it, so does the walk.
+	bad := wrap(wrap(wrap(wrap([]byte{1, 2, 3}, 1), 2), 2), 1)
+	var out rawMessage
+	err = conn.Invoke(ctx, "/"+otlpTraceService+"/Export", rawMessage(bad), &out,
+		grpc.ForceCodecV2(rawCodec{delegate: encoding.GetCodecV2("proto")}))
+	if status.Code(err) != codes.InvalidArgument {
+		t.Fatalf("malformed export: %v, want InvalidArgument", err)
+	}
+	if got := metric(t, e.srv.Registry(), "sidemix_mixer_otlp_received_total", "signal", "traces", "result", "malformed"); got != 1 {
+		t.Errorf("otlp_received_total{traces,malformed} = %v", got)
+	}
+}

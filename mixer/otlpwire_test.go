@@ -1,0 +1,401 @@
+package mixer
+
+import (
+	"bytes"
+	"strings"
+	"testing"
+
+	"go.opentelemetry.io/collector/pdata/pcommon"
+	"go.opentelemetry.io/collector/pdata/plog"
+	"go.opentelemetry.io/collector/pdata/plog/plogotlp"
+	"go.opentelemetry.io/collector/pdata/ptrace"
+	"go.opentelemetry.io/collector/pdata/ptrace/ptraceotlp"
+	"google.golang.org/protobuf/encoding/protowire"
+)
+
+func marshalTraces(t testing.TB, td ptrace.Traces) []byte {
+	t.Helper()
+	b, err := ptraceotlp.NewExportRequestFromTraces(td).MarshalProto()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+// threeResources is an export of three services, one span each.
+func threeResources() ptrace.Traces {
+	td := ptrace.NewTraces()
+	for i, svc := range []string{"web", "invoice", "billing"} {
+		rs := td.ResourceSpans().AppendEmpty()
+		rs.Resource().Attributes().PutStr("service.name", svc)
+		rs.Resource().Attributes().PutStr("service.namespace", "shop")
+		sp := rs.ScopeSpans().AppendEmpty().Spans().AppendEmpty()
+		sp.SetTraceID(otlpTraceID)
+		sp.SetSpanID(pcommon.SpanID{1, 2, 3, 4, 5, 6, 7, byte(i + 1)})
+		sp.SetName("op " + svc)
+	}
+	return td
+}
+
+// forwarded is what the walk forwards of body: the data of every resource
+// with usable items, concatenated.
+func forwarded(w *wireWalk, body []byte) []byte {
+	var out []byte
+	for i := range w.resources {
+		if w.resources[i].items > 0 {
+			out = append(out, w.resources[i].data(body)...)
+		}
+	}
+	return out
+}
+
+func TestWalkValid(t *testing.T) {
+	body := marshalTraces(t, appTraces())
+	var w wireWalk
+	if err := walk(wireTraces, body, &w); err != nil {
+		t.Fatal(err)
+	}
+	if w.accepted != 2 || w.rejected != 0 || len(w.resources) != 1 {
+		t.Fatalf("walk = %+v, want 2 spans in 1 resource", w)
+	}
+	r := &w.resources[0]
+	if !bytes.Equal(r.data(body), body) {
+		t.Errorf("the one resource's data is not the request as received")
+	}
+	if rt := r.resourceText(body); rt.service != "invoice" || rt.namespace != "shop" {
+		t.Errorf("resource = %+v", rt)
+	}
+}
+
+func TestWalkMultipleResources(t *testing.T) {
+	body := marshalTraces(t, threeResources())
+	var w wireWalk
+	if err := walk(wireTraces, body, &w); err != nil {
+		t.Fatal(err)
+	}
+	if w.accepted != 3 || len(w.resources) != 3 {
+		t.Fatalf("walk = %+v", w)
+	}
+	var all []byte
+	for i, want := range []string{"web", "invoice", "billing"} {
+		r := &w.resources[i]
+		if rt := r.resourceText(body); rt.service != want || rt.namespace != "shop" || r.items != 1 {
+			t.Errorf("resource %d = %+v, %d items; want %s", i, rt, r.items, want)
+		}
+		one, err := (&ptrace.ProtoUnmarshaler{}).UnmarshalTraces(r.data(body))
+		if err != nil || one.SpanCount() != 1 || one.ResourceSpans().At(0).ScopeSpans().At(0).Spans().At(0).Name() != "op "+want {
+			t.Errorf("resource %d data does not decode to its span: %v", i, err)
+		}
+		all = append(all, r.data(body)...)
+	}
+	if !bytes.Equal(all, body) {
+		t.Error("the resources' data, concatenated, are not the request")
+	}
+}
+
+// TestWalkTruncated cuts a request at every length: the walk accepts a
+// prefix exactly when pdata does, with the same spans.
+func TestWalkTruncated(t *testing.T) {
+	body := marshalTraces(t, threeResources())
+	for n := range len(body) {
+		checkAgainstPdata(t, body[:n])
+	}
+}
+
+func TestWalkBadIDs(t *testing.T) {
+	td := appTraces()
+	spans := td.ResourceSpans().At(0).ScopeSpans().At(0).Spans()
+	noTrace := spans.AppendEmpty()
+	noTrace.SetName("no trace")
+	noTrace.SetSpanID(pcommon.SpanID{9, 9, 9, 9, 9, 9, 9, 9})
+	noSpan := spans.AppendEmpty()
+	noSpan.SetName("no span")
+	noSpan.SetTraceID(otlpTraceID)
+	body := marshalTraces(t, td)
+	var w wireWalk
+	if err := walk(wireTraces, body, &w); err != nil {
+		t.Fatal(err)
+	}
+	if w.accepted != 2 || w.rejected != 2 || w.msg != `span "no span" has no span id` {
+		t.Fatalf("walk = %d accepted, %d rejected, %q", w.accepted, w.rejected, w.msg)
+	}
+	got, err := (&ptrace.ProtoUnmarshaler{}).UnmarshalTraces(w.resources[0].data(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := appTraces()
+	if !ptraceEqual(t, got, want) {
+		t.Error("forwarded spans are not the usable ones")
+	}
+
+	// Ids of the wrong size make the request malformed, as for pdata.
+	for _, field := range []protowire.Number{1, 2, 4} {
+		span := protowire.AppendTag(nil, field, protowire.BytesType)
+		span = protowire.AppendBytes(span, []byte{1, 2, 3})
+		bad := wrap(wrap(wrap(span, 2), 2), 1)
+		var w wireWalk
+		if err := walk(wireTraces, bad, &w); err == nil {
+			t.Errorf("an id of 3 bytes in field %d was accepted", field)
+		}
+		checkAgainstPdata(t, bad)
+	}
+}
+
+// wrap makes msg field num of a new message.
+func wrap(msg []byte, num protowire.Number) []byte {
+	return protowire.AppendBytes(protowire.AppendTag(nil, num, protowire.BytesType), msg)
+}
+
+func ptraceEqual(t testing.TB, a, b ptrace.Traces) bool {
+	t.Helper()
+	ab, err := (&ptrace.ProtoMarshaler{}).MarshalTraces(a)
+	if err != nil {
+		t.Fatal(err)
+	}
+	bb, err := (&ptrace.ProtoMarshaler{}).MarshalTraces(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return bytes.Equal(ab, bb)
+}
+
+// TestWalkKeepsUnknownFields: fields pdata does not know, in the resource
+// and in a span, reach the consumer byte for byte, also when a rejected
+// span is cut out of the resource.
+func TestWalkKeepsUnknownFields(t *testing.T) {
+	good := protowire.AppendTag(nil, 1, protowire.BytesType)
+	good = protowire.AppendBytes(good, otlpTraceID[:])
+	good = protowire.AppendTag(good, 2, protowire.BytesType)
+	good = protowire.AppendBytes(good, appSpanID[:])
+	good = protowire.AppendTag(good, 77, protowire.VarintType) // unknown
+	good = protowire.AppendVarint(good, 12345)
+	good = protowire.AppendTag(good, 78, protowire.BytesType) // unknown
+	good = protowire.AppendBytes(good, []byte("future"))
+	noIDs := protowire.AppendTag(nil, 5, protowire.BytesType)
+	noIDs = protowire.AppendBytes(noIDs, []byte("no ids"))
+
+	scope := append(wrap(good, 2), protowire.AppendFixed32(protowire.AppendTag(nil, 99, protowire.Fixed32Type), 7)...)
+	resource := wrap(wrap(wrap([]byte("svc"), 1), 1), 1) // not a real KeyValue: key only
+	resource = append(resource, wrap(scope, 2)...)
+	resource = append(resource, protowire.AppendTag(nil, 500, protowire.VarintType)...)
+	resource = protowire.AppendVarint(resource, 1)
+	body := wrap(resource, 1)
+
+	var w wireWalk
+	if err := walk(wireTraces, body, &w); err != nil {
+		t.Fatal(err)
+	}
+	checkAgainstPdata(t, body)
+	if got := w.resources[0].data(body); !bytes.Equal(got, body) {
+		t.Fatalf("data %x, want %x", got, body)
+	}
+
+	// Now with a rejected span beside the good one.
+	scope2 := append(wrap(noIDs, 2), scope...)
+	resource2 := append(wrap(scope2, 2), protowire.AppendVarint(protowire.AppendTag(nil, 500, protowire.VarintType), 1)...)
+	body2 := wrap(resource2, 1)
+	if err := walk(wireTraces, body2, &w); err != nil {
+		t.Fatal(err)
+	}
+	if w.accepted != 1 || w.rejected != 1 {
+		t.Fatalf("walk = %+v", w)
+	}
+	wantRes := append(wrap(scope, 2), protowire.AppendVarint(protowire.AppendTag(nil, 500, protowire.VarintType), 1)...)
+	if got := w.resources[0].data(body2); !bytes.Equal(got, wrap(wantRes, 1)) {
+		t.Fatalf("data %x, want %x", got, wrap(wantRes, 1))
+	}
+	checkAgainstPdata(t, body2)
+}
+
+func TestWalkDeprecatedScopeSpans(t *testing.T) {
+	span := wrap(append(wrap(otlpTraceID[:], 1), wrap(appSpanID[:], 2)...), 2)
+	// Only the deprecated group: its spans count.
+	body := wrap(wrap(span, 1000), 1)
+	checkAgainstPdata(t, body)
+	var w wireWalk
+	if err := walk(wireTraces, body, &w); err != nil || w.accepted != 1 {
+		t.Fatalf("walk = %+v, %v", w, err)
+	}
+	// Beside scope_spans it is ignored, as pdata's migration drops it.
+	body = wrap(append(wrap(span, 1000), wrap(append(span, span...), 2)...), 1)
+	checkAgainstPdata(t, body)
+	if err := walk(wireTraces, body, &w); err != nil || w.accepted != 2 {
+		t.Fatalf("walk = %+v, %v", w, err)
+	}
+}
+
+func TestWalkServiceNameNotAString(t *testing.T) {
+	td := appTraces()
+	td.ResourceSpans().At(0).Resource().Attributes().PutInt("service.name", 42)
+	body := marshalTraces(t, td)
+	var w wireWalk
+	if err := walk(wireTraces, body, &w); err != nil {
+		t.Fatal(err)
+	}
+	if rt := w.resources[0].resourceText(body); rt.service != "42" || rt.namespace != "shop" {
+		t.Errorf("resource = %+v, want service 42 as pdata renders it", rt)
+	}
+}
+
+func TestWalkLogs(t *testing.T) {
+	ld := plog.NewLogs()
+	rl := ld.ResourceLogs().AppendEmpty()
+	rl.Resource().Attributes().PutStr("service.name", "invoice")
+	recs := rl.ScopeLogs().AppendEmpty().LogRecords()
+	recs.AppendEmpty().Body().SetStr("no ids are fine for logs")
+	lr := recs.AppendEmpty()
+	lr.Body().SetEmptyMap().PutStr("k", "v")
+	lr.SetTraceID(otlpTraceID)
+	body, err := plogotlp.NewExportRequestFromLogs(ld).MarshalProto()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var w wireWalk
+	if err := walk(wireLogs, body, &w); err != nil {
+		t.Fatal(err)
+	}
+	if w.accepted != 2 || w.rejected != 0 || !bytes.Equal(w.resources[0].data(body), body) {
+		t.Fatalf("walk = %+v", w)
+	}
+	for n := range len(body) {
+		req := plogotlp.NewExportRequest()
+		perr := req.UnmarshalProto(body[:n])
+		werr := walk(wireLogs, body[:n], &w)
+		if (perr == nil) != (werr == nil) {
+			t.Fatalf("prefix %d: pdata %v, walk %v", n, perr, werr)
+		}
+		if perr == nil && w.accepted != req.Logs().LogRecordCount() {
+			t.Fatalf("prefix %d: walk counted %d records, pdata %d", n, w.accepted, req.Logs().LogRecordCount())
+		}
+	}
+}
+
+// checkAgainstPdata walks body and decodes it with pdata: both accept it
+// or both refuse it, they see the same spans, the walk rejects the spans
+// pdata has without ids, and what the walk forwards decodes to the usable
+// spans.
+func checkAgainstPdata(t testing.TB, body []byte) {
+	t.Helper()
+	req := ptraceotlp.NewExportRequest()
+	perr := req.UnmarshalProto(body)
+	var w wireWalk
+	werr := walk(wireTraces, body, &w)
+	if (perr == nil) != (werr == nil) {
+		t.Fatalf("body %x: pdata says %v, the walk %v", body, perr, werr)
+	}
+	if perr != nil {
+		return
+	}
+	td := req.Traces()
+	rejected := 0
+	td.ResourceSpans().RemoveIf(func(rs ptrace.ResourceSpans) bool {
+		n := 0
+		for _, ss := range rs.ScopeSpans().All() {
+			ss.Spans().RemoveIf(func(sp ptrace.Span) bool {
+				if sp.TraceID().IsEmpty() || sp.SpanID().IsEmpty() {
+					rejected++
+					return true
+				}
+				n++
+				return false
+			})
+		}
+		return n == 0
+	})
+	if w.accepted != td.SpanCount() || w.rejected != rejected {
+		t.Fatalf("body %x: walk counted %d accepted, %d rejected; pdata %d usable, %d without ids",
+			body, w.accepted, w.rejected, td.SpanCount(), rejected)
+	}
+	fwd := forwarded(&w, body)
+	got, err := (&ptrace.ProtoUnmarshaler{}).UnmarshalTraces(fwd)
+	if err != nil {
+		t.Fatalf("body %x: forwarded %x does not decode: %v", body, fwd, err)
+	}
+	if !ptraceEqual(t, got, td) {
+		t.Fatalf("body %x: forwarded spans differ from pdata's usable ones", body)
+	}
+	for i := range w.resources {
+		r := &w.resources[i]
+		if r.items == 0 {
+			continue
+		}
+		rt := r.resourceText(body)
+		one, _ := (&ptrace.ProtoUnmarshaler{}).UnmarshalTraces(r.data(body))
+		if want := resourceOf(one.ResourceSpans().At(0).Resource()); rt != want {
+			t.Fatalf("body %x: resource %d is %+v, pdata says %+v", body, i, rt, want)
+		}
+	}
+}
+
+func FuzzWalkTraces(f *testing.F) {
+	f.Add(marshalTraces(f, appTraces()))
+	f.Add(marshalTraces(f, threeResources()))
+	td := appTraces()
+	sp := td.ResourceSpans().At(0).ScopeSpans().At(0).Spans().AppendEmpty()
+	sp.SetName("no ids")
+	ev := sp.Events().AppendEmpty()
+	ev.SetName("e")
+	ev.Attributes().PutEmptySlice("list").AppendEmpty().SetEmptyMap().PutDouble("d", 1.5)
+	sp.Links().AppendEmpty().SetTraceID(otlpTraceID)
+	td.ResourceSpans().At(0).Resource().Attributes().PutBool("service.namespace", true)
+	f.Add(marshalTraces(f, td))
+	f.Add(wrap(wrap(wrap(append(wrap(otlpTraceID[:], 1), wrap(appSpanID[:], 2)...), 2), 1000), 1))
+	f.Add([]byte(strings.Repeat("\x0a\x02\x12\x00", 3)))
+	f.Add([]byte{0x0b, 0x08, 0x01, 0x0c})
+	f.Fuzz(func(t *testing.T, body []byte) {
+		checkAgainstPdata(t, body)
+	})
+}
+
+// benchExport is an export as the OpenTelemetry SDKs' batch span processor
+// sends one: 512 HTTP server spans of one service.
+func benchExport(b *testing.B) []byte {
+	td := ptrace.NewTraces()
+	rs := td.ResourceSpans().AppendEmpty()
+	rs.Resource().Attributes().PutStr("service.name", "web")
+	ss := rs.ScopeSpans().AppendEmpty()
+	ss.Scope().SetName("go.opentelemetry.io/contrib/instrumentation/net/http/otelhttp")
+	for i := range 512 {
+		sp := ss.Spans().AppendEmpty()
+		sp.SetTraceID(otlpTraceID)
+		sp.SetSpanID(pcommon.SpanID{1, 2, 3, 4, 5, 6, byte(i >> 8), byte(i)})
+		sp.SetParentSpanID(appSpanID)
+		sp.SetName("GET /api/orders/{id}")
+		sp.SetKind(ptrace.SpanKindServer)
+		sp.SetStartTimestamp(1)
+		sp.SetEndTimestamp(2)
+		a := sp.Attributes()
+		a.PutStr("http.request.method", "GET")
+		a.PutStr("url.path", "/api/orders/1234")
+		a.PutInt("http.response.status_code", 200)
+		a.PutStr("server.address", "web")
+		a.PutStr("user_agent.original", "shop/2.3 (go-http-client)")
+	}
+	return marshalTraces(b, td)
+}
+
+func BenchmarkWalkTraces(b *testing.B) {
+	body := benchExport(b)
+	var w wireWalk
+	b.SetBytes(int64(len(body)))
+	b.ReportAllocs()
+	for b.Loop() {
+		if err := walk(wireTraces, body, &w); err != nil || w.accepted != 512 {
+			b.Fatal(err, w.accepted)
+		}
+	}
+	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*512), "ns/span")
+}
+
+func BenchmarkPdataDecodeTraces(b *testing.B) {
+	body := benchExport(b)
+	b.SetBytes(int64(len(body)))
+	b.ReportAllocs()
+	for b.Loop() {
+		req := ptraceotlp.NewExportRequest()
+		if err := req.UnmarshalProto(body); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*512), "ns/span")
+}

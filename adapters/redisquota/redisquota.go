@@ -42,6 +42,12 @@ type store struct {
 	breaker *breaker
 	batcher *batcher
 	m       *metrics
+	// local answers without Redis what it can (local.go); nil when the
+	// over-limit cache and leases are both off.
+	local     *local
+	now       func() time.Time
+	flushStop chan struct{}
+	flushWG   sync.WaitGroup
 }
 
 type metrics struct {
@@ -50,6 +56,8 @@ type metrics struct {
 	open        *prometheus.GaugeVec
 	latency     *prometheus.HistogramVec
 	batch       *prometheus.HistogramVec
+	local       *prometheus.CounterVec
+	leaseUnits  *prometheus.CounterVec
 }
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
@@ -85,6 +93,18 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		Help:    "Allocations redisquota handlers sent to Redis together in one round trip.",
 		Buckets: []float64{1, 2, 4, 8, 16, 32, 64, 128},
 	}, []string{"handler"})); err != nil {
+		return nil, err
+	}
+	if m.local, err = handlerkit.Register(reg, prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "sidemix_redisquota_local_answers_total",
+		Help: "Allocations redisquota handlers answered without Redis: from a lease, from the over-limit cache, or as a repeat of a deduplication id they answered.",
+	}, []string{"handler", "source"})); err != nil {
+		return nil, err
+	}
+	if m.leaseUnits, err = handlerkit.Register(reg, prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "sidemix_redisquota_lease_units_total",
+		Help: "Units redisquota handlers took from Redis in leases (taken) and gave back unused or charged twice (returned).",
+	}, []string{"handler", "kind"})); err != nil {
 		return nil, err
 	}
 	return &m, nil
@@ -125,12 +145,24 @@ func newHandler(ctx context.Context, set adapters.Settings, cfg adapters.Config)
 	opt.MaintNotificationsConfig = &maintnotifications.Config{Mode: maintnotifications.ModeDisabled}
 
 	log := set.Logger.With("redis", opt.Addr) // never the URL: it may hold a password
-	st := &store{name: set.Name, client: redis.NewClient(opt), timeout: c.Timeout, m: m}
+	st := &store{name: set.Name, client: redis.NewClient(opt), timeout: c.Timeout, m: m, now: set.Now}
+	if c.OverLimitCache || c.LocalLease.MaxFraction > 0 {
+		st.local = newLocal(c, localMetrics{
+			lease:     m.local.WithLabelValues(set.Name, "lease"),
+			overLimit: m.local.WithLabelValues(set.Name, "over_limit"),
+			duplicate: m.local.WithLabelValues(set.Name, "duplicate"),
+			taken:     m.leaseUnits.WithLabelValues(set.Name, "taken"),
+			returned:  m.leaseUnits.WithLabelValues(set.Name, "returned"),
+		})
+	}
 	st.breaker = newBreaker(c.Breaker.FailureThreshold, c.Breaker.ProbeInterval, c.Timeout,
 		func(ctx context.Context) error { return st.client.Ping(ctx).Err() },
 		func(open bool, cause error) {
 			if open {
 				m.open.WithLabelValues(set.Name).Set(1)
+				if st.local != nil {
+					st.local.clearDenials()
+				}
 				log.Warn("circuit open: allocations fail until Redis answers again", "error", cause, "probe_interval", c.Breaker.ProbeInterval)
 			} else {
 				m.open.WithLabelValues(set.Name).Set(0)
@@ -139,6 +171,11 @@ func newHandler(ctx context.Context, set adapters.Settings, cfg adapters.Config)
 		})
 	m.open.WithLabelValues(set.Name).Set(0)
 	st.batcher = newBatcher(st)
+	if st.local != nil {
+		st.flushStop = make(chan struct{})
+		st.flushWG.Add(1)
+		go st.flushLoop()
+	}
 
 	// An unreachable Redis does not fail Create: the handler would stay
 	// broken until the next reload. It starts with the circuit open and
@@ -176,9 +213,17 @@ func (h *handler) Allocate(ctx context.Context, inst *template.Quota, args adapt
 func (h *handler) Close(context.Context) error {
 	var err error
 	h.once.Do(func() {
-		h.store.batcher.close()
-		h.store.breaker.close()
-		err = h.store.client.Close()
+		st := h.store
+		st.batcher.close()
+		if st.local != nil {
+			// Calls the batcher ran last may have taken leases: give
+			// them back, and write the records, after it stopped.
+			close(st.flushStop)
+			st.flushWG.Wait()
+			st.flush(true)
+		}
+		st.breaker.close()
+		err = st.client.Close()
 	})
 	return err
 }
@@ -192,10 +237,22 @@ func (e *backendError) Unwrap() error { return e.err }
 // Allocate implements quota.Store: the allocation goes to Redis with the
 // others of its batch, bounded by the timeout, unless the circuit is open.
 func (s *store) Allocate(ctx context.Context, req quota.Request) (quota.Result, error) {
-	if !s.breaker.allow() {
-		return quota.Result{}, fmt.Errorf("%w since %s", ErrCircuitOpen, s.breaker.openSince().Format(time.RFC3339))
+	if s.local != nil {
+		return s.allocateLocal(ctx, req)
 	}
-	return s.batcher.allocate(ctx, req)
+	if !s.breaker.allow() {
+		return quota.Result{}, s.openErr()
+	}
+	c, err := s.batcher.allocate(ctx, req, 0, nil)
+	if err != nil {
+		return quota.Result{}, err
+	}
+	return c.res, nil
+}
+
+// openErr is the error of an allocation the open circuit refuses.
+func (s *store) openErr() error {
+	return fmt.Errorf("%w since %s", ErrCircuitOpen, s.breaker.openSince().Format(time.RFC3339))
 }
 
 var _ slog.LogValuer = (*Config)(nil)

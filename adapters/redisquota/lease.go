@@ -159,7 +159,7 @@ func (w *flushWork) keysAndArgs(now time.Time) ([]string, []any) {
 	for _, l := range ls {
 		keys = append(keys, base+l.Layout())
 	}
-	args := make([]any, 0, 4+2*len(ls)+2*len(w.refunds)+4*len(w.records))
+	args := make([]any, 0, 6+2*len(ls)+2*len(w.refunds)+2*len(w.records))
 	args = append(args, len(ls), max(w.dedup.Milliseconds(), 1), now.UnixMicro())
 	for _, l := range ls {
 		args = append(args, l.Bucket.Microseconds(), l.Slots)
@@ -169,10 +169,19 @@ func (w *flushWork) keysAndArgs(now time.Time) ([]string, []any) {
 		args = append(args, r.at.UnixMicro(), r.amount)
 	}
 	var buf []byte
-	for _, r := range w.records {
-		keys = append(keys, base+"dedup:"+r.id)
-		buf = appendRecord(buf[:0], r.result)
-		args = append(args, len(keys), r.at.UnixMicro(), r.amount, string(buf))
+	for i := 0; i < len(w.records); {
+		at := w.records[i].at
+		j := i + 1
+		for j < len(w.records) && w.records[j].at.Equal(at) {
+			j++
+		}
+		args = append(args, at.UnixMicro(), j-i)
+		for _, r := range w.records[i:j] {
+			keys = append(keys, base+"dedup:"+r.id)
+			buf = appendRecord(buf[:0], r.result)
+			args = append(args, r.amount, string(buf))
+		}
+		i = j
 	}
 	return keys, args
 }

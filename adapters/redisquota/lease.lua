@@ -10,8 +10,10 @@
 --             then per window: bucket (µs), slots,
 --             then the number of refunds and per refund: lease start (µs),
 --             units,
---             then per record: index of its key in KEYS, lease start (µs),
---             units, the answer as allocate.lua records it
+--             then the records, in runs from one lease each: lease start
+--             (µs), records in the run, then per record its units and the
+--             answer as allocate.lua records it (its key is the next of
+--             KEYS)
 --
 -- Units charged at t go back to the slot of t in each window where that
 -- slot still counts (a slot past its window frees itself). Returns
@@ -34,20 +36,25 @@ for _ = 1, nr do
 end
 
 local repeats = 0
-if a <= #ARGV then
+if #KEYS > nw then
   local keys = {}
-  for j = a, #ARGV, 4 do keys[#keys + 1] = KEYS[tonumber(ARGV[j])] end
+  for k = nw + 1, #KEYS do keys[#keys + 1] = KEYS[k] end
   local v = redis.call('MGET', unpack(keys))
   local written = {}
   local k = 0
-  for j = a, #ARGV, 4 do
-    k = k + 1
-    if v[k] or written[keys[k]] then
-      repeats = repeats + 1
-      back[ARGV[j + 1]] = (back[ARGV[j + 1]] or 0) + tonumber(ARGV[j + 2])
-    else
-      redis.call('SET', keys[k], ARGV[j + 3], 'PX', dedup)
-      written[keys[k]] = true
+  while a <= #ARGV do
+    local at, n = ARGV[a], tonumber(ARGV[a + 1])
+    a = a + 2
+    for _ = 1, n do
+      k = k + 1
+      if v[k] or written[keys[k]] then
+        repeats = repeats + 1
+        back[at] = (back[at] or 0) + tonumber(ARGV[a])
+      else
+        redis.call('SET', keys[k], ARGV[a + 1], 'PX', dedup)
+        written[keys[k]] = true
+      end
+      a = a + 2
     end
   end
 end

@@ -50,11 +50,8 @@ type localMetrics struct {
 type localShard struct {
 	mu        sync.Mutex
 	counters  map[string]*counterState
-	dedup     map[dedupKey]dedupEntry
 	lastSweep time.Time
 }
-
-type dedupKey struct{ id, counter string }
 
 type dedupEntry struct {
 	result  quota.Result
@@ -78,6 +75,8 @@ type counterState struct {
 	since  time.Time
 	rate   float64
 	deny   denial
+	// seen are the answers given to deduplication ids, by id.
+	seen map[string]dedupEntry
 	// records and refunds wait for the flusher.
 	dedup   time.Duration
 	records []record
@@ -140,7 +139,6 @@ func newLocal(c *Config, m localMetrics) *local {
 	}
 	for i := range l.shards {
 		l.shards[i].counters = make(map[string]*counterState)
-		l.shards[i].dedup = make(map[dedupKey]dedupEntry)
 	}
 	return l
 }
@@ -152,7 +150,7 @@ func (l *local) state(req *quota.Request) (*localShard, *counterState) {
 	sh.sweep(req.Now)
 	cs := sh.counters[req.Counter.Key]
 	if cs == nil {
-		cs = &counterState{counter: req.Counter, since: req.Now, dedup: req.Dedup}
+		cs = &counterState{counter: req.Counter, since: req.Now, dedup: req.Dedup, seen: make(map[string]dedupEntry)}
 		if l.fraction > 0 {
 			smallest := int64(math.MaxInt64)
 			for _, lm := range req.Counter.Limits {
@@ -187,7 +185,7 @@ func want(req *quota.Request) int64 {
 func (l *local) answer(sh *localShard, cs *counterState, req *quota.Request) (quota.Result, bool) {
 	now := req.Now
 	if dedups(req) {
-		if e, ok := sh.dedup[dedupKey{req.DeduplicationID, cs.counter.Key}]; ok && now.Before(e.expires) {
+		if e, ok := cs.seen[req.DeduplicationID]; ok && now.Before(e.expires) {
 			l.m.duplicate.Inc()
 			r := e.result
 			r.Duplicate = true
@@ -208,7 +206,7 @@ func (l *local) answer(sh *localShard, cs *counterState, req *quota.Request) (qu
 		}}
 		l.m.lease.Inc()
 		if dedups(req) {
-			sh.dedup[dedupKey{req.DeduplicationID, cs.counter.Key}] = dedupEntry{result: r, expires: now.Add(req.Dedup)}
+			cs.seen[req.DeduplicationID] = dedupEntry{result: r, expires: now.Add(req.Dedup)}
 			if len(cs.records) == 0 && len(cs.refunds) == 0 {
 				l.kick()
 			}
@@ -222,7 +220,7 @@ func (l *local) answer(sh *localShard, cs *counterState, req *quota.Request) (qu
 			r := quota.Result{QuotaResult: adapters.QuotaResult{ValidDuration: retry, Limit: d.limit, Remaining: d.remaining, Reset: retry}}
 			l.m.overLimit.Inc()
 			if dedups(req) {
-				sh.dedup[dedupKey{req.DeduplicationID, cs.counter.Key}] = dedupEntry{result: r, expires: now.Add(req.Dedup)}
+				cs.seen[req.DeduplicationID] = dedupEntry{result: r, expires: now.Add(req.Dedup)}
 			}
 			return r, true
 		}
@@ -302,7 +300,7 @@ func (l *local) learn(sh *localShard, cs *counterState, c *call, leasing bool, e
 		return
 	}
 	if dedups(req) {
-		sh.dedup[dedupKey{req.DeduplicationID, cs.counter.Key}] = dedupEntry{result: res, expires: req.Now.Add(req.Dedup)}
+		cs.seen[req.DeduplicationID] = dedupEntry{result: res, expires: req.Now.Add(req.Dedup)}
 	}
 	switch {
 	case res.Amount > 0:
@@ -363,13 +361,13 @@ func (s *localShard) sweep(now time.Time) {
 		return
 	}
 	s.lastSweep = now
-	for k, e := range s.dedup {
-		if !now.Before(e.expires) {
-			delete(s.dedup, k)
-		}
-	}
 	for k, cs := range s.counters {
-		if now.Sub(cs.used) > idleAfter && cs.pending == nil && cs.lease.tokens == 0 && len(cs.records) == 0 && len(cs.refunds) == 0 {
+		for id, e := range cs.seen {
+			if !now.Before(e.expires) {
+				delete(cs.seen, id)
+			}
+		}
+		if now.Sub(cs.used) > idleAfter && len(cs.seen) == 0 && cs.pending == nil && cs.lease.tokens == 0 && len(cs.records) == 0 && len(cs.refunds) == 0 {
 			delete(s.counters, k)
 		}
 	}

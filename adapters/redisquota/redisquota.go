@@ -31,7 +31,25 @@ type handler struct {
 	quota.Allocator
 	store *store
 	m     *metrics
-	once  sync.Once
+	// outcomes are allocations_total's counters by quota, resolved once.
+	outcomes map[string]*outcomes
+	once     sync.Once
+}
+
+type outcomes struct{ granted, partial, denied, duplicate, err prometheus.Counter }
+
+func (o *outcomes) of(name string) prometheus.Counter {
+	switch name {
+	case "granted":
+		return o.granted
+	case "partial":
+		return o.partial
+	case "denied":
+		return o.denied
+	case "duplicate":
+		return o.duplicate
+	}
+	return o.err
 }
 
 // store is Redis behind a timeout and a circuit breaker.
@@ -187,12 +205,19 @@ func newHandler(ctx context.Context, set adapters.Settings, cfg adapters.Config)
 		m.errors.WithLabelValues(set.Name).Inc()
 		st.breaker.forceOpen(err)
 	}
-	log.Debug("redisquota handler created", "quotas", len(c.Quotas), "algorithm", c.RateLimitAlgorithm)
-	return &handler{
+	log.Debug("redisquota handler created", "quotas", len(c.Quotas), "algorithm", c.RateLimitAlgorithm,
+		"over_limit_cache", c.OverLimitCache, "lease_max_fraction", c.LocalLease.MaxFraction, "lease_max_duration", c.LocalLease.MaxDuration)
+	h := &handler{
 		Allocator: quota.Allocator{Adapter: Name, Handler: set.Name, Set: qs, Store: st, Now: set.Now},
 		store:     st,
 		m:         m,
-	}, nil
+		outcomes:  make(map[string]*outcomes, len(c.Quotas)),
+	}
+	for _, name := range c.QuotaNames() {
+		v := func(r string) prometheus.Counter { return m.allocations.WithLabelValues(set.Name, name, r) }
+		h.outcomes[name] = &outcomes{v("granted"), v("partial"), v("denied"), v("duplicate"), v("error")}
+	}
+	return h, nil
 }
 
 // Allocate charges args.Amount to the counter of inst's quota and
@@ -201,11 +226,11 @@ func (h *handler) Allocate(ctx context.Context, inst *template.Quota, args adapt
 	r, err := h.Allocator.Allocate(ctx, inst, args)
 	if err != nil {
 		if errors.Is(err, ErrCircuitOpen) || errors.As(err, new(*backendError)) {
-			h.m.allocations.WithLabelValues(h.Handler, inst.Name, "error").Inc()
+			h.outcomes[inst.Name].err.Inc()
 		}
 		return adapters.QuotaResult{}, err
 	}
-	h.m.allocations.WithLabelValues(h.Handler, inst.Name, r.Outcome(args.Amount)).Inc()
+	h.outcomes[inst.Name].of(r.Outcome(args.Amount)).Inc()
 	return r.QuotaResult, nil
 }
 

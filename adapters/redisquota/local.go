@@ -90,7 +90,9 @@ type counterState struct {
 // in Redis in the slot of the allocation it pays for, as if charged then.
 type lease struct {
 	tokens, taken int64
-	at, expires   time.Time
+	// at is when it was charged; from..expires is when its units may be
+	// used: within the slot of at in every window.
+	at, from, expires time.Time
 	// The answer of the allocation that took it: the lease's answers
 	// are that one's, with remaining less what the lease paid since.
 	valid     time.Duration
@@ -195,7 +197,7 @@ func (l *local) answer(sh *localShard, cs *counterState, req *quota.Request) (qu
 	if req.Amount == 0 {
 		return quota.Result{}, false
 	}
-	if ls := &cs.lease; ls.tokens >= req.Amount && now.Before(ls.expires) && !now.Before(ls.at) {
+	if ls := &cs.lease; ls.tokens >= req.Amount && ls.covers(now) {
 		ls.tokens -= req.Amount
 		r := quota.Result{QuotaResult: adapters.QuotaResult{
 			Amount:        req.Amount,
@@ -229,6 +231,12 @@ func (l *local) answer(sh *localShard, cs *counterState, req *quota.Request) (qu
 	return quota.Result{}, false
 }
 
+// covers reports whether an allocation at now may be paid from the
+// lease: in the slot it was charged in, in every window.
+func (ls *lease) covers(now time.Time) bool {
+	return !now.Before(ls.from) && now.Before(ls.expires)
+}
+
 // untilUs is the time from now to the Unix time atUs (µs), at least 1µs,
 // as the script computes it.
 func untilUs(atUs int64, now time.Time) time.Duration {
@@ -241,6 +249,11 @@ func untilUs(atUs int64, now time.Time) time.Duration {
 // shard locked.
 func (l *local) leaseWant(cs *counterState, req *quota.Request) (int64, time.Time) {
 	if cs.cap < minLease || req.Amount == 0 || cs.pending != nil {
+		return 0, time.Time{}
+	}
+	if ls := &cs.lease; ls.tokens >= req.Amount && req.Now.Before(ls.expires) {
+		// The lease is live; this allocation's clock is from before its
+		// slot (read before it came): one call, no new lease.
 		return 0, time.Time{}
 	}
 	now := req.Now
@@ -269,6 +282,18 @@ func leaseEnd(ls []quota.Limit, now time.Time, d time.Duration) time.Time {
 		}
 	}
 	return end
+}
+
+// slotsStart is when the slots of now in all windows of ls began: the
+// latest of their starts.
+func slotsStart(ls []quota.Limit, now time.Time) time.Time {
+	var start time.Time
+	for _, l := range ls {
+		if s := time.Unix(0, l.Slot(now)*int64(l.Bucket)); s.After(start) {
+			start = s
+		}
+	}
+	return start
 }
 
 // live reports whether units charged at at still count in some window of
@@ -307,9 +332,15 @@ func (l *local) learn(sh *localShard, cs *counterState, c *call, leasing bool, e
 		cs.deny = denial{}
 	case req.Amount > 0 && l.overLimit && c.stable > 0 && fits(cs.counter.Limits, want(req)):
 		nowUs := req.Now.UnixMicro()
+		until := min(c.stable, res.Reset)
+		if cs.cap >= minLease {
+			// Other mixers' leases may give units back before then:
+			// ask again after a lease's time.
+			until = min(until, l.duration)
+		}
 		cs.deny = denial{
 			want:      want(req),
-			untilUs:   nowUs + min(c.stable, res.Reset).Microseconds(),
+			untilUs:   nowUs + until.Microseconds(),
 			resetAtUs: nowUs + res.Reset.Microseconds(),
 			limit:     res.Limit,
 			remaining: res.Remaining,
@@ -321,7 +352,7 @@ func (l *local) learn(sh *localShard, cs *counterState, c *call, leasing bool, e
 			cs.refunds = append(cs.refunds, refund{at: old.at, amount: old.tokens})
 		}
 		cs.lease = lease{
-			tokens: c.leased, taken: c.leased, at: req.Now, expires: end,
+			tokens: c.leased, taken: c.leased, at: req.Now, from: slotsStart(cs.counter.Limits, req.Now), expires: end,
 			valid: res.ValidDuration, limit: res.Limit, remaining: res.Remaining,
 			resetAtUs: req.Now.UnixMicro() + res.Reset.Microseconds(),
 		}

@@ -189,7 +189,9 @@ func TestOverLimitCache(t *testing.T) {
 func TestLeaseFewScriptCalls(t *testing.T) {
 	r := testenv.StartRedis(t)
 	clk := newFakeClock()
-	params := "timeout: 5s\nrateLimitAlgorithm: ROLLING_WINDOW\nquotas: [{name: rq, maxAmount: 1000000, validDuration: 10s, bucketDuration: 1s}]\n"
+	// Deduplication records expire on Redis's clock: long enough for the
+	// test.
+	params := "timeout: 5s\nminDeduplicationDuration: 1m\nrateLimitAlgorithm: ROLLING_WINDOW\nquotas: [{name: rq, maxAmount: 1000000, validDuration: 10s, bucketDuration: 1s}]\n"
 	h := newRealHandler(t, r.Addr(), params, clk.Now)
 	q := &template.Quota{Name: "rq", Dimensions: map[string]any{"destination": "web"}}
 	before := scriptCalls(t, r.Addr())
@@ -335,6 +337,7 @@ func TestLeaseAccuracyAcrossHandlers(t *testing.T) {
 			var (
 				mu     sync.Mutex
 				grants []grant
+				asked  = make(map[int64]int64) // by fixed window
 				wg     sync.WaitGroup
 				hs     []*handler
 			)
@@ -362,11 +365,12 @@ func TestLeaseAccuracyAcrossHandlers(t *testing.T) {
 								t.Error(err)
 								return
 							}
+							mu.Lock()
+							asked[now.UnixNano()/int64(valid)]++
 							if res.Amount > 0 {
-								mu.Lock()
 								grants = append(grants, grant{now, res.Amount})
-								mu.Unlock()
 							}
+							mu.Unlock()
 						}
 					})
 				}
@@ -394,8 +398,15 @@ func TestLeaseAccuracyAcrossHandlers(t *testing.T) {
 			}
 			first, last := start.UnixNano()/int64(valid)+1, end.UnixNano()/int64(valid)-1
 			for w := first; w <= last; w++ {
-				if n := per[w]; n > limit || n < limit*98/100 {
-					t.Errorf("window %d of %d: %d granted, want %d (-2%%)", w-first+1, last-first+1, n, limit)
+				n := per[w]
+				t.Logf("window %d of %d: %d asked, %d granted", w-first+1, last-first+1, asked[w], n)
+				if n > limit {
+					t.Errorf("window %d of %d: %d granted, over the max %d", w-first+1, last-first+1, n, limit)
+				}
+				// Under: only where the load generator kept up (a loaded
+				// machine may stall it for a while).
+				if asked[w] >= 2*limit && n < limit*98/100 {
+					t.Errorf("window %d of %d: %d granted of %d asked, want %d (-2%%)", w-first+1, last-first+1, n, asked[w], limit)
 				}
 			}
 		})

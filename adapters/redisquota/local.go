@@ -152,7 +152,7 @@ func (l *local) state(req *quota.Request) (*localShard, *counterState) {
 	sh.sweep(req.Now)
 	cs := sh.counters[req.Counter.Key]
 	if cs == nil {
-		cs = &counterState{counter: req.Counter, since: req.Now, dedup: req.Dedup, seen: make(map[string]dedupEntry)}
+		cs = &counterState{counter: req.Counter, since: req.Now, dedup: req.Dedup}
 		if l.fraction > 0 {
 			smallest := int64(math.MaxInt64)
 			for _, lm := range req.Counter.Limits {
@@ -208,7 +208,7 @@ func (l *local) answer(sh *localShard, cs *counterState, req *quota.Request) (qu
 		}}
 		l.m.lease.Inc()
 		if dedups(req) {
-			cs.seen[req.DeduplicationID] = dedupEntry{result: r, expires: now.Add(req.Dedup)}
+			cs.remember(req, r)
 			if len(cs.records) == 0 && len(cs.refunds) == 0 {
 				l.kick()
 			}
@@ -222,7 +222,7 @@ func (l *local) answer(sh *localShard, cs *counterState, req *quota.Request) (qu
 			r := quota.Result{QuotaResult: adapters.QuotaResult{ValidDuration: retry, Limit: d.limit, Remaining: d.remaining, Reset: retry}}
 			l.m.overLimit.Inc()
 			if dedups(req) {
-				cs.seen[req.DeduplicationID] = dedupEntry{result: r, expires: now.Add(req.Dedup)}
+				cs.remember(req, r)
 			}
 			return r, true
 		}
@@ -235,6 +235,14 @@ func (l *local) answer(sh *localShard, cs *counterState, req *quota.Request) (qu
 // lease: in the slot it was charged in, in every window.
 func (ls *lease) covers(now time.Time) bool {
 	return !now.Before(ls.from) && now.Before(ls.expires)
+}
+
+// remember keeps r as the answer to req's deduplication id.
+func (cs *counterState) remember(req *quota.Request, r quota.Result) {
+	if cs.seen == nil {
+		cs.seen = make(map[string]dedupEntry)
+	}
+	cs.seen[req.DeduplicationID] = dedupEntry{result: r, expires: req.Now.Add(req.Dedup)}
 }
 
 // untilUs is the time from now to the Unix time atUs (µs), at least 1µs,
@@ -325,7 +333,7 @@ func (l *local) learn(sh *localShard, cs *counterState, c *call, leasing bool, e
 		return
 	}
 	if dedups(req) {
-		cs.seen[req.DeduplicationID] = dedupEntry{result: res, expires: req.Now.Add(req.Dedup)}
+		cs.remember(req, res)
 	}
 	switch {
 	case res.Amount > 0:

@@ -183,8 +183,8 @@ func want(req *quota.Request) int64 {
 	return req.Amount
 }
 
-// answer answers req locally when it can. Called with sh locked.
-func (l *local) answer(sh *localShard, cs *counterState, req *quota.Request) (quota.Result, bool) {
+// answer answers req locally when it can. Called with cs's shard locked.
+func (l *local) answer(cs *counterState, req *quota.Request) (quota.Result, bool) {
 	now := req.Now
 	if dedups(req) {
 		if e, ok := cs.seen[req.DeduplicationID]; ok && now.Before(e.expires) {
@@ -412,13 +412,13 @@ func (s *localShard) sweep(now time.Time) {
 	}
 }
 
-// allocate is store.Allocate with the local answers in front of Redis.
+// allocateLocal is store.Allocate with the local answers in front of Redis.
 func (s *store) allocateLocal(ctx context.Context, req quota.Request) (quota.Result, error) {
 	l := s.local
 	sh, cs := l.state(&req)
 	cs.demand += req.Amount
 	for {
-		if r, ok := l.answer(sh, cs, &req); ok {
+		if r, ok := l.answer(cs, &req); ok {
 			sh.mu.Unlock()
 			return r, nil
 		}

@@ -9,7 +9,9 @@
 -- ARGV        n, dedup TTL (ms, 0: none),
 --             then per window: max, valid (µs), bucket (µs), slots,
 --             then per allocation: now (µs), amount, bestEffort (0|1),
---             index of its deduplication key in KEYS (0: none)
+--             index of its deduplication key in KEYS (0: none), lease
+--             (units to take beyond a whole grant, best effort: a mixer's
+--             local lease; 0: none)
 --
 -- Usage charged in slot s counts while cur - s <= slots, cur being now's
 -- slot (slots = 0: a fixed window). Each allocation goes by its own clock,
@@ -19,10 +21,14 @@
 -- written once at its end; in between the script keeps them in a table
 -- exactly as the Redis commands of one call per allocation would have left
 -- them. Returns, per allocation, {duplicate, granted, validDuration (µs),
--- limit, remaining, reset (µs)}.
+-- limit, remaining, reset (µs), leased, stable (µs)}: leased is what the
+-- lease took (charged like a grant; the answer's remaining is before it),
+-- stable, on a denial, how long the answer stays the same if nothing is
+-- charged (until the blocking window's usage first frees; 0: unknown).
 local nw = tonumber(ARGV[1])
 local dedup = tonumber(ARGV[2])
 local first = 3 + nw * 4 -- first argument of the first allocation
+local per = 5 -- arguments per allocation
 
 local w = {}
 for i = 1, nw do
@@ -62,7 +68,7 @@ local function freedAt(win, need)
 end
 
 -- One allocation, as one call of the script per allocation ran it.
-local function allocate(now, amount, best)
+local function allocate(now, amount, best, lease)
   for i = 1, nw do
     local win = w[i]
     win.cur = math.floor(now / win.bucket)
@@ -106,17 +112,22 @@ local function allocate(now, amount, best)
     end
     local reset = expiry(w[t], w[t].cur)
     if w[t].used > 0 then reset = freedAt(w[t], 1) end
-    if granted > 0 then
+    local leased = 0
+    if lease > 0 and granted == amount and granted > 0 then
+      leased = math.max(math.min(lease, minLeft - granted), 0)
+    end
+    local charge = granted + leased
+    if charge > 0 then
       for i = 1, nw do
         local win = w[i]
-        win.slots[win.cur] = (win.slots[win.cur] or 0) + granted
+        win.slots[win.cur] = (win.slots[win.cur] or 0) + charge
         win.dirty[win.cur] = true
         win.dead[win.cur] = nil
         -- A window longer than the slot needs, for the same reason.
         win.pexpire = math.ceil((expiry(win, win.cur) + win.valid - now) / 1000)
       end
     end
-    return {granted, valid, w[t].max, tleft, math.max(reset - now, 1)}
+    return {granted, valid, w[t].max, tleft, math.max(reset - now, 1), leased, 0}
   end
   local want = amount
   if best then want = 1 end
@@ -132,12 +143,17 @@ local function allocate(now, amount, best)
       if d > retry then t, retry = i, d end
     end
   end
-  return {0, retry, w[t].max, w[t].left, retry}
+  local stable = 0
+  if want <= w[t].max then
+    local at = freedAt(w[t], 1)
+    if at then stable = math.max(at - now, 1) end
+  end
+  return {0, retry, w[t].max, w[t].left, retry, 0, stable}
 end
 
 local out = {}
 local sets = {}
-for a = first, #ARGV, 4 do
+for a = first, #ARGV, per do
   local now, amount = tonumber(ARGV[a]), tonumber(ARGV[a + 1])
   local best = ARGV[a + 2] == '1'
   local dkey = nil
@@ -148,13 +164,15 @@ for a = first, #ARGV, 4 do
   if prev then
     out[#out + 1] = 1
     for x in string.gmatch(prev, '[^,]+') do out[#out + 1] = tonumber(x) end
+    out[#out + 1] = 0
+    out[#out + 1] = 0
   else
-    local r = allocate(now, amount, best)
+    local r = allocate(now, amount, best, tonumber(ARGV[a + 4]))
     out[#out + 1] = 0
     for _, x in ipairs(r) do out[#out + 1] = x end
     if dkey then
       local parts = {}
-      for i, x in ipairs(r) do parts[i] = string.format('%d', x) end
+      for i = 1, 5 do parts[i] = string.format('%d', r[i]) end
       local v = table.concat(parts, ',')
       seen[dkey] = v
       sets[#sets + 1] = dkey

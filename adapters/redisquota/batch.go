@@ -33,9 +33,19 @@ type call struct {
 	// deadline is when the call times out: when it was queued plus the
 	// handler's timeout.
 	deadline time.Time
-	res      quota.Result
-	err      error
-	done     chan struct{}
+	// lease asks for that many units more, best effort, charged with a
+	// whole grant: a local lease (lease.go).
+	lease int64
+	res   quota.Result
+	// leased is what the lease got; stable, on a denial, how long the
+	// answer holds if nothing else is charged (0: unknown).
+	leased int64
+	stable time.Duration
+	err    error
+	// after, when set, runs when the call ends, before done is closed,
+	// whether or not its caller still waits.
+	after func(*call)
+	done  chan struct{}
 }
 
 // batcher sends queued allocations to Redis in batches: each batch one
@@ -60,23 +70,25 @@ func newBatcher(s *store) *batcher {
 	return b
 }
 
-// allocate queues req and waits for its result, or for ctx to end. A
-// call whose caller gave up still runs when its batch was already sent.
-func (b *batcher) allocate(ctx context.Context, req quota.Request) (quota.Result, error) {
-	c := &call{ctx: ctx, req: req, deadline: time.Now().Add(b.s.timeout), done: make(chan struct{})}
+// allocate queues req (asking for lease units more) and waits for its
+// call to end, or for ctx to. A call whose caller gave up still runs when
+// its batch was already sent.
+func (b *batcher) allocate(ctx context.Context, req quota.Request, lease int64, after func(*call)) (*call, error) {
+	c := &call{ctx: ctx, req: req, lease: lease, after: after, deadline: time.Now().Add(b.s.timeout), done: make(chan struct{})}
 	b.mu.Lock()
 	if b.closed {
 		b.mu.Unlock()
-		return quota.Result{}, errClosed
+		b.s.finish(c, errClosed)
+		return nil, errClosed
 	}
 	b.queue = append(b.queue, c)
 	b.mu.Unlock()
 	b.wake()
 	select {
 	case <-c.done:
-		return c.res, c.err
+		return c, c.err
 	case <-ctx.Done():
-		return quota.Result{}, &backendError{context.Cause(ctx)}
+		return nil, &backendError{context.Cause(ctx)}
 	}
 }
 
@@ -195,6 +207,9 @@ func (s *store) run(batch []*call) {
 				continue
 			}
 			ok = true
+			if c.after != nil {
+				c.after(c)
+			}
 			close(c.done)
 		}
 	}
@@ -212,5 +227,8 @@ func (s *store) failed(c *call, err error) {
 
 func (s *store) finish(c *call, err error) {
 	c.err = err
+	if c.after != nil {
+		c.after(c)
+	}
 	close(c.done)
 }

@@ -26,6 +26,16 @@ const (
 	DefaultFailureThreshold = 3
 	// DefaultProbeInterval is how often an open circuit pings Redis.
 	DefaultProbeInterval = 500 * time.Millisecond
+	// DefaultLeaseFraction is the most of a counter's smallest max one
+	// lease takes: 1%, so that three replicas hold at most 3% of a limit
+	// between them, and limits under 200 never lease.
+	DefaultLeaseFraction = 0.01
+	// DefaultLeaseDuration is the longest a lease answers.
+	DefaultLeaseDuration = 100 * time.Millisecond
+	// MaxLeaseFraction and MaxLeaseDuration bound localLease: a lease is
+	// a small part of a limit, for a short time.
+	MaxLeaseFraction = 0.1
+	MaxLeaseDuration = time.Second
 )
 
 // Config is the redisquota adapter's params: the quota fields every quota
@@ -44,6 +54,22 @@ type Config struct {
 	Timeout time.Duration `yaml:"timeout"`
 	// Breaker is the circuit breaker in front of Redis.
 	Breaker Breaker `yaml:"breaker"`
+	// OverLimitCache answers allocations to a counter Redis said is
+	// exhausted without asking again, until Redis could grant them.
+	OverLimitCache bool `yaml:"overLimitCache"`
+	// LocalLease takes blocks of units from Redis for busy counters with
+	// large limits, and answers from them locally.
+	LocalLease LocalLease `yaml:"localLease"`
+}
+
+// LocalLease is how big and how long a lease may be.
+type LocalLease struct {
+	// MaxFraction of the smallest max of a counter's windows one lease
+	// takes at most; 0 turns leases off.
+	MaxFraction float64 `yaml:"maxFraction"`
+	// MaxDuration is the longest a lease answers (it also ends with the
+	// current bucket of each window).
+	MaxDuration time.Duration `yaml:"maxDuration"`
 }
 
 // Breaker is how the handler stops calling a Redis that fails.
@@ -58,12 +84,14 @@ type Breaker struct {
 
 // NewConfig returns the defaults: rolling windows, deduplication for 1s,
 // 100ms per call, the circuit opening after 3 failures and probing every
-// 500ms.
+// 500ms, the over-limit cache on, leases of at most 1% for 100ms.
 func NewConfig() *Config {
 	return &Config{
-		Config:  quota.NewConfig(),
-		Timeout: DefaultTimeout,
-		Breaker: Breaker{FailureThreshold: DefaultFailureThreshold, ProbeInterval: DefaultProbeInterval},
+		Config:         quota.NewConfig(),
+		Timeout:        DefaultTimeout,
+		Breaker:        Breaker{FailureThreshold: DefaultFailureThreshold, ProbeInterval: DefaultProbeInterval},
+		OverLimitCache: true,
+		LocalLease:     LocalLease{MaxFraction: DefaultLeaseFraction, MaxDuration: DefaultLeaseDuration},
 	}
 }
 
@@ -86,6 +114,12 @@ func (c *Config) Validate() error {
 	}
 	if c.Breaker.ProbeInterval <= 0 {
 		add("breaker.probeInterval: must be positive, got %v", c.Breaker.ProbeInterval)
+	}
+	if f := c.LocalLease.MaxFraction; f < 0 || f > MaxLeaseFraction || f != f {
+		add("localLease.maxFraction: must be between 0 (no leases) and %v, got %v", MaxLeaseFraction, f)
+	}
+	if d := c.LocalLease.MaxDuration; c.LocalLease.MaxFraction > 0 && (d <= 0 || d > MaxLeaseDuration) {
+		add("localLease.maxDuration: must be positive and at most %v, got %v", MaxLeaseDuration, d)
 	}
 	return errors.Join(errs...)
 }

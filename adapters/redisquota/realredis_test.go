@@ -241,6 +241,12 @@ quotas: [{name: rq, maxAmount: 5, validDuration: 1m}]
 	}
 
 	r.Pause() // hung: calls time out instead of being refused
+	// The exhausted counter is answered from the over-limit cache, without
+	// Redis, until its window frees; another counter needs Redis.
+	if res, err := allocate(); err != nil || res.Amount != 0 {
+		t.Errorf("exhausted counter, Redis hung: %+v, %v; want a denial from the over-limit cache", res, err)
+	}
+	q = &template.Quota{Name: "rq", Dimensions: map[string]any{"source": "other"}}
 	expectOpen("paused")
 	r.Resume()
 	recovers("resumed")

@@ -31,7 +31,25 @@ type handler struct {
 	quota.Allocator
 	store *store
 	m     *metrics
-	once  sync.Once
+	// outcomes are allocations_total's counters by quota, resolved once.
+	outcomes map[string]*outcomes
+	once     sync.Once
+}
+
+type outcomes struct{ granted, partial, denied, duplicate, err prometheus.Counter }
+
+func (o *outcomes) of(name string) prometheus.Counter {
+	switch name {
+	case "granted":
+		return o.granted
+	case "partial":
+		return o.partial
+	case "denied":
+		return o.denied
+	case "duplicate":
+		return o.duplicate
+	}
+	return o.err
 }
 
 // store is Redis behind a timeout and a circuit breaker.
@@ -42,6 +60,12 @@ type store struct {
 	breaker *breaker
 	batcher *batcher
 	m       *metrics
+	// local answers without Redis what it can (local.go); nil when the
+	// over-limit cache and leases are both off.
+	local     *local
+	now       func() time.Time
+	flushStop chan struct{}
+	flushWG   sync.WaitGroup
 }
 
 type metrics struct {
@@ -50,6 +74,8 @@ type metrics struct {
 	open        *prometheus.GaugeVec
 	latency     *prometheus.HistogramVec
 	batch       *prometheus.HistogramVec
+	local       *prometheus.CounterVec
+	leaseUnits  *prometheus.CounterVec
 }
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
@@ -85,6 +111,18 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		Help:    "Allocations redisquota handlers sent to Redis together in one round trip.",
 		Buckets: []float64{1, 2, 4, 8, 16, 32, 64, 128},
 	}, []string{"handler"})); err != nil {
+		return nil, err
+	}
+	if m.local, err = handlerkit.Register(reg, prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "sidemix_redisquota_local_answers_total",
+		Help: "Allocations redisquota handlers answered without Redis: from a lease, from the over-limit cache, or as a repeat of a deduplication id they answered.",
+	}, []string{"handler", "source"})); err != nil {
+		return nil, err
+	}
+	if m.leaseUnits, err = handlerkit.Register(reg, prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "sidemix_redisquota_lease_units_total",
+		Help: "Units redisquota handlers took from Redis in leases (taken) and gave back unused or charged twice (returned).",
+	}, []string{"handler", "kind"})); err != nil {
 		return nil, err
 	}
 	return &m, nil
@@ -125,12 +163,24 @@ func newHandler(ctx context.Context, set adapters.Settings, cfg adapters.Config)
 	opt.MaintNotificationsConfig = &maintnotifications.Config{Mode: maintnotifications.ModeDisabled}
 
 	log := set.Logger.With("redis", opt.Addr) // never the URL: it may hold a password
-	st := &store{name: set.Name, client: redis.NewClient(opt), timeout: c.Timeout, m: m}
+	st := &store{name: set.Name, client: redis.NewClient(opt), timeout: c.Timeout, m: m, now: set.Now}
+	if c.OverLimitCache || c.LocalLease.MaxFraction > 0 {
+		st.local = newLocal(c, localMetrics{
+			lease:     m.local.WithLabelValues(set.Name, "lease"),
+			overLimit: m.local.WithLabelValues(set.Name, "over_limit"),
+			duplicate: m.local.WithLabelValues(set.Name, "duplicate"),
+			taken:     m.leaseUnits.WithLabelValues(set.Name, "taken"),
+			returned:  m.leaseUnits.WithLabelValues(set.Name, "returned"),
+		})
+	}
 	st.breaker = newBreaker(c.Breaker.FailureThreshold, c.Breaker.ProbeInterval, c.Timeout,
 		func(ctx context.Context) error { return st.client.Ping(ctx).Err() },
 		func(open bool, cause error) {
 			if open {
 				m.open.WithLabelValues(set.Name).Set(1)
+				if st.local != nil {
+					st.local.clearDenials()
+				}
 				log.Warn("circuit open: allocations fail until Redis answers again", "error", cause, "probe_interval", c.Breaker.ProbeInterval)
 			} else {
 				m.open.WithLabelValues(set.Name).Set(0)
@@ -139,6 +189,11 @@ func newHandler(ctx context.Context, set adapters.Settings, cfg adapters.Config)
 		})
 	m.open.WithLabelValues(set.Name).Set(0)
 	st.batcher = newBatcher(st)
+	if st.local != nil {
+		st.flushStop = make(chan struct{})
+		st.flushWG.Add(1)
+		go st.flushLoop()
+	}
 
 	// An unreachable Redis does not fail Create: the handler would stay
 	// broken until the next reload. It starts with the circuit open and
@@ -150,12 +205,19 @@ func newHandler(ctx context.Context, set adapters.Settings, cfg adapters.Config)
 		m.errors.WithLabelValues(set.Name).Inc()
 		st.breaker.forceOpen(err)
 	}
-	log.Debug("redisquota handler created", "quotas", len(c.Quotas), "algorithm", c.RateLimitAlgorithm)
-	return &handler{
+	log.Debug("redisquota handler created", "quotas", len(c.Quotas), "algorithm", c.RateLimitAlgorithm,
+		"over_limit_cache", c.OverLimitCache, "lease_max_fraction", c.LocalLease.MaxFraction, "lease_max_duration", c.LocalLease.MaxDuration)
+	h := &handler{
 		Allocator: quota.Allocator{Adapter: Name, Handler: set.Name, Set: qs, Store: st, Now: set.Now},
 		store:     st,
 		m:         m,
-	}, nil
+		outcomes:  make(map[string]*outcomes, len(c.Quotas)),
+	}
+	for _, name := range c.QuotaNames() {
+		v := func(r string) prometheus.Counter { return m.allocations.WithLabelValues(set.Name, name, r) }
+		h.outcomes[name] = &outcomes{v("granted"), v("partial"), v("denied"), v("duplicate"), v("error")}
+	}
+	return h, nil
 }
 
 // Allocate charges args.Amount to the counter of inst's quota and
@@ -164,11 +226,11 @@ func (h *handler) Allocate(ctx context.Context, inst *template.Quota, args adapt
 	r, err := h.Allocator.Allocate(ctx, inst, args)
 	if err != nil {
 		if errors.Is(err, ErrCircuitOpen) || errors.As(err, new(*backendError)) {
-			h.m.allocations.WithLabelValues(h.Handler, inst.Name, "error").Inc()
+			h.outcomes[inst.Name].err.Inc()
 		}
 		return adapters.QuotaResult{}, err
 	}
-	h.m.allocations.WithLabelValues(h.Handler, inst.Name, r.Outcome(args.Amount)).Inc()
+	h.outcomes[inst.Name].of(r.Outcome(args.Amount)).Inc()
 	return r.QuotaResult, nil
 }
 
@@ -176,9 +238,17 @@ func (h *handler) Allocate(ctx context.Context, inst *template.Quota, args adapt
 func (h *handler) Close(context.Context) error {
 	var err error
 	h.once.Do(func() {
-		h.store.batcher.close()
-		h.store.breaker.close()
-		err = h.store.client.Close()
+		st := h.store
+		st.batcher.close()
+		if st.local != nil {
+			// Calls the batcher ran last may have taken leases: give
+			// them back, and write the records, after it stopped.
+			close(st.flushStop)
+			st.flushWG.Wait()
+			st.flush(true)
+		}
+		st.breaker.close()
+		err = st.client.Close()
 	})
 	return err
 }
@@ -192,10 +262,22 @@ func (e *backendError) Unwrap() error { return e.err }
 // Allocate implements quota.Store: the allocation goes to Redis with the
 // others of its batch, bounded by the timeout, unless the circuit is open.
 func (s *store) Allocate(ctx context.Context, req quota.Request) (quota.Result, error) {
-	if !s.breaker.allow() {
-		return quota.Result{}, fmt.Errorf("%w since %s", ErrCircuitOpen, s.breaker.openSince().Format(time.RFC3339))
+	if s.local != nil {
+		return s.allocateLocal(ctx, req)
 	}
-	return s.batcher.allocate(ctx, req)
+	if !s.breaker.allow() {
+		return quota.Result{}, s.openErr()
+	}
+	c, err := s.batcher.allocate(ctx, req, 0, nil)
+	if err != nil {
+		return quota.Result{}, err
+	}
+	return c.res, nil
+}
+
+// openErr is the error of an allocation the open circuit refuses.
+func (s *store) openErr() error {
+	return fmt.Errorf("%w since %s", ErrCircuitOpen, s.breaker.openSince().Format(time.RFC3339))
 }
 
 var _ slog.LogValuer = (*Config)(nil)

@@ -38,6 +38,8 @@ func TestConfig(t *testing.T) {
 			"timeout: must be positive, got 0s\n" +
 			"breaker.failureThreshold: must be at least 1, got 0\n" +
 			"breaker.probeInterval: must be positive, got -1s"},
+		{File: "lease.bad.yaml", Want: "localLease.maxFraction: must be between 0 (no leases) and 0.1, got 0.5\n" +
+			"localLease.maxDuration: must be positive and at most 1s, got 2s"},
 		{File: "misspelled.bad.yaml", Want: "yaml: unmarshal errors:\n  line 1: field redisServerURL not found in type redisquota.Config"},
 	})
 }

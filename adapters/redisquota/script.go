@@ -25,7 +25,7 @@ var allocateScript = redis.NewScript(allocateLua)
 const keyPrefix = "sidemix:quota:"
 
 // resultLen is how many integers the script returns per allocation.
-const resultLen = 6
+const resultLen = 8
 
 // group is the allocations of one batch that go to one counter: one
 // script call. The counter key inside braces is a Redis Cluster hash tag,
@@ -59,7 +59,7 @@ func (g *group) keysAndArgs() ([]string, []any) {
 	if g.dedup > 0 {
 		dedupMs = max(g.dedup.Milliseconds(), 1)
 	}
-	args := make([]any, 0, 2+4*len(ls)+4*len(g.calls))
+	args := make([]any, 0, 2+4*len(ls)+5*len(g.calls))
 	args = append(args, len(ls), dedupMs)
 	for _, l := range ls {
 		args = append(args, l.Max, l.Valid.Microseconds(), l.Bucket.Microseconds(), l.Slots)
@@ -75,7 +75,7 @@ func (g *group) keysAndArgs() ([]string, []any) {
 			keys = append(keys, base+"dedup:"+r.DeduplicationID)
 			dk = len(keys)
 		}
-		args = append(args, r.Now.UnixMicro(), r.Amount, best, dk)
+		args = append(args, r.Now.UnixMicro(), r.Amount, best, dk, c.lease)
 	}
 	return keys, args
 }
@@ -98,6 +98,7 @@ func (g *group) results(v []int64) error {
 				Reset:         us(r[5]),
 			},
 		}
+		c.leased, c.stable = r[6], us(r[7])
 	}
 	return nil
 }

@@ -57,6 +57,7 @@ func (s *Suite) startRatelimit(limit int64, unit string) (*rlsProc, error) {
 		fmt.Sprintf("REDIS_POOL_SIZE=%d", redisPoolSize),
 		"RUNTIME_ROOT="+root, "RUNTIME_SUBDIRECTORY=ratelimit", "RUNTIME_WATCH_ROOT=false",
 		"USE_STATSD=false", "LOG_LEVEL=warn",
+		fmt.Sprintf("LOCAL_CACHE_SIZE_IN_BYTES=%d", max(s.opts.RatelimitLocalCache, 0)),
 	)
 	p, err := harness.Start(harness.Spec{
 		Name: "ratelimit",

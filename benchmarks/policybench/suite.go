@@ -61,6 +61,10 @@ type Options struct {
 	FixedRate int
 	// PrefetchMax is the proxy's --quota-prefetch-max in the prefetch run.
 	PrefetchMax int
+	// RatelimitLocalCache is the ratelimit peer's LOCAL_CACHE_SIZE_IN_BYTES:
+	// its cache of keys over their limit, the counterpart of redisquota's
+	// over-limit cache; 0 turns it off.
+	RatelimitLocalCache int
 	// ProfileDir, when set, records the server of each run with
 	// `perf record -g` over the measured window into
 	// ProfileDir/<scenario>.<n>.perf.data (read with perf report). Runs
@@ -489,6 +493,9 @@ func (s *Suite) runRatelimit(ctx context.Context, limit int64, rate float64) (Me
 	defer closeAll(conns)
 	m, err := s.measure(ctx, rlsOp(conns), rl.Pid(), rate, nil)
 	m.Server, m.Detail = "ratelimit", fmt.Sprintf("fixed window, %s/s", thousands(float64(limit)))
+	if s.opts.RatelimitLocalCache > 0 {
+		m.Detail += fmt.Sprintf(", local cache %s B", thousands(float64(s.opts.RatelimitLocalCache)))
+	}
 	if err != nil {
 		return m, fmt.Errorf("%w\nratelimit output:\n%s", err, rl.Output())
 	}

@@ -48,6 +48,7 @@ func run() error {
 	rlBin := flag.String("ratelimit", "", "prebuilt envoyproxy/ratelimit `binary`; empty builds it with go install into a temporary directory")
 	rlVersion := flag.String("ratelimit-version", "latest", "module `version` of envoyproxy/ratelimit to build")
 	noRL := flag.Bool("no-ratelimit", false, "skip the ratelimit peer")
+	rlCache := flag.Int("ratelimit-local-cache", 1<<20, "the ratelimit peer's LOCAL_CACHE_SIZE_IN_BYTES (its over-limit cache, as redisquota's); 0 turns it off")
 	rounds := flag.Int("rounds", 3, "interleaved rounds; the report gives each scenario's median")
 	warmup := flag.Duration("warmup", policybench.DefaultWarmup, "unmeasured warm-up of each run")
 	duration := flag.Duration("duration", policybench.DefaultDuration, "measured window of each run")
@@ -122,18 +123,19 @@ func run() error {
 	}
 
 	suite, err := policybench.New(policybench.Options{
-		Sidemix:     *sidemix,
-		Ratelimit:   ratelimit,
-		ServerCPUs:  *serverCPUs,
-		RedisCPUs:   *loadCPUs,
-		Workers:     *workers,
-		Conns:       *conns,
-		Warmup:      *warmup,
-		Duration:    *duration,
-		FixedRate:   *fixedRate,
-		PrefetchMax: *prefetchMax,
-		ProfileDir:  *profile,
-		Log:         os.Stderr,
+		Sidemix:             *sidemix,
+		Ratelimit:           ratelimit,
+		ServerCPUs:          *serverCPUs,
+		RedisCPUs:           *loadCPUs,
+		Workers:             *workers,
+		Conns:               *conns,
+		Warmup:              *warmup,
+		Duration:            *duration,
+		FixedRate:           *fixedRate,
+		PrefetchMax:         *prefetchMax,
+		ProfileDir:          *profile,
+		Log:                 os.Stderr,
+		RatelimitLocalCache: *rlCache,
 	})
 	if err != nil {
 		return err

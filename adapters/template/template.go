@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"net/netip"
 	"strconv"
+	"sync/atomic"
 	"time"
 )
 
@@ -63,7 +64,28 @@ type LogEntry struct {
 	Variables map[string]any
 	Severity  string
 	Timestamp time.Time
+
+	// line is the entry's JSON line, kept by the first handler that
+	// encodes it (adapters/internal/jsonline): handlers that write the
+	// same instance, as examples/default's accesslog and kafka handlers
+	// do, each from its own goroutine, encode it once.
+	// An atomic.Value, not an atomic.Pointer: entries may be copied
+	// (before they are shared).
+	line atomic.Value // []byte
 }
+
+// CachedLine is the JSON line SetCachedLine kept, or nil. It is for
+// adapters/internal/jsonline, which alone knows what the line holds; the
+// slice must not be modified.
+func (e *LogEntry) CachedLine() []byte {
+	line, _ := e.line.Load().([]byte)
+	return line
+}
+
+// SetCachedLine keeps line for CachedLine. The entry must not change
+// afterwards (instances never do once built), and line must not be
+// modified.
+func (e *LogEntry) SetCachedLine(line []byte) { e.line.Store(line) }
 
 // Authorization asks whether a subject may perform an action.
 type Authorization struct {

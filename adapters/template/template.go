@@ -5,6 +5,10 @@
 // compiled CEL expressions, adapters read them. There is no generated code.
 // Values of expression-typed fields are native Go values: string, int64,
 // float64, bool, time.Time, time.Duration, []byte or map[string]string.
+//
+// Instances are read-only once built: one map (metric dimensions, log
+// variables) may be shared by several instances, of one request or of
+// successive ones, and handlers may run on several goroutines at once.
 package template
 
 import (

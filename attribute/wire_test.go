@@ -136,6 +136,26 @@ func TestBatchDeltaRoundTrip(t *testing.T) {
 	for i := range bags {
 		assertSameBag(t, got[i], bags[i])
 	}
+	// DecodeBatchSeq yields the same bags, one at a time, and stops when
+	// asked to.
+	seq, err := d.DecodeBatchSeq(&back)
+	if err != nil {
+		t.Fatal(err)
+	}
+	i := 0
+	for b := range seq {
+		assertSameBag(t, b, bags[i])
+		i++
+	}
+	if i != len(bags) {
+		t.Errorf("DecodeBatchSeq yielded %d bags, want %d", i, len(bags))
+	}
+	i = 0
+	for range seq {
+		if i++; i == 2 {
+			break
+		}
+	}
 	// Delta: the second bag carries only what changed (path and the header map).
 	if n := decodedLen(req.Attributes[1]); n != 2 {
 		t.Errorf("delta of bag 2 carries %d attributes, want 2", n)
@@ -165,6 +185,12 @@ func TestDecodeMalformed(t *testing.T) {
 	}
 	if _, err := d.DecodeBatch(&mixerv1.ReportRequest{Attributes: []*mixerv1.CompressedAttributes{nil}, GlobalWordCount: n}); !errors.Is(err, ErrMalformed) {
 		t.Errorf("nil bag in batch: err = %v", err)
+	}
+	// A batch whose last bag is malformed gives no bag at all.
+	good := NewEncoder(d).EncodeBatch([]*Bag{sampleBag("/a", 200), sampleBag("/b", 200)})
+	good.Attributes[1].StringMapValues = nil
+	if seq, err := d.DecodeBatchSeq(good); !errors.Is(err, ErrMalformed) || seq != nil {
+		t.Errorf("malformed last bag: err = %v, seq %v", err, seq != nil)
 	}
 }
 

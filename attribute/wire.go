@@ -395,7 +395,7 @@ func (e *Encoder) EncodeBatch(bags []*Bag) *mixerv1.ReportRequest {
 // instead of the batch's.
 func (d *Dictionary) DecodeBatch(req *mixerv1.ReportRequest) ([]*Bag, error) {
 	bags := make([]*Bag, 0, len(req.GetAttributes()))
-	seq, err := d.DecodeBatchSeq(req)
+	seq, err := d.DecodeBatchSeq(req, false)
 	if err != nil {
 		return nil, err
 	}
@@ -410,7 +410,13 @@ func (d *Dictionary) DecodeBatch(req *mixerv1.ReportRequest) ([]*Bag, error) {
 // yields the bags in order, each decoded when the iteration reaches it. A
 // batch of 1000 bags decoded at once is megabytes, which the CPU's caches
 // no longer hold by the time the first bags are used.
-func (d *Dictionary) DecodeBatchSeq(req *mixerv1.ReportRequest) (iter.Seq[*Bag], error) {
+//
+// With reuse, a yielded bag is valid only until the iteration continues:
+// the next bags are decoded into its memory, so the batch costs two bags'
+// worth instead of one per bag. The caller must not keep it, nor anything
+// that refers to it (values read from it, such as strings and maps, stay
+// valid).
+func (d *Dictionary) DecodeBatchSeq(req *mixerv1.ReportRequest, reuse bool) (iter.Seq[*Bag], error) {
 	var delta Builder // one bag's changes, reused across the batch
 	for i := range req.GetAttributes() {
 		if err := d.batchDelta(req, i, &delta, true); err != nil {
@@ -420,11 +426,16 @@ func (d *Dictionary) DecodeBatchSeq(req *mixerv1.ReportRequest) (iter.Seq[*Bag],
 	return func(yield func(*Bag) bool) {
 		var prev *Bag
 		var delta Builder
+		var spare [2]Bag // with reuse, bag i is decoded into spare[i%2]
 		for i := range req.GetAttributes() {
 			if d.batchDelta(req, i, &delta, false) != nil {
 				return // checked above: the request did not change
 			}
-			prev = mergeDelta(prev, delta.entries)
+			var into *Bag
+			if reuse {
+				into = &spare[i%2]
+			}
+			prev = mergeDelta(prev, delta.entries, into)
 			if !yield(prev) {
 				return
 			}
@@ -458,14 +469,20 @@ func (d *Dictionary) batchDelta(req *mixerv1.ReportRequest, i int, delta *Builde
 // mergeDelta returns prev with the changes in delta (a later entry of a
 // name wins; a zero value deletes): the same bag as prev.Builder(), the
 // changes set, Build(), without sorting the unchanged attributes again.
-// delta is sorted in place.
-func mergeDelta(prev *Bag, delta []entry) *Bag {
+// delta is sorted in place. With into (not prev) the bag is made there, in
+// its memory; otherwise it is new.
+func mergeDelta(prev *Bag, delta []entry, into *Bag) *Bag {
 	sortEntries(delta)
 	var old []entry
 	if prev != nil {
 		old = prev.entries
 	}
-	out := make([]entry, 0, len(old)+len(delta))
+	var out []entry
+	if into != nil && cap(into.entries) >= len(old)+len(delta) {
+		out = into.entries[:0]
+	} else {
+		out = make([]entry, 0, len(old)+len(delta))
+	}
 	i := 0
 	for j := 0; j < len(delta); j++ {
 		if j+1 < len(delta) && delta[j+1].name == delta[j].name {
@@ -484,5 +501,9 @@ func mergeDelta(prev *Bag, delta []entry) *Bag {
 		}
 	}
 	out = append(out, old[i:]...)
+	if into != nil {
+		into.entries = out
+		return into
+	}
 	return &Bag{entries: out}
 }

@@ -138,19 +138,29 @@ func TestBatchDeltaRoundTrip(t *testing.T) {
 	}
 	// DecodeBatchSeq yields the same bags, one at a time, and stops when
 	// asked to.
-	seq, err := d.DecodeBatchSeq(&back)
-	if err != nil {
-		t.Fatal(err)
+	for _, reuse := range []bool{false, true} {
+		seq, err := d.DecodeBatchSeq(&back, reuse)
+		if err != nil {
+			t.Fatal(err)
+		}
+		i := 0
+		var kept []*Bag
+		for b := range seq {
+			assertSameBag(t, b, bags[i])
+			kept = append(kept, b)
+			i++
+		}
+		if i != len(bags) {
+			t.Errorf("DecodeBatchSeq(reuse %v) yielded %d bags, want %d", reuse, i, len(bags))
+		}
+		if !reuse {
+			for i, b := range kept {
+				assertSameBag(t, b, bags[i]) // still intact
+			}
+		}
 	}
+	seq, _ := d.DecodeBatchSeq(&back, true)
 	i := 0
-	for b := range seq {
-		assertSameBag(t, b, bags[i])
-		i++
-	}
-	if i != len(bags) {
-		t.Errorf("DecodeBatchSeq yielded %d bags, want %d", i, len(bags))
-	}
-	i = 0
 	for range seq {
 		if i++; i == 2 {
 			break
@@ -189,7 +199,7 @@ func TestDecodeMalformed(t *testing.T) {
 	// A batch whose last bag is malformed gives no bag at all.
 	good := NewEncoder(d).EncodeBatch([]*Bag{sampleBag("/a", 200), sampleBag("/b", 200)})
 	good.Attributes[1].StringMapValues = nil
-	if seq, err := d.DecodeBatchSeq(good); !errors.Is(err, ErrMalformed) || seq != nil {
+	if seq, err := d.DecodeBatchSeq(good, false); !errors.Is(err, ErrMalformed) || seq != nil {
 		t.Errorf("malformed last bag: err = %v, seq %v", err, seq != nil)
 	}
 }
@@ -242,6 +252,7 @@ func TestMergeDeltaMatchesBuilder(t *testing.T) {
 	names := []string{"a", "b", "c", "d", "e", "f", "g"}
 	rng := rand.New(rand.NewPCG(1, 2))
 	var prev *Bag
+	var spare [2]Bag
 	for round := range 2000 {
 		var delta []entry
 		bl := prev.Builder()
@@ -255,7 +266,13 @@ func TestMergeDeltaMatchesBuilder(t *testing.T) {
 			bl.Set(name, v)
 		}
 		want := bl.Build()
-		got := mergeDelta(prev, delta)
+		// Two rounds in three merge into the memory of the bag before
+		// prev, as DecodeBatchSeq with reuse does.
+		var into *Bag
+		if round%3 != 0 {
+			into = &spare[round%2]
+		}
+		got := mergeDelta(prev, delta, into)
 		if got.Dump() != want.Dump() {
 			t.Fatalf("round %d: merged\n%s\nwant\n%s", round, got.Dump(), want.Dump())
 		}

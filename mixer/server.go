@@ -360,10 +360,12 @@ func (g *service) Check(ctx context.Context, req *mixerv1.CheckRequest) (*mixerv
 func (g *service) Report(ctx context.Context, req *mixerv1.ReportRequest) (*mixerv1.ReportResponse, error) {
 	s := g.s
 	s.m.reportRequests.Inc()
-	// Each bag is decoded as it is evaluated: a whole batch decoded first
-	// outgrows the CPU's caches. The batch is checked first, so a
-	// malformed one is refused whole, as before.
-	bags, err := s.dict.DecodeBatchSeq(req)
+	// Each bag is decoded as it is evaluated, into the memory of the bag
+	// before the last: a whole batch decoded first outgrows the CPU's
+	// caches. The batch is checked first, so a malformed one is refused
+	// whole. Nothing keeps a bag past its evaluation: instances hold the
+	// values, not the bag.
+	bags, err := s.dict.DecodeBatchSeq(req, true)
 	if err != nil {
 		return nil, status.Errorf(codes.InvalidArgument, "attributes: %v", err)
 	}

@@ -43,6 +43,10 @@ type Encoder struct {
 	// these, without collecting and sorting its keys again.
 	order []string
 	vars  int
+	// quoted[i] is order[i] as JSON with its separators, `{"key":` for
+	// the first and `,"key":` for the others: written once, not escaped
+	// again for every entry.
+	quoted [][]byte
 	// scratch is where Line encodes before copying.
 	scratch []byte
 }
@@ -93,6 +97,14 @@ func (enc *Encoder) AppendLogEntry(b []byte, e *template.LogEntry, now time.Time
 	if len(keys) == len(e.Variables)+3 {
 		enc.order = append(enc.order[:0], keys...)
 		enc.vars = len(e.Variables)
+		enc.quoted = enc.quoted[:0]
+		for i, k := range keys {
+			sep := byte(',')
+			if i == 0 {
+				sep = '{'
+			}
+			enc.quoted = append(enc.quoted, append(AppendString([]byte{sep}, k), ':'))
+		}
 	} else {
 		enc.order, enc.vars = enc.order[:0], -1
 	}
@@ -107,13 +119,8 @@ func (enc *Encoder) AppendLogEntry(b []byte, e *template.LogEntry, now time.Time
 // keys the same.
 func (enc *Encoder) appendInOrder(b []byte, e *template.LogEntry, now time.Time) ([]byte, bool) {
 	start := len(b)
-	b = append(b, '{')
 	for i, k := range enc.order {
-		if i > 0 {
-			b = append(b, ',')
-		}
-		b = AppendString(b, k)
-		b = append(b, ':')
+		b = append(b, enc.quoted[i]...)
 		switch k {
 		case "instance":
 			b = AppendString(b, e.Name)

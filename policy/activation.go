@@ -68,7 +68,7 @@ func (a *activation) lastMap(progs []namedProgram, scalar bool) *keptMap {
 			return k
 		}
 	}
-	k := &keptMap{progs: progs, scalar: scalar, vals: make([]ref.Val, len(progs))}
+	k := &keptMap{progs: progs, scalar: scalar, vals: make([]ref.Val, len(progs)), diff: make([]bool, len(progs))}
 	if len(a.kept) < maxKeptMaps {
 		a.kept = append(a.kept, k)
 	} else {

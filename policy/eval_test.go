@@ -507,8 +507,9 @@ spec:
 // TestMapKeptAcrossEvaluations: a map field whose values all repeat those
 // of the last bag it was built for gets that bag's map again (adapters
 // only read maps); a bag with any other value, or after a bag whose
-// value was absent and failed the field midway, gets a map of its own, and
-// no map handed out changes.
+// value was absent and failed the field midway, gets a map of its own (a
+// copy of the last with the changed values set, when few changed), and no
+// map handed out changes.
 func TestMapKeptAcrossEvaluations(t *testing.T) {
 	const cfg = `apiVersion: sidemix.dev/v1
 kind: Handler
@@ -520,7 +521,7 @@ kind: Instance
 metadata: {name: m}
 spec:
   template: metric
-  params: {value: "1", dimensions: {code: response.code, path: request.path, at: request.time}}
+  params: {value: "1", dimensions: {code: response.code, path: request.path, at: request.time, k1: '"x"', k2: '"y"'}}
 ---
 apiVersion: sidemix.dev/v1
 kind: Rule
@@ -573,6 +574,7 @@ spec:
 			t.Fatalf("step %d: result %+v", i, res)
 		}
 		m := res.Actions[0].Instances[0].(*template.Metric).Dimensions
+		st.want["k1"], st.want["k2"] = "x", "y"
 		if !reflect.DeepEqual(m, st.want) {
 			t.Errorf("step %d: dimensions %v, want %v", i, m, st.want)
 		}

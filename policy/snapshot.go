@@ -690,25 +690,38 @@ func evalMap(a *activation, progs []namedProgram, field string, scalar bool) (ma
 		}
 	}
 	last := a.lastMap(progs, scalar)
-	reuse := last.m != nil
+	changed := 0
 	for i, np := range progs {
 		v, err := np.program.eval(a)
 		if err != nil {
 			last.m = nil // vals no longer match it
 			return nil, &EvalError{Field: field + "." + np.name, Err: err}
 		}
-		if reuse && !sameValue(v, last.vals[i]) {
-			reuse = false
+		last.diff[i] = last.m == nil || !sameValue(v, last.vals[i])
+		if last.diff[i] {
+			changed++
 		}
 		last.vals[i] = v
 	}
-	if reuse {
+	if changed == 0 {
 		a.builtMaps = append(a.builtMaps, builtMap{progs: progs, scalar: scalar, m: last.m})
 		return last.m, nil
 	}
+	// A map with a few values changed (an access log's request id, path
+	// and sizes) is a copy of the last one with those set: copying a
+	// map's table costs less than hashing every entry into a new one.
+	var out map[string]any
+	cloned := changed < len(progs)/2
+	if cloned {
+		out = maps.Clone(last.m)
+	} else {
+		out = make(map[string]any, len(progs))
+	}
 	last.m = nil // kept only once complete
-	out := make(map[string]any, len(progs))
-	for _, np := range progs {
+	for i, np := range progs {
+		if cloned && !last.diff[i] {
+			continue
+		}
 		nv, _, err := np.program.evalNative(a)
 		if err != nil {
 			return nil, &EvalError{Field: field + "." + np.name, Err: err}
@@ -773,6 +786,7 @@ type keptMap struct {
 	scalar bool
 	vals   []ref.Val
 	m      map[string]any
+	diff   []bool // scratch: which values differ from vals
 }
 
 func sameEntries(a, b []namedProgram) bool {

@@ -3,6 +3,7 @@ package attribute
 import (
 	"errors"
 	"fmt"
+	"iter"
 
 	mixerv1 "github.com/sidemix/sidemix/api/mixer/v1"
 )
@@ -98,6 +99,9 @@ func malformed(format string, args ...any) error {
 type wordTable struct {
 	global []string
 	local  []string
+	// check: apply only checks the message; the maps it puts in the
+	// builder are nil.
+	check bool
 }
 
 func (d *Dictionary) table(globalWordCount uint32, local []string) (wordTable, error) {
@@ -207,7 +211,10 @@ func (t *wordTable) apply(bl *Builder, m *mixerv1.CompressedAttributes) error {
 		if len(sm.GetKeys()) != len(sm.GetValues()) {
 			return malformed("map %q has %d keys but %d values", name, len(sm.GetKeys()), len(sm.GetValues()))
 		}
-		mv := make(map[string]string, len(sm.GetKeys()))
+		var mv map[string]string
+		if !t.check {
+			mv = make(map[string]string, len(sm.GetKeys()))
+		}
 		for j, ki := range sm.GetKeys() {
 			k, err := t.word(ki)
 			if err != nil {
@@ -217,7 +224,9 @@ func (t *wordTable) apply(bl *Builder, m *mixerv1.CompressedAttributes) error {
 			if err != nil {
 				return err
 			}
-			mv[k] = v
+			if mv != nil {
+				mv[k] = v
+			}
 		}
 		bl.entries = append(bl.entries, entry{name, StringMapValue(mv)})
 	}
@@ -385,42 +394,95 @@ func (e *Encoder) EncodeBatch(bags []*Bag) *mixerv1.ReportRequest {
 // DecodeBatch undoes EncodeBatch. A bag that carries its own words uses them
 // instead of the batch's.
 func (d *Dictionary) DecodeBatch(req *mixerv1.ReportRequest) ([]*Bag, error) {
-	bags := make([]*Bag, len(req.GetAttributes()))
-	var prev *Bag
-	var delta Builder // one bag's changes, reused across the batch
-	for i, m := range req.GetAttributes() {
-		if m == nil {
-			return nil, malformed("bag %d is missing", i)
-		}
-		words := req.GetDefaultWords()
-		if len(m.Words) > 0 {
-			words = m.Words
-		}
-		t, err := d.table(req.GetGlobalWordCount(), words)
-		if err != nil {
-			return nil, err
-		}
-		delta.entries = delta.entries[:0]
-		if err := t.apply(&delta, m); err != nil {
-			return nil, fmt.Errorf("bag %d: %w", i, err)
-		}
-		prev = mergeDelta(prev, delta.entries)
-		bags[i] = prev
+	bags := make([]*Bag, 0, len(req.GetAttributes()))
+	seq, err := d.DecodeBatchSeq(req, false)
+	if err != nil {
+		return nil, err
+	}
+	for b := range seq {
+		bags = append(bags, b)
 	}
 	return bags, nil
+}
+
+// DecodeBatchSeq is DecodeBatch for a caller that uses one bag at a time:
+// it checks the whole batch first (an error means no bag is given), then
+// yields the bags in order, each decoded when the iteration reaches it. A
+// batch of 1000 bags decoded at once is megabytes, which the CPU's caches
+// no longer hold by the time the first bags are used.
+//
+// With reuse, a yielded bag is valid only until the iteration continues:
+// the next bags are decoded into its memory, so the batch costs two bags'
+// worth instead of one per bag. The caller must not keep it, nor anything
+// that refers to it (values read from it, such as strings and maps, stay
+// valid).
+func (d *Dictionary) DecodeBatchSeq(req *mixerv1.ReportRequest, reuse bool) (iter.Seq[*Bag], error) {
+	var delta Builder // one bag's changes, reused across the batch
+	for i := range req.GetAttributes() {
+		if err := d.batchDelta(req, i, &delta, true); err != nil {
+			return nil, err
+		}
+	}
+	return func(yield func(*Bag) bool) {
+		var prev *Bag
+		var delta Builder
+		var spare [2]Bag // with reuse, bag i is decoded into spare[i%2]
+		for i := range req.GetAttributes() {
+			if d.batchDelta(req, i, &delta, false) != nil {
+				return // checked above: the request did not change
+			}
+			var into *Bag
+			if reuse {
+				into = &spare[i%2]
+			}
+			prev = mergeDelta(prev, delta.entries, into)
+			if !yield(prev) {
+				return
+			}
+		}
+	}, nil
+}
+
+// batchDelta decodes the changes of bag i of req into delta; with check,
+// only checks them (string maps are left nil).
+func (d *Dictionary) batchDelta(req *mixerv1.ReportRequest, i int, delta *Builder, check bool) error {
+	m := req.GetAttributes()[i]
+	if m == nil {
+		return malformed("bag %d is missing", i)
+	}
+	words := req.GetDefaultWords()
+	if len(m.Words) > 0 {
+		words = m.Words
+	}
+	t, err := d.table(req.GetGlobalWordCount(), words)
+	if err != nil {
+		return err
+	}
+	t.check = check
+	delta.entries = delta.entries[:0]
+	if err := t.apply(delta, m); err != nil {
+		return fmt.Errorf("bag %d: %w", i, err)
+	}
+	return nil
 }
 
 // mergeDelta returns prev with the changes in delta (a later entry of a
 // name wins; a zero value deletes): the same bag as prev.Builder(), the
 // changes set, Build(), without sorting the unchanged attributes again.
-// delta is sorted in place.
-func mergeDelta(prev *Bag, delta []entry) *Bag {
+// delta is sorted in place. With into (not prev) the bag is made there, in
+// its memory; otherwise it is new.
+func mergeDelta(prev *Bag, delta []entry, into *Bag) *Bag {
 	sortEntries(delta)
 	var old []entry
 	if prev != nil {
 		old = prev.entries
 	}
-	out := make([]entry, 0, len(old)+len(delta))
+	var out []entry
+	if into != nil && cap(into.entries) >= len(old)+len(delta) {
+		out = into.entries[:0]
+	} else {
+		out = make([]entry, 0, len(old)+len(delta))
+	}
 	i := 0
 	for j := 0; j < len(delta); j++ {
 		if j+1 < len(delta) && delta[j+1].name == delta[j].name {
@@ -439,5 +501,9 @@ func mergeDelta(prev *Bag, delta []entry) *Bag {
 		}
 	}
 	out = append(out, old[i:]...)
+	if into != nil {
+		into.entries = out
+		return into
+	}
 	return &Bag{entries: out}
 }

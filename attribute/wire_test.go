@@ -136,6 +136,36 @@ func TestBatchDeltaRoundTrip(t *testing.T) {
 	for i := range bags {
 		assertSameBag(t, got[i], bags[i])
 	}
+	// DecodeBatchSeq yields the same bags, one at a time, and stops when
+	// asked to.
+	for _, reuse := range []bool{false, true} {
+		seq, err := d.DecodeBatchSeq(&back, reuse)
+		if err != nil {
+			t.Fatal(err)
+		}
+		i := 0
+		var kept []*Bag
+		for b := range seq {
+			assertSameBag(t, b, bags[i])
+			kept = append(kept, b)
+			i++
+		}
+		if i != len(bags) {
+			t.Errorf("DecodeBatchSeq(reuse %v) yielded %d bags, want %d", reuse, i, len(bags))
+		}
+		if !reuse {
+			for i, b := range kept {
+				assertSameBag(t, b, bags[i]) // still intact
+			}
+		}
+	}
+	seq, _ := d.DecodeBatchSeq(&back, true)
+	i := 0
+	for range seq {
+		if i++; i == 2 {
+			break
+		}
+	}
 	// Delta: the second bag carries only what changed (path and the header map).
 	if n := decodedLen(req.Attributes[1]); n != 2 {
 		t.Errorf("delta of bag 2 carries %d attributes, want 2", n)
@@ -165,6 +195,12 @@ func TestDecodeMalformed(t *testing.T) {
 	}
 	if _, err := d.DecodeBatch(&mixerv1.ReportRequest{Attributes: []*mixerv1.CompressedAttributes{nil}, GlobalWordCount: n}); !errors.Is(err, ErrMalformed) {
 		t.Errorf("nil bag in batch: err = %v", err)
+	}
+	// A batch whose last bag is malformed gives no bag at all.
+	good := NewEncoder(d).EncodeBatch([]*Bag{sampleBag("/a", 200), sampleBag("/b", 200)})
+	good.Attributes[1].StringMapValues = nil
+	if seq, err := d.DecodeBatchSeq(good, false); !errors.Is(err, ErrMalformed) || seq != nil {
+		t.Errorf("malformed last bag: err = %v, seq %v", err, seq != nil)
 	}
 }
 
@@ -216,6 +252,7 @@ func TestMergeDeltaMatchesBuilder(t *testing.T) {
 	names := []string{"a", "b", "c", "d", "e", "f", "g"}
 	rng := rand.New(rand.NewPCG(1, 2))
 	var prev *Bag
+	var spare [2]Bag
 	for round := range 2000 {
 		var delta []entry
 		bl := prev.Builder()
@@ -229,7 +266,13 @@ func TestMergeDeltaMatchesBuilder(t *testing.T) {
 			bl.Set(name, v)
 		}
 		want := bl.Build()
-		got := mergeDelta(prev, delta)
+		// Two rounds in three merge into the memory of the bag before
+		// prev, as DecodeBatchSeq with reuse does.
+		var into *Bag
+		if round%3 != 0 {
+			into = &spare[round%2]
+		}
+		got := mergeDelta(prev, delta, into)
 		if got.Dump() != want.Dump() {
 			t.Fatalf("round %d: merged\n%s\nwant\n%s", round, got.Dump(), want.Dump())
 		}

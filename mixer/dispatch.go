@@ -461,19 +461,24 @@ func (s *Server) countEvalErrors(errs []*policy.EvalError) {
 // queues. It never waits for a handler.
 func (s *Server) report(st *state, bags []*attribute.Bag) {
 	for _, bag := range bags {
-		res := st.snap.Evaluate(bag, policy.VarietyReport, nil)
-		s.countEvalErrors(res.Errors)
-		for _, a := range res.Actions {
-			h := st.handlers[a.Handler]
-			switch {
-			case h == nil || (h.err == nil && h.queue == nil):
-				s.m.dropped.WithLabelValues(a.Handler, reasonNoHandler).Add(float64(len(a.Instances)))
-			case h.err != nil:
-				s.m.dropped.WithLabelValues(a.Handler, reasonHandlerError).Add(float64(len(a.Instances)))
-			default:
-				for _, inst := range a.Instances {
-					h.queue.enqueue(inst)
-				}
+		s.reportBag(st, bag)
+	}
+}
+
+// reportBag is report for one bag.
+func (s *Server) reportBag(st *state, bag *attribute.Bag) {
+	res := st.snap.Evaluate(bag, policy.VarietyReport, nil)
+	s.countEvalErrors(res.Errors)
+	for _, a := range res.Actions {
+		h := st.handlers[a.Handler]
+		switch {
+		case h == nil || (h.err == nil && h.queue == nil):
+			s.m.dropped.WithLabelValues(a.Handler, reasonNoHandler).Add(float64(len(a.Instances)))
+		case h.err != nil:
+			s.m.dropped.WithLabelValues(a.Handler, reasonHandlerError).Add(float64(len(a.Instances)))
+		default:
+			for _, inst := range a.Instances {
+				h.queue.enqueue(inst)
 			}
 		}
 	}

@@ -49,6 +49,33 @@ type activation struct {
 	// builtMaps are the maps evalMap built, shared by instances with
 	// the same entries.
 	builtMaps []builtMap
+	// kept are the last maps evalMap built, kept across evaluations
+	// (unlike everything above) so that a map whose values repeat is
+	// built once; next is the one to replace when all are taken.
+	kept     []*keptMap
+	nextKept int
+}
+
+// maxKeptMaps bounds the maps an activation keeps: the report rules of a
+// config have a few map fields (examples/default: three).
+const maxKeptMaps = 8
+
+// lastMap returns the kept map of the field with entries progs, making
+// one (with no map yet, m nil) when there is none.
+func (a *activation) lastMap(progs []namedProgram, scalar bool) *keptMap {
+	for _, k := range a.kept {
+		if k.scalar == scalar && sameEntries(k.progs, progs) {
+			return k
+		}
+	}
+	k := &keptMap{progs: progs, scalar: scalar, vals: make([]ref.Val, len(progs)), diff: make([]bool, len(progs))}
+	if len(a.kept) < maxKeptMaps {
+		a.kept = append(a.kept, k)
+	} else {
+		a.kept[a.nextKept] = k
+		a.nextKept = (a.nextKept + 1) % maxKeptMaps
+	}
+	return k
 }
 
 // memoEntry is one program's result for the activation's bag.

@@ -503,3 +503,96 @@ spec:
 		t.Errorf("values %v %v", m1.Value, m2.Value)
 	}
 }
+
+// TestMapKeptAcrossEvaluations: a map field whose values all repeat those
+// of the last bag it was built for gets that bag's map again (adapters
+// only read maps); a bag with any other value, or after a bag whose
+// value was absent and failed the field midway, gets a map of its own (a
+// copy of the last with the changed values set, when few changed), and no
+// map handed out changes.
+func TestMapKeptAcrossEvaluations(t *testing.T) {
+	const cfg = `apiVersion: sidemix.dev/v1
+kind: Handler
+metadata: {name: sink}
+spec: {adapter: sink}
+---
+apiVersion: sidemix.dev/v1
+kind: Instance
+metadata: {name: m}
+spec:
+  template: metric
+  params: {value: "1", dimensions: {code: response.code, path: request.path, at: request.time, k1: '"x"', k2: '"y"'}}
+---
+apiVersion: sidemix.dev/v1
+kind: Rule
+metadata: {name: r}
+spec:
+  actions:
+  - {handler: sink, instances: [m]}
+`
+	s, err := LoadSources(map[string][]byte{"kept.yaml": []byte(cfg)}, Options{Adapters: testRegistry()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	at := time.Unix(1, 0).UTC()
+	bag := func(code int64, path string, t time.Time) *attribute.Bag {
+		b := attribute.NewBuilder(3).SetInt64(attribute.ResponseCode, code).SetTime(attribute.RequestTime, t)
+		if path != "" {
+			b.SetString(attribute.RequestPath, path)
+		}
+		return b.Build()
+	}
+	type step struct {
+		bag  *attribute.Bag
+		want map[string]any // nil: the field fails
+		same int            // the step whose map this one must be, -1: a new one
+	}
+	steps := []step{
+		{bag(200, "/a", at), map[string]any{"code": int64(200), "path": "/a", "at": at}, -1},
+		{bag(200, "/a", at), map[string]any{"code": int64(200), "path": "/a", "at": at}, 0},
+		{bag(503, "/a", at), map[string]any{"code": int64(503), "path": "/a", "at": at}, -1},
+		{bag(200, "/a", at), map[string]any{"code": int64(200), "path": "/a", "at": at}, -1},
+		// request.path absent: the field fails after code took 503, so
+		// the values recorded are 503 and the last bag's path, which the
+		// next bag has: the map of step 3 (code 200) must not come back.
+		{bag(503, "", at), nil, -1},
+		{bag(503, "/a", at), map[string]any{"code": int64(503), "path": "/a", "at": at}, -1},
+		{bag(503, "/a", at), map[string]any{"code": int64(503), "path": "/a", "at": at}, 5},
+		{bag(503, "/a", at.Add(1)), map[string]any{"code": int64(503), "path": "/a", "at": at.Add(1)}, -1},
+	}
+	var maps []map[string]any
+	for i, st := range steps {
+		res := s.Evaluate(st.bag, VarietyReport, nil)
+		if st.want == nil {
+			if len(res.Errors) == 0 {
+				t.Fatalf("step %d: no error", i)
+			}
+			maps = append(maps, nil)
+			continue
+		}
+		if len(res.Errors) != 0 || len(res.Actions) != 1 {
+			t.Fatalf("step %d: result %+v", i, res)
+		}
+		m := res.Actions[0].Instances[0].(*template.Metric).Dimensions
+		st.want["k1"], st.want["k2"] = "x", "y"
+		if !reflect.DeepEqual(m, st.want) {
+			t.Errorf("step %d: dimensions %v, want %v", i, m, st.want)
+		}
+		for j, prev := range maps {
+			if prev == nil {
+				continue
+			}
+			same := reflect.ValueOf(prev).Pointer() == reflect.ValueOf(m).Pointer()
+			if same != (j == st.same) {
+				t.Errorf("step %d: map of step %d reused = %v", i, j, same)
+			}
+		}
+		maps = append(maps, m)
+	}
+	// Maps handed out before are intact.
+	for i, st := range steps {
+		if st.want != nil && !reflect.DeepEqual(maps[i], st.want) {
+			t.Errorf("step %d's map changed to %v", i, maps[i])
+		}
+	}
+}

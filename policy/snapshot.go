@@ -732,7 +732,10 @@ func groupsOf(v ref.Val) ([]string, error) {
 // evalMap builds the map of a map-valued field (dimensions, variables,
 // span tags). Instances with the same entries (Istio's metrics share
 // their dimensions) get the same map, built once per evaluation: adapters
-// only read instances.
+// only read instances. When every entry has the value it had when the
+// activation last built this map, for an earlier bag, that map is used
+// again: a proxy's reports of one edge mostly repeat their metric
+// dimensions, and a map of 15 entries costs more to build than to check.
 func evalMap(a *activation, progs []namedProgram, field string, scalar bool) (map[string]any, *EvalError) {
 	if len(progs) == 0 {
 		return nil, nil
@@ -742,8 +745,39 @@ func evalMap(a *activation, progs []namedProgram, field string, scalar bool) (ma
 			return bm.m, nil
 		}
 	}
-	out := make(map[string]any, len(progs))
-	for _, np := range progs {
+	last := a.lastMap(progs, scalar)
+	changed := 0
+	for i, np := range progs {
+		v, err := np.program.eval(a)
+		if err != nil {
+			last.m = nil // vals no longer match it
+			return nil, &EvalError{Field: field + "." + np.name, Err: err}
+		}
+		last.diff[i] = last.m == nil || !sameValue(v, last.vals[i])
+		if last.diff[i] {
+			changed++
+		}
+		last.vals[i] = v
+	}
+	if changed == 0 {
+		a.builtMaps = append(a.builtMaps, builtMap{progs: progs, scalar: scalar, m: last.m})
+		return last.m, nil
+	}
+	// A map with a few values changed (an access log's request id, path
+	// and sizes) is a copy of the last one with those set: copying a
+	// map's table costs less than hashing every entry into a new one.
+	var out map[string]any
+	cloned := changed < len(progs)/2
+	if cloned {
+		out = maps.Clone(last.m)
+	} else {
+		out = make(map[string]any, len(progs))
+	}
+	last.m = nil // kept only once complete
+	for i, np := range progs {
+		if cloned && !last.diff[i] {
+			continue
+		}
 		nv, _, err := np.program.evalNative(a)
 		if err != nil {
 			return nil, &EvalError{Field: field + "." + np.name, Err: err}
@@ -756,8 +790,42 @@ func evalMap(a *activation, progs []namedProgram, field string, scalar bool) (ma
 		}
 		out[np.name] = nv
 	}
+	last.m = out
 	a.builtMaps = append(a.builtMaps, builtMap{progs: progs, scalar: scalar, m: out})
 	return out, nil
+}
+
+// sameValue reports whether x and y are the same scalar value, one that
+// converts to the same Go value (native). Other values (bytes, maps,
+// lists) are never the same, so maps holding them are always built anew.
+func sameValue(x, y ref.Val) bool {
+	switch x := x.(type) {
+	case types.String:
+		y, ok := y.(types.String)
+		return ok && x == y
+	case types.Int:
+		y, ok := y.(types.Int)
+		return ok && x == y
+	case types.Uint:
+		y, ok := y.(types.Uint)
+		return ok && x == y
+	case types.Double:
+		y, ok := y.(types.Double)
+		return ok && x == y // NaN: never the same
+	case types.Bool:
+		y, ok := y.(types.Bool)
+		return ok && x == y
+	case types.Duration:
+		y, ok := y.(types.Duration)
+		return ok && x.Duration == y.Duration
+	case types.Timestamp:
+		y, ok := y.(types.Timestamp)
+		return ok && x.Time == y.Time // the same instant and location
+	case types.Null:
+		_, ok := y.(types.Null)
+		return ok
+	}
+	return false
 }
 
 // builtMap is a map evalMap built in this evaluation.
@@ -765,6 +833,16 @@ type builtMap struct {
 	progs  []namedProgram
 	scalar bool
 	m      map[string]any
+}
+
+// keptMap is the map evalMap last built for a field in an activation,
+// with the values it was built from; m is nil until one is complete.
+type keptMap struct {
+	progs  []namedProgram
+	scalar bool
+	vals   []ref.Val
+	m      map[string]any
+	diff   []bool // scratch: which values differ from vals
 }
 
 func sameEntries(a, b []namedProgram) bool {

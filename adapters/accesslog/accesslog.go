@@ -99,7 +99,9 @@ func (h *handler) Report(ctx context.Context, insts []template.Instance) error {
 			h.drop("wrong_template", 1)
 			continue
 		}
-		buf = h.enc.AppendLogEntry(buf, e, now)
+		// The line is shared with the other handlers that write e
+		// (examples/default's kafka handler does).
+		buf = append(buf, h.enc.Line(e, now)...)
 		buf = append(buf, '\n')
 		n++
 	}

@@ -49,22 +49,49 @@ func spanID(s string) (model.SpanID, error) {
 	return model.SpanID(v), nil
 }
 
+// modelBuf holds the model of a batch of spans: the spans, their tags and
+// references in three allocations for the whole batch instead of several
+// per span.
+type modelBuf struct {
+	spans []model.Span
+	tags  []model.KeyValue
+	refs  []model.SpanRef
+	keys  []string // scratch: a span's tag names, sorted
+}
+
+func newModelBuf(spans []*template.TraceSpan) *modelBuf {
+	ntags := 0
+	for _, s := range spans {
+		ntags += len(s.SpanTags) + 6 // at most, the tags toModel adds itself
+	}
+	return &modelBuf{
+		spans: make([]model.Span, 0, len(spans)),
+		tags:  make([]model.KeyValue, 0, ntags),
+		refs:  make([]model.SpanRef, 0, len(spans)),
+	}
+}
+
 // toModel converts a span whose ids ids() accepted into Jaeger's model,
 // with tags as Jaeger's own OTLP translator writes them (span.kind,
 // otel.status_code, error, http.status_code), so the UI shows the same.
-func toModel(s *template.TraceSpan, trace model.TraceID, span, parent model.SpanID) *model.Span {
-	m := &model.Span{
+// The span lives in b: b must have been made for at least as many spans.
+func (b *modelBuf) toModel(s *template.TraceSpan, trace model.TraceID, span, parent model.SpanID) *model.Span {
+	b.spans = append(b.spans, model.Span{
 		TraceID:       trace,
 		SpanID:        span,
 		OperationName: s.SpanName,
 		Flags:         model.SampledFlag,
 		StartTime:     s.StartTime.UTC(),
 		Duration:      max(s.EndTime.Sub(s.StartTime), 0),
-	}
+	})
+	m := &b.spans[len(b.spans)-1]
 	if parent != 0 {
-		m.References = []model.SpanRef{model.NewChildOfRef(trace, parent)}
+		b.refs = append(b.refs, model.NewChildOfRef(trace, parent))
+		n := len(b.refs)
+		m.References = b.refs[n-1 : n : n]
 	}
-	tags := make([]model.KeyValue, 0, len(s.SpanTags)+5)
+	start := len(b.tags)
+	tags := b.tags
 	if s.SpanKind != "" && s.SpanKind != template.SpanKindInternal {
 		tags = append(tags, model.String("span.kind", s.SpanKind))
 	}
@@ -85,7 +112,7 @@ func toModel(s *template.TraceSpan, trace model.TraceID, span, parent model.Span
 			tags = append(tags, model.Int64("http.status_code", s.HTTPStatusCode))
 		}
 	}
-	keys := make([]string, 0, len(s.SpanTags))
+	keys := b.keys[:0]
 	for k := range s.SpanTags {
 		keys = append(keys, k)
 	}
@@ -93,7 +120,14 @@ func toModel(s *template.TraceSpan, trace model.TraceID, span, parent model.Span
 	for _, k := range keys {
 		tags = append(tags, keyValue(k, s.SpanTags[k]))
 	}
-	m.Tags = tags
+	clear(keys)
+	b.keys = keys[:0]
+	if len(tags) > start {
+		// Appending to b.tags past its capacity leaves earlier spans' tags
+		// where they were, so each span's slice stays its own.
+		m.Tags = tags[start:len(tags):len(tags)]
+	}
+	b.tags = tags
 	return m
 }
 

@@ -30,6 +30,7 @@ func newGRPCExporter(conn *grpc.ClientConn, tags map[string]string) *grpcExporte
 func (e *grpcExporter) export(ctx context.Context, spans []*template.TraceSpan) (int, error) {
 	var order []string
 	byService := make(map[string][]*model.Span)
+	buf := newModelBuf(spans)
 	for _, s := range spans {
 		trace, id, parent, err := ids(s)
 		if err != nil {
@@ -39,7 +40,7 @@ func (e *grpcExporter) export(ctx context.Context, spans []*template.TraceSpan) 
 		if _, seen := byService[svc]; !seen {
 			order = append(order, svc)
 		}
-		byService[svc] = append(byService[svc], toModel(s, trace, id, parent))
+		byService[svc] = append(byService[svc], buf.toModel(s, trace, id, parent))
 	}
 	failed, tried := 0, 0
 	var errs []error

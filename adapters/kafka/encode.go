@@ -44,24 +44,17 @@ func encodeJSON(inst template.Instance, now time.Time) ([]byte, error) {
 	return bytes.TrimSuffix(buf.Bytes(), []byte("\n")), nil
 }
 
-// logScratch is an encoder and the buffer it last wrote. Reports may run
-// concurrently, so each encoding takes one from logScratchPool.
-type logScratch struct {
-	enc jsonline.Encoder
-	buf []byte
-}
+// logEncoders are jsonline encoders: reports may run concurrently, so
+// each encoding takes one.
+var logEncoders = sync.Pool{New: func() any { return new(jsonline.Encoder) }}
 
-var logScratchPool = sync.Pool{New: func() any { return new(logScratch) }}
-
-// encodeLogJSON encodes e into a pooled buffer and returns a copy of it,
-// one allocation: the record outlives the report, the buffer does not.
+// encodeLogJSON returns e's JSON line. The line is shared with other
+// handlers that write the same entry (the accesslog handler, with
+// examples/default), so it is not copied: records are never modified.
 func encodeLogJSON(e *template.LogEntry, now time.Time) []byte {
-	s := logScratchPool.Get().(*logScratch)
-	s.buf = s.enc.AppendLogEntry(s.buf[:0], e, now)
-	value := bytes.Clone(s.buf)
-	if cap(s.buf) <= 64<<10 { // an outsized entry's buffer is not kept
-		logScratchPool.Put(s)
-	}
+	enc := logEncoders.Get().(*jsonline.Encoder)
+	value := enc.Line(e, now)
+	logEncoders.Put(enc)
 	return value
 }
 

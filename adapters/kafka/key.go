@@ -7,6 +7,8 @@ import (
 	"sync"
 
 	"cel.dev/cel-go/cel"
+	celast "cel.dev/cel-go/common/ast"
+	"cel.dev/cel-go/common/operators"
 	"cel.dev/cel-go/common/types"
 	"cel.dev/cel-go/common/types/ref"
 	"cel.dev/cel-go/ext"
@@ -52,6 +54,10 @@ var keyEnv = sync.OnceValues(func() (*cel.Env, error) {
 type keyProgram struct {
 	text string
 	prg  cel.Program
+	// mapName and mapKey are set when the expression is one entry of a
+	// map field (variables.destinationServiceHost, spanTags["x"]): a
+	// string value there is the key without running CEL.
+	mapName, mapKey string
 }
 
 // compileKey parses and type-checks a key expression. Its result must be a
@@ -84,11 +90,76 @@ func compileKey(text string) (*keyProgram, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &keyProgram{text: text, prg: prg}, nil
+	kp := &keyProgram{text: text, prg: prg}
+	kp.mapName, kp.mapKey = mapEntry(ast)
+	return kp, nil
+}
+
+// mapEntry returns the map field and key of an expression that is
+// variables.k, variables["k"], spanTags.k or spanTags["k"]; empty strings
+// otherwise.
+func mapEntry(ast *cel.Ast) (name, key string) {
+	e := ast.NativeRep().Expr()
+	var operand celast.Expr
+	switch e.Kind() {
+	case celast.SelectKind:
+		sel := e.AsSelect()
+		if sel.IsTestOnly() {
+			return "", ""
+		}
+		operand, key = sel.Operand(), sel.FieldName()
+	case celast.CallKind:
+		c := e.AsCall()
+		if c.FunctionName() != operators.Index || c.IsMemberFunction() || len(c.Args()) != 2 || c.Args()[1].Kind() != celast.LiteralKind {
+			return "", ""
+		}
+		k, ok := c.Args()[1].AsLiteral().(types.String)
+		if !ok {
+			return "", ""
+		}
+		operand, key = c.Args()[0], string(k)
+	default:
+		return "", ""
+	}
+	if operand.Kind() != celast.IdentKind {
+		return "", ""
+	}
+	switch name = operand.AsIdent(); name {
+	case "variables", "spanTags":
+		return name, key
+	}
+	return "", ""
+}
+
+// mapString is the string value of the map entry the expression is, if it
+// is one and holds a string; ok false sends the instance through CEL.
+func (p *keyProgram) mapString(inst template.Instance) (string, bool) {
+	var m map[string]any
+	switch i := inst.(type) {
+	case *template.LogEntry:
+		if p.mapName != "variables" {
+			return "", false
+		}
+		m = i.Variables
+	case *template.TraceSpan:
+		if p.mapName != "spanTags" {
+			return "", false
+		}
+		m = i.SpanTags
+	default:
+		return "", false
+	}
+	s, ok := m[p.mapKey].(string)
+	return s, ok
 }
 
 // eval returns the key of inst's record.
 func (p *keyProgram) eval(inst template.Instance) ([]byte, error) {
+	if p.mapName != "" {
+		if s, ok := p.mapString(inst); ok {
+			return []byte(s), nil
+		}
+	}
 	out, _, err := p.prg.Eval(keyVars{inst})
 	if err != nil {
 		return nil, err

@@ -172,18 +172,16 @@ func appendSeriesKey(buf []byte, lvs []string) []byte {
 	return buf
 }
 
-// observe records v under the label values lvs at now (Unix nanoseconds),
+// observe records v under the label values lvs, whose appendSeriesKey is
+// key, at now (Unix nanoseconds),
 // creating the series unless the family already holds maxSeries of them
 // (0: no cap), in which case it returns errSeriesCap. On another failure
 // it says why, as a reason label of the dropped counter.
-func (f *family) observe(lvs []string, v float64, now int64, maxSeries int) (reason string, err error) {
+func (f *family) observe(lvs []string, key []byte, v float64, now int64, maxSeries int) (reason string, err error) {
 	if f.counter != nil && !(v >= 0) {
 		return "bad_value", fmt.Errorf("counter %s cannot add %v", f.name, v)
 	}
-	// The key is built on the stack and looked up without a copy; only a
-	// new series stores one.
-	var stack [256]byte
-	key := appendSeriesKey(stack[:0], lvs)
+	// The key is looked up without a copy; only a new series stores one.
 	f.mu.RLock()
 	if s := f.series[string(key)]; s != nil {
 		s.record(v, now)

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"maps"
+	"reflect"
 	"slices"
 	"strconv"
 	"sync"
@@ -45,9 +46,12 @@ type handler struct {
 
 // output is where one metric entry sends its instances.
 type output struct {
-	fam       *family
-	labels    []string // dimension names, in the family's label order
-	maxSeries int      // 0: no cap
+	fam    *family
+	labels []string // dimension names, in the family's label order
+	// labelSet numbers the handler's distinct label lists: outputs with
+	// the same number have equal labels.
+	labelSet  int
+	maxSeries int // 0: no cap
 	refused   prom.Counter
 	warned    atomic.Bool // the cap was logged once
 }
@@ -120,10 +124,17 @@ func newHandler(ctx context.Context, set adapters.Settings, cfg adapters.Config)
 		seriesVec:  self.series,
 		expired:    self.expired,
 	}
+	var sets [][]string
 	for i, m := range c.Metrics {
+		ls := slices.IndexFunc(sets, func(l []string) bool { return slices.Equal(l, m.LabelNames) })
+		if ls < 0 {
+			ls = len(sets)
+			sets = append(sets, m.LabelNames)
+		}
 		h.byInstance[m.InstanceName] = append(h.byInstance[m.InstanceName], &output{
 			fam:       fams[i],
 			labels:    m.LabelNames,
+			labelSet:  ls,
 			maxSeries: c.maxSeries(m),
 			refused:   self.refused.WithLabelValues(set.Name, fams[i].name),
 		})
@@ -169,9 +180,19 @@ func (h *handler) sweep() {
 // Report records each metric instance in the metrics fed by its name.
 // Instances it cannot record are counted and skipped; they never fail the
 // batch.
+//
+// Istio's metrics share one dimensions map per request (the policy builds
+// it once for all of them) and have the same labels, and a request's
+// instances come one after the other: their label values and series key
+// are made once for the run of them.
 func (h *handler) Report(ctx context.Context, insts []template.Instance) error {
 	now := h.now().UnixNano()
-	var lvs []string
+	var (
+		lvs      []string
+		key      []byte
+		lastDims uintptr // the map lvs were made from
+		lastSet  = -1    // and the label list
+	)
 	for _, inst := range insts {
 		m, ok := inst.(*template.Metric)
 		if !ok || m == nil {
@@ -188,18 +209,25 @@ func (h *handler) Report(ctx context.Context, insts []template.Instance) error {
 			h.drop("bad_value", "instance", m.Name, "err", err)
 			continue
 		}
+		// The maps of this batch's instances are all alive, so one
+		// address is one map.
+		dims := reflect.ValueOf(m.Dimensions).Pointer()
 		for _, o := range outs {
-			// observe keeps no reference to lvs, so one buffer serves
-			// the whole batch.
-			lvs = slices.Grow(lvs[:0], len(o.labels))[:len(o.labels)]
-			for i, l := range o.labels {
-				if d, ok := m.Dimensions[l]; ok {
-					lvs[i] = template.FormatValue(d)
-				} else {
-					lvs[i] = missingLabel
+			if o.labelSet != lastSet || dims != lastDims {
+				// observe keeps no reference to lvs or key, so one
+				// buffer serves the whole batch.
+				lvs = slices.Grow(lvs[:0], len(o.labels))[:len(o.labels)]
+				for i, l := range o.labels {
+					if d, ok := m.Dimensions[l]; ok {
+						lvs[i] = template.FormatValue(d)
+					} else {
+						lvs[i] = missingLabel
+					}
 				}
+				key = appendSeriesKey(key[:0], lvs)
+				lastSet, lastDims = o.labelSet, dims
 			}
-			switch reason, err := o.fam.observe(lvs, v, now, o.maxSeries); {
+			switch reason, err := o.fam.observe(lvs, key, v, now, o.maxSeries); {
 			case errors.Is(err, errSeriesCap):
 				o.refused.Inc()
 				if !o.warned.Swap(true) {

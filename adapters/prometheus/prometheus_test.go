@@ -458,3 +458,37 @@ func TestConcurrentReloadsAndScrapes(t *testing.T) {
 	expectSamples(t, samples, "gauge_")
 	expectSamples(t, samples, "requests_total", `requests_total{code="unknown"} 1`)
 }
+
+// TestSharedDimensions: instances that share one dimensions map (as the
+// policy builds them for Istio's metrics of one request), one after the
+// other, into metrics with the same labels, other labels and the same
+// labels again, and the next request's map of the same shape, are each
+// recorded under their own label values.
+func TestSharedDimensions(t *testing.T) {
+	addr := freeAddr(t)
+	h := mustCreate(t, adapters.Settings{Name: "prom"}, `
+addr: %s
+metrics:
+- {instanceName: a, name: a_total, kind: COUNTER, labelNames: [src, dst]}
+- {instanceName: b, name: b_total, kind: COUNTER, labelNames: [dst]}
+- {instanceName: c, name: c_total, kind: COUNTER, labelNames: [src, dst]}
+- {instanceName: a, name: a2_total, kind: COUNTER, labelNames: [src, dst]}
+`, addr)
+	var insts []template.Instance
+	for _, req := range []map[string]any{
+		{"src": "x", "dst": "y"},
+		{"src": "p", "dst": "q"},
+		{"src": "x", "dst": "y"},
+		{"dst": "y"},
+	} {
+		for _, name := range []string{"a", "b", "c"} {
+			insts = append(insts, &template.Metric{Name: name, Value: int64(1), Dimensions: req})
+		}
+	}
+	report(t, h, insts...)
+	samples := scrape(t, addr)
+	for _, m := range []string{"a_total", "c_total", "a2_total"} {
+		expectSamples(t, samples, m+"{", m+`{dst="q",src="p"} 1`, m+`{dst="y",src="unknown"} 1`, m+`{dst="y",src="x"} 2`)
+	}
+	expectSamples(t, samples, "b_total{", `b_total{dst="q"} 1`, `b_total{dst="y"} 3`)
+}

@@ -5,12 +5,17 @@
 // compiled CEL expressions, adapters read them. There is no generated code.
 // Values of expression-typed fields are native Go values: string, int64,
 // float64, bool, time.Time, time.Duration, []byte or map[string]string.
+//
+// Instances are read-only once built: one map (metric dimensions, log
+// variables) may be shared by several instances, of one request or of
+// successive ones, and handlers may run on several goroutines at once.
 package template
 
 import (
 	"fmt"
 	"net/netip"
 	"strconv"
+	"sync/atomic"
 	"time"
 )
 
@@ -64,7 +69,28 @@ type LogEntry struct {
 	Variables map[string]any
 	Severity  string
 	Timestamp time.Time
+
+	// line is the entry's JSON line, kept by the first handler that
+	// encodes it (adapters/internal/jsonline): handlers that write the
+	// same instance, as examples/default's accesslog and kafka handlers
+	// do, each from its own goroutine, encode it once.
+	// An atomic.Value, not an atomic.Pointer: entries may be copied
+	// (before they are shared).
+	line atomic.Value // []byte
 }
+
+// CachedLine is the JSON line SetCachedLine kept, or nil. It is for
+// adapters/internal/jsonline, which alone knows what the line holds; the
+// slice must not be modified.
+func (e *LogEntry) CachedLine() []byte {
+	line, _ := e.line.Load().([]byte)
+	return line
+}
+
+// SetCachedLine keeps line for CachedLine. The entry must not change
+// afterwards (instances never do once built), and line must not be
+// modified.
+func (e *LogEntry) SetCachedLine(line []byte) { e.line.Store(line) }
 
 // Authorization asks whether a subject may perform an action.
 type Authorization struct {

@@ -17,6 +17,7 @@
 package jsonline
 
 import (
+	"bytes"
 	"encoding/hex"
 	"math"
 	"net/netip"
@@ -42,6 +43,12 @@ type Encoder struct {
 	// these, without collecting and sorting its keys again.
 	order []string
 	vars  int
+	// quoted[i] is order[i] as JSON with its separators, `{"key":` for
+	// the first and `,"key":` for the others: written once, not escaped
+	// again for every entry.
+	quoted [][]byte
+	// scratch is where Line encodes before copying.
+	scratch []byte
 }
 
 // AppendLogEntry appends e's JSON object (no newline) to b. now stands in
@@ -90,6 +97,14 @@ func (enc *Encoder) AppendLogEntry(b []byte, e *template.LogEntry, now time.Time
 	if len(keys) == len(e.Variables)+3 {
 		enc.order = append(enc.order[:0], keys...)
 		enc.vars = len(e.Variables)
+		enc.quoted = enc.quoted[:0]
+		for i, k := range keys {
+			sep := byte(',')
+			if i == 0 {
+				sep = '{'
+			}
+			enc.quoted = append(enc.quoted, append(AppendString([]byte{sep}, k), ':'))
+		}
 	} else {
 		enc.order, enc.vars = enc.order[:0], -1
 	}
@@ -104,13 +119,8 @@ func (enc *Encoder) AppendLogEntry(b []byte, e *template.LogEntry, now time.Time
 // keys the same.
 func (enc *Encoder) appendInOrder(b []byte, e *template.LogEntry, now time.Time) ([]byte, bool) {
 	start := len(b)
-	b = append(b, '{')
 	for i, k := range enc.order {
-		if i > 0 {
-			b = append(b, ',')
-		}
-		b = AppendString(b, k)
-		b = append(b, ':')
+		b = append(b, enc.quoted[i]...)
 		switch k {
 		case "instance":
 			b = AppendString(b, e.Name)
@@ -136,6 +146,30 @@ func (enc *Encoder) appendInOrder(b []byte, e *template.LogEntry, now time.Time)
 	}
 	return append(b, '}'), true
 }
+
+// Line returns e's JSON object (no newline) as AppendLogEntry writes it,
+// encoded once per entry: handlers that write the same instance share the
+// first one's encoding (template.LogEntry.CachedLine). The result is
+// shared: it must not be modified. An entry without a Timestamp, whose
+// line depends on now, is encoded afresh each time.
+func (enc *Encoder) Line(e *template.LogEntry, now time.Time) []byte {
+	if e.Timestamp.IsZero() {
+		return enc.AppendLogEntry(nil, e, now)
+	}
+	if line := e.CachedLine(); line != nil {
+		return line
+	}
+	enc.scratch = enc.AppendLogEntry(enc.scratch[:0], e, now)
+	line := bytes.Clone(enc.scratch)
+	if cap(enc.scratch) > maxScratch {
+		enc.scratch = nil // an outsized entry's buffer is not kept
+	}
+	e.SetCachedLine(line)
+	return line
+}
+
+// maxScratch is the largest buffer an Encoder keeps for Line.
+const maxScratch = 64 << 10
 
 // Value is what a template value is in JSON: nil, strings, bools, integers,
 // finite floats and map[string]string keep their JSON type; anything else

@@ -176,3 +176,49 @@ func TestKeyOrderReused(t *testing.T) {
 		}
 	}
 }
+
+// TestLineShared: Line writes what AppendLogEntry writes, encodes an entry
+// once whichever encoder (goroutine) asks first, and encodes an entry
+// without a Timestamp afresh for each now.
+func TestLineShared(t *testing.T) {
+	e := benchEntry()
+	now := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
+	want := string((&jsonline.Encoder{}).AppendLogEntry(nil, e, now))
+
+	lines := make([][]byte, 8)
+	done := make(chan int)
+	for i := range lines {
+		go func() {
+			var enc jsonline.Encoder
+			lines[i] = enc.Line(e, now)
+			done <- i
+		}()
+	}
+	for range lines {
+		<-done
+	}
+	for i, l := range lines {
+		if string(l) != want {
+			t.Fatalf("Line #%d = %s, want %s", i, l, want)
+		}
+	}
+	var enc jsonline.Encoder
+	again := enc.Line(e, now.Add(time.Hour))
+	if &again[0] != &e.CachedLine()[0] {
+		t.Error("a second Line encoded the entry again instead of sharing the first encoding")
+	}
+	if n := testing.AllocsPerRun(100, func() { enc.Line(e, now) }); n != 0 {
+		t.Errorf("Line of an encoded entry allocates %v times, want 0", n)
+	}
+
+	untimed := benchEntry()
+	untimed.Timestamp = time.Time{}
+	for _, at := range []time.Time{now, now.Add(time.Second)} {
+		if got, want := string(enc.Line(untimed, at)), reference(t, untimed, at); got != want {
+			t.Errorf("Line without a Timestamp at %v = %s, want %s", at, got, want)
+		}
+	}
+	if untimed.CachedLine() != nil {
+		t.Error("the line of an entry without a Timestamp was kept")
+	}
+}

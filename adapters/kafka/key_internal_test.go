@@ -1,0 +1,52 @@
+package kafka
+
+import (
+	"bytes"
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/sidemix/sidemix/adapters/template"
+)
+
+// TestKeyMapEntryMatchesCEL: a key that is one entry of variables or
+// spanTags is read from the map without CEL, with CEL's result (key and
+// error or not) for every kind of value and for absent ones.
+func TestKeyMapEntryMatchesCEL(t *testing.T) {
+	values := []any{"web.shop.svc", "", int64(7), 1.5, true, []byte{10, 0, 0, 1}, time.Unix(5, 0).UTC(), 3 * time.Second, nil}
+	var insts []template.Instance
+	for _, v := range values {
+		insts = append(insts,
+			&template.LogEntry{Name: "a", Variables: map[string]any{"host": v, "other": "x"}},
+			&template.TraceSpan{Name: "s", SpanTags: map[string]any{"host": v}})
+	}
+	insts = append(insts, &template.LogEntry{Name: "a"}, &template.TraceSpan{Name: "s"},
+		&template.LogEntry{Name: "a", Variables: map[string]any{"other": "x"}})
+	for _, expr := range []string{`variables.host`, `variables["host"]`, `spanTags.host`, `spanTags["host"]`, `variables.other`} {
+		fast, err := compileKey(expr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if fast.mapName == "" {
+			t.Fatalf("%s: not read from the map", expr)
+		}
+		slow := *fast
+		slow.mapName = ""
+		for i, inst := range insts {
+			got, gerr := fast.eval(inst)
+			want, werr := slow.eval(inst)
+			if !bytes.Equal(got, want) || (gerr == nil) != (werr == nil) {
+				t.Errorf("%s on instance %d (%s): %q, %v; CEL: %q, %v", expr, i, fmt.Sprint(inst), got, gerr, want, werr)
+			}
+		}
+	}
+	for _, expr := range []string{`name`, `variables.host + "x"`, `has(variables.host)`, `variables[name]`} {
+		p, err := compileKey(expr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if p.mapName != "" {
+			t.Errorf("%s: read as the map entry %s[%q]", expr, p.mapName, p.mapKey)
+		}
+	}
+}

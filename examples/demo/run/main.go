@@ -288,7 +288,7 @@ func (d *demo) start(ctx context.Context) error {
 		if _, err := d.spawn(s.name, nil, filepath.Join(d.bin, "shop"), shopArgs...); err != nil {
 			return err
 		}
-		proxyArgs := []string{"proxy", "--service", s.name, "--namespace", "shop",
+		proxyArgs := []string{"proxy", "--service", s.name, "--namespace", "shop", "--labels", "version=v1",
 			"--inbound", s.inbound, "--app", s.app, "--admin", s.admin,
 			"--mixer", mixerGRPC, "--report-interval", "500ms"}
 		if s.outbound != "" {

@@ -101,7 +101,7 @@ func (r *Report) Markdown() string {
 		"Load average before / during / after: %s / %s / %s. Collector: %s. Jaeger: %s.\n\n",
 		m.ServerCPUs, m.LoadCPUs, m.Warmup, m.Duration, m.Rounds, m.LoadBefore, m.LoadDuring, m.LoadAfter, or(m.Otelcol, "not run"), or(m.Jaeger, "not run"))
 	b.WriteString("CPU counts the window and the drain after it, until the server has delivered what it accepted in the window (at most " + or(m.Drain, "the drain bound") + "); " +
-		"a shortfall is what was still undelivered then.\n\n")
+		"the shortfall is what it accepted in the window but did not deliver (dropped, or still held then), and items per CPU-second count only the delivered ones.\n\n")
 	b.WriteString("| scenario | what | items/s | server vCPU | items per server CPU-second (window + drain) | drain s | shortfall | delivered to Kafka, window + drain (report: records; spans: spans) | dropped | Jaeger spans | errors |\n")
 	b.WriteString("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n")
 	what := map[string]string{

@@ -361,7 +361,10 @@ func uncommentKafka(text, addr string) string {
 // with otlpBatch and no key, as the collector's kafka exporter is
 // configured). By default the rule sends an otlp instance, the spans as
 // received, which is what the collector does: a record holds the resources
-// of a queue batch, cut at batchBytes. With tracespan it sends the span
+// of a queue batch, cut at batchBytes. The buffer may hold 256 MiB, about
+// what the collector's kafka exporter's default sending queue holds (1000
+// batches of 1000 spans), so that neither drops in a hiccup of the broker
+// the other rides out. With tracespan it sends the span
 // instance of examples/default/tracing.yaml instead (every span decoded
 // into a bag, evaluated and rebuilt: one TracesData record per queue
 // batch).
@@ -397,6 +400,7 @@ spec:
     linger: 10ms
     requiredAcks: all
     bufferSize: 100000
+    bufferBytes: 268435456
 ---
 apiVersion: sidemix.dev/v1
 kind: Instance

@@ -102,7 +102,7 @@ func (r *Report) Markdown() string {
 		m.ServerCPUs, m.LoadCPUs, m.Warmup, m.Duration, m.Rounds, m.LoadBefore, m.LoadDuring, m.LoadAfter, or(m.Otelcol, "not run"), or(m.Jaeger, "not run"))
 	b.WriteString("CPU counts the window and the drain after it, until the server has delivered what it accepted in the window (at most " + or(m.Drain, "the drain bound") + "); " +
 		"the shortfall is what it accepted in the window but did not deliver (dropped, or still held then), and items per CPU-second count only the delivered ones.\n\n")
-	b.WriteString("| scenario | what | items/s | server vCPU | items per server CPU-second (window + drain) | drain s | shortfall | delivered to Kafka, window + drain (report: records; spans: spans) | dropped | Jaeger spans | errors |\n")
+	b.WriteString("| scenario | what | items/s | server vCPU (CPU of window + drain ÷ window) | items per server CPU-second (window + drain) | drain s | shortfall | delivered to Kafka, window + drain (report: records; spans: spans) | dropped | Jaeger spans | errors |\n")
 	b.WriteString("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n")
 	what := map[string]string{
 		"report-max":              fmt.Sprintf("Report batches of %d records, 2 proxies, closed loop; rules → prometheus + accesslog + kafka (json) + jaeger", m.Batch),

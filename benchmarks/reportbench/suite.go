@@ -82,7 +82,7 @@ type Measurement struct {
 	// CPU is the server's CPU seconds in the window and the drain after
 	// it (until what was accepted in the window was delivered);
 	// PerCPUSecond is Items per CPU second; VCPU is CPU over the window's
-	// and the drain's length (cores used).
+	// length: the cores the window's load took, its delivery included.
 	CPU          float64 `json:"cpu_seconds"`
 	PerCPUSecond float64 `json:"per_cpu_second"`
 	VCPU         float64 `json:"vcpu"`
@@ -656,7 +656,7 @@ func measure(name string, w windowResult, per int64) Measurement {
 		// delivered ones: only those delivered count then.
 		m.PerCPUSecond = float64(m.Items-max(w.short, 0)) / cpu
 	}
-	if s := (res.Elapsed + w.drain).Seconds(); s > 0 {
+	if s := res.Elapsed.Seconds(); s > 0 {
 		m.VCPU = cpu / s
 	}
 	return m

@@ -38,6 +38,9 @@ const (
 	DefaultBatchBytes   = 1 << 20 // kafka-go's default, below Kafka's message.max.bytes
 	DefaultLinger       = 10 * time.Millisecond
 	DefaultBufferSize   = 100000
+	DefaultBufferBytes  = 64 << 20
+	DefaultMaxInFlight  = 4
+	maxMaxInFlight      = 64
 	DefaultWriteTimeout = 10 * time.Second
 )
 
@@ -72,6 +75,15 @@ type Config struct {
 	// BufferSize bounds the records held while Kafka is slow or down;
 	// records beyond it are dropped and counted.
 	BufferSize int `yaml:"bufferSize"`
+	// BufferBytes bounds the bytes (keys, values and framing) of the
+	// records held, so large records cannot grow the buffer without
+	// bound; records beyond it are dropped and counted too.
+	BufferBytes int64 `yaml:"bufferBytes"`
+	// MaxInFlight is how many produce requests the handler may have in
+	// flight at once (per partition), each from its own writer. Records
+	// of one key always go through the same writer, so they stay in
+	// order; records without a key are spread over the writers.
+	MaxInFlight int `yaml:"maxInFlight"`
 	// WriteTimeout bounds one produce request.
 	WriteTimeout time.Duration `yaml:"writeTimeout"`
 	// AllowAutoTopicCreation asks the broker to create a missing topic
@@ -95,7 +107,8 @@ type SASL struct {
 
 // NewConfig returns the defaults: JSON records, batches of up to 1000
 // records or 1 MiB lingering at most 10ms, acks from all in-sync replicas,
-// no compression, up to 100000 records buffered.
+// no compression, up to 100000 records and 64 MiB buffered, 4 produce
+// requests in flight.
 func NewConfig() *Config {
 	return &Config{
 		Encoding:     EncodingJSON,
@@ -105,6 +118,8 @@ func NewConfig() *Config {
 		RequiredAcks: AcksAll,
 		Compression:  "none",
 		BufferSize:   DefaultBufferSize,
+		BufferBytes:  DefaultBufferBytes,
+		MaxInFlight:  DefaultMaxInFlight,
 		WriteTimeout: DefaultWriteTimeout,
 	}
 }
@@ -167,6 +182,14 @@ func (c *Config) Validate() error {
 		add("bufferSize: must be positive, got %d", c.BufferSize)
 	} else if c.BufferSize < c.BatchSize {
 		add("bufferSize: %d is less than batchSize %d", c.BufferSize, c.BatchSize)
+	}
+	if c.BufferBytes <= 0 {
+		add("bufferBytes: must be positive, got %d", c.BufferBytes)
+	} else if c.BatchBytes > 0 && c.BufferBytes < c.BatchBytes {
+		add("bufferBytes: %d is less than batchBytes %d", c.BufferBytes, c.BatchBytes)
+	}
+	if c.MaxInFlight < 1 || c.MaxInFlight > maxMaxInFlight {
+		add("maxInFlight: must be between 1 and %d, got %d", maxMaxInFlight, c.MaxInFlight)
 	}
 	if c.WriteTimeout <= 0 {
 		add("writeTimeout: must be positive, got %v", c.WriteTimeout)

@@ -25,6 +25,8 @@ func TestConfig(t *testing.T) {
 			`requiredAcks: unknown value "leader" (want none, one or all)` + "\n" +
 			`compression: unknown codec "brotli" (want none, gzip, snappy, lz4 or zstd)` + "\n" +
 			"bufferSize: must be positive, got -5\n" +
+			"bufferBytes: must be positive, got 0\n" +
+			"maxInFlight: must be between 1 and 64, got 0\n" +
 			"writeTimeout: must be positive, got 0s"},
 		{File: "key.bad.yaml", Want: "key: ERROR: <input>:1:24: Syntax error: mismatched input '<EOF>' expecting {'[', '{', '(', '.', '-', '!', 'true', 'false', 'null', NUM_FLOAT, NUM_INT, NUM_UINT, STRING, BYTES, IDENTIFIER}"},
 		{File: "keytype.bad.yaml", Want: "key: expression has type map(string, dyn), want a scalar (string, number, bool, ...)"},
@@ -32,6 +34,8 @@ func TestConfig(t *testing.T) {
 			`sasl.mechanism: unknown mechanism "GSSAPI" (want PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512)` + "\n" +
 			"sasl.username: required\n" +
 			"sasl.password: required"},
+		{File: "buffer.bad.yaml", Want: "bufferBytes: 1000 is less than batchBytes 1048576\n" +
+			"maxInFlight: must be between 1 and 64, got 65"},
 		{File: "otlpbatch.bad.yaml", Want: `otlpBatch: needs encoding otlp_proto, not "json"`},
 		{File: "misspelled.bad.yaml", Want: "yaml: unmarshal errors:\n  line 3: field lingerMs not found in type kafka.Config"},
 	})

@@ -55,14 +55,23 @@
 // # Delivery
 //
 // Report encodes instances and appends the records to the handler's buffer;
-// it never waits for Kafka. One goroutine per handler takes records from
-// the buffer, oldest first, and writes them (batches of batchSize records
-// or batchBytes bytes per partition, each waiting at most linger to fill).
+// it never waits for Kafka. The buffer has maxInFlight lanes (default 4),
+// each with a goroutine and a kafka-go Writer of its own, which takes
+// records from its lane, oldest first, and writes them (batches of
+// batchSize records or batchBytes bytes per partition, each waiting at most
+// linger to fill), so up to maxInFlight produce requests per partition are
+// in flight at once (kafka-go's Writer alone has one). A record's lane is
+// chosen by its key's hash, so the records of one key go through one lane
+// and reach their partition in the order reported; records without a key
+// take the lanes in turn and have no order.
 // A write that fails is retried after a backoff (100ms doubling to 2s,
 // jittered; sidemix_kafka_write_errors_total counts failed writes) until
 // it succeeds: while Kafka is down, records wait in the buffer, and are
-// delivered in order when it is back. Only bufferSize records are held;
-// records reported beyond that are dropped. Delivery is at least once: a
+// delivered in order when it is back. Only bufferSize records and
+// bufferBytes bytes (keys, values and 23 bytes of framing each; default
+// 64 MiB) are held; records reported beyond either are dropped and counted
+// as buffer_full, so the buffer's memory stays bounded however large the
+// records (otlp_proto batches reach batchBytes). Delivery is at least once: a
 // write that timed out after the broker stored it is written again.
 //
 // A record larger than batchBytes is dropped when reported. A batch the
@@ -74,6 +83,7 @@
 // Metrics, labelled by handler:
 //
 //	sidemix_kafka_buffered_records       records not yet acknowledged
+//	sidemix_kafka_buffered_bytes         their bytes
 //	sidemix_kafka_records_total{result}  sent, buffer_full, too_large,
 //	                                     rejected, encode_error,
 //	                                     wrong_template, shutdown
@@ -106,6 +116,8 @@
 //	    requiredAcks: all       # none, one or all
 //	    compression: none       # gzip, snappy, lz4, zstd
 //	    bufferSize: 100000      # records held while Kafka is slow or down
+//	    bufferBytes: 67108864   # and their bytes; beyond either, dropped
+//	    maxInFlight: 4          # produce requests in flight (one key: one at a time)
 //	    writeTimeout: 10s
 //	    tls: {enabled: true, caFile: /etc/kafka/ca.pem}
 //	    sasl: {mechanism: SCRAM-SHA-512, username: sidemix, password: secret}

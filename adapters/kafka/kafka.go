@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"hash/fnv"
 	"log/slog"
 	"math/rand/v2"
 	"sync"
@@ -27,7 +28,7 @@ var _ adapters.Reporter = (*handler)(nil)
 // Outcomes of a record, the result label of sidemix_kafka_records_total.
 const (
 	resultSent          = "sent"
-	resultBufferFull    = "buffer_full"    // the buffer held bufferSize records
+	resultBufferFull    = "buffer_full"    // the buffer held bufferSize records or bufferBytes bytes
 	resultTooLarge      = "too_large"      // above batchBytes or the broker's limit
 	resultRejected      = "rejected"       // the broker refused the record itself
 	resultEncodeError   = "encode_error"   // the instance could not be encoded
@@ -63,8 +64,8 @@ var compressions = map[string]compress.Compression{
 	"zstd":   kafkago.Zstd,
 }
 
-// handler buffers encoded records and writes them from its own goroutine,
-// so Report never waits for Kafka.
+// handler buffers encoded records and writes them from its lanes'
+// goroutines, so Report never waits for Kafka.
 type handler struct {
 	name   string
 	log    *slog.Logger
@@ -74,38 +75,52 @@ type handler struct {
 	encode encoder
 	// otlpBatch: the spans (log entries) of one report that share a key
 	// are written as one OTLP record.
-	otlpBatch  bool
-	bufferSize int
-	batchBytes int64
-	take       int // records per write
+	otlpBatch   bool
+	bufferSize  int
+	bufferBytes int64
+	batchBytes  int64
+	take        int   // records per write
+	takeBytes   int64 // bytes per write
 
-	transport *kafkago.Transport // shared by both writers
-	w         *kafkago.Writer    // batches records
-	single    *kafkago.Writer    // one record per batch, to find which record of a batch is too large
+	transport *kafkago.Transport // shared by all writers
+	lanes     []*lane
+	single    *kafkago.Writer // one record per batch, to find which record of a batch is too large
 
-	mu       sync.Mutex
-	buf      []kafkago.Message // oldest first
-	inflight int               // records taken by the writer goroutine, not yet settled
-	closed   bool
+	mu        sync.Mutex
+	held      int   // records in the lanes' buffers and in flight
+	heldBytes int64 // their bytes (key, value, framing)
+	next      int   // the lane of the next record without a key
+	closed    bool
 
-	wake   chan struct{} // records were added
 	stop   chan struct{} // closed by Close: deliver what is buffered, then exit
-	done   chan struct{} // closed when the writer goroutine exits
+	done   chan struct{} // closed when every lane's goroutine has exited
 	ctx    context.Context
 	cancel context.CancelFunc // Close ran out of time: give up
 
 	// buffered is shared with handlers of the same name (the one a reload
 	// replaces drains while the new one fills), so it only moves by deltas.
-	buffered  prometheus.Gauge
-	records   *prometheus.CounterVec
-	errs      prometheus.Counter
-	keyErrors prometheus.Counter
+	buffered      prometheus.Gauge
+	bufferedBytes prometheus.Gauge
+	records       *prometheus.CounterVec
+	errs          prometheus.Counter
+	keyErrors     prometheus.Counter
 	// instancesSent counts the instances in sent records (each record's
 	// WriterData is its instance count).
 	instancesSent prometheus.Counter
-	failing       bool // writer goroutine only: the last write failed
+	failing       atomic.Int32 // lanes whose last write failed
 
 	lastDropLog atomic.Int64 // unix nanos of the last dropped record logged as a warning
+}
+
+// lane is one writer goroutine with its own buffer and kafka-go Writer, so
+// with several lanes several produce requests (per partition) are in
+// flight at once: kafka-go's Writer writes one batch at a time per
+// partition. Records of one key always take the same lane, where they stay
+// in order; records without a key take the lanes in turn.
+type lane struct {
+	w    *kafkago.Writer
+	buf  []kafkago.Message // oldest first; under handler.mu
+	wake chan struct{}     // records were added
 }
 
 func newHandler(_ context.Context, set adapters.Settings, cfg adapters.Config) (adapters.Handler, error) {
@@ -115,18 +130,19 @@ func newHandler(_ context.Context, set adapters.Settings, cfg adapters.Config) (
 		return nil, err
 	}
 	h := &handler{
-		name:       set.Name,
-		log:        set.Logger,
-		now:        set.Now,
-		topic:      c.Topic,
-		encode:     newEncoder(c.Encoding),
-		otlpBatch:  c.OTLPBatch,
-		bufferSize: c.BufferSize,
-		batchBytes: c.BatchBytes,
-		take:       min(c.BatchSize*maxBatches, c.BufferSize),
-		wake:       make(chan struct{}, 1),
-		stop:       make(chan struct{}),
-		done:       make(chan struct{}),
+		name:        set.Name,
+		log:         set.Logger,
+		now:         set.Now,
+		topic:       c.Topic,
+		encode:      newEncoder(c.Encoding),
+		otlpBatch:   c.OTLPBatch,
+		bufferSize:  c.BufferSize,
+		bufferBytes: c.BufferBytes,
+		batchBytes:  c.BatchBytes,
+		take:        min(c.BatchSize*maxBatches, c.BufferSize),
+		takeBytes:   max(c.BatchBytes*maxBatches, c.BatchBytes),
+		stop:        make(chan struct{}),
+		done:        make(chan struct{}),
 	}
 	if c.Key != "" {
 		if h.key, err = compileKey(c.Key); err != nil {
@@ -165,10 +181,19 @@ func newHandler(_ context.Context, set adapters.Settings, cfg adapters.Config) (
 		}
 	}
 	h.transport = transport
-	h.w, h.single = newWriter(c.BatchSize), newWriter(1)
+	h.single = newWriter(1)
 	h.ctx, h.cancel = context.WithCancel(context.Background())
-	go h.run()
-	set.Logger.Info("writing records to kafka", "brokers", c.Brokers, "topic", c.Topic, "encoding", c.Encoding)
+	var wg sync.WaitGroup
+	for range c.MaxInFlight {
+		l := &lane{w: newWriter(c.BatchSize), wake: make(chan struct{}, 1)}
+		h.lanes = append(h.lanes, l)
+		wg.Go(func() { h.run(l) })
+	}
+	go func() {
+		wg.Wait()
+		close(h.done)
+	}()
+	set.Logger.Info("writing records to kafka", "brokers", c.Brokers, "topic", c.Topic, "encoding", c.Encoding, "maxInFlight", c.MaxInFlight)
 	return h, nil
 }
 
@@ -220,8 +245,16 @@ func (h *handler) registerMetrics(r prometheus.Registerer) error {
 	if err != nil {
 		return err
 	}
+	bufferedBytes, err := handlerkit.Register(r, prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "sidemix_kafka_buffered_bytes",
+		Help: "Bytes (keys, values, framing) of the records kafka handlers hold that Kafka has not acknowledged yet.",
+	}, []string{"handler"}))
+	if err != nil {
+		return err
+	}
 	h.instancesSent = instances.WithLabelValues(h.name)
 	h.buffered = buffered.WithLabelValues(h.name)
+	h.bufferedBytes = bufferedBytes.WithLabelValues(h.name)
 	h.records = records
 	h.errs = errs.WithLabelValues(h.name)
 	h.keyErrors = keyErrors.WithLabelValues(h.name)
@@ -237,9 +270,9 @@ func (h *handler) count(result string, n int) {
 	}
 }
 
-// Report encodes each instance into a record and buffers it; it never
-// waits for Kafka. Records that do not fit the buffer are dropped and
-// counted.
+// Report encodes each instance into a record and buffers it in its lane;
+// it never waits for Kafka. Records that do not fit the buffer (bufferSize
+// records, bufferBytes bytes) are dropped and counted.
 func (h *handler) Report(_ context.Context, insts []template.Instance) error {
 	now := h.now()
 	var msgs []kafkago.Message
@@ -258,23 +291,66 @@ func (h *handler) Report(_ context.Context, insts []template.Instance) error {
 		h.mu.Unlock()
 		return fmt.Errorf("%s: handler %s is closed", Name, h.name)
 	}
-	room := max(h.bufferSize-len(h.buf)-h.inflight, 0)
-	full := 0
-	if len(msgs) > room {
-		full = len(msgs) - room
-		msgs = msgs[:room]
+	full, added := 0, 0
+	var bytes int64
+	var woken uint64 // lanes given records (at most 64)
+	for _, m := range msgs {
+		size := recordSize(m)
+		if h.held >= h.bufferSize || h.heldBytes+size > h.bufferBytes {
+			full++
+			continue
+		}
+		i := h.laneOf(m)
+		h.lanes[i].buf = append(h.lanes[i].buf, m)
+		h.held++
+		h.heldBytes += size
+		added++
+		bytes += size
+		woken |= 1 << i
 	}
-	h.buf = append(h.buf, msgs...)
-	h.buffered.Add(float64(len(msgs)))
+	h.buffered.Add(float64(added))
+	h.bufferedBytes.Add(float64(bytes))
 	h.mu.Unlock()
 	h.count(resultBufferFull, full)
-	if len(msgs) > 0 {
-		select {
-		case h.wake <- struct{}{}:
-		default:
+	for i, l := range h.lanes {
+		if woken&(1<<i) != 0 {
+			select {
+			case l.wake <- struct{}{}:
+			default:
+			}
 		}
 	}
 	return nil
+}
+
+// laneOf picks m's lane: by its key's hash, so one key's records stay in
+// order, or in turn for records without a key. h.mu is held.
+func (h *handler) laneOf(m kafkago.Message) int {
+	n := len(h.lanes)
+	if n == 1 {
+		return 0
+	}
+	if m.Key == nil {
+		h.next = (h.next + 1) % n
+		return h.next
+	}
+	f := fnv.New32a()
+	f.Write(m.Key)
+	return int(f.Sum32() % uint32(n))
+}
+
+// recordSize is what a record holds in the buffer: its key and value and
+// kafka-go's framing.
+func recordSize(m kafkago.Message) int64 {
+	return int64(len(m.Key) + len(m.Value) + recordOverhead)
+}
+
+func recordsSize(msgs []kafkago.Message) int64 {
+	var n int64
+	for _, m := range msgs {
+		n += recordSize(m)
+	}
+	return n
 }
 
 // record builds inst's record, or counts why it cannot.
@@ -327,86 +403,100 @@ func (h *handler) dropLevel() slog.Level {
 	return slog.LevelDebug
 }
 
-// run is the writer goroutine: it takes records from the head of the
-// buffer and writes them until they are acknowledged or dropped, one write
-// at a time, so one key's records keep their order.
-func (h *handler) run() {
-	defer close(h.done)
+// run is a lane's writer goroutine: it takes records from the head of the
+// lane's buffer and writes them until they are acknowledged or dropped,
+// one write at a time, so one key's records keep their order.
+func (h *handler) run(l *lane) {
 	for {
-		msgs := h.takeBatch()
+		msgs := h.takeBatch(l)
 		if msgs == nil {
 			select {
-			case <-h.wake:
+			case <-l.wake:
 				continue
 			case <-h.stop:
-				if msgs = h.takeBatch(); msgs == nil {
+				if msgs = h.takeBatch(l); msgs == nil {
 					return
 				}
 			}
 		}
-		if !h.deliver(msgs) {
+		if !h.deliver(l, msgs) {
 			return // Close gave up
 		}
 	}
 }
 
-// takeBatch moves up to h.take records from the buffer to in flight.
-func (h *handler) takeBatch() []kafkago.Message {
+// takeBatch moves up to h.take records (h.takeBytes bytes, at least one
+// record) from l's buffer to in flight.
+func (h *handler) takeBatch(l *lane) []kafkago.Message {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	if len(h.buf) == 0 {
+	if len(l.buf) == 0 {
 		return nil
 	}
-	n := min(len(h.buf), h.take)
-	msgs := make([]kafkago.Message, n)
-	copy(msgs, h.buf)
-	h.buf = h.buf[n:]
-	if len(h.buf) == 0 {
-		h.buf = nil // let the backing array go
+	n, bytes := 0, int64(0)
+	for n < len(l.buf) && n < h.take {
+		bytes += recordSize(l.buf[n])
+		if n > 0 && bytes > h.takeBytes {
+			break
+		}
+		n++
 	}
-	h.inflight = n
+	msgs := make([]kafkago.Message, n)
+	copy(msgs, l.buf)
+	clear(l.buf[:n]) // the buffer's array must not keep the values alive
+	l.buf = l.buf[n:]
+	if len(l.buf) == 0 {
+		l.buf = nil // let the backing array go
+	}
 	return msgs
 }
 
-// settle marks n in-flight records as done.
-func (h *handler) settle(n int) {
+// settle marks in-flight records done: n of them, bytes in all.
+func (h *handler) settle(n int, bytes int64) {
 	h.mu.Lock()
-	h.inflight -= n
+	h.held -= n
+	h.heldBytes -= bytes
 	h.buffered.Sub(float64(n))
+	h.bufferedBytes.Sub(float64(bytes))
 	h.mu.Unlock()
 }
 
 // deliver writes msgs, retrying the records that failed for a reason that
 // can pass, with backoff, until all are sent or dropped. It returns false
 // when Close gave up, after counting what was left.
-func (h *handler) deliver(msgs []kafkago.Message) bool {
+func (h *handler) deliver(l *lane, msgs []kafkago.Message) bool {
 	attempt := 0
+	failing := false
 	for len(msgs) > 0 {
 		if h.ctx.Err() != nil {
 			h.count(resultShutdown, len(msgs))
-			h.settle(len(msgs))
+			h.settle(len(msgs), recordsSize(msgs))
 			return false
 		}
-		retry, err := h.write(h.w, msgs)
+		retry, err := h.write(l.w, msgs)
 		if len(retry) > 0 && err == nil {
 			// Too large as a batch: write them one by one to find the
 			// record the broker refuses.
 			retry, err = h.write(h.single, retry)
 		}
-		h.settle(len(msgs) - len(retry))
+		h.settle(len(msgs)-len(retry), recordsSize(msgs)-recordsSize(retry))
 		msgs = retry
 		if err == nil || len(msgs) == 0 {
-			if h.failing {
-				h.failing = false
-				h.log.Info("kafka writes succeed again", "topic", h.topic)
+			if failing {
+				failing = false
+				if h.failing.Add(-1) == 0 {
+					h.log.Info("kafka writes succeed again", "topic", h.topic)
+				}
 			}
 			attempt = 0
 			continue
 		}
 		h.errs.Inc()
-		if !h.failing {
-			h.failing = true
-			h.log.Warn("kafka write failed; records stay buffered and are retried", "topic", h.topic, "records", len(msgs), "error", err)
+		if !failing {
+			failing = true
+			if h.failing.Add(1) == 1 {
+				h.log.Warn("kafka write failed; records stay buffered and are retried", "topic", h.topic, "records", len(msgs), "error", err)
+			}
 		} else {
 			h.log.Debug("kafka write failed again", "records", len(msgs), "error", err)
 		}
@@ -451,7 +541,7 @@ func (h *handler) write(w *kafkago.Writer, msgs []kafkago.Message) (retry []kafk
 		case e == nil:
 			h.count(resultSent, 1)
 			h.sentInstances(msgs[i])
-		case isTooLarge(e) && w == h.w:
+		case isTooLarge(e) && w != h.single:
 			isolate = append(isolate, msgs[i])
 		case isTooLarge(e):
 			h.tooLarge(msgs[i], e)
@@ -506,9 +596,16 @@ func (h *handler) Close(ctx context.Context) error {
 	}
 	h.cancel()
 	h.mu.Lock()
-	left := len(h.buf)
-	h.buf = nil
+	left, bytes := 0, int64(0)
+	for _, l := range h.lanes {
+		left += len(l.buf)
+		bytes += recordsSize(l.buf)
+		l.buf = nil
+	}
+	h.held -= left
+	h.heldBytes -= bytes
 	h.buffered.Sub(float64(left))
+	h.bufferedBytes.Sub(float64(bytes))
 	h.mu.Unlock()
 	h.count(resultShutdown, left)
 	if err != nil {
@@ -522,7 +619,11 @@ func (h *handler) Close(ctx context.Context) error {
 }
 
 func (h *handler) closeWriters() {
-	if err := errors.Join(h.w.Close(), h.single.Close()); err != nil {
+	errs := []error{h.single.Close()}
+	for _, l := range h.lanes {
+		errs = append(errs, l.w.Close())
+	}
+	if err := errors.Join(errs...); err != nil {
 		h.log.Debug("closing kafka writers", "error", err)
 	}
 	// The writers do not own a transport they are given.

@@ -690,3 +690,89 @@ func TestOTLPSpansBatchedPerKey(t *testing.T) {
 		t.Errorf("span -> record key = %v, want %v", got, want)
 	}
 }
+
+// With several produce requests in flight (one per writer), the records of
+// one key still arrive in order, even when all keys share one partition.
+func TestInFlightWritersKeepKeyOrder(t *testing.T) {
+	c, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(1, "access"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(c.Close)
+	addr := c.ListenAddrs()[0]
+	reg := prometheus.NewRegistry()
+	h := newHandler(t, reg, fmt.Sprintf("brokers: [%s]\ntopic: access\nkey: variables.destination\nbatchSize: 5\nlinger: 1ms\nmaxInFlight: 4\n", addr))
+	const n, keys = 600, 12
+	var insts []template.Instance
+	for i := range n {
+		insts = append(insts, access(fmt.Sprintf("svc-%d", i%keys), i))
+	}
+	for i := 0; i < n; i += 25 {
+		if err := h.Report(context.Background(), insts[i:i+25]); err != nil {
+			t.Fatal(err)
+		}
+	}
+	recs := consume(t, addr, "access", n, 20*time.Second)
+	if len(recs) != n {
+		t.Fatalf("consumed %d records, want %d", len(recs), n)
+	}
+	lastSeq := map[string]int64{}
+	inReportOrder := true
+	for i, r := range recs {
+		var m map[string]any
+		if err := json.Unmarshal([]byte(r.value), &m); err != nil {
+			t.Fatal(err)
+		}
+		seq := int64(m["seq"].(float64))
+		if seq != int64(i) {
+			inReportOrder = false
+		}
+		if last, ok := lastSeq[r.key]; ok && seq <= last {
+			t.Errorf("key %s: seq %d after %d: out of order", r.key, seq, last)
+		}
+		lastSeq[r.key] = seq
+	}
+	if len(lastSeq) != keys {
+		t.Errorf("%d keys, want %d", len(lastSeq), keys)
+	}
+	t.Logf("records of different keys interleaved across writers: %v", !inReportOrder)
+}
+
+// bufferBytes bounds the buffer by bytes as well: while the broker is
+// unreachable, records beyond it are dropped and counted, and the bytes
+// held are visible.
+func TestBufferBytes(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	cfg, err := configtest.Decode(kafka.Factory(), []byte("brokers: [127.0.0.1:1]\ntopic: access\nbatchBytes: 1024\nbufferBytes: 2048\nbufferSize: 1000\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	h, err := kafka.Factory().Create(context.Background(), adapters.Settings{Name: "kafka", Registerer: reg}, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+		defer cancel()
+		_ = h.Close(ctx)
+	}()
+	const n = 100
+	var insts []template.Instance
+	for i := range n {
+		insts = append(insts, access("a", i))
+	}
+	if err := h.(adapters.Reporter).Report(context.Background(), insts); err != nil {
+		t.Fatal(err)
+	}
+	labels := map[string]string{"handler": "kafka"}
+	held := value(t, reg, "sidemix_kafka_buffered_records", labels)
+	bytes := value(t, reg, "sidemix_kafka_buffered_bytes", labels)
+	full := value(t, reg, "sidemix_kafka_records_total", map[string]string{"handler": "kafka", "result": "buffer_full"})
+	if held+full != n || full == 0 || held == 0 {
+		t.Errorf("held %v + buffer_full %v, want %d with both > 0", held, full, n)
+	}
+	// Each record is ~100 bytes: the buffer is full to within one record.
+	if bytes > 2048 || bytes < 2048-bytes/held-1 {
+		t.Errorf("buffered bytes = %v for %v records, want at most 2048 and within one record of it", bytes, held)
+	}
+}

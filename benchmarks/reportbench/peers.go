@@ -89,7 +89,10 @@ func (s *Suite) runSpansOtelcol(ctx context.Context, name string, rate float64) 
 		"send_failed":    regexp.MustCompile(`^otelcol_exporter_send_failed_spans(?:_total)?\{.*\} (\S+)`),
 		"enqueue_failed": regexp.MustCompile(`^otelcol_exporter_enqueue_failed_spans(?:_total)?\{.*\} (\S+)`),
 		"refused":        regexp.MustCompile(`^otelcol_receiver_refused_spans(?:_total)?\{.*\} (\S+)`),
+		// The exporter's sending queue (batches), as the kafka handler's
+		// buffer on the sidemix side.
+		"queue_size": regexp.MustCompile(`^otelcol_exporter_queue_size\{.*\} (\S+)`),
 	}
-	return s.runSpans(ctx, name, rate, &server{Proc: p, metricsURL: metrics}, addrs[0], counters, "sent",
-		[]string{"send_failed", "enqueue_failed", "refused"})
+	return s.runSpans(ctx, name, rate, &server{Proc: p, metricsURL: metrics}, addrs[0], counters, drainSpec{
+		sent: []string{"sent"}, dropped: []string{"send_failed", "enqueue_failed", "refused"}, gauges: []string{"queue_size"}})
 }

@@ -24,6 +24,7 @@ type Meta struct {
 	Rounds     int    `json:"rounds"`
 	Warmup     string `json:"warmup"`
 	Duration   string `json:"duration"`
+	Drain      string `json:"drain"`
 	MeshRate   int    `json:"mesh_rate"`
 	Batch      int    `json:"batch"`
 	SpanBatch  int    `json:"span_batch"`
@@ -66,6 +67,8 @@ func NewReport(meta Meta, rounds [][]Measurement) *Report {
 		med.CPU = f(func(m Measurement) float64 { return m.CPU })
 		med.PerCPUSecond = f(func(m Measurement) float64 { return m.PerCPUSecond })
 		med.VCPU = f(func(m Measurement) float64 { return m.VCPU })
+		med.Drain = f(func(m Measurement) float64 { return m.Drain })
+		med.Shortfall = int64(f(func(m Measurement) float64 { return float64(m.Shortfall) }))
 		med.Delivered = int64(f(func(m Measurement) float64 { return float64(m.Delivered) }))
 		med.Dropped = int64(f(func(m Measurement) float64 { return float64(m.Dropped) }))
 		med.JaegerSent = int64(f(func(m Measurement) float64 { return float64(m.JaegerSent) }))
@@ -97,8 +100,10 @@ func (r *Report) Markdown() string {
 	fmt.Fprintf(&b, "Servers pinned to CPU %q with GOMAXPROCS=1, load generator on %q; warm-up %s, window %s; medians of %d rounds. "+
 		"Load average before / during / after: %s / %s / %s. Collector: %s. Jaeger: %s.\n\n",
 		m.ServerCPUs, m.LoadCPUs, m.Warmup, m.Duration, m.Rounds, m.LoadBefore, m.LoadDuring, m.LoadAfter, or(m.Otelcol, "not run"), or(m.Jaeger, "not run"))
-	b.WriteString("| scenario | what | items/s | server vCPU | items per server CPU-second | delivered to Kafka in window (report: records; spans: spans) | dropped | Jaeger spans in window | errors |\n")
-	b.WriteString("|---|---|---:|---:|---:|---:|---:|---:|---:|\n")
+	b.WriteString("CPU counts the window and the drain after it, until the server has delivered what it accepted in the window (at most " + or(m.Drain, "the drain bound") + "); " +
+		"the shortfall is what it accepted in the window but did not deliver (dropped, or still held then), and items per CPU-second count only the delivered ones.\n\n")
+	b.WriteString("| scenario | what | items/s | server vCPU (CPU of window + drain ÷ window) | items per server CPU-second (window + drain) | drain s | shortfall | delivered to Kafka, window + drain (report: records; spans: spans) | dropped | Jaeger spans | errors |\n")
+	b.WriteString("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n")
 	what := map[string]string{
 		"report-max":              fmt.Sprintf("Report batches of %d records, 2 proxies, closed loop; rules → prometheus + accesslog + kafka (json) + jaeger", m.Batch),
 		"report-fixed":            fmt.Sprintf("same at %d mesh requests/s = %d records/s (2 reporting proxies, 1 batch/s each)", m.MeshRate, 2*m.MeshRate),
@@ -112,11 +117,11 @@ func (r *Report) Markdown() string {
 	}
 	for _, x := range r.Medians {
 		if x.Skipped != "" {
-			fmt.Fprintf(&b, "| %s | %s | skipped: %s | | | | | | |\n", x.Scenario, what[x.Scenario], x.Skipped)
+			fmt.Fprintf(&b, "| %s | %s | skipped: %s | | | | | | | | |\n", x.Scenario, what[x.Scenario], x.Skipped)
 			continue
 		}
-		fmt.Fprintf(&b, "| %s | %s | %s | %.3f | %s | %s | %s | %s | %d |\n", x.Scenario, what[x.Scenario],
-			thousands(x.Rate), x.VCPU, thousands(x.PerCPUSecond), count(x.Delivered), count(x.Dropped), count(x.JaegerSent), x.Errors)
+		fmt.Fprintf(&b, "| %s | %s | %s | %.3f | %s | %.2f | %s | %s | %s | %s | %d |\n", x.Scenario, what[x.Scenario],
+			thousands(x.Rate), x.VCPU, thousands(x.PerCPUSecond), x.Drain, count(x.Shortfall), count(x.Delivered), count(x.Dropped), count(x.JaegerSent), x.Errors)
 	}
 	b.WriteString("\n| target | measured | where it stands |\n|---|---|---|\n")
 	if x, ok := r.median("report-max"); ok {

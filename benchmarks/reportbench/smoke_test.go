@@ -63,6 +63,10 @@ func TestSmoke(t *testing.T) {
 			}
 		case m.Delivered <= 0:
 			t.Errorf("%s: no record reached Kafka in the window: %+v", name, m)
+		case m.Shortfall != 0:
+			// Delivery is waited for after the window: everything
+			// accepted in it is delivered before the CPU is read.
+			t.Errorf("%s: shortfall %d after the drain: %+v", name, m.Shortfall, m)
 		}
 	}
 	md := NewReport(Meta{Rounds: 1}, [][]Measurement{ms}).Markdown()

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -30,6 +31,9 @@ const (
 	DefaultBatch     = 1000 // proxy/mixerclient.DefaultReportBatchSize
 	DefaultSpanBatch = 512  // the OpenTelemetry SDKs' batch span processor's maximum export batch
 	DefaultSpanRate  = 40000
+	// DefaultDrain bounds the wait, after the window, for the server to
+	// deliver what it accepted in it.
+	DefaultDrain = 30 * time.Second
 )
 
 // Options configure a Suite.
@@ -47,6 +51,11 @@ type Options struct {
 	WorkDir string
 	// Warmup and Duration shape every run.
 	Warmup, Duration time.Duration
+	// Drain bounds the wait after the window until the server has
+	// delivered (or dropped) what it accepted in the window; its CPU over
+	// that time counts. What is still missing then is reported as the
+	// run's shortfall.
+	Drain time.Duration
 	// MeshRate is the mesh's requests per second in the fixed-rate run:
 	// two reporting proxies send MeshRate records each per second, in
 	// batches of Batch (proxy/mixerclient's defaults: 1000 bags or 1 s).
@@ -70,17 +79,26 @@ type Measurement struct {
 	// Rate is Items per second.
 	Items int64   `json:"items"`
 	Rate  float64 `json:"rate"`
-	// CPU is the server's CPU seconds in the window; PerCPUSecond is Items
-	// per CPU second; VCPU is CPU over the window's length (cores used).
+	// CPU is the server's CPU seconds in the window and the drain after
+	// it (until what was accepted in the window was delivered);
+	// PerCPUSecond is Items per CPU second; VCPU is CPU over the window's
+	// length: the cores the window's load took, its delivery included.
 	CPU          float64 `json:"cpu_seconds"`
 	PerCPUSecond float64 `json:"per_cpu_second"`
 	VCPU         float64 `json:"vcpu"`
+	// Drain is the seconds the server took after the window to deliver
+	// what it accepted in it; Shortfall is what it still had not
+	// delivered (nor dropped) when the drain's bound ran out: >0 flags a
+	// server that falls behind. -1: not measured (no delivery counter).
+	Drain     float64 `json:"drain_seconds"`
+	Shortfall int64   `json:"shortfall"`
 	// Delivered is what the server's own metrics say reached the backends
-	// in the window (records written to Kafka; for the collector, spans
-	// its exporter sent); Dropped what they say was dropped. -1: unknown.
+	// from the window's start to the drain's end (records written to
+	// Kafka; for the collector, spans its exporter sent); Dropped what
+	// they say was dropped. -1: unknown.
 	Delivered int64 `json:"delivered"`
 	Dropped   int64 `json:"dropped"`
-	// JaegerSent is spans the jaeger handler delivered in the window.
+	// JaegerSent is spans the jaeger handler delivered in window + drain.
 	JaegerSent int64  `json:"jaeger_sent"`
 	Errors     int64  `json:"errors"`
 	FirstError string `json:"first_error,omitempty"`
@@ -118,6 +136,9 @@ func New(o Options) (*Suite, error) {
 	}
 	if o.SpanRate <= 0 {
 		o.SpanRate = DefaultSpanRate
+	}
+	if o.Drain <= 0 {
+		o.Drain = DefaultDrain
 	}
 	if o.Log == nil {
 		o.Log = io.Discard
@@ -174,8 +195,19 @@ type reportSetup struct {
 	sampleEvery int
 }
 
-// Run runs one scenario.
+// Run runs one scenario, against a fresh broker when the suite started
+// its own: kfake keeps every record in memory, so a broker that took the
+// earlier runs' records grows and slows down (its GC) from run to run.
 func (s *Suite) Run(ctx context.Context, name string) (Measurement, error) {
+	if s.broker != nil {
+		if err := s.broker.Stop(10 * time.Second); err != nil {
+			s.logf("stopping the broker: %v", err)
+		}
+		s.broker = nil
+		if err := s.startBroker(); err != nil {
+			return Measurement{}, err
+		}
+	}
 	switch name {
 	case "report-max":
 		return s.runReport(ctx, name, 0, reportSetup{kafka: true, sampleEvery: 1})
@@ -329,7 +361,10 @@ func uncommentKafka(text, addr string) string {
 // with otlpBatch and no key, as the collector's kafka exporter is
 // configured). By default the rule sends an otlp instance, the spans as
 // received, which is what the collector does: a record holds the resources
-// of a queue batch, cut at batchBytes. With tracespan it sends the span
+// of a queue batch, cut at batchBytes. The buffer may hold 256 MiB, about
+// what the collector's kafka exporter's default sending queue holds (1000
+// batches of 1000 spans), so that neither drops in a hiccup of the broker
+// the other rides out. With tracespan it sends the span
 // instance of examples/default/tracing.yaml instead (every span decoded
 // into a bag, evaluated and rebuilt: one TracesData record per queue
 // batch).
@@ -365,6 +400,7 @@ spec:
     linger: 10ms
     requiredAcks: all
     bufferSize: 100000
+    bufferBytes: 268435456
 ---
 apiVersion: sidemix.dev/v1
 kind: Instance
@@ -383,45 +419,121 @@ spec:
 	return dir, os.WriteFile(filepath.Join(dir, "kafka.yaml"), []byte(rules), 0o644)
 }
 
+// drainSpec says when a server has delivered what it accepted in the
+// window: the delta since the window's start of the counters sent reaches
+// the items accepted in the window times perItem (0: no target); or, as
+// when some were dropped, the gauges (backlogs) read 0 and no counter moved
+// for drainQuiet.
+type drainSpec struct {
+	sent, dropped []string
+	perItem       int64
+	gauges        []string
+}
+
+// drainQuiet is how long a server's counters must stand still, backlogs
+// empty, for its drain to count as over: longer than the collector's batch
+// timeout (200ms), which no gauge shows.
+const drainQuiet = 400 * time.Millisecond
+
+// windowResult is what window measured.
+type windowResult struct {
+	res   load.Result
+	cpu   float64 // server CPU seconds over window + drain
+	drain time.Duration
+	// short is what was accepted in the window but not delivered by the
+	// drain's end (dropped, or still held when its bound ran out); -1
+	// without a target.
+	short int64
+	delta map[string]float64 // counter deltas from the window's start to the drain's end
+}
+
 // window measures one load run against srv: the server's CPU time and the
-// metric counters named in counters, read at the window's edges.
-func (s *Suite) window(ctx context.Context, srv *server, opts load.Options, op load.Op, counters map[string]*regexp.Regexp) (load.Result, float64, map[string]float64, error) {
-	var cpu0, cpu1 time.Duration
-	var m0, m1 map[string]float64
+// metric counters named in counters, read at the window's start and, after
+// the window, once the server has delivered what it accepted in the
+// window (per dr) or Options.Drain ran out: a server that falls behind
+// pays for its backlog here, not after the measurement.
+func (s *Suite) window(ctx context.Context, srv *server, opts load.Options, op load.Op, counters map[string]*regexp.Regexp, dr drainSpec) (windowResult, error) {
+	var cpu0 time.Duration
+	var m0 map[string]float64
 	var cpuErr error
+	var stopped time.Time
 	opts.OnStart = func() {
 		m0 = scrape(srv.metricsURL, counters)
 		cpu0, cpuErr = procstat.CPUTime(srv.Pid())
 	}
-	opts.OnStop = func() {
-		var err error
-		cpu1, err = procstat.CPUTime(srv.Pid())
-		if cpuErr == nil {
-			cpuErr = err
-		}
-		m1 = scrape(srv.metricsURL, counters)
-	}
+	opts.OnStop = func() { stopped = time.Now() }
 	res, err := load.Run(ctx, opts, op)
 	if err != nil {
-		return res, 0, nil, err
+		return windowResult{res: res}, err
 	}
 	if cpuErr != nil {
-		return res, 0, nil, cpuErr
+		return windowResult{res: res}, cpuErr
 	}
-	if srv.Exited() {
-		return res, 0, nil, fmt.Errorf("%s exited during the run: %s", srv.Name, srv.Output())
-	}
-	delta := map[string]float64{}
-	for k := range counters {
-		a, okA := m0[k]
-		b, okB := m1[k]
-		if okA || okB {
-			delta[k] = b - a
-		} else {
-			delta[k] = -1
+	delta := func(m1 map[string]float64) map[string]float64 {
+		d := map[string]float64{}
+		for k := range counters {
+			a, okA := m0[k]
+			b, okB := m1[k]
+			if okA || okB {
+				d[k] = b - a
+			} else {
+				d[k] = -1
+			}
 		}
+		return d
 	}
-	return res, (cpu1 - cpu0).Seconds(), delta, nil
+	sum := func(d map[string]float64, keys []string) (float64, bool) {
+		var v float64
+		found := false
+		for _, k := range keys {
+			if d[k] >= 0 {
+				v += d[k]
+				found = true
+			}
+		}
+		return v, found
+	}
+	target := float64(res.OK * dr.perItem)
+	var d, last map[string]float64
+	var short int64 = -1
+	deadline := time.Now().Add(s.opts.Drain)
+	var still time.Time // since when the counters have not moved
+	for {
+		m1 := scrape(srv.metricsURL, counters)
+		d = delta(m1)
+		sent, ok := sum(d, dr.sent)
+		settled := false
+		if dr.perItem > 0 && ok {
+			short = max(int64(target-sent), 0)
+			settled = short == 0
+		}
+		if !maps.Equal(m1, last) {
+			still = time.Now()
+		}
+		last = m1
+		empty := true
+		for _, g := range dr.gauges {
+			if m1[g] > 0 {
+				empty = false
+			}
+		}
+		if empty && time.Since(still) >= drainQuiet {
+			settled = true
+		}
+		if settled || time.Now().After(deadline) || ctx.Err() != nil || srv.Exited() {
+			break
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	cpu1, err := procstat.CPUTime(srv.Pid())
+	if err != nil {
+		return windowResult{res: res}, err
+	}
+	drain := time.Since(stopped)
+	if srv.Exited() {
+		return windowResult{res: res}, fmt.Errorf("%s exited during the run: %s", srv.Name, srv.Output())
+	}
+	return windowResult{res: res, cpu: (cpu1 - cpu0).Seconds(), drain: drain, short: short, delta: d}, nil
 }
 
 func (s *Suite) runReport(ctx context.Context, name string, batchRate float64, setup reportSetup) (Measurement, error) {
@@ -447,12 +559,22 @@ func (s *Suite) runReport(ctx context.Context, name string, batchRate float64, s
 		"queue_dropped":  regexp.MustCompile(`^sidemix_mixer_report_instances_dropped_total\S* (\S+)`),
 		"jaeger_sent":    regexp.MustCompile(`^sidemix_jaeger_spans_sent_total\S* (\S+)`),
 		"jaeger_dropped": regexp.MustCompile(`^sidemix_jaeger_spans_(?:dropped|failed)_total\S* (\S+)`),
+		"kafka_buffered": regexp.MustCompile(`^sidemix_kafka_buffered_records\S* (\S+)`),
+		"jaeger_queued":  regexp.MustCompile(`^sidemix_jaeger_queue_spans\S* (\S+)`),
 	}
-	res, cpu, d, err := s.window(ctx, srv, load.Options{Workers: 2, Warmup: s.opts.Warmup, Duration: s.opts.Duration, Rate: batchRate}, reportOp(conns, 2, s.opts.Batch, setup.sampleEvery), counters)
+	// Every bag makes one kafka record when the kafka rule is on; the
+	// handlers' backlogs must be empty.
+	dr := drainSpec{sent: []string{"kafka_sent"}, dropped: []string{"kafka_dropped", "queue_dropped"},
+		gauges: []string{"kafka_buffered", "jaeger_queued"}}
+	if setup.kafka {
+		dr.perItem = int64(s.opts.Batch)
+	}
+	w, err := s.window(ctx, srv, load.Options{Workers: 2, Warmup: s.opts.Warmup, Duration: s.opts.Duration, Rate: batchRate}, reportOp(conns, 2, s.opts.Batch, setup.sampleEvery), counters, dr)
 	if err != nil {
 		return Measurement{}, err
 	}
-	m := measure(name, res, int64(s.opts.Batch), cpu)
+	d := w.delta
+	m := measure(name, w, int64(s.opts.Batch))
 	m.Delivered = int64(d["kafka_sent"])
 	m.Dropped = int64(max(d["kafka_dropped"], 0) + max(d["queue_dropped"], 0) + max(d["jaeger_dropped"], 0))
 	m.JaegerSent = int64(d["jaeger_sent"])
@@ -476,30 +598,37 @@ func (s *Suite) runSpansSidemix(ctx context.Context, name string, rate float64, 
 		"kafka_sent_records": regexp.MustCompile(`^sidemix_kafka_records_total\{.*result="sent".*\} (\S+)`),
 		"kafka_dropped":      regexp.MustCompile(`^sidemix_kafka_records_total\{.*result="(?:[^s]|s[^e])[^"]*".*\} (\S+)`),
 		"queue_dropped":      regexp.MustCompile(`^sidemix_mixer_report_instances_dropped_total\S* (\S+)`),
+		"kafka_buffered":     regexp.MustCompile(`^sidemix_kafka_buffered_records\S* (\S+)`),
 	}
-	return s.runSpans(ctx, name, rate, srv, addr, counters, "kafka_sent", []string{"kafka_dropped", "queue_dropped"})
+	return s.runSpans(ctx, name, rate, srv, addr, counters, drainSpec{sent: []string{"kafka_sent"},
+		dropped: []string{"kafka_dropped", "queue_dropped"}, gauges: []string{"kafka_buffered"}})
 }
 
 // runSpans drives srv's OTLP/gRPC endpoint with two callers over two
 // connections (two instrumented apps), closed loop or at rate exports per
 // second.
-func (s *Suite) runSpans(ctx context.Context, name string, rate float64, srv *server, addr string, counters map[string]*regexp.Regexp, sent string, dropped []string) (Measurement, error) {
+// dr.sent[0] is the delivered spans' counter; the drain waits until it
+// (plus drops) reaches the spans accepted in the window.
+func (s *Suite) runSpans(ctx context.Context, name string, rate float64, srv *server, addr string, counters map[string]*regexp.Regexp, dr drainSpec) (Measurement, error) {
 	conns, err := dial(addr, 2)
 	if err != nil {
 		return Measurement{}, err
 	}
 	defer closeAll(conns)
-	res, cpu, d, err := s.window(ctx, srv, load.Options{Workers: 2, Warmup: s.opts.Warmup, Duration: s.opts.Duration, Rate: rate}, spanOp(conns, s.opts.SpanBatch), counters)
+	dr.perItem = int64(s.opts.SpanBatch)
+	w, err := s.window(ctx, srv, load.Options{Workers: 2, Warmup: s.opts.Warmup, Duration: s.opts.Duration, Rate: rate}, spanOp(conns, s.opts.SpanBatch), counters, dr)
 	if err != nil {
 		return Measurement{}, err
 	}
-	m := measure(name, res, int64(s.opts.SpanBatch), cpu)
+	d := w.delta
+	sent := dr.sent[0]
+	m := measure(name, w, int64(s.opts.SpanBatch))
 	m.Delivered = int64(d[sent])
 	if old, ok := d[sent+"_records"]; ok && d[sent] < 0 {
 		m.Delivered = int64(old)
 	}
 	m.Dropped = 0
-	for _, k := range dropped {
+	for _, k := range dr.dropped {
 		m.Dropped += int64(max(d[k], 0))
 	}
 	if m.Items > 0 && m.Delivered == 0 {
@@ -511,14 +640,21 @@ func (s *Suite) runSpans(ctx context.Context, name string, rate float64, srv *se
 	return m, nil
 }
 
-func measure(name string, res load.Result, per int64, cpu float64) Measurement {
+func measure(name string, w windowResult, per int64) Measurement {
+	res, cpu := w.res, w.cpu
 	m := Measurement{Scenario: name, Items: res.OK * per, Rate: res.Rate() * float64(per), CPU: cpu,
+		Drain: w.drain.Seconds(), Shortfall: w.short,
 		Errors: res.Errors, Delivered: -1, Dropped: -1, JaegerSent: -1}
 	if res.FirstError != nil {
 		m.FirstError = res.FirstError.Error()
 	}
+	if w.short > 0 && m.FirstError == "" {
+		m.FirstError = fmt.Sprintf("%d items accepted in the window undelivered (dropped or still held) after the %.1f s drain", w.short, w.drain.Seconds())
+	}
 	if cpu > 0 {
-		m.PerCPUSecond = float64(m.Items) / cpu
+		// Items that were accepted but never delivered cost less than
+		// delivered ones: only those delivered count then.
+		m.PerCPUSecond = float64(m.Items-max(w.short, 0)) / cpu
 	}
 	if s := res.Elapsed.Seconds(); s > 0 {
 		m.VCPU = cpu / s
@@ -530,8 +666,8 @@ func (m Measurement) String() string {
 	if m.Skipped != "" {
 		return "skipped: " + m.Skipped
 	}
-	return fmt.Sprintf("%d items, %.0f/s, %.2f CPU-s (%.3f vCPU), %.0f per CPU-second, delivered %d, dropped %d, jaeger %d, errors %d %s",
-		m.Items, m.Rate, m.CPU, m.VCPU, m.PerCPUSecond, m.Delivered, m.Dropped, m.JaegerSent, m.Errors, m.FirstError)
+	return fmt.Sprintf("%d items, %.0f/s, %.2f CPU-s (%.3f vCPU) incl. %.2f s drain (short %d), %.0f per CPU-second, delivered %d, dropped %d, jaeger %d, errors %d %s",
+		m.Items, m.Rate, m.CPU, m.VCPU, m.Drain, m.Shortfall, m.PerCPUSecond, m.Delivered, m.Dropped, m.JaegerSent, m.Errors, m.FirstError)
 }
 
 // scrape sums, per name, the values of the Prometheus text lines at url

@@ -61,6 +61,7 @@ func run() error {
 	rounds := flag.Int("rounds", 3, "interleaved rounds; the report gives each scenario's median")
 	warmup := flag.Duration("warmup", reportbench.DefaultWarmup, "unmeasured warm-up of each run")
 	duration := flag.Duration("duration", reportbench.DefaultDuration, "measured window of each run")
+	drain := flag.Duration("drain", reportbench.DefaultDrain, "after each window, wait at most this long for the server to deliver what it accepted in the window (its CPU meanwhile counts)")
 	meshRate := flag.Int("rate", reportbench.DefaultMeshRate, "mesh requests per second of the fixed-rate run (two reporting proxies: twice as many records)")
 	batch := flag.Int("batch", reportbench.DefaultBatch, "bags per Report (proxy/mixerclient's default)")
 	spanBatch := flag.Int("span-batch", reportbench.DefaultSpanBatch, "spans per OTLP export")
@@ -127,6 +128,7 @@ func run() error {
 		Rounds:     *rounds,
 		Warmup:     warmup.String(),
 		Duration:   duration.String(),
+		Drain:      drain.String(),
 		MeshRate:   *meshRate,
 		Batch:      *batch,
 		SpanBatch:  *spanBatch,
@@ -144,7 +146,7 @@ func run() error {
 	suite, err := reportbench.New(reportbench.Options{
 		Sidemix: *sidemix, Kfake: *kfake, Jaeger: *jaeger, Otelcol: *otelcol,
 		Examples: *examples, WorkDir: work,
-		Warmup: *warmup, Duration: *duration, MeshRate: *meshRate, Batch: *batch, SpanBatch: *spanBatch, SpanRate: *spanRate,
+		Warmup: *warmup, Duration: *duration, Drain: *drain, MeshRate: *meshRate, Batch: *batch, SpanBatch: *spanBatch, SpanRate: *spanRate,
 		ServerCPUs: *serverCPUs, Log: os.Stderr,
 	})
 	if err != nil {

@@ -7,7 +7,6 @@ import (
 	"time"
 
 	"google.golang.org/grpc/codes"
-	"google.golang.org/protobuf/types/known/anypb"
 	"google.golang.org/protobuf/types/known/durationpb"
 
 	"github.com/sidemix/sidemix/adapters"
@@ -282,7 +281,7 @@ func (s *Server) runQuotas(ctx context.Context, st *state, bag *attribute.Bag, r
 		}
 		out.results[g.name] = qr
 		if g.exhausted() && p.code == codes.OK {
-			p.deny(codes.ResourceExhausted, fmt.Sprintf("quota %q exhausted", g.name), exhaustedDetails(g)...)
+			p.deny(codes.ResourceExhausted, "quota "+strconv.Quote(g.name)+" exhausted", exhaustedDetails(g)...)
 			// Whether the next request gets quota is not for a cache to say.
 			p.noCache = true
 		}
@@ -352,29 +351,6 @@ func allocateInline(ctx context.Context, c *quotaCall) (o outcome[adapters.Quota
 	o.val, o.err = allocate(ctx, c)
 	o.done = true
 	return o
-}
-
-// exhaustedDetails names the quota and the refusing rule and handler, with
-// the tightest window when known and when to try again.
-func exhaustedDetails(g *quotaGrant) []*anypb.Any {
-	meta := map[string]string{"quota": g.name}
-	if c := g.deniedBy; c != nil {
-		meta["rule"], meta["handler"] = c.rule, c.handler
-	}
-	if g.limit > 0 {
-		meta["limit"] = strconv.FormatInt(g.limit, 10)
-		meta["remaining"] = strconv.FormatInt(g.remaining, 10)
-		meta["reset"] = durationString(g.reset)
-	}
-	details := errorInfo(reasonQuotaExhausted, meta)
-	retry := g.validFor
-	if retry <= 0 {
-		retry = g.reset
-	}
-	if retry > 0 {
-		details = append(details, retryInfo(retry))
-	}
-	return details
 }
 
 // durationString renders d as protobuf's JSON form of a Duration ("1.5s").

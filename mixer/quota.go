@@ -169,14 +169,36 @@ func (s *Server) runQuotas(ctx context.Context, st *state, bag *attribute.Bag, r
 
 	results := allocateAll(ctx, calls)
 
-	grants := map[string]*quotaGrant{}
+	// The quotas granted, in the order first asked for. A request asks for
+	// a handful: a list does where a map would cost allocations, and a map
+	// is made only for a request that names many.
 	var grantOrder []*quotaGrant
+	var index map[string]*quotaGrant
+	find := func(name string) *quotaGrant {
+		if index != nil {
+			return index[name]
+		}
+		for _, g := range grantOrder {
+			if g.name == name {
+				return g
+			}
+		}
+		return nil
+	}
 	grant := func(name string, w quotaWant) *quotaGrant {
-		g := grants[name]
+		g := find(name)
 		if g == nil {
 			g = &quotaGrant{name: name, requested: w.amount, bestEffort: w.bestEffort}
-			grants[name] = g
 			grantOrder = append(grantOrder, g)
+			switch {
+			case index != nil:
+				index[name] = g
+			case len(grantOrder) > maxGrantScan:
+				index = make(map[string]*quotaGrant, 2*len(grantOrder))
+				for _, g := range grantOrder {
+					index[g.name] = g
+				}
+			}
 		}
 		return g
 	}
@@ -242,7 +264,7 @@ func (s *Server) runQuotas(ctx context.Context, st *state, bag *attribute.Bag, r
 		}
 	}
 	for name, w := range req.GetQuotas() {
-		if grants[name] == nil {
+		if find(name) == nil {
 			amount := w.GetAmount()
 			if amount <= 0 {
 				amount = 1
@@ -252,14 +274,14 @@ func (s *Server) runQuotas(ctx context.Context, st *state, bag *attribute.Bag, r
 	}
 	if out.implicit {
 		for _, name := range order {
-			out.charges = append(out.charges, &mixerv1.CheckResponse_QuotaCharge{Quota: name, Charge: grants[name].requested})
+			out.charges = append(out.charges, &mixerv1.CheckResponse_QuotaCharge{Quota: name, Charge: find(name).requested})
 		}
 	}
-	if len(grants) == 0 {
+	if len(grantOrder) == 0 {
 		return out
 	}
 
-	out.results = make(map[string]*mixerv1.CheckResponse_QuotaResult, len(grants))
+	out.results = make(map[string]*mixerv1.CheckResponse_QuotaResult, len(grantOrder))
 	for _, g := range grantOrder {
 		granted := g.granted
 		if !g.enforced {
@@ -288,6 +310,10 @@ func (s *Server) runQuotas(ctx context.Context, st *state, bag *attribute.Bag, r
 	}
 	return out
 }
+
+// maxGrantScan is how many quotas a Check's grants are looked up among by
+// scanning, before a map is made.
+const maxGrantScan = 8
 
 // ContextBound is implemented by quota handlers whose Allocate returns by
 // the time its context ends, whatever their backend does (memquota,

@@ -14,7 +14,6 @@ import (
 	rpcstatus "google.golang.org/genproto/googleapis/rpc/status"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/protobuf/types/known/anypb"
-	"google.golang.org/protobuf/types/known/durationpb"
 
 	"github.com/sidemix/sidemix/adapters"
 	"github.com/sidemix/sidemix/adapters/template"
@@ -173,14 +172,6 @@ func errorInfo(reason string, meta map[string]string) []*anypb.Any {
 		return nil
 	}
 	return []*anypb.Any{a}
-}
-
-func retryInfo(d time.Duration) *anypb.Any {
-	a, err := anypb.New(&errdetails.RetryInfo{RetryDelay: durationpb.New(d)})
-	if err != nil {
-		return nil
-	}
-	return a
 }
 
 // target is the rule side of one handler call: which rule asked and what a

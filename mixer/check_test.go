@@ -2,6 +2,7 @@ package mixer
 
 import (
 	"context"
+	"fmt"
 	"slices"
 	"strings"
 	"sync"
@@ -300,6 +301,25 @@ func TestQuotaNamedAndDeduplicated(t *testing.T) {
 	resp = ask("d", map[string]*mixerv1.CheckRequest_QuotaParams{"unlimited": {Amount: 9}})
 	if g := resp.GetQuotas()["unlimited"].GetGrantedAmount(); g != 9 || len(resp.GetQuotas()) != 1 {
 		t.Fatalf("unlimited: %v", resp.GetQuotas())
+	}
+	// Many quotas in one request (more than are looked up by scanning):
+	// each answered, the limited one limited.
+	many := map[string]*mixerv1.CheckRequest_QuotaParams{"requestcount": {Amount: 1}}
+	for i := range 3 * maxGrantScan {
+		many[fmt.Sprintf("unlimited-%d", i)] = &mixerv1.CheckRequest_QuotaParams{Amount: int64(i + 1)}
+	}
+	resp = ask("e", many)
+	if len(resp.GetQuotas()) != len(many) || codes.Code(resp.GetPrecondition().GetStatus().GetCode()) != codes.ResourceExhausted {
+		t.Fatalf("%d quotas: %d results, %v", len(many), len(resp.GetQuotas()), resp.GetPrecondition().GetStatus())
+	}
+	for name, q := range resp.GetQuotas() {
+		want := many[name].GetAmount()
+		if name == "requestcount" {
+			want = 0 // none left
+		}
+		if q.GetGrantedAmount() != want {
+			t.Errorf("%s: granted %d, want %d", name, q.GetGrantedAmount(), want)
+		}
 	}
 }
 

@@ -14,7 +14,6 @@ import (
 	rpcstatus "google.golang.org/genproto/googleapis/rpc/status"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/protobuf/types/known/anypb"
-	"google.golang.org/protobuf/types/known/durationpb"
 
 	"github.com/sidemix/sidemix/adapters"
 	"github.com/sidemix/sidemix/adapters/template"
@@ -175,14 +174,6 @@ func errorInfo(reason string, meta map[string]string) []*anypb.Any {
 	return []*anypb.Any{a}
 }
 
-func retryInfo(d time.Duration) *anypb.Any {
-	a, err := anypb.New(&errdetails.RetryInfo{RetryDelay: durationpb.New(d)})
-	if err != nil {
-		return nil
-	}
-	return a
-}
-
 // target is the rule side of one handler call: which rule asked and what a
 // denial or a failure of the call means for the request.
 type target struct {
@@ -339,12 +330,15 @@ func observeSince(o prometheus.Observer, start time.Time) {
 
 // check answers one Check request on st.
 func (s *Server) check(ctx context.Context, st *state, bag *attribute.Bag, req *mixerv1.CheckRequest) *mixerv1.CheckResponse {
+	// The answer's messages, and the context bounding the Check by the
+	// check timeout, in one allocation.
+	a := new(checkAnswer)
 	// A caller's deadline sooner than the check timeout bounds the handlers
-	// already; a context of our own (and its timer) would change nothing.
+	// already; a context of our own would change nothing.
 	if dl, ok := ctx.Deadline(); !ok || time.Until(dl) > s.cfg.CheckTimeout {
-		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, s.cfg.CheckTimeout)
-		defer cancel()
+		a.ctx.init(ctx, time.Now().Add(s.cfg.CheckTimeout))
+		ctx = &a.ctx
+		defer a.ctx.stop()
 	}
 
 	sc := scratchPool.Get().(*checkScratch)
@@ -386,8 +380,6 @@ func (s *Server) check(ctx context.Context, st *state, bag *attribute.Bag, req *
 	if p.noCache {
 		validFor, uses = 0, 1
 	}
-	// The answer's three messages in one allocation.
-	a := new(checkAnswer)
 	a.status.Code, a.status.Message, a.status.Details = int32(p.code), p.message, p.details
 	a.pre.Status = &a.status
 	a.pre.ValidDuration = s.durations.get(validFor)
@@ -405,11 +397,13 @@ func (s *Server) check(ctx context.Context, st *state, bag *attribute.Bag, req *
 	return resp
 }
 
-// checkAnswer holds a CheckResponse and the messages it points to.
+// checkAnswer holds a CheckResponse and the messages it points to, and the
+// Check's context when the mixer bounds it.
 type checkAnswer struct {
 	resp   mixerv1.CheckResponse
 	pre    mixerv1.CheckResponse_PreconditionResult
 	status rpcstatus.Status
+	ctx    checkCtx
 }
 
 // checkScratch is what one Check collects and drops when answered, kept

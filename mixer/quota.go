@@ -7,7 +7,6 @@ import (
 	"time"
 
 	"google.golang.org/grpc/codes"
-	"google.golang.org/protobuf/types/known/anypb"
 	"google.golang.org/protobuf/types/known/durationpb"
 
 	"github.com/sidemix/sidemix/adapters"
@@ -170,14 +169,36 @@ func (s *Server) runQuotas(ctx context.Context, st *state, bag *attribute.Bag, r
 
 	results := allocateAll(ctx, calls)
 
-	grants := map[string]*quotaGrant{}
+	// The quotas granted, in the order first asked for. A request asks for
+	// a handful: a list does where a map would cost allocations, and a map
+	// is made only for a request that names many.
 	var grantOrder []*quotaGrant
+	var index map[string]*quotaGrant
+	find := func(name string) *quotaGrant {
+		if index != nil {
+			return index[name]
+		}
+		for _, g := range grantOrder {
+			if g.name == name {
+				return g
+			}
+		}
+		return nil
+	}
 	grant := func(name string, w quotaWant) *quotaGrant {
-		g := grants[name]
+		g := find(name)
 		if g == nil {
 			g = &quotaGrant{name: name, requested: w.amount, bestEffort: w.bestEffort}
-			grants[name] = g
 			grantOrder = append(grantOrder, g)
+			switch {
+			case index != nil:
+				index[name] = g
+			case len(grantOrder) > maxGrantScan:
+				index = make(map[string]*quotaGrant, 2*len(grantOrder))
+				for _, g := range grantOrder {
+					index[g.name] = g
+				}
+			}
 		}
 		return g
 	}
@@ -243,7 +264,7 @@ func (s *Server) runQuotas(ctx context.Context, st *state, bag *attribute.Bag, r
 		}
 	}
 	for name, w := range req.GetQuotas() {
-		if grants[name] == nil {
+		if find(name) == nil {
 			amount := w.GetAmount()
 			if amount <= 0 {
 				amount = 1
@@ -253,14 +274,14 @@ func (s *Server) runQuotas(ctx context.Context, st *state, bag *attribute.Bag, r
 	}
 	if out.implicit {
 		for _, name := range order {
-			out.charges = append(out.charges, &mixerv1.CheckResponse_QuotaCharge{Quota: name, Charge: grants[name].requested})
+			out.charges = append(out.charges, &mixerv1.CheckResponse_QuotaCharge{Quota: name, Charge: find(name).requested})
 		}
 	}
-	if len(grants) == 0 {
+	if len(grantOrder) == 0 {
 		return out
 	}
 
-	out.results = make(map[string]*mixerv1.CheckResponse_QuotaResult, len(grants))
+	out.results = make(map[string]*mixerv1.CheckResponse_QuotaResult, len(grantOrder))
 	for _, g := range grantOrder {
 		granted := g.granted
 		if !g.enforced {
@@ -282,13 +303,17 @@ func (s *Server) runQuotas(ctx context.Context, st *state, bag *attribute.Bag, r
 		}
 		out.results[g.name] = qr
 		if g.exhausted() && p.code == codes.OK {
-			p.deny(codes.ResourceExhausted, fmt.Sprintf("quota %q exhausted", g.name), exhaustedDetails(g)...)
+			p.deny(codes.ResourceExhausted, "quota "+strconv.Quote(g.name)+" exhausted", exhaustedDetails(g)...)
 			// Whether the next request gets quota is not for a cache to say.
 			p.noCache = true
 		}
 	}
 	return out
 }
+
+// maxGrantScan is how many quotas a Check's grants are looked up among by
+// scanning, before a map is made.
+const maxGrantScan = 8
 
 // ContextBound is implemented by quota handlers whose Allocate returns by
 // the time its context ends, whatever their backend does (memquota,
@@ -352,29 +377,6 @@ func allocateInline(ctx context.Context, c *quotaCall) (o outcome[adapters.Quota
 	o.val, o.err = allocate(ctx, c)
 	o.done = true
 	return o
-}
-
-// exhaustedDetails names the quota and the refusing rule and handler, with
-// the tightest window when known and when to try again.
-func exhaustedDetails(g *quotaGrant) []*anypb.Any {
-	meta := map[string]string{"quota": g.name}
-	if c := g.deniedBy; c != nil {
-		meta["rule"], meta["handler"] = c.rule, c.handler
-	}
-	if g.limit > 0 {
-		meta["limit"] = strconv.FormatInt(g.limit, 10)
-		meta["remaining"] = strconv.FormatInt(g.remaining, 10)
-		meta["reset"] = durationString(g.reset)
-	}
-	details := errorInfo(reasonQuotaExhausted, meta)
-	retry := g.validFor
-	if retry <= 0 {
-		retry = g.reset
-	}
-	if retry > 0 {
-		details = append(details, retryInfo(retry))
-	}
-	return details
 }
 
 // durationString renders d as protobuf's JSON form of a Duration ("1.5s").

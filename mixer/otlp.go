@@ -1,7 +1,6 @@
 package mixer
 
 import (
-	"bytes"
 	"compress/gzip"
 	"context"
 	"errors"
@@ -17,6 +16,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/sidemix/sidemix/internal/rawproto"
+
 	"go.opentelemetry.io/collector/pdata/pcommon"
 	"go.opentelemetry.io/collector/pdata/plog"
 	"go.opentelemetry.io/collector/pdata/plog/plogotlp"
@@ -25,9 +26,7 @@ import (
 	rpcstatus "google.golang.org/genproto/googleapis/rpc/status"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/encoding"
 	_ "google.golang.org/grpc/encoding/gzip" // OTLP exporters may gzip their requests
-	"google.golang.org/grpc/mem"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
@@ -97,7 +96,7 @@ func (s *Server) serveOTLP() {
 			grpc.InitialWindowSize(otlpWindow),
 			grpc.InitialConnWindowSize(2*otlpWindow),
 			grpc.ReadBufferSize(otlpReadBuffer),
-			grpc.ForceServerCodecV2(rawCodec{delegate: encoding.GetCodecV2("proto")}),
+			grpc.ForceServerCodecV2(rawproto.NewCodec()),
 		)
 		s.otlpGRPCSrv.RegisterService(exportDesc(otlpTraceService, r.exportTracesGRPC), r)
 		s.otlpGRPCSrv.RegisterService(exportDesc(otlpLogsService, r.exportLogsGRPC), r)
@@ -168,7 +167,7 @@ func (s *Server) OTLPHTTPAddr() string {
 }
 
 // The OTLP gRPC services. The request body reaches the handler undecoded
-// (rawMessage, rawCodec) so that the receiver decodes it itself, as over
+// (rawproto.Message, rawproto.Codec) so that the receiver decodes it itself, as over
 // HTTP: a body gRPC's codec could not decode would be answered Internal
 // before any mixer code ran, and go uncounted.
 const (
@@ -182,39 +181,8 @@ const (
 	otlpReadBuffer = 256 << 10
 )
 
-// rawMessage is a protobuf message body, passed through undecoded.
-type rawMessage []byte
-
-// rawCodec is gRPC's proto codec except for rawMessage, which it passes
-// through.
-type rawCodec struct{ delegate encoding.CodecV2 }
-
-func (c rawCodec) Marshal(v any) (mem.BufferSlice, error) {
-	if m, ok := v.(rawMessage); ok {
-		return mem.BufferSlice{mem.SliceBuffer(m)}, nil
-	}
-	return c.delegate.Marshal(v)
-}
-
-func (c rawCodec) Unmarshal(data mem.BufferSlice, v any) error {
-	if m, ok := v.(*rawMessage); ok {
-		// The body outlives the call (forwarded instances hold parts of
-		// it), so it is copied out of gRPC's pooled buffers; bytes.Join
-		// does not zero the copy first, as Materialize's make does.
-		parts := make([][]byte, len(data))
-		for i, b := range data {
-			parts[i] = b.ReadOnlyData()
-		}
-		*m = bytes.Join(parts, nil)
-		return nil
-	}
-	return c.delegate.Unmarshal(data, v)
-}
-
-func (rawCodec) Name() string { return "proto" }
-
 // exportDesc is a service with one unary Export method served by export.
-func exportDesc(service string, export func(body []byte) (rawMessage, error)) *grpc.ServiceDesc {
+func exportDesc(service string, export func(body []byte) (rawproto.Message, error)) *grpc.ServiceDesc {
 	full := "/" + service + "/Export"
 	return &grpc.ServiceDesc{
 		ServiceName: service,
@@ -222,11 +190,11 @@ func exportDesc(service string, export func(body []byte) (rawMessage, error)) *g
 		Methods: []grpc.MethodDesc{{
 			MethodName: "Export",
 			Handler: func(srv any, ctx context.Context, dec func(any) error, interceptor grpc.UnaryServerInterceptor) (any, error) {
-				var in rawMessage
+				var in rawproto.Message
 				if err := dec(&in); err != nil {
 					return nil, err
 				}
-				call := func(_ context.Context, req any) (any, error) { return export(*req.(*rawMessage)) }
+				call := func(_ context.Context, req any) (any, error) { return export(*req.(*rawproto.Message)) }
 				if interceptor == nil {
 					return call(ctx, &in)
 				}
@@ -259,10 +227,10 @@ func logsResponse(rejected int, msg string) plogotlp.ExportResponse {
 
 // fullSuccess is the protobuf answer to an export that took everything:
 // an empty message.
-var fullSuccess = rawMessage{}
+var fullSuccess = rawproto.Message{}
 
 // exportTracesGRPC is the gRPC Export of traces.
-func (r *otlpReceiver) exportTracesGRPC(body []byte) (rawMessage, error) {
+func (r *otlpReceiver) exportTracesGRPC(body []byte) (rawproto.Message, error) {
 	rejected, msg, err := r.export(wireTraces, body)
 	if err != nil {
 		return nil, r.malformedGRPC(signalTraces, err)
@@ -274,7 +242,7 @@ func (r *otlpReceiver) exportTracesGRPC(body []byte) (rawMessage, error) {
 }
 
 // exportLogsGRPC is the gRPC Export of logs.
-func (r *otlpReceiver) exportLogsGRPC(body []byte) (rawMessage, error) {
+func (r *otlpReceiver) exportLogsGRPC(body []byte) (rawproto.Message, error) {
 	rejected, msg, err := r.export(wireLogs, body)
 	if err != nil {
 		return nil, r.malformedGRPC(signalLogs, err)

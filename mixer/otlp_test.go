@@ -11,6 +11,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/sidemix/sidemix/internal/rawproto"
+
 	"go.opentelemetry.io/collector/pdata/pcommon"
 	"go.opentelemetry.io/collector/pdata/plog"
 	"go.opentelemetry.io/collector/pdata/plog/plogotlp"
@@ -19,7 +21,6 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
-	"google.golang.org/grpc/encoding"
 	"google.golang.org/grpc/status"
 
 	"github.com/sidemix/sidemix/adapters/template"
@@ -165,10 +166,10 @@ func TestOTLPGRPCMalformed(t *testing.T) {
 	defer conn.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	codec := grpc.ForceCodecV2(rawCodec{delegate: encoding.GetCodecV2("proto")})
+	codec := grpc.ForceCodecV2(rawproto.NewCodec())
 	for _, svc := range []string{otlpTraceService, otlpLogsService} {
-		var out rawMessage
-		err := conn.Invoke(ctx, "/"+svc+"/Export", rawMessage{0xff, 0xff, 0xff, 0x01, 0x02}, &out, codec)
+		var out rawproto.Message
+		err := conn.Invoke(ctx, "/"+svc+"/Export", rawproto.Message{0xff, 0xff, 0xff, 0x01, 0x02}, &out, codec)
 		if status.Code(err) != codes.InvalidArgument {
 			t.Errorf("%s: %v, want InvalidArgument", svc, err)
 		}

@@ -9,6 +9,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/sidemix/sidemix/internal/rawproto"
+
 	"go.opentelemetry.io/collector/pdata/plog"
 	"go.opentelemetry.io/collector/pdata/plog/plogotlp"
 	"go.opentelemetry.io/collector/pdata/ptrace"
@@ -16,7 +18,6 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
-	"google.golang.org/grpc/encoding"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/encoding/protowire"
 
@@ -136,9 +137,9 @@ func TestOTLPForwardToKafka(t *testing.T) {
 				defer conn.Close()
 				ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 				defer cancel()
-				var out rawMessage
-				err = conn.Invoke(ctx, "/"+otlpTraceService+"/Export", rawMessage(body), &out,
-					grpc.ForceCodecV2(rawCodec{delegate: encoding.GetCodecV2("proto")}))
+				var out rawproto.Message
+				err = conn.Invoke(ctx, "/"+otlpTraceService+"/Export", rawproto.Message(body), &out,
+					grpc.ForceCodecV2(rawproto.NewCodec()))
 				if err != nil {
 					t.Fatal(err)
 				}
@@ -295,9 +296,9 @@ spec:
 
 	// A span whose trace id has 3 bytes: pdata refuses it, so does the walk.
 	bad := wrap(wrap(wrap(wrap([]byte{1, 2, 3}, 1), 2), 2), 1)
-	var out rawMessage
-	err = conn.Invoke(ctx, "/"+otlpTraceService+"/Export", rawMessage(bad), &out,
-		grpc.ForceCodecV2(rawCodec{delegate: encoding.GetCodecV2("proto")}))
+	var out rawproto.Message
+	err = conn.Invoke(ctx, "/"+otlpTraceService+"/Export", rawproto.Message(bad), &out,
+		grpc.ForceCodecV2(rawproto.NewCodec()))
 	if status.Code(err) != codes.InvalidArgument {
 		t.Fatalf("malformed export: %v, want InvalidArgument", err)
 	}

@@ -4,11 +4,11 @@ import (
 	"context"
 	"fmt"
 
+	"github.com/sidemix/sidemix/internal/rawproto"
+
 	"go.opentelemetry.io/collector/pdata/plog/plogotlp"
 	"go.opentelemetry.io/collector/pdata/ptrace/ptraceotlp"
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/encoding"
-	"google.golang.org/grpc/mem"
 
 	"github.com/sidemix/sidemix/adapters/internal/handlerkit"
 	"github.com/sidemix/sidemix/adapters/template"
@@ -59,30 +59,7 @@ func (h *handler) newRawBatcher(signal string) *handlerkit.Batcher[*template.OTL
 	})
 }
 
-// rawCodec marshals a protobuf body given as rawMessage as it is, and
-// lets gRPC's proto codec do everything else.
-type rawCodec struct{ delegate encoding.CodecV2 }
-
-type rawMessage []byte
-
-func (c rawCodec) Marshal(v any) (mem.BufferSlice, error) {
-	if m, ok := v.(rawMessage); ok {
-		return mem.BufferSlice{mem.SliceBuffer(m)}, nil
-	}
-	return c.delegate.Marshal(v)
-}
-
-func (c rawCodec) Unmarshal(data mem.BufferSlice, v any) error {
-	if m, ok := v.(*rawMessage); ok {
-		*m = data.Materialize()
-		return nil
-	}
-	return c.delegate.Unmarshal(data, v)
-}
-
-func (rawCodec) Name() string { return "proto" }
-
-var rawCall = grpc.ForceCodecV2(rawCodec{delegate: encoding.GetCodecV2("proto")})
+var rawCall = grpc.ForceCodecV2(rawproto.NewCodec())
 
 // raw sends one export request body of signal as it is.
 func (e *grpcExporter) raw(ctx context.Context, signal string, body []byte) (int, error) {
@@ -90,8 +67,8 @@ func (e *grpcExporter) raw(ctx context.Context, signal string, body []byte) (int
 	if signal == signalLogs {
 		method = "/opentelemetry.proto.collector.logs.v1.LogsService/Export"
 	}
-	var out rawMessage
-	if err := e.conn.Invoke(e.outgoing(ctx), method, rawMessage(body), &out, append(e.callOp, rawCall)...); err != nil {
+	var out rawproto.Message
+	if err := e.conn.Invoke(e.outgoing(ctx), method, rawproto.Message(body), &out, append(e.callOp, rawCall)...); err != nil {
 		return 0, grpcError(err)
 	}
 	return rejectedOf(signal, out)

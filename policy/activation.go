@@ -105,6 +105,14 @@ func getActivation(bag *attribute.Bag, refs *attribute.Referenced, instances int
 }
 
 func putActivation(a *activation) {
+	a.reset()
+	a.bag, a.refs = nil, nil
+	activationPool.Put(a)
+}
+
+// reset forgets everything learnt from the bag but the hints and the kept
+// maps.
+func (a *activation) reset() {
 	for i := 0; i < a.used; i++ {
 		mv := a.maps[i]
 		clear(mv.keys)
@@ -119,8 +127,7 @@ func putActivation(a *activation) {
 	a.resolved = a.resolved[:0]
 	clear(a.slots)
 	a.names = nil
-	a.bag, a.refs, a.used, a.absent = nil, nil, 0, false
-	activationPool.Put(a)
+	a.used, a.absent = 0, false
 }
 
 type resolvedAttr struct {

@@ -32,6 +32,10 @@ type Snapshot struct {
 	quotaServices   map[string]*serviceQuotas // by destination.service.name
 	digest          string
 	now             func() time.Time
+	// slots are the compiler's attribute slots; readers lists, by slot,
+	// the ids of the programs that read that attribute (Sequence).
+	slots   map[string]int
+	readers [][]int
 }
 
 // HandlerConfig is a configured adapter: what the mixer needs to create the
@@ -244,6 +248,12 @@ func (s *Snapshot) Evaluate(bag *attribute.Bag, v Variety, refs *attribute.Refer
 	}
 	a := getActivation(bag, refs, len(s.instances))
 	defer putActivation(a)
+	return s.evaluate(a, v)
+}
+
+// evaluate is Evaluate with the activation of the bag.
+func (s *Snapshot) evaluate(a *activation, v Variety) Result {
+	var res Result
 	for _, r := range s.rules {
 		acts := r.byVariety[v]
 		headers := v == VarietyCheck && (len(r.requestOps) > 0 || len(r.responseOps) > 0)

@@ -859,6 +859,9 @@ func sameEntries(a, b []namedProgram) bool {
 	if len(a) != len(b) {
 		return false
 	}
+	if len(a) == 0 || &a[0] == &b[0] {
+		return true // the same field's entries
+	}
 	for i := range a {
 		if a[i].program != b[i].program || a[i].name != b[i].name {
 			return false

@@ -1,6 +1,11 @@
 package policy
 
-import "github.com/sidemix/sidemix/attribute"
+import (
+	"slices"
+
+	"github.com/sidemix/sidemix/adapters/template"
+	"github.com/sidemix/sidemix/attribute"
+)
 
 // maxSequenceMaps bounds the map attributes' wrappers a Sequence
 // accumulates (one per changed map attribute per bag) before it starts
@@ -24,6 +29,11 @@ type Sequence struct {
 	// kept is set when the activation holds the previous bag's values and
 	// they may be kept for the next.
 	kept bool
+	// metrics are the metric instances built for the previous bag, by
+	// instance index (nil: none); a metric none of whose fields' programs
+	// was forgotten since is the same instance again. Metrics are
+	// read-only once built, as every instance.
+	metrics []*template.Metric
 }
 
 // NewSequence starts a sequence of evaluations of variety v.
@@ -48,11 +58,25 @@ func (q *Sequence) Evaluate(bag *attribute.Bag, changed []string) Result {
 		q.a = a
 	case !q.kept || a.used > maxSequenceMaps:
 		a.reset()
+		clear(q.metrics)
 	default:
 		q.forget(changed)
 	}
+	if q.metrics == nil {
+		q.metrics = make([]*template.Metric, len(s.instances))
+	}
 	a.bag = bag
+	for i, m := range q.metrics {
+		if m != nil {
+			a.built[i] = m
+		}
+	}
 	res := s.evaluate(a, q.v)
+	for i, b := range a.built {
+		if m, ok := b.(*template.Metric); ok {
+			q.metrics[i] = m
+		}
+	}
 	// What an undeclared name resolved to is not tracked by slot: start
 	// afresh after one.
 	q.kept = len(a.resolved) == 0
@@ -82,6 +106,9 @@ func (q *Sequence) forget(changed []string) {
 			if id < len(a.memo) {
 				a.memo[id] = memoEntry{}
 			}
+			for _, in := range q.s.metricsOf[id] {
+				q.metrics[in] = nil
+			}
 		}
 	}
 }
@@ -97,4 +124,25 @@ func (q *Sequence) Close() {
 		q.a = nil
 	}
 	q.kept = false
+}
+
+// metricsOf lists, by program id, the metric instances whose value or
+// dimensions that program is.
+func metricsOf(instances []*instance, programs int) [][]int {
+	out := make([][]int, programs)
+	add := func(p *program, in int) {
+		if p != nil && p.id < len(out) && !slices.Contains(out[p.id], in) {
+			out[p.id] = append(out[p.id], in)
+		}
+	}
+	for _, in := range instances {
+		if in.template != template.MetricName || in.broken {
+			continue
+		}
+		add(in.value, in.index)
+		for _, np := range in.dimensions {
+			add(np.program, in.index)
+		}
+	}
+	return out
 }

@@ -36,6 +36,9 @@ type Snapshot struct {
 	// the ids of the programs that read that attribute (Sequence).
 	slots   map[string]int
 	readers [][]int
+	// metricsOf lists, by program id, the metric instances that program
+	// is a field of (Sequence).
+	metricsOf [][]int
 }
 
 // HandlerConfig is a configured adapter: what the mixer needs to create the

@@ -54,6 +54,12 @@ type activation struct {
 	// built once; next is the one to replace when all are taken.
 	kept     []*keptMap
 	nextKept int
+
+	// With keepResult (a Sequence), a result's actions and their instance
+	// lists are made in acts and insts, kept from one bag to the next.
+	keepResult bool
+	acts       []Action
+	insts      []template.Instance
 }
 
 // maxKeptMaps bounds the maps an activation keeps: the report rules of a
@@ -107,6 +113,7 @@ func getActivation(bag *attribute.Bag, refs *attribute.Referenced, instances int
 func putActivation(a *activation) {
 	a.reset()
 	a.bag, a.refs = nil, nil
+	a.keepResult, a.acts, a.insts = false, nil, nil
 	activationPool.Put(a)
 }
 

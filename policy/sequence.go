@@ -46,6 +46,8 @@ func (s *Snapshot) NewSequence(v Variety) *Sequence {
 // previous call (it may name more); it is not read on the first call nor
 // after Reset. The previous bag's values (strings, maps) must still be
 // valid, as DecodeBatchChanges leaves them; the bag itself need not be.
+// The result's slices (actions, their instance lists) are valid until the
+// next call: they are made in the same memory each time.
 func (q *Sequence) Evaluate(bag *attribute.Bag, changed []string) Result {
 	s := q.s
 	if s == nil || q.v < 0 || int(q.v) >= len(rule{}.byVariety) {
@@ -66,12 +68,18 @@ func (q *Sequence) Evaluate(bag *attribute.Bag, changed []string) Result {
 		q.metrics = make([]*template.Metric, len(s.instances))
 	}
 	a.bag = bag
+	a.keepResult = true
+	a.insts = a.insts[:0]
 	for i, m := range q.metrics {
 		if m != nil {
 			a.built[i] = m
 		}
 	}
 	res := s.evaluate(a, q.v)
+	a.acts = res.Actions
+	if len(res.Actions) == 0 {
+		res.Actions = nil // as Evaluate's
+	}
 	for i, b := range a.built {
 		if m, ok := b.(*template.Metric); ok {
 			q.metrics[i] = m

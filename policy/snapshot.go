@@ -257,6 +257,9 @@ func (s *Snapshot) Evaluate(bag *attribute.Bag, v Variety, refs *attribute.Refer
 // evaluate is Evaluate with the activation of the bag.
 func (s *Snapshot) evaluate(a *activation, v Variety) Result {
 	var res Result
+	if a.keepResult {
+		res.Actions = a.acts[:0]
+	}
 	for _, r := range s.rules {
 		acts := r.byVariety[v]
 		headers := v == VarietyCheck && (len(r.requestOps) > 0 || len(r.responseOps) > 0)
@@ -274,7 +277,13 @@ func (s *Snapshot) evaluate(a *activation, v Variety) Result {
 			}
 		}
 		for _, va := range acts {
-			insts := make([]template.Instance, 0, len(va.instances))
+			var insts []template.Instance
+			start := len(a.insts)
+			if a.keepResult {
+				insts = a.insts[start:start]
+			} else {
+				insts = make([]template.Instance, 0, len(va.instances))
+			}
 			for _, in := range va.instances {
 				bi, err := s.instanceFor(a, in)
 				if err != nil {
@@ -286,7 +295,12 @@ func (s *Snapshot) evaluate(a *activation, v Variety) Result {
 				}
 				insts = append(insts, bi)
 			}
+			if a.keepResult {
+				a.insts = append(a.insts[:start], insts...)
+				insts = a.insts[start:len(a.insts):len(a.insts)]
+			}
 			if len(insts) < len(va.instances) {
+				a.insts = a.insts[:start]
 				continue // an instance failed: skip the action
 			}
 			res.Actions = append(res.Actions, Action{Rule: r.name, Handler: va.handler.name, Instances: insts,

@@ -2,6 +2,8 @@ package attribute
 
 import (
 	"net/netip"
+	"slices"
+	"strconv"
 	"testing"
 	"time"
 )
@@ -154,5 +156,52 @@ func TestGetHinted(t *testing.T) {
 	var nilBag *Bag
 	if _, ok, at := nilBag.GetHinted("a", 0); ok || at != -1 {
 		t.Fatal("nil bag")
+	}
+}
+
+// DecodeBatchChanges names every attribute that differs from the bag
+// before, so CheckChanged after a bag CheckBag accepted answers as
+// CheckBag does.
+func TestDecodeBatchChangesCheckChanged(t *testing.T) {
+	m := DefaultManifest()
+	var bags []*Bag
+	for i := range 40 {
+		b := NewBuilder(4).SetString(DestinationWorkloadName, "web").SetString(RequestID, strconv.Itoa(i/2))
+		switch i % 5 {
+		case 1:
+			b.SetInt64(RequestPath, 1) // wrong kind
+		case 2:
+			b.SetString(RequestPath, "/")
+		case 3:
+			b.SetInt64(ResponseCode, 200)
+		case 4:
+			b.SetString(ResponseCode, "200") // wrong kind
+		}
+		bags = append(bags, b.Build())
+	}
+	req := NewEncoder(DefaultDictionary()).EncodeBatch(bags)
+	seq, err := DefaultDictionary().DecodeBatchChanges(req, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	i, passed, rejected := 0, false, 0
+	for b, changed := range seq {
+		if got, want := b.Names(), bags[i].Names(); !slices.Equal(got, want) {
+			t.Fatalf("bag %d has %q, want %q", i, got, want)
+		}
+		want := m.CheckBag(b)
+		if passed {
+			if got := m.CheckChanged(b, changed); (got == nil) != (want == nil) {
+				t.Fatalf("bag %d: CheckChanged(%q) = %v, CheckBag = %v", i, changed, got, want)
+			}
+		}
+		passed = want == nil
+		if !passed {
+			rejected++
+		}
+		i++
+	}
+	if i != len(bags) || rejected != 16 {
+		t.Fatalf("%d bags, %d rejected; want %d, 16", i, rejected, len(bags))
 	}
 }

@@ -318,3 +318,19 @@ func (m *Manifest) CheckBag(bag *Bag) error {
 	}
 	return nil
 }
+
+// CheckChanged is CheckBag for a bag whose attributes other than changed
+// are those of a bag CheckBag accepted: only changed are checked.
+func (m *Manifest) CheckChanged(bag *Bag, changed []string) error {
+	for _, name := range changed {
+		k, ok := m.kinds[name]
+		if !ok {
+			continue
+		}
+		v, ok := bag.Get(name)
+		if ok && k.ValueKind() != v.kind {
+			return fmt.Errorf("attribute %q has a %s value, declared %s", name, v.kind, k)
+		}
+	}
+	return nil
+}

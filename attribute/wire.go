@@ -417,16 +417,37 @@ func (d *Dictionary) DecodeBatch(req *mixerv1.ReportRequest) ([]*Bag, error) {
 // that refers to it (values read from it, such as strings and maps, stay
 // valid).
 func (d *Dictionary) DecodeBatchSeq(req *mixerv1.ReportRequest, reuse bool) (iter.Seq[*Bag], error) {
+	seq, err := d.DecodeBatchChanges(req, reuse)
+	if err != nil {
+		return nil, err
+	}
+	return func(yield func(*Bag) bool) {
+		for b := range seq {
+			if !yield(b) {
+				return
+			}
+		}
+	}, nil
+}
+
+// DecodeBatchChanges is DecodeBatchSeq that also yields, with each bag
+// after the first, the names of the attributes the batch's delta set or
+// deleted: every attribute whose presence or value differs from the bag
+// yielded before it is among them (an attribute the sender sent again
+// unchanged may be too). The first bag's list names all it holds. The
+// list is valid only until the iteration continues.
+func (d *Dictionary) DecodeBatchChanges(req *mixerv1.ReportRequest, reuse bool) (iter.Seq2[*Bag, []string], error) {
 	var delta Builder // one bag's changes, reused across the batch
 	for i := range req.GetAttributes() {
 		if err := d.batchDelta(req, i, &delta, true); err != nil {
 			return nil, err
 		}
 	}
-	return func(yield func(*Bag) bool) {
+	return func(yield func(*Bag, []string) bool) {
 		var prev *Bag
 		var delta Builder
 		var spare [2]Bag // with reuse, bag i is decoded into spare[i%2]
+		var changed []string
 		for i := range req.GetAttributes() {
 			if d.batchDelta(req, i, &delta, false) != nil {
 				return // checked above: the request did not change
@@ -435,8 +456,12 @@ func (d *Dictionary) DecodeBatchSeq(req *mixerv1.ReportRequest, reuse bool) (ite
 			if reuse {
 				into = &spare[i%2]
 			}
+			changed = changed[:0]
+			for j := range delta.entries {
+				changed = append(changed, delta.entries[j].name)
+			}
 			prev = mergeDelta(prev, delta.entries, into)
-			if !yield(prev) {
+			if !yield(prev, changed) {
 				return
 			}
 		}

@@ -461,7 +461,12 @@ func (s *Server) report(st *state, bags []*attribute.Bag) {
 
 // reportBag is report for one bag.
 func (s *Server) reportBag(st *state, bag *attribute.Bag) {
-	res := st.snap.Evaluate(bag, policy.VarietyReport, nil)
+	s.dispatchReport(st, st.snap.Evaluate(bag, policy.VarietyReport, nil))
+}
+
+// dispatchReport hands the instances of a bag's report evaluation to
+// their handlers' queues.
+func (s *Server) dispatchReport(st *state, res policy.Result) {
 	s.countEvalErrors(res.Errors)
 	for _, a := range res.Actions {
 		h := st.handlers[a.Handler]

@@ -71,6 +71,28 @@ func TestReportReachesHandler(t *testing.T) {
 	}
 }
 
+// A bag the manifest refuses is skipped and counted; the bags after it,
+// checked and evaluated as deltas of it, are right.
+func TestReportSkipsRejectedBag(t *testing.T) {
+	name, sk := newSink(t)
+	e := start(t, reportConfig(t, name), Config{})
+	bad := attribute.NewBuilder(2).SetInt64(attribute.RequestPath, 7).SetInt64(attribute.ResponseCode, 200).Build()
+	e.report(requestBag("/a", 200), bad, requestBag("/a", 200), bad, bad, requestBag("/c", 503), requestBag("/c", 503))
+	eventually(t, 5*time.Second, "4 instances at the handler", func() bool { return sk.count() == 4 })
+	insts, _, _ := sk.snapshot()
+	var got []string
+	for _, inst := range insts {
+		m := inst.(*template.Metric)
+		got = append(got, fmt.Sprintf("%v %v", m.Dimensions["path"], m.Dimensions["code"]))
+	}
+	if want := "/a 200|/a 200|/c 503|/c 503"; strings.Join(got, "|") != want {
+		t.Errorf("instances %q, want %q", strings.Join(got, "|"), want)
+	}
+	if got := metric(t, e.srv.Registry(), "sidemix_mixer_report_bags_rejected_total"); got != 3 {
+		t.Errorf("report_bags_rejected_total = %v, want 3", got)
+	}
+}
+
 func TestReportQueueFullDrops(t *testing.T) {
 	name, sk := newSink(t)
 	sk.gate = make(chan struct{})

@@ -365,7 +365,7 @@ func (g *service) Report(ctx context.Context, req *mixerv1.ReportRequest) (*mixe
 	// caches. The batch is checked first, so a malformed one is refused
 	// whole. Nothing keeps a bag past its evaluation: instances hold the
 	// values, not the bag.
-	bags, err := s.dict.DecodeBatchSeq(req, true)
+	bags, err := s.dict.DecodeBatchChanges(req, true)
 	if err != nil {
 		return nil, status.Errorf(codes.InvalidArgument, "attributes: %v", err)
 	}
@@ -375,14 +375,25 @@ func (g *service) Report(ctx context.Context, req *mixerv1.ReportRequest) (*mixe
 	// A bag whose values contradict the manifest cannot be evaluated; it is
 	// counted and skipped, the rest of the batch is not lost for it. The
 	// caller is not told: retrying the batch would only duplicate the rest.
+	// After a bag that passed, only what the next one changed is checked,
+	// and the expressions that read none of it keep their values.
 	manifest := st.snap.Manifest()
-	for b := range bags {
-		if err := manifest.CheckBag(b); err != nil {
+	seq := st.snap.NewSequence(policy.VarietyReport)
+	defer seq.Close()
+	passed := false
+	for b, changed := range bags {
+		if passed {
+			err = manifest.CheckChanged(b, changed)
+		} else {
+			err = manifest.CheckBag(b)
+		}
+		if passed = err == nil; !passed {
 			s.m.reportBagsRejected.Inc()
 			s.log.Debug("report bag rejected", "error", err)
+			seq.Reset()
 			continue
 		}
-		s.reportBag(st, b)
+		s.dispatchReport(st, seq.Evaluate(b, changed))
 	}
 	return &mixerv1.ReportResponse{}, nil
 }

@@ -54,6 +54,12 @@ type activation struct {
 	// built once; next is the one to replace when all are taken.
 	kept     []*keptMap
 	nextKept int
+
+	// With keepResult (a Sequence), a result's actions and their instance
+	// lists are made in acts and insts, kept from one bag to the next.
+	keepResult bool
+	acts       []Action
+	insts      []template.Instance
 }
 
 // maxKeptMaps bounds the maps an activation keeps: the report rules of a
@@ -105,6 +111,15 @@ func getActivation(bag *attribute.Bag, refs *attribute.Referenced, instances int
 }
 
 func putActivation(a *activation) {
+	a.reset()
+	a.bag, a.refs = nil, nil
+	a.keepResult, a.acts, a.insts = false, nil, nil
+	activationPool.Put(a)
+}
+
+// reset forgets everything learnt from the bag but the hints and the kept
+// maps.
+func (a *activation) reset() {
 	for i := 0; i < a.used; i++ {
 		mv := a.maps[i]
 		clear(mv.keys)
@@ -119,8 +134,7 @@ func putActivation(a *activation) {
 	a.resolved = a.resolved[:0]
 	clear(a.slots)
 	a.names = nil
-	a.bag, a.refs, a.used, a.absent = nil, nil, 0, false
-	activationPool.Put(a)
+	a.used, a.absent = 0, false
 }
 
 type resolvedAttr struct {

@@ -435,3 +435,21 @@ func typeName(t *cel.Type) string {
 	}
 	return t.String()
 }
+
+// readers returns the attribute slots and, by slot, the ids of the
+// programs that read that attribute.
+func (c *compiler) readers() (map[string]int, [][]int) {
+	if c == nil {
+		return nil, nil
+	}
+	slots := c.slotsOf()
+	out := make([][]int, len(c.names))
+	for _, p := range c.programs {
+		for _, name := range p.reads {
+			if slot, ok := slots[name]; ok {
+				out[slot] = append(out[slot], p.id)
+			}
+		}
+	}
+	return slots, out
+}

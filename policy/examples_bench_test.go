@@ -124,3 +124,36 @@ func BenchmarkEvaluateExamplesDefault(b *testing.B) {
 		i++
 	}
 }
+
+// BenchmarkEvaluateExamplesDefaultBatch evaluates a decoded batch of 1000
+// such requests as the mixer's Report does, each bag alone (each) or as
+// a Sequence told what each bag changed (sequence); per bag.
+func BenchmarkEvaluateExamplesDefaultBatch(b *testing.B) {
+	s := examplesDefault(b)
+	bags := make([]*attribute.Bag, 1000)
+	for i := range bags {
+		bags[i] = reportBag(i)
+	}
+	req := attribute.NewEncoder(attribute.DefaultDictionary()).EncodeBatch(bags)
+	for _, mode := range []string{"each", "sequence"} {
+		b.Run(mode, func(b *testing.B) {
+			b.ReportAllocs()
+			for b.Loop() {
+				seq, err := attribute.DefaultDictionary().DecodeBatchChanges(req, true)
+				if err != nil {
+					b.Fatal(err)
+				}
+				q := s.NewSequence(policy.VarietyReport)
+				for bag, changed := range seq {
+					if mode == "each" {
+						s.Evaluate(bag, policy.VarietyReport, nil)
+					} else {
+						q.Evaluate(bag, changed)
+					}
+				}
+				q.Close()
+			}
+			b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*len(bags)), "ns/bag")
+		})
+	}
+}

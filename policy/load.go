@@ -459,6 +459,10 @@ func (l *loader) build() *Snapshot {
 		in.index = i
 	}
 	sort.Slice(s.rules, func(i, j int) bool { return s.rules[i].name < s.rules[j].name })
+	s.slots, s.readers = l.compiler.readers()
+	if l.compiler != nil {
+		s.metricsOf = metricsOf(s.instances, len(l.compiler.programs))
+	}
 	return s
 }
 

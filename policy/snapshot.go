@@ -32,6 +32,13 @@ type Snapshot struct {
 	quotaServices   map[string]*serviceQuotas // by destination.service.name
 	digest          string
 	now             func() time.Time
+	// slots are the compiler's attribute slots; readers lists, by slot,
+	// the ids of the programs that read that attribute (Sequence).
+	slots   map[string]int
+	readers [][]int
+	// metricsOf lists, by program id, the metric instances that program
+	// is a field of (Sequence).
+	metricsOf [][]int
 }
 
 // HandlerConfig is a configured adapter: what the mixer needs to create the
@@ -244,6 +251,15 @@ func (s *Snapshot) Evaluate(bag *attribute.Bag, v Variety, refs *attribute.Refer
 	}
 	a := getActivation(bag, refs, len(s.instances))
 	defer putActivation(a)
+	return s.evaluate(a, v)
+}
+
+// evaluate is Evaluate with the activation of the bag.
+func (s *Snapshot) evaluate(a *activation, v Variety) Result {
+	var res Result
+	if a.keepResult {
+		res.Actions = a.acts[:0]
+	}
 	for _, r := range s.rules {
 		acts := r.byVariety[v]
 		headers := v == VarietyCheck && (len(r.requestOps) > 0 || len(r.responseOps) > 0)
@@ -261,7 +277,13 @@ func (s *Snapshot) Evaluate(bag *attribute.Bag, v Variety, refs *attribute.Refer
 			}
 		}
 		for _, va := range acts {
-			insts := make([]template.Instance, 0, len(va.instances))
+			var insts []template.Instance
+			start := len(a.insts)
+			if a.keepResult {
+				insts = a.insts[start:start]
+			} else {
+				insts = make([]template.Instance, 0, len(va.instances))
+			}
 			for _, in := range va.instances {
 				bi, err := s.instanceFor(a, in)
 				if err != nil {
@@ -273,7 +295,12 @@ func (s *Snapshot) Evaluate(bag *attribute.Bag, v Variety, refs *attribute.Refer
 				}
 				insts = append(insts, bi)
 			}
+			if a.keepResult {
+				a.insts = append(a.insts[:start], insts...)
+				insts = a.insts[start:len(a.insts):len(a.insts)]
+			}
 			if len(insts) < len(va.instances) {
+				a.insts = a.insts[:start]
 				continue // an instance failed: skip the action
 			}
 			res.Actions = append(res.Actions, Action{Rule: r.name, Handler: va.handler.name, Instances: insts,
@@ -848,6 +875,9 @@ type keptMap struct {
 func sameEntries(a, b []namedProgram) bool {
 	if len(a) != len(b) {
 		return false
+	}
+	if len(a) == 0 || &a[0] == &b[0] {
+		return true // the same field's entries
 	}
 	for i := range a {
 		if a[i].program != b[i].program || a[i].name != b[i].name {

@@ -1,0 +1,156 @@
+package policy
+
+import (
+	"slices"
+
+	"github.com/sidemix/sidemix/adapters/template"
+	"github.com/sidemix/sidemix/attribute"
+)
+
+// maxSequenceMaps bounds the map attributes' wrappers a Sequence
+// accumulates (one per changed map attribute per bag) before it starts
+// afresh.
+const maxSequenceMaps = 64
+
+// Sequence evaluates the bags of one report batch in order, as Evaluate
+// with no references recorded, reusing what it learnt from the bag before:
+// an expression none of whose attributes changed has the value it had
+// then, so only the ones that read what a request changes (its id, path,
+// sizes, times, trace) are evaluated again. The bags of one proxy's batch
+// come as deltas of each other (attribute.Dictionary.DecodeBatchChanges
+// names what each changed), and most of a request's attributes (workloads,
+// namespaces, principals, protocol) repeat those of the request before.
+//
+// A Sequence is used by one goroutine; Close returns its memory.
+type Sequence struct {
+	s *Snapshot
+	v Variety
+	a *activation
+	// kept is set when the activation holds the previous bag's values and
+	// they may be kept for the next.
+	kept bool
+	// metrics are the metric instances built for the previous bag, by
+	// instance index (nil: none); a metric none of whose fields' programs
+	// was forgotten since is the same instance again. Metrics are
+	// read-only once built, as every instance.
+	metrics []*template.Metric
+}
+
+// NewSequence starts a sequence of evaluations of variety v.
+func (s *Snapshot) NewSequence(v Variety) *Sequence {
+	return &Sequence{s: s, v: v}
+}
+
+// Evaluate is Snapshot.Evaluate(bag, v, nil). changed names every
+// attribute whose presence or value may differ from the bag of the
+// previous call (it may name more); it is not read on the first call nor
+// after Reset. The previous bag's values (strings, maps) must still be
+// valid, as DecodeBatchChanges leaves them; the bag itself need not be.
+// The result's slices (actions, their instance lists) are valid until the
+// next call: they are made in the same memory each time.
+func (q *Sequence) Evaluate(bag *attribute.Bag, changed []string) Result {
+	s := q.s
+	if s == nil || q.v < 0 || int(q.v) >= len(rule{}.byVariety) {
+		return Result{}
+	}
+	a := q.a
+	switch {
+	case a == nil:
+		a = getActivation(bag, nil, len(s.instances))
+		q.a = a
+	case !q.kept || a.used > maxSequenceMaps:
+		a.reset()
+		clear(q.metrics)
+	default:
+		q.forget(changed)
+	}
+	if q.metrics == nil {
+		q.metrics = make([]*template.Metric, len(s.instances))
+	}
+	a.bag = bag
+	a.keepResult = true
+	a.insts = a.insts[:0]
+	for i, m := range q.metrics {
+		if m != nil {
+			a.built[i] = m
+		}
+	}
+	res := s.evaluate(a, q.v)
+	a.acts = res.Actions
+	if len(res.Actions) == 0 {
+		res.Actions = nil // as Evaluate's
+	}
+	for i, b := range a.built {
+		if m, ok := b.(*template.Metric); ok {
+			q.metrics[i] = m
+		}
+	}
+	// What an undeclared name resolved to is not tracked by slot: start
+	// afresh after one.
+	q.kept = len(a.resolved) == 0
+	clear(a.built)
+	clear(a.failed)
+	clear(a.builtMaps)
+	a.builtMaps = a.builtMaps[:0]
+	clear(a.resolved)
+	a.resolved = a.resolved[:0]
+	a.absent = false
+	return res
+}
+
+// forget drops the values of the changed attributes and of the programs
+// that read them.
+func (q *Sequence) forget(changed []string) {
+	a := q.a
+	for _, name := range changed {
+		slot, ok := q.s.slots[name]
+		if !ok {
+			continue // no expression reads it
+		}
+		if slot < len(a.slots) {
+			a.slots[slot] = slotAttr{}
+		}
+		for _, id := range q.s.readers[slot] {
+			if id < len(a.memo) {
+				a.memo[id] = memoEntry{}
+			}
+			for _, in := range q.s.metricsOf[id] {
+				q.metrics[in] = nil
+			}
+		}
+	}
+}
+
+// Reset makes the next Evaluate start afresh (a bag was skipped, so the
+// next one's changes are not relative to the last evaluated).
+func (q *Sequence) Reset() { q.kept = false }
+
+// Close ends the sequence.
+func (q *Sequence) Close() {
+	if q.a != nil {
+		putActivation(q.a)
+		q.a = nil
+	}
+	q.kept = false
+}
+
+// metricsOf lists, by program id, the metric instances whose value or
+// dimensions that program is.
+func metricsOf(instances []*instance, programs int) [][]int {
+	out := make([][]int, programs)
+	add := func(p *program, in int) {
+		if p != nil && p.id < len(out) && !slices.Contains(out[p.id], in) {
+			out[p.id] = append(out[p.id], in)
+		}
+	}
+	for _, in := range instances {
+		if in.template != template.MetricName || in.broken {
+			continue
+		}
+		add(in.value, in.index)
+		for _, np := range in.dimensions {
+			add(np.program, in.index)
+		}
+	}
+	return out
+}

@@ -469,16 +469,26 @@ func (s *Server) reportBag(st *state, bag *attribute.Bag) {
 func (s *Server) dispatchReport(st *state, res policy.Result) {
 	s.countEvalErrors(res.Errors)
 	for _, a := range res.Actions {
-		h := st.handlers[a.Handler]
-		switch {
-		case h == nil || (h.err == nil && h.queue == nil):
-			s.m.dropped.WithLabelValues(a.Handler, reasonNoHandler).Add(float64(len(a.Instances)))
-		case h.err != nil:
-			s.m.dropped.WithLabelValues(a.Handler, reasonHandlerError).Add(float64(len(a.Instances)))
-		default:
+		if q := s.queueOf(st, a); q != nil {
 			for _, inst := range a.Instances {
-				h.queue.enqueue(inst)
+				q.enqueue(inst)
 			}
 		}
 	}
+}
+
+// queueOf is the queue of the handler of a report action, or nil, with the
+// action's instances counted as dropped, when the handler is missing or
+// failed.
+func (s *Server) queueOf(st *state, a policy.Action) *reportQueue {
+	h := st.handlers[a.Handler]
+	switch {
+	case h == nil || (h.err == nil && h.queue == nil):
+		s.m.dropped.WithLabelValues(a.Handler, reasonNoHandler).Add(float64(len(a.Instances)))
+		return nil
+	case h.err != nil:
+		s.m.dropped.WithLabelValues(a.Handler, reasonHandlerError).Add(float64(len(a.Instances)))
+		return nil
+	}
+	return h.queue
 }

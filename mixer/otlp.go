@@ -375,19 +375,15 @@ func (r *otlpReceiver) forward(st *state, sig *wireSignal, body []byte, w *wireW
 			return in
 		}
 		for _, a := range out.Actions {
-			h := st.handlers[a.Handler]
-			switch {
-			case h == nil || (h.err == nil && h.queue == nil):
-				s.m.dropped.WithLabelValues(a.Handler, reasonNoHandler).Add(float64(len(a.Instances)))
-			case h.err != nil:
-				s.m.dropped.WithLabelValues(a.Handler, reasonHandlerError).Add(float64(len(a.Instances)))
-			default:
-				for _, inst := range a.Instances {
-					if o, isOTLP := inst.(*template.OTLP); isOTLP && o.Signal != "" && o.Signal != sig.name {
-						continue // an instance of the other signal
-					}
-					h.queue.enqueue(instance(inst.InstanceName()))
+			q := s.queueOf(st, a)
+			if q == nil {
+				continue
+			}
+			for _, inst := range a.Instances {
+				if o, isOTLP := inst.(*template.OTLP); isOTLP && o.Signal != "" && o.Signal != sig.name {
+					continue // an instance of the other signal
 				}
+				q.enqueue(instance(inst.InstanceName()))
 			}
 		}
 	}

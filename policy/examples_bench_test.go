@@ -1,13 +1,12 @@
 package policy_test
 
 import (
-	"fmt"
-	"net/netip"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
-	"time"
+
+	"github.com/sidemix/sidemix/attribute/attrtest"
 
 	"github.com/sidemix/sidemix/adapters"
 	"github.com/sidemix/sidemix/adapters/accesslog"
@@ -57,53 +56,9 @@ func examplesDefault(tb testing.TB) *policy.Snapshot {
 	return s
 }
 
-// reportBag is a request as an inbound sidecar reports it, sampled, with
+// reportBag is request k as an inbound sidecar reports it, sampled, with
 // the attributes benchmarks/reportbench sends.
-func reportBag(k int) *attribute.Bag {
-	start := time.Unix(1_700_000_000, 0).Add(time.Duration(k) * time.Millisecond)
-	path := fmt.Sprintf("/api/orders/%d", 1000+k%500)
-	return attribute.NewBuilder(48).
-		SetString(attribute.ContextReporterKind, "inbound").
-		SetString(attribute.ContextReporterUID, "kubernetes://web-7d9f8-abcde.default").
-		SetTime(attribute.ContextTime, start).
-		SetBool(attribute.ConnectionMTLS, true).
-		SetString(attribute.ContextProtocol, "http").
-		SetString(attribute.DestinationWorkloadName, "web").
-		SetString(attribute.DestinationWorkloadNamespace, "default").
-		SetString(attribute.DestinationWorkloadUID, "kubernetes://web-7d9f8-abcde.default").
-		SetString(attribute.DestinationUID, "kubernetes://web-7d9f8-abcde.default").
-		SetString(attribute.DestinationServiceName, "web").
-		SetString(attribute.DestinationServiceNamespace, "default").
-		SetString(attribute.DestinationServiceHost, "web.default.svc.cluster.local").
-		SetString(attribute.DestinationName, "web").
-		SetString(attribute.DestinationNamespace, "default").
-		SetString(attribute.DestinationPrincipal, "cluster.local/ns/default/sa/web").
-		SetString(attribute.SourceWorkloadName, "shop").
-		SetString(attribute.SourceName, "shop").
-		SetString(attribute.SourceWorkloadNamespace, "default").
-		SetString(attribute.SourceNamespace, "default").
-		SetString(attribute.SourcePrincipal, "cluster.local/ns/default/sa/shop").
-		SetIP(attribute.SourceIP, netip.MustParseAddr("10.0.3.17")).
-		SetString(attribute.RequestID, fmt.Sprintf("7b1d3c52-0e4f-4a8b-9c6d-%012d", k)).
-		SetString(attribute.RequestPath, path+"?expand=items").
-		SetString(attribute.RequestURLPath, path).
-		SetString(attribute.RequestHost, "web:8080").
-		SetString(attribute.RequestMethod, "GET").
-		SetString(attribute.RequestScheme, "http").
-		SetString(attribute.RequestUserAgent, "shop/2.3 (go-http-client)").
-		SetInt64(attribute.RequestSize, 0).
-		SetTime(attribute.RequestTime, start).
-		SetInt64(attribute.ResponseCode, 200).
-		SetInt64(attribute.ResponseSize, 1200+int64(k%300)).
-		SetInt64(attribute.ResponseTotalSize, 1400+int64(k%300)).
-		SetDuration(attribute.ResponseDuration, time.Duration(2+k%20)*time.Millisecond).
-		SetTime(attribute.ResponseTime, start.Add(time.Duration(2+k%20)*time.Millisecond)).
-		SetString(attribute.ContextProxyErrorCode, "-").
-		SetString(attribute.RequestTraceID, fmt.Sprintf("%032x", uint64(k)+1)).
-		SetString(attribute.RequestSpanID, fmt.Sprintf("%016x", uint64(k)*2+1)).
-		SetBool(attribute.RequestTraceSampled, true).
-		Build()
-}
+func reportBag(k int) *attribute.Bag { return attrtest.Requests(1, k, false, 1)[0] }
 
 // BenchmarkEvaluateExamplesDefault evaluates examples/default's report
 // rules (four Istio metrics, the access log, kafka, tracing) for a request

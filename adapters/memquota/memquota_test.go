@@ -8,6 +8,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/sidemix/sidemix/internal/fakeclock"
+
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/sidemix/sidemix/adapters"
@@ -37,26 +39,6 @@ func TestConfig(t *testing.T) {
 			"minDeduplicationDuration: -1ms is negative"},
 		{File: "misspelled.bad.yaml", Want: "yaml: unmarshal errors:\n  line 3: field max_amount not found in type quota.Quota"},
 	})
-}
-
-// clock is a settable time source.
-type clock struct {
-	mu  sync.Mutex
-	now time.Time
-}
-
-func newClock() *clock { return &clock{now: time.Unix(1_700_000_040, 0)} } // on a minute
-
-func (c *clock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.now
-}
-
-func (c *clock) Advance(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.now = c.now.Add(d)
 }
 
 func newAllocator(t *testing.T, set adapters.Settings, params string) adapters.QuotaAllocator {
@@ -105,7 +87,7 @@ quotas:
 `
 
 func TestRollingWindow(t *testing.T) {
-	clk := newClock()
+	clk := fakeclock.New(fakeclock.OnAMinute)
 	a := allocator{t, newAllocator(t, adapters.Settings{Now: clk.Now}, oneQuota)}
 	q := &template.Quota{Name: "rq", Dimensions: map[string]any{"source": "a"}}
 	one := adapters.QuotaArgs{Amount: 1}
@@ -127,7 +109,7 @@ func TestRollingWindow(t *testing.T) {
 }
 
 func TestDeniedChargesNothingAndBestEffort(t *testing.T) {
-	clk := newClock()
+	clk := fakeclock.New(fakeclock.OnAMinute)
 	a := allocator{t, newAllocator(t, adapters.Settings{Now: clk.Now}, `
 quotas:
 - name: rq
@@ -148,7 +130,7 @@ quotas:
 }
 
 func TestDimensionsAndOverrides(t *testing.T) {
-	clk := newClock()
+	clk := fakeclock.New(fakeclock.OnAMinute)
 	a := allocator{t, newAllocator(t, adapters.Settings{Now: clk.Now}, `
 quotas:
 - name: rq
@@ -187,7 +169,7 @@ quotas:
 }
 
 func TestDeduplication(t *testing.T) {
-	clk := newClock()
+	clk := fakeclock.New(fakeclock.OnAMinute)
 	a := allocator{t, newAllocator(t, adapters.Settings{Now: clk.Now}, `
 minDeduplicationDuration: 2s
 quotas:
@@ -216,7 +198,7 @@ quotas:
 }
 
 func TestDeduplicationDisabled(t *testing.T) {
-	a := allocator{t, newAllocator(t, adapters.Settings{Now: newClock().Now}, "minDeduplicationDuration: 0s\n"+oneQuota)}
+	a := allocator{t, newAllocator(t, adapters.Settings{Now: fakeclock.New(fakeclock.OnAMinute).Now}, "minDeduplicationDuration: 0s\n"+oneQuota)}
 	q := &template.Quota{Name: "rq"}
 	for _, want := range []int64{2, 1} {
 		a.expect(q, adapters.QuotaArgs{DeduplicationID: "same", Amount: 2, BestEffort: true}, want, time.Second)
@@ -239,7 +221,7 @@ func TestAllocateErrors(t *testing.T) {
 
 func TestConcurrentAllocationsAreExact(t *testing.T) {
 	const limit, workers, tries = 1000, 50, 100
-	clk := newClock()
+	clk := fakeclock.New(fakeclock.OnAMinute)
 	h := newAllocator(t, adapters.Settings{Now: clk.Now}, fmt.Sprintf(`
 quotas:
 - name: rq
@@ -280,7 +262,7 @@ func TestSelfMetricsAndCountersSurviveReload(t *testing.T) {
 	// The second handler is the next config's, created while the first is
 	// still open: it takes over the counter, so only the first grants.
 	for range 2 {
-		a := allocator{t, newAllocator(t, adapters.Settings{Name: "q", Registerer: reg, Now: newClock().Now}, oneQuota)}
+		a := allocator{t, newAllocator(t, adapters.Settings{Name: "q", Registerer: reg, Now: fakeclock.New(fakeclock.OnAMinute).Now}, oneQuota)}
 		a.alloc(&template.Quota{Name: "rq"}, adapters.QuotaArgs{Amount: 3})
 		a.alloc(&template.Quota{Name: "rq"}, adapters.QuotaArgs{Amount: 3, BestEffort: true})
 	}
@@ -325,7 +307,7 @@ func (a allocator) expectResult(q *template.Quota, args adapters.QuotaArgs, want
 }
 
 func TestSeveralWindows(t *testing.T) {
-	clk := newClock()
+	clk := fakeclock.New(fakeclock.OnAMinute)
 	a := allocator{t, newAllocator(t, adapters.Settings{Now: clk.Now}, `
 quotas:
 - name: rq
@@ -355,7 +337,7 @@ quotas:
 }
 
 func TestDeniedConsumesNothingInAnyWindow(t *testing.T) {
-	clk := newClock()
+	clk := fakeclock.New(fakeclock.OnAMinute)
 	a := allocator{t, newAllocator(t, adapters.Settings{Now: clk.Now}, `
 quotas:
 - name: rq
@@ -376,7 +358,7 @@ quotas:
 }
 
 func TestFixedWindow(t *testing.T) {
-	clk := newClock() // on a minute, so on a second too
+	clk := fakeclock.New(fakeclock.OnAMinute) // on a minute, so on a second too
 	a := allocator{t, newAllocator(t, adapters.Settings{Now: clk.Now}, `
 rateLimitAlgorithm: FIXED_WINDOW
 quotas:
@@ -395,7 +377,7 @@ quotas:
 }
 
 func TestRaisedLimitKeepsCounters(t *testing.T) {
-	clk := newClock()
+	clk := fakeclock.New(fakeclock.OnAMinute)
 	reg := prometheus.NewRegistry()
 	set := adapters.Settings{Name: "quotas", Registerer: reg, Now: clk.Now}
 	old := newAllocator(t, set, oneQuota)
@@ -431,7 +413,7 @@ quotas:
 }
 
 func TestCountersGoWithTheLastHandler(t *testing.T) {
-	clk := newClock()
+	clk := fakeclock.New(fakeclock.OnAMinute)
 	set := adapters.Settings{Name: "quotas", Registerer: prometheus.NewRegistry(), Now: clk.Now}
 	q := &template.Quota{Name: "rq"}
 	h := newAllocator(t, set, oneQuota)

@@ -10,6 +10,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/sidemix/sidemix/internal/fakeclock"
+
 	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
 	"github.com/redis/go-redis/v9"
@@ -23,26 +25,6 @@ import (
 
 // These tests run against a real redis-server and count the script calls
 // it ran (INFO commandstats).
-
-// fakeClock is a settable mixer clock.
-type fakeClock struct {
-	mu  sync.Mutex
-	now time.Time
-}
-
-func newFakeClock() *fakeClock { return &fakeClock{now: time.Unix(1_700_000_040, 0)} } // on a minute
-
-func (c *fakeClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.now
-}
-
-func (c *fakeClock) Advance(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.now = c.now.Add(d)
-}
 
 // scriptCalls is how many script calls (EVALSHA and EVAL) Redis has run.
 func scriptCalls(t *testing.T, addr string) int {
@@ -125,7 +107,7 @@ func mustAlloc(t *testing.T, h *handler, q *template.Quota, args adapters.QuotaA
 // handler of a raised limit (a reload) asks Redis again.
 func TestOverLimitCache(t *testing.T) {
 	r := testenv.StartRedis(t)
-	clk := newFakeClock()
+	clk := fakeclock.New(fakeclock.OnAMinute)
 	for _, alg := range []string{"FIXED_WINDOW", "ROLLING_WINDOW"} {
 		t.Run(alg, func(t *testing.T) {
 			params := fmt.Sprintf("timeout: 5s\nrateLimitAlgorithm: %s\nquotas: [{name: rq, maxAmount: 5, validDuration: 1s, bucketDuration: 100ms}]\n", alg)
@@ -188,7 +170,7 @@ func TestOverLimitCache(t *testing.T) {
 // once the handler closes and gives the rest back.
 func TestLeaseFewScriptCalls(t *testing.T) {
 	r := testenv.StartRedis(t)
-	clk := newFakeClock()
+	clk := fakeclock.New(fakeclock.OnAMinute)
 	// Deduplication records expire on Redis's clock: long enough for the
 	// test.
 	params := "timeout: 5s\nminDeduplicationDuration: 1m\nrateLimitAlgorithm: ROLLING_WINDOW\nquotas: [{name: rq, maxAmount: 1000000, validDuration: 10s, bucketDuration: 1s}]\n"
@@ -234,7 +216,7 @@ func TestLeaseFewScriptCalls(t *testing.T) {
 // tests') never leases, however busy.
 func TestSmallLimitsNeverLease(t *testing.T) {
 	r := testenv.StartRedis(t)
-	clk := newFakeClock()
+	clk := fakeclock.New(fakeclock.OnAMinute)
 	h := newRealHandler(t, r.Addr(), "timeout: 5s\nquotas: [{name: rq, maxAmount: 100, validDuration: 10s, bucketDuration: 500ms}]\n", clk.Now)
 	q := &template.Quota{Name: "rq"}
 	mustAlloc(t, h, q, adapters.QuotaArgs{Amount: 1}) // loads the script
@@ -256,7 +238,7 @@ func TestSmallLimitsNeverLease(t *testing.T) {
 // once.
 func TestLeaseDedupAcrossHandlers(t *testing.T) {
 	r := testenv.StartRedis(t)
-	clk := newFakeClock()
+	clk := fakeclock.New(fakeclock.OnAMinute)
 	params := "timeout: 5s\nminDeduplicationDuration: 1m\nrateLimitAlgorithm: FIXED_WINDOW\nquotas: [{name: rq, maxAmount: 1000000, validDuration: 1m}]\n"
 	a := newRealHandler(t, r.Addr(), params, clk.Now)
 	b := newRealHandler(t, r.Addr(), params, clk.Now)
@@ -296,7 +278,7 @@ func TestLeaseDedupAcrossHandlers(t *testing.T) {
 // Redis when it expires.
 func TestLeaseExpiryReturnsUnits(t *testing.T) {
 	r := testenv.StartRedis(t)
-	clk := newFakeClock()
+	clk := fakeclock.New(fakeclock.OnAMinute)
 	params := "timeout: 5s\nlocalLease: {maxFraction: 0.01, maxDuration: 200ms}\nquotas: [{name: rq, maxAmount: 100000, validDuration: 1m, bucketDuration: 10s}]\n"
 	h := newRealHandler(t, r.Addr(), params, clk.Now)
 	q := &template.Quota{Name: "rq"}

@@ -12,6 +12,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/sidemix/sidemix/internal/fakeclock"
+
 	"github.com/alicebob/miniredis/v2"
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -95,26 +97,6 @@ func TestRedaction(t *testing.T) {
 	}
 }
 
-// clock is a settable time source.
-type clock struct {
-	mu  sync.Mutex
-	now time.Time
-}
-
-func newClock() *clock { return &clock{now: time.Unix(1_700_000_040, 0)} } // on a minute
-
-func (c *clock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.now
-}
-
-func (c *clock) Advance(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.now = c.now.Add(d)
-}
-
 func create(t *testing.T, f adapters.Factory, set adapters.Settings, params string) adapters.QuotaAllocator {
 	t.Helper()
 	if f.Name == redisquota.Name && !strings.Contains(params, "timeout:") {
@@ -141,7 +123,7 @@ func TestSameAnswersAsMemquota(t *testing.T) {
 	for _, alg := range []string{"ROLLING_WINDOW", "FIXED_WINDOW"} {
 		t.Run(alg, func(t *testing.T) {
 			mr := miniredis.RunT(t)
-			clk := newClock()
+			clk := fakeclock.New(fakeclock.OnAMinute)
 			quotas := `
 rateLimitAlgorithm: ` + alg + `
 minDeduplicationDuration: 300ms
@@ -182,7 +164,7 @@ quotas:
 
 func TestDeduplication(t *testing.T) {
 	mr := miniredis.RunT(t)
-	clk := newClock()
+	clk := fakeclock.New(fakeclock.OnAMinute)
 	h := create(t, redisquota.Factory(), adapters.Settings{Now: clk.Now}, `
 redisServerUrl: `+mr.Addr()+`
 minDeduplicationDuration: 2s
@@ -214,7 +196,7 @@ quotas:
 
 func TestRaisedLimitKeepsCounters(t *testing.T) {
 	mr := miniredis.RunT(t)
-	clk := newClock()
+	clk := fakeclock.New(fakeclock.OnAMinute)
 	q := &template.Quota{Name: "rq"}
 	h := create(t, redisquota.Factory(), adapters.Settings{Now: clk.Now}, "redisServerUrl: "+mr.Addr()+"\nquotas: [{name: rq, maxAmount: 3, validDuration: 1s}]")
 	alloc(t, h, q, adapters.QuotaArgs{Amount: 3})
@@ -231,7 +213,7 @@ func TestPassword(t *testing.T) {
 	mr := miniredis.RunT(t)
 	mr.RequireAuth("hunter2")
 	var logs syncBuffer
-	set := adapters.Settings{Name: "q", Logger: slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug})), Now: newClock().Now}
+	set := adapters.Settings{Name: "q", Logger: slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug})), Now: fakeclock.New(fakeclock.OnAMinute).Now}
 	h := create(t, redisquota.Factory(), set, "redisServerUrl: redis://:hunter2@"+mr.Addr()+"/0\nquotas: [{name: rq, maxAmount: 3, validDuration: 1s}]")
 	if r := alloc(t, h, &template.Quota{Name: "rq"}, adapters.QuotaArgs{Amount: 1}); r.Amount != 1 {
 		t.Errorf("granted %d, want 1", r.Amount)
@@ -272,7 +254,7 @@ func (s *syncBuffer) String() string {
 func TestCircuitBreaker(t *testing.T) {
 	mr := miniredis.RunT(t)
 	reg := prometheus.NewRegistry()
-	h := create(t, redisquota.Factory(), adapters.Settings{Name: "shared", Registerer: reg, Now: newClock().Now}, `
+	h := create(t, redisquota.Factory(), adapters.Settings{Name: "shared", Registerer: reg, Now: fakeclock.New(fakeclock.OnAMinute).Now}, `
 redisServerUrl: `+mr.Addr()+`
 timeout: 1s
 breaker: {failureThreshold: 2, probeInterval: 10ms}

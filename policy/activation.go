@@ -125,16 +125,24 @@ func (a *activation) reset() {
 		clear(mv.keys)
 		*mv = mapVal{keys: mv.keys[:0]}
 	}
+	a.forgetBuilt()
+	clear(a.memo)
+	clear(a.slots)
+	a.names = nil
+	a.used = 0
+}
+
+// forgetBuilt forgets the instances and maps built for the bag, the
+// programs that failed and the undeclared names resolved, keeping the
+// values of the bag's programs (Sequence keeps them across bags).
+func (a *activation) forgetBuilt() {
 	clear(a.built)
 	clear(a.failed)
-	clear(a.memo)
 	clear(a.builtMaps)
 	a.builtMaps = a.builtMaps[:0]
 	clear(a.resolved)
 	a.resolved = a.resolved[:0]
-	clear(a.slots)
-	a.names = nil
-	a.used, a.absent = 0, false
+	a.absent = false
 }
 
 type resolvedAttr struct {

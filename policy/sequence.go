@@ -88,13 +88,7 @@ func (q *Sequence) Evaluate(bag *attribute.Bag, changed []string) Result {
 	// What an undeclared name resolved to is not tracked by slot: start
 	// afresh after one.
 	q.kept = len(a.resolved) == 0
-	clear(a.built)
-	clear(a.failed)
-	clear(a.builtMaps)
-	a.builtMaps = a.builtMaps[:0]
-	clear(a.resolved)
-	a.resolved = a.resolved[:0]
-	a.absent = false
+	a.forgetBuilt()
 	return res
 }
 

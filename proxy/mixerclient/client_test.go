@@ -7,6 +7,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/sidemix/sidemix/internal/fakeclock"
+
 	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc/codes"
 
@@ -65,23 +67,6 @@ func waitMetric(t testing.TB, g prometheus.Gatherer, name string, labels map[str
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
-}
-
-type fakeClock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func (c *fakeClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-func (c *fakeClock) Add(d time.Duration) {
-	c.mu.Lock()
-	c.t = c.t.Add(d)
-	c.mu.Unlock()
 }
 
 func newClient(t testing.TB, opts mixerclient.Options) (*mixerclient.Client, *prometheus.Registry) {
@@ -238,14 +223,14 @@ func TestCheckValidDurationExpires(t *testing.T) {
 	m.SetCheck(func(*attribute.Bag) *mixerv1.CheckResponse {
 		return fakemixer.Allow(10*time.Second, 1000, fakemixer.Ref(attribute.RequestPath))
 	})
-	clock := &fakeClock{t: time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC)}
+	clock := fakeclock.New(time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC))
 	c, _ := newClient(t, mixerclient.Options{Addr: m.Addr(), Now: clock.Now})
 	check(t, c, pathBag("/x"))
-	clock.Add(9 * time.Second)
+	clock.Advance(9 * time.Second)
 	if d := check(t, c, pathBag("/x")); !d.Cached {
 		t.Fatal("within valid duration: not cached")
 	}
-	clock.Add(time.Second)
+	clock.Advance(time.Second)
 	if d := check(t, c, pathBag("/x")); d.Cached {
 		t.Fatal("after valid duration: served from cache")
 	}
@@ -296,7 +281,7 @@ func TestCheckQuotaStartsApplying(t *testing.T) {
 		}
 		return fakemixer.Allow(10*time.Second, 1000, fakemixer.Ref(attribute.RequestPath))
 	})
-	clock := &fakeClock{t: time.Unix(1e9, 0)}
+	clock := fakeclock.New(time.Unix(1e9, 0))
 	c, _ := newClient(t, mixerclient.Options{Addr: m.Addr(), Now: clock.Now})
 	check(t, c, pathBag("/a"))
 	if d := check(t, c, pathBag("/a")); !d.Cached {
@@ -305,7 +290,7 @@ func TestCheckQuotaStartsApplying(t *testing.T) {
 	mu.Lock()
 	quota = true
 	mu.Unlock()
-	clock.Add(11 * time.Second)
+	clock.Advance(11 * time.Second)
 	for i := 0; i < 3; i++ {
 		if d := check(t, c, pathBag("/a")); d.Cached {
 			t.Fatalf("check %d under quota served from cache", i)

@@ -7,6 +7,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/sidemix/sidemix/internal/fakeclock"
+
 	"google.golang.org/grpc/codes"
 
 	mixerv1 "github.com/sidemix/sidemix/api/mixer/v1"
@@ -23,7 +25,7 @@ func svcBag(svc, path string) *attribute.Bag {
 		Build()
 }
 
-func newQuota(clock *fakeClock, limit int64, window time.Duration) *fakemixer.Quota {
+func newQuota(clock *fakeclock.Clock, limit int64, window time.Duration) *fakemixer.Quota {
 	return &fakemixer.Quota{
 		Name: "requestcount", Charge: 1, Limit: limit, Window: window,
 		Dims: []string{attribute.DestinationServiceName},
@@ -35,7 +37,7 @@ func newQuota(clock *fakeClock, limit int64, window time.Duration) *fakemixer.Qu
 // With prefetch, most requests are answered from the local pool, and the
 // proxy never admits more than the mixer granted.
 func TestQuotaPrefetchAnswersLocally(t *testing.T) {
-	clock := &fakeClock{t: time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC)}
+	clock := fakeclock.New(time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC))
 	// Large enough that PrefetchMax, not the limit, bounds each prefetch.
 	const limit = 8 * mixerclient.PrefetchLimitShare
 	q := newQuota(clock, limit, time.Hour)
@@ -144,7 +146,7 @@ func TestQuotaPrefetchNeverOveradmits(t *testing.T) {
 // Pools are per value of the quota's dimensions: one service's tokens
 // never pay for another's requests.
 func TestQuotaPoolPerDimension(t *testing.T) {
-	clock := &fakeClock{t: time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC)}
+	clock := fakeclock.New(time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC))
 	q := newQuota(clock, 3, time.Hour)
 	m := fakemixer.Start(t, "127.0.0.1:0")
 	m.SetCheckRequest(q.Check)
@@ -170,7 +172,7 @@ func TestQuotaPoolPerDimension(t *testing.T) {
 // Pooled tokens live min(grant validity, PrefetchMaxAge): unused ones
 // expire and are counted, and the next request asks the mixer.
 func TestQuotaTokensExpire(t *testing.T) {
-	clock := &fakeClock{t: time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC)}
+	clock := fakeclock.New(time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC))
 	q := newQuota(clock, 1000, time.Hour)
 	m := fakemixer.Start(t, "127.0.0.1:0")
 	m.SetCheckRequest(q.Check)
@@ -187,7 +189,7 @@ func TestQuotaTokensExpire(t *testing.T) {
 		t.Fatalf("nothing pooled: granted %d for 6 requests", granted)
 	}
 	calls := m.CheckCalls()
-	clock.Add(1100 * time.Millisecond)
+	clock.Advance(1100 * time.Millisecond)
 	if d := check(t, c, svcBag("web", "/")); !d.Allowed() || d.Cached {
 		t.Fatalf("after expiry: %+v, want allowed by the mixer", d)
 	}
@@ -202,7 +204,7 @@ func TestQuotaTokensExpire(t *testing.T) {
 // Without prefetch every request that draws on a quota asks the mixer for
 // exactly its charge.
 func TestQuotaNoPrefetch(t *testing.T) {
-	clock := &fakeClock{t: time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC)}
+	clock := fakeclock.New(time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC))
 	q := newQuota(clock, 100, time.Hour)
 	m := fakemixer.Start(t, "127.0.0.1:0")
 	m.SetCheckRequest(q.Check)
@@ -239,7 +241,7 @@ func TestQuotaNoPrefetch(t *testing.T) {
 // An exhausted answer is remembered until its Retry-After (never past the
 // window's reset): requests meanwhile are refused without asking.
 func TestQuotaExhaustedRemembered(t *testing.T) {
-	clock := &fakeClock{t: time.Date(2030, 1, 1, 0, 0, 7, 0, time.UTC)}
+	clock := fakeclock.New(time.Date(2030, 1, 1, 0, 0, 7, 0, time.UTC))
 	q := newQuota(clock, 2, 10*time.Second)
 	m := fakemixer.Start(t, "127.0.0.1:0")
 	m.SetCheckRequest(q.Check)
@@ -258,7 +260,7 @@ func TestQuotaExhaustedRemembered(t *testing.T) {
 		t.Fatalf("third = %+v, want exhausted, retry after 3s, limit 2, none left", d)
 	}
 	calls := m.CheckCalls()
-	clock.Add(time.Second)
+	clock.Advance(time.Second)
 	d = check(t, c, svcBag("web", "/"))
 	if d.Code != codes.ResourceExhausted || d.RetryAfter != 2*time.Second {
 		t.Fatalf("fourth = %+v, want refused locally, retry after 2s", d)
@@ -269,7 +271,7 @@ func TestQuotaExhaustedRemembered(t *testing.T) {
 	if n := metricValue(t, reg, "sidemix_proxy_check_denials_total", map[string]string{"code": "ResourceExhausted", "source": "local"}); n != 1 {
 		t.Errorf("local denials = %v, want 1", n)
 	}
-	clock.Add(2 * time.Second) // the next window
+	clock.Advance(2 * time.Second) // the next window
 	if d := check(t, c, svcBag("web", "/")); !d.Allowed() {
 		t.Fatalf("next window: %+v", d)
 	}
@@ -278,7 +280,7 @@ func TestQuotaExhaustedRemembered(t *testing.T) {
 // A refusal whose Retry-After outlasts the window's reset is remembered
 // only until the reset.
 func TestQuotaExhaustedNotPastReset(t *testing.T) {
-	clock := &fakeClock{t: time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC)}
+	clock := fakeclock.New(time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC))
 	m := fakemixer.Start(t, "127.0.0.1:0")
 	var mu sync.Mutex
 	granted := int64(1)
@@ -303,7 +305,7 @@ func TestQuotaExhaustedNotPastReset(t *testing.T) {
 	if n := m.CheckCalls(); n != 2 {
 		t.Fatalf("mixer saw %d checks, want 2", n)
 	}
-	clock.Add(2 * time.Second)
+	clock.Advance(2 * time.Second)
 	mu.Lock()
 	granted = 1
 	mu.Unlock()
@@ -355,7 +357,7 @@ func TestQuotaPrefetchBoundedByLimit(t *testing.T) {
 		{limit: mixerclient.PrefetchLimitShare - 1, wantAhead: 0},
 		{limit: 10 * mixerclient.PrefetchLimitShare, wantAhead: 10},
 	} {
-		clock := &fakeClock{t: time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC)}
+		clock := fakeclock.New(time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC))
 		q := newQuota(clock, tc.limit, time.Hour)
 		m := fakemixer.Start(t, "127.0.0.1:0")
 		m.SetCheckRequest(q.Check)
@@ -366,7 +368,7 @@ func TestQuotaPrefetchBoundedByLimit(t *testing.T) {
 				admitted++
 			}
 			mixerclient.WaitPrefetches(c)
-			clock.Add(10 * time.Millisecond) // a steady rate for the usage window
+			clock.Advance(10 * time.Millisecond) // a steady rate for the usage window
 		}
 		if admitted != tc.limit {
 			t.Errorf("limit %d: admitted %d", tc.limit, admitted)

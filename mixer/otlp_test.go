@@ -121,11 +121,7 @@ func checkAppSpans(t *testing.T, got map[string]*template.TraceSpan) {
 
 func TestOTLPGRPCTracesThroughReportRules(t *testing.T) {
 	e, sk := startOTLP(t)
-	conn, err := grpc.NewClient(e.srv.OTLPGRPCAddr(), grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
+	conn := otlpConn(t, e.srv.OTLPGRPCAddr())
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	resp, err := ptraceotlp.NewGRPCClient(conn).Export(ctx, ptraceotlp.NewExportRequestFromTraces(appTraces()), grpc.UseCompressor("gzip"))
@@ -159,11 +155,7 @@ func TestOTLPGRPCTracesThroughReportRules(t *testing.T) {
 
 func TestOTLPGRPCMalformed(t *testing.T) {
 	e, sk := startOTLP(t)
-	conn, err := grpc.NewClient(e.srv.OTLPGRPCAddr(), grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
+	conn := otlpConn(t, e.srv.OTLPGRPCAddr())
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	codec := grpc.ForceCodecV2(rawproto.NewCodec())
@@ -188,11 +180,7 @@ func TestOTLPGRPCMalformed(t *testing.T) {
 
 func TestOTLPGRPCLogs(t *testing.T) {
 	e, sk := startOTLP(t)
-	conn, err := grpc.NewClient(e.srv.OTLPGRPCAddr(), grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
+	conn := otlpConn(t, e.srv.OTLPGRPCAddr())
 	ld := plog.NewLogs()
 	rl := ld.ResourceLogs().AppendEmpty()
 	rl.Resource().Attributes().PutStr("service.name", "invoice")
@@ -379,4 +367,15 @@ func TestOTLPDisabledByDefault(t *testing.T) {
 	if a, b := e.srv.OTLPGRPCAddr(), e.srv.OTLPHTTPAddr(); a != "" || b != "" {
 		t.Errorf("OTLP receivers %q %q, want none", a, b)
 	}
+}
+
+// otlpConn is a gRPC client connection to addr, closed when the test ends.
+func otlpConn(t *testing.T, addr string) *grpc.ClientConn {
+	t.Helper()
+	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	return conn
 }

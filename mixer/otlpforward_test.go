@@ -17,7 +17,6 @@ import (
 	"go.opentelemetry.io/collector/pdata/ptrace/ptraceotlp"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/encoding/protowire"
 
@@ -130,15 +129,11 @@ func TestOTLPForwardToKafka(t *testing.T) {
 			var resp []byte
 			switch c.via {
 			case "grpc":
-				conn, err := grpc.NewClient(e.srv.OTLPGRPCAddr(), grpc.WithTransportCredentials(insecure.NewCredentials()))
-				if err != nil {
-					t.Fatal(err)
-				}
-				defer conn.Close()
+				conn := otlpConn(t, e.srv.OTLPGRPCAddr())
 				ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 				defer cancel()
 				var out rawproto.Message
-				err = conn.Invoke(ctx, "/"+otlpTraceService+"/Export", rawproto.Message(body), &out,
+				err := conn.Invoke(ctx, "/"+otlpTraceService+"/Export", rawproto.Message(body), &out,
 					grpc.ForceCodecV2(rawproto.NewCodec()))
 				if err != nil {
 					t.Fatal(err)
@@ -193,11 +188,7 @@ func TestOTLPForwardRejectsSpansWithoutIDs(t *testing.T) {
 	e := start(t, dir, Config{OTLPGRPCAddr: "127.0.0.1:0", Adapters: testRegistry(t, kafka.Factory())})
 	td := appTraces()
 	td.ResourceSpans().At(0).ScopeSpans().At(0).Spans().AppendEmpty().SetName("no ids")
-	conn, err := grpc.NewClient(e.srv.OTLPGRPCAddr(), grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
+	conn := otlpConn(t, e.srv.OTLPGRPCAddr())
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	resp, err := ptraceotlp.NewGRPCClient(conn).Export(ctx, ptraceotlp.NewExportRequestFromTraces(td))
@@ -259,11 +250,7 @@ spec:
 	rl.Resource().Attributes().PutStr("service.name", "logger")
 	rl.Resource().Attributes().PutStr("service.namespace", "shop")
 	rl.ScopeLogs().AppendEmpty().LogRecords().AppendEmpty().Body().SetStr("hello")
-	conn, err := grpc.NewClient(e.srv.OTLPGRPCAddr(), grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
+	conn := otlpConn(t, e.srv.OTLPGRPCAddr())
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	if _, err := plogotlp.NewGRPCClient(conn).Export(ctx, plogotlp.NewExportRequestFromLogs(ld)); err != nil {

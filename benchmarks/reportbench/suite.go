@@ -616,7 +616,11 @@ func (s *Suite) runSpans(ctx context.Context, name string, rate float64, srv *se
 	}
 	defer closeAll(conns)
 	dr.perItem = int64(s.opts.SpanBatch)
-	w, err := s.window(ctx, srv, load.Options{Workers: 2, Warmup: s.opts.Warmup, Duration: s.opts.Duration, Rate: rate}, spanOp(conns, s.opts.SpanBatch), counters, dr)
+	op, err := spanOp(conns, s.opts.SpanBatch)
+	if err != nil {
+		return Measurement{}, err
+	}
+	w, err := s.window(ctx, srv, load.Options{Workers: 2, Warmup: s.opts.Warmup, Duration: s.opts.Duration, Rate: rate}, op, counters, dr)
 	if err != nil {
 		return Measurement{}, err
 	}

@@ -196,6 +196,18 @@
 // instrumentation_library_spans is renumbered to scope_spans, as pdata
 // migrates it. A JSON body is decoded and handled in its protobuf form.
 //
+// An OTLP/gRPC body is copied out of gRPC's buffers into a pooled buffer
+// of the receiver's own (up to 64 buffers of up to 4 MiB are kept). The
+// forwarded instances point into it and carry Release
+// (adapters/template.OTLP): the buffer goes back to the pool once the
+// receiver and every handler it was given to have released it. A handler
+// that copies what it forwards (kafka with otlpBatch) releases it at once;
+// one that keeps the bytes, or does not know of Release, leaves the buffer
+// to the garbage collector. New bodies then rarely need fresh pages, whose
+// zeroing by the kernel was up to a quarter of the mixer's CPU at a
+// million spans per second when the Kafka buffer's swings made the heap
+// give memory back and take it again.
+//
 // Per config, the mixer works out once whether any report rule may match
 // the bag of a span or log record: a rule with report actions whose match,
 // over a bag holding only context.protocol "otlp", is false having read

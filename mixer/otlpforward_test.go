@@ -293,3 +293,113 @@ spec:
 		t.Errorf("otlp_received_total{traces,malformed} = %v", got)
 	}
 }
+
+// TestOTLPBodyPool: a body's buffer goes back to its pool when the last of
+// its references (the receiver's and one per handler given an instance)
+// is dropped, not before, and never twice.
+func TestOTLPBodyPool(t *testing.T) {
+	pool := make(bodyPool, 2)
+	b := pool.get(100)
+	if len(b.buf) != 100 {
+		t.Fatalf("body of %d bytes, want 100", len(b.buf))
+	}
+	b.ref()
+	b.ref() // two handlers
+	b.unref()
+	b.release()
+	if len(pool) != 0 {
+		t.Fatal("buffer pooled while a handler still holds it")
+	}
+	b.release()
+	if len(pool) != 1 {
+		t.Fatalf("%d buffers pooled after the last release, want 1", len(pool))
+	}
+	b.release() // one too many: must not pool it again
+	if len(pool) != 1 {
+		t.Fatalf("%d buffers pooled after a release too many, want 1", len(pool))
+	}
+	again := pool.get(50)
+	if again != b || len(again.buf) != 50 || again.refs.Load() != 1 {
+		t.Fatalf("got %p (%d bytes, %d refs), want the pooled %p again with 50 bytes and one reference", again, len(again.buf), again.refs.Load(), b)
+	}
+	bigger := pool.get(200)
+	if bigger == b || len(bigger.buf) != 200 {
+		t.Fatal("an empty pool must make a new body")
+	}
+	huge := pool.get(bodyPoolMaxBytes + 1)
+	huge.unref()
+	if len(pool) != 0 {
+		t.Fatal("a buffer over bodyPoolMaxBytes was pooled")
+	}
+}
+
+// TestOTLPForwardReusesBodies: with request bodies' buffers reused once the
+// kafka handler has copied them, exports sent concurrently still reach
+// Kafka each exactly as sent, none overwritten by a later one.
+func TestOTLPForwardReusesBodies(t *testing.T) {
+	k := testenv.StartKafka(t, "fwd.reuse")
+	name, _ := newSink(t)
+	dir := writeConfig(t, map[string]string{"fwd.yaml": forwardConfig(k.Addr(), "fwd.reuse", name, false)})
+	e := start(t, dir, Config{OTLPGRPCAddr: "127.0.0.1:0", Adapters: testRegistry(t, kafka.Factory())})
+	const senders, each = 4, 10
+	sent := map[string]int{} // resource entries as sent
+	bodies := make([][][]byte, senders)
+	for s := range senders {
+		for i := range each {
+			td := appTraces()
+			for _, sp := range td.ResourceSpans().At(0).ScopeSpans().At(0).Spans().All() {
+				sp.SetName(fmt.Sprintf("%s from %d/%d", sp.Name(), s, i))
+			}
+			b := marshalTraces(t, td)
+			bodies[s] = append(bodies[s], b)
+			sent[string(b)]++
+		}
+	}
+	conn := otlpConn(t, e.srv.OTLPGRPCAddr())
+	errs := make(chan error, senders)
+	for s := range senders {
+		go func() {
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			for _, b := range bodies[s] {
+				var out rawproto.Message
+				if err := conn.Invoke(ctx, "/"+otlpTraceService+"/Export", rawproto.Message(b), &out,
+					grpc.ForceCodecV2(rawproto.NewCodec())); err != nil {
+					errs <- err
+					return
+				}
+			}
+			errs <- nil
+		}()
+	}
+	for range senders {
+		if err := <-errs; err != nil {
+			t.Fatal(err)
+		}
+	}
+	spans := float64(senders * each * 2)
+	eventually(t, 10*time.Second, "every span sent to kafka", func() bool {
+		return metric(t, e.srv.Registry(), "sidemix_kafka_instances_sent_total", "handler", "spans") == spans
+	})
+	n := int(metric(t, e.srv.Registry(), "sidemix_kafka_records_total", "handler", "spans", "result", "sent"))
+	for _, r := range testenv.ConsumeKcat(t, k.Addr(), "fwd.reuse", n, 15*time.Second) {
+		for v := r.Value; len(v) > 0; {
+			_, _, tn := protowire.ConsumeTag(v)
+			_, ln := protowire.ConsumeBytes(v[tn:])
+			if tn < 0 || ln < 0 {
+				t.Fatalf("record %x is not a TracesData", r.Value)
+			}
+			entry := string(v[:tn+ln])
+			if sent[entry] == 0 {
+				t.Fatalf("a record holds a resource never sent (or sent once and seen twice): %x", entry)
+			}
+			sent[entry]--
+			v = v[tn+ln:]
+		}
+	}
+	for entry, left := range sent {
+		if left != 0 {
+			t.Errorf("resource %x sent but not in kafka", entry)
+		}
+	}
+}

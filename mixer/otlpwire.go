@@ -464,7 +464,7 @@ func validateKV(b []byte, depth int) error {
 			} else if start, pos, err = readLen(b, p); err != nil {
 				return err
 			}
-			if num == 2 {
+			if num == 2 && !scalarAny(b[start:pos], depth) {
 				err = validateAny(b[start:pos], depth)
 			}
 		case 3:
@@ -480,6 +480,31 @@ func validateKV(b []byte, depth int) error {
 		}
 	}
 	return nil
+}
+
+// scalarAny reports whether v is an AnyValue that validateAny(v, depth)
+// accepts for sure because it is one string (of up to 127 bytes), bool or
+// int field and nothing else: most attribute values, checked without the
+// call.
+func scalarAny(v []byte, depth int) bool {
+	if len(v) < 2 || depth >= wireRecursionLimit {
+		return false
+	}
+	switch v[0] {
+	case 1<<3 | wtLen: // string_value
+		return v[1] < 0x80 && 2+int(v[1]) == len(v)
+	case 2<<3 | wtVarint, 3<<3 | wtVarint: // bool_value, int_value
+		if len(v) > 11 || v[len(v)-1] >= 0x80 {
+			return false
+		}
+		for _, c := range v[1 : len(v)-1] {
+			if c < 0x80 {
+				return false
+			}
+		}
+		return true
+	}
+	return false
 }
 
 // validateAny is validate for an AnyValue.

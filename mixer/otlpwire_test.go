@@ -399,3 +399,47 @@ func BenchmarkPdataDecodeTraces(b *testing.B) {
 	}
 	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*512), "ns/span")
 }
+
+// TestScalarAnyOnlyWhatValidateAnyAccepts: the walker's shortcut for
+// scalar attribute values says yes only to values validateAny accepts,
+// and to the usual ones.
+func TestScalarAnyOnlyWhatValidateAnyAccepts(t *testing.T) {
+	str := func(n int) []byte {
+		return protowire.AppendBytes(protowire.AppendTag(nil, 1, protowire.BytesType), bytes.Repeat([]byte{'s'}, n))
+	}
+	varint := func(num protowire.Number, v uint64) []byte {
+		return protowire.AppendVarint(protowire.AppendTag(nil, num, protowire.VarintType), v)
+	}
+	overlong := varint(3, 1<<63) // made 11 varint bytes: too long
+	overlong[len(overlong)-1] |= 0x80
+	overlong = append(overlong, 1)
+	for _, c := range []struct {
+		name   string
+		v      []byte
+		depth  int
+		scalar bool
+	}{
+		{"string", str(5), 1, true},
+		{"string of 127", str(127), 1, true},
+		{"string of 128", str(128), 1, false},
+		{"empty string", str(0), 1, true},
+		{"bool", varint(2, 1), 1, true},
+		{"int", varint(3, 200), 1, true},
+		{"int of 10 bytes", varint(3, 1<<63), 1, true},
+		{"int too long", overlong, 1, false},
+		{"int cut short", varint(3, 200)[:2], 1, false},
+		{"double", protowire.AppendFixed64(protowire.AppendTag(nil, 4, protowire.Fixed64Type), 1), 1, false},
+		{"string and more", append(str(3), varint(3, 1)...), 1, false},
+		{"string too short", str(5)[:4], 1, false},
+		{"at the recursion limit", str(5), wireRecursionLimit, false},
+		{"empty", nil, 1, false},
+	} {
+		got := scalarAny(c.v, c.depth)
+		if got != c.scalar {
+			t.Errorf("%s: scalarAny = %v, want %v", c.name, got, c.scalar)
+		}
+		if err := validateAny(c.v, c.depth); got && err != nil {
+			t.Errorf("%s: scalarAny says yes, validateAny says %v", c.name, err)
+		}
+	}
+}

@@ -31,7 +31,10 @@
 // does not fit is dropped as too_large. Nothing is decoded or re-encoded,
 // which is what makes forwarding cheap. With json the record is the
 // resource in OTLP JSON (decoded for it). The spans (log records) of the
-// resources count in sidemix_kafka_instances_sent_total.
+// resources count in sidemix_kafka_instances_sent_total. With otlpBatch,
+// once a record holds a copy of an instance's bytes the instance is
+// released (template.OTLP.Release), so the mixer's OTLP receiver reuses
+// the request's buffer; a lone resource is then copied too.
 //
 // The record key is the value of the CEL expression key, evaluated over the
 // instance; records of one key go to one partition (the Java client's
@@ -63,7 +66,10 @@
 // in flight at once (kafka-go's Writer alone has one). A record's lane is
 // chosen by its key's hash, so the records of one key go through one lane
 // and reach their partition in the order reported; records without a key
-// take the lanes in turn and have no order.
+// take the lanes in turn and have no order. On a plaintext connection
+// each Kafka request is written with one write (kafka-go writes its 64 kB
+// pages one by one: 16 syscalls for a produce request of 1 MiB); with TLS
+// kafka-go's own writes are kept.
 // A write that fails is retried after a backoff (100ms doubling to 2s,
 // jittered; sidemix_kafka_write_errors_total counts failed writes) until
 // it succeeds: while Kafka is down, records wait in the buffer, and are

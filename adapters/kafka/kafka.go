@@ -7,6 +7,7 @@ import (
 	"hash/fnv"
 	"log/slog"
 	"math/rand/v2"
+	"net"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -157,6 +158,8 @@ func newHandler(_ context.Context, set adapters.Settings, cfg adapters.Config) (
 		if transport.TLS, err = c.TLS.Config(); err != nil {
 			return nil, fmt.Errorf("%s: tls: %w", Name, err)
 		}
+	} else {
+		transport.Dial = dialRequestConns((&net.Dialer{Timeout: transport.DialTimeout}).DialContext)
 	}
 	if c.SASL.Mechanism != "" {
 		if transport.SASL, err = mechanism(c.SASL); err != nil {

@@ -167,32 +167,44 @@ func (h *handler) otlpRecords(insts []template.Instance, now time.Time) []kafkag
 // rawRecords writes otlp instances of one signal and key: their resources,
 // concatenated as received, are a TracesData (LogsData), cut between
 // resources so that each record fits batchBytes. A resource larger than
-// that alone is dropped as too large.
+// that alone is dropped as too large. Once a record holds a copy of an
+// instance's Data, the instance is released (template.OTLP.Release), so
+// the receiver can reuse its buffer.
 func (h *handler) rawRecords(msgs []kafkago.Message, key []byte, insts []*template.OTLP, now time.Time) []kafkago.Message {
 	room := h.batchBytes - int64(len(key)+recordOverhead)
 	parts := make([][]byte, 0, len(insts))
+	var in []*template.OTLP // the instances of parts
 	size, items := int64(0), 0
+	releases := false
 	flush := func() {
 		if len(parts) == 0 {
 			return
 		}
-		// One resource is written as received (kafka-go only reads a
-		// value); bytes.Join copies several without zeroing the record
-		// first.
+		// One resource nobody asks back is written as received (kafka-go
+		// only reads a value); bytes.Join copies several (or one whose
+		// buffer is to be reused) without zeroing the record first.
 		value := parts[0]
-		if len(parts) > 1 {
+		if len(parts) > 1 || releases {
 			value = bytes.Join(parts, nil)
 		}
 		msgs = h.appendRecord(msgs, kafkago.Message{Key: key, Value: value, Time: now, WriterData: items})
-		parts, size, items = parts[:0], 0, 0
+		for _, i := range in {
+			if i.Release != nil {
+				i.Release()
+			}
+		}
+		clear(in)
+		parts, in, size, items, releases = parts[:0], in[:0], 0, 0, false
 	}
-	for _, in := range insts {
-		if size > 0 && size+int64(len(in.Data)) > room {
+	for _, i := range insts {
+		if size > 0 && size+int64(len(i.Data)) > room {
 			flush()
 		}
-		parts = append(parts, in.Data)
-		size += int64(len(in.Data))
-		items += in.Items
+		parts = append(parts, i.Data)
+		in = append(in, i)
+		size += int64(len(i.Data))
+		items += i.Items
+		releases = releases || i.Release != nil
 	}
 	flush()
 	return msgs

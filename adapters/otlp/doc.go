@@ -57,5 +57,7 @@
 // in a queue of their own per signal, of maxQueueSize/maxBatchSize
 // resources (at least one), and count in the sent and failed counters as
 // the spans and log records they hold. Pointed at Jaeger's or a
-// Collector's OTLP port, that forwards apps' spans unchanged.
+// Collector's OTLP port, that forwards apps' spans unchanged. A resource
+// the endpoint took is released (template.OTLP.Release), so the mixer
+// reuses the request's buffer.
 package otlp

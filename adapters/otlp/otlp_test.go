@@ -11,6 +11,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -551,10 +552,15 @@ func TestExportOTLPInstances(t *testing.T) {
 			}
 			reg := prometheus.NewRegistry()
 			h := newReporter(t, reg, fmt.Sprintf(c.params, addr))
-			if err := h.Report(context.Background(), []template.Instance{forwarded(t), forwarded(t)}); err != nil {
+			var released atomic.Int32
+			first, second := forwarded(t), forwarded(t)
+			first.Release = func() { released.Add(1) }
+			second.Release = first.Release
+			if err := h.Report(context.Background(), []template.Instance{first, second}); err != nil {
 				t.Fatal(err)
 			}
 			waitFor(t, "4 spans", func() bool { s, _, _ := r.counts(); return s == 4 })
+			waitFor(t, "both resources released once sent", func() bool { return released.Load() == 2 })
 			waitFor(t, "sent counted", func() bool {
 				return value(t, reg, "sidemix_otlp_sent_total", "handler", "otel", "signal", "traces") == 4
 			})
@@ -568,12 +574,17 @@ func TestExportOTLPInstances(t *testing.T) {
 			r.mu.Lock()
 			r.reject = 1
 			r.mu.Unlock()
-			if err := h.Report(context.Background(), []template.Instance{forwarded(t)}); err != nil {
+			third := forwarded(t)
+			third.Release = first.Release
+			if err := h.Report(context.Background(), []template.Instance{third}); err != nil {
 				t.Fatal(err)
 			}
 			waitFor(t, "the rejected span counted", func() bool {
 				return value(t, reg, "sidemix_otlp_failed_total", "handler", "otel", "signal", "traces") == 1
 			})
+			if n := released.Load(); n != 2 {
+				t.Errorf("%d releases, want 2: a resource that failed must not be released", n)
+			}
 			if got := value(t, reg, "sidemix_otlp_sent_total", "handler", "otel", "signal", "traces"); got != 5 {
 				t.Errorf("sent = %v, want 5", got)
 			}

@@ -20,12 +20,19 @@ import (
 // entry is an ExportTraceServiceRequest, or ExportLogsServiceRequest, by
 // itself), never decoded. They queue in a batcher per signal whose items
 // are resources, so sends and retries work as for the other instances;
-// the sent and failed counters still count spans and log records.
+// the sent and failed counters still count spans and log records. A
+// resource sent without an error is released (template.OTLP.Release): the
+// endpoint answered, so it read every byte, and the mixer may reuse the
+// request's buffer; one that failed is left to the garbage collector
+// (after a timeout gRPC may still hold the bytes).
 
 // rawStash carries a resource's item count and what the endpoint
 // rejected from a raw batcher's send to its Done; both run on the
 // batcher's goroutine, one batch at a time.
-type rawStash struct{ items, rejected int }
+type rawStash struct {
+	items, rejected int
+	in              *template.OTLP
+}
 
 // rawQueue is how many resources wait per signal: maxQueueSize items'
 // worth of exports of maxBatchSize, at least one.
@@ -46,10 +53,14 @@ func (h *handler) newRawBatcher(signal string) *handlerkit.Batcher[*template.OTL
 			failed = stash.items
 		}
 		h.done(signal, stash.items, failed, retries, err)
+		if err == nil && stash.in.Release != nil {
+			stash.in.Release()
+		}
+		stash.in = nil
 	}
 	return handlerkit.NewBatcher(o, func(ctx context.Context, batch []*template.OTLP) (int, error) {
 		in := batch[0]
-		*stash = rawStash{items: in.Items}
+		*stash = rawStash{items: in.Items, in: in}
 		rejected, err := h.exp.raw(ctx, signal, in.Data)
 		stash.rejected = rejected
 		if rejected > 0 {

@@ -208,6 +208,12 @@ type OTLP struct {
 	// ServiceName and ServiceNamespace are the resource's service.name and
 	// service.namespace attributes ("" when absent).
 	ServiceName, ServiceNamespace string
+	// Release, when not nil, lets Data's buffer be reused for another
+	// request: a handler that has copied what it needs of Data (and holds
+	// no reference to it) calls it once for each time it was given the
+	// instance, and reads Data no more. A handler that keeps Data, or
+	// never calls Release, leaves the buffer to the garbage collector.
+	Release func()
 }
 
 func (*OTLP) Template() string       { return OTLPName }

@@ -6,7 +6,10 @@
 // OTLP spans sent to the mixer's OTLP ingest (rule otlp instance, the
 // spans as received → kafka, otlp_proto; spans-sidemix-tracespan sends
 // examples/default's tracespan instead) and to an OpenTelemetry Collector
-// (otlp → batch → kafka) on the same broker. Every figure is charged to the server's own CPU time
+// (otlp → batch → kafka) on the same broker. Both span servers get the
+// same load: export requests marshalled once before the run and sent as
+// bytes (internal/rawproto's codec), so the generator's core is not spent
+// marshalling spans. Every figure is charged to the server's own CPU time
 // from /proc over the measured window (benchmarks/internal/procstat).
 // benchmarks/cmd/reportbench runs it; benchmarks/README.md ("Report path")
 // holds the results.

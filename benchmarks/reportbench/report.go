@@ -29,8 +29,10 @@ type Meta struct {
 	Batch      int    `json:"batch"`
 	SpanBatch  int    `json:"span_batch"`
 	SpanRate   int    `json:"span_rate"`
-	ServerCPUs string `json:"server_cpus"`
-	LoadCPUs   string `json:"loadgen_cpus"`
+	// SpanCallers is 0 in reports from before the option (2 callers).
+	SpanCallers int    `json:"span_callers,omitempty"`
+	ServerCPUs  string `json:"server_cpus"`
+	LoadCPUs    string `json:"loadgen_cpus"`
 }
 
 // Report is every round and each scenario's medians.
@@ -109,7 +111,7 @@ func (r *Report) Markdown() string {
 		"report-fixed":            fmt.Sprintf("same at %d mesh requests/s = %d records/s (2 reporting proxies, 1 batch/s each)", m.MeshRate, 2*m.MeshRate),
 		"report-default":          fmt.Sprintf("examples/default as shipped (no kafka rule; every trace sampled, the proxy's default) at %d mesh requests/s", m.MeshRate),
 		"report-default-1pct":     fmt.Sprintf("examples/default as shipped, 1%% of traces sampled (Istio's default), at %d mesh requests/s", m.MeshRate),
-		"spans-sidemix":           fmt.Sprintf("OTLP/gRPC exports of %d spans, 2 clients, closed loop → mixer --otlp-grpc, otlp instance (spans as received, per resource) → kafka (otlp_proto, a queue batch's resources per record, cut at 1 MiB)", m.SpanBatch),
+		"spans-sidemix":           fmt.Sprintf("OTLP/gRPC exports of %d spans, %d clients, closed loop → mixer --otlp-grpc, otlp instance (spans as received, per resource) → kafka (otlp_proto, a queue batch's resources per record, cut at 1 MiB)", m.SpanBatch, max(m.SpanCallers, DefaultSpanCallers)),
 		"spans-sidemix-tracespan": "spans-sidemix with examples/default's tracespan instead (every span decoded into a bag and rebuilt; one TracesData record per queue batch)",
 		"spans-otelcol":           "same spans → OpenTelemetry Collector otlp → batch → kafka (otlp_proto, 1 batch per record)",
 		"spans-sidemix-fixed":     fmt.Sprintf("spans-sidemix at %d spans/s offered (equal load)", m.SpanRate),

@@ -31,6 +31,9 @@ const (
 	DefaultBatch     = 1000 // proxy/mixerclient.DefaultReportBatchSize
 	DefaultSpanBatch = 512  // the OpenTelemetry SDKs' batch span processor's maximum export batch
 	DefaultSpanRate  = 40000
+	// DefaultSpanCallers is the apps exporting to each span server: a
+	// connection each, one export in flight each.
+	DefaultSpanCallers = 2
 	// DefaultDrain bounds the wait, after the window, for the server to
 	// deliver what it accepted in it.
 	DefaultDrain = 30 * time.Second
@@ -65,6 +68,9 @@ type Options struct {
 	// SpanRate is the spans per second offered to both span servers in
 	// the equal-load runs (below what the mixer's core sustains).
 	SpanRate int
+	// SpanCallers is the apps exporting spans to each span server, each
+	// over a connection of its own with one export in flight.
+	SpanCallers int
 	// ServerCPUs pins the mixer, Jaeger's and the broker's processes are
 	// left to the rest; empty pins nothing.
 	ServerCPUs string
@@ -136,6 +142,9 @@ func New(o Options) (*Suite, error) {
 	}
 	if o.SpanRate <= 0 {
 		o.SpanRate = DefaultSpanRate
+	}
+	if o.SpanCallers <= 0 {
+		o.SpanCallers = DefaultSpanCallers
 	}
 	if o.Drain <= 0 {
 		o.Drain = DefaultDrain
@@ -604,19 +613,23 @@ func (s *Suite) runSpansSidemix(ctx context.Context, name string, rate float64, 
 		dropped: []string{"kafka_dropped", "queue_dropped"}, gauges: []string{"kafka_buffered"}})
 }
 
-// runSpans drives srv's OTLP/gRPC endpoint with two callers over two
-// connections (two instrumented apps), closed loop or at rate exports per
+// runSpans drives srv's OTLP/gRPC endpoint with SpanCallers callers, a
+// connection each (instrumented apps), closed loop or at rate exports per
 // second.
 // dr.sent[0] is the delivered spans' counter; the drain waits until it
 // (plus drops) reaches the spans accepted in the window.
 func (s *Suite) runSpans(ctx context.Context, name string, rate float64, srv *server, addr string, counters map[string]*regexp.Regexp, dr drainSpec) (Measurement, error) {
-	conns, err := dial(addr, 2)
+	conns, err := dial(addr, s.opts.SpanCallers)
 	if err != nil {
 		return Measurement{}, err
 	}
 	defer closeAll(conns)
 	dr.perItem = int64(s.opts.SpanBatch)
-	w, err := s.window(ctx, srv, load.Options{Workers: 2, Warmup: s.opts.Warmup, Duration: s.opts.Duration, Rate: rate}, spanOp(conns, s.opts.SpanBatch), counters, dr)
+	op, err := spanOp(conns, s.opts.SpanBatch)
+	if err != nil {
+		return Measurement{}, err
+	}
+	w, err := s.window(ctx, srv, load.Options{Workers: s.opts.SpanCallers, Warmup: s.opts.Warmup, Duration: s.opts.Duration, Rate: rate}, op, counters, dr)
 	if err != nil {
 		return Measurement{}, err
 	}

@@ -66,6 +66,7 @@ func run() error {
 	batch := flag.Int("batch", reportbench.DefaultBatch, "bags per Report (proxy/mixerclient's default)")
 	spanBatch := flag.Int("span-batch", reportbench.DefaultSpanBatch, "spans per OTLP export")
 	spanRate := flag.Int("span-rate", reportbench.DefaultSpanRate, "spans per second offered to both span servers in the equal-load runs")
+	spanCallers := flag.Int("span-callers", reportbench.DefaultSpanCallers, "apps exporting spans to each span server (a connection and one export in flight each)")
 	serverCPUs := flag.String("server-cpus", "0", "taskset `list` for the server under test; empty pins nothing")
 	loadCPUs := flag.String("loadgen-cpus", "1", "taskset `list` for this load generator; empty pins nothing")
 	only := flag.String("only", "", "run only the scenarios matching this `regexp` (report-max, report-fixed, report-default, report-default-1pct, spans-sidemix, spans-otelcol, ...-fixed, spans-sidemix-tracespan)")
@@ -118,23 +119,24 @@ func run() error {
 	defer os.RemoveAll(work)
 
 	meta := reportbench.Meta{
-		Date:       time.Now().UTC().Format("2006-01-02 15:04 MST"),
-		Command:    harness.Command("reportbench"),
-		CPUs:       harness.CPUCount(),
-		CPUModel:   harness.CPUModel(),
-		Go:         runtime.Version(),
-		Sidemix:    harness.FirstLine(exec.Command(*sidemix, "version").Output()),
-		LoadBefore: harness.LoadAvg(),
-		Rounds:     *rounds,
-		Warmup:     warmup.String(),
-		Duration:   duration.String(),
-		Drain:      drain.String(),
-		MeshRate:   *meshRate,
-		Batch:      *batch,
-		SpanBatch:  *spanBatch,
-		SpanRate:   *spanRate,
-		ServerCPUs: *serverCPUs,
-		LoadCPUs:   *loadCPUs,
+		Date:        time.Now().UTC().Format("2006-01-02 15:04 MST"),
+		Command:     harness.Command("reportbench"),
+		CPUs:        harness.CPUCount(),
+		CPUModel:    harness.CPUModel(),
+		Go:          runtime.Version(),
+		Sidemix:     harness.FirstLine(exec.Command(*sidemix, "version").Output()),
+		LoadBefore:  harness.LoadAvg(),
+		Rounds:      *rounds,
+		Warmup:      warmup.String(),
+		Duration:    duration.String(),
+		Drain:       drain.String(),
+		MeshRate:    *meshRate,
+		Batch:       *batch,
+		SpanBatch:   *spanBatch,
+		SpanRate:    *spanRate,
+		SpanCallers: *spanCallers,
+		ServerCPUs:  *serverCPUs,
+		LoadCPUs:    *loadCPUs,
 	}
 	if *otelcol != "" {
 		meta.Otelcol = "builder " + otelcolVersion + ", contrib kafkaexporter " + otelcolVersion
@@ -146,7 +148,7 @@ func run() error {
 	suite, err := reportbench.New(reportbench.Options{
 		Sidemix: *sidemix, Kfake: *kfake, Jaeger: *jaeger, Otelcol: *otelcol,
 		Examples: *examples, WorkDir: work,
-		Warmup: *warmup, Duration: *duration, Drain: *drain, MeshRate: *meshRate, Batch: *batch, SpanBatch: *spanBatch, SpanRate: *spanRate,
+		Warmup: *warmup, Duration: *duration, Drain: *drain, MeshRate: *meshRate, Batch: *batch, SpanBatch: *spanBatch, SpanRate: *spanRate, SpanCallers: *spanCallers,
 		ServerCPUs: *serverCPUs, Log: os.Stderr,
 	})
 	if err != nil {

@@ -52,7 +52,7 @@ func BenchmarkCheckRPCWire(b *testing.B) {
 		handler grpc.MethodHandler
 	}{
 		{"proto", encoding.GetCodecV2("proto"), mixerv1.Mixer_ServiceDesc.Methods[0].Handler},
-		{"vtcodec", vtcodec.Codec{}, svc.mixerDesc().Methods[0].Handler},
+		{"vtcodec", vtcodec.New((*mixerv1.CheckRequest)(nil)), svc.mixerDesc().Methods[0].Handler},
 	} {
 		b.Run(c.name, func(b *testing.B) {
 			ctx := context.Background()

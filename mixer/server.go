@@ -180,8 +180,12 @@ func (s *Server) Start() error {
 		// every worker is busy.
 		grpc.NumStreamWorkers(streamWorkers),
 		// The Mixer API's messages through their generated vtprotobuf
-		// code; the health service's through protobuf-go.
-		grpc.ForceServerCodecV2(vtcodec.Codec{}),
+		// code, a Check request's strings pointing into its body (they
+		// are not kept past the Check but for the deduplication id, which
+		// is cloned; a Report's are copied: instances queued for report
+		// handlers, and metric labels, keep them); the health service's
+		// messages through protobuf-go.
+		grpc.ForceServerCodecV2(vtcodec.New((*mixerv1.CheckRequest)(nil))),
 	)
 	svc := &service{s: s}
 	s.grpcSrv.RegisterService(svc.mixerDesc(), svc)

@@ -7,8 +7,11 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"strconv"
 	"testing"
 	"time"
+
+	"google.golang.org/grpc/codes"
 
 	mixerv1 "github.com/sidemix/sidemix/api/mixer/v1"
 	"github.com/sidemix/sidemix/attribute"
@@ -24,7 +27,7 @@ import (
 // one memquota rule, without the gRPC transport: decoding, evaluation,
 // the quota call and the answer.
 func BenchmarkCheckRPC(b *testing.B) {
-	svc, req := checkRPCSetup(b)
+	svc, req := checkRPCSetup(b, 1_000_000_000_000)
 	ctx := context.Background()
 	b.ReportAllocs()
 	for b.Loop() {
@@ -40,8 +43,22 @@ func BenchmarkCheckRPC(b *testing.B) {
 // answer encoded, as the gRPC server does: the generated handler with
 // protobuf-go (proto) against the mixer's (mixerDesc: pooled requests,
 // internal/vtcodec's generated vtprotobuf code).
-func BenchmarkCheckRPCWire(b *testing.B) {
-	svc, req := checkRPCSetup(b)
+func BenchmarkCheckRPCWire(b *testing.B) { benchmarkCheckRPCWire(b, 1_000_000_000_000, codes.OK) }
+
+// BenchmarkCheckRPCWireDenied is BenchmarkCheckRPCWire with the quota
+// exhausted: every answer a denial with its details.
+func BenchmarkCheckRPCWireDenied(b *testing.B) { benchmarkCheckRPCWire(b, 1, codes.ResourceExhausted) }
+
+func benchmarkCheckRPCWire(b *testing.B, limit int64, want codes.Code) {
+	svc, req := checkRPCSetup(b, limit)
+	if want != codes.OK {
+		// Every request a new one (no deduplication id), the first
+		// granted: the rest are denied.
+		req.DeduplicationId = ""
+		if _, err := svc.Check(context.Background(), req); err != nil {
+			b.Fatal(err)
+		}
+	}
 	body, err := proto.Marshal(req)
 	if err != nil {
 		b.Fatal(err)
@@ -60,7 +77,7 @@ func BenchmarkCheckRPCWire(b *testing.B) {
 			b.ReportAllocs()
 			for b.Loop() {
 				resp, err := c.handler(svc, ctx, dec, svc.s.recoverUnary)
-				if err != nil || resp.(*mixerv1.CheckResponse).GetPrecondition().GetStatus().GetCode() != 0 {
+				if err != nil || codes.Code(resp.(*mixerv1.CheckResponse).GetPrecondition().GetStatus().GetCode()) != want {
 					b.Fatal(err, resp)
 				}
 				out, err := c.codec.Marshal(resp)
@@ -73,7 +90,7 @@ func BenchmarkCheckRPCWire(b *testing.B) {
 	}
 }
 
-func checkRPCSetup(b *testing.B) (*service, *mixerv1.CheckRequest) {
+func checkRPCSetup(b *testing.B, limit int64) (*service, *mixerv1.CheckRequest) {
 	dir := b.TempDir()
 	if err := os.WriteFile(filepath.Join(dir, "policy.yaml"), []byte(`apiVersion: sidemix.dev/v1
 kind: Handler
@@ -82,7 +99,7 @@ spec:
   adapter: memquota
   params:
     quotas:
-    - {name: requestcount, maxAmount: 1000000000000, validDuration: 1s}
+    - {name: requestcount, maxAmount: `+strconv.FormatInt(limit, 10)+`, validDuration: 1h}
 ---
 apiVersion: sidemix.dev/v1
 kind: Instance

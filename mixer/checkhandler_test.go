@@ -3,9 +3,11 @@ package mixer
 import (
 	"context"
 	"fmt"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -116,6 +118,72 @@ func TestCheckRejectsInvalidUTF8(t *testing.T) {
 		err := call(mixerv1.Mixer_Report_FullMethodName, req)
 		if status.Code(err) != codes.InvalidArgument || !strings.Contains(err.Error(), "UTF-8") {
 			t.Errorf("report, %s not UTF-8: %v, want InvalidArgument naming UTF-8", name, err)
+		}
+	}
+}
+
+// The first quota's result comes with the answer's allocation, the others
+// with their own: with two limited quotas each result keeps its own
+// window, and an implicit charge list names both.
+func TestTwoQuotasKeepTheirOwnWindows(t *testing.T) {
+	dir := writeConfig(t, map[string]string{"q.yaml": `apiVersion: sidemix.dev/v1
+kind: Handler
+metadata: {name: limits}
+spec:
+  adapter: memquota
+  params:
+    quotas:
+    - {name: hourly, maxAmount: 7, validDuration: 1h}
+    - {name: minutely, maxAmount: 5, validDuration: 1m}
+---
+apiVersion: sidemix.dev/v1
+kind: Instance
+metadata: {name: hourly}
+spec:
+  template: quota
+---
+apiVersion: sidemix.dev/v1
+kind: Instance
+metadata: {name: minutely}
+spec:
+  template: quota
+---
+apiVersion: sidemix.dev/v1
+kind: Rule
+metadata: {name: both}
+spec:
+  actions:
+  - handler: limits
+    instances: [hourly, minutely]
+`})
+	e := start(t, dir, Config{})
+	for n := 1; n <= 2; n++ {
+		resp := e.check(pathBag("/x"))
+		if c := codes.Code(resp.GetPrecondition().GetStatus().GetCode()); c != codes.OK {
+			t.Fatalf("check %d: %v", n, resp.GetPrecondition().GetStatus())
+		}
+		// A rolling window's usage frees at a bucket boundary: the reset
+		// is about the window, give or take a bucket.
+		for name, want := range map[string]struct {
+			limit      int64
+			resetRange [2]time.Duration
+		}{"hourly": {7, [2]time.Duration{50 * time.Minute, 70 * time.Minute}}, "minutely": {5, [2]time.Duration{50 * time.Second, 70 * time.Second}}} {
+			q := resp.GetQuotas()[name]
+			reset := q.GetReset_().AsDuration()
+			if q.GetLimit() != want.limit || q.GetRemaining() != want.limit-int64(n) || reset < want.resetRange[0] || reset > want.resetRange[1] {
+				t.Errorf("check %d, %s: limit %d remaining %d reset %v; want limit %d remaining %d, reset in %v",
+					n, name, q.GetLimit(), q.GetRemaining(), reset, want.limit, want.limit-int64(n), want.resetRange)
+			}
+		}
+		var charged []string
+		for _, c := range resp.GetQuotaCharges() {
+			if c.GetCharge() != 1 {
+				t.Errorf("check %d: charge %v", n, c)
+			}
+			charged = append(charged, c.GetQuota())
+		}
+		if slices.Sort(charged); !slices.Equal(charged, []string{"hourly", "minutely"}) {
+			t.Errorf("check %d: charges %v", n, resp.GetQuotaCharges())
 		}
 	}
 }

@@ -87,7 +87,6 @@ func (g *quotaGrant) exhausted() bool {
 	return g.enforced && g.granted < g.requested && (!g.bestEffort || g.granted <= 0)
 }
 
-// quotaOutcome is the quota part of a Check answer.
 // quotaAnswer holds the first quota's messages in a Check's answer: a
 // Check asks for one quota or two, and these come with the answer's
 // allocation instead of one allocation each.
@@ -98,6 +97,7 @@ type quotaAnswer struct {
 	charges [1]*mixerv1.CheckResponse_QuotaCharge
 }
 
+// quotaOutcome is the quota part of a Check answer.
 type quotaOutcome struct {
 	results map[string]*mixerv1.CheckResponse_QuotaResult
 	// implicit is set when the request named no quotas: the mixer chose
@@ -310,15 +310,19 @@ func (s *Server) runQuotas(ctx context.Context, st *state, bag *attribute.Bag, r
 		if validFor == 0 {
 			validFor = s.cfg.DefaultValidDuration
 		}
-		qr, reset := &qa.result, &qa.reset
+		qr := &qa.result
 		if i > 0 {
-			qr, reset = new(mixerv1.CheckResponse_QuotaResult), new(durationpb.Duration)
+			qr = new(mixerv1.CheckResponse_QuotaResult)
 		}
 		qr.ValidDuration = s.durations.get(validFor)
 		qr.GrantedAmount = granted
 		qr.ReferencedAttributes = refsProto
 		qr.Limit, qr.Remaining = g.limit, g.remaining
 		if g.limit > 0 {
+			reset := &qa.reset
+			if i > 0 {
+				reset = new(durationpb.Duration)
+			}
 			// durationpb.New's fields.
 			reset.Seconds, reset.Nanos = int64(g.reset/time.Second), int32(g.reset%time.Second)
 			qr.Reset_ = reset

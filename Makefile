@@ -3,6 +3,8 @@ BIN := bin/sidemix
 GOBIN ?= $(shell $(GO) env GOPATH)/bin
 PROTOC_GEN_GO_VERSION := v1.36.12
 PROTOC_GEN_GO_GRPC_VERSION := v1.6.2
+# The version go.mod selects for the generated code's runtime (grpc needs it).
+PROTOC_GEN_GO_VTPROTO_VERSION := v0.6.1-0.20240319094008-0393e58bdf10
 STATICCHECK_VERSION := v0.8.2
 
 # The version stamped into `sidemix version`.
@@ -40,11 +42,17 @@ demo: demo-build
 proto-tools:
 	GOBIN=$(GOBIN) $(GO) install google.golang.org/protobuf/cmd/protoc-gen-go@$(PROTOC_GEN_GO_VERSION)
 	GOBIN=$(GOBIN) $(GO) install google.golang.org/grpc/cmd/protoc-gen-go-grpc@$(PROTOC_GEN_GO_GRPC_VERSION)
+	GOBIN=$(GOBIN) $(GO) install github.com/planetscale/vtprotobuf/cmd/protoc-gen-go-vtproto@$(PROTOC_GEN_GO_VTPROTO_VERSION)
 
 proto: proto-tools
 	PATH=$(GOBIN):$$PATH protoc -I api -I api/third_party \
 		--go_out=. --go_opt=module=github.com/sidemix/sidemix \
 		--go-grpc_out=. --go-grpc_opt=module=github.com/sidemix/sidemix \
+		--go-vtproto_out=. --go-vtproto_opt=module=github.com/sidemix/sidemix \
+		--go-vtproto_opt=features=marshal+unmarshal+unmarshal_unsafe+size+pool \
+		--go-vtproto_opt=pool=github.com/sidemix/sidemix/api/mixer/v1.CheckRequest \
+		--go-vtproto_opt=pool=github.com/sidemix/sidemix/api/mixer/v1.CompressedAttributes \
+		--go-vtproto_opt=pool=github.com/sidemix/sidemix/api/mixer/v1.StringMap \
 		api/mixer/v1/mixer.proto
 
 # Fails when the committed generated code differs from what `make proto`

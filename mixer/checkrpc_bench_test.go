@@ -7,11 +7,19 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"strconv"
 	"testing"
 	"time"
 
+	"google.golang.org/grpc/codes"
+
 	mixerv1 "github.com/sidemix/sidemix/api/mixer/v1"
 	"github.com/sidemix/sidemix/attribute"
+	"github.com/sidemix/sidemix/internal/vtcodec"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/encoding"
+	"google.golang.org/grpc/mem"
+	"google.golang.org/protobuf/proto"
 )
 
 // BenchmarkCheckRPC measures the Mixer API's Check as a proxy sends it
@@ -19,6 +27,70 @@ import (
 // one memquota rule, without the gRPC transport: decoding, evaluation,
 // the quota call and the answer.
 func BenchmarkCheckRPC(b *testing.B) {
+	svc, req := checkRPCSetup(b, 1_000_000_000_000)
+	ctx := context.Background()
+	b.ReportAllocs()
+	for b.Loop() {
+		resp, err := svc.Check(ctx, req)
+		if err != nil || resp.GetPrecondition().GetStatus().GetCode() != 0 {
+			b.Fatal(err, resp.GetPrecondition().GetStatus())
+		}
+	}
+}
+
+// BenchmarkCheckRPCWire is BenchmarkCheckRPC through the Check handler
+// and its interceptor, with the request decoded from its bytes and the
+// answer encoded, as the gRPC server does: the generated handler with
+// protobuf-go (proto) against the mixer's (mixerDesc: pooled requests,
+// internal/vtcodec's generated vtprotobuf code).
+func BenchmarkCheckRPCWire(b *testing.B) { benchmarkCheckRPCWire(b, 1_000_000_000_000, codes.OK) }
+
+// BenchmarkCheckRPCWireDenied is BenchmarkCheckRPCWire with the quota
+// exhausted: every answer a denial with its details.
+func BenchmarkCheckRPCWireDenied(b *testing.B) { benchmarkCheckRPCWire(b, 1, codes.ResourceExhausted) }
+
+func benchmarkCheckRPCWire(b *testing.B, limit int64, want codes.Code) {
+	svc, req := checkRPCSetup(b, limit)
+	if want != codes.OK {
+		// Every request a new one (no deduplication id), the first
+		// granted: the rest are denied.
+		req.DeduplicationId = ""
+		if _, err := svc.Check(context.Background(), req); err != nil {
+			b.Fatal(err)
+		}
+	}
+	body, err := proto.Marshal(req)
+	if err != nil {
+		b.Fatal(err)
+	}
+	for _, c := range []struct {
+		name    string
+		codec   encoding.CodecV2
+		handler grpc.MethodHandler
+	}{
+		{"proto", encoding.GetCodecV2("proto"), mixerv1.Mixer_ServiceDesc.Methods[0].Handler},
+		{"vtcodec", vtcodec.New((*mixerv1.CheckRequest)(nil)), svc.mixerDesc().Methods[0].Handler},
+	} {
+		b.Run(c.name, func(b *testing.B) {
+			ctx := context.Background()
+			dec := func(v any) error { return c.codec.Unmarshal(mem.BufferSlice{mem.SliceBuffer(body)}, v) }
+			b.ReportAllocs()
+			for b.Loop() {
+				resp, err := c.handler(svc, ctx, dec, svc.s.recoverUnary)
+				if err != nil || codes.Code(resp.(*mixerv1.CheckResponse).GetPrecondition().GetStatus().GetCode()) != want {
+					b.Fatal(err, resp)
+				}
+				out, err := c.codec.Marshal(resp)
+				if err != nil {
+					b.Fatal(err)
+				}
+				out.Free()
+			}
+		})
+	}
+}
+
+func checkRPCSetup(b *testing.B, limit int64) (*service, *mixerv1.CheckRequest) {
 	dir := b.TempDir()
 	if err := os.WriteFile(filepath.Join(dir, "policy.yaml"), []byte(`apiVersion: sidemix.dev/v1
 kind: Handler
@@ -27,7 +99,7 @@ spec:
   adapter: memquota
   params:
     quotas:
-    - {name: requestcount, maxAmount: 1000000000000, validDuration: 1s}
+    - {name: requestcount, maxAmount: `+strconv.FormatInt(limit, 10)+`, validDuration: 1h}
 ---
 apiVersion: sidemix.dev/v1
 kind: Instance
@@ -53,7 +125,7 @@ spec:
 	if err != nil {
 		b.Fatal(err)
 	}
-	defer srv.Shutdown(context.Background())
+	b.Cleanup(func() { srv.Shutdown(context.Background()) })
 	bag := attribute.NewBuilder(32).
 		SetString(attribute.ContextReporterKind, "inbound").
 		SetString(attribute.ContextReporterUID, "kubernetes://web-7d9f8-abcde.default").
@@ -85,13 +157,5 @@ spec:
 		Build()
 	enc := attribute.NewEncoder(attribute.DefaultDictionary())
 	req := &mixerv1.CheckRequest{Attributes: enc.Encode(bag), GlobalWordCount: enc.GlobalWordCount(), DeduplicationId: "0123456789abcdef0123456789abcdef"}
-	svc := &service{s: srv}
-	ctx := context.Background()
-	b.ReportAllocs()
-	for b.Loop() {
-		resp, err := svc.Check(ctx, req)
-		if err != nil || resp.GetPrecondition().GetStatus().GetCode() != 0 {
-			b.Fatal(err, resp.GetPrecondition().GetStatus())
-		}
-	}
+	return &service{s: srv}, req
 }

@@ -357,7 +357,7 @@ func (s *Server) check(ctx context.Context, st *state, bag *attribute.Bag, req *
 	// exactly the requests its enforcing twin would.
 	var q quotaOutcome
 	if p.code == codes.OK {
-		q = s.runQuotas(ctx, st, bag, req, p, &sc.quotaRefs)
+		q = s.runQuotas(ctx, st, bag, req, p, &sc.quotaRefs, &a.quota)
 		if q.implicit {
 			// The client learns the charges with the precondition and
 			// asks for them by name on its next request of this shape; the
@@ -403,6 +403,7 @@ type checkAnswer struct {
 	resp   mixerv1.CheckResponse
 	pre    mixerv1.CheckResponse_PreconditionResult
 	status rpcstatus.Status
+	quota  quotaAnswer
 	ctx    checkCtx
 }
 

@@ -47,6 +47,25 @@
 // metadata names the rule, handler and instance, so a proxy can say which
 // rule refused a request.
 //
+// # The wire
+//
+// The Mixer API's messages are encoded and decoded by the code
+// protoc-gen-go-vtproto generates next to protoc-gen-go's (`make proto`,
+// api/mixer/v1/mixer_vtproto.pb.go) through internal/vtcodec, the gRPC
+// server's codec; the health service's messages go through protobuf-go as
+// before. A Check request is decoded into a CheckRequest from the generated
+// pool, given back once answered, and its strings point into one copy of
+// the request's body made for it (never reused), so decoding allocates a
+// handful of objects instead of one per string and list: with the answer's
+// encoding, 66 allocations per Check became 28 (BenchmarkCheckRPCWire). The
+// deduplication id is cloned, since quota handlers keep it past the Check.
+// A Report's strings are copied as they are decoded: instances queued for
+// report handlers, and metric labels, keep them for long.
+// The generated decoder does not check that strings are UTF-8 as
+// protobuf-go's does; the mixer checks the ones a request carries (words,
+// deduplication id, quota names) and answers InvalidArgument instead of
+// gRPC's Internal. On the wire nothing changes: the codec is named "proto".
+//
 // # Quotas
 //
 // When the checks allow the request, its quotas are allocated (a denied

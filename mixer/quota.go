@@ -87,6 +87,16 @@ func (g *quotaGrant) exhausted() bool {
 	return g.enforced && g.granted < g.requested && (!g.bestEffort || g.granted <= 0)
 }
 
+// quotaAnswer holds the first quota's messages in a Check's answer: a
+// Check asks for one quota or two, and these come with the answer's
+// allocation instead of one allocation each.
+type quotaAnswer struct {
+	result  mixerv1.CheckResponse_QuotaResult
+	reset   durationpb.Duration
+	charge  mixerv1.CheckResponse_QuotaCharge
+	charges [1]*mixerv1.CheckResponse_QuotaCharge
+}
+
 // quotaOutcome is the quota part of a Check answer.
 type quotaOutcome struct {
 	results map[string]*mixerv1.CheckResponse_QuotaResult
@@ -103,7 +113,9 @@ type quotaOutcome struct {
 // fail policy); shadow rules only count theirs.
 //
 // refs collects what the quota rules and the QuotaSpecs looked at.
-func (s *Server) runQuotas(ctx context.Context, st *state, bag *attribute.Bag, req *mixerv1.CheckRequest, p *precondition, refs *attribute.Referenced) quotaOutcome {
+//
+// The first quota's messages in the answer are those of qa.
+func (s *Server) runQuotas(ctx context.Context, st *state, bag *attribute.Bag, req *mixerv1.CheckRequest, p *precondition, refs *attribute.Referenced, qa *quotaAnswer) quotaOutcome {
 	var out quotaOutcome
 	res := st.snap.Evaluate(bag, policy.VarietyQuota, refs)
 	s.countEvalErrors(res.Errors)
@@ -273,8 +285,15 @@ func (s *Server) runQuotas(ctx context.Context, st *state, bag *attribute.Bag, r
 		}
 	}
 	if out.implicit {
-		for _, name := range order {
-			out.charges = append(out.charges, &mixerv1.CheckResponse_QuotaCharge{Quota: name, Charge: find(name).requested})
+		for i, name := range order {
+			c := &qa.charge
+			if i == 0 {
+				out.charges = qa.charges[:0]
+			} else {
+				c = new(mixerv1.CheckResponse_QuotaCharge)
+			}
+			c.Quota, c.Charge = name, find(name).requested
+			out.charges = append(out.charges, c)
 		}
 	}
 	if len(grantOrder) == 0 {
@@ -282,7 +301,7 @@ func (s *Server) runQuotas(ctx context.Context, st *state, bag *attribute.Bag, r
 	}
 
 	out.results = make(map[string]*mixerv1.CheckResponse_QuotaResult, len(grantOrder))
-	for _, g := range grantOrder {
+	for i, g := range grantOrder {
 		granted := g.granted
 		if !g.enforced {
 			granted = g.requested
@@ -291,15 +310,22 @@ func (s *Server) runQuotas(ctx context.Context, st *state, bag *attribute.Bag, r
 		if validFor == 0 {
 			validFor = s.cfg.DefaultValidDuration
 		}
-		qr := &mixerv1.CheckResponse_QuotaResult{
-			ValidDuration:        s.durations.get(validFor),
-			GrantedAmount:        granted,
-			ReferencedAttributes: refsProto,
-			Limit:                g.limit,
-			Remaining:            g.remaining,
+		qr := &qa.result
+		if i > 0 {
+			qr = new(mixerv1.CheckResponse_QuotaResult)
 		}
+		qr.ValidDuration = s.durations.get(validFor)
+		qr.GrantedAmount = granted
+		qr.ReferencedAttributes = refsProto
+		qr.Limit, qr.Remaining = g.limit, g.remaining
 		if g.limit > 0 {
-			qr.Reset_ = durationpb.New(g.reset)
+			reset := &qa.reset
+			if i > 0 {
+				reset = new(durationpb.Duration)
+			}
+			// durationpb.New's fields.
+			reset.Seconds, reset.Nanos = int64(g.reset/time.Second), int32(g.reset%time.Second)
+			qr.Reset_ = reset
 		}
 		out.results[g.name] = qr
 		if g.exhausted() && p.code == codes.OK {

@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/http"
 	"runtime/debug"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -24,6 +25,7 @@ import (
 	mixerv1 "github.com/sidemix/sidemix/api/mixer/v1"
 	"github.com/sidemix/sidemix/attribute"
 	"github.com/sidemix/sidemix/internal/fswatch"
+	"github.com/sidemix/sidemix/internal/vtcodec"
 	"github.com/sidemix/sidemix/policy"
 )
 
@@ -177,8 +179,16 @@ func (s *Server) Start() error {
 		// stack from the minimum every time; gRPC starts a goroutine when
 		// every worker is busy.
 		grpc.NumStreamWorkers(streamWorkers),
+		// The Mixer API's messages through their generated vtprotobuf
+		// code, a Check request's strings pointing into its body (they
+		// are not kept past the Check but for the deduplication id, which
+		// is cloned; a Report's are copied: instances queued for report
+		// handlers, and metric labels, keep them); the health service's
+		// messages through protobuf-go.
+		grpc.ForceServerCodecV2(vtcodec.New((*mixerv1.CheckRequest)(nil))),
 	)
-	mixerv1.RegisterMixerServer(s.grpcSrv, &service{s: s})
+	svc := &service{s: s}
+	s.grpcSrv.RegisterService(svc.mixerDesc(), svc)
 	s.health = health.NewServer()
 	healthpb.RegisterHealthServer(s.grpcSrv, s.health)
 	s.adminSrv = &http.Server{
@@ -321,6 +331,10 @@ const streamWorkers = 64
 type service struct {
 	mixerv1.UnimplementedMixerServer
 	s *Server
+
+	// What Check's handler passes the interceptor (mixerDesc).
+	checkInfo  *grpc.UnaryServerInfo
+	checkUnary grpc.UnaryHandler
 }
 
 var _ mixerv1.MixerServer = (*service)(nil)
@@ -337,6 +351,16 @@ func (g *service) Check(ctx context.Context, req *mixerv1.CheckRequest) (*mixerv
 	start := time.Now()
 	defer func() { s.m.checkDuration.Observe(time.Since(start).Seconds()) }()
 
+	if err := checkRequestUTF8(req); err != nil {
+		s.m.checkAnswered(int32(codes.InvalidArgument))
+		return nil, status.Errorf(codes.InvalidArgument, "%v", err)
+	}
+	// The request's strings point into its body (internal/vtcodec); the
+	// deduplication id outlives the Check in the quota handlers' records
+	// and would keep the whole body alive with it.
+	if id := req.GetDeduplicationId(); id != "" {
+		req.DeduplicationId = strings.Clone(id)
+	}
 	attrs := req.GetAttributes()
 	if attrs == nil {
 		attrs = &mixerv1.CompressedAttributes{}
@@ -360,6 +384,9 @@ func (g *service) Check(ctx context.Context, req *mixerv1.CheckRequest) (*mixerv
 func (g *service) Report(ctx context.Context, req *mixerv1.ReportRequest) (*mixerv1.ReportResponse, error) {
 	s := g.s
 	s.m.reportRequests.Inc()
+	if err := reportRequestUTF8(req); err != nil {
+		return nil, status.Errorf(codes.InvalidArgument, "%v", err)
+	}
 	// Each bag is decoded as it is evaluated, into the memory of the bag
 	// before the last: a whole batch decoded first outgrows the CPU's
 	// caches. The batch is checked first, so a malformed one is refused

@@ -2,6 +2,7 @@ package jaeger_test
 
 import (
 	"errors"
+	"os"
 	"strings"
 	"testing"
 
@@ -30,5 +31,37 @@ func TestOTLPInstanceNeedsProtocolOTLP(t *testing.T) {
 	)
 	if got := strings.TrimSpace(le.Error()); got != want {
 		t.Errorf("issues:\n%s\nwant:\n%s", got, want)
+	}
+}
+
+// TestOTLPJaegerExample loads examples/default/otlp-jaeger.yaml with its
+// commented part turned on, as an operator would.
+func TestOTLPJaegerExample(t *testing.T) {
+	b, err := os.ReadFile("../../examples/default/otlp-jaeger.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var on []string
+	for line := range strings.SplitSeq(string(b), "\n") {
+		on = append(on, strings.TrimPrefix(line, "#"))
+	}
+	text := strings.Join(on, "\n")
+	text = text[strings.Index(text, "apiVersion:"):]
+	reg, err := adapters.NewRegistry(jaeger.Factory())
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := policy.LoadSources(map[string][]byte{"otlp-jaeger.yaml": []byte(text)}, policy.Options{Adapters: reg})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !s.Uses(policy.VarietyOTLP) {
+		t.Error("the example should forward otlp instances")
+	}
+	// The same rule with the handler on protocol grpc is refused.
+	grpc := strings.Replace(text, "protocol: otlp", "protocol: grpc", 1)
+	if _, err := policy.LoadSources(map[string][]byte{"otlp-jaeger.yaml": []byte(grpc)}, policy.Options{Adapters: reg}); err == nil ||
+		!strings.Contains(err.Error(), `cannot take instance "appspans": otlp instances`) {
+		t.Errorf("protocol grpc: err = %v", err)
 	}
 }

@@ -38,6 +38,16 @@ type Redactor interface {
 	Redacted() any
 }
 
+// InstanceChecker is a Config whose handlers take instances of some of
+// their Factory's templates only with some params (a jaeger handler takes
+// otlp instances only with protocol otlp). CheckInstance says why
+// instances of template tmpl cannot go to such a handler, or returns nil;
+// signal is an otlp instance's signal param ("" for both, and for other
+// templates). Config loading reports it at the rule's instance reference.
+type InstanceChecker interface {
+	CheckInstance(tmpl, signal string) error
+}
+
 // Settings is what the mixer gives every handler it creates.
 type Settings struct {
 	// Name is the Handler document's name.

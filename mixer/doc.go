@@ -220,7 +220,8 @@
 // forwarded instances point into it and carry Release
 // (adapters/template.OTLP): the buffer goes back to the pool once the
 // receiver and every handler it was given to have released it. A handler
-// that copies what it forwards (kafka with otlpBatch) releases it at once;
+// that copies what it forwards (kafka with otlpBatch; otlp and jaeger,
+// through adapters/internal/rawotlp) releases it at once;
 // one that keeps the bytes, or does not know of Release, leaves the buffer
 // to the garbage collector. New bodies then rarely need fresh pages, whose
 // zeroing by the kernel was up to a quarter of the mixer's CPU at a

@@ -532,6 +532,16 @@ func (l *loader) handler(d *document) *handler {
 	return h
 }
 
+// instanceChecker returns h's params as an adapters.InstanceChecker, when
+// h is known, its params were read and they implement it.
+func instanceChecker(h *handler) (adapters.InstanceChecker, bool) {
+	if h == nil || h.broken || h.params == nil {
+		return nil, false
+	}
+	ic, ok := h.params.(adapters.InstanceChecker)
+	return ic, ok
+}
+
 // quotaNamer returns h's params as a QuotaNamer, when h is known and they
 // are one.
 func quotaNamer(h *handler) (adapters.QuotaNamer, bool) {
@@ -871,6 +881,13 @@ func (l *loader) rule(d *document, handlers map[string]*handler, instances map[s
 					h.name, h.adapter, in.template, strings.Join(h.factory.Templates, ", "))
 				ok = false
 				continue
+			}
+			if ic, isChecker := instanceChecker(h); isChecker {
+				if err := ic.CheckInstance(in.template, in.otlpSignal); err != nil {
+					l.add(d, ir.Line, ifield, "handler %q (adapter %s) cannot take instance %q: %v", h.name, h.adapter, in.name, err)
+					ok = false
+					continue
+				}
 			}
 			if qn, isQuota := quotaNamer(h); isQuota && in.template == template.QuotaName {
 				if names := qn.QuotaNames(); !slices.Contains(names, in.name) {

@@ -1,4 +1,5 @@
-// Package jaeger is an adapter that sends tracespan instances to a Jaeger
+// Package jaeger is an adapter that sends tracespan instances (and, with
+// protocol otlp, apps' own OTLP spans: otlp instances) to a Jaeger
 // collector: with protocol grpc (the default) as Jaeger's api_v2
 // CollectorService.PostSpans, which the jaeger receiver of Jaeger v2 (and
 // Jaeger v1's collector) serves on port 14250; with protocol otlp as OTLP
@@ -70,4 +71,34 @@
 // It accepts tracespan instances; rules should send only sampled ones:
 //
 //	match: default(request.trace.sampled, false)
+//
+// # Apps' own OTLP spans
+//
+// With protocol otlp it also accepts otlp instances of the traces signal
+// (adapters/template.OTLP: one resource of an app's export to the mixer's
+// OTLP receiver, as received). They are forwarded undecoded
+// (adapters/internal/rawotlp, shared with the otlp adapter): a resource's
+// bytes are copied into the open batch and the instance is released at
+// once (template.OTLP.Release, exactly once, whether the send then
+// succeeds or fails, so the mixer reuses its buffer and a retry never
+// reads bytes the mixer has reused); a batch is sent, its resources
+// concatenated (a valid ExportTraceServiceRequest), to
+// TraceService.Export through internal/rawproto's pass-through codec when
+// it holds maxBatchSize spans, or 4 MiB, or flushInterval after its first
+// resource. maxQueueSize bounds the spans held, tracespans and resources
+// each. The metrics above count the resources' spans (sent, failed,
+// dropped as queue_full or shutdown; queue_spans includes them); a
+// partial success counts the rejected spans failed and the batch is not
+// resent. processTags are not added and no process per workload is made:
+// a raw resource keeps the app's own resource attributes, service.name
+// included, which is what Jaeger shows as its service.
+//
+// With protocol grpc an otlp instance is a config load error at the rule
+// that sends it (file:line; adapters.InstanceChecker), as is one of the
+// logs signal with either protocol. Decoding the resources with pdata and
+// translating them to api_v2's model would need Jaeger's OTLP translator
+// (opentelemetry-collector-contrib's pkg/translator/jaeger, a large
+// dependency) or a second hand-written translation of every attribute
+// convention, and would give up what the otlp template is for (no decoding);
+// Jaeger v2 takes OTLP itself, so protocol otlp is the way.
 package jaeger

@@ -12,7 +12,7 @@ const Name = "jaeger"
 func Factory() adapters.Factory {
 	return adapters.Factory{
 		Name:      Name,
-		Templates: []string{template.TraceSpanName},
+		Templates: []string{template.TraceSpanName, template.OTLPName},
 		NewConfig: func() adapters.Config { return NewConfig() },
 		Create:    newHandler,
 	}

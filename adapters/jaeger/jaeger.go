@@ -16,6 +16,7 @@ import (
 
 	"github.com/sidemix/sidemix/adapters"
 	"github.com/sidemix/sidemix/adapters/internal/handlerkit"
+	"github.com/sidemix/sidemix/adapters/internal/rawotlp"
 	"github.com/sidemix/sidemix/adapters/template"
 )
 
@@ -96,6 +97,9 @@ type handler struct {
 	conn  *grpc.ClientConn
 	m     *metrics
 	batch *handlerkit.Batcher[*template.TraceSpan]
+	// raw batches otlp instances (rawotlp.go); nil unless protocol otlp.
+	raw                   *rawotlp.Batcher
+	spanQueued, rawQueued atomic.Int64
 
 	closeOnce sync.Once
 	closeErr  error
@@ -138,7 +142,7 @@ func newHandler(_ context.Context, set adapters.Settings, c adapters.Config) (ad
 		MaxQueueSize:  cfg.MaxQueueSize,
 		Timeout:       cfg.Timeout,
 		Done:          h.done,
-		Queued:        func(n int) { m.queued.WithLabelValues(h.name).Set(float64(n)) },
+		Queued:        h.setSpanQueued,
 	}
 	opts.Retry = cfg.Retry.Retry()
 	m.queued.WithLabelValues(h.name).Set(0)
@@ -150,6 +154,7 @@ func newHandler(_ context.Context, set adapters.Settings, c adapters.Config) (ad
 		}
 		return failed, err
 	})
+	h.raw = h.newRawBatcher()
 	set.Logger.Info("sending spans to Jaeger", "endpoint", cfg.Endpoint, "protocol", cfg.Protocol)
 	return h, nil
 }
@@ -180,7 +185,12 @@ func dial(cfg *Config) (*grpc.ClientConn, error) {
 func (h *handler) Report(_ context.Context, insts []template.Instance) error {
 	spans := make([]*template.TraceSpan, 0, len(insts))
 	invalid, wrong := 0, 0
+	var raws []*template.OTLP
 	for _, inst := range insts {
+		if r, ok := inst.(*template.OTLP); ok {
+			raws = append(raws, r)
+			continue
+		}
 		s, ok := inst.(*template.TraceSpan)
 		if !ok {
 			wrong++
@@ -196,6 +206,7 @@ func (h *handler) Report(_ context.Context, insts []template.Instance) error {
 	h.drop(reasonInvalid, invalid)
 	h.drop(reasonTemplate, wrong)
 	h.drop(reasonQueueFull, h.batch.Add(spans))
+	h.reportRaw(raws)
 	return nil
 }
 
@@ -241,7 +252,7 @@ func (h *handler) Close(ctx context.Context) error {
 		if h.lastFailed.Load() {
 			cancel()
 		}
-		h.drop(reasonShutdown, h.batch.Close(ctx))
+		h.drop(reasonShutdown, h.batch.Close(ctx)+h.closeRaw(ctx))
 		if err := h.conn.Close(); err != nil {
 			h.closeErr = fmt.Errorf("%s: close: %w", Name, err)
 		}

@@ -52,12 +52,14 @@
 // It accepts tracespan and logentry instances; send spans with a rule that
 // matches default(request.trace.sampled, false). It also accepts otlp
 // instances (adapters/template.OTLP: an app's export to the mixer, one
-// resource, as received): each is sent as an export request of its own,
-// its bytes as they came, never decoded, with the same retries; they wait
-// in a queue of their own per signal, of maxQueueSize/maxBatchSize
-// resources (at least one), and count in the sent and failed counters as
-// the spans and log records they hold. Pointed at Jaeger's or a
-// Collector's OTLP port, that forwards apps' spans unchanged. A resource
-// the endpoint took is released (template.OTLP.Release), so the mixer
-// reuses the request's buffer.
+// resource, as received): they are batched per signal by
+// adapters/internal/rawotlp, up to maxBatchSize spans (log records) a
+// send, at least every flushInterval, up to maxQueueSize held, and each
+// batch is sent as one export request, the resources' bytes concatenated
+// as they came, never decoded, with the same retries; they count in the
+// sent, failed and dropped counters as the spans and log records they
+// hold. Pointed at Jaeger's or a Collector's OTLP port, that forwards
+// apps' spans unchanged. A resource is released (template.OTLP.Release)
+// once its bytes are copied into a batch, so the mixer reuses the
+// request's buffer whatever becomes of the send.
 package otlp

@@ -12,6 +12,7 @@ import (
 
 	"github.com/sidemix/sidemix/adapters"
 	"github.com/sidemix/sidemix/adapters/internal/handlerkit"
+	"github.com/sidemix/sidemix/adapters/internal/rawotlp"
 	"github.com/sidemix/sidemix/adapters/internal/spans"
 	"github.com/sidemix/sidemix/adapters/template"
 )
@@ -90,9 +91,8 @@ type handler struct {
 
 	traces *handlerkit.Batcher[*template.TraceSpan]
 	logs   *handlerkit.Batcher[*template.LogEntry]
-	// rawTraces and rawLogs send otlp instances, one resource per export
-	// (raw.go).
-	rawTraces, rawLogs *handlerkit.Batcher[*template.OTLP]
+	// rawTraces and rawLogs batch and send otlp instances (raw.go).
+	rawTraces, rawLogs *rawotlp.Batcher
 
 	closeOnce sync.Once
 	closeErr  error

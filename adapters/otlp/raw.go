@@ -11,63 +11,28 @@ import (
 	"google.golang.org/grpc"
 
 	"github.com/sidemix/sidemix/adapters/internal/handlerkit"
-	"github.com/sidemix/sidemix/adapters/template"
+	"github.com/sidemix/sidemix/adapters/internal/rawotlp"
 )
 
 // otlp instances (adapters/template.OTLP) are an app's export as the
-// mixer received it, one resource each: the handler sends each as an
-// export request of its own, its bytes as they came (a resource's field 1
-// entry is an ExportTraceServiceRequest, or ExportLogsServiceRequest, by
-// itself), never decoded. They queue in a batcher per signal whose items
-// are resources, so sends and retries work as for the other instances;
-// the sent and failed counters still count spans and log records. A
-// resource sent without an error is released (template.OTLP.Release): the
-// endpoint answered, so it read every byte, and the mixer may reuse the
-// request's buffer; one that failed is left to the garbage collector
-// (after a timeout gRPC may still hold the bytes).
+// mixer received it, one resource each: the handler batches them per
+// signal with rawotlp (up to maxBatchSize spans or log records a send, at
+// least every flushInterval, maxQueueSize items held), and sends each
+// batch, the resources concatenated, as an export request of its own,
+// never decoded. A resource is released (template.OTLP.Release) as soon as
+// its bytes are copied into a batch, whatever becomes of the send; sends
+// and retries work as for the other instances, and the sent and failed
+// counters count spans and log records.
 
-// rawStash carries a resource's item count and what the endpoint
-// rejected from a raw batcher's send to its Done; both run on the
-// batcher's goroutine, one batch at a time.
-type rawStash struct {
-	items, rejected int
-	in              *template.OTLP
-}
-
-// rawQueue is how many resources wait per signal: maxQueueSize items'
-// worth of exports of maxBatchSize, at least one.
-func (h *handler) rawQueue() int { return max(1, h.cfg.MaxQueueSize/h.cfg.MaxBatchSize) }
-
-func (h *handler) newRawBatcher(signal string) *handlerkit.Batcher[*template.OTLP] {
-	stash := &rawStash{}
-	o := handlerkit.BatcherOptions{
-		MaxBatchSize:  1,
+func (h *handler) newRawBatcher(signal string) *rawotlp.Batcher {
+	return rawotlp.New(rawotlp.Options{
+		MaxBatchItems: h.cfg.MaxBatchSize,
 		FlushInterval: h.cfg.FlushInterval,
-		MaxQueueSize:  h.rawQueue(),
+		MaxQueueItems: h.cfg.MaxQueueSize,
 		Timeout:       h.cfg.Timeout,
 		Retry:         h.cfg.Retry.Retry(),
-	}
-	o.Done = func(_, _, retries int, err error) {
-		failed := stash.rejected
-		if err != nil && failed == 0 {
-			failed = stash.items
-		}
-		h.done(signal, stash.items, failed, retries, err)
-		if err == nil && stash.in.Release != nil {
-			stash.in.Release()
-		}
-		stash.in = nil
-	}
-	return handlerkit.NewBatcher(o, func(ctx context.Context, batch []*template.OTLP) (int, error) {
-		in := batch[0]
-		*stash = rawStash{items: in.Items, in: in}
-		rejected, err := h.exp.raw(ctx, signal, in.Data)
-		stash.rejected = rejected
-		if rejected > 0 {
-			return 1, err
-		}
-		return 0, err
-	})
+		Done:          func(n, failed, retries int, err error) { h.done(signal, n, failed, retries, err) },
+	}, func(ctx context.Context, body []byte) (int, error) { return h.exp.raw(ctx, signal, body) })
 }
 
 var rawCall = grpc.ForceCodecV2(rawproto.NewCodec())

@@ -291,8 +291,46 @@ const hexDigits = "0123456789abcdef"
 // \u2029, everything else (DEL and valid UTF-8 included) as is.
 func AppendString(b []byte, s string) []byte {
 	b = append(b, '"')
+	// Most strings need no escaping: skip 8 plain bytes at a time.
+	i := 0
+	for i+8 <= len(s) && plain8(load64(s[i:])) {
+		i += 8
+	}
+	for i < len(s) && s[i] >= 0x20 && s[i] < utf8.RuneSelf && s[i] != '"' && s[i] != '\\' {
+		i++
+	}
+	if i == len(s) {
+		b = append(b, s...)
+		return append(b, '"')
+	}
+	return appendEscaped(b, s, i)
+}
+
+// load64 is s's first 8 bytes, little-endian (one load on most machines).
+func load64(s string) uint64 {
+	_ = s[7]
+	return uint64(s[0]) | uint64(s[1])<<8 | uint64(s[2])<<16 | uint64(s[3])<<24 |
+		uint64(s[4])<<32 | uint64(s[5])<<40 | uint64(s[6])<<48 | uint64(s[7])<<56
+}
+
+// plain8 reports whether the 8 bytes of w are all ASCII that JSON writes
+// as is: none below 0x20 or above 0x7f, no '"' and no '\\'.
+func plain8(w uint64) bool {
+	const ones, highs = 0x0101010101010101, 0x8080808080808080
+	// A byte below 0x20 (with only bytes from 0x20 to 0x7f below it, so no
+	// borrow reaches it) sets its high bit in w-0x20…; one above 0x7f has
+	// it set in w. A zero byte of q or x (a '"' or '\\' of w) sets its
+	// high bit in q-1… &^ q (the classic has-zero-byte test).
+	q := w ^ ones*'"'
+	x := w ^ ones*'\\'
+	return ((w-ones*0x20)|w|((q-ones)&^q)|((x-ones)&^x))&highs == 0
+}
+
+// appendEscaped appends the rest of AppendString's quoting of s, whose
+// first i bytes are plain, and the closing quote.
+func appendEscaped(b []byte, s string, i int) []byte {
 	start := 0
-	for i := 0; i < len(s); {
+	for i < len(s) {
 		c := s[i]
 		if c < utf8.RuneSelf {
 			if c >= 0x20 && c != '"' && c != '\\' {

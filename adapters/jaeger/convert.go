@@ -18,9 +18,12 @@ func ids(s *template.TraceSpan) (trace model.TraceID, span, parent model.SpanID,
 	if len(s.TraceID) != 32 {
 		return trace, 0, 0, fmt.Errorf("trace id %q is not 32 hex digits", s.TraceID)
 	}
-	if trace, err = model.TraceIDFromString(s.TraceID); err != nil {
-		return trace, 0, 0, fmt.Errorf("trace id %q: %w", s.TraceID, err)
+	high, okHigh := parseHex64(s.TraceID[:16])
+	low, okLow := parseHex64(s.TraceID[16:])
+	if !okHigh || !okLow {
+		return trace, 0, 0, fmt.Errorf("trace id %q is not hex", s.TraceID)
 	}
+	trace = model.TraceID{High: high, Low: low}
 	if trace.High == 0 && trace.Low == 0 {
 		return trace, 0, 0, fmt.Errorf("trace id is all zeros")
 	}
@@ -42,16 +45,48 @@ func spanID(s string) (model.SpanID, error) {
 	if len(s) != 16 {
 		return 0, fmt.Errorf("%q is not 16 hex digits", s)
 	}
-	v, err := strconv.ParseUint(s, 16, 64)
-	if err != nil {
+	v, ok := parseHex64(s)
+	if !ok {
 		return 0, fmt.Errorf("%q is not hex", s)
 	}
 	return model.SpanID(v), nil
 }
 
+// unhex maps a hex digit (either case) to its value and every other byte
+// to 0xff.
+var unhex = func() (t [256]byte) {
+	for i := range t {
+		t[i] = 0xff
+	}
+	for i, c := range "0123456789abcdef" {
+		t[c] = byte(i)
+	}
+	for i, c := range "ABCDEF" {
+		t[c] = byte(10 + i)
+	}
+	return t
+}()
+
+// parseHex64 parses 16 hex digits, as strconv.ParseUint(s, 16, 64) does
+// for them, without its error values.
+func parseHex64(s string) (uint64, bool) {
+	if len(s) != 16 {
+		return 0, false
+	}
+	var v uint64
+	var bad byte
+	for i := range 16 {
+		d := unhex[s[i]]
+		bad |= d
+		v = v<<4 | uint64(d&0xf)
+	}
+	return v, bad&0xf0 == 0
+}
+
 // modelBuf holds the model of a batch of spans: the spans, their tags and
-// references in three allocations for the whole batch instead of several
-// per span.
+// references in three arrays for the whole batch instead of several
+// allocations per span. An exporter keeps one for all its batches (they
+// are sent one at a time): reset readies it for the next.
 type modelBuf struct {
 	spans []model.Span
 	tags  []model.KeyValue
@@ -59,16 +94,25 @@ type modelBuf struct {
 	keys  []string // scratch: a span's tag names, sorted
 }
 
-func newModelBuf(spans []*template.TraceSpan) *modelBuf {
+// reset empties b for a batch of spans, with room for all of them: toModel
+// returns pointers into b.spans, which must not move. What the last batch
+// left is overwritten, not cleared: b holds on to one batch's strings at
+// most.
+func (b *modelBuf) reset(spans []*template.TraceSpan) {
 	ntags := 0
 	for _, s := range spans {
 		ntags += len(s.SpanTags) + 6 // at most, the tags toModel adds itself
 	}
-	return &modelBuf{
-		spans: make([]model.Span, 0, len(spans)),
-		tags:  make([]model.KeyValue, 0, ntags),
-		refs:  make([]model.SpanRef, 0, len(spans)),
+	if cap(b.spans) < len(spans) {
+		b.spans = make([]model.Span, 0, len(spans))
 	}
+	if cap(b.tags) < ntags {
+		b.tags = make([]model.KeyValue, 0, ntags)
+	}
+	if cap(b.refs) < len(spans) {
+		b.refs = make([]model.SpanRef, 0, len(spans))
+	}
+	b.spans, b.tags, b.refs = b.spans[:0], b.tags[:0], b.refs[:0]
 }
 
 // toModel converts a span whose ids ids() accepted into Jaeger's model,

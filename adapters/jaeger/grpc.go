@@ -9,6 +9,7 @@ import (
 	api_v2 "github.com/jaegertracing/jaeger-idl/proto-gen/api_v2"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/mem"
 	"google.golang.org/grpc/status"
 
 	"github.com/sidemix/sidemix/adapters/internal/handlerkit"
@@ -92,7 +93,7 @@ func (e *grpcExporter) export(ctx context.Context, spans []*template.TraceSpan) 
 		}
 		batch := model.Batch{Spans: byService[svc], Process: e.process(svc)}
 		tried += len(batch.Spans)
-		_, err := e.client.PostSpans(ctx, &api_v2.PostSpansRequest{Batch: batch}, grpc.ForceCodec(gogoCodec{}))
+		_, err := e.client.PostSpans(ctx, &api_v2.PostSpansRequest{Batch: batch}, grpc.ForceCodecV2(gogoCodecV2{}))
 		if err != nil {
 			failed += len(batch.Spans)
 			errs = append(errs, fmt.Errorf("PostSpans (%s): %w", svc, err))
@@ -162,3 +163,55 @@ func (gogoCodec) Unmarshal(data []byte, v any) error {
 }
 
 func (gogoCodec) Name() string { return "proto" }
+
+// gogoCodecV2 is gogoCodec for the client's sends: a message of more than
+// a few KiB (a batch of spans is some 100 KiB) is marshalled into a buffer
+// of gRPC's pool, which gRPC gives back once written, instead of a new
+// allocation per request.
+type gogoCodecV2 struct{}
+
+type gogoSizedMessage interface {
+	gogoMessage
+	Size() int
+	MarshalToSizedBuffer([]byte) (int, error)
+}
+
+func (gogoCodecV2) Marshal(v any) (mem.BufferSlice, error) {
+	m, ok := v.(gogoSizedMessage)
+	if !ok {
+		return nil, fmt.Errorf("jaeger codec: %T is not a gogo/protobuf message", v)
+	}
+	size := m.Size()
+	if mem.IsBelowBufferPoolingThreshold(size) {
+		b := make([]byte, size)
+		if _, err := m.MarshalToSizedBuffer(b); err != nil {
+			return nil, err
+		}
+		return mem.BufferSlice{mem.SliceBuffer(b)}, nil
+	}
+	pool := mem.DefaultBufferPool()
+	buf := pool.Get(size)
+	// MarshalToSizedBuffer writes backwards from the end of exactly size
+	// bytes.
+	if n, err := m.MarshalToSizedBuffer((*buf)[:size]); err != nil || n != size {
+		pool.Put(buf)
+		if err == nil {
+			err = fmt.Errorf("jaeger codec: %T marshalled %d bytes, its size is %d", v, n, size)
+		}
+		return nil, err
+	}
+	*buf = (*buf)[:size]
+	return mem.BufferSlice{mem.NewBuffer(buf, pool)}, nil
+}
+
+func (gogoCodecV2) Unmarshal(data mem.BufferSlice, v any) error {
+	m, ok := v.(gogoMessage)
+	if !ok {
+		return fmt.Errorf("jaeger codec: %T is not a gogo/protobuf message", v)
+	}
+	buf := data.MaterializeToBuffer(mem.DefaultBufferPool())
+	defer buf.Free()
+	return m.Unmarshal(buf.ReadOnlyData())
+}
+
+func (gogoCodecV2) Name() string { return "proto" }

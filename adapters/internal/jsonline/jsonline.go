@@ -49,6 +49,12 @@ type Encoder struct {
 	quoted [][]byte
 	// scratch is where Line encodes before copying.
 	scratch []byte
+	// slab is where Line copies the lines it keeps, and lines the slices
+	// of them it keeps on the entries: a few allocations for a batch of
+	// entries instead of two per entry. An array lives as long as one of
+	// its lines is used (held by an entry, or a kafka record).
+	slab  []byte
+	lines [][]byte
 }
 
 // AppendLogEntry appends e's JSON object (no newline) to b. now stands in
@@ -160,16 +166,44 @@ func (enc *Encoder) Line(e *template.LogEntry, now time.Time) []byte {
 		return line
 	}
 	enc.scratch = enc.AppendLogEntry(enc.scratch[:0], e, now)
-	line := bytes.Clone(enc.scratch)
+	line := enc.keep(enc.scratch)
 	if cap(enc.scratch) > maxScratch {
 		enc.scratch = nil // an outsized entry's buffer is not kept
 	}
 	e.SetCachedLine(line)
-	return line
+	return *line
 }
 
-// maxScratch is the largest buffer an Encoder keeps for Line.
-const maxScratch = 64 << 10
+// keep copies a line into the slab (a long one into its own array) and
+// returns a pointer to its slice.
+func (enc *Encoder) keep(b []byte) *[]byte {
+	var line []byte
+	if len(b) > slabSize/8 {
+		line = bytes.Clone(b)
+	} else {
+		if cap(enc.slab)-len(enc.slab) < len(b) {
+			enc.slab = make([]byte, 0, slabSize)
+		}
+		start := len(enc.slab)
+		enc.slab = append(enc.slab, b...)
+		line = enc.slab[start:len(enc.slab):len(enc.slab)]
+	}
+	if len(enc.lines) == cap(enc.lines) {
+		enc.lines = make([][]byte, 0, linesSize)
+	}
+	enc.lines = append(enc.lines, line)
+	return &enc.lines[len(enc.lines)-1]
+}
+
+const (
+	// maxScratch is the largest buffer an Encoder keeps for Line.
+	maxScratch = 64 << 10
+	// slabSize is the size of the arrays Line copies lines into; lines
+	// longer than an eighth of it get their own.
+	slabSize = 32 << 10
+	// linesSize is how many lines' slices Line allocates at once.
+	linesSize = 256
+)
 
 // Value is what a template value is in JSON: nil, strings, bools, integers,
 // finite floats and map[string]string keep their JSON type; anything else

@@ -285,3 +285,25 @@ func TestAppendStringEveryPosition(t *testing.T) {
 		}
 	}
 }
+
+// BenchmarkLineBatch is Line over a batch of entries not encoded before
+// (as the first handler of a report encodes them), the entries made anew
+// for each round.
+func BenchmarkLineBatch(b *testing.B) {
+	proto := benchEntries(1000)
+	entries := make([]template.LogEntry, len(proto))
+	var enc jsonline.Encoder
+	b.ReportAllocs()
+	for b.Loop() {
+		b.StopTimer()
+		entries = make([]template.LogEntry, len(proto))
+		for i, p := range proto {
+			entries[i].Name, entries[i].Variables, entries[i].Severity, entries[i].Timestamp = p.Name, p.Variables, p.Severity, p.Timestamp
+		}
+		b.StartTimer()
+		for i := range entries {
+			enc.Line(&entries[i], time.Time{})
+		}
+	}
+	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*len(entries)), "ns/entry")
+}

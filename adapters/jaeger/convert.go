@@ -3,8 +3,10 @@ package jaeger
 import (
 	"fmt"
 	"math"
+	"slices"
 	"sort"
 	"strconv"
+	"strings"
 	"time"
 
 	model "github.com/jaegertracing/jaeger-idl/model/v1"
@@ -91,7 +93,12 @@ type modelBuf struct {
 	spans []model.Span
 	tags  []model.KeyValue
 	refs  []model.SpanRef
-	keys  []string // scratch: a span's tag names, sorted
+	pairs []tagPair // scratch: a span's tags, sorted by name
+}
+
+type tagPair struct {
+	k string
+	v any
 }
 
 // reset empties b for a batch of spans, with room for all of them: toModel
@@ -156,16 +163,18 @@ func (b *modelBuf) toModel(s *template.TraceSpan, trace model.TraceID, span, par
 			tags = append(tags, model.Int64("http.status_code", s.HTTPStatusCode))
 		}
 	}
-	keys := b.keys[:0]
-	for k := range s.SpanTags {
-		keys = append(keys, k)
+	// The tags in key order, read by one pass over the map rather than a
+	// lookup per key.
+	pairs := b.pairs[:0]
+	for k, v := range s.SpanTags {
+		pairs = append(pairs, tagPair{k, v})
 	}
-	sort.Strings(keys)
-	for _, k := range keys {
-		tags = append(tags, keyValue(k, s.SpanTags[k]))
+	slices.SortFunc(pairs, func(x, y tagPair) int { return strings.Compare(x.k, y.k) })
+	for _, p := range pairs {
+		tags = append(tags, keyValue(p.k, p.v))
 	}
-	clear(keys)
-	b.keys = keys[:0]
+	clear(pairs)
+	b.pairs = pairs[:0]
 	if len(tags) > start {
 		// Appending to b.tags past its capacity leaves earlier spans' tags
 		// where they were, so each span's slice stays its own.

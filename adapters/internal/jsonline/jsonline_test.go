@@ -307,3 +307,33 @@ func BenchmarkLineBatch(b *testing.B) {
 	}
 	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*len(entries)), "ns/entry")
 }
+
+// TestKeyOrderOtherStrings: entries whose keys are equal but different
+// strings (not the ones the kept order was made from), and entries with
+// more variables than the slots that find them, are written as
+// encoding/json writes them.
+func TestKeyOrderOtherStrings(t *testing.T) {
+	now := time.Date(2025, 3, 1, 12, 0, 0, 0, time.UTC)
+	many := map[string]any{}
+	for i := range 300 {
+		many[fmt.Sprintf("var%03d", i)] = int64(i)
+	}
+	benchVars := benchEntries(1)[0].Variables
+	for _, vars := range []map[string]any{benchVars, many} {
+		var enc jsonline.Encoder
+		var buf []byte
+		for round := range 3 {
+			copied := make(map[string]any, len(vars))
+			for k, v := range vars {
+				copied[strings.Clone(k)] = v
+			}
+			for _, m := range []map[string]any{vars, copied} {
+				e := &template.LogEntry{Name: "n", Variables: m}
+				buf = enc.AppendLogEntry(buf[:0], e, now)
+				if got, want := string(buf), reference(t, e, now); got != want {
+					t.Fatalf("round %d, %d variables:\n got %s\nwant %s", round, len(m), got, want)
+				}
+			}
+		}
+	}
+}

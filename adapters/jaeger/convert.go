@@ -3,8 +3,10 @@ package jaeger
 import (
 	"fmt"
 	"math"
+	"slices"
 	"sort"
 	"strconv"
+	"strings"
 	"time"
 
 	model "github.com/jaegertracing/jaeger-idl/model/v1"
@@ -18,9 +20,12 @@ func ids(s *template.TraceSpan) (trace model.TraceID, span, parent model.SpanID,
 	if len(s.TraceID) != 32 {
 		return trace, 0, 0, fmt.Errorf("trace id %q is not 32 hex digits", s.TraceID)
 	}
-	if trace, err = model.TraceIDFromString(s.TraceID); err != nil {
-		return trace, 0, 0, fmt.Errorf("trace id %q: %w", s.TraceID, err)
+	high, okHigh := parseHex64(s.TraceID[:16])
+	low, okLow := parseHex64(s.TraceID[16:])
+	if !okHigh || !okLow {
+		return trace, 0, 0, fmt.Errorf("trace id %q is not hex", s.TraceID)
 	}
+	trace = model.TraceID{High: high, Low: low}
 	if trace.High == 0 && trace.Low == 0 {
 		return trace, 0, 0, fmt.Errorf("trace id is all zeros")
 	}
@@ -42,33 +47,79 @@ func spanID(s string) (model.SpanID, error) {
 	if len(s) != 16 {
 		return 0, fmt.Errorf("%q is not 16 hex digits", s)
 	}
-	v, err := strconv.ParseUint(s, 16, 64)
-	if err != nil {
+	v, ok := parseHex64(s)
+	if !ok {
 		return 0, fmt.Errorf("%q is not hex", s)
 	}
 	return model.SpanID(v), nil
 }
 
+// unhex maps a hex digit (either case) to its value and every other byte
+// to 0xff.
+var unhex = func() (t [256]byte) {
+	for i := range t {
+		t[i] = 0xff
+	}
+	for i, c := range "0123456789abcdef" {
+		t[c] = byte(i)
+	}
+	for i, c := range "ABCDEF" {
+		t[c] = byte(10 + i)
+	}
+	return t
+}()
+
+// parseHex64 parses 16 hex digits, as strconv.ParseUint(s, 16, 64) does
+// for them, without its error values.
+func parseHex64(s string) (uint64, bool) {
+	if len(s) != 16 {
+		return 0, false
+	}
+	var v uint64
+	var bad byte
+	for i := range 16 {
+		d := unhex[s[i]]
+		bad |= d
+		v = v<<4 | uint64(d&0xf)
+	}
+	return v, bad&0xf0 == 0
+}
+
 // modelBuf holds the model of a batch of spans: the spans, their tags and
-// references in three allocations for the whole batch instead of several
-// per span.
+// references in three arrays for the whole batch instead of several
+// allocations per span. An exporter keeps one for all its batches (they
+// are sent one at a time): reset readies it for the next.
 type modelBuf struct {
 	spans []model.Span
 	tags  []model.KeyValue
 	refs  []model.SpanRef
-	keys  []string // scratch: a span's tag names, sorted
+	pairs []tagPair // scratch: a span's tags, sorted by name
 }
 
-func newModelBuf(spans []*template.TraceSpan) *modelBuf {
+type tagPair struct {
+	k string
+	v any
+}
+
+// reset empties b for a batch of spans, with room for all of them: toModel
+// returns pointers into b.spans, which must not move. What the last batch
+// left is overwritten, not cleared: b holds on to one batch's strings at
+// most.
+func (b *modelBuf) reset(spans []*template.TraceSpan) {
 	ntags := 0
 	for _, s := range spans {
 		ntags += len(s.SpanTags) + 6 // at most, the tags toModel adds itself
 	}
-	return &modelBuf{
-		spans: make([]model.Span, 0, len(spans)),
-		tags:  make([]model.KeyValue, 0, ntags),
-		refs:  make([]model.SpanRef, 0, len(spans)),
+	if cap(b.spans) < len(spans) {
+		b.spans = make([]model.Span, 0, len(spans))
 	}
+	if cap(b.tags) < ntags {
+		b.tags = make([]model.KeyValue, 0, ntags)
+	}
+	if cap(b.refs) < len(spans) {
+		b.refs = make([]model.SpanRef, 0, len(spans))
+	}
+	b.spans, b.tags, b.refs = b.spans[:0], b.tags[:0], b.refs[:0]
 }
 
 // toModel converts a span whose ids ids() accepted into Jaeger's model,
@@ -112,16 +163,18 @@ func (b *modelBuf) toModel(s *template.TraceSpan, trace model.TraceID, span, par
 			tags = append(tags, model.Int64("http.status_code", s.HTTPStatusCode))
 		}
 	}
-	keys := b.keys[:0]
-	for k := range s.SpanTags {
-		keys = append(keys, k)
+	// The tags in key order, read by one pass over the map rather than a
+	// lookup per key.
+	pairs := b.pairs[:0]
+	for k, v := range s.SpanTags {
+		pairs = append(pairs, tagPair{k, v})
 	}
-	sort.Strings(keys)
-	for _, k := range keys {
-		tags = append(tags, keyValue(k, s.SpanTags[k]))
+	slices.SortFunc(pairs, func(x, y tagPair) int { return strings.Compare(x.k, y.k) })
+	for _, p := range pairs {
+		tags = append(tags, keyValue(p.k, p.v))
 	}
-	clear(keys)
-	b.keys = keys[:0]
+	clear(pairs)
+	b.pairs = pairs[:0]
 	if len(tags) > start {
 		// Appending to b.tags past its capacity leaves earlier spans' tags
 		// where they were, so each span's slice stays its own.

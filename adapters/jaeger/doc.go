@@ -20,8 +20,11 @@
 // id of 16, a parent of 16 or none) and hands the spans to a
 // handlerkit.Batcher; it never waits for the collector, so the mixer's
 // report queue never backs up behind Jaeger. The Batcher's goroutine sends
-// a batch as soon as maxBatchSize spans are buffered and everything
-// buffered every flushInterval, each attempt bounded by timeout. A batch
+// a batch as soon as maxBatchSize spans are buffered and a partial batch
+// flushInterval after its first span arrived (no timer runs while nothing
+// is buffered), each attempt bounded by timeout. The grpc exporter keeps
+// its conversion buffers and each service's Process from one batch to the
+// next, and marshals a request into gRPC's buffer pool. A batch
 // that fails for a reason that may pass (gRPC Unavailable,
 // ResourceExhausted, DeadlineExceeded, ...: the collector is down, busy or
 // slow) is retried with exponential backoff for up to retry.maxElapsedTime

@@ -108,7 +108,8 @@ type SendFunc[T any] func(ctx context.Context, batch []T) (failed int, err error
 
 // Batcher is the queue, batching and retry a report handler puts in front
 // of a remote backend: Add buffers items without waiting, a goroutine sends
-// them in batches of up to MaxBatchSize at least every FlushInterval, and a
+// them in batches of up to MaxBatchSize, a partial batch FlushInterval
+// after its first item arrived (no timer runs while nothing waits), and a
 // failed batch is retried with backoff while newer items keep buffering up
 // to MaxQueueSize. Close flushes what is left.
 type Batcher[T any] struct {
@@ -158,11 +159,14 @@ func (b *Batcher[T]) Add(items []T) (refused int) {
 		refused = len(items) - room
 		items = items[:room]
 	}
+	was := len(b.buf)
 	b.buf = append(b.buf, items...)
 	n := len(b.buf)
 	b.queued(n)
 	b.mu.Unlock()
-	if n >= b.opts.MaxBatchSize {
+	// A full batch is sent at once; the first item in an empty buffer
+	// starts the flush timer.
+	if n >= b.opts.MaxBatchSize || (was == 0 && n > 0) {
 		select {
 		case b.kick <- struct{}{}:
 		default:
@@ -177,20 +181,36 @@ func (b *Batcher[T]) queued(n int) {
 	}
 }
 
+// run sends full batches when Add kicks it and the rest FlushInterval
+// after the oldest buffered item arrived. The timer runs only while items
+// wait: an idle Batcher does not wake its process.
 func (b *Batcher[T]) run() {
 	defer close(b.done)
-	tick := time.NewTicker(b.opts.FlushInterval)
-	defer tick.Stop()
+	timer := time.NewTimer(b.opts.FlushInterval)
+	timer.Stop()
+	defer timer.Stop()
+	armed := false
 	for {
 		select {
 		case <-b.kick:
 			b.flush(b.ctx, false)
-		case <-tick.C:
+			if !armed && b.len() > 0 {
+				timer.Reset(b.opts.FlushInterval)
+				armed = true
+			}
+		case <-timer.C:
+			armed = false
 			b.flush(b.ctx, true)
 		case <-b.stop:
 			return
 		}
 	}
+}
+
+func (b *Batcher[T]) len() int {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return len(b.buf)
 }
 
 // flush sends full batches and, with all, the partial one left too.

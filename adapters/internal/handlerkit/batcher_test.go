@@ -129,3 +129,28 @@ func TestBatcherCloseGivesUpAtDeadline(t *testing.T) {
 		t.Errorf("dropped %d + failed %d, want 4", dropped, failed)
 	}
 }
+
+// TestFlushIntervalCountsFromTheFirstItem: the flush timer starts when an
+// item enters an empty buffer (an idle Batcher has no timer running), so a
+// partial batch waits FlushInterval from its first item, not until some
+// tick that started before it, and is sent after it again and again.
+func TestFlushIntervalCountsFromTheFirstItem(t *testing.T) {
+	r := &recorder{}
+	o := opts(r)
+	o.FlushInterval = 300 * time.Millisecond
+	b := handlerkit.NewBatcher(o, r.send)
+	defer b.Close(context.Background())
+	for round := range 3 {
+		time.Sleep(200 * time.Millisecond) // idle
+		start := time.Now()
+		b.Add([]int{round})
+		time.Sleep(100 * time.Millisecond)
+		if sent, _ := r.snapshot(); len(sent) != round && time.Since(start) < o.FlushInterval {
+			t.Fatalf("round %d: the partial batch went out %v after its first item, before the flush interval", round, time.Since(start))
+		}
+		waitFor(t, func() bool { sent, _ := r.snapshot(); return len(sent) == round+1 })
+		if d := time.Since(start); d < o.FlushInterval {
+			t.Errorf("round %d: sent after %v, want at least %v", round, d, o.FlushInterval)
+		}
+	}
+}

@@ -5,8 +5,10 @@
 // writes for the map[string]any of an entry's variables plus "time",
 // "severity" and "instance" (keys sorted; values as Value maps them), but
 // it is written without reflection, maps or interface boxing: on a busy
-// mesh this is one of the mixer's hottest paths. Append to a buffer you
-// keep between batches:
+// mesh this is one of the mixer's hottest paths: strings are copied 8
+// plain ASCII bytes at a time, and Line copies the lines it keeps into
+// arrays shared by many entries. Append to a buffer you keep between
+// batches:
 //
 //	var enc jsonline.Encoder
 //	buf = buf[:0]
@@ -49,6 +51,12 @@ type Encoder struct {
 	quoted [][]byte
 	// scratch is where Line encodes before copying.
 	scratch []byte
+	// slab is where Line copies the lines it keeps, and lines the slices
+	// of them it keeps on the entries: a few allocations for a batch of
+	// entries instead of two per entry. An array lives as long as one of
+	// its lines is used (held by an entry, or a kafka record).
+	slab  []byte
+	lines [][]byte
 }
 
 // AppendLogEntry appends e's JSON object (no newline) to b. now stands in
@@ -160,16 +168,44 @@ func (enc *Encoder) Line(e *template.LogEntry, now time.Time) []byte {
 		return line
 	}
 	enc.scratch = enc.AppendLogEntry(enc.scratch[:0], e, now)
-	line := bytes.Clone(enc.scratch)
+	line := enc.keep(enc.scratch)
 	if cap(enc.scratch) > maxScratch {
 		enc.scratch = nil // an outsized entry's buffer is not kept
 	}
 	e.SetCachedLine(line)
-	return line
+	return *line
 }
 
-// maxScratch is the largest buffer an Encoder keeps for Line.
-const maxScratch = 64 << 10
+// keep copies a line into the slab (a long one into its own array) and
+// returns a pointer to its slice.
+func (enc *Encoder) keep(b []byte) *[]byte {
+	var line []byte
+	if len(b) > slabSize/8 {
+		line = bytes.Clone(b)
+	} else {
+		if cap(enc.slab)-len(enc.slab) < len(b) {
+			enc.slab = make([]byte, 0, slabSize)
+		}
+		start := len(enc.slab)
+		enc.slab = append(enc.slab, b...)
+		line = enc.slab[start:len(enc.slab):len(enc.slab)]
+	}
+	if len(enc.lines) == cap(enc.lines) {
+		enc.lines = make([][]byte, 0, linesSize)
+	}
+	enc.lines = append(enc.lines, line)
+	return &enc.lines[len(enc.lines)-1]
+}
+
+const (
+	// maxScratch is the largest buffer an Encoder keeps for Line.
+	maxScratch = 64 << 10
+	// slabSize is the size of the arrays Line copies lines into; lines
+	// longer than an eighth of it get their own.
+	slabSize = 32 << 10
+	// linesSize is how many lines' slices Line allocates at once.
+	linesSize = 256
+)
 
 // Value is what a template value is in JSON: nil, strings, bools, integers,
 // finite floats and map[string]string keep their JSON type; anything else
@@ -291,8 +327,46 @@ const hexDigits = "0123456789abcdef"
 // \u2029, everything else (DEL and valid UTF-8 included) as is.
 func AppendString(b []byte, s string) []byte {
 	b = append(b, '"')
+	// Most strings need no escaping: skip 8 plain bytes at a time.
+	i := 0
+	for i+8 <= len(s) && plain8(load64(s[i:])) {
+		i += 8
+	}
+	for i < len(s) && s[i] >= 0x20 && s[i] < utf8.RuneSelf && s[i] != '"' && s[i] != '\\' {
+		i++
+	}
+	if i == len(s) {
+		b = append(b, s...)
+		return append(b, '"')
+	}
+	return appendEscaped(b, s, i)
+}
+
+// load64 is s's first 8 bytes, little-endian (one load on most machines).
+func load64(s string) uint64 {
+	_ = s[7]
+	return uint64(s[0]) | uint64(s[1])<<8 | uint64(s[2])<<16 | uint64(s[3])<<24 |
+		uint64(s[4])<<32 | uint64(s[5])<<40 | uint64(s[6])<<48 | uint64(s[7])<<56
+}
+
+// plain8 reports whether the 8 bytes of w are all ASCII that JSON writes
+// as is: none below 0x20 or above 0x7f, no '"' and no '\\'.
+func plain8(w uint64) bool {
+	const ones, highs = 0x0101010101010101, 0x8080808080808080
+	// A byte below 0x20 (with only bytes from 0x20 to 0x7f below it, so no
+	// borrow reaches it) sets its high bit in w-0x20…; one above 0x7f has
+	// it set in w. A zero byte of q or x (a '"' or '\\' of w) sets its
+	// high bit in q-1… &^ q (the classic has-zero-byte test).
+	q := w ^ ones*'"'
+	x := w ^ ones*'\\'
+	return ((w-ones*0x20)|w|((q-ones)&^q)|((x-ones)&^x))&highs == 0
+}
+
+// appendEscaped appends the rest of AppendString's quoting of s, whose
+// first i bytes are plain, and the closing quote.
+func appendEscaped(b []byte, s string, i int) []byte {
 	start := 0
-	for i := 0; i < len(s); {
+	for i < len(s) {
 		c := s[i]
 		if c < utf8.RuneSelf {
 			if c >= 0x20 && c != '"' && c != '\\' {

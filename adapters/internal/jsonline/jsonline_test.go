@@ -3,7 +3,9 @@ package jsonline_test
 import (
 	"bytes"
 	"encoding/json"
+	"fmt"
 	"math"
+	"strings"
 	"testing"
 	"time"
 
@@ -220,5 +222,118 @@ func TestLineShared(t *testing.T) {
 	}
 	if untimed.CachedLine() != nil {
 		t.Error("the line of an entry without a Timestamp was kept")
+	}
+}
+
+// benchEntries are n entries of examples/default's accesslog instance as
+// the policy package builds them: each its own map (keys the same strings,
+// values per request), so encoding a batch reads maps that are not in the
+// cache, as in the mixer.
+func benchEntries(n int) []*template.LogEntry {
+	keys := []string{"reporter", "sourceWorkload", "sourceNamespace", "sourcePrincipal", "destinationWorkload",
+		"destinationNamespace", "destinationServiceHost", "destinationVersion", "routeName", "requestId", "protocol",
+		"method", "url", "httpAuthority", "userAgent", "xForwardedFor", "responseCode", "responseFlags", "grpcStatus",
+		"requestSize", "responseSize", "latency", "connectionSecurityPolicy"}
+	ts := time.Date(2026, 11, 23, 19, 0, 0, 0, time.UTC)
+	entries := make([]*template.LogEntry, n)
+	for i := range entries {
+		vals := []any{"destination", "productpage-v1", "default", "spiffe://cluster.local/ns/default/sa/bookinfo-productpage",
+			fmt.Sprintf("reviews-v%d", i%3+1), "default", "reviews.default.svc.cluster.local", "v1", "", fmt.Sprintf("cf1e6ba2-7093-439c-9c03-%012x", i),
+			"http", "GET", fmt.Sprintf("/reviews/%d?lang=en&sort=date", i), "reviews:9080",
+			"Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120.0 Safari/537.36", "10.0.0.7",
+			int64(200), "-", "", int64(0), int64(295 + i%100), time.Duration(800+i) * time.Microsecond, "mutual_tls"}
+		vars := make(map[string]any, len(keys))
+		for j, k := range keys {
+			vars[k] = vals[j]
+		}
+		entries[i] = &template.LogEntry{Name: "accesslog", Severity: "info", Timestamp: ts.Add(time.Duration(i) * time.Millisecond), Variables: vars}
+	}
+	return entries
+}
+
+// BenchmarkAppendLogEntryBatch encodes a mixerclient-size batch (1000
+// entries) of examples/default's access log.
+func BenchmarkAppendLogEntryBatch(b *testing.B) {
+	entries := benchEntries(4000)
+	var enc jsonline.Encoder
+	var buf []byte
+	b.ReportAllocs()
+	for b.Loop() {
+		buf = buf[:0]
+		for _, e := range entries {
+			buf = enc.AppendLogEntry(buf, e, time.Time{})
+			buf = append(buf, '\n')
+		}
+	}
+	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*len(entries)), "ns/entry")
+}
+
+// TestAppendStringEveryPosition: a byte that needs escaping (or a
+// multi-byte character) anywhere in a string of plain ASCII, at each
+// offset of the 8-byte words AppendString skips, is quoted as
+// encoding/json quotes it.
+func TestAppendStringEveryPosition(t *testing.T) {
+	specials := []string{"\x00", "\x1f", " ", "!", `"`, "#", "[", `\`, "]", "~", "\x7f", "\x80", "\xff", "é", "\u2028", "😀", "\n", "\t"}
+	for n := range 20 {
+		for pos := 0; pos <= n; pos++ {
+			for _, sp := range specials {
+				s := strings.Repeat("a", pos) + sp + strings.Repeat("z", n-pos)
+				if got, want := string(jsonline.AppendString(nil, s)), encodingJSON(t, s); got != want {
+					t.Fatalf("AppendString(%q) = %s, want %s", s, got, want)
+				}
+			}
+		}
+	}
+}
+
+// BenchmarkLineBatch is Line over a batch of entries not encoded before
+// (as the first handler of a report encodes them), the entries made anew
+// for each round.
+func BenchmarkLineBatch(b *testing.B) {
+	proto := benchEntries(1000)
+	entries := make([]template.LogEntry, len(proto))
+	var enc jsonline.Encoder
+	b.ReportAllocs()
+	for b.Loop() {
+		b.StopTimer()
+		entries = make([]template.LogEntry, len(proto))
+		for i, p := range proto {
+			entries[i].Name, entries[i].Variables, entries[i].Severity, entries[i].Timestamp = p.Name, p.Variables, p.Severity, p.Timestamp
+		}
+		b.StartTimer()
+		for i := range entries {
+			enc.Line(&entries[i], time.Time{})
+		}
+	}
+	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*len(entries)), "ns/entry")
+}
+
+// TestKeyOrderOtherStrings: entries whose keys are equal but different
+// strings (not the ones the kept order was made from), and entries with
+// more variables than the slots that find them, are written as
+// encoding/json writes them.
+func TestKeyOrderOtherStrings(t *testing.T) {
+	now := time.Date(2025, 3, 1, 12, 0, 0, 0, time.UTC)
+	many := map[string]any{}
+	for i := range 300 {
+		many[fmt.Sprintf("var%03d", i)] = int64(i)
+	}
+	benchVars := benchEntries(1)[0].Variables
+	for _, vars := range []map[string]any{benchVars, many} {
+		var enc jsonline.Encoder
+		var buf []byte
+		for round := range 3 {
+			copied := make(map[string]any, len(vars))
+			for k, v := range vars {
+				copied[strings.Clone(k)] = v
+			}
+			for _, m := range []map[string]any{vars, copied} {
+				e := &template.LogEntry{Name: "n", Variables: m}
+				buf = enc.AppendLogEntry(buf[:0], e, now)
+				if got, want := string(buf), reference(t, e, now); got != want {
+					t.Fatalf("round %d, %d variables:\n got %s\nwant %s", round, len(m), got, want)
+				}
+			}
+		}
 	}
 }

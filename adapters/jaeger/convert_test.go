@@ -1,0 +1,136 @@
+package jaeger
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"strconv"
+	"testing"
+
+	model "github.com/jaegertracing/jaeger-idl/model/v1"
+	api_v2 "github.com/jaegertracing/jaeger-idl/proto-gen/api_v2"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+
+	"github.com/sidemix/sidemix/adapters/template"
+)
+
+// TestIDsMatchJaegerParsing: ids accepts and parses exactly what
+// jaeger-idl's TraceIDFromString and strconv.ParseUint(s, 16, 64) accept
+// for ids of the right length, lower and upper case alike.
+func TestIDsMatchJaegerParsing(t *testing.T) {
+	traces := []string{traceA, "4BF92F3577B34DA6A3CE929D0E0E4736", "00000000000000000000000000000001", "ffffffffffffffffffffffffffffffff",
+		"4bf92f3577b34da6a3ce929d0e0e473g", "4bf92f3577b34da6 3ce929d0e0e4736", "+bf92f3577b34da6a3ce929d0e0e4736", "0x4bf92f3577b34da6a3ce929d0e0e47",
+		"4bf92f3577b34da_a3ce929d0e0e4736", "4bf92f3577b34dA6a3ce929d0e0e473\xff", "00000000000000000000000000000000"}
+	spanIDs := []string{"00f067aa0ba902b7", "00F067AA0BA902B7", "ffffffffffffffff", "0000000000000001", "00f067aa0ba902bz", "-0f067aa0ba902b7",
+		"0x0067aa0ba902b7", "00f067aa_ba902b7", "00f067aa0ba902b:", "00f067aa0ba902b@", "00f067aa0ba902bG", "0000000000000000"}
+	for _, tr := range traces {
+		for _, id := range spanIDs {
+			for _, parent := range []string{"", id, "00f067aa0ba902b7"} {
+				s := &template.TraceSpan{TraceID: tr, SpanID: id, ParentSpanID: parent}
+				trace, span, par, err := ids(s)
+
+				wantTrace, terr := model.TraceIDFromString(tr)
+				wantSpan, serr := strconv.ParseUint(id, 16, 64)
+				var wantPar uint64
+				var perr error
+				if parent != "" {
+					wantPar, perr = strconv.ParseUint(parent, 16, 64)
+				}
+				wantOK := terr == nil && serr == nil && perr == nil && (wantTrace.High != 0 || wantTrace.Low != 0) && wantSpan != 0
+				if (err == nil) != wantOK {
+					t.Errorf("ids(%q, %q, %q) error = %v, want ok %v", tr, id, parent, err, wantOK)
+					continue
+				}
+				if err == nil && (trace != wantTrace || uint64(span) != wantSpan || uint64(par) != wantPar) {
+					t.Errorf("ids(%q, %q, %q) = %v %v %v, want %v %x %x", tr, id, parent, trace, span, par, wantTrace, wantSpan, wantPar)
+				}
+			}
+		}
+	}
+}
+
+// TestExporterReusesBuffersAcrossBatches: one exporter sending batches of
+// changing services and sizes one after another sends each batch's spans,
+// and only those, under the right process.
+func TestExporterReusesBuffersAcrossBatches(t *testing.T) {
+	c := startCollector(t)
+	conn, err := grpc.NewClient(c.addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	e := newGRPCExporter(conn, map[string]string{"mesh": "demo"})
+	batches := [][]string{{"a", "b", "a"}, {"b", "c"}, {"a"}, {"c", "c", "c", "b", "a", "d"}, {"b"}}
+	id := 0
+	for i, services := range batches {
+		var spans []*template.TraceSpan
+		want := map[string][]model.SpanID{}
+		for _, svc := range services {
+			id++
+			spans = append(spans, span(traceA, fmt.Sprintf("%016x", id), "", template.SpanKindServer, "caller", svc))
+			want[svc] = append(want[svc], model.SpanID(id))
+		}
+		before := len(c.received())
+		if failed, err := e.export(context.Background(), spans); failed != 0 || err != nil {
+			t.Fatalf("batch %d: export = %d, %v", i, failed, err)
+		}
+		got := map[string][]model.SpanID{}
+		for _, b := range c.received()[before:] {
+			if len(b.Process.Tags) != 1 || b.Process.Tags[0].VStr != "demo" {
+				t.Errorf("batch %d: process %s tags %v", i, b.Process.ServiceName, b.Process.Tags)
+			}
+			if _, dup := got[b.Process.ServiceName]; dup {
+				t.Errorf("batch %d: two PostSpans for %s", i, b.Process.ServiceName)
+			}
+			for _, s := range b.Spans {
+				got[b.Process.ServiceName] = append(got[b.Process.ServiceName], s.SpanID)
+				if n := len(s.Tags); n != 5 {
+					t.Errorf("batch %d: span %v has %d tags, want 5", i, s.SpanID, n)
+				}
+			}
+		}
+		if fmt.Sprint(got) != fmt.Sprint(want) {
+			t.Errorf("batch %d: collector got %v, want %v", i, got, want)
+		}
+	}
+}
+
+// TestCodecV2MarshalsAsGogo: the pooled codec writes the bytes gogo's own
+// Marshal writes, for a request below gRPC's pooling threshold and one
+// above it, and reads them back.
+func TestCodecV2MarshalsAsGogo(t *testing.T) {
+	for _, n := range []int{1, 2000} {
+		var spans []*template.TraceSpan
+		for i := range n {
+			spans = append(spans, span(traceA, fmt.Sprintf("%016x", i+1), "00f067aa0ba902b7", template.SpanKindServer, "a", "b"))
+		}
+		var buf modelBuf
+		buf.reset(spans)
+		var ms []*model.Span
+		for _, s := range spans {
+			trace, id, parent, err := ids(s)
+			if err != nil {
+				t.Fatal(err)
+			}
+			ms = append(ms, buf.toModel(s, trace, id, parent))
+		}
+		req := &api_v2.PostSpansRequest{Batch: model.Batch{Spans: ms, Process: process("b", map[string]string{"mesh": "demo"})}}
+		want, err := req.Marshal()
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, err := gogoCodecV2{}.Marshal(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !bytes.Equal(got.Materialize(), want) {
+			t.Errorf("%d spans: codec wrote %d bytes unlike gogo's %d", n, got.Len(), len(want))
+		}
+		var back api_v2.PostSpansRequest
+		if err := (gogoCodecV2{}).Unmarshal(got, &back); err != nil || len(back.Batch.Spans) != n {
+			t.Errorf("%d spans: read back %d spans, %v", n, len(back.Batch.Spans), err)
+		}
+		got.Free()
+	}
+}

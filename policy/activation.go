@@ -54,6 +54,8 @@ type activation struct {
 	// built once; next is the one to replace when all are taken.
 	kept     []*keptMap
 	nextKept int
+	// stamps counts the memo entries made (memoEntry.stamp).
+	stamps uint64
 
 	// With keepResult (a Sequence), a result's actions and their instance
 	// lists are made in acts and insts, kept from one bag to the next.
@@ -74,7 +76,8 @@ func (a *activation) lastMap(progs []namedProgram, scalar bool) *keptMap {
 			return k
 		}
 	}
-	k := &keptMap{progs: progs, scalar: scalar, vals: make([]ref.Val, len(progs)), diff: make([]bool, len(progs))}
+	k := &keptMap{progs: progs, scalar: scalar, raws: make([]attribute.Value, len(progs)), rawOK: make([]bool, len(progs)),
+		vals: make([]ref.Val, len(progs)), stamps: make([]uint64, len(progs)), diff: make([]bool, len(progs))}
 	if len(a.kept) < maxKeptMaps {
 		a.kept = append(a.kept, k)
 	} else {
@@ -82,6 +85,12 @@ func (a *activation) lastMap(progs []namedProgram, scalar bool) *keptMap {
 		a.nextKept = (a.nextKept + 1) % maxKeptMaps
 	}
 	return k
+}
+
+// newStamp returns a stamp no memo entry of the activation had before.
+func (a *activation) newStamp() uint64 {
+	a.stamps++
+	return a.stamps
 }
 
 // memoEntry is one program's result for the activation's bag.
@@ -93,6 +102,12 @@ type memoEntry struct {
 	// nat is val as a Go value (native), filled on first use.
 	natDone bool
 	nat     any
+	// raw is the result as a bag value (evalRaw), when rawOK.
+	rawDone, rawOK bool
+	raw            attribute.Value
+	// stamp, set with the result, is unique in the activation's life: an
+	// entry with the stamp it had holds the same result still.
+	stamp uint64
 }
 
 var _ interpreter.Activation = (*activation)(nil)
@@ -150,13 +165,20 @@ type resolvedAttr struct {
 	val  ref.Val // nil when absent
 }
 
+// slotAttr is a declared attribute as the bag has it (raw, found) and,
+// once some expression asked for it as a CEL value, as that (val). A plain
+// read of an attribute into an instance's field takes raw and never boxes
+// a CEL value (evalRaw).
 type slotAttr struct {
-	done bool
-	val  ref.Val // nil when absent
+	done  bool
+	found bool
+	raw   attribute.Value
+	val   ref.Val // nil until asked for, or when absent
 }
 
-// resolveSlot is ResolveName for a declared attribute whose slot is known.
-func (a *activation) resolveSlot(slot int, name string) (any, bool) {
+// slotOf reads a declared attribute whose slot is known, once per bag,
+// and records the reference.
+func (a *activation) slotOf(slot int, name string) *slotAttr {
 	if slot >= len(a.slots) {
 		a.slots = append(a.slots, make([]slotAttr, slot+1-len(a.slots))...)
 	}
@@ -167,11 +189,28 @@ func (a *activation) resolveSlot(slot int, name string) (any, bool) {
 		}
 		v, ok, at := a.bag.GetHinted(name, a.hints[slot])
 		a.hints[slot] = at
-		s.val, s.done = a.celOf(name, v, ok), true
+		s.raw, s.found, s.done = v, ok, true
+		// Key lookups of a map are recorded by the map itself.
+		if a.refs != nil && (!ok || v.Kind() != attribute.KindStringMap) {
+			a.refs.Add(name, ok)
+		}
 	}
-	if s.val == nil {
+	return s
+}
+
+// resolveSlot is ResolveName for a declared attribute whose slot is known.
+func (a *activation) resolveSlot(slot int, name string) (any, bool) {
+	s := a.slotOf(slot, name)
+	if !s.found {
 		a.absent = true
 		return nil, false
+	}
+	if s.val == nil {
+		if s.raw.Kind() == attribute.KindStringMap {
+			s.val = a.mapValue(name, s.raw.StringMap())
+		} else {
+			s.val = celValue(s.raw)
+		}
 	}
 	return s.val, true
 }

@@ -7,6 +7,8 @@ import (
 	"cel.dev/cel-go/common/types"
 	"cel.dev/cel-go/common/types/ref"
 	"cel.dev/cel-go/common/types/traits"
+
+	"github.com/sidemix/sidemix/attribute"
 )
 
 // fastExpr evaluates the commonest instance expressions straight from the
@@ -30,6 +32,10 @@ type fastExpr struct {
 	index bool
 	// tree is a compound expression (fastTree).
 	tree *fastNode
+	// litRaw is lit as a bag value, when litRawOK (rawOf): fastDefault
+	// over an attribute is then a plain read (raw).
+	litRaw   attribute.Value
+	litRawOK bool
 }
 
 type fastKind uint8
@@ -113,7 +119,9 @@ func compileDefault(a *celast.AST, e celast.Expr, declared func(string) bool) *f
 		return nil
 	}
 	if name, ok := fastAttrName(a, arg, declared); ok {
-		return &fastExpr{kind: fastDefault, name: name, lit: dflt.AsLiteral()}
+		f := &fastExpr{kind: fastDefault, name: name, lit: dflt.AsLiteral()}
+		f.litRaw, f.litRawOK = rawOf(f.lit)
+		return f
 	}
 	if name, key, ok := fastIndexOf(a, arg, declared); ok {
 		return &fastExpr{kind: fastDefault, name: name, key: key, keyVal: types.String(key), index: true, lit: dflt.AsLiteral()}
@@ -227,6 +235,28 @@ func (f *fastExpr) eval(a *activation) (v ref.Val, ok bool) {
 		return types.NewErr("no such key: %s", f.key), true
 	}
 	return v, true
+}
+
+// raw is the value of a plain read — an attribute, or default() of one
+// with a literal — as the bag has it (program.evalRaw): ok is false for
+// another expression, an absent attribute outside default(), or a value
+// that is not a scalar rawOf makes; eval then says what it is.
+func (f *fastExpr) raw(a *activation) (attribute.Value, bool) {
+	switch {
+	case f.kind == fastAttr:
+	case f.kind == fastDefault && !f.index && f.litRawOK:
+	default:
+		return attribute.Value{}, false
+	}
+	s := a.slotOf(f.slot, f.name)
+	switch {
+	case !s.found && f.kind == fastDefault:
+		a.absent = true
+		return f.litRaw, true
+	case !s.found || !rawScalar(s.raw.Kind()):
+		return attribute.Value{}, false
+	}
+	return s.raw, true
 }
 
 // fastMiss says what a lookup did not find, with CEL's error in mind.

@@ -446,19 +446,32 @@ func (d *Dictionary) DecodeBatchChanges(req *mixerv1.ReportRequest, reuse bool) 
 	return func(yield func(*Bag, []string) bool) {
 		var prev *Bag
 		var delta Builder
-		var spare [2]Bag // with reuse, bag i is decoded into spare[i%2]
+		var spare [2]Bag // with reuse, a bag is decoded into the spare prev is not
 		var changed []string
+		var at []int // where each change goes in prev (setInPlace)
 		for i := range req.GetAttributes() {
 			if d.batchDelta(req, i, &delta, false) != nil {
 				return // checked above: the request did not change
 			}
-			var into *Bag
-			if reuse {
-				into = &spare[i%2]
-			}
 			changed = changed[:0]
 			for j := range delta.entries {
 				changed = append(changed, delta.entries[j].name)
+			}
+			if reuse && prev != nil {
+				var ok bool
+				if at, ok = setInPlace(prev, delta.entries, at); ok {
+					if !yield(prev, changed) {
+						return
+					}
+					continue
+				}
+			}
+			var into *Bag
+			if reuse {
+				into = &spare[0]
+				if prev == into {
+					into = &spare[1]
+				}
 			}
 			prev = mergeDelta(prev, delta.entries, into)
 			if !yield(prev, changed) {
@@ -489,6 +502,40 @@ func (d *Dictionary) batchDelta(req *mixerv1.ReportRequest, i int, delta *Builde
 		return fmt.Errorf("bag %d: %w", i, err)
 	}
 	return nil
+}
+
+// setInPlace sets the changes in delta in prev itself when they only
+// change values of attributes prev has (no attribute comes or goes, the
+// common case: a request's id, path, sizes and times): no entry moves, and
+// delta need not be sorted. at holds, by change, where its name was in the
+// last call (the deltas of a batch mostly name the same attributes in the
+// same order); it is returned for the next call. ok false: prev is
+// unchanged, mergeDelta must make the bag.
+func setInPlace(prev *Bag, delta []entry, at []int) ([]int, bool) {
+	es := prev.entries
+	for j := range delta {
+		d := &delta[j]
+		if d.value.kind == KindInvalid {
+			return at, false // a deletion
+		}
+		if j < len(at) && at[j] < len(es) && es[at[j]].name == d.name {
+			continue
+		}
+		_, found, pos := prev.GetHinted(d.name, -1)
+		if !found {
+			return at, false // a new attribute
+		}
+		if j < len(at) {
+			at[j] = pos
+		} else {
+			at = append(at, pos)
+		}
+	}
+	// In order: a later change of the same name wins.
+	for j := range delta {
+		es[at[j]].value = delta[j].value
+	}
+	return at, true
 }
 
 // mergeDelta returns prev with the changes in delta (a later entry of a

@@ -2,9 +2,11 @@ package attribute
 
 import (
 	"errors"
+	"fmt"
 	"math/rand/v2"
 	"net/netip"
 	"os"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -297,6 +299,72 @@ func TestDictionaryAppendOnly(t *testing.T) {
 	for i, w := range pinned {
 		if words[i] != w {
 			t.Fatalf("word %d is %q, pinned as %q: existing indices must not move (append new vocabulary names at the end of standard)", i, words[i], w)
+		}
+	}
+}
+
+// TestDecodeBatchChangesReuse: a batch decoded with reuse (each bag's
+// changes set in the previous bag's memory, in place when no attribute
+// comes or goes) yields every bag as sent, with every attribute that
+// differs from the bag before among the changed names.
+func TestDecodeBatchChangesReuse(t *testing.T) {
+	names := []string{RequestPath, RequestID, ResponseCode, ResponseSize, RequestTime, "custom.a", "custom.b", "custom.c"}
+	rng := rand.New(rand.NewPCG(3, 4))
+	for round := range 20 {
+		bl := NewBuilder(len(names))
+		for _, n := range names[:5] {
+			bl.SetString(n, "v0")
+		}
+		var bags []*Bag
+		for i := range 300 {
+			if round%2 == 0 && i%7 != 0 && len(bags) > 0 {
+				// Values only, of attributes the bag has: the in-place case.
+				for range 1 + rng.IntN(3) {
+					n := names[rng.IntN(len(names))]
+					if _, ok := bags[len(bags)-1].Get(n); ok {
+						bl.SetString(n, fmt.Sprint("p", i))
+					}
+				}
+			} else {
+				for range rng.IntN(4) {
+					n := names[rng.IntN(len(names))]
+					switch {
+					case rng.IntN(5) == 0:
+						bl.Delete(n)
+					case rng.IntN(2) == 0:
+						bl.SetString(n, fmt.Sprint("s", rng.IntN(3)))
+					default:
+						bl.SetInt64(n, int64(rng.IntN(3))) // another kind, same name
+					}
+				}
+			}
+			b := bl.Build()
+			bags = append(bags, b)
+			bl = b.Builder()
+		}
+		req := NewEncoder(DefaultDictionary()).EncodeBatch(bags)
+		seq, err := DefaultDictionary().DecodeBatchChanges(req, true)
+		if err != nil {
+			t.Fatal(err)
+		}
+		i := 0
+		for b, changed := range seq {
+			if got, want := b.Dump(), bags[i].Dump(); got != want {
+				t.Fatalf("round %d bag %d:\n%s\nwant\n%s", round, i, got, want)
+			}
+			if i > 0 {
+				for _, n := range names {
+					x, xok := bags[i-1].Get(n)
+					y, yok := bags[i].Get(n)
+					if (xok != yok || !x.Equal(y)) && !slices.Contains(changed, n) {
+						t.Fatalf("round %d bag %d: %s changed, not in %v", round, i, n, changed)
+					}
+				}
+			}
+			i++
+		}
+		if i != len(bags) {
+			t.Fatalf("round %d: %d bags, want %d", round, i, len(bags))
 		}
 	}
 }

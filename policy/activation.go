@@ -87,6 +87,12 @@ func (a *activation) lastMap(progs []namedProgram, scalar bool) *keptMap {
 	return k
 }
 
+// forget makes the entry not done. Like slotAttr.forget it only clears
+// flags; every read of the entry looks at them first.
+func (m *memoEntry) forget() {
+	m.done, m.natDone, m.rawDone, m.stamp = false, false, false, 0
+}
+
 // newStamp returns a stamp no memo entry of the activation had before.
 func (a *activation) newStamp() uint64 {
 	a.stamps++
@@ -170,11 +176,17 @@ type resolvedAttr struct {
 // read of an attribute into an instance's field takes raw and never boxes
 // a CEL value (evalRaw).
 type slotAttr struct {
-	done  bool
-	found bool
-	raw   attribute.Value
-	val   ref.Val // nil until asked for, or when absent
+	done   bool
+	found  bool
+	hasVal bool
+	raw    attribute.Value
+	val    ref.Val
 }
+
+// forget makes the slot unread. It only clears flags: a Sequence forgets
+// a dozen slots per bag, and clearing what holds pointers costs a write
+// barrier per word while the GC runs.
+func (s *slotAttr) forget() { s.done, s.hasVal = false, false }
 
 // slotOf reads a declared attribute whose slot is known, once per bag,
 // and records the reference.
@@ -205,12 +217,13 @@ func (a *activation) resolveSlot(slot int, name string) (any, bool) {
 		a.absent = true
 		return nil, false
 	}
-	if s.val == nil {
+	if !s.hasVal {
 		if s.raw.Kind() == attribute.KindStringMap {
 			s.val = a.mapValue(name, s.raw.StringMap())
 		} else {
 			s.val = celValue(s.raw)
 		}
+		s.hasVal = true
 	}
 	return s.val, true
 }

@@ -1,6 +1,9 @@
 package policy
 
 import (
+	"slices"
+	"strings"
+
 	"cel.dev/cel-go/cel"
 	celast "cel.dev/cel-go/common/ast"
 	"cel.dev/cel-go/common/operators"
@@ -447,7 +450,13 @@ func compileTree(a *celast.AST, e celast.Expr, declared func(string) bool) *fast
 		}
 	case operators.Add:
 		if len(args) == 2 && len(ids) == 1 && ids[0] == "add_string" {
-			return sub(fastConcat)
+			n := sub(fastConcat)
+			if n != nil && n.args[0].op == fastConcat {
+				// a + b + c is (a + b) + c: one node of three terms
+				// makes the string once.
+				n.args = append(slices.Clip(n.args[0].args), n.args[1])
+			}
+			return n
 		}
 	case operators.In:
 		if len(args) != 2 || args[1].Kind() != celast.ListKind || a.GetType(args[0].ID()).Kind() != types.StringKind {
@@ -661,7 +670,9 @@ func (n *fastNode) eval(a *activation) (ref.Val, fastStatus) {
 			}
 		}
 		return types.False, fastOK
-	case fastMatch, fastConcat: // strict
+	case fastConcat:
+		return n.concat(a)
+	case fastMatch: // strict
 		l, ls := n.args[0].eval(a)
 		if ls != fastOK {
 			return nil, ls
@@ -675,10 +686,38 @@ func (n *fastNode) eval(a *activation) (ref.Val, fastStatus) {
 		if !ok1 || !ok2 {
 			return nil, fastGiveUp
 		}
-		if n.op == fastMatch {
-			return types.Bool(globMatch(string(x), string(y))), fastOK
-		}
-		return x + y, fastOK
+		return types.Bool(globMatch(string(x), string(y))), fastOK
 	}
 	return nil, fastGiveUp
+}
+
+// concat evaluates a chain of string concatenations, ((t0 + t1) + t2) +
+// ..., as the nodes of each + would: the terms in order, stopping at the
+// first that fails, and after each + its operands checked to be strings.
+func (n *fastNode) concat(a *activation) (ref.Val, fastStatus) {
+	var parts [8]string
+	strs := parts[:0]
+	size := 0
+	firstBad := false
+	for i, t := range n.args {
+		v, s := t.eval(a)
+		if s != fastOK {
+			return nil, s
+		}
+		x, ok := v.(types.String)
+		switch {
+		case !ok && i == 0:
+			firstBad = true // checked with the second term, as + does
+		case !ok, i == 1 && firstBad:
+			return nil, fastGiveUp
+		}
+		strs = append(strs, string(x))
+		size += len(x)
+	}
+	var b strings.Builder
+	b.Grow(size)
+	for _, x := range strs {
+		b.WriteString(x)
+	}
+	return types.String(b.String()), fastOK
 }

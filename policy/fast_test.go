@@ -70,6 +70,8 @@ var (
 		`match(default(request.headers["accept"], ""), "*")`,
 		`request.path in ["/a", "/web-v1"]`,
 		`default(request.headers["x-user"], request.method) + "!"`,
+		`request.path + request.method + "-" + default(request.headers["x-user"], "") + request.path`,
+		`default(request.method + request.path + "/", "none")`,
 		`default(request.path + request.method, "none")`,
 		`default(response.code == 200, false)`,
 		`default(request.headers["absent"], default(request.headers["x-user"], "anon"))`,

@@ -122,11 +122,11 @@ func (q *Sequence) forget(changed []string) {
 			continue // no expression reads it
 		}
 		if slot < len(a.slots) {
-			a.slots[slot] = slotAttr{}
+			a.slots[slot].forget()
 		}
 		for _, id := range q.s.readers[slot] {
 			if id < len(a.memo) {
-				a.memo[id] = memoEntry{}
+				a.memo[id].forget()
 			}
 			for _, in := range q.s.metricsOf[id] {
 				q.metrics[in] = nil

@@ -986,9 +986,9 @@ type keptMap struct {
 	progs  []namedProgram
 	scalar bool
 	// The values, by entry: raws[i] when rawOK[i], else vals[i].
-	raws   []attribute.Value
-	rawOK  []bool
-	vals   []ref.Val
+	raws  []attribute.Value
+	rawOK []bool
+	vals  []ref.Val
 	// stamps are the values' memo stamps: a value whose memo entry still
 	// has its stamp is the same computation's.
 	stamps []uint64

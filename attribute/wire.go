@@ -99,8 +99,7 @@ func malformed(format string, args ...any) error {
 type wordTable struct {
 	global []string
 	local  []string
-	// check: apply only checks the message; the maps it puts in the
-	// builder are nil.
+	// check: apply only checks the message and sets nothing.
 	check bool
 }
 
@@ -143,6 +142,13 @@ func decodedLen(m *mixerv1.CompressedAttributes) int {
 		len(m.TimestampNames) + len(m.DurationNames) + len(m.BytesNames) + len(m.StringMapNames)
 }
 
+// add appends e to bl's entries, unless the table only checks.
+func (t *wordTable) add(bl *Builder, e entry) {
+	if !t.check {
+		bl.entries = append(bl.entries, e)
+	}
+}
+
 // apply sets the attributes msg carries (and deletes those it lists) in bl.
 func (t *wordTable) apply(bl *Builder, m *mixerv1.CompressedAttributes) error {
 	bl.sorted = false
@@ -158,7 +164,7 @@ func (t *wordTable) apply(bl *Builder, m *mixerv1.CompressedAttributes) error {
 		if err != nil {
 			return err
 		}
-		bl.entries = append(bl.entries, entry{name, Value{kind: KindString, s: s}})
+		t.add(bl, entry{name, Value{kind: KindString, s: s}})
 	}
 	if err := setNumbers(t, bl, m.Int64Names, m.Int64Values, KindInt64, "int64"); err != nil {
 		return err
@@ -171,7 +177,7 @@ func (t *wordTable) apply(bl *Builder, m *mixerv1.CompressedAttributes) error {
 		if err != nil {
 			return err
 		}
-		bl.entries = append(bl.entries, entry{name, DoubleValue(m.DoubleValues[i])})
+		t.add(bl, entry{name, DoubleValue(m.DoubleValues[i])})
 	}
 	if len(m.BoolNames) != len(m.BoolValues) {
 		return malformed("%d bool names but %d values", len(m.BoolNames), len(m.BoolValues))
@@ -181,7 +187,7 @@ func (t *wordTable) apply(bl *Builder, m *mixerv1.CompressedAttributes) error {
 		if err != nil {
 			return err
 		}
-		bl.entries = append(bl.entries, entry{name, BoolValue(m.BoolValues[i])})
+		t.add(bl, entry{name, BoolValue(m.BoolValues[i])})
 	}
 	if err := setNumbers(t, bl, m.TimestampNames, m.TimestampValues, KindTimestamp, "timestamp"); err != nil {
 		return err
@@ -197,7 +203,7 @@ func (t *wordTable) apply(bl *Builder, m *mixerv1.CompressedAttributes) error {
 		if err != nil {
 			return err
 		}
-		bl.entries = append(bl.entries, entry{name, BytesValue(m.BytesValues[i])})
+		t.add(bl, entry{name, BytesValue(m.BytesValues[i])})
 	}
 	if len(m.StringMapNames) != len(m.StringMapValues) {
 		return malformed("%d map names but %d values", len(m.StringMapNames), len(m.StringMapValues))
@@ -228,14 +234,14 @@ func (t *wordTable) apply(bl *Builder, m *mixerv1.CompressedAttributes) error {
 				mv[k] = v
 			}
 		}
-		bl.entries = append(bl.entries, entry{name, StringMapValue(mv)})
+		t.add(bl, entry{name, StringMapValue(mv)})
 	}
 	for _, ni := range m.Deleted {
 		name, err := t.word(ni)
 		if err != nil {
 			return err
 		}
-		bl.entries = append(bl.entries, entry{name, Value{}})
+		t.add(bl, entry{name, Value{}})
 	}
 	return nil
 }
@@ -249,7 +255,7 @@ func setNumbers(t *wordTable, bl *Builder, names []int32, values []int64, k Kind
 		if err != nil {
 			return err
 		}
-		bl.entries = append(bl.entries, entry{name, Value{kind: k, n: values[i]}})
+		t.add(bl, entry{name, Value{kind: k, n: values[i]}})
 	}
 	return nil
 }
@@ -482,7 +488,7 @@ func (d *Dictionary) DecodeBatchChanges(req *mixerv1.ReportRequest, reuse bool) 
 }
 
 // batchDelta decodes the changes of bag i of req into delta; with check,
-// only checks them (string maps are left nil).
+// only checks them (delta is left empty).
 func (d *Dictionary) batchDelta(req *mixerv1.ReportRequest, i int, delta *Builder, check bool) error {
 	m := req.GetAttributes()[i]
 	if m == nil {

@@ -102,6 +102,7 @@ func compileFastExpr(checked *cel.Ast, declared func(string) bool) *fastExpr {
 		return f
 	}
 	if n := compileTree(a, e, declared); n != nil {
+		n.markPlain()
 		return &fastExpr{kind: fastTree, tree: n}
 	}
 	return nil
@@ -240,14 +241,18 @@ func (f *fastExpr) eval(a *activation) (v ref.Val, ok bool) {
 	return v, true
 }
 
-// raw is the value of a plain read — an attribute, or default() of one
-// with a literal — as the bag has it (program.evalRaw): ok is false for
-// another expression, an absent attribute outside default(), or a value
-// that is not a scalar rawOf makes; eval then says what it is.
+// raw is the value of a plain read — an attribute, or default() of
+// attributes and literals (fastNode.plain) — as the bag has it
+// (program.evalRaw): ok is false for another expression, an absent
+// attribute outside default(), or a value that is not a scalar rawOf
+// makes; eval then says what it is.
 func (f *fastExpr) raw(a *activation) (attribute.Value, bool) {
 	switch {
 	case f.kind == fastAttr:
 	case f.kind == fastDefault && !f.index && f.litRawOK:
+	case f.kind == fastTree && f.tree.plain:
+		v, s := f.tree.plainRaw(a)
+		return v, s == fastOK // an error: eval says which
 	default:
 		return attribute.Value{}, false
 	}
@@ -324,6 +329,64 @@ type fastNode struct {
 	strs []string
 	// cmp is the comparison of fastCompare: -1 <, -2 <=, 1 >, 2 >=.
 	cmp int
+	// plain: the node is a scalar attribute, a literal with a bag value
+	// (rawOf) or default() of such nodes, which plainRaw evaluates.
+	plain bool
+}
+
+// markPlain sets plain on n and the nodes under it.
+func (n *fastNode) markPlain() bool {
+	all := true
+	for _, arg := range n.args {
+		all = arg.markPlain() && all
+	}
+	switch n.op {
+	case fastLeaf:
+		switch n.leaf.kind {
+		case fastLiteral:
+			n.leaf.litRaw, n.leaf.litRawOK = rawOf(n.leaf.lit)
+			n.plain = n.leaf.litRawOK
+		case fastAttr:
+			_, n.plain = rawKinds[n.want]
+		}
+	case fastDefaultOp:
+		n.plain = all
+	}
+	return n.plain
+}
+
+// rawKinds are the bag value kinds of the CEL kinds rawOf converts.
+var rawKinds = map[types.Kind]attribute.Kind{types.StringKind: attribute.KindString, types.IntKind: attribute.KindInt64,
+	types.DoubleKind: attribute.KindDouble, types.BoolKind: attribute.KindBool,
+	types.TimestampKind: attribute.KindTimestamp, types.DurationKind: attribute.KindDuration}
+
+// plainRaw is eval of a plain node with the value as the bag has it: the
+// same lookups in the same order, the same absences, errors and give-ups,
+// and no CEL value made.
+func (n *fastNode) plainRaw(a *activation) (attribute.Value, fastStatus) {
+	if n.op == fastDefaultOp { // non-strict: both arguments evaluated
+		x, xs := n.args[0].plainRaw(a)
+		y, ys := n.args[1].plainRaw(a)
+		switch {
+		case xs == fastGiveUp || ys == fastGiveUp:
+			return attribute.Value{}, fastGiveUp
+		case xs == fastOK:
+			return x, fastOK
+		}
+		return y, ys
+	}
+	if n.leaf.kind == fastLiteral {
+		return n.leaf.litRaw, fastOK
+	}
+	s := a.slotOf(n.leaf.slot, n.leaf.name)
+	switch {
+	case !s.found:
+		a.absent = true
+		return attribute.Value{}, fastError
+	case s.raw.Kind() != rawKinds[n.want]:
+		return attribute.Value{}, fastGiveUp // as eval's kind check
+	}
+	return s.raw, fastOK
 }
 
 type fastOp uint8
@@ -700,11 +763,21 @@ func (n *fastNode) concat(a *activation) (ref.Val, fastStatus) {
 	size := 0
 	firstBad := false
 	for i, t := range n.args {
-		v, s := t.eval(a)
-		if s != fastOK {
-			return nil, s
+		var x types.String
+		var ok bool
+		if t.plain { // no CEL value made for a term
+			v, s := t.plainRaw(a)
+			if s != fastOK {
+				return nil, s
+			}
+			x, ok = types.String(v.Str()), v.Kind() == attribute.KindString
+		} else {
+			v, s := t.eval(a)
+			if s != fastOK {
+				return nil, s
+			}
+			x, ok = v.(types.String)
 		}
-		x, ok := v.(types.String)
 		switch {
 		case !ok && i == 0:
 			firstBad = true // checked with the second term, as + does

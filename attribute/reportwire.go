@@ -107,7 +107,7 @@ func take[T any](slab *[]T, n int) []T {
 	}
 	l := len(*slab)
 	*slab = (*slab)[:l+n]
-	return (*slab)[l:l:l+n]
+	return (*slab)[l : l : l+n]
 }
 
 // varints counts the varints of a packed field.

@@ -368,3 +368,52 @@ func TestDecodeBatchChangesReuse(t *testing.T) {
 		}
 	}
 }
+
+// TestChangeCheckerMatchesCheckChanged: over batches whose attributes
+// change values and kinds, come and go, ChangeChecker.Check answers as
+// CheckChanged for every bag.
+func TestChangeCheckerMatchesCheckChanged(t *testing.T) {
+	m := DefaultManifest()
+	names := []string{RequestPath, ResponseCode, RequestTime, "custom.a", SourceIP}
+	rng := rand.New(rand.NewPCG(7, 8))
+	errs := 0
+	for round := range 10 {
+		bl := NewBuilder(len(names))
+		var bags []*Bag
+		for range 200 {
+			n := names[rng.IntN(len(names))]
+			switch rng.IntN(6) {
+			case 0:
+				bl.Delete(n)
+			case 1:
+				bl.SetInt64(n, rng.Int64N(3))
+			case 2:
+				bl.SetTime(n, time.Unix(rng.Int64N(3), 0))
+			default:
+				bl.SetString(n, fmt.Sprint(rng.IntN(3)))
+			}
+			b := bl.Build()
+			bags = append(bags, b)
+			bl = b.Builder()
+		}
+		seq, err := DefaultDictionary().DecodeBatchChanges(NewEncoder(DefaultDictionary()).EncodeBatch(bags), true)
+		if err != nil {
+			t.Fatal(err)
+		}
+		c := m.NewChangeChecker()
+		i := 0
+		for b, changed := range seq {
+			got, want := c.Check(b, changed), m.CheckChanged(b, changed)
+			if fmt.Sprint(got) != fmt.Sprint(want) {
+				t.Fatalf("round %d bag %d: %v, CheckChanged: %v", round, i, got, want)
+			}
+			if want != nil {
+				errs++
+			}
+			i++
+		}
+	}
+	if errs == 0 {
+		t.Fatal("no bag had an attribute of the wrong kind")
+	}
+}

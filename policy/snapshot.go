@@ -105,6 +105,8 @@ type spanPrograms struct {
 	httpStatusCode                                      *program
 	sourceName, destinationName                         *program
 	tags                                                []namedProgram
+	// tagsAsText: some tag may be bytes or a duration (tagsAsText).
+	tagsAsText bool
 }
 
 type action struct {
@@ -791,14 +793,18 @@ func buildTraceSpan(a *activation, in *instance) (template.Instance, *EvalError)
 	// Span attributes are strings, numbers, bools or times: bytes (ip
 	// attributes) and durations become their text, in a copy (the map
 	// may be another instance's too).
-	cloned := false
-	for k, v := range tags {
-		switch v.(type) {
-		case []byte, time.Duration:
-			if !cloned {
-				tags, cloned = maps.Clone(tags), true
+	// (Only when some tag's type allows one: the look costs a map
+	// iteration per span.)
+	if p.tagsAsText {
+		cloned := false
+		for k, v := range tags {
+			switch v.(type) {
+			case []byte, time.Duration:
+				if !cloned {
+					tags, cloned = maps.Clone(tags), true
+				}
+				tags[k] = template.FormatValue(v)
 			}
-			tags[k] = template.FormatValue(v)
 		}
 	}
 	out.SpanTags = tags

@@ -124,6 +124,15 @@
 // instances were dropped for which handler and why (queue_full,
 // handler_error, no_handler, shutdown).
 //
+// The mixer's gRPC server decodes a ReportRequest itself
+// (attribute.UnmarshalReportRequest, through a codec that hands every
+// other message to gRPC's proto codec): the batch's messages and numbers
+// in a few blocks, its words sharing one copy of the body. An instance
+// that holds a word (a request id, a path) so keeps that body, about
+// 100 bytes per bag, until its handler has taken it. The bags are checked
+// against the manifest, after the first only the attributes each changed
+// (attribute.ChangeChecker), and evaluated as a policy.Sequence.
+//
 // # OTLP ingest
 //
 // With Config.OTLPGRPCAddr or Config.OTLPHTTPAddr set (flags --otlp-grpc and

@@ -56,6 +56,9 @@ type activation struct {
 	nextKept int
 	// stamps counts the memo entries made (memoEntry.stamp).
 	stamps uint64
+	// spans are the last spans buildTraceSpan built, kept like kept.
+	spans     []*keptSpan
+	nextSpans int
 
 	// With keepResult (a Sequence), a result's actions and their instance
 	// lists are made in acts and insts, kept from one bag to the next.
@@ -97,6 +100,24 @@ func (m *memoEntry) forget() {
 func (a *activation) newStamp() uint64 {
 	a.stamps++
 	return a.stamps
+}
+
+// keptSpanOf returns the kept span of tracespan instance in, making one
+// (with no span yet) when there is none.
+func (a *activation) keptSpanOf(in *instance) *keptSpan {
+	for _, k := range a.spans {
+		if k.in == in {
+			return k
+		}
+	}
+	k := &keptSpan{in: in}
+	if len(a.spans) < maxKeptMaps {
+		a.spans = append(a.spans, k)
+	} else {
+		a.spans[a.nextSpans] = k
+		a.nextSpans = (a.nextSpans + 1) % maxKeptMaps
+	}
+	return k
 }
 
 // memoEntry is one program's result for the activation's bag.

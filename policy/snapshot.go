@@ -723,15 +723,31 @@ var spanFieldTypes = map[attribute.Kind]string{attribute.KindString: "string",
 // what to do on absence with default().
 func buildTraceSpan(a *activation, in *instance) (template.Instance, *EvalError) {
 	p := in.span
-	out := &template.TraceSpan{Name: in.name, SpanKind: template.SpanKindInternal, Status: template.SpanStatusUnset}
+	// The span this activation built last for the instance: a field whose
+	// program's memo entry still has the stamp it had then is the same
+	// (in a Sequence, a field over attributes the bag did not change).
+	k := a.keptSpanOf(in)
+	out := new(template.TraceSpan)
+	if k.span != nil {
+		*out = *k.span
+	} else {
+		*out = template.TraceSpan{Name: in.name, SpanKind: template.SpanKindInternal, Status: template.SpanStatusUnset}
+	}
+	var stamps [spanFields]uint64
 	var err *EvalError
 	// The fields are read as bag values (evalRaw): a span's ids and times
-	// change with every request, and most are plain attribute reads.
-	eval := func(field string, prg *program, want attribute.Kind) (attribute.Value, bool) {
+	// change with every request, and most are plain attribute reads. ok is
+	// false when the field keeps its value (or failed).
+	eval := func(i int, field string, prg *program, want attribute.Kind) (attribute.Value, bool) {
 		if err != nil || prg == nil {
 			return attribute.Value{}, false
 		}
+		if m := a.memoOf(prg.id); k.span != nil && m.stamp != 0 && m.stamp == k.stamps[i] {
+			stamps[i] = m.stamp
+			return attribute.Value{}, false
+		}
 		v, ok, e := prg.evalRaw(a)
+		stamps[i] = a.memoOf(prg.id).stamp
 		if e != nil {
 			err = &EvalError{Instance: in.name, Field: field, Err: e}
 			return attribute.Value{}, false
@@ -743,13 +759,15 @@ func buildTraceSpan(a *activation, in *instance) (template.Instance, *EvalError)
 		}
 		return v, true
 	}
-	str := func(field string, prg *program, dst *string) {
-		if v, ok := eval(field, prg, attribute.KindString); ok {
+	str := func(i int, field string, prg *program, dst *string) bool {
+		v, ok := eval(i, field, prg, attribute.KindString)
+		if ok {
 			*dst = v.Str()
 		}
+		return ok
 	}
-	ts := func(field string, prg *program, dst *time.Time) {
-		if v, ok := eval(field, prg, attribute.KindTimestamp); ok {
+	ts := func(i int, field string, prg *program, dst *time.Time) {
+		if v, ok := eval(i, field, prg, attribute.KindTimestamp); ok {
 			*dst = v.Time()
 		}
 	}
@@ -765,28 +783,32 @@ func buildTraceSpan(a *activation, in *instance) (template.Instance, *EvalError)
 		}
 		*dst = v
 	}
-	str("spec.params.traceId", p.traceID, &out.TraceID)
-	str("spec.params.spanId", p.spanID, &out.SpanID)
-	str("spec.params.parentSpanId", p.parentSpanID, &out.ParentSpanID)
-	str("spec.params.traceState", p.traceState, &out.TraceState)
-	str("spec.params.spanName", p.spanName, &out.SpanName)
-	ts("spec.params.startTime", p.startTime, &out.StartTime)
-	ts("spec.params.endTime", p.endTime, &out.EndTime)
-	str("spec.params.spanKind", p.spanKind, &out.SpanKind)
-	oneOf("spec.params.spanKind", &out.SpanKind, spanKinds...)
-	str("spec.params.status", p.status, &out.Status)
-	oneOf("spec.params.status", &out.Status, spanStatuses...)
-	str("spec.params.statusMessage", p.statusMessage, &out.StatusMessage)
-	if v, ok := eval("spec.params.httpStatusCode", p.httpStatusCode, attribute.KindInt64); ok {
+	str(0, "spec.params.traceId", p.traceID, &out.TraceID)
+	str(1, "spec.params.spanId", p.spanID, &out.SpanID)
+	str(2, "spec.params.parentSpanId", p.parentSpanID, &out.ParentSpanID)
+	str(3, "spec.params.traceState", p.traceState, &out.TraceState)
+	str(4, "spec.params.spanName", p.spanName, &out.SpanName)
+	ts(5, "spec.params.startTime", p.startTime, &out.StartTime)
+	ts(6, "spec.params.endTime", p.endTime, &out.EndTime)
+	if str(7, "spec.params.spanKind", p.spanKind, &out.SpanKind) {
+		oneOf("spec.params.spanKind", &out.SpanKind, spanKinds...)
+	}
+	if str(8, "spec.params.status", p.status, &out.Status) {
+		oneOf("spec.params.status", &out.Status, spanStatuses...)
+	}
+	str(9, "spec.params.statusMessage", p.statusMessage, &out.StatusMessage)
+	if v, ok := eval(10, "spec.params.httpStatusCode", p.httpStatusCode, attribute.KindInt64); ok {
 		out.HTTPStatusCode = v.Int64()
 	}
-	str("spec.params.sourceName", p.sourceName, &out.SourceName)
-	str("spec.params.destinationName", p.destinationName, &out.DestinationName)
+	str(11, "spec.params.sourceName", p.sourceName, &out.SourceName)
+	str(12, "spec.params.destinationName", p.destinationName, &out.DestinationName)
 	if err != nil {
+		k.span = nil
 		return nil, err
 	}
 	tags, terr := evalMap(a, p.tags, "spec.params.spanTags", true)
 	if terr != nil {
+		k.span = nil
 		terr.Instance = in.name
 		return nil, terr
 	}
@@ -808,7 +830,20 @@ func buildTraceSpan(a *activation, in *instance) (template.Instance, *EvalError)
 		}
 	}
 	out.SpanTags = tags
+	k.span, k.stamps = out, stamps
 	return out, nil
+}
+
+// spanFields is how many fields of a tracespan have programs, in the
+// order buildTraceSpan evaluates them.
+const spanFields = 13
+
+// keptSpan is the span an activation built last for a tracespan instance,
+// with the memo stamps of its fields' values.
+type keptSpan struct {
+	in     *instance
+	span   *template.TraceSpan
+	stamps [spanFields]uint64
 }
 
 // evalOptional evaluates p (nil: not set). It returns a nil value and no

@@ -17,6 +17,13 @@
 // delta against the previous one, so the attributes every request of a
 // service repeats travel once per batch.
 //
+// A receiver of report batches decodes them one bag at a time
+// (Dictionary.DecodeBatchChanges), each bag made in the memory of the
+// one before (in place when it only changes values, as a batch's bags
+// mostly do) and told which attributes changed, so that a policy.Sequence
+// re-evaluates only what reads them and a ChangeChecker checks only those
+// against the manifest.
+//
 // Decoding never trusts the message: any malformed input yields an error
 // wrapping ErrMalformed, never a panic (see FuzzDecode).
 package attribute

@@ -99,8 +99,7 @@ func malformed(format string, args ...any) error {
 type wordTable struct {
 	global []string
 	local  []string
-	// check: apply only checks the message; the maps it puts in the
-	// builder are nil.
+	// check: apply only checks the message and sets nothing.
 	check bool
 }
 
@@ -143,6 +142,13 @@ func decodedLen(m *mixerv1.CompressedAttributes) int {
 		len(m.TimestampNames) + len(m.DurationNames) + len(m.BytesNames) + len(m.StringMapNames)
 }
 
+// add appends e to bl's entries, unless the table only checks.
+func (t *wordTable) add(bl *Builder, e entry) {
+	if !t.check {
+		bl.entries = append(bl.entries, e)
+	}
+}
+
 // apply sets the attributes msg carries (and deletes those it lists) in bl.
 func (t *wordTable) apply(bl *Builder, m *mixerv1.CompressedAttributes) error {
 	bl.sorted = false
@@ -158,7 +164,7 @@ func (t *wordTable) apply(bl *Builder, m *mixerv1.CompressedAttributes) error {
 		if err != nil {
 			return err
 		}
-		bl.entries = append(bl.entries, entry{name, Value{kind: KindString, s: s}})
+		t.add(bl, entry{name, Value{kind: KindString, s: s}})
 	}
 	if err := setNumbers(t, bl, m.Int64Names, m.Int64Values, KindInt64, "int64"); err != nil {
 		return err
@@ -171,7 +177,7 @@ func (t *wordTable) apply(bl *Builder, m *mixerv1.CompressedAttributes) error {
 		if err != nil {
 			return err
 		}
-		bl.entries = append(bl.entries, entry{name, DoubleValue(m.DoubleValues[i])})
+		t.add(bl, entry{name, DoubleValue(m.DoubleValues[i])})
 	}
 	if len(m.BoolNames) != len(m.BoolValues) {
 		return malformed("%d bool names but %d values", len(m.BoolNames), len(m.BoolValues))
@@ -181,7 +187,7 @@ func (t *wordTable) apply(bl *Builder, m *mixerv1.CompressedAttributes) error {
 		if err != nil {
 			return err
 		}
-		bl.entries = append(bl.entries, entry{name, BoolValue(m.BoolValues[i])})
+		t.add(bl, entry{name, BoolValue(m.BoolValues[i])})
 	}
 	if err := setNumbers(t, bl, m.TimestampNames, m.TimestampValues, KindTimestamp, "timestamp"); err != nil {
 		return err
@@ -197,7 +203,7 @@ func (t *wordTable) apply(bl *Builder, m *mixerv1.CompressedAttributes) error {
 		if err != nil {
 			return err
 		}
-		bl.entries = append(bl.entries, entry{name, BytesValue(m.BytesValues[i])})
+		t.add(bl, entry{name, BytesValue(m.BytesValues[i])})
 	}
 	if len(m.StringMapNames) != len(m.StringMapValues) {
 		return malformed("%d map names but %d values", len(m.StringMapNames), len(m.StringMapValues))
@@ -228,14 +234,14 @@ func (t *wordTable) apply(bl *Builder, m *mixerv1.CompressedAttributes) error {
 				mv[k] = v
 			}
 		}
-		bl.entries = append(bl.entries, entry{name, StringMapValue(mv)})
+		t.add(bl, entry{name, StringMapValue(mv)})
 	}
 	for _, ni := range m.Deleted {
 		name, err := t.word(ni)
 		if err != nil {
 			return err
 		}
-		bl.entries = append(bl.entries, entry{name, Value{}})
+		t.add(bl, entry{name, Value{}})
 	}
 	return nil
 }
@@ -249,7 +255,7 @@ func setNumbers(t *wordTable, bl *Builder, names []int32, values []int64, k Kind
 		if err != nil {
 			return err
 		}
-		bl.entries = append(bl.entries, entry{name, Value{kind: k, n: values[i]}})
+		t.add(bl, entry{name, Value{kind: k, n: values[i]}})
 	}
 	return nil
 }
@@ -446,19 +452,32 @@ func (d *Dictionary) DecodeBatchChanges(req *mixerv1.ReportRequest, reuse bool) 
 	return func(yield func(*Bag, []string) bool) {
 		var prev *Bag
 		var delta Builder
-		var spare [2]Bag // with reuse, bag i is decoded into spare[i%2]
+		var spare [2]Bag // with reuse, a bag is decoded into the spare prev is not
 		var changed []string
+		var at []int // where each change goes in prev (setInPlace)
 		for i := range req.GetAttributes() {
 			if d.batchDelta(req, i, &delta, false) != nil {
 				return // checked above: the request did not change
 			}
-			var into *Bag
-			if reuse {
-				into = &spare[i%2]
-			}
 			changed = changed[:0]
 			for j := range delta.entries {
 				changed = append(changed, delta.entries[j].name)
+			}
+			if reuse && prev != nil {
+				var ok bool
+				if at, ok = setInPlace(prev, delta.entries, at); ok {
+					if !yield(prev, changed) {
+						return
+					}
+					continue
+				}
+			}
+			var into *Bag
+			if reuse {
+				into = &spare[0]
+				if prev == into {
+					into = &spare[1]
+				}
 			}
 			prev = mergeDelta(prev, delta.entries, into)
 			if !yield(prev, changed) {
@@ -469,7 +488,7 @@ func (d *Dictionary) DecodeBatchChanges(req *mixerv1.ReportRequest, reuse bool) 
 }
 
 // batchDelta decodes the changes of bag i of req into delta; with check,
-// only checks them (string maps are left nil).
+// only checks them (delta is left empty).
 func (d *Dictionary) batchDelta(req *mixerv1.ReportRequest, i int, delta *Builder, check bool) error {
 	m := req.GetAttributes()[i]
 	if m == nil {
@@ -489,6 +508,40 @@ func (d *Dictionary) batchDelta(req *mixerv1.ReportRequest, i int, delta *Builde
 		return fmt.Errorf("bag %d: %w", i, err)
 	}
 	return nil
+}
+
+// setInPlace sets the changes in delta in prev itself when they only
+// change values of attributes prev has (no attribute comes or goes, the
+// common case: a request's id, path, sizes and times): no entry moves, and
+// delta need not be sorted. at holds, by change, where its name was in the
+// last call (the deltas of a batch mostly name the same attributes in the
+// same order); it is returned for the next call. ok false: prev is
+// unchanged, mergeDelta must make the bag.
+func setInPlace(prev *Bag, delta []entry, at []int) ([]int, bool) {
+	es := prev.entries
+	for j := range delta {
+		d := &delta[j]
+		if d.value.kind == KindInvalid {
+			return at, false // a deletion
+		}
+		if j < len(at) && at[j] < len(es) && es[at[j]].name == d.name {
+			continue
+		}
+		_, found, pos := prev.GetHinted(d.name, -1)
+		if !found {
+			return at, false // a new attribute
+		}
+		if j < len(at) {
+			at[j] = pos
+		} else {
+			at = append(at, pos)
+		}
+	}
+	// In order: a later change of the same name wins.
+	for j := range delta {
+		es[at[j]].value = delta[j].value
+	}
+	return at, true
 }
 
 // mergeDelta returns prev with the changes in delta (a later entry of a

@@ -2,9 +2,11 @@ package attribute
 
 import (
 	"errors"
+	"fmt"
 	"math/rand/v2"
 	"net/netip"
 	"os"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -298,5 +300,120 @@ func TestDictionaryAppendOnly(t *testing.T) {
 		if words[i] != w {
 			t.Fatalf("word %d is %q, pinned as %q: existing indices must not move (append new vocabulary names at the end of standard)", i, words[i], w)
 		}
+	}
+}
+
+// TestDecodeBatchChangesReuse: a batch decoded with reuse (each bag's
+// changes set in the previous bag's memory, in place when no attribute
+// comes or goes) yields every bag as sent, with every attribute that
+// differs from the bag before among the changed names.
+func TestDecodeBatchChangesReuse(t *testing.T) {
+	names := []string{RequestPath, RequestID, ResponseCode, ResponseSize, RequestTime, "custom.a", "custom.b", "custom.c"}
+	rng := rand.New(rand.NewPCG(3, 4))
+	for round := range 20 {
+		bl := NewBuilder(len(names))
+		for _, n := range names[:5] {
+			bl.SetString(n, "v0")
+		}
+		var bags []*Bag
+		for i := range 300 {
+			if round%2 == 0 && i%7 != 0 && len(bags) > 0 {
+				// Values only, of attributes the bag has: the in-place case.
+				for range 1 + rng.IntN(3) {
+					n := names[rng.IntN(len(names))]
+					if _, ok := bags[len(bags)-1].Get(n); ok {
+						bl.SetString(n, fmt.Sprint("p", i))
+					}
+				}
+			} else {
+				for range rng.IntN(4) {
+					n := names[rng.IntN(len(names))]
+					switch {
+					case rng.IntN(5) == 0:
+						bl.Delete(n)
+					case rng.IntN(2) == 0:
+						bl.SetString(n, fmt.Sprint("s", rng.IntN(3)))
+					default:
+						bl.SetInt64(n, int64(rng.IntN(3))) // another kind, same name
+					}
+				}
+			}
+			b := bl.Build()
+			bags = append(bags, b)
+			bl = b.Builder()
+		}
+		req := NewEncoder(DefaultDictionary()).EncodeBatch(bags)
+		seq, err := DefaultDictionary().DecodeBatchChanges(req, true)
+		if err != nil {
+			t.Fatal(err)
+		}
+		i := 0
+		for b, changed := range seq {
+			if got, want := b.Dump(), bags[i].Dump(); got != want {
+				t.Fatalf("round %d bag %d:\n%s\nwant\n%s", round, i, got, want)
+			}
+			if i > 0 {
+				for _, n := range names {
+					x, xok := bags[i-1].Get(n)
+					y, yok := bags[i].Get(n)
+					if (xok != yok || !x.Equal(y)) && !slices.Contains(changed, n) {
+						t.Fatalf("round %d bag %d: %s changed, not in %v", round, i, n, changed)
+					}
+				}
+			}
+			i++
+		}
+		if i != len(bags) {
+			t.Fatalf("round %d: %d bags, want %d", round, i, len(bags))
+		}
+	}
+}
+
+// TestChangeCheckerMatchesCheckChanged: over batches whose attributes
+// change values and kinds, come and go, ChangeChecker.Check answers as
+// CheckChanged for every bag.
+func TestChangeCheckerMatchesCheckChanged(t *testing.T) {
+	m := DefaultManifest()
+	names := []string{RequestPath, ResponseCode, RequestTime, "custom.a", SourceIP}
+	rng := rand.New(rand.NewPCG(7, 8))
+	errs := 0
+	for round := range 10 {
+		bl := NewBuilder(len(names))
+		var bags []*Bag
+		for range 200 {
+			n := names[rng.IntN(len(names))]
+			switch rng.IntN(6) {
+			case 0:
+				bl.Delete(n)
+			case 1:
+				bl.SetInt64(n, rng.Int64N(3))
+			case 2:
+				bl.SetTime(n, time.Unix(rng.Int64N(3), 0))
+			default:
+				bl.SetString(n, fmt.Sprint(rng.IntN(3)))
+			}
+			b := bl.Build()
+			bags = append(bags, b)
+			bl = b.Builder()
+		}
+		seq, err := DefaultDictionary().DecodeBatchChanges(NewEncoder(DefaultDictionary()).EncodeBatch(bags), true)
+		if err != nil {
+			t.Fatal(err)
+		}
+		c := m.NewChangeChecker()
+		i := 0
+		for b, changed := range seq {
+			got, want := c.Check(b, changed), m.CheckChanged(b, changed)
+			if fmt.Sprint(got) != fmt.Sprint(want) {
+				t.Fatalf("round %d bag %d: %v, CheckChanged: %v", round, i, got, want)
+			}
+			if want != nil {
+				errs++
+			}
+			i++
+		}
+	}
+	if errs == 0 {
+		t.Fatal("no bag had an attribute of the wrong kind")
 	}
 }

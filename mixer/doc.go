@@ -143,6 +143,13 @@
 // instances were dropped for which handler and why (queue_full,
 // handler_error, no_handler, shutdown).
 //
+// A ReportRequest is decoded by the Mixer API's generated vtprotobuf code
+// (internal/vtcodec) with its strings copied: instances queued for report
+// handlers, and metric labels, keep them, and must not keep a batch's
+// whole body alive. The bags are checked
+// against the manifest, after the first only the attributes each changed
+// (attribute.ChangeChecker), and evaluated as a policy.Sequence.
+//
 // # OTLP ingest
 //
 // With Config.OTLPGRPCAddr or Config.OTLPHTTPAddr set (flags --otlp-grpc and

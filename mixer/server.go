@@ -405,12 +405,13 @@ func (g *service) Report(ctx context.Context, req *mixerv1.ReportRequest) (*mixe
 	// After a bag that passed, only what the next one changed is checked,
 	// and the expressions that read none of it keep their values.
 	manifest := st.snap.Manifest()
+	changes := manifest.NewChangeChecker()
 	seq := st.snap.NewSequence(policy.VarietyReport)
 	defer seq.Close()
 	passed := false
 	for b, changed := range bags {
 		if passed {
-			err = manifest.CheckChanged(b, changed)
+			err = changes.Check(b, changed)
 		} else {
 			err = manifest.CheckBag(b)
 		}

@@ -54,6 +54,11 @@ type activation struct {
 	// built once; next is the one to replace when all are taken.
 	kept     []*keptMap
 	nextKept int
+	// stamps counts the memo entries made (memoEntry.stamp).
+	stamps uint64
+	// spans are the last spans buildTraceSpan built, kept like kept.
+	spans     []*keptSpan
+	nextSpans int
 
 	// With keepResult (a Sequence), a result's actions and their instance
 	// lists are made in acts and insts, kept from one bag to the next.
@@ -74,12 +79,43 @@ func (a *activation) lastMap(progs []namedProgram, scalar bool) *keptMap {
 			return k
 		}
 	}
-	k := &keptMap{progs: progs, scalar: scalar, vals: make([]ref.Val, len(progs)), diff: make([]bool, len(progs))}
+	k := &keptMap{progs: progs, scalar: scalar, raws: make([]attribute.Value, len(progs)), rawOK: make([]bool, len(progs)),
+		vals: make([]ref.Val, len(progs)), stamps: make([]uint64, len(progs)), diff: make([]bool, len(progs))}
 	if len(a.kept) < maxKeptMaps {
 		a.kept = append(a.kept, k)
 	} else {
 		a.kept[a.nextKept] = k
 		a.nextKept = (a.nextKept + 1) % maxKeptMaps
+	}
+	return k
+}
+
+// forget makes the entry not done. Like slotAttr.forget it only clears
+// flags; every read of the entry looks at them first.
+func (m *memoEntry) forget() {
+	m.done, m.natDone, m.rawDone, m.stamp = false, false, false, 0
+}
+
+// newStamp returns a stamp no memo entry of the activation had before.
+func (a *activation) newStamp() uint64 {
+	a.stamps++
+	return a.stamps
+}
+
+// keptSpanOf returns the kept span of tracespan instance in, making one
+// (with no span yet) when there is none.
+func (a *activation) keptSpanOf(in *instance) *keptSpan {
+	for _, k := range a.spans {
+		if k.in == in {
+			return k
+		}
+	}
+	k := &keptSpan{in: in}
+	if len(a.spans) < maxKeptMaps {
+		a.spans = append(a.spans, k)
+	} else {
+		a.spans[a.nextSpans] = k
+		a.nextSpans = (a.nextSpans + 1) % maxKeptMaps
 	}
 	return k
 }
@@ -93,6 +129,12 @@ type memoEntry struct {
 	// nat is val as a Go value (native), filled on first use.
 	natDone bool
 	nat     any
+	// raw is the result as a bag value (evalRaw), when rawOK.
+	rawDone, rawOK bool
+	raw            attribute.Value
+	// stamp, set with the result, is unique in the activation's life: an
+	// entry with the stamp it had holds the same result still.
+	stamp uint64
 }
 
 var _ interpreter.Activation = (*activation)(nil)
@@ -150,13 +192,26 @@ type resolvedAttr struct {
 	val  ref.Val // nil when absent
 }
 
+// slotAttr is a declared attribute as the bag has it (raw, found) and,
+// once some expression asked for it as a CEL value, as that (val). A plain
+// read of an attribute into an instance's field takes raw and never boxes
+// a CEL value (evalRaw).
 type slotAttr struct {
-	done bool
-	val  ref.Val // nil when absent
+	done   bool
+	found  bool
+	hasVal bool
+	raw    attribute.Value
+	val    ref.Val
 }
 
-// resolveSlot is ResolveName for a declared attribute whose slot is known.
-func (a *activation) resolveSlot(slot int, name string) (any, bool) {
+// forget makes the slot unread. It only clears flags: a Sequence forgets
+// a dozen slots per bag, and clearing what holds pointers costs a write
+// barrier per word while the GC runs.
+func (s *slotAttr) forget() { s.done, s.hasVal = false, false }
+
+// slotOf reads a declared attribute whose slot is known, once per bag,
+// and records the reference.
+func (a *activation) slotOf(slot int, name string) *slotAttr {
 	if slot >= len(a.slots) {
 		a.slots = append(a.slots, make([]slotAttr, slot+1-len(a.slots))...)
 	}
@@ -167,11 +222,29 @@ func (a *activation) resolveSlot(slot int, name string) (any, bool) {
 		}
 		v, ok, at := a.bag.GetHinted(name, a.hints[slot])
 		a.hints[slot] = at
-		s.val, s.done = a.celOf(name, v, ok), true
+		s.raw, s.found, s.done = v, ok, true
+		// Key lookups of a map are recorded by the map itself.
+		if a.refs != nil && (!ok || v.Kind() != attribute.KindStringMap) {
+			a.refs.Add(name, ok)
+		}
 	}
-	if s.val == nil {
+	return s
+}
+
+// resolveSlot is ResolveName for a declared attribute whose slot is known.
+func (a *activation) resolveSlot(slot int, name string) (any, bool) {
+	s := a.slotOf(slot, name)
+	if !s.found {
 		a.absent = true
 		return nil, false
+	}
+	if !s.hasVal {
+		if s.raw.Kind() == attribute.KindStringMap {
+			s.val = a.mapValue(name, s.raw.StringMap())
+		} else {
+			s.val = celValue(s.raw)
+		}
+		s.hasVal = true
 	}
 	return s.val, true
 }

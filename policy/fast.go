@@ -1,12 +1,17 @@
 package policy
 
 import (
+	"slices"
+	"strings"
+
 	"cel.dev/cel-go/cel"
 	celast "cel.dev/cel-go/common/ast"
 	"cel.dev/cel-go/common/operators"
 	"cel.dev/cel-go/common/types"
 	"cel.dev/cel-go/common/types/ref"
 	"cel.dev/cel-go/common/types/traits"
+
+	"github.com/sidemix/sidemix/attribute"
 )
 
 // fastExpr evaluates the commonest instance expressions straight from the
@@ -30,6 +35,10 @@ type fastExpr struct {
 	index bool
 	// tree is a compound expression (fastTree).
 	tree *fastNode
+	// litRaw is lit as a bag value, when litRawOK (rawOf): fastDefault
+	// over an attribute is then a plain read (raw).
+	litRaw   attribute.Value
+	litRawOK bool
 }
 
 type fastKind uint8
@@ -93,6 +102,7 @@ func compileFastExpr(checked *cel.Ast, declared func(string) bool) *fastExpr {
 		return f
 	}
 	if n := compileTree(a, e, declared); n != nil {
+		n.markPlain()
 		return &fastExpr{kind: fastTree, tree: n}
 	}
 	return nil
@@ -113,7 +123,9 @@ func compileDefault(a *celast.AST, e celast.Expr, declared func(string) bool) *f
 		return nil
 	}
 	if name, ok := fastAttrName(a, arg, declared); ok {
-		return &fastExpr{kind: fastDefault, name: name, lit: dflt.AsLiteral()}
+		f := &fastExpr{kind: fastDefault, name: name, lit: dflt.AsLiteral()}
+		f.litRaw, f.litRawOK = rawOf(f.lit)
+		return f
 	}
 	if name, key, ok := fastIndexOf(a, arg, declared); ok {
 		return &fastExpr{kind: fastDefault, name: name, key: key, keyVal: types.String(key), index: true, lit: dflt.AsLiteral()}
@@ -229,6 +241,32 @@ func (f *fastExpr) eval(a *activation) (v ref.Val, ok bool) {
 	return v, true
 }
 
+// raw is the value of a plain read — an attribute, or default() of
+// attributes and literals (fastNode.plain) — as the bag has it
+// (program.evalRaw): ok is false for another expression, an absent
+// attribute outside default(), or a value that is not a scalar rawOf
+// makes; eval then says what it is.
+func (f *fastExpr) raw(a *activation) (attribute.Value, bool) {
+	switch {
+	case f.kind == fastAttr:
+	case f.kind == fastDefault && !f.index && f.litRawOK:
+	case f.kind == fastTree && f.tree.plain:
+		v, s := f.tree.plainRaw(a)
+		return v, s == fastOK // an error: eval says which
+	default:
+		return attribute.Value{}, false
+	}
+	s := a.slotOf(f.slot, f.name)
+	switch {
+	case !s.found && f.kind == fastDefault:
+		a.absent = true
+		return f.litRaw, true
+	case !s.found || !rawScalar(s.raw.Kind()):
+		return attribute.Value{}, false
+	}
+	return s.raw, true
+}
+
 // fastMiss says what a lookup did not find, with CEL's error in mind.
 type fastMiss uint8
 
@@ -291,6 +329,64 @@ type fastNode struct {
 	strs []string
 	// cmp is the comparison of fastCompare: -1 <, -2 <=, 1 >, 2 >=.
 	cmp int
+	// plain: the node is a scalar attribute, a literal with a bag value
+	// (rawOf) or default() of such nodes, which plainRaw evaluates.
+	plain bool
+}
+
+// markPlain sets plain on n and the nodes under it.
+func (n *fastNode) markPlain() bool {
+	all := true
+	for _, arg := range n.args {
+		all = arg.markPlain() && all
+	}
+	switch n.op {
+	case fastLeaf:
+		switch n.leaf.kind {
+		case fastLiteral:
+			n.leaf.litRaw, n.leaf.litRawOK = rawOf(n.leaf.lit)
+			n.plain = n.leaf.litRawOK
+		case fastAttr:
+			_, n.plain = rawKinds[n.want]
+		}
+	case fastDefaultOp:
+		n.plain = all
+	}
+	return n.plain
+}
+
+// rawKinds are the bag value kinds of the CEL kinds rawOf converts.
+var rawKinds = map[types.Kind]attribute.Kind{types.StringKind: attribute.KindString, types.IntKind: attribute.KindInt64,
+	types.DoubleKind: attribute.KindDouble, types.BoolKind: attribute.KindBool,
+	types.TimestampKind: attribute.KindTimestamp, types.DurationKind: attribute.KindDuration}
+
+// plainRaw is eval of a plain node with the value as the bag has it: the
+// same lookups in the same order, the same absences, errors and give-ups,
+// and no CEL value made.
+func (n *fastNode) plainRaw(a *activation) (attribute.Value, fastStatus) {
+	if n.op == fastDefaultOp { // non-strict: both arguments evaluated
+		x, xs := n.args[0].plainRaw(a)
+		y, ys := n.args[1].plainRaw(a)
+		switch {
+		case xs == fastGiveUp || ys == fastGiveUp:
+			return attribute.Value{}, fastGiveUp
+		case xs == fastOK:
+			return x, fastOK
+		}
+		return y, ys
+	}
+	if n.leaf.kind == fastLiteral {
+		return n.leaf.litRaw, fastOK
+	}
+	s := a.slotOf(n.leaf.slot, n.leaf.name)
+	switch {
+	case !s.found:
+		a.absent = true
+		return attribute.Value{}, fastError
+	case s.raw.Kind() != rawKinds[n.want]:
+		return attribute.Value{}, fastGiveUp // as eval's kind check
+	}
+	return s.raw, fastOK
 }
 
 type fastOp uint8
@@ -417,7 +513,13 @@ func compileTree(a *celast.AST, e celast.Expr, declared func(string) bool) *fast
 		}
 	case operators.Add:
 		if len(args) == 2 && len(ids) == 1 && ids[0] == "add_string" {
-			return sub(fastConcat)
+			n := sub(fastConcat)
+			if n != nil && n.args[0].op == fastConcat {
+				// a + b + c is (a + b) + c: one node of three terms
+				// makes the string once.
+				n.args = append(slices.Clip(n.args[0].args), n.args[1])
+			}
+			return n
 		}
 	case operators.In:
 		if len(args) != 2 || args[1].Kind() != celast.ListKind || a.GetType(args[0].ID()).Kind() != types.StringKind {
@@ -631,7 +733,9 @@ func (n *fastNode) eval(a *activation) (ref.Val, fastStatus) {
 			}
 		}
 		return types.False, fastOK
-	case fastMatch, fastConcat: // strict
+	case fastConcat:
+		return n.concat(a)
+	case fastMatch: // strict
 		l, ls := n.args[0].eval(a)
 		if ls != fastOK {
 			return nil, ls
@@ -645,10 +749,48 @@ func (n *fastNode) eval(a *activation) (ref.Val, fastStatus) {
 		if !ok1 || !ok2 {
 			return nil, fastGiveUp
 		}
-		if n.op == fastMatch {
-			return types.Bool(globMatch(string(x), string(y))), fastOK
-		}
-		return x + y, fastOK
+		return types.Bool(globMatch(string(x), string(y))), fastOK
 	}
 	return nil, fastGiveUp
+}
+
+// concat evaluates a chain of string concatenations, ((t0 + t1) + t2) +
+// ..., as the nodes of each + would: the terms in order, stopping at the
+// first that fails, and after each + its operands checked to be strings.
+func (n *fastNode) concat(a *activation) (ref.Val, fastStatus) {
+	var parts [8]string
+	strs := parts[:0]
+	size := 0
+	firstBad := false
+	for i, t := range n.args {
+		var x types.String
+		var ok bool
+		if t.plain { // no CEL value made for a term
+			v, s := t.plainRaw(a)
+			if s != fastOK {
+				return nil, s
+			}
+			x, ok = types.String(v.Str()), v.Kind() == attribute.KindString
+		} else {
+			v, s := t.eval(a)
+			if s != fastOK {
+				return nil, s
+			}
+			x, ok = v.(types.String)
+		}
+		switch {
+		case !ok && i == 0:
+			firstBad = true // checked with the second term, as + does
+		case !ok, i == 1 && firstBad:
+			return nil, fastGiveUp
+		}
+		strs = append(strs, string(x))
+		size += len(x)
+	}
+	var b strings.Builder
+	b.Grow(size)
+	for _, x := range strs {
+		b.WriteString(x)
+	}
+	return types.String(b.String()), fastOK
 }

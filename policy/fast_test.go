@@ -70,6 +70,12 @@ var (
 		`match(default(request.headers["accept"], ""), "*")`,
 		`request.path in ["/a", "/web-v1"]`,
 		`default(request.headers["x-user"], request.method) + "!"`,
+		`request.path + request.method + "-" + default(request.headers["x-user"], "") + request.path`,
+		`default(request.method + request.path + "/", "none")`,
+		`default(request.size, default(response.code, 0))`,
+		`default(response.duration, default(response.duration, duration("0s")))`,
+		`default(request.time, request.time)`,
+		`request.headers["x-user"] + default(request.path, "") + request.method`,
 		`default(request.path + request.method, "none")`,
 		`default(response.code == 200, false)`,
 		`default(request.headers["absent"], default(request.headers["x-user"], "anon"))`,
@@ -161,15 +167,43 @@ func evalOutcome(p *program, a *activation) fastOutcome {
 	return fastOutcome{typ: v.Type().TypeName(), val: native(v)}
 }
 
+// rawTypes are the CEL type names of the bag values evalRaw gives.
+var rawTypes = map[attribute.Kind]string{attribute.KindString: "string", attribute.KindInt64: "int",
+	attribute.KindDouble: "double", attribute.KindBool: "bool",
+	attribute.KindTimestamp: "google.protobuf.Timestamp", attribute.KindDuration: "google.protobuf.Duration"}
+
+// rawOutcome is evalOutcome through evalNative (so evalRaw, and for plain
+// reads no CEL value at all), with the type the bag value stands for.
+func rawOutcome(p *program, a *activation) (fastOutcome, bool) {
+	a.absent = false
+	raw, ok, err := p.evalRaw(a)
+	if err != nil {
+		return fastOutcome{err: err.Error()}, a.absent
+	}
+	nat, err := p.evalNative(a)
+	if err != nil {
+		return fastOutcome{err: "evalNative after evalRaw: " + err.Error()}, a.absent
+	}
+	absent := a.absent
+	typ := rawTypes[raw.Kind()]
+	if !ok {
+		typ = p.typeName(a) // no bag value: the CEL value's
+	}
+	return fastOutcome{typ: typ, val: nat}, absent
+}
+
 // compareSequence evaluates the cases in order through one activation per
-// path and fails on any difference in results, absence or references.
+// path (CEL, the fast path, the fast path's bag values) and fails on any
+// difference in results, absence or references.
 func compareSequence(t *testing.T, name string, bag *attribute.Bag, seq []fastCase) {
 	t.Helper()
-	var fastRefs, celRefs attribute.Referenced
+	var fastRefs, celRefs, rawRefs attribute.Referenced
 	fa := getActivation(bag, &fastRefs, 0)
 	defer putActivation(fa)
 	ca := getActivation(bag, &celRefs, 0)
 	defer putActivation(ca)
+	ra := getActivation(bag, &rawRefs, 0)
+	defer putActivation(ra)
 	for _, c := range seq {
 		got, want := evalOutcome(c.fast, fa), evalOutcome(c.cel, ca)
 		if !reflect.DeepEqual(got, want) {
@@ -180,6 +214,16 @@ func compareSequence(t *testing.T, name string, bag *attribute.Bag, seq []fastCa
 		}
 		if g, w := fastRefs.List(), celRefs.List(); !reflect.DeepEqual(g, w) {
 			t.Fatalf("%s: %s: refs = %+v, CEL: %+v", name, c.text, g, w)
+		}
+		raw, absent := rawOutcome(c.fast, ra)
+		if !reflect.DeepEqual(raw, want) {
+			t.Fatalf("%s: %s: bag value = %+v, CEL = %+v", name, c.text, raw, want)
+		}
+		if absent != ca.absent {
+			t.Fatalf("%s: %s: absent (bag value) = %v, CEL: %v", name, c.text, absent, ca.absent)
+		}
+		if g, w := rawRefs.List(), celRefs.List(); !reflect.DeepEqual(g, w) {
+			t.Fatalf("%s: %s: refs (bag value) = %+v, CEL: %+v", name, c.text, g, w)
 		}
 	}
 }

@@ -104,6 +104,10 @@ type loader struct {
 	manifest *attribute.Manifest // the base one plus AttributeManifest documents
 	compiler *compiler
 	sent     map[string]bool // instances some rule sends to a handler
+	// maps are the map fields compiled so far: a field with the same
+	// entries as an earlier one (Istio's metrics share their dimensions)
+	// gets its slice, so evaluations tell them equal at a glance.
+	maps [][]namedProgram
 }
 
 func (l *loader) add(d *document, line int, field, format string, args ...any) {
@@ -648,6 +652,15 @@ func (l *loader) instance(d *document) *instance {
 				out = append(out, namedProgram{name: k, program: p})
 			}
 		}
+		if len(out) == 0 {
+			return out
+		}
+		for _, seen := range l.maps {
+			if sameEntries(seen, out) {
+				return seen
+			}
+		}
+		l.maps = append(l.maps, out)
 		return out
 	}
 	// decode decodes the params into out; when they cannot be decoded at
@@ -757,6 +770,7 @@ func (l *loader) instance(d *document) *instance {
 			destinationName: compileField("spec.params.destinationName", p.DestinationName, wantString),
 			tags:            compileMap("spec.params.spanTags", p.SpanTags, wantScalar),
 		}
+		in.span.tagsAsText = tagsAsText(in.span.tags)
 		if !l.constantOneOf(d, "spec.params.spanKind", p.SpanKind, in.span.spanKind, spanKinds) ||
 			!l.constantOneOf(d, "spec.params.status", p.Status, in.span.status, spanStatuses) {
 			ok = false
@@ -783,6 +797,20 @@ func (l *loader) instance(d *document) *instance {
 	}
 	in.broken = !ok
 	return in
+}
+
+// tagsAsText reports whether a span tag may evaluate to bytes or a
+// duration, which buildTraceSpan carries as text: whether its checked type
+// is one of those, or not known.
+func tagsAsText(tags []namedProgram) bool {
+	for _, np := range tags {
+		switch np.program.out.Kind() {
+		case types.StringKind, types.IntKind, types.UintKind, types.DoubleKind, types.BoolKind, types.TimestampKind:
+		default:
+			return true
+		}
+	}
+	return false
 }
 
 // constantOneOf checks an expression that reads no attribute (a literal

@@ -34,6 +34,12 @@ type Sequence struct {
 	// was forgotten since is the same instance again. Metrics are
 	// read-only once built, as every instance.
 	metrics []*template.Metric
+	// names and slots are the last changed list's names and their slots
+	// (-1: no expression reads it): the bags of a batch mostly change the
+	// same attributes, named by the same dictionary strings, so comparing
+	// the names costs less than looking each up.
+	names []string
+	slots []int
 }
 
 // NewSequence starts a sequence of evaluations of variety v.
@@ -96,17 +102,31 @@ func (q *Sequence) Evaluate(bag *attribute.Bag, changed []string) Result {
 // that read them.
 func (q *Sequence) forget(changed []string) {
 	a := q.a
-	for _, name := range changed {
-		slot, ok := q.s.slots[name]
-		if !ok {
+	for i, name := range changed {
+		var slot int
+		if i < len(q.names) && q.names[i] == name {
+			slot = q.slots[i]
+		} else {
+			s, ok := q.s.slots[name]
+			if !ok {
+				s = -1
+			}
+			if i < len(q.names) {
+				q.names[i], q.slots[i] = name, s
+			} else {
+				q.names, q.slots = append(q.names, name), append(q.slots, s)
+			}
+			slot = s
+		}
+		if slot < 0 {
 			continue // no expression reads it
 		}
 		if slot < len(a.slots) {
-			a.slots[slot] = slotAttr{}
+			a.slots[slot].forget()
 		}
 		for _, id := range q.s.readers[slot] {
 			if id < len(a.memo) {
-				a.memo[id] = memoEntry{}
+				a.memo[id].forget()
 			}
 			for _, in := range q.s.metricsOf[id] {
 				q.metrics[in] = nil

@@ -105,6 +105,8 @@ type spanPrograms struct {
 	httpStatusCode                                      *program
 	sourceName, destinationName                         *program
 	tags                                                []namedProgram
+	// tagsAsText: some tag may be bytes or a duration (tagsAsText).
+	tagsAsText bool
 }
 
 type action struct {
@@ -356,7 +358,10 @@ func (p *program) eval(a *activation) (ref.Val, error) {
 		a.absent = false
 		v, err := p.run(a)
 		m = a.memoOf(p.id) // run may have grown the memo
-		*m = memoEntry{done: true, absent: a.absent, val: v, err: err}
+		m.done, m.absent, m.val, m.err = true, a.absent, v, err
+		if m.stamp == 0 {
+			m.stamp = a.newStamp()
+		}
 		a.absent = a.absent || outer
 		return v, err
 	}
@@ -366,18 +371,123 @@ func (p *program) eval(a *activation) (ref.Val, error) {
 	return m.val, m.err
 }
 
+// evalRaw is eval with the result as a bag value, once per activation.
+// ok is false when the result has no bag value that stands for it exactly
+// (bytes, maps, lists, null, uint, a timestamp not in UTC): eval says what
+// it is. A plain read of an attribute (fastExpr.raw) takes the bag's value
+// as it is, making no CEL value: the fields of an instance that change
+// with every request (ids, paths, times, sizes) are mostly such reads, and
+// boxing each into a CEL value only to unbox it into the instance cost an
+// allocation apiece.
+func (p *program) evalRaw(a *activation) (v attribute.Value, ok bool, err error) {
+	m := a.memoOf(p.id)
+	if m.rawDone {
+		if m.absent {
+			a.absent = true
+		}
+		return m.raw, m.rawOK, nil
+	}
+	if p.fast != nil && !m.done {
+		outer := a.absent
+		a.absent = false
+		if v, ok := p.fast.raw(a); ok {
+			m.raw, m.rawOK, m.rawDone, m.absent = v, true, true, a.absent
+			m.stamp = a.newStamp()
+			a.absent = a.absent || outer
+			return v, true, nil
+		}
+		a.absent = outer
+	}
+	cv, err := p.eval(a)
+	if err != nil {
+		return attribute.Value{}, false, err
+	}
+	v, ok = rawOf(cv)
+	m = a.memoOf(p.id)
+	m.raw, m.rawOK, m.rawDone = v, ok, true
+	return v, ok, nil
+}
+
 // evalNative is eval with the result as a Go value (native), converted
 // once per activation.
-func (p *program) evalNative(a *activation) (any, ref.Val, error) {
-	v, err := p.eval(a)
-	if err != nil {
-		return nil, nil, err
-	}
+func (p *program) evalNative(a *activation) (any, error) {
 	m := a.memoOf(p.id)
-	if !m.natDone {
-		m.nat, m.natDone = native(v), true
+	if m.natDone {
+		if m.absent {
+			a.absent = true
+		}
+		return m.nat, nil
 	}
-	return m.nat, v, nil
+	raw, ok, err := p.evalRaw(a)
+	if err != nil {
+		return nil, err
+	}
+	var nat any
+	if ok {
+		nat = raw.Interface() // what native makes of its CEL value
+	} else {
+		v, _ := p.eval(a) // evalRaw evaluated it
+		nat = native(v)
+	}
+	m = a.memoOf(p.id)
+	m.nat, m.natDone = nat, true
+	return nat, nil
+}
+
+// typeName is the CEL type of p's result, for an error message.
+func (p *program) typeName(a *activation) string {
+	v, err := p.eval(a)
+	if err != nil || v == nil {
+		return "error"
+	}
+	return v.Type().TypeName()
+}
+
+// rawOf is the bag value of a CEL value, when one converts back to the
+// same CEL and Go values (celValue, native).
+func rawOf(v ref.Val) (attribute.Value, bool) {
+	switch x := v.(type) {
+	case types.String:
+		return attribute.StringValue(string(x)), true
+	case types.Int:
+		return attribute.Int64Value(int64(x)), true
+	case types.Double:
+		return attribute.DoubleValue(float64(x)), true
+	case types.Bool:
+		return attribute.BoolValue(bool(x)), true
+	case types.Duration:
+		return attribute.DurationValue(x.Duration), true
+	case types.Timestamp:
+		if x.Location() == time.UTC {
+			if r := attribute.TimeValue(x.Time); r.Time() == x.Time {
+				return r, true
+			}
+		}
+	}
+	return attribute.Value{}, false
+}
+
+// rawScalar reports whether a bag value of kind k is one rawOf makes.
+func rawScalar(k attribute.Kind) bool {
+	switch k {
+	case attribute.KindString, attribute.KindInt64, attribute.KindDouble, attribute.KindBool,
+		attribute.KindDuration, attribute.KindTimestamp:
+		return true
+	}
+	return false
+}
+
+// sameRaw is sameValue for the bag values of scalars (rawOf).
+func sameRaw(x, y attribute.Value) bool {
+	switch k := x.Kind(); {
+	case k != y.Kind():
+		return false
+	case k == attribute.KindString:
+		return x.Str() == y.Str()
+	case k == attribute.KindDouble:
+		return x.Double() == y.Double() // NaN: never the same
+	}
+	return x.Int64() == y.Int64() // the number of every other scalar
 }
 
 // run evaluates a program.
@@ -451,14 +561,14 @@ func (s *Snapshot) build(a *activation, in *instance) (template.Instance, *EvalE
 		}
 		return &template.Quota{Name: in.name, Dimensions: dims}, nil
 	case template.MetricName:
-		val, v, err := in.value.evalNative(a)
+		val, err := in.value.evalNative(a)
 		if err != nil {
 			return nil, fail("spec.params.value", err)
 		}
 		switch val.(type) {
 		case int64, float64, time.Duration:
 		default:
-			return nil, fail("spec.params.value", fmt.Errorf("value has type %s, want int, double or duration", v.Type().TypeName()))
+			return nil, fail("spec.params.value", fmt.Errorf("value has type %s, want int, double or duration", in.value.typeName(a)))
 		}
 		dims, derr := evalMap(a, in.dimensions, "spec.params.dimensions", true)
 		if derr != nil {
@@ -603,52 +713,63 @@ var (
 	spanStatuses = []string{template.SpanStatusUnset, template.SpanStatusOK, template.SpanStatusError}
 )
 
+// spanFieldTypes name the CEL type of each kind of a tracespan's fields.
+var spanFieldTypes = map[attribute.Kind]string{attribute.KindString: "string",
+	attribute.KindTimestamp: "timestamp", attribute.KindInt64: "int"}
+
 // buildTraceSpan fills a tracespan instance. Like metric and logentry (and
 // unlike authorization) a field over an absent attribute fails the
 // instance, so a span is never sent with half its ids: optional fields say
 // what to do on absence with default().
 func buildTraceSpan(a *activation, in *instance) (template.Instance, *EvalError) {
 	p := in.span
-	out := &template.TraceSpan{Name: in.name, SpanKind: template.SpanKindInternal, Status: template.SpanStatusUnset}
+	// The span this activation built last for the instance: a field whose
+	// program's memo entry still has the stamp it had then is the same
+	// (in a Sequence, a field over attributes the bag did not change).
+	k := a.keptSpanOf(in)
+	out := new(template.TraceSpan)
+	if k.span != nil {
+		*out = *k.span
+	} else {
+		*out = template.TraceSpan{Name: in.name, SpanKind: template.SpanKindInternal, Status: template.SpanStatusUnset}
+	}
+	var stamps [spanFields]uint64
 	var err *EvalError
-	eval := func(field string, prg *program) ref.Val {
+	// The fields are read as bag values (evalRaw): a span's ids and times
+	// change with every request, and most are plain attribute reads. ok is
+	// false when the field keeps its value (or failed).
+	eval := func(i int, field string, prg *program, want attribute.Kind) (attribute.Value, bool) {
 		if err != nil || prg == nil {
-			return nil
+			return attribute.Value{}, false
 		}
-		v, e := prg.eval(a)
+		if m := a.memoOf(prg.id); k.span != nil && m.stamp != 0 && m.stamp == k.stamps[i] {
+			stamps[i] = m.stamp
+			return attribute.Value{}, false
+		}
+		v, ok, e := prg.evalRaw(a)
+		stamps[i] = a.memoOf(prg.id).stamp
 		if e != nil {
 			err = &EvalError{Instance: in.name, Field: field, Err: e}
-			return nil
+			return attribute.Value{}, false
 		}
-		return v
+		if !ok || v.Kind() != want {
+			err = &EvalError{Instance: in.name, Field: field,
+				Err: fmt.Errorf("value has type %s, want %s", prg.typeName(a), spanFieldTypes[want])}
+			return attribute.Value{}, false
+		}
+		return v, true
 	}
-	typeErr := func(field string, v ref.Val, want string) {
-		err = &EvalError{Instance: in.name, Field: field,
-			Err: fmt.Errorf("value has type %s, want %s", v.Type().TypeName(), want)}
+	str := func(i int, field string, prg *program, dst *string) bool {
+		v, ok := eval(i, field, prg, attribute.KindString)
+		if ok {
+			*dst = v.Str()
+		}
+		return ok
 	}
-	str := func(field string, prg *program, dst *string) {
-		v := eval(field, prg)
-		if v == nil {
-			return
+	ts := func(i int, field string, prg *program, dst *time.Time) {
+		if v, ok := eval(i, field, prg, attribute.KindTimestamp); ok {
+			*dst = v.Time()
 		}
-		s, ok := v.(types.String)
-		if !ok {
-			typeErr(field, v, "string")
-			return
-		}
-		*dst = string(s)
-	}
-	ts := func(field string, prg *program, dst *time.Time) {
-		v := eval(field, prg)
-		if v == nil {
-			return
-		}
-		t, ok := v.(types.Timestamp)
-		if !ok {
-			typeErr(field, v, "timestamp")
-			return
-		}
-		*dst = t.Time
 	}
 	oneOf := func(field string, dst *string, allowed ...string) {
 		if err != nil {
@@ -662,50 +783,67 @@ func buildTraceSpan(a *activation, in *instance) (template.Instance, *EvalError)
 		}
 		*dst = v
 	}
-	str("spec.params.traceId", p.traceID, &out.TraceID)
-	str("spec.params.spanId", p.spanID, &out.SpanID)
-	str("spec.params.parentSpanId", p.parentSpanID, &out.ParentSpanID)
-	str("spec.params.traceState", p.traceState, &out.TraceState)
-	str("spec.params.spanName", p.spanName, &out.SpanName)
-	ts("spec.params.startTime", p.startTime, &out.StartTime)
-	ts("spec.params.endTime", p.endTime, &out.EndTime)
-	str("spec.params.spanKind", p.spanKind, &out.SpanKind)
-	oneOf("spec.params.spanKind", &out.SpanKind, spanKinds...)
-	str("spec.params.status", p.status, &out.Status)
-	oneOf("spec.params.status", &out.Status, spanStatuses...)
-	str("spec.params.statusMessage", p.statusMessage, &out.StatusMessage)
-	if v := eval("spec.params.httpStatusCode", p.httpStatusCode); v != nil {
-		if n, ok := v.(types.Int); ok {
-			out.HTTPStatusCode = int64(n)
-		} else {
-			typeErr("spec.params.httpStatusCode", v, "int")
-		}
+	str(0, "spec.params.traceId", p.traceID, &out.TraceID)
+	str(1, "spec.params.spanId", p.spanID, &out.SpanID)
+	str(2, "spec.params.parentSpanId", p.parentSpanID, &out.ParentSpanID)
+	str(3, "spec.params.traceState", p.traceState, &out.TraceState)
+	str(4, "spec.params.spanName", p.spanName, &out.SpanName)
+	ts(5, "spec.params.startTime", p.startTime, &out.StartTime)
+	ts(6, "spec.params.endTime", p.endTime, &out.EndTime)
+	if str(7, "spec.params.spanKind", p.spanKind, &out.SpanKind) {
+		oneOf("spec.params.spanKind", &out.SpanKind, spanKinds...)
 	}
-	str("spec.params.sourceName", p.sourceName, &out.SourceName)
-	str("spec.params.destinationName", p.destinationName, &out.DestinationName)
+	if str(8, "spec.params.status", p.status, &out.Status) {
+		oneOf("spec.params.status", &out.Status, spanStatuses...)
+	}
+	str(9, "spec.params.statusMessage", p.statusMessage, &out.StatusMessage)
+	if v, ok := eval(10, "spec.params.httpStatusCode", p.httpStatusCode, attribute.KindInt64); ok {
+		out.HTTPStatusCode = v.Int64()
+	}
+	str(11, "spec.params.sourceName", p.sourceName, &out.SourceName)
+	str(12, "spec.params.destinationName", p.destinationName, &out.DestinationName)
 	if err != nil {
+		k.span = nil
 		return nil, err
 	}
 	tags, terr := evalMap(a, p.tags, "spec.params.spanTags", true)
 	if terr != nil {
+		k.span = nil
 		terr.Instance = in.name
 		return nil, terr
 	}
 	// Span attributes are strings, numbers, bools or times: bytes (ip
 	// attributes) and durations become their text, in a copy (the map
 	// may be another instance's too).
-	cloned := false
-	for k, v := range tags {
-		switch v.(type) {
-		case []byte, time.Duration:
-			if !cloned {
-				tags, cloned = maps.Clone(tags), true
+	// (Only when some tag's type allows one: the look costs a map
+	// iteration per span.)
+	if p.tagsAsText {
+		cloned := false
+		for k, v := range tags {
+			switch v.(type) {
+			case []byte, time.Duration:
+				if !cloned {
+					tags, cloned = maps.Clone(tags), true
+				}
+				tags[k] = template.FormatValue(v)
 			}
-			tags[k] = template.FormatValue(v)
 		}
 	}
 	out.SpanTags = tags
+	k.span, k.stamps = out, stamps
 	return out, nil
+}
+
+// spanFields is how many fields of a tracespan have programs, in the
+// order buildTraceSpan evaluates them.
+const spanFields = 13
+
+// keptSpan is the span an activation built last for a tracespan instance,
+// with the memo stamps of its fields' values.
+type keptSpan struct {
+	in     *instance
+	span   *template.TraceSpan
+	stamps [spanFields]uint64
 }
 
 // evalOptional evaluates p (nil: not set). It returns a nil value and no
@@ -775,16 +913,37 @@ func evalMap(a *activation, progs []namedProgram, field string, scalar bool) (ma
 	last := a.lastMap(progs, scalar)
 	changed := 0
 	for i, np := range progs {
-		v, err := np.program.eval(a)
+		// A value the activation has kept since it built the last map
+		// (a Sequence's, of an attribute the bag did not change) is the
+		// one the map holds.
+		if m := a.memoOf(np.program.id); last.m != nil && m.stamp != 0 && m.stamp == last.stamps[i] {
+			if m.absent {
+				a.absent = true
+			}
+			last.diff[i] = false
+			continue
+		}
+		// Scalars are compared as bag values (evalRaw), others as CEL's.
+		raw, ok, err := np.program.evalRaw(a)
 		if err != nil {
 			last.m = nil // vals no longer match it
 			return nil, &EvalError{Field: field + "." + np.name, Err: err}
 		}
-		last.diff[i] = last.m == nil || !sameValue(v, last.vals[i])
+		last.stamps[i] = a.memoOf(np.program.id).stamp
+		var same bool
+		if ok {
+			same = last.rawOK[i] && sameRaw(raw, last.raws[i])
+			last.raws[i], last.vals[i] = raw, nil
+		} else {
+			v, _ := np.program.eval(a) // evalRaw evaluated it
+			same = !last.rawOK[i] && sameValue(v, last.vals[i])
+			last.raws[i], last.vals[i] = attribute.Value{}, v
+		}
+		last.rawOK[i] = ok
+		last.diff[i] = last.m == nil || !same
 		if last.diff[i] {
 			changed++
 		}
-		last.vals[i] = v
 	}
 	if changed == 0 {
 		a.builtMaps = append(a.builtMaps, builtMap{progs: progs, scalar: scalar, m: last.m})
@@ -805,7 +964,7 @@ func evalMap(a *activation, progs []namedProgram, field string, scalar bool) (ma
 		if cloned && !last.diff[i] {
 			continue
 		}
-		nv, _, err := np.program.evalNative(a)
+		nv, err := np.program.evalNative(a)
 		if err != nil {
 			return nil, &EvalError{Field: field + "." + np.name, Err: err}
 		}
@@ -867,7 +1026,13 @@ type builtMap struct {
 type keptMap struct {
 	progs  []namedProgram
 	scalar bool
-	vals   []ref.Val
+	// The values, by entry: raws[i] when rawOK[i], else vals[i].
+	raws  []attribute.Value
+	rawOK []bool
+	vals  []ref.Val
+	// stamps are the values' memo stamps: a value whose memo entry still
+	// has its stamp is the same computation's.
+	stamps []uint64
 	m      map[string]any
 	diff   []bool // scratch: which values differ from vals
 }

@@ -1,9 +1,9 @@
 package policy
 
 import (
-	"os"
-	"strings"
 	"testing"
+
+	"github.com/sidemix/sidemix/internal/testenv"
 
 	"github.com/sidemix/sidemix/adapters"
 	"github.com/sidemix/sidemix/adapters/kafka"
@@ -118,21 +118,12 @@ func TestOTLPVariety(t *testing.T) {
 // TestOTLPKafkaExample loads examples/default/otlp-kafka.yaml with its
 // commented part turned on, as an operator would.
 func TestOTLPKafkaExample(t *testing.T) {
-	b, err := os.ReadFile("../examples/default/otlp-kafka.yaml")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var on []string
-	for line := range strings.SplitSeq(string(b), "\n") {
-		on = append(on, strings.TrimPrefix(line, "#"))
-	}
-	text := strings.Join(on, "\n")
-	text = text[strings.Index(text, "apiVersion:"):]
+	text := testenv.CommentedExample(t, "../examples/default/otlp-kafka.yaml")
 	reg, err := adapters.NewRegistry(kafka.Factory())
 	if err != nil {
 		t.Fatal(err)
 	}
-	s, err := LoadSources(map[string][]byte{"otlp-kafka.yaml": []byte(text)}, Options{Adapters: reg})
+	s, err := LoadSources(map[string][]byte{"otlp-kafka.yaml": text}, Options{Adapters: reg})
 	if err != nil {
 		t.Fatal(err)
 	}

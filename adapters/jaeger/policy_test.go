@@ -2,9 +2,10 @@ package jaeger_test
 
 import (
 	"errors"
-	"os"
 	"strings"
 	"testing"
+
+	"github.com/sidemix/sidemix/internal/testenv"
 
 	"github.com/sidemix/sidemix/adapters"
 	"github.com/sidemix/sidemix/adapters/jaeger"
@@ -37,21 +38,12 @@ func TestOTLPInstanceNeedsProtocolOTLP(t *testing.T) {
 // TestOTLPJaegerExample loads examples/default/otlp-jaeger.yaml with its
 // commented part turned on, as an operator would.
 func TestOTLPJaegerExample(t *testing.T) {
-	b, err := os.ReadFile("../../examples/default/otlp-jaeger.yaml")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var on []string
-	for line := range strings.SplitSeq(string(b), "\n") {
-		on = append(on, strings.TrimPrefix(line, "#"))
-	}
-	text := strings.Join(on, "\n")
-	text = text[strings.Index(text, "apiVersion:"):]
+	text := testenv.CommentedExample(t, "../../examples/default/otlp-jaeger.yaml")
 	reg, err := adapters.NewRegistry(jaeger.Factory())
 	if err != nil {
 		t.Fatal(err)
 	}
-	s, err := policy.LoadSources(map[string][]byte{"otlp-jaeger.yaml": []byte(text)}, policy.Options{Adapters: reg})
+	s, err := policy.LoadSources(map[string][]byte{"otlp-jaeger.yaml": text}, policy.Options{Adapters: reg})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -59,7 +51,7 @@ func TestOTLPJaegerExample(t *testing.T) {
 		t.Error("the example should forward otlp instances")
 	}
 	// The same rule with the handler on protocol grpc is refused.
-	grpc := strings.Replace(text, "protocol: otlp", "protocol: grpc", 1)
+	grpc := strings.Replace(string(text), "protocol: otlp", "protocol: grpc", 1)
 	if _, err := policy.LoadSources(map[string][]byte{"otlp-jaeger.yaml": []byte(grpc)}, policy.Options{Adapters: reg}); err == nil ||
 		!strings.Contains(err.Error(), `cannot take instance "appspans": otlp instances`) {
 		t.Errorf("protocol grpc: err = %v", err)

@@ -332,3 +332,25 @@ func Eventually(t testing.TB, timeout time.Duration, cond func() (bool, string))
 		time.Sleep(50 * time.Millisecond)
 	}
 }
+
+// CommentedExample reads a file of examples/ whose documents ship commented
+// out (they need a broker or collector the operator names) and returns them
+// turned on, as an operator would: every line's leading "#" removed, from
+// the first document on.
+func CommentedExample(t testing.TB, path string) []byte {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var on []string
+	for line := range strings.SplitSeq(string(b), "\n") {
+		on = append(on, strings.TrimPrefix(line, "#"))
+	}
+	text := strings.Join(on, "\n")
+	i := strings.Index(text, "apiVersion:")
+	if i < 0 {
+		t.Fatalf("%s: no document", path)
+	}
+	return []byte(text[i:])
+}

@@ -24,6 +24,12 @@
 // re-evaluates only what reads them and a ChangeChecker checks only those
 // against the manifest.
 //
+// Words travel as protobuf strings, which must be UTF-8, while a
+// request's bytes need not be (header values may carry obs-text): the
+// Encoder sends a string that is not UTF-8 with each invalid sequence
+// replaced by U+FFFD, so one such header neither fails its Check nor
+// loses the report batch it is in.
+//
 // Decoding never trusts the message: any malformed input yields an error
 // wrapping ErrMalformed, never a panic (see FuzzDecode).
 package attribute

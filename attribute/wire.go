@@ -4,6 +4,8 @@ import (
 	"errors"
 	"fmt"
 	"iter"
+	"strings"
+	"unicode/utf8"
 
 	mixerv1 "github.com/sidemix/sidemix/api/mixer/v1"
 )
@@ -293,7 +295,14 @@ func (e *Encoder) word(s string) int32 {
 	if i, ok := e.local[s]; ok {
 		return i
 	}
-	e.words = append(e.words, s)
+	// Words travel as proto3 strings, which must be UTF-8: one value
+	// that is not (a header with obs-text) would make the whole message,
+	// a batch of a thousand reports, fail to marshal.
+	w := s
+	if !utf8.ValidString(w) {
+		w = strings.ToValidUTF8(w, "\uFFFD")
+	}
+	e.words = append(e.words, w)
 	i := -int32(len(e.words))
 	e.local[s] = i
 	return i

@@ -417,3 +417,41 @@ func TestChangeCheckerMatchesCheckChanged(t *testing.T) {
 		t.Fatal("no bag had an attribute of the wrong kind")
 	}
 }
+
+// TestEncodeInvalidUTF8: a request's bytes need not be UTF-8 (a header
+// value with obs-text, a path), but proto3 strings must be: one such value
+// made proto.Marshal refuse the whole batch. The encoder sends it with
+// each invalid sequence replaced by U+FFFD, and every other attribute as
+// it was.
+func TestEncodeInvalidUTF8(t *testing.T) {
+	d := DefaultDictionary()
+	e := NewEncoder(d)
+	good := sampleBag("/ok", 200)
+	bad := sampleBag("/caf\xe9", 200).Builder().
+		SetStringMap(RequestHeaders, map[string]string{"user-agent": "bot\xff\xfe/1", "x-\xc3": "v"}).
+		Build()
+	req := e.EncodeBatch([]*Bag{good, bad, bad})
+	raw, err := proto.Marshal(req)
+	if err != nil {
+		t.Fatalf("the batch does not marshal: %v", err)
+	}
+	var back mixerv1.ReportRequest
+	if err := proto.Unmarshal(raw, &back); err != nil {
+		t.Fatal(err)
+	}
+	got, err := d.DecodeBatch(&back)
+	if err != nil {
+		t.Fatal(err)
+	}
+	assertSameBag(t, got[0], good)
+	want := sampleBag("/caf\uFFFD", 200).Builder().
+		SetStringMap(RequestHeaders, map[string]string{"user-agent": "bot\uFFFD/1", "x-\uFFFD": "v"}).
+		Build()
+	assertSameBag(t, got[1], want)
+	assertSameBag(t, got[2], want)
+
+	e.Reset()
+	if _, err := proto.Marshal(e.Encode(bad)); err != nil {
+		t.Errorf("a single bag does not marshal: %v", err)
+	}
+}

@@ -95,7 +95,14 @@ func TestCheckRejectsInvalidUTF8(t *testing.T) {
 	}
 	const bad = "/a\xff"
 	attrs, n := e.encode(pathBag("/ok"))
-	badAttrs, _ := e.encode(pathBag(bad))
+	// The Encoder sends only UTF-8 (attribute's doc): a client that does
+	// not is made by changing the word on the wire.
+	badAttrs, _ := e.encode(pathBag("/ok"))
+	if i := slices.Index(badAttrs.Words, "/ok"); i >= 0 {
+		badAttrs.Words[i] = bad
+	} else {
+		t.Fatalf("no message word /ok in %v", badAttrs.Words)
+	}
 	checks := map[string]*mixerv1.CheckRequest{
 		"word":             {Attributes: badAttrs, GlobalWordCount: n},
 		"deduplication id": {Attributes: attrs, GlobalWordCount: n, DeduplicationId: "id\xc3"},

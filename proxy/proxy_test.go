@@ -815,3 +815,32 @@ func TestShutdownCutsSlowRequests(t *testing.T) {
 		t.Error("the finished request was not reported at shutdown")
 	}
 }
+
+// TestHeaderNotUTF8: header values may carry bytes that are not UTF-8
+// (obs-text); the request is checked, forwarded and reported all the same,
+// with each invalid sequence replaced by U+FFFD in its attributes.
+func TestHeaderNotUTF8(t *testing.T) {
+	m := fakemixer.Start(t, "127.0.0.1:0")
+	a := startApp(t, "reviews")
+	p := startProxy(t, proxy.Config{App: a.hostPort(), Mixer: m.Addr()})
+	resp, _ := do(t, "GET", "http://"+p.InboundAddr()+"/", map[string]string{
+		"User-Agent": "bot\xff/1",
+		"X-Note":     "caf\xe9",
+	}, nil)
+	if resp.StatusCode != 200 {
+		t.Fatalf("got %d", resp.StatusCode)
+	}
+	if got := a.lastRequest().Header.Get("X-Note"); got != "caf\xe9" {
+		t.Errorf("app saw X-Note %q, want the bytes as sent", got)
+	}
+	b := m.WaitReported(t, 1, 5*time.Second)[0]
+	if got := str(t, b, attribute.RequestUserAgent); got != "bot\uFFFD/1" {
+		t.Errorf("request.useragent = %q", got)
+	}
+	if v, _ := b.MapValue(attribute.RequestHeaders, "x-note"); v != "caf\uFFFD" {
+		t.Errorf("request.headers[x-note] = %q", v)
+	}
+	if c := m.Checked(); len(c) != 1 || str(t, c[0], attribute.RequestUserAgent) != "bot\uFFFD/1" {
+		t.Errorf("checked %v", c)
+	}
+}

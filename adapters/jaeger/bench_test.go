@@ -24,25 +24,7 @@ func BenchmarkReportToCollector(b *testing.B) {
 				s := span(traceA, fmt.Sprintf("%016x", i+1), fmt.Sprintf("%016x", i+1000), template.SpanKindServer, "caller", services[i%3])
 				batch[i] = s
 			}
-			b.ResetTimer()
-			start := time.Now()
-			sent := 0
-			for range b.N {
-				// Stay within maxQueueSize: the collector paces the loop.
-				for sent-c.spans() > 50000 {
-					time.Sleep(100 * time.Microsecond)
-				}
-				_ = h.Report(context.Background(), batch)
-				sent += per
-			}
-			for c.spans() < sent && h.metric("sidemix_jaeger_spans_dropped_total", "reason", "queue_full") == 0 {
-				time.Sleep(time.Millisecond)
-			}
-			b.StopTimer()
-			b.ReportMetric(float64(sent)/time.Since(start).Seconds(), "spans/s")
-			if d := h.metric("sidemix_jaeger_spans_dropped_total", "reason", "queue_full"); d > 0 {
-				b.Fatalf("%v spans dropped: queue full", d)
-			}
+			reportPaced(b, h, batch, per, c)
 		})
 	}
 }
@@ -66,3 +48,27 @@ func startBenchCollector(b *testing.B, protocol string) benchCollector {
 type grpcBench struct{ *fakeCollector }
 
 func (g grpcBench) addr() string { return g.fakeCollector.addr }
+
+// reportPaced Reports batch (per spans) b.N times, staying within the
+// handler's maxQueueSize as the collector c takes spans, and reports the
+// spans per second until c has them all.
+func reportPaced(b *testing.B, h *testHandler, batch []template.Instance, per int, c benchCollector) {
+	b.ResetTimer()
+	start := time.Now()
+	sent := 0
+	for range b.N {
+		for sent-c.spans() > 50000 {
+			time.Sleep(100 * time.Microsecond)
+		}
+		_ = h.Report(context.Background(), batch)
+		sent += per
+	}
+	for c.spans() < sent && h.metric("sidemix_jaeger_spans_dropped_total", "reason", "queue_full") == 0 {
+		time.Sleep(time.Millisecond)
+	}
+	b.StopTimer()
+	b.ReportMetric(float64(sent)/time.Since(start).Seconds(), "spans/s")
+	if d := h.metric("sidemix_jaeger_spans_dropped_total", "reason", "queue_full"); d > 0 {
+		b.Fatalf("%v spans dropped: queue full", d)
+	}
+}

@@ -219,24 +219,7 @@ func BenchmarkRawVsTraceSpan(b *testing.B) {
 					batch = append(batch, span(traceA, fmt.Sprintf("%016x", i+1), fmt.Sprintf("%016x", i+1000), template.SpanKindServer, "caller", "invoice"))
 				}
 			}
-			b.ResetTimer()
-			start := time.Now()
-			sent := 0
-			for range b.N {
-				for sent-f.spans() > 50000 {
-					time.Sleep(100 * time.Microsecond)
-				}
-				_ = h.Report(context.Background(), batch)
-				sent += per
-			}
-			for f.spans() < sent && h.metric("sidemix_jaeger_spans_dropped_total", "reason", "queue_full") == 0 {
-				time.Sleep(time.Millisecond)
-			}
-			b.StopTimer()
-			b.ReportMetric(float64(sent)/time.Since(start).Seconds(), "spans/s")
-			if d := h.metric("sidemix_jaeger_spans_dropped_total", "reason", "queue_full"); d > 0 {
-				b.Fatalf("%v spans dropped: queue full", d)
-			}
+			reportPaced(b, h, batch, per, f)
 		})
 	}
 }

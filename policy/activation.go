@@ -81,12 +81,7 @@ func (a *activation) lastMap(progs []namedProgram, scalar bool) *keptMap {
 	}
 	k := &keptMap{progs: progs, scalar: scalar, raws: make([]attribute.Value, len(progs)), rawOK: make([]bool, len(progs)),
 		vals: make([]ref.Val, len(progs)), stamps: make([]uint64, len(progs)), diff: make([]bool, len(progs))}
-	if len(a.kept) < maxKeptMaps {
-		a.kept = append(a.kept, k)
-	} else {
-		a.kept[a.nextKept] = k
-		a.nextKept = (a.nextKept + 1) % maxKeptMaps
-	}
+	keepRing(&a.kept, &a.nextKept, k)
 	return k
 }
 
@@ -111,13 +106,19 @@ func (a *activation) keptSpanOf(in *instance) *keptSpan {
 		}
 	}
 	k := &keptSpan{in: in}
-	if len(a.spans) < maxKeptMaps {
-		a.spans = append(a.spans, k)
-	} else {
-		a.spans[a.nextSpans] = k
-		a.nextSpans = (a.nextSpans + 1) % maxKeptMaps
-	}
+	keepRing(&a.spans, &a.nextSpans, k)
 	return k
+}
+
+// keepRing adds k to kept, which holds at most maxKeptMaps: once full, k
+// takes the place of the oldest, next being where that is.
+func keepRing[T any](kept *[]T, next *int, k T) {
+	if len(*kept) < maxKeptMaps {
+		*kept = append(*kept, k)
+		return
+	}
+	(*kept)[*next] = k
+	*next = (*next + 1) % maxKeptMaps
 }
 
 // memoEntry is one program's result for the activation's bag.

@@ -208,8 +208,8 @@ func TestOTLPGRPCLogs(t *testing.T) {
 	want := map[string]any{"body": "invoice 7 is overdue", "service": "invoice", "traceId": otlpTraceID.String(),
 		"spanId": appSpanID.String(), "user": "ann"}
 	for k, v := range want {
-		if le.Variables[k] != v {
-			t.Errorf("variables[%s] = %v, want %v", k, le.Variables[k], v)
+		if got, _ := le.Variables.Get(k); got != v {
+			t.Errorf("variables[%s] = %v, want %v", k, got, v)
 		}
 	}
 	if le.Severity != "WARN" || !le.Timestamp.Equal(otlpStart) {
@@ -300,7 +300,7 @@ func TestOTLPHTTPLogsJSON(t *testing.T) {
 	eventually(t, 5*time.Second, "1 log entry at the handler", func() bool { return sk.count() == 1 })
 	insts, _, _ := sk.snapshot()
 	le := insts[0].(*template.LogEntry)
-	if le.Severity != "ERROR" || le.Variables["body"] != "boom" || le.Variables["service"] != "web" || !le.Timestamp.Equal(otlpStart) {
+	if le.Severity != "ERROR" || le.Variables.Map()["body"] != "boom" || le.Variables.Map()["service"] != "web" || !le.Timestamp.Equal(otlpStart) {
 		t.Errorf("log entry %+v", le)
 	}
 }

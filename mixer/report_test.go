@@ -47,7 +47,7 @@ func TestReportReachesHandler(t *testing.T) {
 		if !ok {
 			t.Fatalf("instance %T", inst)
 		}
-		got = append(got, fmt.Sprintf("%s %v %v %v", m.Name, m.Value, m.Dimensions["path"], m.Dimensions["code"]))
+		got = append(got, fmt.Sprintf("%s %v %v %v", m.Name, m.Value, m.Dimensions.Map()["path"], m.Dimensions.Map()["code"]))
 	}
 	want := []string{"requestcount 1 /a 200", "requestcount 1 /b 503", "requestcount 1 unknown 200"}
 	if strings.Join(got, "|") != strings.Join(want, "|") {
@@ -83,7 +83,7 @@ func TestReportSkipsRejectedBag(t *testing.T) {
 	var got []string
 	for _, inst := range insts {
 		m := inst.(*template.Metric)
-		got = append(got, fmt.Sprintf("%v %v", m.Dimensions["path"], m.Dimensions["code"]))
+		got = append(got, fmt.Sprintf("%v %v", m.Dimensions.Map()["path"], m.Dimensions.Map()["code"]))
 	}
 	if want := "/a 200|/a 200|/c 503|/c 503"; strings.Join(got, "|") != want {
 		t.Errorf("instances %q, want %q", strings.Join(got, "|"), want)

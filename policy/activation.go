@@ -54,6 +54,11 @@ type activation struct {
 	// built once; next is the one to replace when all are taken.
 	kept     []*keptMap
 	nextKept int
+	// slab is where evalFields takes its value slices from: one
+	// allocation for many instances' fields instead of one for each. A
+	// slice handed out is never handed out again (Fields are shared with
+	// adapters), so the slab only shrinks from the front.
+	slab []any
 	// stamps counts the memo entries made (memoEntry.stamp).
 	stamps uint64
 	// spans are the last spans buildTraceSpan built, kept like kept.
@@ -71,15 +76,33 @@ type activation struct {
 // config have a few map fields (examples/default: three).
 const maxKeptMaps = 8
 
+// values returns a new slice of n values for a Fields.
+func (a *activation) values(n int) []any {
+	if n > slabValues/4 {
+		return make([]any, n)
+	}
+	if len(a.slab) < n {
+		a.slab = make([]any, slabValues)
+	}
+	vals := a.slab[:n:n]
+	a.slab = a.slab[n:]
+	return vals
+}
+
+// slabValues is the length of the slabs values takes slices from: at 23
+// access-log variables and 9 metric dimensions a record, a slab serves
+// about 30 records (16 KiB).
+const slabValues = 1024
+
 // lastMap returns the kept map of the field with entries progs, making
 // one (with no map yet, m nil) when there is none.
-func (a *activation) lastMap(progs []namedProgram, scalar bool) *keptMap {
+func (a *activation) lastMap(progs []namedProgram, scalar, fields bool) *keptMap {
 	for _, k := range a.kept {
-		if k.scalar == scalar && sameEntries(k.progs, progs) {
+		if k.scalar == scalar && k.fields == fields && sameEntries(k.progs, progs) {
 			return k
 		}
 	}
-	k := &keptMap{progs: progs, scalar: scalar, raws: make([]attribute.Value, len(progs)), rawOK: make([]bool, len(progs)),
+	k := &keptMap{progs: progs, scalar: scalar, fields: fields, raws: make([]attribute.Value, len(progs)), rawOK: make([]bool, len(progs)),
 		vals: make([]ref.Val, len(progs)), stamps: make([]uint64, len(progs)), diff: make([]bool, len(progs))}
 	keepRing(&a.kept, &a.nextKept, k)
 	return k

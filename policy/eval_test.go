@@ -366,13 +366,13 @@ func TestEvaluateReportAndQuota(t *testing.T) {
 		t.Fatalf("report instances = %d", len(ins))
 	}
 	m := ins[0].(*template.Metric)
-	if m.Value != 1500*time.Millisecond || m.Dimensions["method"] != "GET" {
+	if m.Value != 1500*time.Millisecond || m.Dimensions.Map()["method"] != "GET" {
 		t.Errorf("metric = %+v", m)
 	}
 	le := ins[1].(*template.LogEntry)
-	if le.Severity != "error" || le.Variables["path"] != "/admin/users" ||
-		le.Variables["headers"].(map[string]string)["x-user"] != "ann" ||
-		template.FormatValue(le.Variables["ip"]) != "10.1.2.3" || !le.Timestamp.Equal(now) {
+	if le.Severity != "error" || le.Variables.Map()["path"] != "/admin/users" ||
+		le.Variables.Map()["headers"].(map[string]string)["x-user"] != "ann" ||
+		template.FormatValue(le.Variables.Map()["ip"]) != "10.1.2.3" || !le.Timestamp.Equal(now) {
 		t.Errorf("logentry = %+v", le)
 	}
 	st := ins[2].(*template.LogEntry)
@@ -492,7 +492,7 @@ spec:
 	m1, m2, sp := insts[0].(*template.Metric), insts[2].(*template.Metric), insts[1].(*template.TraceSpan)
 	wantDims := map[string]any{"ip": []byte{10, 1, 2, 3}, "code": int64(503)}
 	for _, m := range []*template.Metric{m1, m2} {
-		if !reflect.DeepEqual(m.Dimensions, wantDims) {
+		if !reflect.DeepEqual(m.Dimensions.Map(), wantDims) {
 			t.Errorf("%s dimensions %v, want %v", m.Name, m.Dimensions, wantDims)
 		}
 	}
@@ -567,14 +567,14 @@ spec:
 	q := s.NewSequence(VarietyReport)
 	defer q.Close()
 	all := []string{attribute.ResponseCode, attribute.RequestPath, attribute.RequestTime}
-	var maps []map[string]any
+	var maps []template.Fields
 	for i, st := range steps {
 		res := q.Evaluate(st.bag, all)
 		if st.want == nil {
 			if len(res.Errors) == 0 {
 				t.Fatalf("step %d: no error", i)
 			}
-			maps = append(maps, nil)
+			maps = append(maps, template.Fields{})
 			continue
 		}
 		if len(res.Errors) != 0 || len(res.Actions) != 1 {
@@ -582,14 +582,14 @@ spec:
 		}
 		m := res.Actions[0].Instances[0].(*template.Metric).Dimensions
 		st.want["k1"], st.want["k2"] = "x", "y"
-		if !reflect.DeepEqual(m, st.want) {
+		if !reflect.DeepEqual(m.Map(), st.want) {
 			t.Errorf("step %d: dimensions %v, want %v", i, m, st.want)
 		}
 		for j, prev := range maps {
-			if prev == nil {
+			if prev.Len() == 0 {
 				continue
 			}
-			same := reflect.ValueOf(prev).Pointer() == reflect.ValueOf(m).Pointer()
+			same := prev.Same(m)
 			if same != (j == st.same) {
 				t.Errorf("step %d: map of step %d reused = %v", i, j, same)
 			}
@@ -598,7 +598,7 @@ spec:
 	}
 	// Maps handed out before are intact.
 	for i, st := range steps {
-		if st.want != nil && !reflect.DeepEqual(maps[i], st.want) {
+		if st.want != nil && !reflect.DeepEqual(maps[i].Map(), st.want) {
 			t.Errorf("step %d's map changed to %v", i, maps[i])
 		}
 	}

@@ -106,8 +106,24 @@ type loader struct {
 	sent     map[string]bool // instances some rule sends to a handler
 	// maps are the map fields compiled so far: a field with the same
 	// entries as an earlier one (Istio's metrics share their dimensions)
-	// gets its slice, so evaluations tell them equal at a glance.
-	maps [][]namedProgram
+	// gets its slice, so evaluations tell them equal at a glance; layouts
+	// are their names as template Fields carry them, one per slice.
+	maps    [][]namedProgram
+	layouts []*template.Layout
+}
+
+// layoutOf is the Layout of the names of progs, a slice compileMap
+// returned: every field with those entries gets the same one.
+func (l *loader) layoutOf(progs []namedProgram) *template.Layout {
+	if len(progs) == 0 {
+		return nil
+	}
+	for i, seen := range l.maps {
+		if &seen[0] == &progs[0] {
+			return l.layouts[i]
+		}
+	}
+	panic("policy: layoutOf a field compileMap did not return")
 }
 
 func (l *loader) add(d *document, line int, field, format string, args ...any) {
@@ -660,7 +676,16 @@ func (l *loader) instance(d *document) *instance {
 				return seen
 			}
 		}
+		names := make([]string, len(out))
+		for i, np := range out {
+			names[i] = np.name
+		}
+		layout, err := template.NewLayout(names...)
+		if err != nil { // map keys are unique
+			panic(err)
+		}
 		l.maps = append(l.maps, out)
+		l.layouts = append(l.layouts, layout)
 		return out
 	}
 	// decode decodes the params into out; when they cannot be decoded at
@@ -734,6 +759,7 @@ func (l *loader) instance(d *document) *instance {
 		require("value", p.Value)
 		in.value = compileField("spec.params.value", p.Value, wantNumber)
 		in.dimensions = compileMap("spec.params.dimensions", p.Dimensions, wantScalar)
+		in.layout = l.layoutOf(in.dimensions)
 	case template.LogEntryName:
 		in.variety = VarietyReport
 		var p logEntryParams
@@ -741,6 +767,7 @@ func (l *loader) instance(d *document) *instance {
 			return in
 		}
 		in.variables = compileMap("spec.params.variables", p.Variables, wantAny)
+		in.layout = l.layoutOf(in.variables)
 		in.severity = compileField("spec.params.severity", p.Severity, wantString)
 		in.timestamp = compileField("spec.params.timestamp", p.Timestamp, wantTimestamp)
 	case template.TraceSpanName:

@@ -78,6 +78,7 @@ type instance struct {
 	value           *program       // listentry, metric
 	dimensions      []namedProgram // quota, metric
 	variables       []namedProgram // logentry
+	layout          *template.Layout // metric dimensions, logentry variables
 	severity        *program       // logentry
 	timestamp       *program       // logentry
 	authz           *authzPrograms // authorization
@@ -570,14 +571,14 @@ func (s *Snapshot) build(a *activation, in *instance) (template.Instance, *EvalE
 		default:
 			return nil, fail("spec.params.value", fmt.Errorf("value has type %s, want int, double or duration", in.value.typeName(a)))
 		}
-		dims, derr := evalMap(a, in.dimensions, "spec.params.dimensions", true)
+		dims, derr := evalFields(a, in.dimensions, in.layout, "spec.params.dimensions", true)
 		if derr != nil {
 			derr.Instance = in.name
 			return nil, derr
 		}
 		return &template.Metric{Name: in.name, Value: val, Dimensions: dims}, nil
 	case template.LogEntryName:
-		vars, err := evalMap(a, in.variables, "spec.params.variables", false)
+		vars, err := evalFields(a, in.variables, in.layout, "spec.params.variables", false)
 		if err != nil {
 			err.Instance = in.name
 			return nil, err
@@ -894,56 +895,23 @@ func groupsOf(v ref.Val) ([]string, error) {
 	return nil, fmt.Errorf("value has type %s, want string or list(string)", v.Type().TypeName())
 }
 
-// evalMap builds the map of a map-valued field (dimensions, variables,
-// span tags). Instances with the same entries (Istio's metrics share
-// their dimensions) get the same map, built once per evaluation: adapters
-// only read instances. When every entry has the value it had when the
-// activation last built this map, for an earlier bag, that map is used
-// again: a proxy's reports of one edge mostly repeat their metric
-// dimensions, and a map of 15 entries costs more to build than to check.
+// evalMap builds the map of a map-valued field (span tags; the quota
+// template's dimensions). Instances with the same entries get the same
+// map, built once per evaluation: adapters only read instances. When
+// every entry has the value it had when the activation last built this
+// map, for an earlier bag, that map is used again (see diffKept).
 func evalMap(a *activation, progs []namedProgram, field string, scalar bool) (map[string]any, *EvalError) {
 	if len(progs) == 0 {
 		return nil, nil
 	}
 	for _, bm := range a.builtMaps {
-		if bm.scalar == scalar && sameEntries(bm.progs, progs) {
+		if !bm.fields && bm.scalar == scalar && sameEntries(bm.progs, progs) {
 			return bm.m, nil
 		}
 	}
-	last := a.lastMap(progs, scalar)
-	changed := 0
-	for i, np := range progs {
-		// A value the activation has kept since it built the last map
-		// (a Sequence's, of an attribute the bag did not change) is the
-		// one the map holds.
-		if m := a.memoOf(np.program.id); last.m != nil && m.stamp != 0 && m.stamp == last.stamps[i] {
-			if m.absent {
-				a.absent = true
-			}
-			last.diff[i] = false
-			continue
-		}
-		// Scalars are compared as bag values (evalRaw), others as CEL's.
-		raw, ok, err := np.program.evalRaw(a)
-		if err != nil {
-			last.m = nil // vals no longer match it
-			return nil, &EvalError{Field: field + "." + np.name, Err: err}
-		}
-		last.stamps[i] = a.memoOf(np.program.id).stamp
-		var same bool
-		if ok {
-			same = last.rawOK[i] && sameRaw(raw, last.raws[i])
-			last.raws[i], last.vals[i] = raw, nil
-		} else {
-			v, _ := np.program.eval(a) // evalRaw evaluated it
-			same = !last.rawOK[i] && sameValue(v, last.vals[i])
-			last.raws[i], last.vals[i] = attribute.Value{}, v
-		}
-		last.rawOK[i] = ok
-		last.diff[i] = last.m == nil || !same
-		if last.diff[i] {
-			changed++
-		}
+	last, changed, err := a.diffKept(progs, field, scalar, false)
+	if err != nil {
+		return nil, err
 	}
 	if changed == 0 {
 		a.builtMaps = append(a.builtMaps, builtMap{progs: progs, scalar: scalar, m: last.m})
@@ -959,26 +927,120 @@ func evalMap(a *activation, progs []namedProgram, field string, scalar bool) (ma
 	} else {
 		out = make(map[string]any, len(progs))
 	}
-	last.m = nil // kept only once complete
+	last.done, last.m = false, nil // kept only once complete
 	for i, np := range progs {
 		if cloned && !last.diff[i] {
 			continue
 		}
-		nv, err := np.program.evalNative(a)
+		nv, err := evalEntry(a, np, field, scalar)
 		if err != nil {
-			return nil, &EvalError{Field: field + "." + np.name, Err: err}
-		}
-		if scalar {
-			switch nv.(type) {
-			case map[string]string, map[string]any, []any:
-				return nil, &EvalError{Field: field + "." + np.name, Err: errors.New("value is not a scalar")}
-			}
+			return nil, err
 		}
 		out[np.name] = nv
 	}
-	last.m = out
+	last.done, last.m = true, out
 	a.builtMaps = append(a.builtMaps, builtMap{progs: progs, scalar: scalar, m: out})
 	return out, nil
+}
+
+// evalFields is evalMap for the fields of a metric's dimensions or a log
+// entry's variables, whose names are layout: the values go in a slice, by
+// position, so a bag that changed a few of them (an access log's request
+// id, path and sizes) costs a copy of the last slice and those values, and
+// adapters read them without hashing names.
+func evalFields(a *activation, progs []namedProgram, layout *template.Layout, field string, scalar bool) (template.Fields, *EvalError) {
+	if len(progs) == 0 {
+		return template.Fields{}, nil
+	}
+	for _, bm := range a.builtMaps {
+		if bm.fields && bm.scalar == scalar && sameEntries(bm.progs, progs) {
+			return bm.f, nil
+		}
+	}
+	last, changed, err := a.diffKept(progs, field, scalar, true)
+	if err != nil {
+		return template.Fields{}, err
+	}
+	if changed == 0 {
+		a.builtMaps = append(a.builtMaps, builtMap{progs: progs, scalar: scalar, fields: true, f: last.f})
+		return last.f, nil
+	}
+	vals := a.values(len(progs))
+	complete := last.done
+	last.done = false // kept only once complete
+	for i, np := range progs {
+		if complete && !last.diff[i] {
+			vals[i] = last.f.At(i)
+			continue
+		}
+		nv, err := evalEntry(a, np, field, scalar)
+		if err != nil {
+			return template.Fields{}, err
+		}
+		vals[i] = nv
+	}
+	last.done, last.f = true, template.MakeFields(layout, vals)
+	a.builtMaps = append(a.builtMaps, builtMap{progs: progs, scalar: scalar, fields: true, f: last.f})
+	return last.f, nil
+}
+
+// evalEntry is the native value of one entry of a map-valued field.
+func evalEntry(a *activation, np namedProgram, field string, scalar bool) (any, *EvalError) {
+	nv, err := np.program.evalNative(a)
+	if err != nil {
+		return nil, &EvalError{Field: field + "." + np.name, Err: err}
+	}
+	if scalar {
+		switch nv.(type) {
+		case map[string]string, map[string]any, []any:
+			return nil, &EvalError{Field: field + "." + np.name, Err: errors.New("value is not a scalar")}
+		}
+	}
+	return nv, nil
+}
+
+// diffKept compares the values of progs for the bag with those the
+// activation last built this field from, for an earlier bag: it returns
+// the field's keptMap with diff telling which values differ, and how
+// many (all of them when the kept map is not complete). A value the
+// activation has kept since (a Sequence's, of an attribute the bag did
+// not change) is the same without being evaluated; a proxy's reports of
+// one edge mostly repeat their metric dimensions, and a map of 15 entries
+// costs more to build than to check.
+func (a *activation) diffKept(progs []namedProgram, field string, scalar, fields bool) (*keptMap, int, *EvalError) {
+	last := a.lastMap(progs, scalar, fields)
+	changed := 0
+	for i, np := range progs {
+		if m := a.memoOf(np.program.id); last.done && m.stamp != 0 && m.stamp == last.stamps[i] {
+			if m.absent {
+				a.absent = true
+			}
+			last.diff[i] = false
+			continue
+		}
+		// Scalars are compared as bag values (evalRaw), others as CEL's.
+		raw, ok, err := np.program.evalRaw(a)
+		if err != nil {
+			last.done, last.m = false, nil // vals no longer match it
+			return nil, 0, &EvalError{Field: field + "." + np.name, Err: err}
+		}
+		last.stamps[i] = a.memoOf(np.program.id).stamp
+		var same bool
+		if ok {
+			same = last.rawOK[i] && sameRaw(raw, last.raws[i])
+			last.raws[i], last.vals[i] = raw, nil
+		} else {
+			v, _ := np.program.eval(a) // evalRaw evaluated it
+			same = !last.rawOK[i] && sameValue(v, last.vals[i])
+			last.raws[i], last.vals[i] = attribute.Value{}, v
+		}
+		last.rawOK[i] = ok
+		last.diff[i] = !last.done || !same
+		if last.diff[i] {
+			changed++
+		}
+	}
+	return last, changed, nil
 }
 
 // sameValue reports whether x and y are the same scalar value, one that
@@ -1014,18 +1076,24 @@ func sameValue(x, y ref.Val) bool {
 	return false
 }
 
-// builtMap is a map evalMap built in this evaluation.
+// builtMap is a map evalMap (or Fields evalFields) built in this
+// evaluation.
 type builtMap struct {
 	progs  []namedProgram
 	scalar bool
+	fields bool // f, not m
 	m      map[string]any
+	f      template.Fields
 }
 
-// keptMap is the map evalMap last built for a field in an activation,
-// with the values it was built from; m is nil until one is complete.
+// keptMap is the map evalMap (or Fields evalFields) last built for a
+// field in an activation, with the values it was built from; done is
+// false until one is complete.
 type keptMap struct {
 	progs  []namedProgram
 	scalar bool
+	fields bool // f, not m
+	done   bool
 	// The values, by entry: raws[i] when rawOK[i], else vals[i].
 	raws  []attribute.Value
 	rawOK []bool
@@ -1034,6 +1102,7 @@ type keptMap struct {
 	// has its stamp is the same computation's.
 	stamps []uint64
 	m      map[string]any
+	f      template.Fields
 	diff   []bool // scratch: which values differ from vals
 }
 

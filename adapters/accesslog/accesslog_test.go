@@ -82,7 +82,7 @@ func TestReportWritesJSONLines(t *testing.T) {
 			Name:      "accesslog",
 			Severity:  "WARNING",
 			Timestamp: ts,
-			Variables: map[string]any{
+			Variables: template.FieldsOf(map[string]any{
 				"path":          "/search?q=<b>&lang=en",
 				"responseCode":  int64(503),
 				"latency":       12300 * time.Microsecond,
@@ -96,7 +96,7 @@ func TestReportWritesJSONLines(t *testing.T) {
 				"instance":      "shadowed",
 				"requestSize":   int64(0),
 				"destinationIp": []byte{0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1},
-			},
+			}),
 		},
 		&template.Metric{Name: "not a log entry"},
 		&template.LogEntry{Name: "minimal"},
@@ -192,13 +192,13 @@ func ExampleFactory() {
 	h.(adapters.Reporter).Report(context.Background(), []template.Instance{&template.LogEntry{
 		Name:      "accesslog",
 		Timestamp: time.Date(2025, 3, 1, 12, 0, 0, 0, time.UTC),
-		Variables: map[string]any{
+		Variables: template.FieldsOf(map[string]any{
 			"method":       "GET",
 			"path":         "/ratings/1",
 			"responseCode": int64(200),
 			"latency":      3 * time.Millisecond,
 			"sourceIp":     []byte{10, 0, 0, 7},
-		},
+		}),
 	}})
 	// Output:
 	// {"instance":"accesslog","latency":"3ms","method":"GET","path":"/ratings/1","responseCode":200,"severity":"INFO","sourceIp":"10.0.0.7","time":"2025-03-01T12:00:00Z"}
@@ -212,17 +212,17 @@ func TestReportMatchesEncodingJSON(t *testing.T) {
 	now := time.Date(2025, 3, 1, 12, 0, 0, 0, time.UTC)
 	h := newReporter(t, adapters.Settings{Name: "access", Now: func() time.Time { return now }}, path)
 	insts := benchBatch()[:20]
-	insts = append(insts, &template.LogEntry{Name: "odd", Variables: map[string]any{
+	insts = append(insts, &template.LogEntry{Name: "odd", Variables: template.FieldsOf(map[string]any{
 		"s": "héllo <b>\"\u2028\xff", "f": 1e-7, "inf": math.Inf(1), "dur": 1500 * time.Nanosecond,
 		"headers": map[string]string{"b": "2", "a": "1"}, "nil": nil, "goint": 3, "anyslice": []any{"a", nil},
-	}})
+	})})
 	var want bytes.Buffer
 	enc := json.NewEncoder(&want)
 	enc.SetEscapeHTML(false)
 	for _, inst := range insts {
 		e := inst.(*template.LogEntry)
 		m := map[string]any{}
-		for k, v := range e.Variables {
+		for k, v := range e.Variables.All() {
 			m[k] = jsonline.Value(v)
 		}
 		ts, sev := e.Timestamp, e.Severity

@@ -25,7 +25,7 @@ func benchBatch() []template.Instance {
 			Name:      "accesslog.instance.istio-system",
 			Severity:  "info",
 			Timestamp: ts.Add(time.Duration(i) * 997 * time.Microsecond),
-			Variables: map[string]any{
+			Variables: template.FieldsOf(map[string]any{
 				"reporter":                 "destination",
 				"sourceWorkload":           "productpage-v1",
 				"sourceNamespace":          "default",
@@ -47,7 +47,7 @@ func benchBatch() []template.Instance {
 				"responseSize":             int64(295 + i%100),
 				"latency":                  time.Duration(800+i) * time.Microsecond,
 				"connectionSecurityPolicy": "mutual_tls",
-			},
+			}),
 		}
 	}
 	return insts

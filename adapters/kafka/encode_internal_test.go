@@ -17,8 +17,8 @@ import (
 // checks the record is that encoding, without a newline.
 func referenceLogJSON(t *testing.T, e *template.LogEntry, now time.Time) string {
 	t.Helper()
-	m := make(map[string]any, len(e.Variables)+3)
-	for k, v := range e.Variables {
+	m := make(map[string]any, e.Variables.Len()+3)
+	for k, v := range e.Variables.All() {
 		m[k] = jsonline.Value(v)
 	}
 	ts := e.Timestamp
@@ -46,13 +46,13 @@ func TestLogJSONMatchesEncodingJSON(t *testing.T) {
 	entries := []*template.LogEntry{
 		{Name: "minimal"},
 		{Name: "a\"b", Severity: "WARNING", Timestamp: time.Date(2025, 3, 1, 11, 59, 58, 123456789, time.FixedZone("CET", 3600))},
-		{Name: "collide", Variables: map[string]any{"time": "x", "severity": "y", "instance": "z", "a": int64(1), "zz": nil}},
-		{Name: "all", Variables: map[string]any{
+		{Name: "collide", Variables: template.FieldsOf(map[string]any{"time": "x", "severity": "y", "instance": "z", "a": int64(1), "zz": nil})},
+		{Name: "all", Variables: template.FieldsOf(map[string]any{
 			"s": "héllo <b>\"\u2028\xff", "int": int64(-42), "goint": 7, "bool": true, "nil": nil,
 			"f": 1e-7, "nan": math.NaN(), "inf": math.Inf(-1), "dur": 1500 * time.Nanosecond, "when": now,
 			"ip4": []byte{10, 0, 0, 7}, "raw": []byte{1, 2, 3}, "headers": map[string]string{"x-b": "2", "x-a": "1\""},
 			"anymap": map[string]any{"k": 1}, "anyslice": []any{"a", nil},
-		}},
+		})},
 	}
 	for _, e := range entries {
 		got, err := encodeJSON(e, now)
@@ -73,12 +73,12 @@ func TestLogJSONMatchesEncodingJSON(t *testing.T) {
 }
 
 func BenchmarkEncodeLogJSON(b *testing.B) {
-	e := &template.LogEntry{Name: "accesslog", Severity: "info", Timestamp: time.Now(), Variables: map[string]any{
+	e := &template.LogEntry{Name: "accesslog", Severity: "info", Timestamp: time.Now(), Variables: template.FieldsOf(map[string]any{
 		"reporter": "destination", "sourceWorkload": "product", "destinationWorkload": "invoice",
 		"destinationServiceHost": "invoice.shop.svc.cluster.local", "method": "POST", "url": "/invoices",
 		"responseCode": int64(201), "requestSize": int64(49), "latency": 1200 * time.Microsecond,
 		"requestId": "cf1e6ba2-7093-439c-9c03-b63fc40c3f18", "userAgent": "Go-http-client/1.1",
-	}}
+	})}
 	b.ReportAllocs()
 	for b.Loop() {
 		if _, err := encodeJSON(e, time.Time{}); err != nil {

@@ -95,8 +95,21 @@ func access(dest string, i int) *template.LogEntry {
 	return &template.LogEntry{
 		Name:      "accesslog",
 		Timestamp: time.Date(2025, 3, 1, 11, 0, 0, i, time.UTC),
-		Variables: map[string]any{"destination": dest, "seq": int64(i), "latency": 3 * time.Millisecond},
+		Variables: template.FieldsOf(map[string]any{"destination": dest, "seq": int64(i), "latency": 3 * time.Millisecond}),
 	}
+}
+
+// withVars is f with the variables of extra added (or replaced), in
+// layout (nil: a layout of their own).
+func withVars(f template.Fields, extra map[string]any, layout *template.Layout) template.Fields {
+	m := f.Map()
+	for k, v := range extra {
+		m[k] = v
+	}
+	if layout == nil {
+		return template.FieldsOf(m)
+	}
+	return template.FieldsIn(layout, m)
 }
 
 func value(t testing.TB, reg prometheus.Gatherer, name string, labels map[string]string) float64 {
@@ -279,9 +292,9 @@ func TestRecordTooLargeForTheBroker(t *testing.T) {
 		Logger: slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))},
 		[]byte(fmt.Sprintf("brokers: [%s]\ntopic: access\nkey: variables.destination\nbatchBytes: 20000\n", addr))).(adapters.Reporter)
 	huge := access("invoice", 99)
-	huge.Variables["body"] = strings.Repeat("x", 10000) // above the broker's limit, below batchBytes
+	huge.Variables = withVars(huge.Variables, map[string]any{"body": strings.Repeat("x", 10000)}, nil) // above the broker's limit, below batchBytes
 	larger := access("invoice", 98)
-	larger.Variables["body"] = strings.Repeat("y", 30000) // above batchBytes: refused before sending
+	larger.Variables = withVars(larger.Variables, map[string]any{"body": strings.Repeat("y", 30000)}, nil) // above batchBytes: refused before sending
 	insts := []template.Instance{access("invoice", 1), huge, access("invoice", 2), larger, access("invoice", 3)}
 	if err := h.Report(context.Background(), insts); err != nil {
 		t.Fatal(err)
@@ -503,11 +516,12 @@ func BenchmarkReport(b *testing.B) {
 	h := configtest.Create(b, kafka.Factory(), adapters.Settings{Name: "kafka", Registerer: reg},
 		[]byte(fmt.Sprintf("brokers: [%s]\ntopic: access\nkey: variables.destination\nrequiredAcks: one\n", c.ListenAddrs()[0]))).(adapters.Reporter)
 	batch := make([]template.Instance, 100)
+	extra := map[string]any{"url": "/checkout?item=tea", "method": "GET", "responseCode": int64(201)}
+	var layout *template.Layout // one for all, as an instance's entries have
 	for i := range batch {
 		e := access([]string{"invoice", "notification", "product"}[i%3], i)
-		e.Variables["url"] = "/checkout?item=tea"
-		e.Variables["method"] = "GET"
-		e.Variables["responseCode"] = int64(201)
+		e.Variables = withVars(e.Variables, extra, layout)
+		layout = e.Variables.Layout()
 		batch[i] = e
 	}
 	b.ResetTimer()

@@ -17,11 +17,11 @@ func TestKeyMapEntryMatchesCEL(t *testing.T) {
 	var insts []template.Instance
 	for _, v := range values {
 		insts = append(insts,
-			&template.LogEntry{Name: "a", Variables: map[string]any{"host": v, "other": "x"}},
+			&template.LogEntry{Name: "a", Variables: template.FieldsOf(map[string]any{"host": v, "other": "x"})},
 			&template.TraceSpan{Name: "s", SpanTags: map[string]any{"host": v}})
 	}
 	insts = append(insts, &template.LogEntry{Name: "a"}, &template.TraceSpan{Name: "s"},
-		&template.LogEntry{Name: "a", Variables: map[string]any{"other": "x"}})
+		&template.LogEntry{Name: "a", Variables: template.FieldsOf(map[string]any{"other": "x"})})
 	for _, expr := range []string{`variables.host`, `variables["host"]`, `spanTags.host`, `spanTags["host"]`, `variables.other`} {
 		fast, err := compileKey(expr)
 		if err != nil {

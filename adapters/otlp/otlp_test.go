@@ -280,7 +280,7 @@ func instances() []template.Instance {
 		span("00f067aa0ba902b7", "", template.SpanKindClient, "product", "invoice"),
 		span("53995c3f42cd8ad8", "00f067aa0ba902b7", template.SpanKindServer, "product", "invoice"),
 		span("not-hex", "", template.SpanKindServer, "product", "invoice"),
-		&template.LogEntry{Name: "accesslog", Severity: "warning", Timestamp: t0, Variables: map[string]any{"method": "GET", "url": "/x"}},
+		&template.LogEntry{Name: "accesslog", Severity: "warning", Timestamp: t0, Variables: template.FieldsOf(map[string]any{"method": "GET", "url": "/x"})},
 		&template.Metric{Name: "not for otlp"},
 	}
 }

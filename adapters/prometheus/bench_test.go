@@ -24,14 +24,14 @@ metrics:
 `, "\"\"")
 	batch := make([]template.Instance, 100)
 	for i := range batch {
-		batch[i] = &template.Metric{Name: "requestcount", Value: int64(1), Dimensions: map[string]any{
+		batch[i] = &template.Metric{Name: "requestcount", Value: int64(1), Dimensions: template.FieldsOf(map[string]any{
 			"reporter": "destination", "source_workload": fmt.Sprint("src", i%10), "source_workload_namespace": "shop",
 			"source_principal": "cluster.local/ns/shop/sa/src", "destination_workload": fmt.Sprint("dst", i%100/10),
 			"destination_workload_namespace": "shop", "destination_service": "dst.shop.svc.cluster.local",
 			"destination_service_name": "dst", "destination_service_namespace": "shop", "request_protocol": "http",
 			"response_code": int64(200 + i%10), "grpc_response_status": "", "response_flags": "-",
 			"connection_security_policy": "none",
-		}}
+		})}
 	}
 	ctx := context.Background()
 	b.ReportAllocs()
@@ -64,6 +64,7 @@ metrics:
    buckets: {explicitBuckets: {bounds: [1, 10, 100, 1000, 10000, 100000, 1000000]}}}
 `, "\"\"")
 	var batch []template.Instance
+	var layout *template.Layout
 	for i := range 100 {
 		dims := map[string]any{
 			"reporter": "destination", "source_workload": fmt.Sprint("src", i%10), "source_workload_namespace": "shop",
@@ -73,8 +74,12 @@ metrics:
 			"response_code": int64(200 + i%10), "grpc_response_status": "", "response_flags": "-",
 			"connection_security_policy": "none",
 		}
+		if layout == nil {
+			layout = template.FieldsOf(dims).Layout()
+		}
+		fields := template.FieldsIn(layout, dims)
 		for _, name := range []string{"requestcount", "requestduration", "requestsize", "responsesize"} {
-			batch = append(batch, &template.Metric{Name: name, Value: int64(100 + i), Dimensions: dims})
+			batch = append(batch, &template.Metric{Name: name, Value: int64(100 + i), Dimensions: fields})
 		}
 	}
 	ctx := context.Background()

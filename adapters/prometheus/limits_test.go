@@ -28,7 +28,7 @@ func (c *clock) Now() time.Time          { return time.Unix(0, c.ns.Load()) }
 func (c *clock) Advance(d time.Duration) { c.ns.Add(int64(d)) }
 func hit(code string) *template.Metric   { return hitN(code, 1) }
 func hitN(code string, n int64) *template.Metric {
-	return &template.Metric{Name: "requestcount", Value: n, Dimensions: map[string]any{"code": code}}
+	return &template.Metric{Name: "requestcount", Value: n, Dimensions: template.FieldsOf(map[string]any{"code": code})}
 }
 
 // self reads one of the handler's self metrics.

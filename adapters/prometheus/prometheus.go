@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"log/slog"
 	"maps"
-	"reflect"
 	"slices"
 	"strconv"
 	"sync"
@@ -54,6 +53,29 @@ type output struct {
 	maxSeries int // 0: no cap
 	refused   prom.Counter
 	warned    atomic.Bool // the cap was logged once
+	// where is where each label is in the dimensions of the last layout
+	// seen (an instance's layout is fixed once its config is loaded).
+	where atomic.Pointer[labelPositions]
+}
+
+// labelPositions are the positions of an output's labels in a layout's
+// fields, -1 for a label the layout lacks.
+type labelPositions struct {
+	layout *template.Layout
+	pos    []int
+}
+
+// positions returns where o's labels are in fields of layout l.
+func (o *output) positions(l *template.Layout) []int {
+	if w := o.where.Load(); w != nil && w.layout == l {
+		return w.pos
+	}
+	w := &labelPositions{layout: l, pos: make([]int, len(o.labels))}
+	for i, name := range o.labels {
+		w.pos[i] = l.Index(name)
+	}
+	o.where.Store(w)
+	return w.pos
 }
 
 // selfMetrics are the handler's metrics on the mixer's registry, shared by
@@ -181,17 +203,18 @@ func (h *handler) sweep() {
 // Instances it cannot record are counted and skipped; they never fail the
 // batch.
 //
-// Istio's metrics share one dimensions map per request (the policy builds
-// it once for all of them) and have the same labels, and a request's
-// instances come one after the other: their label values and series key
-// are made once for the run of them.
+// Istio's metrics share one dimensions Fields per request (the policy
+// builds it once for all of them) and have the same labels, and a
+// request's instances come one after the other: their label values and
+// series key are made once for the run of them. Labels are read by their
+// position in the dimensions' layout, found once per layout.
 func (h *handler) Report(ctx context.Context, insts []template.Instance) error {
 	now := h.now().UnixNano()
 	var (
 		lvs      []string
 		key      []byte
-		lastDims uintptr // the map lvs were made from
-		lastSet  = -1    // and the label list
+		lastDims template.Fields // the dimensions lvs were made from
+		lastSet  = -1            // and the label list
 	)
 	for _, inst := range insts {
 		m, ok := inst.(*template.Metric)
@@ -209,17 +232,15 @@ func (h *handler) Report(ctx context.Context, insts []template.Instance) error {
 			h.drop("bad_value", "instance", m.Name, "err", err)
 			continue
 		}
-		// The maps of this batch's instances are all alive, so one
-		// address is one map.
-		dims := reflect.ValueOf(m.Dimensions).Pointer()
+		dims := m.Dimensions
 		for _, o := range outs {
-			if o.labelSet != lastSet || dims != lastDims {
+			if o.labelSet != lastSet || !dims.Same(lastDims) {
 				// observe keeps no reference to lvs or key, so one
 				// buffer serves the whole batch.
 				lvs = slices.Grow(lvs[:0], len(o.labels))[:len(o.labels)]
-				for i, l := range o.labels {
-					if d, ok := m.Dimensions[l]; ok {
-						lvs[i] = template.FormatValue(d)
+				for i, p := range o.positions(dims.Layout()) {
+					if p >= 0 {
+						lvs[i] = template.FormatValue(dims.At(p))
 					} else {
 						lvs[i] = missingLabel
 					}

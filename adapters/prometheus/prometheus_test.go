@@ -144,23 +144,23 @@ func TestReportAndScrape(t *testing.T) {
 	addr := freeAddr(t)
 	h := mustCreate(t, adapters.Settings{Name: "prom"}, telemetry, addr)
 	report(t, h,
-		&template.Metric{Name: "requestcount", Value: int64(1), Dimensions: map[string]any{
+		&template.Metric{Name: "requestcount", Value: int64(1), Dimensions: template.FieldsOf(map[string]any{
 			"source_workload": "productpage", "destination_workload": "reviews", "response_code": int64(200),
 			"ignored": "not a label",
-		}},
-		&template.Metric{Name: "requestcount", Value: int64(2), Dimensions: map[string]any{
+		})},
+		&template.Metric{Name: "requestcount", Value: int64(2), Dimensions: template.FieldsOf(map[string]any{
 			"destination_workload": "reviews", "response_code": int64(200),
-		}},
-		&template.Metric{Name: "requestcount", Value: 0.5, Dimensions: map[string]any{
+		})},
+		&template.Metric{Name: "requestcount", Value: 0.5, Dimensions: template.FieldsOf(map[string]any{
 			"source_workload": "productpage", "destination_workload": "reviews", "response_code": int64(200),
-		}},
-		&template.Metric{Name: "requestduration", Value: 4 * time.Millisecond, Dimensions: map[string]any{"destination_workload": "reviews"}},
-		&template.Metric{Name: "requestduration", Value: 7500 * time.Microsecond, Dimensions: map[string]any{"destination_workload": "reviews"}},
-		&template.Metric{Name: "requestduration", Value: time.Second, Dimensions: map[string]any{"destination_workload": "reviews"}},
+		})},
+		&template.Metric{Name: "requestduration", Value: 4 * time.Millisecond, Dimensions: template.FieldsOf(map[string]any{"destination_workload": "reviews"})},
+		&template.Metric{Name: "requestduration", Value: 7500 * time.Microsecond, Dimensions: template.FieldsOf(map[string]any{"destination_workload": "reviews"})},
+		&template.Metric{Name: "requestduration", Value: time.Second, Dimensions: template.FieldsOf(map[string]any{"destination_workload": "reviews"})},
 		&template.Metric{Name: "requestsize", Value: int64(50)},
 		&template.Metric{Name: "requestsize", Value: "1e6"},
-		&template.Metric{Name: "queuelength", Value: int64(7), Dimensions: map[string]any{"queue": "a"}},
-		&template.Metric{Name: "queuelength", Value: int64(3), Dimensions: map[string]any{"queue": "a"}},
+		&template.Metric{Name: "queuelength", Value: int64(7), Dimensions: template.FieldsOf(map[string]any{"queue": "a"})},
+		&template.Metric{Name: "queuelength", Value: int64(3), Dimensions: template.FieldsOf(map[string]any{"queue": "a"})},
 	)
 	samples := scrape(t, addr)
 	expectSamples(t, samples, "istio_requests_total",
@@ -194,7 +194,7 @@ func TestReportSkipsWhatItCannotRecord(t *testing.T) {
 	addr := freeAddr(t)
 	reg := prom.NewRegistry()
 	h := mustCreate(t, adapters.Settings{Name: "prom", Registerer: reg}, telemetry, addr)
-	good := &template.Metric{Name: "requestcount", Value: int64(1), Dimensions: map[string]any{"response_code": int64(503)}}
+	good := &template.Metric{Name: "requestcount", Value: int64(1), Dimensions: template.FieldsOf(map[string]any{"response_code": int64(503)})}
 	report(t, h,
 		&template.Metric{Name: "nosuchinstance", Value: int64(1)},
 		&template.LogEntry{Name: "requestcount"},
@@ -202,7 +202,7 @@ func TestReportSkipsWhatItCannotRecord(t *testing.T) {
 		&template.Metric{Name: "requestcount", Value: "many"},
 		&template.Metric{Name: "requestcount", Value: true},
 		&template.Metric{Name: "requestcount", Value: int64(-1)},
-		&template.Metric{Name: "queuelength", Value: int64(1), Dimensions: map[string]any{"queue": "\xff"}},
+		&template.Metric{Name: "queuelength", Value: int64(1), Dimensions: template.FieldsOf(map[string]any{"queue": "\xff"})},
 		good,
 	)
 	expectSamples(t, scrape(t, addr), "istio_requests_total",
@@ -232,7 +232,7 @@ metrics:
 func TestReloadKeepsCountsAndListener(t *testing.T) {
 	addr := freeAddr(t)
 	ctx := context.Background()
-	inst := &template.Metric{Name: "requestcount", Value: int64(5), Dimensions: map[string]any{"code": int64(200)}}
+	inst := &template.Metric{Name: "requestcount", Value: int64(5), Dimensions: template.FieldsOf(map[string]any{"code": int64(200)})}
 
 	old := mustCreate(t, adapters.Settings{Name: "prom"}, counterOnly, addr)
 	report(t, old, inst)
@@ -285,7 +285,7 @@ addr: %s
 metrics:
 - {instanceName: connections, kind: GAUGE}
 `, addr)
-	report(t, a, &template.Metric{Name: "requestcount", Value: int64(1), Dimensions: map[string]any{"code": "200"}})
+	report(t, a, &template.Metric{Name: "requestcount", Value: int64(1), Dimensions: template.FieldsOf(map[string]any{"code": "200"})})
 	report(t, b, &template.Metric{Name: "connections", Value: int64(4)})
 	samples := scrape(t, addr)
 	expectSamples(t, samples, "requests_total", `requests_total{code="200"} 1`)
@@ -363,7 +363,7 @@ func TestCreateFailsOnAPortThatStaysBusy(t *testing.T) {
 
 func TestNoListener(t *testing.T) {
 	h := mustCreate(t, adapters.Settings{Name: "prom"}, counterOnly, `""`)
-	report(t, h, &template.Metric{Name: "requestcount", Value: int64(2), Dimensions: map[string]any{"code": "200"}})
+	report(t, h, &template.Metric{Name: "requestcount", Value: int64(2), Dimensions: template.FieldsOf(map[string]any{"code": "200"})})
 	g := h.(interface{ Gatherer() prom.Gatherer }).Gatherer()
 	if got := metrictest.Value(t, g, "requests_total", map[string]string{"code": "200"}); got != 2 {
 		t.Errorf("requests_total = %v, want 2", got)
@@ -391,8 +391,8 @@ metrics:
 	}
 	defer h.Close(context.Background())
 	h.(adapters.Reporter).Report(context.Background(), []template.Instance{
-		&template.Metric{Name: "requestcount", Value: int64(1), Dimensions: map[string]any{"response_code": int64(200)}},
-		&template.Metric{Name: "requestcount", Value: int64(1), Dimensions: map[string]any{"response_code": int64(200)}},
+		&template.Metric{Name: "requestcount", Value: int64(1), Dimensions: template.FieldsOf(map[string]any{"response_code": int64(200)})},
+		&template.Metric{Name: "requestcount", Value: int64(1), Dimensions: template.FieldsOf(map[string]any{"response_code": int64(200)})},
 	})
 
 	resp, err := http.Get("http://" + addr + "/metrics")
@@ -459,11 +459,11 @@ func TestConcurrentReloadsAndScrapes(t *testing.T) {
 	expectSamples(t, samples, "requests_total", `requests_total{code="unknown"} 1`)
 }
 
-// TestSharedDimensions: instances that share one dimensions map (as the
-// policy builds them for Istio's metrics of one request), one after the
-// other, into metrics with the same labels, other labels and the same
-// labels again, and the next request's map of the same shape, are each
-// recorded under their own label values.
+// TestSharedDimensions: instances that share one dimensions Fields (as
+// the policy builds them for Istio's metrics of one request), one after
+// the other, into metrics with the same labels, other labels and the same
+// labels again, the next request's of the same layout, and one of another
+// layout, are each recorded under their own label values.
 func TestSharedDimensions(t *testing.T) {
 	addr := freeAddr(t)
 	h := mustCreate(t, adapters.Settings{Name: "prom"}, `
@@ -474,12 +474,17 @@ metrics:
 - {instanceName: c, name: c_total, kind: COUNTER, labelNames: [src, dst]}
 - {instanceName: a, name: a2_total, kind: COUNTER, labelNames: [src, dst]}
 `, addr)
+	layout, err := template.NewLayout("src", "dst")
+	if err != nil {
+		t.Fatal(err)
+	}
 	var insts []template.Instance
-	for _, req := range []map[string]any{
-		{"src": "x", "dst": "y"},
-		{"src": "p", "dst": "q"},
-		{"src": "x", "dst": "y"},
-		{"dst": "y"},
+	for _, req := range []template.Fields{
+		template.FieldsIn(layout, map[string]any{"src": "x", "dst": "y"}),
+		template.FieldsIn(layout, map[string]any{"src": "p", "dst": "q"}),
+		template.FieldsIn(layout, map[string]any{"src": "x", "dst": "y"}),
+		template.FieldsOf(map[string]any{"dst": "y"}),
+		template.FieldsIn(layout, map[string]any{"src": "x", "dst": "y"}),
 	} {
 		for _, name := range []string{"a", "b", "c"} {
 			insts = append(insts, &template.Metric{Name: name, Value: int64(1), Dimensions: req})
@@ -488,7 +493,7 @@ metrics:
 	report(t, h, insts...)
 	samples := scrape(t, addr)
 	for _, m := range []string{"a_total", "c_total", "a2_total"} {
-		expectSamples(t, samples, m+"{", m+`{dst="q",src="p"} 1`, m+`{dst="y",src="unknown"} 1`, m+`{dst="y",src="x"} 2`)
+		expectSamples(t, samples, m+"{", m+`{dst="q",src="p"} 1`, m+`{dst="y",src="unknown"} 1`, m+`{dst="y",src="x"} 3`)
 	}
-	expectSamples(t, samples, "b_total{", `b_total{dst="q"} 1`, `b_total{dst="y"} 3`)
+	expectSamples(t, samples, "b_total{", `b_total{dst="q"} 1`, `b_total{dst="y"} 4`)
 }

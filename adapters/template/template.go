@@ -5,10 +5,12 @@
 // compiled CEL expressions, adapters read them. There is no generated code.
 // Values of expression-typed fields are native Go values: string, int64,
 // float64, bool, time.Time, time.Duration, []byte or map[string]string.
+// A metric's dimensions and a log entry's variables are Fields: values by
+// position in a Layout of names fixed at configuration load.
 //
-// Instances are read-only once built: one map (metric dimensions, log
-// variables) may be shared by several instances, of one request or of
-// successive ones, and handlers may run on several goroutines at once.
+// Instances are read-only once built: one Fields (metric dimensions, log
+// variables) or map may be shared by several instances, of one request or
+// of successive ones, and handlers may run on several goroutines at once.
 package template
 
 import (
@@ -60,13 +62,13 @@ type Quota struct {
 type Metric struct {
 	Name       string
 	Value      any
-	Dimensions map[string]any
+	Dimensions Fields
 }
 
 // LogEntry is one log record.
 type LogEntry struct {
 	Name      string
-	Variables map[string]any
+	Variables Fields
 	Severity  string
 	Timestamp time.Time
 

@@ -19,8 +19,8 @@ import (
 // newline. The encoder must match it byte for byte.
 func reference(t testing.TB, e *template.LogEntry, now time.Time) string {
 	t.Helper()
-	m := make(map[string]any, len(e.Variables)+3)
-	for k, v := range e.Variables {
+	m := make(map[string]any, e.Variables.Len()+3)
+	for k, v := range e.Variables.All() {
 		m[k] = jsonline.Value(v)
 	}
 	ts := e.Timestamp
@@ -59,8 +59,8 @@ func TestLogEntryMatchesEncodingJSON(t *testing.T) {
 	entries := []*template.LogEntry{
 		{Name: "minimal"},
 		{Name: "a\"b", Severity: "WARNING", Timestamp: time.Date(2025, 3, 1, 11, 59, 58, 123456789, time.FixedZone("CET", 3600))},
-		{Name: "collide", Variables: map[string]any{"time": "x", "severity": "y", "instance": "z", "a": int64(1), "zz": nil}},
-		{Name: "empty vars", Variables: map[string]any{}},
+		{Name: "collide", Variables: template.FieldsOf(map[string]any{"time": "x", "severity": "y", "instance": "z", "a": int64(1), "zz": nil})},
+		{Name: "empty vars", Variables: template.FieldsOf(map[string]any{})},
 	}
 	vars := map[string]any{
 		// the types templates carry
@@ -84,7 +84,7 @@ func TestLogEntryMatchesEncodingJSON(t *testing.T) {
 	for i, f := range floats {
 		vars["f"+string(rune('a'+i))] = f
 	}
-	entries = append(entries, &template.LogEntry{Name: "all", Severity: "\u2028", Variables: vars})
+	entries = append(entries, &template.LogEntry{Name: "all", Severity: "\u2028", Variables: template.FieldsOf(vars)})
 
 	var enc jsonline.Encoder
 	var buf []byte
@@ -123,13 +123,13 @@ func TestAppendLogEntryAllocs(t *testing.T) {
 }
 
 func benchEntry() *template.LogEntry {
-	return &template.LogEntry{Name: "accesslog", Severity: "info", Timestamp: time.Now(), Variables: map[string]any{
+	return &template.LogEntry{Name: "accesslog", Severity: "info", Timestamp: time.Now(), Variables: template.FieldsOf(map[string]any{
 		"reporter": "destination", "sourceWorkload": "product", "destinationWorkload": "invoice",
 		"destinationServiceHost": "invoice.shop.svc.cluster.local", "method": "POST", "url": "/invoices",
 		"responseCode": int64(201), "requestSize": int64(49), "latency": 1200 * time.Microsecond,
 		"requestId": "cf1e6ba2-7093-439c-9c03-b63fc40c3f18", "userAgent": "Go-http-client/1.1",
 		"sourceIp": []byte{10, 0, 0, 7},
-	}}
+	})}
 }
 
 func BenchmarkAppendLogEntry(b *testing.B) {
@@ -166,7 +166,7 @@ func TestKeyOrderReused(t *testing.T) {
 	var buf []byte
 	for round := range 3 {
 		for i, vars := range sets {
-			e := &template.LogEntry{Name: "n", Severity: []string{"", "warn"}[i%2], Variables: vars}
+			e := &template.LogEntry{Name: "n", Severity: []string{"", "warn"}[i%2], Variables: template.FieldsOf(vars)}
 			buf = enc.AppendLogEntry(buf[:0], e, now)
 			if got, want := string(buf), reference(t, e, now); got != want {
 				t.Errorf("round %d, entry %d:\n got %s\nwant %s", round, i, got, want)
@@ -234,6 +234,10 @@ func benchEntries(n int) []*template.LogEntry {
 		"destinationNamespace", "destinationServiceHost", "destinationVersion", "routeName", "requestId", "protocol",
 		"method", "url", "httpAuthority", "userAgent", "xForwardedFor", "responseCode", "responseFlags", "grpcStatus",
 		"requestSize", "responseSize", "latency", "connectionSecurityPolicy"}
+	layout, err := template.NewLayout(keys...)
+	if err != nil {
+		panic(err)
+	}
 	ts := time.Date(2026, 11, 23, 19, 0, 0, 0, time.UTC)
 	entries := make([]*template.LogEntry, n)
 	for i := range entries {
@@ -246,7 +250,7 @@ func benchEntries(n int) []*template.LogEntry {
 		for j, k := range keys {
 			vars[k] = vals[j]
 		}
-		entries[i] = &template.LogEntry{Name: "accesslog", Severity: "info", Timestamp: ts.Add(time.Duration(i) * time.Millisecond), Variables: vars}
+		entries[i] = &template.LogEntry{Name: "accesslog", Severity: "info", Timestamp: ts.Add(time.Duration(i) * time.Millisecond), Variables: template.FieldsIn(layout, vars)}
 	}
 	return entries
 }
@@ -318,7 +322,7 @@ func TestKeyOrderOtherStrings(t *testing.T) {
 	for i := range 300 {
 		many[fmt.Sprintf("var%03d", i)] = int64(i)
 	}
-	benchVars := benchEntries(1)[0].Variables
+	benchVars := benchEntries(1)[0].Variables.Map()
 	for _, vars := range []map[string]any{benchVars, many} {
 		var enc jsonline.Encoder
 		var buf []byte
@@ -328,7 +332,7 @@ func TestKeyOrderOtherStrings(t *testing.T) {
 				copied[strings.Clone(k)] = v
 			}
 			for _, m := range []map[string]any{vars, copied} {
-				e := &template.LogEntry{Name: "n", Variables: m}
+				e := &template.LogEntry{Name: "n", Variables: template.FieldsOf(m)}
 				buf = enc.AppendLogEntry(buf[:0], e, now)
 				if got, want := string(buf), reference(t, e, now); got != want {
 					t.Fatalf("round %d, %d variables:\n got %s\nwant %s", round, len(m), got, want)

@@ -248,8 +248,10 @@ func Logs(entries []*template.LogEntry) plog.Logs {
 		r.SetSeverityNumber(Severity(e.Severity))
 		r.Body().SetStr(Body(e))
 		attrs := r.Attributes()
-		attrs.EnsureCapacity(len(e.Variables) + 1)
-		putAll(attrs, e.Variables)
+		attrs.EnsureCapacity(e.Variables.Len() + 1)
+		for i := range e.Variables.Len() {
+			putValue(attrs, e.Variables.Name(i), e.Variables.At(i))
+		}
 		attrs.PutStr(InstanceKey, e.Name)
 	}
 	return ld
@@ -293,7 +295,7 @@ func Body(e *template.LogEntry) string {
 	sb.WriteString(e.Name)
 	for _, keys := range [][]string{{"method"}, {"url", "path"}, {"responseCode"}} {
 		for _, k := range keys {
-			if v, ok := e.Variables[k]; ok && v != nil {
+			if v, ok := e.Variables.Get(k); ok && v != nil {
 				if s := template.FormatValue(v); s != "" {
 					sb.WriteByte(' ')
 					sb.WriteString(s)

@@ -181,12 +181,12 @@ func TestKindsAndStatus(t *testing.T) {
 
 func TestLogs(t *testing.T) {
 	entries := []*template.LogEntry{
-		{Name: "accesslog", Severity: "error", Timestamp: t0, Variables: map[string]any{
+		{Name: "accesslog", Severity: "error", Timestamp: t0, Variables: template.FieldsOf(map[string]any{
 			"method": "GET", "url": "/invoices?id=1", "responseCode": int64(503),
 			"latency": 25 * time.Millisecond, "mtls": false, "headers": map[string]string{"a": "b"},
-		}},
+		})},
 		nil,
-		{Name: "audit", Severity: "Warning", Variables: map[string]any{"user": "ann"}},
+		{Name: "audit", Severity: "Warning", Variables: template.FieldsOf(map[string]any{"user": "ann"})},
 	}
 	buf, err := (&plog.ProtoMarshaler{}).MarshalLogs(Logs(entries))
 	if err != nil {

@@ -1,0 +1,158 @@
+package template
+
+import (
+	"fmt"
+	"iter"
+	"maps"
+	"slices"
+)
+
+// Fields are the named values of a Metric's dimensions or a LogEntry's
+// variables. Their names are a Layout, fixed when the configuration is
+// loaded and shared by every instance built from one Instance document, in
+// sorted order; the values are by position, so adapters read them without
+// hashing names: a Prometheus handler finds where each label is once per
+// Layout and then takes values by index, a JSON encoder writes the keys of
+// a Layout it has seen before in their known order.
+//
+// The zero Fields is empty. Fields are read-only: one may be shared by
+// several instances (Istio's metrics share their dimensions), of one
+// request or of successive ones.
+type Fields struct {
+	layout *Layout
+	vals   []any
+}
+
+// Layout is an ordered set of field names. Compare layouts by pointer: the
+// instances of one Instance document's field share one.
+type Layout struct {
+	names []string
+}
+
+// NewLayout returns the Layout of names, sorted; duplicates are an error.
+func NewLayout(names ...string) (*Layout, error) {
+	sorted := slices.Clone(names)
+	slices.Sort(sorted)
+	for i := 1; i < len(sorted); i++ {
+		if sorted[i] == sorted[i-1] {
+			return nil, fmt.Errorf("field %q given twice", sorted[i])
+		}
+	}
+	return &Layout{names: sorted}, nil
+}
+
+// Len is how many names l has.
+func (l *Layout) Len() int {
+	if l == nil {
+		return 0
+	}
+	return len(l.names)
+}
+
+// Name is the i-th name, in sorted order.
+func (l *Layout) Name(i int) string { return l.names[i] }
+
+// Index is where name is in l, or -1.
+func (l *Layout) Index(name string) int {
+	if l == nil {
+		return -1
+	}
+	if i, ok := slices.BinarySearch(l.names, name); ok {
+		return i
+	}
+	return -1
+}
+
+// MakeFields returns the Fields with layout l and values vals, by
+// position: vals[i] is the value of l.Name(i). The Fields keep vals, which
+// must not be modified afterwards. It panics when the lengths differ.
+func MakeFields(l *Layout, vals []any) Fields {
+	if l.Len() != len(vals) {
+		panic(fmt.Sprintf("template: %d values for a layout of %d names", len(vals), l.Len()))
+	}
+	return Fields{layout: l, vals: vals}
+}
+
+// FieldsOf returns the Fields holding m's entries (with a Layout of their
+// own). It is for tests and for code that builds instances by hand; the
+// policy package builds them without a map.
+func FieldsOf(m map[string]any) Fields {
+	if len(m) == 0 {
+		return Fields{}
+	}
+	names := slices.Sorted(maps.Keys(m))
+	vals := make([]any, len(names))
+	for i, k := range names {
+		vals[i] = m[k]
+	}
+	return Fields{layout: &Layout{names: names}, vals: vals}
+}
+
+// FieldsIn returns the Fields of layout l with m's values (nil for a name
+// m lacks). It is for tests and hand-built instances that share a layout;
+// it panics when m has a name l lacks.
+func FieldsIn(l *Layout, m map[string]any) Fields {
+	vals := make([]any, l.Len())
+	n := 0
+	for i := range vals {
+		if v, ok := m[l.names[i]]; ok {
+			vals[i] = v
+			n++
+		}
+	}
+	if n != len(m) {
+		panic("template: FieldsIn: the map has names the layout lacks")
+	}
+	return Fields{layout: l, vals: vals}
+}
+
+// Len is how many fields f has.
+func (f Fields) Len() int { return len(f.vals) }
+
+// Layout is f's names; nil when f is empty.
+func (f Fields) Layout() *Layout { return f.layout }
+
+// Name is the i-th field's name (names are sorted).
+func (f Fields) Name(i int) string { return f.layout.names[i] }
+
+// At is the i-th field's value.
+func (f Fields) At(i int) any { return f.vals[i] }
+
+// Get is the value of the field named name.
+func (f Fields) Get(name string) (any, bool) {
+	if i := f.layout.Index(name); i >= 0 {
+		return f.vals[i], true
+	}
+	return nil, false
+}
+
+// All yields the fields in order of their names.
+func (f Fields) All() iter.Seq2[string, any] {
+	return func(yield func(string, any) bool) {
+		for i, v := range f.vals {
+			if !yield(f.layout.names[i], v) {
+				return
+			}
+		}
+	}
+}
+
+// Map returns the fields as a new map (nil when f is empty).
+func (f Fields) Map() map[string]any {
+	if len(f.vals) == 0 {
+		return nil
+	}
+	m := make(map[string]any, len(f.vals))
+	for i, v := range f.vals {
+		m[f.layout.names[i]] = v
+	}
+	return m
+}
+
+// Same reports whether f and g are one Fields: the same layout and the
+// same values, shared (not merely equal). Adapters use it to reuse what
+// they made from the previous instance's fields.
+func (f Fields) Same(g Fields) bool {
+	return f.layout == g.layout && len(f.vals) == len(g.vals) &&
+		(len(f.vals) == 0 || &f.vals[0] == &g.vals[0])
+}

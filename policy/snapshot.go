@@ -75,15 +75,15 @@ type instance struct {
 	template        string
 	variety         Variety
 	index           int
-	value           *program       // listentry, metric
-	dimensions      []namedProgram // quota, metric
-	variables       []namedProgram // logentry
+	value           *program         // listentry, metric
+	dimensions      []namedProgram   // quota, metric
+	variables       []namedProgram   // logentry
 	layout          *template.Layout // metric dimensions, logentry variables
-	severity        *program       // logentry
-	timestamp       *program       // logentry
-	authz           *authzPrograms // authorization
-	span            *spanPrograms  // tracespan
-	otlpSignal      string         // otlp: "traces", "logs" or "" (both)
+	severity        *program         // logentry
+	timestamp       *program         // logentry
+	authz           *authzPrograms   // authorization
+	span            *spanPrograms    // tracespan
+	otlpSignal      string           // otlp: "traces", "logs" or "" (both)
 	view            any
 	broken          bool
 }

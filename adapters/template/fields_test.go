@@ -1,0 +1,100 @@
+package template_test
+
+import (
+	"maps"
+	"reflect"
+	"testing"
+
+	"github.com/sidemix/sidemix/adapters/template"
+)
+
+func TestLayout(t *testing.T) {
+	l, err := template.NewLayout("path", "code", "method")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if l.Len() != 3 || l.Name(0) != "code" || l.Name(1) != "method" || l.Name(2) != "path" {
+		t.Errorf("layout %d names: %q %q %q", l.Len(), l.Name(0), l.Name(1), l.Name(2))
+	}
+	for name, want := range map[string]int{"code": 0, "method": 1, "path": 2, "host": -1, "": -1} {
+		if got := l.Index(name); got != want {
+			t.Errorf("Index(%q) = %d, want %d", name, got, want)
+		}
+	}
+	if _, err := template.NewLayout("a", "b", "a"); err == nil || err.Error() != `field "a" given twice` {
+		t.Errorf("duplicate: err %v", err)
+	}
+	var none *template.Layout
+	if none.Len() != 0 || none.Index("a") != -1 {
+		t.Error("nil layout is not empty")
+	}
+}
+
+func TestFields(t *testing.T) {
+	l, err := template.NewLayout("path", "code")
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := template.MakeFields(l, []any{int64(200), "/a"})
+	if f.Len() != 2 || f.Layout() != l || f.Name(0) != "code" || f.At(0) != int64(200) || f.Name(1) != "path" || f.At(1) != "/a" {
+		t.Errorf("fields %v", f.Map())
+	}
+	if v, ok := f.Get("path"); !ok || v != "/a" {
+		t.Errorf("Get(path) = %v, %v", v, ok)
+	}
+	if v, ok := f.Get("host"); ok || v != nil {
+		t.Errorf("Get(host) = %v, %v", v, ok)
+	}
+	if got, want := maps.Collect(f.All()), map[string]any{"code": int64(200), "path": "/a"}; !reflect.DeepEqual(got, want) || !reflect.DeepEqual(f.Map(), want) {
+		t.Errorf("All %v, Map %v, want %v", got, f.Map(), want)
+	}
+	var names []string
+	for k := range f.All() {
+		names = append(names, k)
+		break
+	}
+	if !reflect.DeepEqual(names, []string{"code"}) {
+		t.Errorf("All stopped early yields %v", names)
+	}
+
+	// Same is sharing, not equality.
+	g := template.MakeFields(l, []any{int64(200), "/a"})
+	if !f.Same(f) || f.Same(g) || g.Same(f) {
+		t.Error("Same: equal values taken for shared ones, or the reverse")
+	}
+	if !(template.Fields{}).Same(template.Fields{}) || f.Same(template.Fields{}) {
+		t.Error("Same: zero Fields")
+	}
+	other := template.FieldsOf(map[string]any{"code": int64(200), "path": "/a"})
+	if other.Same(f) || other.Layout() == l || !reflect.DeepEqual(other.Map(), f.Map()) {
+		t.Errorf("FieldsOf: %v (layout shared %v)", other.Map(), other.Layout() == l)
+	}
+
+	in := template.FieldsIn(l, map[string]any{"path": "/b"})
+	if in.Layout() != l || in.At(0) != nil || in.At(1) != "/b" {
+		t.Errorf("FieldsIn: %v", in.Map())
+	}
+	mustPanic(t, "FieldsIn with a name the layout lacks", func() { template.FieldsIn(l, map[string]any{"host": "x"}) })
+	mustPanic(t, "MakeFields with too few values", func() { template.MakeFields(l, []any{"x"}) })
+
+	var zero template.Fields
+	if zero.Len() != 0 || zero.Layout() != nil || zero.Map() != nil || template.FieldsOf(nil).Len() != 0 {
+		t.Error("zero Fields not empty")
+	}
+	if _, ok := zero.Get("a"); ok {
+		t.Error("zero Fields has a field")
+	}
+	for range zero.All() {
+		t.Error("zero Fields yields a field")
+	}
+}
+
+func mustPanic(t *testing.T, what string, f func()) {
+	t.Helper()
+	defer func() {
+		if recover() == nil {
+			t.Errorf("%s: no panic", what)
+		}
+	}()
+	f()
+}

@@ -576,14 +576,17 @@ func (s *Snapshot) build(a *activation, in *instance) (template.Instance, *EvalE
 			derr.Instance = in.name
 			return nil, derr
 		}
-		return &template.Metric{Name: in.name, Value: val, Dimensions: dims}, nil
+		m := a.newMetric()
+		m.Name, m.Value, m.Dimensions = in.name, val, dims
+		return m, nil
 	case template.LogEntryName:
 		vars, err := evalFields(a, in.variables, in.layout, "spec.params.variables", false)
 		if err != nil {
 			err.Instance = in.name
 			return nil, err
 		}
-		le := &template.LogEntry{Name: in.name, Variables: vars, Severity: "info"}
+		le := a.newLogEntry()
+		le.Name, le.Variables, le.Severity = in.name, vars, "info"
 		if in.severity != nil {
 			v, err := in.severity.eval(a)
 			if err != nil {

@@ -341,3 +341,33 @@ func TestKeyOrderOtherStrings(t *testing.T) {
 		}
 	}
 }
+
+// TestSharedLayouts: entries of two instances, each with its layout, in
+// turns (an encoder's plan made for one layout is never used for the
+// other), with a variable that a fixed key shadows, are written as
+// encoding/json writes them.
+func TestSharedLayouts(t *testing.T) {
+	now := time.Date(2025, 3, 1, 12, 0, 0, 0, time.UTC)
+	a, err := template.NewLayout("method", "path", "code")
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := template.NewLayout("user", "time", "zone")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var enc jsonline.Encoder
+	var buf []byte
+	for i := range 6 {
+		var e *template.LogEntry
+		if i%2 == 0 {
+			e = &template.LogEntry{Name: "access", Variables: template.FieldsIn(a, map[string]any{"method": "GET", "path": fmt.Sprint("/", i), "code": int64(200 + i)})}
+		} else {
+			e = &template.LogEntry{Name: "audit", Severity: "warn", Timestamp: now.Add(time.Duration(i)), Variables: template.FieldsIn(b, map[string]any{"user": fmt.Sprint("u", i), "time": "shadowed", "zone": nil})}
+		}
+		buf = enc.AppendLogEntry(buf[:0], e, now)
+		if got, want := string(buf), reference(t, e, now); got != want {
+			t.Errorf("entry %d:\n got %s\nwant %s", i, got, want)
+		}
+	}
+}

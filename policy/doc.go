@@ -148,7 +148,12 @@
 // for is that bag's map again: instances are read-only, and a proxy's
 // reports of one edge mostly repeat their metric dimensions. Map fields
 // with the same entries (Istio's metrics share their dimensions) are one
-// field, built once per bag.
+// field, built once per bag. Metric dimensions and logentry variables are
+// template.Fields, values in the order of a Layout of their names made at
+// load: a bag that changes a few of them (an access log's request id, path
+// and sizes) costs a copy of the last values with those set, and adapters
+// read them by position. Metric and logentry instances, and their values'
+// slices, are cut from slabs the activation allocates now and then.
 //
 // A field that is a plain read — an attribute, or default() of attributes
 // and literals — or a concatenation of such reads takes the bag's value

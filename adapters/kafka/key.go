@@ -134,22 +134,22 @@ func mapEntry(ast *cel.Ast) (name, key string) {
 // mapString is the string value of the map entry the expression is, if it
 // is one and holds a string; ok false sends the instance through CEL.
 func (p *keyProgram) mapString(inst template.Instance) (string, bool) {
-	var m map[string]any
+	var v any
 	switch i := inst.(type) {
 	case *template.LogEntry:
 		if p.mapName != "variables" {
 			return "", false
 		}
-		m = i.Variables
+		v = i.Variables[p.mapKey]
 	case *template.TraceSpan:
 		if p.mapName != "spanTags" {
 			return "", false
 		}
-		m = i.SpanTags
+		v, _ = i.Tag(p.mapKey)
 	default:
 		return "", false
 	}
-	s, ok := m[p.mapKey].(string)
+	s, ok := v.(string)
 	return s, ok
 }
 
@@ -232,10 +232,10 @@ func (v keyVars) ResolveName(name string) (any, bool) {
 		case "endTime":
 			return i.EndTime, true
 		case "spanTags":
-			if i.SpanTags == nil {
+			if len(i.SpanTags) == 0 {
 				return map[string]any{}, true
 			}
-			return i.SpanTags, true
+			return i.TagMap(), true
 		}
 	case *template.OTLP:
 		switch name {

@@ -4,8 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"math/bits"
-	"sync"
 
 	model "github.com/jaegertracing/jaeger-idl/model/v1"
 	api_v2 "github.com/jaegertracing/jaeger-idl/proto-gen/api_v2"
@@ -16,6 +14,7 @@ import (
 
 	"github.com/sidemix/sidemix/adapters/internal/handlerkit"
 	"github.com/sidemix/sidemix/adapters/template"
+	"github.com/sidemix/sidemix/internal/bufpool"
 )
 
 // grpcExporter sends api_v2 CollectorService.PostSpans: one Batch per
@@ -224,23 +223,4 @@ func (gogoCodecV2) Name() string { return "proto" }
 // every Get): the codec overwrites every byte it sends (it checks that
 // MarshalToSizedBuffer wrote exactly Size bytes), and nothing else uses
 // these buffers.
-var marshalPool mem.BufferPool = &unclearedPool{}
-
-// unclearedPool is a mem.BufferPool of buffers whose capacities are powers
-// of two, handed out without clearing.
-type unclearedPool struct{ pool sync.Pool }
-
-func (p *unclearedPool) Get(size int) *[]byte {
-	if b, ok := p.pool.Get().(*[]byte); ok {
-		if cap(*b) >= size {
-			*b = (*b)[:size]
-			return b
-		}
-		// Too small for this message: leave it to the collector, the
-		// next ones are likely as big as this one.
-	}
-	b := make([]byte, size, 1<<bits.Len(uint(size-1)))
-	return &b
-}
-
-func (p *unclearedPool) Put(b *[]byte) { p.pool.Put(b) }
+var marshalPool mem.BufferPool = &bufpool.Uncleared{}

@@ -123,7 +123,9 @@ func (q *reportQueue) deliver() {
 		q.mu.Lock()
 		taken := q.pending
 		q.pending = nil
-		q.hint = min(len(taken), q.size)
+		if len(taken) > 0 {
+			q.hint = min(len(taken), q.size)
+		}
 		q.mu.Unlock()
 		if len(taken) == 0 {
 			return

@@ -53,6 +53,7 @@ proto: proto-tools
 		--go-vtproto_opt=pool=github.com/sidemix/sidemix/api/mixer/v1.CheckRequest \
 		--go-vtproto_opt=pool=github.com/sidemix/sidemix/api/mixer/v1.CompressedAttributes \
 		--go-vtproto_opt=pool=github.com/sidemix/sidemix/api/mixer/v1.StringMap \
+		--go-vtproto_opt=pool=github.com/sidemix/sidemix/api/mixer/v1.ReportRequest \
 		api/mixer/v1/mixer.proto
 
 # Fails when the committed generated code differs from what `make proto`

@@ -23,8 +23,11 @@ func (g *service) mixerDesc() *grpc.ServiceDesc {
 	d := mixerv1.Mixer_ServiceDesc
 	d.Methods = slices.Clone(d.Methods)
 	for i := range d.Methods {
-		if d.Methods[i].MethodName == "Check" {
+		switch d.Methods[i].MethodName {
+		case "Check":
 			d.Methods[i].Handler = g.checkHandler
+		case "Report":
+			d.Methods[i].Handler = g.reportHandler // reporthandler.go
 		}
 	}
 	// Made once: gRPC's generated handler makes both per request.

@@ -471,9 +471,7 @@ func (s *Server) dispatchReport(st *state, res policy.Result) {
 	s.countEvalErrors(res.Errors)
 	for _, a := range res.Actions {
 		if q := s.queueOf(st, a); q != nil {
-			for _, inst := range a.Instances {
-				q.enqueue(inst)
-			}
+			q.enqueue(a.Instances...)
 		}
 	}
 }

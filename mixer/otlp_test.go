@@ -110,7 +110,7 @@ func checkAppSpans(t *testing.T, got map[string]*template.TraceSpan) {
 		srv.ServiceName() != "invoice" {
 		t.Errorf("server span %+v", srv)
 	}
-	if srv.SpanTags["http.request.method"] != "GET" || srv.SpanTags["url.path"] != "/invoices/7" || srv.SpanTags["app.tier"] != "gold" {
+	if tags := srv.TagMap(); tags["http.request.method"] != "GET" || tags["url.path"] != "/invoices/7" || tags["app.tier"] != "gold" {
 		t.Errorf("server span tags %v", srv.SpanTags)
 	}
 	if cli.ParentSpanID != appSpanID.String() || cli.SpanKind != template.SpanKindClient || cli.SpanName != "SELECT invoices" ||

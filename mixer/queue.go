@@ -15,16 +15,27 @@ import (
 // reportQueue is one handler's bounded queue of report instances and the
 // goroutine that drains it in batches into Reporter.Report. Enqueue never
 // blocks: the request path must not wait for telemetry.
+//
+// The queue is a slice under a mutex, not a channel: a Report of 1000
+// bags enqueues an action's instances with one lock instead of a channel
+// operation each, and the worker takes all that waits at once.
 type reportQueue struct {
 	handler string
 	rep     adapters.Reporter
-	ch      chan template.Instance
+	size    int // at most this many instances wait
 	batch   int
 	timeout time.Duration
 	m       *metrics
 	log     *slog.Logger
 	now     func() time.Time
 
+	mu      sync.Mutex
+	pending []template.Instance
+	// hint is the capacity a new pending slice starts with: what the
+	// worker took last time.
+	hint int
+
+	kick     chan struct{} // a token: pending is no longer empty
 	stop     chan struct{} // closed: drain what is left, then exit
 	done     chan struct{} // closed when the worker has exited
 	stopOnce sync.Once
@@ -42,10 +53,9 @@ type reportQueue struct {
 func newReportQueue(handler string, rep adapters.Reporter, size, batch int, timeout time.Duration, m *metrics, log *slog.Logger, now func() time.Time) *reportQueue {
 	ctx, cancel := context.WithCancel(context.Background())
 	return &reportQueue{
-		handler: handler, rep: rep,
-		ch:    make(chan template.Instance, size),
+		handler: handler, rep: rep, size: size,
 		batch: batch, timeout: timeout, m: m, log: log, now: now,
-		stop: make(chan struct{}), done: make(chan struct{}),
+		kick: make(chan struct{}, 1), stop: make(chan struct{}), done: make(chan struct{}),
 		ctx: ctx, cancel: cancel,
 	}
 }
@@ -53,55 +63,79 @@ func newReportQueue(handler string, rep adapters.Reporter, size, batch int, time
 // start runs the worker.
 func (q *reportQueue) start() { go q.run() }
 
-// enqueue adds inst unless the queue is full or stopped; a dropped instance
-// is counted.
-func (q *reportQueue) enqueue(inst template.Instance) {
-	if q.stopped.Load() {
-		q.m.dropped.WithLabelValues(q.handler, reasonShutdown).Inc()
+// enqueue adds insts, as many as fit, unless the queue is stopped; a
+// dropped instance is counted. The queue keeps the instances, not the
+// slice.
+func (q *reportQueue) enqueue(insts ...template.Instance) {
+	if len(insts) == 0 {
 		return
 	}
-	select {
-	case q.ch <- inst:
-	default:
-		q.m.dropped.WithLabelValues(q.handler, reasonQueueFull).Inc()
+	if q.stopped.Load() {
+		q.m.dropped.WithLabelValues(q.handler, reasonShutdown).Add(float64(len(insts)))
+		return
+	}
+	q.mu.Lock()
+	was := len(q.pending)
+	n := min(len(insts), max(q.size-was, 0))
+	if n > 0 {
+		if q.pending == nil {
+			q.pending = make([]template.Instance, 0, max(q.hint, n))
+		}
+		q.pending = append(q.pending, insts[:n]...)
+	}
+	q.mu.Unlock()
+	if n < len(insts) {
+		q.m.dropped.WithLabelValues(q.handler, reasonQueueFull).Add(float64(len(insts) - n))
+	}
+	if was == 0 && n > 0 {
+		select {
+		case q.kick <- struct{}{}:
+		default: // the worker has a token already
+		}
 	}
 }
 
-func (q *reportQueue) len() int { return len(q.ch) }
+func (q *reportQueue) len() int {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	return len(q.pending)
+}
 
 func (q *reportQueue) run() {
 	defer close(q.done)
 	for {
 		select {
-		case inst := <-q.ch:
-			q.flush(q.fill(inst))
+		case <-q.kick:
+			q.deliver()
 		case <-q.stop:
-			for {
-				select {
-				case inst := <-q.ch:
-					q.flush(q.fill(inst))
-				default:
-					return
-				}
-			}
+			q.deliver()
+			return
 		}
 	}
 }
 
-// fill takes up to a batch from the queue without waiting. Each batch is a
-// new slice: a handler may keep it.
-func (q *reportQueue) fill(first template.Instance) []template.Instance {
-	batch := make([]template.Instance, 1, min(q.batch, 1+len(q.ch)))
-	batch[0] = first
-	for len(batch) < q.batch {
-		select {
-		case inst := <-q.ch:
-			batch = append(batch, inst)
-		default:
-			return batch
+// deliver hands everything waiting to the handler, in batches of at most
+// q.batch, until nothing waits. Each batch is a slice of its own (a
+// handler may keep it): the batches are consecutive parts, capped, of the
+// slice taken from the queue, which the queue does not use again.
+func (q *reportQueue) deliver() {
+	for {
+		q.mu.Lock()
+		taken := q.pending
+		q.pending = nil
+		if len(taken) > 0 {
+			q.hint = min(len(taken), q.size)
+		}
+		q.mu.Unlock()
+		if len(taken) == 0 {
+			return
+		}
+		for len(taken) > 0 {
+			n := min(len(taken), q.batch)
+			q.flush(taken[:n:n])
+			taken = taken[n:]
 		}
 	}
-	return batch
 }
 
 func (q *reportQueue) flush(batch []template.Instance) {
@@ -169,16 +203,10 @@ func (q *reportQueue) drain(ctx context.Context) error {
 
 // sweep counts instances that raced in after the worker left.
 func (q *reportQueue) sweep() {
-	n := 0
-	for {
-		select {
-		case <-q.ch:
-			n++
-			continue
-		default:
-		}
-		break
-	}
+	q.mu.Lock()
+	n := len(q.pending)
+	q.pending = nil
+	q.mu.Unlock()
 	if n > 0 {
 		q.m.dropped.WithLabelValues(q.handler, reasonShutdown).Add(float64(n))
 	}

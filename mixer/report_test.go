@@ -71,6 +71,40 @@ func TestReportReachesHandler(t *testing.T) {
 	}
 }
 
+// Report decodes each request into a pooled message, the previous
+// request's: nothing of one batch may show in the next (a bag without an
+// attribute after one that had it; fewer bags after more).
+func TestReportPooledRequests(t *testing.T) {
+	name, sk := newSink(t)
+	e := start(t, reportConfig(t, name), Config{})
+	var want []string
+	for i, n := range []int{5, 2, 7, 1, 3} {
+		bags := make([]*attribute.Bag, n)
+		for j := range bags {
+			switch i % 2 {
+			case 0:
+				path, code := fmt.Sprintf("/r%d/%d", i, j), int64(500+j)
+				bags[j] = requestBag(path, code)
+				want = append(want, fmt.Sprintf("%s %d", path, code))
+			default:
+				bags[j] = attribute.NewBuilder(0).Build()
+				want = append(want, "unknown 200")
+			}
+		}
+		e.report(bags...)
+	}
+	eventually(t, 5*time.Second, "every instance at the handler", func() bool { return sk.count() == len(want) })
+	insts, _, _ := sk.snapshot()
+	var got []string
+	for _, inst := range insts {
+		m := inst.(*template.Metric)
+		got = append(got, fmt.Sprintf("%v %v", m.Dimensions.Map()["path"], m.Dimensions.Map()["code"]))
+	}
+	if strings.Join(got, "|") != strings.Join(want, "|") {
+		t.Errorf("instances\n%v\nwant\n%v", got, want)
+	}
+}
+
 // A bag the manifest refuses is skipped and counted; the bags after it,
 // checked and evaluated as deltas of it, are right.
 func TestReportSkipsRejectedBag(t *testing.T) {

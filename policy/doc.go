@@ -98,7 +98,8 @@
 // destinationName and spanTags (a map of name to expression). Ids, names,
 // kind, status and message are strings, the times timestamps,
 // httpStatusCode an int, tags scalars (bytes such as an ip attribute and
-// durations are carried as text). spanKind must evaluate to server,
+// durations are carried as text), in the span as a slice in key order,
+// fixed when the config loads. spanKind must evaluate to server,
 // client, producer, consumer or internal (default internal) and status to
 // unset, ok or error (default unset), in any case; another value fails the
 // instance at run time, or the load when the expression reads no attribute
@@ -143,9 +144,9 @@
 //
 // Evaluation allocates little: activations are pooled, each attribute and
 // map key is converted once per evaluation, and an instance several actions
-// use is built once. A map field (dimensions, variables, span tags) whose
-// values all equal those it had for the last bag the activation built it
-// for is that bag's map again: instances are read-only, and a proxy's
+// use is built once. A map field (dimensions, variables; likewise a
+// span's tags) whose values all equal those it had for the last bag the
+// activation built it for is that bag's map again: instances are read-only, and a proxy's
 // reports of one edge mostly repeat their metric dimensions. Map fields
 // with the same entries (Istio's metrics share their dimensions) are one
 // field, built once per bag. Metric dimensions and logentry variables are

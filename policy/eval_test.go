@@ -496,7 +496,7 @@ spec:
 			t.Errorf("%s dimensions %v, want %v", m.Name, m.Dimensions, wantDims)
 		}
 	}
-	if want := map[string]any{"ip": "10.1.2.3", "code": int64(503)}; !reflect.DeepEqual(sp.SpanTags, want) {
+	if want := []template.SpanTag{{Key: "code", Value: int64(503)}, {Key: "ip", Value: "10.1.2.3"}}; !reflect.DeepEqual(sp.SpanTags, want) {
 		t.Errorf("span tags %v, want %v", sp.SpanTags, want)
 	}
 	if m1.Value != int64(1) || m2.Value != int64(2) {

@@ -797,7 +797,6 @@ func (l *loader) instance(d *document) *instance {
 			destinationName: compileField("spec.params.destinationName", p.DestinationName, wantString),
 			tags:            compileMap("spec.params.spanTags", p.SpanTags, wantScalar),
 		}
-		in.span.tagsAsText = tagsAsText(in.span.tags)
 		if !l.constantOneOf(d, "spec.params.spanKind", p.SpanKind, in.span.spanKind, spanKinds) ||
 			!l.constantOneOf(d, "spec.params.status", p.Status, in.span.status, spanStatuses) {
 			ok = false
@@ -824,20 +823,6 @@ func (l *loader) instance(d *document) *instance {
 	}
 	in.broken = !ok
 	return in
-}
-
-// tagsAsText reports whether a span tag may evaluate to bytes or a
-// duration, which buildTraceSpan carries as text: whether its checked type
-// is one of those, or not known.
-func tagsAsText(tags []namedProgram) bool {
-	for _, np := range tags {
-		switch np.program.out.Kind() {
-		case types.StringKind, types.IntKind, types.UintKind, types.DoubleKind, types.BoolKind, types.TimestampKind:
-		default:
-			return true
-		}
-	}
-	return false
 }
 
 // constantOneOf checks an expression that reads no attribute (a literal

@@ -23,11 +23,12 @@ type seqSink struct{}
 
 func (seqSink) Close(context.Context) error { return nil }
 
-// seqRegistry has a "sink" adapter of the metric and logentry templates.
+// seqRegistry has a "sink" adapter of the metric, logentry and tracespan
+// templates.
 func seqRegistry(t *testing.T) adapters.Registry {
 	r, err := adapters.NewRegistry(adapters.Factory{
 		Name:      "sink",
-		Templates: []string{template.MetricName, template.LogEntryName},
+		Templates: []string{template.MetricName, template.LogEntryName, template.TraceSpanName},
 		NewConfig: func() adapters.Config { return &seqSinkConfig{} },
 		Create: func(context.Context, adapters.Settings, adapters.Config) (adapters.Handler, error) {
 			return seqSink{}, nil
@@ -88,11 +89,31 @@ spec:
       dest: destination.workload.name + "." + destination.workload.namespace
 ---
 apiVersion: sidemix.dev/v1
+kind: Instance
+metadata: {name: span}
+spec:
+  template: tracespan
+  params:
+    traceId: '"4bf92f3577b34da6a3ce929d0e0e4736"'
+    spanId: '"00f067aa0ba902b7"'
+    spanName: request.path
+    startTime: context.time
+    endTime: context.time
+    spanTags:
+      path: request.path
+      code: response.code
+      ip: default(source.ip, ip("0.0.0.0"))
+      took: conditional(default(response.code, 0) >= 500, duration("2s"), duration("1s"))
+      user: default(request.headers["x-user"], "-")
+      size: double(default(request.size, 0))
+      outbound: context.reporter.kind == "outbound"
+---
+apiVersion: sidemix.dev/v1
 kind: Rule
 metadata: {name: all}
 spec:
   actions:
-  - {handler: sink, instances: [count, log]}
+  - {handler: sink, instances: [count, log, span]}
 ---
 apiVersion: sidemix.dev/v1
 kind: Rule

@@ -106,8 +106,6 @@ type spanPrograms struct {
 	httpStatusCode                                      *program
 	sourceName, destinationName                         *program
 	tags                                                []namedProgram
-	// tagsAsText: some tag may be bytes or a duration (tagsAsText).
-	tagsAsText bool
 }
 
 type action struct {
@@ -731,7 +729,7 @@ func buildTraceSpan(a *activation, in *instance) (template.Instance, *EvalError)
 	// program's memo entry still has the stamp it had then is the same
 	// (in a Sequence, a field over attributes the bag did not change).
 	k := a.keptSpanOf(in)
-	out := new(template.TraceSpan)
+	out := k.newSpan()
 	if k.span != nil {
 		*out = *k.span
 	} else {
@@ -810,28 +808,11 @@ func buildTraceSpan(a *activation, in *instance) (template.Instance, *EvalError)
 		k.span = nil
 		return nil, err
 	}
-	tags, terr := evalMap(a, p.tags, "spec.params.spanTags", true)
+	tags, terr := spanTags(a, k, p)
 	if terr != nil {
 		k.span = nil
 		terr.Instance = in.name
 		return nil, terr
-	}
-	// Span attributes are strings, numbers, bools or times: bytes (ip
-	// attributes) and durations become their text, in a copy (the map
-	// may be another instance's too).
-	// (Only when some tag's type allows one: the look costs a map
-	// iteration per span.)
-	if p.tagsAsText {
-		cloned := false
-		for k, v := range tags {
-			switch v.(type) {
-			case []byte, time.Duration:
-				if !cloned {
-					tags, cloned = maps.Clone(tags), true
-				}
-				tags[k] = template.FormatValue(v)
-			}
-		}
 	}
 	out.SpanTags = tags
 	k.span, k.stamps = out, stamps
@@ -848,6 +829,104 @@ type keptSpan struct {
 	in     *instance
 	span   *template.TraceSpan
 	stamps [spanFields]uint64
+	// The values of span's tags as bag values (tagRaw[i] when
+	// tagRawOK[i]) and their memo stamps, by position in p.tags.
+	tagRaw    []attribute.Value
+	tagRawOK  []bool
+	tagStamps []uint64
+	// spanChunk and tagChunk are where new spans and tag slices are cut
+	// from: one allocation for many spans instead of one or two each.
+	// (The spans of a chunk are sent together and outlive it together.)
+	spanChunk []template.TraceSpan
+	tagChunk  []template.SpanTag
+}
+
+// chunkSpans is how many spans (and their tags) a keptSpan's chunks hold.
+const chunkSpans = 32
+
+// newSpan returns a span of its own, cut from k's chunk.
+func (k *keptSpan) newSpan() *template.TraceSpan {
+	if len(k.spanChunk) == cap(k.spanChunk) {
+		k.spanChunk = make([]template.TraceSpan, 0, chunkSpans)
+	}
+	k.spanChunk = k.spanChunk[:len(k.spanChunk)+1]
+	return &k.spanChunk[len(k.spanChunk)-1]
+}
+
+// spanTags evaluates a tracespan's spanTags in key order (p.tags is
+// sorted). A tag whose program's memo entry still has the stamp it had
+// when k's span was built, or whose value is the same as then, keeps that
+// value; when every tag does, the kept span's slice is used again (spans
+// only read it), else a copy with the changed values.
+func spanTags(a *activation, k *keptSpan, p *spanPrograms) ([]template.SpanTag, *EvalError) {
+	n := len(p.tags)
+	if n == 0 {
+		return nil, nil
+	}
+	var kept []template.SpanTag
+	if k.span != nil && len(k.tagStamps) == n {
+		kept = k.span.SpanTags
+	} else {
+		k.tagRaw, k.tagRawOK, k.tagStamps = make([]attribute.Value, n), make([]bool, n), make([]uint64, n)
+	}
+	var out []template.SpanTag // nil while every value is kept's
+	for i, np := range p.tags {
+		if m := a.memoOf(np.program.id); kept != nil && m.stamp != 0 && m.stamp == k.tagStamps[i] {
+			if m.absent {
+				a.absent = true
+			}
+			continue
+		}
+		raw, ok, err := np.program.evalRaw(a)
+		if err != nil {
+			return nil, &EvalError{Field: "spec.params.spanTags." + np.name, Err: err}
+		}
+		k.tagStamps[i] = a.memoOf(np.program.id).stamp
+		if ok && kept != nil && k.tagRawOK[i] && (sameRaw(raw, k.tagRaw[i])) {
+			continue
+		}
+		k.tagRaw[i], k.tagRawOK[i] = raw, ok
+		var nv any
+		if ok {
+			nv = raw.Interface() // what native makes of its CEL value
+		} else {
+			v, _ := np.program.eval(a) // evalRaw evaluated it
+			nv = native(v)
+		}
+		switch nv.(type) {
+		case map[string]string, map[string]any, []any:
+			return nil, &EvalError{Field: "spec.params.spanTags." + np.name, Err: errors.New("value is not a scalar")}
+		case []byte, time.Duration:
+			// Span attributes are strings, numbers, bools or times:
+			// bytes (ip attributes) and durations become their text.
+			nv = template.FormatValue(nv)
+		}
+		if out == nil {
+			out = k.newTags(n)
+			if kept != nil {
+				copy(out, kept)
+			} else {
+				for j, np := range p.tags {
+					out[j].Key = np.name
+				}
+			}
+		}
+		out[i].Value = nv
+	}
+	if out == nil {
+		return kept, nil
+	}
+	return out, nil
+}
+
+// newTags returns a slice of n tags of its own, cut from k's chunk.
+func (k *keptSpan) newTags(n int) []template.SpanTag {
+	if cap(k.tagChunk)-len(k.tagChunk) < n {
+		k.tagChunk = make([]template.SpanTag, 0, n*chunkSpans)
+	}
+	l := len(k.tagChunk)
+	k.tagChunk = k.tagChunk[:l+n]
+	return k.tagChunk[l : l+n : l+n]
 }
 
 // evalOptional evaluates p (nil: not set). It returns a nil value and no

@@ -76,12 +76,12 @@ func TestTraceSpanInstance(t *testing.T) {
 		HTTPStatusCode:  503,
 		SourceName:      "product",
 		DestinationName: "invoice",
-		SpanTags: map[string]any{
-			"http.request.method":       "POST",
-			"url.path":                  "/invoices",
-			"http.response.status_code": int64(503),
-			"server.address":            "invoice:8080",
-			"client.address":            "10.0.0.7",
+		SpanTags: []template.SpanTag{ // in key order
+			{Key: "client.address", Value: "10.0.0.7"},
+			{Key: "http.request.method", Value: "POST"},
+			{Key: "http.response.status_code", Value: int64(503)},
+			{Key: "server.address", Value: "invoice:8080"},
+			{Key: "url.path", Value: "/invoices"},
 		},
 	}
 	if !reflect.DeepEqual(got, want) {

@@ -3,10 +3,8 @@ package jaeger
 import (
 	"fmt"
 	"math"
-	"slices"
 	"sort"
 	"strconv"
-	"strings"
 	"time"
 
 	model "github.com/jaegertracing/jaeger-idl/model/v1"
@@ -93,12 +91,6 @@ type modelBuf struct {
 	spans []model.Span
 	tags  []model.KeyValue
 	refs  []model.SpanRef
-	pairs []tagPair // scratch: a span's tags, sorted by name
-}
-
-type tagPair struct {
-	k string
-	v any
 }
 
 // reset empties b for a batch of spans, with room for all of them: toModel
@@ -159,22 +151,13 @@ func (b *modelBuf) toModel(s *template.TraceSpan, trace model.TraceID, span, par
 		tags = append(tags, model.String("w3c.tracestate", s.TraceState))
 	}
 	if s.HTTPStatusCode != 0 {
-		if _, dup := s.SpanTags["http.status_code"]; !dup {
+		if _, dup := s.Tag("http.status_code"); !dup {
 			tags = append(tags, model.Int64("http.status_code", s.HTTPStatusCode))
 		}
 	}
-	// The tags in key order, read by one pass over the map rather than a
-	// lookup per key.
-	pairs := b.pairs[:0]
-	for k, v := range s.SpanTags {
-		pairs = append(pairs, tagPair{k, v})
+	for _, t := range s.SpanTags { // in key order already
+		tags = append(tags, keyValue(t.Key, t.Value))
 	}
-	slices.SortFunc(pairs, func(x, y tagPair) int { return strings.Compare(x.k, y.k) })
-	for _, p := range pairs {
-		tags = append(tags, keyValue(p.k, p.v))
-	}
-	clear(pairs)
-	b.pairs = pairs[:0]
 	if len(tags) > start {
 		// Appending to b.tags past its capacity leaves earlier spans' tags
 		// where they were, so each span's slice stays its own.

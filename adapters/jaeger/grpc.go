@@ -14,6 +14,7 @@ import (
 
 	"github.com/sidemix/sidemix/adapters/internal/handlerkit"
 	"github.com/sidemix/sidemix/adapters/template"
+	"github.com/sidemix/sidemix/internal/bufpool"
 )
 
 // grpcExporter sends api_v2 CollectorService.PostSpans: one Batch per
@@ -165,9 +166,9 @@ func (gogoCodec) Unmarshal(data []byte, v any) error {
 func (gogoCodec) Name() string { return "proto" }
 
 // gogoCodecV2 is gogoCodec for the client's sends: a message of more than
-// a few KiB (a batch of spans is some 100 KiB) is marshalled into a buffer
-// of gRPC's pool, which gRPC gives back once written, instead of a new
-// allocation per request.
+// a few KiB (a batch of spans is some 100 KiB) is marshalled into a pooled
+// buffer (marshalPool), which gRPC gives back once written, instead of a
+// new allocation per request.
 type gogoCodecV2 struct{}
 
 type gogoSizedMessage interface {
@@ -189,7 +190,7 @@ func (gogoCodecV2) Marshal(v any) (mem.BufferSlice, error) {
 		}
 		return mem.BufferSlice{mem.SliceBuffer(b)}, nil
 	}
-	pool := mem.DefaultBufferPool()
+	pool := marshalPool
 	buf := pool.Get(size)
 	// MarshalToSizedBuffer writes backwards from the end of exactly size
 	// bytes.
@@ -215,3 +216,11 @@ func (gogoCodecV2) Unmarshal(data mem.BufferSlice, v any) error {
 }
 
 func (gogoCodecV2) Name() string { return "proto" }
+
+// marshalPool holds the buffers gogoCodecV2 marshals into. Unlike gRPC's
+// default pool it does not clear a buffer it hands out (gRPC's clears the
+// buffer's whole capacity, a 256 KiB tier for a batch of 500 spans, on
+// every Get): the codec overwrites every byte it sends (it checks that
+// MarshalToSizedBuffer wrote exactly Size bytes), and nothing else uses
+// these buffers.
+var marshalPool mem.BufferPool = &bufpool.Uncleared{}

@@ -155,7 +155,8 @@ func span(trace, id, parent, kind, src, dst string) *template.TraceSpan {
 		SpanName: "GET /invoice", StartTime: t0, EndTime: t0.Add(1500 * time.Microsecond),
 		SpanKind: kind, Status: template.SpanStatusUnset, HTTPStatusCode: 200,
 		SourceName: src, DestinationName: dst,
-		SpanTags: map[string]any{"http.request.method": "GET", "http.response.status_code": int64(200), "url.path": "/invoice"},
+		SpanTags: []template.SpanTag{{Key: "http.request.method", Value: "GET"},
+			{Key: "http.response.status_code", Value: int64(200)}, {Key: "url.path", Value: "/invoice"}},
 	}
 }
 

@@ -88,8 +88,8 @@ func spanObject(s *template.TraceSpan) spanJSON {
 	}
 	if len(s.SpanTags) > 0 {
 		out.Tags = make(map[string]any, len(s.SpanTags))
-		for k, v := range s.SpanTags {
-			out.Tags[k] = jsonline.Value(v)
+		for _, t := range s.SpanTags {
+			out.Tags[t.Key] = jsonline.Value(t.Value)
 		}
 	}
 	return out

@@ -212,7 +212,7 @@ func span(id string) *template.TraceSpan {
 		StartTime: start, EndTime: start.Add(5 * time.Millisecond),
 		SpanKind: template.SpanKindServer, Status: template.SpanStatusUnset, HTTPStatusCode: 200,
 		SourceName: "product", DestinationName: "invoice",
-		SpanTags: map[string]any{"http.request.method": "GET", "http.response.status_code": int64(200)},
+		SpanTags: []template.SpanTag{{Key: "http.request.method", Value: "GET"}, {Key: "http.response.status_code", Value: int64(200)}},
 	}
 }
 

@@ -145,7 +145,7 @@ func (p *keyProgram) mapString(inst template.Instance) (string, bool) {
 		if p.mapName != "spanTags" {
 			return "", false
 		}
-		v = i.SpanTags[p.mapKey]
+		v, _ = i.Tag(p.mapKey)
 	default:
 		return "", false
 	}
@@ -232,10 +232,10 @@ func (v keyVars) ResolveName(name string) (any, bool) {
 		case "endTime":
 			return i.EndTime, true
 		case "spanTags":
-			if i.SpanTags == nil {
+			if len(i.SpanTags) == 0 {
 				return map[string]any{}, true
 			}
-			return i.SpanTags, true
+			return i.TagMap(), true
 		}
 	case *template.OTLP:
 		switch name {

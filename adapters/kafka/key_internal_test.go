@@ -18,7 +18,7 @@ func TestKeyMapEntryMatchesCEL(t *testing.T) {
 	for _, v := range values {
 		insts = append(insts,
 			&template.LogEntry{Name: "a", Variables: template.FieldsOf(map[string]any{"host": v, "other": "x"})},
-			&template.TraceSpan{Name: "s", SpanTags: map[string]any{"host": v}})
+			&template.TraceSpan{Name: "s", SpanTags: []template.SpanTag{{Key: "host", Value: v}}})
 	}
 	insts = append(insts, &template.LogEntry{Name: "a"}, &template.TraceSpan{Name: "s"},
 		&template.LogEntry{Name: "a", Variables: template.FieldsOf(map[string]any{"other": "x"})})

@@ -271,7 +271,7 @@ func span(id, parent, kind, src, dst string) *template.TraceSpan {
 		SpanName: "GET /invoices", StartTime: t0, EndTime: t0.Add(5 * time.Millisecond),
 		SpanKind: kind, Status: template.SpanStatusUnset, HTTPStatusCode: 200,
 		SourceName: src, DestinationName: dst,
-		SpanTags: map[string]any{"url.path": "/invoices"},
+		SpanTags: []template.SpanTag{{Key: "url.path", Value: "/invoices"}},
 	}
 }
 

@@ -154,9 +154,40 @@ type TraceSpan struct {
 	HTTPStatusCode  int64 // 0: none
 	SourceName      string
 	DestinationName string
-	// SpanTags are the span's attributes: string, int64, float64, bool or
-	// time.Time values.
-	SpanTags map[string]any
+	// SpanTags are the span's attributes, in key order, each key once:
+	// string, int64, float64, bool or time.Time values. The policy
+	// package fills them in the order of the instance's spanTags keys,
+	// fixed when the config loads, so adapters need neither a map nor a
+	// sort; a slice may be shared by several spans (read only).
+	SpanTags []SpanTag
+}
+
+// SpanTag is one of a span's attributes.
+type SpanTag struct {
+	Key   string
+	Value any
+}
+
+// Tag is the value of the span's tag key, and whether it has one.
+func (s *TraceSpan) Tag(key string) (any, bool) {
+	for _, t := range s.SpanTags {
+		if t.Key == key {
+			return t.Value, true
+		}
+	}
+	return nil, false
+}
+
+// TagMap returns the span's tags as a new map, nil when it has none.
+func (s *TraceSpan) TagMap() map[string]any {
+	if len(s.SpanTags) == 0 {
+		return nil
+	}
+	m := make(map[string]any, len(s.SpanTags))
+	for _, t := range s.SpanTags {
+		m[t.Key] = t.Value
+	}
+	return m
 }
 
 // ServiceName is the service the span belongs to: the workload whose proxy

@@ -26,6 +26,8 @@ import (
 	"google.golang.org/grpc/encoding"
 	_ "google.golang.org/grpc/encoding/proto" // registers the "proto" codec delegated to
 	"google.golang.org/grpc/mem"
+
+	"github.com/sidemix/sidemix/internal/bufpool"
 )
 
 // Message is what protoc-gen-go-vtproto generates with its marshal,
@@ -115,10 +117,15 @@ func (c Codec) Unmarshal(data mem.BufferSlice, v any) error {
 	if len(data) == 1 {
 		return m.UnmarshalVT(data[0].ReadOnlyData())
 	}
-	buf := data.MaterializeToBuffer(mem.DefaultBufferPool())
+	// A body that arrived in several parts (a Report of 1000 bags) is
+	// copied into one buffer, from a pool that does not clear it first:
+	// the copy writes every byte the decoding reads.
+	buf := data.MaterializeToBuffer(materializePool)
 	defer buf.Free()
 	return m.UnmarshalVT(buf.ReadOnlyData())
 }
+
+var materializePool = &bufpool.Uncleared{}
 
 // Name is the proto codec's name: peers see an ordinary proto call.
 func (Codec) Name() string { return "proto" }

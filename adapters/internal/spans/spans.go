@@ -136,8 +136,10 @@ func fill(sp ptrace.Span, s *template.TraceSpan, ids spanIDs) {
 	}
 	attrs := sp.Attributes()
 	attrs.EnsureCapacity(len(s.SpanTags) + 1)
-	putAll(attrs, s.SpanTags)
-	if _, ok := s.SpanTags[HTTPStatusCodeKey]; !ok && s.HTTPStatusCode != 0 {
+	for _, t := range s.SpanTags { // in key order already
+		putValue(attrs, t.Key, t.Value)
+	}
+	if _, ok := s.Tag(HTTPStatusCodeKey); !ok && s.HTTPStatusCode != 0 {
 		attrs.PutInt(HTTPStatusCodeKey, s.HTTPStatusCode)
 	}
 }

@@ -39,18 +39,18 @@ func TestTraces(t *testing.T) {
 	server := span(template.SpanKindServer, "product", "invoice", "00f067aa0ba902b7", "b7ad6b7169203331")
 	server.TraceState = "congo=t61rcWkgMzE"
 	server.Status, server.StatusMessage, server.HTTPStatusCode = template.SpanStatusError, "upstream failed", 503
-	server.SpanTags = map[string]any{
-		"http.request.method": "GET",
-		"retries":             int64(2),
-		"ratio":               0.5,
-		"cached":              true,
-		"at":                  t0,
-		"latency":             25 * time.Millisecond,
-		"client.address":      []byte{10, 0, 0, 7},
+	server.SpanTags = []template.SpanTag{
+		{Key: "at", Value: t0},
+		{Key: "cached", Value: true},
+		{Key: "client.address", Value: []byte{10, 0, 0, 7}},
+		{Key: "http.request.method", Value: "GET"},
+		{Key: "latency", Value: 25 * time.Millisecond},
+		{Key: "ratio", Value: 0.5},
+		{Key: "retries", Value: int64(2)},
 	}
 	client := span(template.SpanKindClient, "product", "invoice", "b7ad6b7169203331", "")
 	client.HTTPStatusCode = 200
-	client.SpanTags = map[string]any{HTTPStatusCodeKey: int64(299)} // the tag wins
+	client.SpanTags = []template.SpanTag{{Key: HTTPStatusCodeKey, Value: int64(299)}} // the tag wins
 	notif := span(template.SpanKindClient, "invoice", "notification", "1111111111111111", "00f067aa0ba902b7")
 	notif.Status = template.SpanStatusOK
 	notif.StatusMessage = "dropped: not an error"

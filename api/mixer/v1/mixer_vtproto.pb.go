@@ -1302,6 +1302,34 @@ func (m *CheckRequest) ReturnToVTPool() {
 func CheckRequestFromVTPool() *CheckRequest {
 	return vtprotoPool_CheckRequest.Get().(*CheckRequest)
 }
+
+var vtprotoPool_ReportRequest = sync.Pool{
+	New: func() interface{} {
+		return &ReportRequest{}
+	},
+}
+
+func (m *ReportRequest) ResetVT() {
+	if m != nil {
+		for _, mm := range m.Attributes {
+			mm.ResetVT()
+		}
+		f0 := m.Attributes[:0]
+		f1 := m.DefaultWords[:0]
+		m.Reset()
+		m.Attributes = f0
+		m.DefaultWords = f1
+	}
+}
+func (m *ReportRequest) ReturnToVTPool() {
+	if m != nil {
+		m.ResetVT()
+		vtprotoPool_ReportRequest.Put(m)
+	}
+}
+func ReportRequestFromVTPool() *ReportRequest {
+	return vtprotoPool_ReportRequest.Get().(*ReportRequest)
+}
 func (m *CompressedAttributes) SizeVT() (n int) {
 	if m == nil {
 		return 0
@@ -4993,7 +5021,14 @@ func (m *ReportRequest) UnmarshalVT(dAtA []byte) error {
 			if postIndex > l {
 				return io.ErrUnexpectedEOF
 			}
-			m.Attributes = append(m.Attributes, &CompressedAttributes{})
+			if len(m.Attributes) == cap(m.Attributes) {
+				m.Attributes = append(m.Attributes, &CompressedAttributes{})
+			} else {
+				m.Attributes = m.Attributes[:len(m.Attributes)+1]
+				if m.Attributes[len(m.Attributes)-1] == nil {
+					m.Attributes[len(m.Attributes)-1] = &CompressedAttributes{}
+				}
+			}
 			if err := m.Attributes[len(m.Attributes)-1].UnmarshalVT(dAtA[iNdEx:postIndex]); err != nil {
 				return err
 			}
@@ -8416,7 +8451,14 @@ func (m *ReportRequest) UnmarshalVTUnsafe(dAtA []byte) error {
 			if postIndex > l {
 				return io.ErrUnexpectedEOF
 			}
-			m.Attributes = append(m.Attributes, &CompressedAttributes{})
+			if len(m.Attributes) == cap(m.Attributes) {
+				m.Attributes = append(m.Attributes, &CompressedAttributes{})
+			} else {
+				m.Attributes = m.Attributes[:len(m.Attributes)+1]
+				if m.Attributes[len(m.Attributes)-1] == nil {
+					m.Attributes[len(m.Attributes)-1] = &CompressedAttributes{}
+				}
+			}
 			if err := m.Attributes[len(m.Attributes)-1].UnmarshalVTUnsafe(dAtA[iNdEx:postIndex]); err != nil {
 				return err
 			}

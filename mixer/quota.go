@@ -6,6 +6,7 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/protobuf/types/known/durationpb"
 
@@ -57,8 +58,10 @@ type quotaGrant struct {
 	// The tightest window any enforcing handler reported.
 	limit, remaining int64
 	reset            time.Duration
-	// The first enforcing call that refused, for the denial's details.
-	deniedBy *quotaCall
+	// The first enforcing call that refused, for the denial's details,
+	// and its handler's series of the quota.
+	deniedBy       *quotaCall
+	deniedCounters *quotaCounters
 }
 
 func (g *quotaGrant) add(amount int64, validFor time.Duration) {
@@ -93,6 +96,7 @@ func (g *quotaGrant) exhausted() bool {
 type quotaAnswer struct {
 	result  mixerv1.CheckResponse_QuotaResult
 	reset   durationpb.Duration
+	valid   durationpb.Duration // a denial's
 	charge  mixerv1.CheckResponse_QuotaCharge
 	charges [1]*mixerv1.CheckResponse_QuotaCharge
 }
@@ -238,8 +242,11 @@ func (s *Server) runQuotas(ctx context.Context, st *state, bag *attribute.Bag, r
 		}
 		v := r.val
 		exhausted := c.exhausted(v)
+		var qc *quotaCounters
+		if c.same < 0 || exhausted && !c.shadow {
+			qc = c.h.quotaCounters(s.m, c.inst.Name)
+		}
 		if c.same < 0 {
-			qc := c.h.quotaCounters(s.m, c.inst.Name)
 			result := quotaResultGranted
 			if exhausted {
 				result = quotaResultDenied
@@ -260,9 +267,9 @@ func (s *Server) runQuotas(ctx context.Context, st *state, bag *attribute.Bag, r
 			continue
 		}
 		if exhausted {
-			s.m.denials.WithLabelValues(c.rule, c.handler, denyQuota).Inc()
+			qc.denials(s.m, c.rule, c.handler).Inc()
 			if g.deniedBy == nil {
-				g.deniedBy = c
+				g.deniedBy, g.deniedCounters = c, qc
 			}
 		}
 		g.add(v.Amount, v.ValidDuration)
@@ -314,7 +321,19 @@ func (s *Server) runQuotas(ctx context.Context, st *state, bag *attribute.Bag, r
 		if i > 0 {
 			qr = new(mixerv1.CheckResponse_QuotaResult)
 		}
-		qr.ValidDuration = s.durations.get(validFor)
+		if g.exhausted() {
+			// A denial's valid duration is its retry delay, counted
+			// down to the microsecond: a cache would not hit, and each
+			// miss would push out an entry that does.
+			v := &qa.valid
+			if i > 0 {
+				v = new(durationpb.Duration)
+			}
+			v.Seconds, v.Nanos = int64(validFor/time.Second), int32(validFor%time.Second)
+			qr.ValidDuration = v
+		} else {
+			qr.ValidDuration = s.durations.get(validFor)
+		}
 		qr.GrantedAmount = granted
 		qr.ReferencedAttributes = refsProto
 		qr.Limit, qr.Remaining = g.limit, g.remaining
@@ -329,12 +348,33 @@ func (s *Server) runQuotas(ctx context.Context, st *state, bag *attribute.Bag, r
 		}
 		out.results[g.name] = qr
 		if g.exhausted() && p.code == codes.OK {
-			p.deny(codes.ResourceExhausted, "quota "+strconv.Quote(g.name)+" exhausted", exhaustedDetails(g)...)
+			msg := ""
+			if g.deniedCounters != nil {
+				msg = g.deniedCounters.exhausted
+			} else {
+				msg = exhaustedMessage(g.name)
+			}
+			p.deny(codes.ResourceExhausted, msg, exhaustedDetails(g)...)
 			// Whether the next request gets quota is not for a cache to say.
 			p.noCache = true
 		}
 	}
 	return out
+}
+
+// exhaustedMessage is the message of a Check denied for quota name.
+func exhaustedMessage(name string) string {
+	return "quota " + strconv.Quote(name) + " exhausted"
+}
+
+// denials returns the quota's series of sidemix_mixer_denials_total for
+// rule, resolved once per state.
+func (qc *quotaCounters) denials(m *metrics, rule, handler string) prometheus.Counter {
+	if c, ok := qc.byRule.Load(rule); ok {
+		return c.(prometheus.Counter)
+	}
+	c, _ := qc.byRule.LoadOrStore(rule, m.denials.WithLabelValues(rule, handler, denyQuota))
+	return c.(prometheus.Counter)
 }
 
 // maxGrantScan is how many quotas a Check's grants are looked up among by

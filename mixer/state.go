@@ -36,6 +36,12 @@ type handler struct {
 type quotaCounters struct {
 	results [3]prometheus.Counter // granted, denied, error
 	granted prometheus.Counter
+	// byRule holds the quota's series of sidemix_mixer_denials_total by
+	// rule (rule name → prometheus.Counter), and exhausted the denial's
+	// message: a Check denied for quota costs no label lookup and no
+	// string building (mixer/quota.go).
+	byRule    sync.Map
+	exhausted string
 }
 
 const (
@@ -50,7 +56,7 @@ func (h *handler) quotaCounters(m *metrics, name string) *quotaCounters {
 	if c, ok := h.quotas.Load(name); ok {
 		return c.(*quotaCounters)
 	}
-	c := &quotaCounters{granted: m.quotaGranted.WithLabelValues(h.name, name)}
+	c := &quotaCounters{granted: m.quotaGranted.WithLabelValues(h.name, name), exhausted: exhaustedMessage(name)}
 	for i, r := range []string{allocGranted, allocDenied, allocError} {
 		c.results[i] = m.quotaAllocations.WithLabelValues(h.name, name, r)
 	}

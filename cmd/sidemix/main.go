@@ -19,10 +19,13 @@ import (
 	"os"
 )
 
-// env is what a sub-command talks to: its output streams. Tests give their
-// own buffers.
+// env is what a sub-command talks to: its output streams, and how the
+// process restarts itself. Tests give their own buffers and no restart.
 type env struct {
 	stdout, stderr io.Writer
+	// reexec replaces the process with itself under another GODEBUG
+	// (execSelf); nil when sub-commands run inside a test.
+	reexec func(godebug string) error
 }
 
 // command is one sub-command.
@@ -57,12 +60,16 @@ func usageErrorf(format string, args ...any) error {
 }
 
 func main() {
-	os.Exit(run(context.Background(), os.Args[1:], os.Stdout, os.Stderr))
+	os.Exit(runEnv(context.Background(), os.Args[1:], &env{stdout: os.Stdout, stderr: os.Stderr, reexec: execSelf}))
 }
 
 // run executes the command line and returns the exit status.
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
-	e := &env{stdout: stdout, stderr: stderr}
+	return runEnv(ctx, args, &env{stdout: stdout, stderr: stderr})
+}
+
+func runEnv(ctx context.Context, args []string, e *env) int {
+	stdout, stderr := e.stdout, e.stderr
 	if len(args) == 0 {
 		printTopUsage(stderr)
 		return 2
@@ -72,7 +79,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	case "-h", "-help", "--help", "help":
 		if name == "help" && len(args) > 1 {
 			// `sidemix help proxy` is `sidemix proxy --help`.
-			return run(ctx, []string{args[1], "--help"}, stdout, stderr)
+			return runEnv(ctx, []string{args[1], "--help"}, e)
 		}
 		printTopUsage(stdout)
 		return 0

@@ -2,6 +2,8 @@ package e2e
 
 import (
 	"errors"
+	"fmt"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
@@ -152,5 +154,44 @@ func TestCheckAndReportCommands(t *testing.T) {
 	_, stderr, code = runSidemix(t, "check", "--mixer", m.grpc, "-a", "response.code=abc")
 	if code != 2 || !strings.Contains(stderr, "response.code") {
 		t.Errorf("check with a bad INT64: exit %d, stderr %q; want 2 naming response.code", code, stderr)
+	}
+}
+
+// TestMixerKeepsSysmonAwake: the mixer restarts itself once, in the same
+// process, with GODEBUG's schedtrace set (cmd/sidemix/sysmon.go), keeping
+// what GODEBUG already held; --sysmon-deep-sleep leaves the runtime's
+// default. The start-up log says which is in effect.
+func TestMixerKeepsSysmonAwake(t *testing.T) {
+	c := newConfig(t, nil)
+	t.Setenv("GODEBUG", "madvdontneed=1")
+	for _, tc := range []struct {
+		args      []string
+		godebug   string
+		deepSleep string
+	}{
+		{nil, "madvdontneed=1,schedtrace=2147483647", "sysmonDeepSleep=false"},
+		{[]string{"--sysmon-deep-sleep"}, "madvdontneed=1", "sysmonDeepSleep=true"},
+	} {
+		m := startMixer(t, c, "", "", tc.args...)
+		environ, err := os.ReadFile(fmt.Sprintf("/proc/%d/environ", m.Cmd.Process.Pid))
+		if err != nil {
+			t.Fatal(err)
+		}
+		var godebug []string
+		for _, kv := range strings.Split(string(environ), "\x00") {
+			if v, ok := strings.CutPrefix(kv, "GODEBUG="); ok {
+				godebug = append(godebug, v)
+			}
+		}
+		if len(godebug) != 1 || godebug[0] != tc.godebug {
+			t.Errorf("%v: the mixer's GODEBUG is %q, want [%q]", tc.args, godebug, tc.godebug)
+		}
+		m.WaitOutput(t, tc.deepSleep, 5*time.Second)
+		if n := strings.Count(m.Output(), `msg="go runtime"`); n != 1 {
+			t.Errorf("%v: %d start-up logs of the runtime's settings, want 1 (one restart at most):\n%s", tc.args, n, m.Output())
+		}
+		if err := m.Stop(10 * time.Second); err != nil {
+			t.Errorf("%v: stop: %v", tc.args, err)
+		}
 	}
 }

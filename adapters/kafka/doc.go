@@ -34,7 +34,10 @@
 // resources count in sidemix_kafka_instances_sent_total. With otlpBatch,
 // once a record holds a copy of an instance's bytes the instance is
 // released (template.OTLP.Release), so the mixer's OTLP receiver reuses
-// the request's buffer; a lone resource is then copied too.
+// the request's buffer; a lone resource is then copied too. A record
+// value of 64 KiB or more is built in a pooled buffer that is reused once
+// Kafka acknowledged the record (or it was dropped for good), so records
+// of up to batchBytes do not cost fresh pages each.
 //
 // The record key is the value of the CEL expression key, evaluated over the
 // instance; records of one key go to one partition (the Java client's

@@ -106,7 +106,7 @@ type handler struct {
 	errs          prometheus.Counter
 	keyErrors     prometheus.Counter
 	// instancesSent counts the instances in sent records (each record's
-	// WriterData is its instance count).
+	// WriterData is its instance count, or a *pooledValue holding it).
 	instancesSent prometheus.Counter
 	failing       atomic.Int32 // lanes whose last write failed
 
@@ -301,6 +301,7 @@ func (h *handler) Report(_ context.Context, insts []template.Instance) error {
 		size := recordSize(m)
 		if h.held >= h.bufferSize || h.heldBytes+size > h.bufferBytes {
 			full++
+			releaseValues(m)
 			continue
 		}
 		i := h.laneOf(m)
@@ -524,17 +525,21 @@ func (h *handler) write(w *kafkago.Writer, msgs []kafkago.Message) (retry []kafk
 	if err == nil {
 		h.count(resultSent, len(msgs))
 		h.sentInstances(msgs...)
+		releaseValues(msgs...)
 		return nil, nil
 	}
 	var tooBig kafkago.MessageTooLargeError
 	if errors.As(err, &tooBig) {
 		// Only a record above batchBytes, which record() keeps out; drop
-		// it and write the rest again at once.
+		// it and write the rest again at once. kafka-go refused the write
+		// before sending anything.
 		h.tooLarge(tooBig.Message, err)
+		releaseValues(tooBig.Message)
 		return tooBig.Remaining, nil
 	}
 	var werrs kafkago.WriteErrors
 	if !errors.As(err, &werrs) || len(werrs) != len(msgs) {
+		keepValues(msgs)
 		return msgs, err // the whole write failed (no broker, no metadata, ...)
 	}
 	var isolate, again []kafkago.Message
@@ -544,13 +549,16 @@ func (h *handler) write(w *kafkago.Writer, msgs []kafkago.Message) (retry []kafk
 		case e == nil:
 			h.count(resultSent, 1)
 			h.sentInstances(msgs[i])
+			releaseValues(msgs[i])
 		case isTooLarge(e) && w != h.single:
 			isolate = append(isolate, msgs[i])
 		case isTooLarge(e):
 			h.tooLarge(msgs[i], e)
+			releaseValues(msgs[i])
 		case isRecordError(e):
 			h.count(resultRejected, 1)
 			h.log.Log(context.Background(), h.dropLevel(), "kafka refused a record; dropped", "topic", h.topic, "key", string(msgs[i].Key), "error", e)
+			releaseValues(msgs[i])
 		default:
 			again = append(again, msgs[i])
 			if firstErr == nil {
@@ -561,6 +569,7 @@ func (h *handler) write(w *kafkago.Writer, msgs []kafkago.Message) (retry []kafk
 	if len(again) > 0 {
 		// Retry everything not yet sent in the original order, so records
 		// of one key stay ordered.
+		keepValues(again)
 		return append(again, isolate...), firstErr
 	}
 	return isolate, nil
@@ -603,6 +612,7 @@ func (h *handler) Close(ctx context.Context) error {
 	for _, l := range h.lanes {
 		left += len(l.buf)
 		bytes += recordsSize(l.buf)
+		releaseValues(l.buf...) // never given to kafka-go
 		l.buf = nil
 	}
 	h.held -= left
@@ -637,9 +647,7 @@ func (h *handler) closeWriters() {
 func (h *handler) sentInstances(msgs ...kafkago.Message) {
 	n := 0
 	for _, m := range msgs {
-		if c, ok := m.WriterData.(int); ok {
-			n += c
-		}
+		n += itemsIn(m)
 	}
 	h.instancesSent.Add(float64(n))
 }

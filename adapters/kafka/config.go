@@ -65,7 +65,9 @@ type Config struct {
 	// BatchBytes is the most bytes in one produce batch per partition; a
 	// single record above it is dropped as too large.
 	BatchBytes int64 `yaml:"batchBytes"`
-	// Linger is the longest a record waits for its batch to fill.
+	// Linger is the longest a record waits for more to join its write: a
+	// lane starts a write at most once per linger (unless it holds a whole
+	// write's worth), and at once when it has been idle that long.
 	Linger time.Duration `yaml:"linger"`
 	// RequiredAcks is none, one (the leader) or all (every in-sync
 	// replica). With none, write errors cannot be seen.

@@ -64,8 +64,11 @@
 // it never waits for Kafka. The buffer has maxInFlight lanes (default 4),
 // each with a goroutine and a kafka-go Writer of its own, which takes
 // records from its lane, oldest first, and writes them (batches of
-// batchSize records or batchBytes bytes per partition, each waiting at most
-// linger to fill), so up to maxInFlight produce requests per partition are
+// batchSize records or batchBytes bytes per partition). A lane starts a
+// write at most once per linger unless it holds 16 batches' worth: under
+// load the records that come meanwhile go into the next write together,
+// and none waits longer than linger for it; a record that comes to a lane
+// idle for linger is written at once. Up to maxInFlight produce requests per partition are
 // in flight at once (kafka-go's Writer alone has one). A record's lane is
 // chosen by its key's hash, so the records of one key go through one lane
 // and reach their partition in the order reported; records without a key

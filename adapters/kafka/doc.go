@@ -124,7 +124,7 @@
 //	    otlpBatch: false        # otlp_proto: one record per key and report
 //	    batchSize: 1000         # records per partition batch
 //	    batchBytes: 1048576     # keep at or below the broker's message.max.bytes
-//	    linger: 10ms
+//	    linger: 10ms            # a lane writes at most once per linger (at once when idle)
 //	    requiredAcks: all       # none, one or all
 //	    compression: none       # gzip, snappy, lz4, zstd
 //	    bufferSize: 100000      # records held while Kafka is slow or down

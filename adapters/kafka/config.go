@@ -109,8 +109,8 @@ type SASL struct {
 
 // NewConfig returns the defaults: JSON records, batches of up to 1000
 // records or 1 MiB, each lane writing at most once per 10ms (linger),
-// acks from all in-sync replicas, no compression, up to 100000 records and 64 MiB buffered, 4 produce
-// requests in flight.
+// acks from all in-sync replicas, no compression, up to 100000 records
+// and 64 MiB buffered, 4 produce requests in flight.
 func NewConfig() *Config {
 	return &Config{
 		Encoding:     EncodingJSON,

@@ -443,3 +443,115 @@ func TestScalarAnyOnlyWhatValidateAnyAccepts(t *testing.T) {
 		}
 	}
 }
+
+// oneSpan is the Span message of a one-span TracesData in wire form.
+func oneSpan(t testing.TB, td []byte) []byte {
+	t.Helper()
+	msg := td
+	for _, field := range []int32{1, 2, 2} { // resource_spans, scope_spans, spans
+		var found []byte
+		for pos := 0; pos < len(msg); {
+			num, wt, p, err := consumeTag(msg, pos)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if wt != wtLen {
+				if pos, err = consumeUnknown(msg, p, wt); err != nil {
+					t.Fatal(err)
+				}
+				continue
+			}
+			s, e, err := consumeLen(msg, p)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if num == field && found == nil {
+				found = msg[s:e]
+			}
+			pos = e
+		}
+		if found == nil {
+			t.Fatalf("no field %d", field)
+		}
+		msg = found
+	}
+	return msg
+}
+
+// usualSpans are a usual HTTP server span as pdata writes it (fields in
+// descending order, status first) and as protobuf-go does (ascending),
+// with a status code.
+func usualSpans(t testing.TB) map[string][]byte {
+	td := ptrace.NewTraces()
+	sp := td.ResourceSpans().AppendEmpty().ScopeSpans().AppendEmpty().Spans().AppendEmpty()
+	sp.SetTraceID(otlpTraceID)
+	sp.SetSpanID(appSpanID)
+	sp.SetParentSpanID(pcommon.SpanID{8, 7, 6, 5, 4, 3, 2, 1})
+	sp.SetName("GET /api/orders/{id}")
+	sp.SetKind(ptrace.SpanKindServer)
+	sp.SetStartTimestamp(1)
+	sp.SetEndTimestamp(2)
+	sp.Attributes().PutStr("http.request.method", "GET")
+	sp.Attributes().PutInt("http.response.status_code", 200)
+	sp.Attributes().PutBool("error", false)
+	pdataSpan := oneSpan(t, marshalTraces(t, td))
+
+	field := func(b []byte, num protowire.Number, v []byte) []byte {
+		return protowire.AppendBytes(protowire.AppendTag(b, num, protowire.BytesType), v)
+	}
+	kv := func(k string, v []byte) []byte { return field(field(nil, 1, []byte(k)), 2, v) }
+	var asc []byte
+	asc = field(asc, 1, otlpTraceID[:])
+	asc = field(asc, 2, appSpanID[:])
+	asc = field(asc, 3, []byte("vendor=1"))
+	asc = field(asc, 4, []byte{8, 7, 6, 5, 4, 3, 2, 1})
+	asc = field(asc, 5, []byte("GET /api/orders/{id}"))
+	asc = protowire.AppendVarint(protowire.AppendTag(asc, 6, protowire.VarintType), 2)
+	asc = protowire.AppendFixed64(protowire.AppendTag(asc, 7, protowire.Fixed64Type), 1)
+	asc = protowire.AppendFixed64(protowire.AppendTag(asc, 8, protowire.Fixed64Type), 2)
+	asc = field(asc, 9, kv("http.request.method", field(nil, 1, []byte("GET"))))
+	asc = field(asc, 9, kv("http.response.status_code", protowire.AppendVarint(protowire.AppendTag(nil, 3, protowire.VarintType), 200)))
+	asc = field(asc, 15, protowire.AppendVarint(protowire.AppendTag(nil, 3, protowire.VarintType), 1))
+	return map[string][]byte{"pdata": pdataSpan, "protobuf-go": asc}
+}
+
+// TestSpanPrefixTakesUsualSpans: the usual spans, in either field order,
+// are validated by spanPrefix alone, to the same ids as the loop finds.
+func TestSpanPrefixTakesUsualSpans(t *testing.T) {
+	for name, b := range usualSpans(t) {
+		var fast, slow wireIDs
+		if n := spanPrefix(b, &fast); n != len(b) {
+			t.Errorf("%s: spanPrefix took %d of %d bytes: % x", name, n, len(b), b)
+		}
+		if err := validateSpanFields(b, 0, &slow); err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+		if !bytes.Equal(fast.traceID, otlpTraceID[:]) || !bytes.Equal(fast.spanID, appSpanID[:]) || string(fast.name) != "GET /api/orders/{id}" {
+			t.Errorf("%s: spanPrefix found %+v", name, fast)
+		}
+		if !bytes.Equal(fast.traceID, slow.traceID) || !bytes.Equal(fast.spanID, slow.spanID) || !bytes.Equal(fast.name, slow.name) {
+			t.Errorf("%s: spanPrefix found %+v, the loop %+v", name, fast, slow)
+		}
+	}
+}
+
+// FuzzSpanPrefix: validating a span through spanPrefix and then the loop
+// says what the loop alone says, error and ids.
+func FuzzSpanPrefix(f *testing.F) {
+	for _, b := range usualSpans(f) {
+		f.Add(b)
+		f.Add(b[:len(b)-3])
+		f.Add(append(append([]byte{}, b...), b...))
+	}
+	f.Fuzz(func(t *testing.T, b []byte) {
+		var fast, slow wireIDs
+		ferr := validateSpan(b, &fast)
+		serr := validateSpanFields(b, 0, &slow)
+		if (ferr == nil) != (serr == nil) || ferr != nil && ferr.Error() != serr.Error() {
+			t.Fatalf("span % x: with spanPrefix %v, without %v", b, ferr, serr)
+		}
+		if ferr == nil && (!bytes.Equal(fast.traceID, slow.traceID) || !bytes.Equal(fast.spanID, slow.spanID) || !bytes.Equal(fast.name, slow.name)) {
+			t.Fatalf("span % x: with spanPrefix %+v, without %+v", b, fast, slow)
+		}
+	})
+}

@@ -65,7 +65,9 @@ type Config struct {
 	// BatchBytes is the most bytes in one produce batch per partition; a
 	// single record above it is dropped as too large.
 	BatchBytes int64 `yaml:"batchBytes"`
-	// Linger is the longest a record waits for its batch to fill.
+	// Linger is the longest a record waits for more to join its write: a
+	// lane starts a write at most once per linger (unless it holds a whole
+	// write's worth), and at once when it has been idle that long.
 	Linger time.Duration `yaml:"linger"`
 	// RequiredAcks is none, one (the leader) or all (every in-sync
 	// replica). With none, write errors cannot be seen.
@@ -106,9 +108,9 @@ type SASL struct {
 }
 
 // NewConfig returns the defaults: JSON records, batches of up to 1000
-// records or 1 MiB lingering at most 10ms, acks from all in-sync replicas,
-// no compression, up to 100000 records and 64 MiB buffered, 4 produce
-// requests in flight.
+// records or 1 MiB, each lane writing at most once per 10ms (linger),
+// acks from all in-sync replicas, no compression, up to 100000 records
+// and 64 MiB buffered, 4 produce requests in flight.
 func NewConfig() *Config {
 	return &Config{
 		Encoding:     EncodingJSON,

@@ -34,7 +34,10 @@
 // resources count in sidemix_kafka_instances_sent_total. With otlpBatch,
 // once a record holds a copy of an instance's bytes the instance is
 // released (template.OTLP.Release), so the mixer's OTLP receiver reuses
-// the request's buffer; a lone resource is then copied too.
+// the request's buffer; a lone resource is then copied too. A record
+// value of 64 KiB or more is built in a pooled buffer that is reused once
+// Kafka acknowledged the record (or it was dropped for good), so records
+// of up to batchBytes do not cost fresh pages each.
 //
 // The record key is the value of the CEL expression key, evaluated over the
 // instance; records of one key go to one partition (the Java client's
@@ -61,8 +64,11 @@
 // it never waits for Kafka. The buffer has maxInFlight lanes (default 4),
 // each with a goroutine and a kafka-go Writer of its own, which takes
 // records from its lane, oldest first, and writes them (batches of
-// batchSize records or batchBytes bytes per partition, each waiting at most
-// linger to fill), so up to maxInFlight produce requests per partition are
+// batchSize records or batchBytes bytes per partition). A lane starts a
+// write at most once per linger unless it holds 16 batches' worth: under
+// load the records that come meanwhile go into the next write together,
+// and none waits longer than linger for it; a record that comes to a lane
+// idle for linger is written at once. Up to maxInFlight produce requests per partition are
 // in flight at once (kafka-go's Writer alone has one). A record's lane is
 // chosen by its key's hash, so the records of one key go through one lane
 // and reach their partition in the order reported; records without a key
@@ -118,7 +124,7 @@
 //	    otlpBatch: false        # otlp_proto: one record per key and report
 //	    batchSize: 1000         # records per partition batch
 //	    batchBytes: 1048576     # keep at or below the broker's message.max.bytes
-//	    linger: 10ms
+//	    linger: 10ms            # a lane writes at most once per linger (at once when idle)
 //	    requiredAcks: all       # none, one or all
 //	    compression: none       # gzip, snappy, lz4, zstd
 //	    bufferSize: 100000      # records held while Kafka is slow or down

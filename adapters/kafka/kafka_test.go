@@ -790,3 +790,41 @@ func TestBufferBytes(t *testing.T) {
 		t.Errorf("buffered bytes = %v for %v records, want at most 2048 and within one record of it", bytes, held)
 	}
 }
+
+// TestLanesLinger: a record that comes to an idle lane is written at
+// once; records that come within linger of the lane's last write wait
+// for the next one, which starts linger after it.
+func TestLanesLinger(t *testing.T) {
+	c := newCluster(t, "linger")
+	addr := c.ListenAddrs()[0]
+	reg := prometheus.NewRegistry()
+	h := newHandler(t, reg, fmt.Sprintf("brokers: [%s]\ntopic: linger\nlinger: 2s\nmaxInFlight: 1\n", addr))
+	// The first write also fetches the topic's metadata: let it happen.
+	if err := h.Report(context.Background(), []template.Instance{access("warmup", 0)}); err != nil {
+		t.Fatal(err)
+	}
+	waitSent(t, reg, 1, 10*time.Second)
+	time.Sleep(2100 * time.Millisecond) // the lane is idle for linger
+
+	start := time.Now()
+	if err := h.Report(context.Background(), []template.Instance{access("a", 1)}); err != nil {
+		t.Fatal(err)
+	}
+	waitSent(t, reg, 2, 10*time.Second)
+	if d := time.Since(start); d > time.Second {
+		t.Errorf("a record to an idle lane took %v to be sent, want it at once", d)
+	}
+	for i := range 3 {
+		if err := h.Report(context.Background(), []template.Instance{access("b", 2+i)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	time.Sleep(time.Second)
+	if n := sent(t, reg); n != 2 {
+		t.Errorf("%v records sent within linger of the last write, want 2: the others wait", n)
+	}
+	waitSent(t, reg, 5, 10*time.Second)
+	if d := time.Since(start); d < 1900*time.Millisecond {
+		t.Errorf("the records that came within linger were sent %v after the last write started, want about linger", d)
+	}
+}

@@ -1,7 +1,6 @@
 package kafka
 
 import (
-	"bytes"
 	"errors"
 	"fmt"
 	"time"
@@ -181,13 +180,14 @@ func (h *handler) rawRecords(msgs []kafkago.Message, key []byte, insts []*templa
 			return
 		}
 		// One resource nobody asks back is written as received (kafka-go
-		// only reads a value); bytes.Join copies several (or one whose
-		// buffer is to be reused) without zeroing the record first.
-		value := parts[0]
-		if len(parts) > 1 || releases {
-			value = bytes.Join(parts, nil)
+		// only reads a value), and so is one too large, to be dropped;
+		// joinValue copies several (or one whose buffer is to be reused)
+		// into a pooled buffer.
+		value, data := parts[0], any(items)
+		if len(parts) > 1 || releases && size <= room {
+			value, data = joinValue(parts, int(size), items)
 		}
-		msgs = h.appendRecord(msgs, kafkago.Message{Key: key, Value: value, Time: now, WriterData: items})
+		msgs = h.appendRecord(msgs, kafkago.Message{Key: key, Value: value, Time: now, WriterData: data})
 		for _, i := range in {
 			if i.Release != nil {
 				i.Release()
@@ -254,6 +254,7 @@ func (h *handler) logRecords(msgs []kafkago.Message, key []byte, es []*template.
 func (h *handler) appendRecord(msgs []kafkago.Message, m kafkago.Message) []kafkago.Message {
 	if size := int64(len(m.Key) + len(m.Value) + recordOverhead); size > h.batchBytes {
 		h.tooLarge(m, fmt.Errorf("%d bytes, batchBytes is %d", size, h.batchBytes))
+		releaseValues(m)
 		return msgs
 	}
 	return append(msgs, m)

@@ -117,3 +117,75 @@ func TestOTLPInstanceAsJSON(t *testing.T) {
 		t.Errorf("instances sent = %v, want the 3 spans", n)
 	}
 }
+
+// TestPooledRecordValuesIntact: with otlpBatch, records above 64 KiB are
+// built in pooled buffers that the next reports reuse once Kafka has
+// acknowledged them; every record read back holds its resources byte for
+// byte, although each instance's own bytes are overwritten as soon as it
+// is released (as the receiver reuses its request buffer).
+func TestPooledRecordValuesIntact(t *testing.T) {
+	c := newCluster(t, "pooled")
+	addr := c.ListenAddrs()[0]
+	reg := prometheus.NewRegistry()
+	h := newHandler(t, reg, fmt.Sprintf("brokers: [%s]\ntopic: pooled\nkey: serviceName\nencoding: otlp_proto\notlpBatch: true\nbatchBytes: 262144\n", addr))
+	const reports, perReport = 12, 5
+	var want []byte
+	released := 0
+	spans := 0
+	for r := range reports {
+		var insts []template.Instance
+		for k := range perReport {
+			in := resource(t, "web", 1500)
+			// Tell the reports' bytes apart: the span names' "op" becomes
+			// a letter per report and resource.
+			in.Data = bytes.ReplaceAll(in.Data, []byte(" op "), []byte{' ', byte('a' + r), byte('a' + k), ' '})
+			want = append(want, in.Data...)
+			spans += in.Items
+			data := in.Data
+			in.Release = func() {
+				released++
+				for i := range data {
+					data[i] = 0xff
+				}
+			}
+			insts = append(insts, in)
+		}
+		if len(insts[0].(*template.OTLP).Data) < 48<<10 {
+			t.Fatalf("a resource is %d bytes: the test wants records above 64 KiB", len(insts[0].(*template.OTLP).Data))
+		}
+		if err := h.Report(context.Background(), insts); err != nil {
+			t.Fatal(err)
+		}
+		if r%3 != 2 { // mostly one report at a time, so buffers come back before the next
+			deadline := time.Now().Add(10 * time.Second)
+			for value(t, reg, "sidemix_kafka_instances_sent_total", map[string]string{"handler": "kafka"}) < float64(spans) {
+				if time.Now().After(deadline) {
+					t.Fatalf("report %d not sent", r)
+				}
+				time.Sleep(5 * time.Millisecond)
+			}
+		}
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for value(t, reg, "sidemix_kafka_instances_sent_total", map[string]string{"handler": "kafka"}) < float64(spans) {
+		if time.Now().After(deadline) {
+			t.Fatal("spans not sent")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if released != reports*perReport {
+		t.Errorf("%d instances released, want %d", released, reports*perReport)
+	}
+	records := int(sent(t, reg))
+	recs := consume(t, addr, "pooled", records, 10*time.Second)
+	var got []byte
+	for _, r := range recs {
+		if len(r.value) < 64<<10 {
+			t.Errorf("record of %d bytes: the test wants pooled ones", len(r.value))
+		}
+		got = append(got, r.value...)
+	}
+	if !bytes.Equal(got, want) {
+		t.Fatalf("the %d records (%d bytes) are not the %d resources (%d bytes) in order", len(recs), len(got), reports*perReport, len(want))
+	}
+}

@@ -253,6 +253,9 @@ func (f *fastExpr) raw(a *activation) (attribute.Value, bool) {
 	case f.kind == fastTree && f.tree.plain:
 		v, s := f.tree.plainRaw(a)
 		return v, s == fastOK // an error: eval says which
+	case f.kind == fastTree && f.tree.strRaw:
+		v, s := f.tree.stringRaw(a)
+		return v, s == fastOK
 	default:
 		return attribute.Value{}, false
 	}
@@ -332,6 +335,9 @@ type fastNode struct {
 	// plain: the node is a scalar attribute, a literal with a bag value
 	// (rawOf) or default() of such nodes, which plainRaw evaluates.
 	plain bool
+	// strRaw: the node is a concatenation, or default() of plain nodes
+	// and concatenations (at least one), which stringRaw evaluates.
+	strRaw bool
 }
 
 // markPlain sets plain on n and the nodes under it.
@@ -351,8 +357,41 @@ func (n *fastNode) markPlain() bool {
 		}
 	case fastDefaultOp:
 		n.plain = all
+		n.strRaw = !all && n.args[0].rawable() && n.args[1].rawable()
+	case fastConcat:
+		n.strRaw = true
 	}
 	return n.plain
+}
+
+// rawable reports whether plainRaw or stringRaw evaluates n.
+func (n *fastNode) rawable() bool { return n.plain || n.strRaw }
+
+// stringRaw is eval of a strRaw node with the value as the bag has it,
+// as plainRaw: a span's name, say, default(span.name, method + " " +
+// path), made without boxing the string into a CEL value only to unbox
+// it into the instance.
+func (n *fastNode) stringRaw(a *activation) (attribute.Value, fastStatus) {
+	switch {
+	case n.plain:
+		return n.plainRaw(a)
+	case n.op == fastConcat:
+		str, s := n.concatString(a)
+		if s != fastOK {
+			return attribute.Value{}, s
+		}
+		return attribute.StringValue(str), fastOK
+	}
+	// default(), non-strict: both arguments evaluated.
+	x, xs := n.args[0].stringRaw(a)
+	y, ys := n.args[1].stringRaw(a)
+	switch {
+	case xs == fastGiveUp || ys == fastGiveUp:
+		return attribute.Value{}, fastGiveUp
+	case xs == fastOK:
+		return x, fastOK
+	}
+	return y, ys
 }
 
 // rawKinds are the bag value kinds of the CEL kinds rawOf converts.
@@ -758,6 +797,15 @@ func (n *fastNode) eval(a *activation) (ref.Val, fastStatus) {
 // ..., as the nodes of each + would: the terms in order, stopping at the
 // first that fails, and after each + its operands checked to be strings.
 func (n *fastNode) concat(a *activation) (ref.Val, fastStatus) {
+	str, s := n.concatString(a)
+	if s != fastOK {
+		return nil, s
+	}
+	return types.String(str), fastOK
+}
+
+// concatString is concat's string.
+func (n *fastNode) concatString(a *activation) (string, fastStatus) {
 	var parts [8]string
 	strs := parts[:0]
 	size := 0
@@ -768,13 +816,13 @@ func (n *fastNode) concat(a *activation) (ref.Val, fastStatus) {
 		if t.plain { // no CEL value made for a term
 			v, s := t.plainRaw(a)
 			if s != fastOK {
-				return nil, s
+				return "", s
 			}
 			x, ok = types.String(v.Str()), v.Kind() == attribute.KindString
 		} else {
 			v, s := t.eval(a)
 			if s != fastOK {
-				return nil, s
+				return "", s
 			}
 			x, ok = v.(types.String)
 		}
@@ -782,7 +830,7 @@ func (n *fastNode) concat(a *activation) (ref.Val, fastStatus) {
 		case !ok && i == 0:
 			firstBad = true // checked with the second term, as + does
 		case !ok, i == 1 && firstBad:
-			return nil, fastGiveUp
+			return "", fastGiveUp
 		}
 		strs = append(strs, string(x))
 		size += len(x)
@@ -792,5 +840,5 @@ func (n *fastNode) concat(a *activation) (ref.Val, fastStatus) {
 	for _, x := range strs {
 		b.WriteString(x)
 	}
-	return types.String(b.String()), fastOK
+	return b.String(), fastOK
 }

@@ -267,6 +267,7 @@ func (f *fastExpr) raw(a *activation) (attribute.Value, bool) {
 	case !s.found || !rawScalar(s.raw.Kind()):
 		return attribute.Value{}, false
 	}
+	a.rawSlot = f.slot
 	return s.raw, true
 }
 
@@ -377,6 +378,7 @@ func (n *fastNode) stringRaw(a *activation) (attribute.Value, fastStatus) {
 		return n.plainRaw(a)
 	case n.op == fastConcat:
 		str, s := n.concatString(a)
+		a.rawSlot = -1 // a string of its own
 		if s != fastOK {
 			return attribute.Value{}, s
 		}
@@ -384,11 +386,13 @@ func (n *fastNode) stringRaw(a *activation) (attribute.Value, fastStatus) {
 	}
 	// default(), non-strict: both arguments evaluated.
 	x, xs := n.args[0].stringRaw(a)
+	xslot := a.rawSlot
 	y, ys := n.args[1].stringRaw(a)
 	switch {
 	case xs == fastGiveUp || ys == fastGiveUp:
 		return attribute.Value{}, fastGiveUp
 	case xs == fastOK:
+		a.rawSlot = xslot
 		return x, fastOK
 	}
 	return y, ys
@@ -405,15 +409,18 @@ var rawKinds = map[types.Kind]attribute.Kind{types.StringKind: attribute.KindStr
 func (n *fastNode) plainRaw(a *activation) (attribute.Value, fastStatus) {
 	if n.op == fastDefaultOp { // non-strict: both arguments evaluated
 		x, xs := n.args[0].plainRaw(a)
+		xslot := a.rawSlot
 		y, ys := n.args[1].plainRaw(a)
 		switch {
 		case xs == fastGiveUp || ys == fastGiveUp:
 			return attribute.Value{}, fastGiveUp
 		case xs == fastOK:
+			a.rawSlot = xslot
 			return x, fastOK
 		}
 		return y, ys
 	}
+	a.rawSlot = -1
 	if n.leaf.kind == fastLiteral {
 		return n.leaf.litRaw, fastOK
 	}
@@ -425,6 +432,7 @@ func (n *fastNode) plainRaw(a *activation) (attribute.Value, fastStatus) {
 	case s.raw.Kind() != rawKinds[n.want]:
 		return attribute.Value{}, fastGiveUp // as eval's kind check
 	}
+	a.rawSlot = n.leaf.slot
 	return s.raw, fastOK
 }
 

@@ -17,6 +17,7 @@ var (
 	fastExprs = []string{
 		`destination.workload.name`,
 		`request.path`,
+		`request.method`,
 		`response.code`,
 		`request.size`,
 		`source.ip`,

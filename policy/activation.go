@@ -35,6 +35,9 @@ type activation struct {
 	// absent is set when a lookup finds no attribute or map key, so that
 	// a failed evaluation can tell absence from other errors.
 	absent bool
+	// rawSlot is the slot whose bag value the last plain read
+	// (fastExpr.raw) gave, or -1.
+	rawSlot int
 
 	// Instances built during one evaluation, by instance index, so an
 	// instance several actions use is built once.
@@ -186,6 +189,9 @@ type memoEntry struct {
 	// raw is the result as a bag value (evalRaw), when rawOK.
 	rawDone, rawOK bool
 	raw            attribute.Value
+	// rawSlot is 1 + the slot whose bag value raw is, when it is one
+	// (a plain read): its Go value is the slot's (slotAttr.nat).
+	rawSlot int
 	// stamp, set with the result, is unique in the activation's life: an
 	// entry with the stamp it had holds the same result still.
 	stamp uint64
@@ -256,12 +262,31 @@ type slotAttr struct {
 	hasVal bool
 	raw    attribute.Value
 	val    ref.Val
+	// nat is raw as a Go value (raw.Interface()), when hasNat: the
+	// programs that read the attribute as it is (a metric's value and an
+	// access log's variable over response.size, say) share one boxed
+	// value instead of allocating one each.
+	hasNat bool
+	nat    any
 }
 
 // forget makes the slot unread. It only clears flags: a Sequence forgets
 // a dozen slots per bag, and clearing what holds pointers costs a write
 // barrier per word while the GC runs.
-func (s *slotAttr) forget() { s.done, s.hasVal = false, false }
+func (s *slotAttr) forget() { s.done, s.hasVal, s.hasNat = false, false, false }
+
+// rawNative is raw.Interface() for the bag value raw of memo entry m,
+// boxed once per slot when raw is a slot's value.
+func (a *activation) rawNative(m *memoEntry, raw attribute.Value) any {
+	if m.rawSlot <= 0 || m.rawSlot > len(a.slots) {
+		return raw.Interface()
+	}
+	s := &a.slots[m.rawSlot-1]
+	if !s.hasNat {
+		s.nat, s.hasNat = raw.Interface(), true
+	}
+	return s.nat
+}
 
 // slotOf reads a declared attribute whose slot is known, once per bag,
 // and records the reference.

@@ -157,11 +157,13 @@
 // slices, are cut from slabs the activation allocates now and then.
 //
 // A field that is a plain read — an attribute, or default() of attributes
-// and literals — or a concatenation of such reads takes the bag's value
-// as it is (a string, a number, a time) without making a CEL value first:
-// the fields that change with every request (ids, paths, times, sizes)
-// are mostly such reads, and each CEL value cost an allocation only to be
-// unboxed into the instance. It reads, records and fails exactly as CEL
+// and literals — or a concatenation of such reads (or default() of such
+// concatenations, as a span name) takes the bag's value as it is (a
+// string, a number, a time) without making a CEL value first: the fields
+// that change with every request (ids, paths, times, sizes) are mostly
+// such reads, and each CEL value cost an allocation only to be unboxed
+// into the instance. The programs that read one attribute as it is share
+// its Go value for the bag. It reads, records and fails exactly as CEL
 // would (fast_test.go compares the three ways).
 //
 // A Sequence (the report path: the bags of one batch in order) keeps every

@@ -253,6 +253,9 @@ func (f *fastExpr) raw(a *activation) (attribute.Value, bool) {
 	case f.kind == fastTree && f.tree.plain:
 		v, s := f.tree.plainRaw(a)
 		return v, s == fastOK // an error: eval says which
+	case f.kind == fastTree && f.tree.strRaw:
+		v, s := f.tree.stringRaw(a)
+		return v, s == fastOK
 	default:
 		return attribute.Value{}, false
 	}
@@ -264,6 +267,7 @@ func (f *fastExpr) raw(a *activation) (attribute.Value, bool) {
 	case !s.found || !rawScalar(s.raw.Kind()):
 		return attribute.Value{}, false
 	}
+	a.rawSlot = f.slot
 	return s.raw, true
 }
 
@@ -332,6 +336,9 @@ type fastNode struct {
 	// plain: the node is a scalar attribute, a literal with a bag value
 	// (rawOf) or default() of such nodes, which plainRaw evaluates.
 	plain bool
+	// strRaw: the node is a concatenation, or default() of plain nodes
+	// and concatenations (at least one), which stringRaw evaluates.
+	strRaw bool
 }
 
 // markPlain sets plain on n and the nodes under it.
@@ -351,8 +358,44 @@ func (n *fastNode) markPlain() bool {
 		}
 	case fastDefaultOp:
 		n.plain = all
+		n.strRaw = !all && n.args[0].rawable() && n.args[1].rawable()
+	case fastConcat:
+		n.strRaw = true
 	}
 	return n.plain
+}
+
+// rawable reports whether plainRaw or stringRaw evaluates n.
+func (n *fastNode) rawable() bool { return n.plain || n.strRaw }
+
+// stringRaw is eval of a strRaw node with the value as the bag has it,
+// as plainRaw: a span's name, say, default(span.name, method + " " +
+// path), made without boxing the string into a CEL value only to unbox
+// it into the instance.
+func (n *fastNode) stringRaw(a *activation) (attribute.Value, fastStatus) {
+	switch {
+	case n.plain:
+		return n.plainRaw(a)
+	case n.op == fastConcat:
+		str, s := n.concatString(a)
+		a.rawSlot = -1 // a string of its own
+		if s != fastOK {
+			return attribute.Value{}, s
+		}
+		return attribute.StringValue(str), fastOK
+	}
+	// default(), non-strict: both arguments evaluated.
+	x, xs := n.args[0].stringRaw(a)
+	xslot := a.rawSlot
+	y, ys := n.args[1].stringRaw(a)
+	switch {
+	case xs == fastGiveUp || ys == fastGiveUp:
+		return attribute.Value{}, fastGiveUp
+	case xs == fastOK:
+		a.rawSlot = xslot
+		return x, fastOK
+	}
+	return y, ys
 }
 
 // rawKinds are the bag value kinds of the CEL kinds rawOf converts.
@@ -366,15 +409,18 @@ var rawKinds = map[types.Kind]attribute.Kind{types.StringKind: attribute.KindStr
 func (n *fastNode) plainRaw(a *activation) (attribute.Value, fastStatus) {
 	if n.op == fastDefaultOp { // non-strict: both arguments evaluated
 		x, xs := n.args[0].plainRaw(a)
+		xslot := a.rawSlot
 		y, ys := n.args[1].plainRaw(a)
 		switch {
 		case xs == fastGiveUp || ys == fastGiveUp:
 			return attribute.Value{}, fastGiveUp
 		case xs == fastOK:
+			a.rawSlot = xslot
 			return x, fastOK
 		}
 		return y, ys
 	}
+	a.rawSlot = -1
 	if n.leaf.kind == fastLiteral {
 		return n.leaf.litRaw, fastOK
 	}
@@ -386,6 +432,7 @@ func (n *fastNode) plainRaw(a *activation) (attribute.Value, fastStatus) {
 	case s.raw.Kind() != rawKinds[n.want]:
 		return attribute.Value{}, fastGiveUp // as eval's kind check
 	}
+	a.rawSlot = n.leaf.slot
 	return s.raw, fastOK
 }
 
@@ -758,6 +805,15 @@ func (n *fastNode) eval(a *activation) (ref.Val, fastStatus) {
 // ..., as the nodes of each + would: the terms in order, stopping at the
 // first that fails, and after each + its operands checked to be strings.
 func (n *fastNode) concat(a *activation) (ref.Val, fastStatus) {
+	str, s := n.concatString(a)
+	if s != fastOK {
+		return nil, s
+	}
+	return types.String(str), fastOK
+}
+
+// concatString is concat's string.
+func (n *fastNode) concatString(a *activation) (string, fastStatus) {
 	var parts [8]string
 	strs := parts[:0]
 	size := 0
@@ -768,13 +824,13 @@ func (n *fastNode) concat(a *activation) (ref.Val, fastStatus) {
 		if t.plain { // no CEL value made for a term
 			v, s := t.plainRaw(a)
 			if s != fastOK {
-				return nil, s
+				return "", s
 			}
 			x, ok = types.String(v.Str()), v.Kind() == attribute.KindString
 		} else {
 			v, s := t.eval(a)
 			if s != fastOK {
-				return nil, s
+				return "", s
 			}
 			x, ok = v.(types.String)
 		}
@@ -782,7 +838,7 @@ func (n *fastNode) concat(a *activation) (ref.Val, fastStatus) {
 		case !ok && i == 0:
 			firstBad = true // checked with the second term, as + does
 		case !ok, i == 1 && firstBad:
-			return nil, fastGiveUp
+			return "", fastGiveUp
 		}
 		strs = append(strs, string(x))
 		size += len(x)
@@ -792,5 +848,5 @@ func (n *fastNode) concat(a *activation) (ref.Val, fastStatus) {
 	for _, x := range strs {
 		b.WriteString(x)
 	}
-	return types.String(b.String()), fastOK
+	return b.String(), fastOK
 }

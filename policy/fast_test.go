@@ -17,6 +17,7 @@ var (
 	fastExprs = []string{
 		`destination.workload.name`,
 		`request.path`,
+		`request.method`,
 		`response.code`,
 		`request.size`,
 		`source.ip`,
@@ -79,6 +80,12 @@ var (
 		`default(request.path + request.method, "none")`,
 		`default(response.code == 200, false)`,
 		`default(request.headers["absent"], default(request.headers["x-user"], "anon"))`,
+		// default() over concatenations (fastNode.stringRaw)
+		`default(destination.workload.name, default(request.method, "GET") + " " + default(request.path, "/"))`,
+		`default(request.path + "x", request.method)`,
+		`default(default(request.method, "") + request.path, default(destination.workload.name, "x") + "y")`,
+		`default(destination.workload.name, default(request.path + "x", "/" + request.method))`,
+		`default(request.headers["absent"], request.path + "x")`,
 	}
 	slowExprs = []string{
 		`request.headers`,
@@ -336,4 +343,38 @@ func randomBag(r *rand.Rand) *attribute.Bag {
 		}
 	}
 	return b.Build()
+}
+
+// TestStringRawMakesNoCELValue checks that a span name's shape, default()
+// over a concatenation, is read as a bag value (fastNode.stringRaw) and
+// never evaluated to a CEL value, when its attributes are there.
+func TestStringRawMakesNoCELValue(t *testing.T) {
+	env, err := newEnv(attribute.DefaultManifest())
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := &compiler{env: env, names: attribute.DefaultManifest().Names()}
+	p, iss := c.compile(`default(span.name, default(request.method, "GET") + " " + default(request.url_path, "/"))`, wantAny)
+	if iss != nil || p.fast == nil || p.fast.tree == nil || !p.fast.tree.strRaw {
+		t.Fatalf("issues %v, fast %+v: want a strRaw tree", iss, p.fast)
+	}
+	for _, tc := range []struct {
+		bag  *attribute.Bag
+		want string
+	}{
+		{attribute.NewBuilder(2).SetString(attribute.RequestMethod, "PUT").SetString(attribute.RequestURLPath, "/a").Build(), "PUT /a"},
+		{attribute.NewBuilder(1).SetString(attribute.SpanName, "op").Build(), "op"},
+		{attribute.NewBuilder(0).Build(), "GET /"},
+	} {
+		a := getActivation(tc.bag, nil, 0)
+		v, ok, err := p.evalRaw(a)
+		done := a.memoOf(p.id).done
+		putActivation(a)
+		if err != nil || !ok || v.Kind() != attribute.KindString || v.Str() != tc.want {
+			t.Errorf("evalRaw = %v, %v, %v; want %q", v, ok, err, tc.want)
+		}
+		if done {
+			t.Errorf("%q: a CEL value was made", tc.want)
+		}
+	}
 }

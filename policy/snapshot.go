@@ -388,9 +388,10 @@ func (p *program) evalRaw(a *activation) (v attribute.Value, ok bool, err error)
 	}
 	if p.fast != nil && !m.done {
 		outer := a.absent
-		a.absent = false
+		a.absent, a.rawSlot = false, -1
 		if v, ok := p.fast.raw(a); ok {
 			m.raw, m.rawOK, m.rawDone, m.absent = v, true, true, a.absent
+			m.rawSlot = a.rawSlot + 1
 			m.stamp = a.newStamp()
 			a.absent = a.absent || outer
 			return v, true, nil
@@ -403,7 +404,7 @@ func (p *program) evalRaw(a *activation) (v attribute.Value, ok bool, err error)
 	}
 	v, ok = rawOf(cv)
 	m = a.memoOf(p.id)
-	m.raw, m.rawOK, m.rawDone = v, ok, true
+	m.raw, m.rawOK, m.rawDone, m.rawSlot = v, ok, true, 0
 	return v, ok, nil
 }
 
@@ -423,7 +424,7 @@ func (p *program) evalNative(a *activation) (any, error) {
 	}
 	var nat any
 	if ok {
-		nat = raw.Interface() // what native makes of its CEL value
+		nat = a.rawNative(a.memoOf(p.id), raw) // what native makes of its CEL value
 	} else {
 		v, _ := p.eval(a) // evalRaw evaluated it
 		nat = native(v)
@@ -888,7 +889,7 @@ func spanTags(a *activation, k *keptSpan, p *spanPrograms) ([]template.SpanTag, 
 		k.tagRaw[i], k.tagRawOK[i] = raw, ok
 		var nv any
 		if ok {
-			nv = raw.Interface() // what native makes of its CEL value
+			nv = a.rawNative(a.memoOf(np.program.id), raw) // what native makes of its CEL value
 		} else {
 			v, _ := np.program.eval(a) // evalRaw evaluated it
 			nv = native(v)

@@ -88,32 +88,17 @@ func (a *activation) values(n int) []any {
 	if n > slabValues/4 {
 		return make([]any, n)
 	}
-	if len(a.slab) < n {
-		a.slab = make([]any, slabValues)
-	}
-	vals := a.slab[:n:n]
-	a.slab = a.slab[n:]
-	return vals
+	return cut(&a.slab, n, slabValues)
 }
 
 // newMetric returns a new zero Metric.
 func (a *activation) newMetric() *template.Metric {
-	if len(a.metrics) == 0 {
-		a.metrics = make([]template.Metric, slabInstances)
-	}
-	m := &a.metrics[0]
-	a.metrics = a.metrics[1:]
-	return m
+	return &cut(&a.metrics, 1, slabInstances)[0]
 }
 
 // newLogEntry returns a new zero LogEntry.
 func (a *activation) newLogEntry() *template.LogEntry {
-	if len(a.logs) == 0 {
-		a.logs = make([]template.LogEntry, slabInstances)
-	}
-	e := &a.logs[0]
-	a.logs = a.logs[1:]
-	return e
+	return &cut(&a.logs, 1, slabInstances)[0]
 }
 
 // slabInstances is how many instances of a template newMetric and

@@ -847,11 +847,7 @@ const chunkSpans = 32
 
 // newSpan returns a span of its own, cut from k's chunk.
 func (k *keptSpan) newSpan() *template.TraceSpan {
-	if len(k.spanChunk) == cap(k.spanChunk) {
-		k.spanChunk = make([]template.TraceSpan, 0, chunkSpans)
-	}
-	k.spanChunk = k.spanChunk[:len(k.spanChunk)+1]
-	return &k.spanChunk[len(k.spanChunk)-1]
+	return &cut(&k.spanChunk, 1, chunkSpans)[0]
 }
 
 // spanTags evaluates a tracespan's spanTags in key order (p.tags is
@@ -922,12 +918,7 @@ func spanTags(a *activation, k *keptSpan, p *spanPrograms) ([]template.SpanTag, 
 
 // newTags returns a slice of n tags of its own, cut from k's chunk.
 func (k *keptSpan) newTags(n int) []template.SpanTag {
-	if cap(k.tagChunk)-len(k.tagChunk) < n {
-		k.tagChunk = make([]template.SpanTag, 0, n*chunkSpans)
-	}
-	l := len(k.tagChunk)
-	k.tagChunk = k.tagChunk[:l+n]
-	return k.tagChunk[l : l+n : l+n]
+	return cut(&k.tagChunk, n, n*chunkSpans)
 }
 
 // evalOptional evaluates p (nil: not set). It returns a nil value and no

@@ -384,10 +384,16 @@ func (n *fastNode) stringRaw(a *activation) (attribute.Value, fastStatus) {
 		}
 		return attribute.StringValue(str), fastOK
 	}
-	// default(), non-strict: both arguments evaluated.
-	x, xs := n.args[0].stringRaw(a)
+	return n.defaultRaw(a, (*fastNode).stringRaw)
+}
+
+// defaultRaw is default(x, y) with arg reading each argument as a bag
+// value: non-strict, both arguments evaluated; x (and its slot) when it is
+// there, else y.
+func (n *fastNode) defaultRaw(a *activation, arg func(*fastNode, *activation) (attribute.Value, fastStatus)) (attribute.Value, fastStatus) {
+	x, xs := arg(n.args[0], a)
 	xslot := a.rawSlot
-	y, ys := n.args[1].stringRaw(a)
+	y, ys := arg(n.args[1], a)
 	switch {
 	case xs == fastGiveUp || ys == fastGiveUp:
 		return attribute.Value{}, fastGiveUp
@@ -407,18 +413,8 @@ var rawKinds = map[types.Kind]attribute.Kind{types.StringKind: attribute.KindStr
 // same lookups in the same order, the same absences, errors and give-ups,
 // and no CEL value made.
 func (n *fastNode) plainRaw(a *activation) (attribute.Value, fastStatus) {
-	if n.op == fastDefaultOp { // non-strict: both arguments evaluated
-		x, xs := n.args[0].plainRaw(a)
-		xslot := a.rawSlot
-		y, ys := n.args[1].plainRaw(a)
-		switch {
-		case xs == fastGiveUp || ys == fastGiveUp:
-			return attribute.Value{}, fastGiveUp
-		case xs == fastOK:
-			a.rawSlot = xslot
-			return x, fastOK
-		}
-		return y, ys
+	if n.op == fastDefaultOp {
+		return n.defaultRaw(a, (*fastNode).plainRaw)
 	}
 	a.rawSlot = -1
 	if n.leaf.kind == fastLiteral {

@@ -43,7 +43,7 @@ func runMixer(ctx context.Context, e *env, args []string) error {
 	var gc gcSettings
 	fs.IntVar(&gc.percent, "gc-percent", defaultGCPercent, "garbage collector target `percent` (as GOGC; -1 off, then set --memory-limit); when not given, GOGC from the environment if set, else this default")
 	fs.StringVar(&gc.limit, "memory-limit", "", "soft memory `limit` of the Go runtime (as GOMEMLIMIT, e.g. 512MiB); empty: GOMEMLIMIT from the environment if set, else none")
-	deepSleep := fs.Bool("sysmon-deep-sleep", false, "let the Go runtime's sysmon thread sleep deeply while the mixer is idle (the runtime's default); by default the mixer restarts itself once with GODEBUG=schedtrace set, which keeps sysmon polling at most every 10 ms and saves the burst of 20 µs polls each time work resumes")
+	sysmon := fs.String("sysmon", sysmonAuto, "the Go runtime's sysmon thread while the mixer is idle: `mode` awake (the mixer restarts itself once with GODEBUG=schedtrace set: sysmon polls at most every 10 ms, saving the burst of 20 µs polls each time work resumes; for Checks), deep (the runtime's default deep sleep; for a mixer that mostly idles between report batches), or auto: awake when the config at start answers Checks or quotas, else deep")
 	lf := addLogFlags(fs)
 	if err := fs.parse(e, args); err != nil {
 		return err
@@ -51,11 +51,12 @@ func runMixer(ctx context.Context, e *env, args []string) error {
 	if fs.NArg() > 0 {
 		return usageErrorf("unexpected arguments %q (policy paths go in --config)", fs.Args())
 	}
-	if !*deepSleep && e.reexec != nil {
-		if godebug, restart := sysmonGODEBUG(os.Getenv("GODEBUG")); restart {
-			err := e.reexec(godebug) // returns only if it failed
-			fmt.Fprintf(e.stderr, "sidemix mixer: cannot restart with GODEBUG=%s (%v); the runtime's sysmon keeps its deep sleep\n", godebug, err)
-		}
+	registry, err := newRegistry()
+	if err != nil {
+		return err
+	}
+	if err := keepSysmonAwake(e, *sysmon, configs, registry); err != nil {
+		return err
 	}
 	fs.Visit(func(f *flag.Flag) { gc.percentSet = gc.percentSet || f.Name == "gc-percent" })
 	gcPercent, memLimit, err := gc.apply(os.Getenv)
@@ -69,11 +70,7 @@ func runMixer(ctx context.Context, e *env, args []string) error {
 	if err != nil {
 		return err
 	}
-	logger.Info("go runtime", "gcPercent", gcPercent, "memoryLimitBytes", memLimit, "sysmonDeepSleep", sysmonDeepSleep())
-	registry, err := newRegistry()
-	if err != nil {
-		return err
-	}
+	logger.Info("go runtime", "gcPercent", gcPercent, "memoryLimitBytes", memLimit, "sysmon", *sysmon, "sysmonDeepSleep", sysmonDeepSleep())
 	srv, err := mixer.New(mixer.Config{
 		GRPCAddr:             *grpcAddr,
 		AdminAddr:            *adminAddr,

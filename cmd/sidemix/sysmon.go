@@ -1,8 +1,12 @@
 package main
 
 import (
+	"fmt"
 	"os"
 	"strings"
+
+	"github.com/sidemix/sidemix/adapters"
+	"github.com/sidemix/sidemix/policy"
 )
 
 // The Go runtime's sysmon thread sleeps 20 µs at a time while the process
@@ -16,10 +20,63 @@ import (
 // mixer's CPU goes between Checks").
 //
 // The runtime skips the deep sleep while GODEBUG sets schedtrace, and reads
-// GODEBUG's schedtrace only when the process starts. So the mixer, unless
-// --sysmon-deep-sleep asks for the runtime's default, re-executes itself
-// once (same PID, arguments and environment) with sysmonSetting added to
-// GODEBUG. Without deep sleep, an idle mixer's sysmon wakes every 10 ms.
+// GODEBUG's schedtrace only when the process starts. So the mixer, when it
+// keeps sysmon awake, re-executes itself once (same PID, arguments and
+// environment) with sysmonSetting added to GODEBUG.
+//
+// Awake has a price of its own: an idle mixer's sysmon then wakes every
+// 10 ms, 100 switches of its CPU a second, ~4 ms of CPU per second on one
+// pinned core of a virtual machine. A mixer that only receives reports
+// (proxies send a batch a second) is idle most of the time and pays it
+// all: 18% of its CPU at 1,000 mesh requests/s, against 9% with deep
+// sleep. A mixer answering Checks, one RPC per request, gains from awake.
+// So --sysmon auto (the default) keeps sysmon awake when the config the
+// mixer starts with answers Checks or quotas, and lets it sleep deeply
+// otherwise (benchmarks/README.md, "sysmon: awake for Checks, deep sleep
+// for reports").
+
+// Modes of --sysmon.
+const (
+	sysmonAuto  = "auto"
+	sysmonAwake = "awake"
+	sysmonDeep  = "deep"
+)
+
+// sysmonAwakeFor is --sysmon auto's choice for a config: awake when it has
+// rules answering Checks or allocating quota.
+func sysmonAwakeFor(snap *policy.Snapshot) bool {
+	return snap.Uses(policy.VarietyCheck) || snap.Uses(policy.VarietyQuota)
+}
+
+// keepSysmonAwake re-executes the process with sysmonSetting added to
+// GODEBUG when mode asks for sysmon awake (auto: when the config in paths
+// answers Checks or quotas) and the process does not have it yet. It
+// returns when the process goes on as it is: in deep mode, with an invalid
+// config (the mixer's own load reports it), or when the restart failed.
+func keepSysmonAwake(e *env, mode string, paths []string, registry adapters.Registry) error {
+	switch mode {
+	case sysmonDeep:
+		return nil
+	case sysmonAwake, sysmonAuto:
+	default:
+		return usageErrorf("--sysmon %q: want %s, %s or %s", mode, sysmonAuto, sysmonAwake, sysmonDeep)
+	}
+	godebug, restart := sysmonGODEBUG(os.Getenv("GODEBUG"))
+	if !restart || e.reexec == nil {
+		return nil
+	}
+	if mode == sysmonAuto {
+		// Loading reads and compiles the files without starting any
+		// handler; the restarted process loads them again.
+		snap, err := policy.Load(paths, policy.Options{Adapters: registry})
+		if err != nil || !sysmonAwakeFor(snap) {
+			return nil
+		}
+	}
+	err := e.reexec(godebug) // returns only if it failed
+	fmt.Fprintf(e.stderr, "sidemix mixer: cannot restart with GODEBUG=%s (%v); the runtime's sysmon keeps its deep sleep\n", godebug, err)
+	return nil
+}
 
 // sysmonSetting keeps sysmon out of deep sleep. Its period is the largest
 // the runtime takes (int32 milliseconds, 24.8 days), so the scheduler line

@@ -1,8 +1,14 @@
 package main
 
 import (
+	"errors"
+	"io"
+	"os"
+	"path/filepath"
 	"slices"
 	"testing"
+
+	"github.com/sidemix/sidemix/policy"
 )
 
 func TestSysmonGODEBUG(t *testing.T) {
@@ -32,5 +38,66 @@ func TestWithGODEBUG(t *testing.T) {
 	want := []string{"A=1", "B=2", "GODEBUG=x=1," + sysmonSetting}
 	if !slices.Equal(got, want) {
 		t.Errorf("withGODEBUG = %q, want %q", got, want)
+	}
+}
+
+// TestKeepSysmonAwake: which modes and configs restart the process.
+func TestKeepSysmonAwake(t *testing.T) {
+	registry, err := newRegistry()
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := func(files map[string]string) string {
+		d := t.TempDir()
+		for name, text := range files {
+			if err := os.WriteFile(filepath.Join(d, name), []byte(text), 0o644); err != nil {
+				t.Fatal(err)
+			}
+		}
+		return d
+	}
+	const head = "apiVersion: sidemix.dev/v1\n"
+	checks := dir(map[string]string{"deny.yaml": head + "kind: Handler\nmetadata: {name: deny}\nspec: {adapter: denier}\n---\n" +
+		head + "kind: Instance\nmetadata: {name: nothing}\nspec: {template: checknothing}\n---\n" +
+		head + "kind: Rule\nmetadata: {name: deny}\nspec:\n  actions: [{handler: deny, instances: [nothing]}]\n"})
+	reports := dir(map[string]string{"log.yaml": head + "kind: Handler\nmetadata: {name: log}\nspec: {adapter: accesslog, params: {path: /dev/null}}\n---\n" +
+		head + "kind: Instance\nmetadata: {name: entry}\nspec:\n  template: logentry\n  params:\n    variables:\n      path: default(request.path, \"\")\n---\n" +
+		head + "kind: Rule\nmetadata: {name: log}\nspec:\n  actions: [{handler: log, instances: [entry]}]\n"})
+	invalid := dir(map[string]string{"bad.yaml": head + "kind: Rule\nmetadata: {name: bad}\nspec: {match: \"request.path ==\"}\n"})
+	for _, d := range []string{checks, reports} {
+		if _, err := policy.Load([]string{d}, policy.Options{Adapters: registry}); err != nil {
+			t.Fatalf("the test's config %s: %v", d, err)
+		}
+	}
+	t.Setenv("GODEBUG", "")
+	for _, c := range []struct {
+		mode, config string
+		restart      bool
+	}{
+		{sysmonAuto, checks, true},
+		{sysmonAuto, reports, false},
+		{sysmonAuto, invalid, false}, // the mixer's own load reports it
+		{sysmonAwake, reports, true},
+		{sysmonDeep, checks, false},
+	} {
+		var got []string
+		e := &env{stdout: io.Discard, stderr: io.Discard, reexec: func(godebug string) error {
+			got = append(got, godebug)
+			return errors.New("not restarting in a test")
+		}}
+		if err := keepSysmonAwake(e, c.mode, []string{c.config}, registry); err != nil {
+			t.Errorf("%s over %s: %v", c.mode, c.config, err)
+		}
+		want := 0
+		if c.restart {
+			want = 1
+		}
+		if len(got) != want || (want == 1 && got[0] != sysmonSetting) {
+			t.Errorf("%s over %s: restarts %q, want %d with %q", c.mode, c.config, got, want, sysmonSetting)
+		}
+	}
+	e := &env{stdout: io.Discard, stderr: io.Discard}
+	if err := keepSysmonAwake(e, "sometimes", []string{checks}, registry); err == nil {
+		t.Error("--sysmon sometimes: no error")
 	}
 }

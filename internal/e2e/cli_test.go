@@ -157,22 +157,50 @@ func TestCheckAndReportCommands(t *testing.T) {
 	}
 }
 
-// TestMixerKeepsSysmonAwake: the mixer restarts itself once, in the same
+// TestMixerSysmonModes: the mixer restarts itself once, in the same
 // process, with GODEBUG's schedtrace set (cmd/sidemix/sysmon.go), keeping
-// what GODEBUG already held; --sysmon-deep-sleep leaves the runtime's
-// default. The start-up log says which is in effect.
-func TestMixerKeepsSysmonAwake(t *testing.T) {
-	c := newConfig(t, nil)
+// what GODEBUG already held, when sysmon is to stay awake: with --sysmon
+// awake, and with auto (the default) when the config answers Checks.
+// --sysmon deep, and auto over a config of report rules only, leave the
+// runtime's default. The start-up log says which is in effect.
+func TestMixerSysmonModes(t *testing.T) {
+	reports := newConfig(t, nil) // examples/default: report rules only
+	checks := newConfig(t, map[string]string{"deny.yaml": `apiVersion: sidemix.dev/v1
+kind: Handler
+metadata: {name: deny}
+spec:
+  adapter: denier
+---
+apiVersion: sidemix.dev/v1
+kind: Instance
+metadata: {name: nothing}
+spec:
+  template: checknothing
+---
+apiVersion: sidemix.dev/v1
+kind: Rule
+metadata: {name: deny-admin}
+spec:
+  match: default(request.path, "/") == "/admin"
+  actions:
+  - handler: deny
+    instances: [nothing]
+`})
 	t.Setenv("GODEBUG", "madvdontneed=1")
+	const awake, deep = "madvdontneed=1,schedtrace=2147483647", "madvdontneed=1"
 	for _, tc := range []struct {
+		name      string
+		c         *config
 		args      []string
 		godebug   string
 		deepSleep string
 	}{
-		{nil, "madvdontneed=1,schedtrace=2147483647", "sysmonDeepSleep=false"},
-		{[]string{"--sysmon-deep-sleep"}, "madvdontneed=1", "sysmonDeepSleep=true"},
+		{"auto, checks", checks, nil, awake, "sysmonDeepSleep=false"},
+		{"auto, reports only", reports, nil, deep, "sysmonDeepSleep=true"},
+		{"awake", reports, []string{"--sysmon", "awake"}, awake, "sysmonDeepSleep=false"},
+		{"deep", checks, []string{"--sysmon", "deep"}, deep, "sysmonDeepSleep=true"},
 	} {
-		m := startMixer(t, c, "", "", tc.args...)
+		m := startMixer(t, tc.c, "", "", tc.args...)
 		environ, err := os.ReadFile(fmt.Sprintf("/proc/%d/environ", m.Cmd.Process.Pid))
 		if err != nil {
 			t.Fatal(err)
@@ -184,14 +212,19 @@ func TestMixerKeepsSysmonAwake(t *testing.T) {
 			}
 		}
 		if len(godebug) != 1 || godebug[0] != tc.godebug {
-			t.Errorf("%v: the mixer's GODEBUG is %q, want [%q]", tc.args, godebug, tc.godebug)
+			t.Errorf("%s: the mixer's GODEBUG is %q, want [%q]", tc.name, godebug, tc.godebug)
 		}
 		m.WaitOutput(t, tc.deepSleep, 5*time.Second)
 		if n := strings.Count(m.Output(), `msg="go runtime"`); n != 1 {
-			t.Errorf("%v: %d start-up logs of the runtime's settings, want 1 (one restart at most):\n%s", tc.args, n, m.Output())
+			t.Errorf("%s: %d start-up logs of the runtime's settings, want 1 (one restart at most):\n%s", tc.name, n, m.Output())
 		}
 		if err := m.Stop(10 * time.Second); err != nil {
-			t.Errorf("%v: stop: %v", tc.args, err)
+			t.Errorf("%s: stop: %v", tc.name, err)
 		}
+	}
+	// A mode that is not one is a usage error.
+	_, stderr, code := runSidemix(t, "mixer", "--config", checks.dir, "--sysmon", "sometimes")
+	if code != 2 || !strings.Contains(stderr, "--sysmon") {
+		t.Errorf("--sysmon sometimes: exit %d, stderr %q; want 2 naming --sysmon", code, stderr)
 	}
 }

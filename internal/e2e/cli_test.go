@@ -7,6 +7,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -222,9 +223,65 @@ spec:
 			t.Errorf("%s: stop: %v", tc.name, err)
 		}
 	}
+	// The sysmon thread, and it alone, runs at nice 19: the thread the
+	// mixer lowers is the one that sleeps in nanosleep (an awake sysmon
+	// sleeps there between its polls; the other threads wait in futex or
+	// epoll).
+	if nanosleep, ok := map[string]string{"amd64": "35", "arm64": "101"}[runtime.GOARCH]; ok {
+		m := startMixer(t, reports, "", "", "--sysmon", "awake")
+		niced := nicedThreads(t, m.Cmd.Process.Pid)
+		if len(niced) != 1 {
+			t.Fatalf("threads at nice 19: %v, want one", niced)
+		}
+		slept := false
+		for i := 0; i < 200 && !slept; i++ {
+			b, err := os.ReadFile(fmt.Sprintf("/proc/%d/task/%s/syscall", m.Cmd.Process.Pid, niced[0]))
+			if err != nil {
+				t.Fatal(err)
+			}
+			slept = strings.HasPrefix(string(b), nanosleep+" ")
+			time.Sleep(5 * time.Millisecond)
+		}
+		if !slept {
+			t.Errorf("thread %s at nice 19 never sleeps in nanosleep: not sysmon", niced[0])
+		}
+		if err := m.Stop(10 * time.Second); err != nil {
+			t.Errorf("stop: %v", err)
+		}
+		m = startMixer(t, reports, "", "", "--sysmon-nice", "0")
+		if niced := nicedThreads(t, m.Cmd.Process.Pid); len(niced) != 0 {
+			t.Errorf("--sysmon-nice 0: threads at nice 19: %v, want none", niced)
+		}
+		if err := m.Stop(10 * time.Second); err != nil {
+			t.Errorf("stop: %v", err)
+		}
+	}
 	// A mode that is not one is a usage error.
 	_, stderr, code := runSidemix(t, "mixer", "--config", checks.dir, "--sysmon", "sometimes")
 	if code != 2 || !strings.Contains(stderr, "--sysmon") {
 		t.Errorf("--sysmon sometimes: exit %d, stderr %q; want 2 naming --sysmon", code, stderr)
 	}
+}
+
+// nicedThreads lists the threads of process pid at nice 19.
+func nicedThreads(t *testing.T, pid int) []string {
+	t.Helper()
+	tasks, err := os.ReadDir(fmt.Sprintf("/proc/%d/task", pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []string
+	for _, task := range tasks {
+		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/task/%s/stat", pid, task.Name()))
+		if err != nil {
+			continue // the thread ended
+		}
+		// Fields after the command's closing parenthesis: nice is the 19th
+		// of the line, the 17th after it.
+		rest := string(b[strings.LastIndexByte(string(b), ')')+2:])
+		if f := strings.Fields(rest); len(f) > 16 && f[16] == "19" {
+			out = append(out, task.Name())
+		}
+	}
+	return out
 }

@@ -51,12 +51,6 @@ const dropLogInterval = 10 * time.Second
 // the buffer.
 const maxBatches = 16
 
-// noBatchWait is the kafka-go Writers' BatchTimeout. A lane hands its
-// Writer exactly the records to write now and waits for them, so no
-// record can join a batch afterwards: kafka-go's wait for a batch to fill
-// would only delay the write (the lanes linger themselves, see run).
-const noBatchWait = time.Nanosecond
-
 var requiredAcks = map[string]kafkago.RequiredAcks{
 	AcksNone: kafkago.RequireNone,
 	AcksOne:  kafkago.RequireOne,
@@ -90,9 +84,14 @@ type handler struct {
 	takeBytes   int64 // bytes per write
 	linger      time.Duration
 
-	transport *kafkago.Transport // shared by all writers
-	lanes     []*lane
-	single    *kafkago.Writer // one record per batch, to find which record of a batch is too large
+	transport    *kafkago.Transport // shared by all lanes
+	client       *kafkago.Client    // produces through transport
+	acks         kafkago.RequiredAcks
+	compression  kafkago.Compression
+	batchSize    int
+	writeTimeout time.Duration
+	autoCreate   bool // allowAutoTopicCreation
+	lanes        []*lane
 
 	mu        sync.Mutex
 	held      int   // records in the lanes' buffers and in flight
@@ -120,13 +119,12 @@ type handler struct {
 	lastDropLog atomic.Int64 // unix nanos of the last dropped record logged as a warning
 }
 
-// lane is one writer goroutine with its own buffer and kafka-go Writer, so
-// with several lanes several produce requests (per partition) are in
-// flight at once: kafka-go's Writer writes one batch at a time per
-// partition. Records of one key always take the same lane, where they stay
-// in order; records without a key take the lanes in turn.
+// lane is one writer goroutine with its own buffer, so with several lanes
+// several produce requests (per partition) are in flight at once: a lane
+// writes one batch at a time per partition. Records of one key always take
+// the same lane, where they stay in order; records without a key take the
+// lanes in turn.
 type lane struct {
-	w     *kafkago.Writer
 	buf   []kafkago.Message // oldest first; under handler.mu
 	bytes int64             // of buf; under handler.mu
 	wake  chan struct{}     // records were added
@@ -175,29 +173,17 @@ func newHandler(_ context.Context, set adapters.Settings, cfg adapters.Config) (
 			return nil, fmt.Errorf("%s: sasl: %w", Name, err)
 		}
 	}
-	newWriter := func(batchSize int) *kafkago.Writer {
-		return &kafkago.Writer{
-			Addr:                   kafkago.TCP(c.Brokers...),
-			Topic:                  c.Topic,
-			Balancer:               &kafkago.Murmur2Balancer{}, // the Java client's partitioner
-			MaxAttempts:            1,                          // retries are ours, counted
-			BatchSize:              batchSize,
-			BatchBytes:             c.BatchBytes,
-			BatchTimeout:           noBatchWait, // lingering is the lanes' (see run)
-			WriteTimeout:           c.WriteTimeout,
-			ReadTimeout:            c.WriteTimeout,
-			RequiredAcks:           requiredAcks[c.RequiredAcks],
-			Compression:            compressions[c.Compression],
-			AllowAutoTopicCreation: c.AllowAutoTopicCreation,
-			Transport:              transport,
-		}
-	}
 	h.transport = transport
-	h.single = newWriter(1)
+	h.client = &kafkago.Client{Addr: kafkago.TCP(c.Brokers...), Transport: transport, Timeout: c.WriteTimeout}
+	h.acks = requiredAcks[c.RequiredAcks]
+	h.compression = compressions[c.Compression]
+	h.batchSize = c.BatchSize
+	h.writeTimeout = c.WriteTimeout
+	h.autoCreate = c.AllowAutoTopicCreation
 	h.ctx, h.cancel = context.WithCancel(context.Background())
 	var wg sync.WaitGroup
 	for range c.MaxInFlight {
-		l := &lane{w: newWriter(c.BatchSize), wake: make(chan struct{}, 1)}
+		l := &lane{wake: make(chan struct{}, 1)}
 		h.lanes = append(h.lanes, l)
 		wg.Go(func() { h.run(l) })
 	}
@@ -466,7 +452,7 @@ func (h *handler) run(l *lane) {
 			continue
 		}
 		last = time.Now()
-		if !h.deliver(l, msgs) {
+		if !h.deliver(msgs) {
 			return // Close gave up
 		}
 	}
@@ -527,7 +513,7 @@ func (h *handler) settle(n int, bytes int64) {
 // deliver writes msgs, retrying the records that failed for a reason that
 // can pass, with backoff, until all are sent or dropped. It returns false
 // when Close gave up, after counting what was left.
-func (h *handler) deliver(l *lane, msgs []kafkago.Message) bool {
+func (h *handler) deliver(msgs []kafkago.Message) bool {
 	attempt := 0
 	failing := false
 	for len(msgs) > 0 {
@@ -536,12 +522,7 @@ func (h *handler) deliver(l *lane, msgs []kafkago.Message) bool {
 			h.settle(len(msgs), recordsSize(msgs))
 			return false
 		}
-		retry, err := h.write(l.w, msgs)
-		if len(retry) > 0 && err == nil {
-			// Too large as a batch: write them one by one to find the
-			// record the broker refuses.
-			retry, err = h.write(h.single, retry)
-		}
+		retry, err := h.write(msgs)
 		h.settle(len(msgs)-len(retry), recordsSize(msgs)-recordsSize(retry))
 		msgs = retry
 		if err == nil || len(msgs) == 0 {
@@ -572,66 +553,6 @@ func (h *handler) deliver(l *lane, msgs []kafkago.Message) bool {
 		}
 	}
 	return true
-}
-
-// write writes msgs once. It counts the records sent and those dropped
-// for good, and returns the ones to write again: with a nil error, records
-// of a batch the broker found too large, to be written one by one (only
-// when w is the batching writer); with an error, records to retry after a
-// backoff.
-func (h *handler) write(w *kafkago.Writer, msgs []kafkago.Message) (retry []kafkago.Message, _ error) {
-	err := w.WriteMessages(h.ctx, msgs...)
-	if err == nil {
-		h.count(resultSent, len(msgs))
-		h.sentInstances(msgs...)
-		releaseValues(msgs...)
-		return nil, nil
-	}
-	var tooBig kafkago.MessageTooLargeError
-	if errors.As(err, &tooBig) {
-		// Only a record above batchBytes, which record() keeps out; drop
-		// it and write the rest again at once. kafka-go refused the write
-		// before sending anything.
-		h.tooLarge(tooBig.Message, err)
-		releaseValues(tooBig.Message)
-		return tooBig.Remaining, nil
-	}
-	var werrs kafkago.WriteErrors
-	if !errors.As(err, &werrs) || len(werrs) != len(msgs) {
-		keepValues(msgs)
-		return msgs, err // the whole write failed (no broker, no metadata, ...)
-	}
-	var isolate, again []kafkago.Message
-	var firstErr error
-	for i, e := range werrs {
-		switch {
-		case e == nil:
-			h.count(resultSent, 1)
-			h.sentInstances(msgs[i])
-			releaseValues(msgs[i])
-		case isTooLarge(e) && w != h.single:
-			isolate = append(isolate, msgs[i])
-		case isTooLarge(e):
-			h.tooLarge(msgs[i], e)
-			releaseValues(msgs[i])
-		case isRecordError(e):
-			h.count(resultRejected, 1)
-			h.log.Log(context.Background(), h.dropLevel(), "kafka refused a record; dropped", "topic", h.topic, "key", string(msgs[i].Key), "error", e)
-			releaseValues(msgs[i])
-		default:
-			again = append(again, msgs[i])
-			if firstErr == nil {
-				firstErr = e
-			}
-		}
-	}
-	if len(again) > 0 {
-		// Retry everything not yet sent in the original order, so records
-		// of one key stay ordered.
-		keepValues(again)
-		return append(again, isolate...), firstErr
-	}
-	return isolate, nil
 }
 
 // isTooLarge reports whether the broker refused a batch for its size.
@@ -680,26 +601,9 @@ func (h *handler) Close(ctx context.Context) error {
 	h.bufferedBytes.Sub(float64(bytes))
 	h.mu.Unlock()
 	h.count(resultShutdown, left)
-	if err != nil {
-		// The writers may still wait on a dead broker; do not hold the
-		// caller for it.
-		go h.closeWriters()
-		return err
-	}
-	h.closeWriters()
-	return nil
-}
-
-func (h *handler) closeWriters() {
-	errs := []error{h.single.Close()}
-	for _, l := range h.lanes {
-		errs = append(errs, l.w.Close())
-	}
-	if err := errors.Join(errs...); err != nil {
-		h.log.Debug("closing kafka writers", "error", err)
-	}
-	// The writers do not own a transport they are given.
+	// The lanes have exited; no request of theirs is in flight.
 	h.transport.CloseIdleConnections()
+	return err
 }
 
 // sentInstances counts the instances the records hold.

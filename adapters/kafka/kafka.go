@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"hash/fnv"
 	"log/slog"
 	"math/rand/v2"
 	"net"
@@ -127,6 +126,10 @@ type handler struct {
 type lane struct {
 	buf   []kafkago.Message // oldest first; under handler.mu
 	bytes int64             // of buf; under handler.mu
+	// spare is an emptied array of a delivered write's records, buf's
+	// next array: a lane that writes its whole buffer each time swaps
+	// two arrays instead of growing a new one per write. Under handler.mu.
+	spare []kafkago.Message
 	wake  chan struct{}     // records were added
 }
 
@@ -277,9 +280,16 @@ func (h *handler) Report(_ context.Context, insts []template.Instance) error {
 	if h.otlpBatch {
 		msgs = h.otlpRecords(insts, now)
 	} else {
-		msgs = make([]kafkago.Message, 0, len(insts))
+		scratch := reportScratch.Get().(*[]kafkago.Message)
+		defer func() {
+			clear(msgs) // the pool must not keep values alive
+			*scratch = msgs[:0]
+			reportScratch.Put(scratch)
+		}()
+		msgs = (*scratch)[:0]
+		var last lastKey
 		for _, inst := range insts {
-			if m, ok := h.record(inst, now); ok {
+			if m, ok := h.record(inst, now, &last); ok {
 				msgs = append(msgs, m)
 			}
 		}
@@ -323,8 +333,13 @@ func (h *handler) Report(_ context.Context, insts []template.Instance) error {
 	return nil
 }
 
-// laneOf picks m's lane: by its key's hash, so one key's records stay in
-// order, or in turn for records without a key. h.mu is held.
+// reportScratch holds the records of a Report until they are in their
+// lanes.
+var reportScratch = sync.Pool{New: func() any { return new([]kafkago.Message) }}
+
+// laneOf picks m's lane: by its key's hash (32-bit FNV-1a), so one key's
+// records stay in order, or in turn for records without a key. h.mu is
+// held.
 func (h *handler) laneOf(m kafkago.Message) int {
 	n := len(h.lanes)
 	if n == 1 {
@@ -334,9 +349,12 @@ func (h *handler) laneOf(m kafkago.Message) int {
 		h.next = (h.next + 1) % n
 		return h.next
 	}
-	f := fnv.New32a()
-	f.Write(m.Key)
-	return int(f.Sum32() % uint32(n))
+	hash := uint32(2166136261)
+	for _, c := range m.Key {
+		hash ^= uint32(c)
+		hash *= 16777619
+	}
+	return int(hash % uint32(n))
 }
 
 // recordSize is what a record holds in the buffer: its key and value and
@@ -354,7 +372,7 @@ func recordsSize(msgs []kafkago.Message) int64 {
 }
 
 // record builds inst's record, or counts why it cannot.
-func (h *handler) record(inst template.Instance, now time.Time) (kafkago.Message, bool) {
+func (h *handler) record(inst template.Instance, now time.Time, last *lastKey) (kafkago.Message, bool) {
 	if inst == nil {
 		h.count(resultWrongTemplate, 1)
 		return kafkago.Message{}, false
@@ -371,7 +389,7 @@ func (h *handler) record(inst template.Instance, now time.Time) (kafkago.Message
 	}
 	var key []byte
 	if h.key != nil {
-		if key, err = h.key.eval(inst); err != nil {
+		if key, err = h.key.eval(inst, last); err != nil {
 			h.keyErrors.Inc()
 			h.log.Debug("record sent without a key", "instance", inst.InstanceName(), "key", h.key.text, "error", err)
 		}
@@ -455,6 +473,7 @@ func (h *handler) run(l *lane) {
 		if !h.deliver(msgs) {
 			return // Close gave up
 		}
+		h.recycle(l, msgs)
 	}
 }
 
@@ -489,15 +508,33 @@ func (h *handler) takeBatch(l *lane) []kafkago.Message {
 		bytes += size
 		n++
 	}
+	l.bytes -= bytes
+	if n == len(l.buf) {
+		msgs := l.buf
+		l.buf, l.spare = l.spare, nil
+		return msgs
+	}
 	msgs := make([]kafkago.Message, n)
 	copy(msgs, l.buf)
 	clear(l.buf[:n]) // the buffer's array must not keep the values alive
 	l.buf = l.buf[n:]
-	l.bytes -= bytes
-	if len(l.buf) == 0 {
-		l.buf = nil // let the backing array go
-	}
 	return msgs
+}
+
+// maxSpare bounds the arrays lanes keep for their next records.
+const maxSpare = 4096
+
+// recycle keeps the array of msgs, delivered, as l's spare.
+func (h *handler) recycle(l *lane, msgs []kafkago.Message) {
+	if cap(msgs) > maxSpare {
+		return
+	}
+	clear(msgs) // the array must not keep the values alive
+	h.mu.Lock()
+	if l.spare == nil {
+		l.spare = msgs[:0]
+	}
+	h.mu.Unlock()
 }
 
 // settle marks in-flight records done: n of them, bytes in all.

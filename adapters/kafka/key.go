@@ -153,11 +153,32 @@ func (p *keyProgram) mapString(inst template.Instance) (string, bool) {
 	return s, ok
 }
 
-// eval returns the key of inst's record.
-func (p *keyProgram) eval(inst template.Instance) ([]byte, error) {
+// lastKey is the key of the previous record of a report: records of one
+// key (one destination service, say) share its bytes, which records never
+// modify. The zero value holds no key.
+type lastKey struct {
+	s     string
+	b     []byte
+	valid bool
+}
+
+// bytes is s as a record key.
+func (k *lastKey) bytes(s string) []byte {
+	if !k.valid || k.s != s {
+		k.s, k.b, k.valid = s, []byte(s), true
+	}
+	return k.b
+}
+
+// eval returns the key of inst's record; last (nil: none) is the key of
+// the report's previous record.
+func (p *keyProgram) eval(inst template.Instance, last *lastKey) ([]byte, error) {
+	if last == nil {
+		last = new(lastKey)
+	}
 	if p.mapName != "" {
 		if s, ok := p.mapString(inst); ok {
-			return []byte(s), nil
+			return last.bytes(s), nil
 		}
 	}
 	out, _, err := p.prg.Eval(keyVars{inst})
@@ -166,7 +187,7 @@ func (p *keyProgram) eval(inst template.Instance) ([]byte, error) {
 	}
 	switch v := out.(type) {
 	case types.String:
-		return []byte(v), nil
+		return last.bytes(string(v)), nil
 	case types.Bytes:
 		return []byte(v), nil
 	case types.Null:

@@ -130,7 +130,7 @@ type lane struct {
 	// next array: a lane that writes its whole buffer each time swaps
 	// two arrays instead of growing a new one per write. Under handler.mu.
 	spare []kafkago.Message
-	wake  chan struct{}     // records were added
+	wake  chan struct{} // records were added
 }
 
 func newHandler(_ context.Context, set adapters.Settings, cfg adapters.Config) (adapters.Handler, error) {

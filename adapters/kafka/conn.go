@@ -13,7 +13,9 @@ import (
 // every write that lasts longer than the runtime's monitor's 20 µs tick
 // has its P retaken, which keeps the monitor waking every 20 µs; one write
 // per request keeps those retakes rare enough for it to back off. The cost
-// is one copy of each request into the connection's buffer.
+// is one copy of each request of more than one page into the connection's
+// buffer; a request that comes whole in one Write (one of at most a page,
+// 64 kB) is written from it as it is.
 //
 // It relies on Kafka's framing: every request is a 4-byte big-endian size
 // and that many bytes. A request above maxGathered bytes is written as it
@@ -55,6 +57,16 @@ func (c *requestConn) Write(b []byte) (int, error) {
 			c.direct -= k
 			b = b[k:]
 			continue
+		}
+		if c.want == 0 && len(c.buf) == 0 && len(b) >= 4 {
+			if size := int(binary.BigEndian.Uint32(b)); size <= len(b)-4 {
+				// A whole request: no need to gather it.
+				if _, err := c.Conn.Write(b[:4+size]); err != nil {
+					return n - len(b), err
+				}
+				b = b[4+size:]
+				continue
+			}
 		}
 		if c.want == 0 {
 			k := min(4-len(c.buf), len(b))

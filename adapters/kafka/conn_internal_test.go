@@ -50,6 +50,9 @@ func TestRequestConnWritesEachRequestOnce(t *testing.T) {
 		if len(under.writes) != 3 || !bytes.Equal(under.writes[0], a) || !bytes.Equal(under.writes[1], b) || !bytes.Equal(under.writes[2], c) {
 			t.Fatalf("chunk %d: %d writes, want the 3 requests one write each", chunk, len(under.writes))
 		}
+		if chunk == len(stream) && cap(rc.buf) != 0 {
+			t.Errorf("requests that came whole were copied into a %d-byte buffer", cap(rc.buf))
+		}
 	}
 
 	big := request(maxGathered, 'x') // 4 bytes over the bound with its prefix

@@ -302,6 +302,8 @@ func (h *handler) Report(_ context.Context, insts []template.Instance) error {
 	full, added := 0, 0
 	var bytes int64
 	var woken uint64 // lanes given records (at most 64)
+	var prevKey []byte
+	prevLane := 0
 	for _, m := range msgs {
 		size := recordSize(m)
 		if h.held >= h.bufferSize || h.heldBytes+size > h.bufferBytes {
@@ -309,7 +311,13 @@ func (h *handler) Report(_ context.Context, insts []template.Instance) error {
 			releaseValues(m)
 			continue
 		}
-		i := h.laneOf(m)
+		i := prevLane
+		if len(m.Key) == 0 || len(m.Key) != len(prevKey) || &m.Key[0] != &prevKey[0] {
+			// not the previous record's key (whose bytes records of one
+			// key share, see lastKey)
+			i = h.laneOf(m)
+			prevKey, prevLane = m.Key, i
+		}
 		h.lanes[i].buf = append(h.lanes[i].buf, m)
 		h.lanes[i].bytes += size
 		h.held++

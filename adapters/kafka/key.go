@@ -133,14 +133,21 @@ func mapEntry(ast *cel.Ast) (name, key string) {
 
 // mapString is the string value of the map entry the expression is, if it
 // is one and holds a string; ok false sends the instance through CEL.
-func (p *keyProgram) mapString(inst template.Instance) (string, bool) {
+// last remembers where the entry was in the previous log entry's
+// variables: the entries of one instance document share their layout.
+func (p *keyProgram) mapString(inst template.Instance, last *lastKey) (string, bool) {
 	var v any
 	switch i := inst.(type) {
 	case *template.LogEntry:
 		if p.mapName != "variables" {
 			return "", false
 		}
-		v, _ = i.Variables.Get(p.mapKey)
+		if l := i.Variables.Layout(); l != last.layout || l == nil {
+			last.layout, last.index = l, l.Index(p.mapKey)
+		}
+		if last.index >= 0 {
+			v = i.Variables.At(last.index)
+		}
 	case *template.TraceSpan:
 		if p.mapName != "spanTags" {
 			return "", false
@@ -160,6 +167,10 @@ type lastKey struct {
 	s     string
 	b     []byte
 	valid bool
+	// layout and index: where the key's entry was in the layout of the
+	// previous log entry's variables (-1: absent).
+	layout *template.Layout
+	index  int
 }
 
 // bytes is s as a record key.
@@ -177,7 +188,7 @@ func (p *keyProgram) eval(inst template.Instance, last *lastKey) ([]byte, error)
 		last = new(lastKey)
 	}
 	if p.mapName != "" {
-		if s, ok := p.mapString(inst); ok {
+		if s, ok := p.mapString(inst, last); ok {
 			return last.bytes(s), nil
 		}
 	}

@@ -11,13 +11,17 @@ import (
 )
 
 // The lanes write with kafka-go's Client (produce requests through the
-// handler's Transport), not its Writer: the Writer looks the topic's
-// partitions up in the Transport's metadata cache once per record (a
-// filtered copy of the cached response each time: half of what the
-// Writer cost), and hands each partition's batches to goroutines of its
-// own. A write here looks the partitions up once, picks each record's
+// handler's Transport), not its Writer. Writer.WriteMessages looks the
+// topic's partitions up in the Transport's metadata cache once per record
+// (a filtered copy of the cached response each time: 60% of what
+// WriteMessages cost the mixer with examples/default's kafka rule, 5% of
+// the mixer's CPU in all), hands each partition's batches to goroutines of
+// its own, and writes a partition's next batch even when the one before it
+// failed (which reorders a key's records when the failed one is written
+// again). A write here looks the partitions up once, picks each record's
 // partition with the Java client's murmur2 partitioner, and produces each
-// partition's batches in order, the partitions concurrently.
+// partition's batches in order, stopping at a failed one; the partitions
+// are written concurrently.
 
 // partitions is how many partitions the topic has, from the Transport's
 // metadata cache (or the broker, to create the topic when

@@ -22,8 +22,8 @@ import (
 // kafka-go's protocol.WriteRequest writes a request's page buffer with
 // one WriteTo and releases its pages only after that returns, by when the
 // request was written. (A kafka-go release that wrote through a buffer it
-// reuses between Writes would corrupt records, which the adapter's tests
-// against a broker would see as failed produce requests.) Small pieces
+// reuses between Writes would corrupt requests of several pages, which
+// TestPooledRecordValuesIntact writes and checks.) Small pieces
 // (the size prefix, pieces of a caller writing a few bytes at a time), and
 // every piece on other connections, are copied into the connection's
 // buffer.

@@ -478,10 +478,16 @@ func (h *handler) run(l *lane) {
 			continue
 		}
 		last = time.Now()
-		if !h.deliver(msgs) {
+		sent, failed := h.deliver(msgs)
+		if !sent {
 			return // Close gave up
 		}
-		h.recycle(l, msgs)
+		if !failed {
+			// After a failed write kafka-go's connection may still read
+			// the records while it gives up (see pooledValue.keep): the
+			// array is left to the garbage collector then.
+			h.recycle(l, msgs)
+		}
 	}
 }
 
@@ -556,16 +562,17 @@ func (h *handler) settle(n int, bytes int64) {
 }
 
 // deliver writes msgs, retrying the records that failed for a reason that
-// can pass, with backoff, until all are sent or dropped. It returns false
-// when Close gave up, after counting what was left.
-func (h *handler) deliver(msgs []kafkago.Message) bool {
+// can pass, with backoff, until all are sent or dropped. It returns sent
+// false when Close gave up, after counting what was left, and failed when
+// a write failed.
+func (h *handler) deliver(msgs []kafkago.Message) (sent, failed bool) {
 	attempt := 0
 	failing := false
 	for len(msgs) > 0 {
 		if h.ctx.Err() != nil {
 			h.count(resultShutdown, len(msgs))
 			h.settle(len(msgs), recordsSize(msgs))
-			return false
+			return false, true
 		}
 		retry, err := h.write(msgs)
 		h.settle(len(msgs)-len(retry), recordsSize(msgs)-recordsSize(retry))
@@ -581,6 +588,7 @@ func (h *handler) deliver(msgs []kafkago.Message) bool {
 			continue
 		}
 		h.errs.Inc()
+		failed = true
 		if !failing {
 			failing = true
 			if h.failing.Add(1) == 1 {
@@ -597,7 +605,7 @@ func (h *handler) deliver(msgs []kafkago.Message) bool {
 		case <-h.ctx.Done():
 		}
 	}
-	return true
+	return true, failed
 }
 
 // isTooLarge reports whether the broker refused a batch for its size.

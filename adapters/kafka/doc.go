@@ -62,14 +62,17 @@
 //
 // Report encodes instances and appends the records to the handler's buffer;
 // it never waits for Kafka. The buffer has maxInFlight lanes (default 4),
-// each with a goroutine and a kafka-go Writer of its own, which takes
-// records from its lane, oldest first, and writes them (batches of
-// batchSize records or batchBytes bytes per partition). A lane starts a
+// each with a goroutine, which takes records from its lane, oldest first,
+// and writes them: it picks each record's partition (the Java client's
+// murmur2 partitioner over the key; records without a key at random) and
+// produces each partition's records in batches of batchSize records or
+// batchBytes bytes, one batch after the other, the partitions at once,
+// with kafka-go's Client (a produce request per batch). A lane starts a
 // write at most once per linger unless it holds 16 batches' worth: under
 // load the records that come meanwhile go into the next write together,
 // and none waits longer than linger for it; a record that comes to a lane
-// idle for linger is written at once. Up to maxInFlight produce requests per partition are
-// in flight at once (kafka-go's Writer alone has one). A record's lane is
+// idle for linger is written at once. Up to maxInFlight produce requests
+// per partition are in flight at once. A record's lane is
 // chosen by its key's hash, so the records of one key go through one lane
 // and reach their partition in the order reported; records without a key
 // take the lanes in turn and have no order. On a plaintext connection
@@ -79,7 +82,9 @@
 // A write that fails is retried after a backoff (100ms doubling to 2s,
 // jittered; sidemix_kafka_write_errors_total counts failed writes) until
 // it succeeds: while Kafka is down, records wait in the buffer, and are
-// delivered in order when it is back. Only bufferSize records and
+// delivered in order when it is back. A batch that fails holds back the
+// batches of its partition behind it, so that they are written again after
+// it, not before. Only bufferSize records and
 // bufferBytes bytes (keys, values and 23 bytes of framing each; default
 // 64 MiB) are held; records reported beyond either are dropped and counted
 // as buffer_full, so the buffer's memory stays bounded however large the

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"hash/fnv"
 	"log/slog"
 	"math/rand/v2"
 	"net"
@@ -51,12 +50,6 @@ const dropLogInterval = 10 * time.Second
 // the buffer.
 const maxBatches = 16
 
-// noBatchWait is the kafka-go Writers' BatchTimeout. A lane hands its
-// Writer exactly the records to write now and waits for them, so no
-// record can join a batch afterwards: kafka-go's wait for a batch to fill
-// would only delay the write (the lanes linger themselves, see run).
-const noBatchWait = time.Nanosecond
-
 var requiredAcks = map[string]kafkago.RequiredAcks{
 	AcksNone: kafkago.RequireNone,
 	AcksOne:  kafkago.RequireOne,
@@ -90,9 +83,14 @@ type handler struct {
 	takeBytes   int64 // bytes per write
 	linger      time.Duration
 
-	transport *kafkago.Transport // shared by all writers
-	lanes     []*lane
-	single    *kafkago.Writer // one record per batch, to find which record of a batch is too large
+	transport    *kafkago.Transport // shared by all lanes
+	client       *kafkago.Client    // produces through transport
+	acks         kafkago.RequiredAcks
+	compression  kafkago.Compression
+	batchSize    int
+	writeTimeout time.Duration
+	autoCreate   bool // allowAutoTopicCreation
+	lanes        []*lane
 
 	mu        sync.Mutex
 	held      int   // records in the lanes' buffers and in flight
@@ -120,16 +118,19 @@ type handler struct {
 	lastDropLog atomic.Int64 // unix nanos of the last dropped record logged as a warning
 }
 
-// lane is one writer goroutine with its own buffer and kafka-go Writer, so
-// with several lanes several produce requests (per partition) are in
-// flight at once: kafka-go's Writer writes one batch at a time per
-// partition. Records of one key always take the same lane, where they stay
-// in order; records without a key take the lanes in turn.
+// lane is one writer goroutine with its own buffer, so with several lanes
+// several produce requests (per partition) are in flight at once: a lane
+// writes one batch at a time per partition. Records of one key always take
+// the same lane, where they stay in order; records without a key take the
+// lanes in turn.
 type lane struct {
-	w     *kafkago.Writer
 	buf   []kafkago.Message // oldest first; under handler.mu
 	bytes int64             // of buf; under handler.mu
-	wake  chan struct{}     // records were added
+	// spare is an emptied array of a delivered write's records, buf's
+	// next array: a lane that writes its whole buffer each time swaps
+	// two arrays instead of growing a new one per write. Under handler.mu.
+	spare []kafkago.Message
+	wake  chan struct{} // records were added
 }
 
 func newHandler(_ context.Context, set adapters.Settings, cfg adapters.Config) (adapters.Handler, error) {
@@ -175,29 +176,17 @@ func newHandler(_ context.Context, set adapters.Settings, cfg adapters.Config) (
 			return nil, fmt.Errorf("%s: sasl: %w", Name, err)
 		}
 	}
-	newWriter := func(batchSize int) *kafkago.Writer {
-		return &kafkago.Writer{
-			Addr:                   kafkago.TCP(c.Brokers...),
-			Topic:                  c.Topic,
-			Balancer:               &kafkago.Murmur2Balancer{}, // the Java client's partitioner
-			MaxAttempts:            1,                          // retries are ours, counted
-			BatchSize:              batchSize,
-			BatchBytes:             c.BatchBytes,
-			BatchTimeout:           noBatchWait, // lingering is the lanes' (see run)
-			WriteTimeout:           c.WriteTimeout,
-			ReadTimeout:            c.WriteTimeout,
-			RequiredAcks:           requiredAcks[c.RequiredAcks],
-			Compression:            compressions[c.Compression],
-			AllowAutoTopicCreation: c.AllowAutoTopicCreation,
-			Transport:              transport,
-		}
-	}
 	h.transport = transport
-	h.single = newWriter(1)
+	h.client = &kafkago.Client{Addr: kafkago.TCP(c.Brokers...), Transport: transport, Timeout: c.WriteTimeout}
+	h.acks = requiredAcks[c.RequiredAcks]
+	h.compression = compressions[c.Compression]
+	h.batchSize = c.BatchSize
+	h.writeTimeout = c.WriteTimeout
+	h.autoCreate = c.AllowAutoTopicCreation
 	h.ctx, h.cancel = context.WithCancel(context.Background())
 	var wg sync.WaitGroup
 	for range c.MaxInFlight {
-		l := &lane{w: newWriter(c.BatchSize), wake: make(chan struct{}, 1)}
+		l := &lane{wake: make(chan struct{}, 1)}
 		h.lanes = append(h.lanes, l)
 		wg.Go(func() { h.run(l) })
 	}
@@ -291,9 +280,16 @@ func (h *handler) Report(_ context.Context, insts []template.Instance) error {
 	if h.otlpBatch {
 		msgs = h.otlpRecords(insts, now)
 	} else {
-		msgs = make([]kafkago.Message, 0, len(insts))
+		scratch := reportScratch.Get().(*[]kafkago.Message)
+		defer func() {
+			clear(msgs) // the pool must not keep values alive
+			*scratch = msgs[:0]
+			reportScratch.Put(scratch)
+		}()
+		msgs = (*scratch)[:0]
+		var last lastKey
 		for _, inst := range insts {
-			if m, ok := h.record(inst, now); ok {
+			if m, ok := h.record(inst, now, &last); ok {
 				msgs = append(msgs, m)
 			}
 		}
@@ -306,6 +302,8 @@ func (h *handler) Report(_ context.Context, insts []template.Instance) error {
 	full, added := 0, 0
 	var bytes int64
 	var woken uint64 // lanes given records (at most 64)
+	var prevKey []byte
+	prevLane := 0
 	for _, m := range msgs {
 		size := recordSize(m)
 		if h.held >= h.bufferSize || h.heldBytes+size > h.bufferBytes {
@@ -313,7 +311,13 @@ func (h *handler) Report(_ context.Context, insts []template.Instance) error {
 			releaseValues(m)
 			continue
 		}
-		i := h.laneOf(m)
+		i := prevLane
+		if len(m.Key) == 0 || len(m.Key) != len(prevKey) || &m.Key[0] != &prevKey[0] {
+			// not the previous record's key (whose bytes records of one
+			// key share, see lastKey)
+			i = h.laneOf(m)
+			prevKey, prevLane = m.Key, i
+		}
 		h.lanes[i].buf = append(h.lanes[i].buf, m)
 		h.lanes[i].bytes += size
 		h.held++
@@ -337,8 +341,13 @@ func (h *handler) Report(_ context.Context, insts []template.Instance) error {
 	return nil
 }
 
-// laneOf picks m's lane: by its key's hash, so one key's records stay in
-// order, or in turn for records without a key. h.mu is held.
+// reportScratch holds the records of a Report until they are in their
+// lanes.
+var reportScratch = sync.Pool{New: func() any { return new([]kafkago.Message) }}
+
+// laneOf picks m's lane: by its key's hash (32-bit FNV-1a), so one key's
+// records stay in order, or in turn for records without a key. h.mu is
+// held.
 func (h *handler) laneOf(m kafkago.Message) int {
 	n := len(h.lanes)
 	if n == 1 {
@@ -348,9 +357,12 @@ func (h *handler) laneOf(m kafkago.Message) int {
 		h.next = (h.next + 1) % n
 		return h.next
 	}
-	f := fnv.New32a()
-	f.Write(m.Key)
-	return int(f.Sum32() % uint32(n))
+	hash := uint32(2166136261)
+	for _, c := range m.Key {
+		hash ^= uint32(c)
+		hash *= 16777619
+	}
+	return int(hash % uint32(n))
 }
 
 // recordSize is what a record holds in the buffer: its key and value and
@@ -368,7 +380,7 @@ func recordsSize(msgs []kafkago.Message) int64 {
 }
 
 // record builds inst's record, or counts why it cannot.
-func (h *handler) record(inst template.Instance, now time.Time) (kafkago.Message, bool) {
+func (h *handler) record(inst template.Instance, now time.Time, last *lastKey) (kafkago.Message, bool) {
 	if inst == nil {
 		h.count(resultWrongTemplate, 1)
 		return kafkago.Message{}, false
@@ -385,7 +397,7 @@ func (h *handler) record(inst template.Instance, now time.Time) (kafkago.Message
 	}
 	var key []byte
 	if h.key != nil {
-		if key, err = h.key.eval(inst); err != nil {
+		if key, err = h.key.eval(inst, last); err != nil {
 			h.keyErrors.Inc()
 			h.log.Debug("record sent without a key", "instance", inst.InstanceName(), "key", h.key.text, "error", err)
 		}
@@ -466,8 +478,15 @@ func (h *handler) run(l *lane) {
 			continue
 		}
 		last = time.Now()
-		if !h.deliver(l, msgs) {
+		sent, failed := h.deliver(msgs)
+		if !sent {
 			return // Close gave up
+		}
+		if !failed {
+			// After a failed write kafka-go's connection may still read
+			// the records while it gives up (see pooledValue.keep): the
+			// array is left to the garbage collector then.
+			h.recycle(l, msgs)
 		}
 	}
 }
@@ -503,15 +522,33 @@ func (h *handler) takeBatch(l *lane) []kafkago.Message {
 		bytes += size
 		n++
 	}
+	l.bytes -= bytes
+	if n == len(l.buf) {
+		msgs := l.buf
+		l.buf, l.spare = l.spare, nil
+		return msgs
+	}
 	msgs := make([]kafkago.Message, n)
 	copy(msgs, l.buf)
 	clear(l.buf[:n]) // the buffer's array must not keep the values alive
 	l.buf = l.buf[n:]
-	l.bytes -= bytes
-	if len(l.buf) == 0 {
-		l.buf = nil // let the backing array go
-	}
 	return msgs
+}
+
+// maxSpare bounds the arrays lanes keep for their next records.
+const maxSpare = 4096
+
+// recycle keeps the array of msgs, delivered, as l's spare.
+func (h *handler) recycle(l *lane, msgs []kafkago.Message) {
+	if cap(msgs) > maxSpare {
+		return
+	}
+	clear(msgs) // the array must not keep the values alive
+	h.mu.Lock()
+	if l.spare == nil {
+		l.spare = msgs[:0]
+	}
+	h.mu.Unlock()
 }
 
 // settle marks in-flight records done: n of them, bytes in all.
@@ -525,23 +562,19 @@ func (h *handler) settle(n int, bytes int64) {
 }
 
 // deliver writes msgs, retrying the records that failed for a reason that
-// can pass, with backoff, until all are sent or dropped. It returns false
-// when Close gave up, after counting what was left.
-func (h *handler) deliver(l *lane, msgs []kafkago.Message) bool {
+// can pass, with backoff, until all are sent or dropped. It returns sent
+// false when Close gave up, after counting what was left, and failed when
+// a write failed.
+func (h *handler) deliver(msgs []kafkago.Message) (sent, failed bool) {
 	attempt := 0
 	failing := false
 	for len(msgs) > 0 {
 		if h.ctx.Err() != nil {
 			h.count(resultShutdown, len(msgs))
 			h.settle(len(msgs), recordsSize(msgs))
-			return false
+			return false, true
 		}
-		retry, err := h.write(l.w, msgs)
-		if len(retry) > 0 && err == nil {
-			// Too large as a batch: write them one by one to find the
-			// record the broker refuses.
-			retry, err = h.write(h.single, retry)
-		}
+		retry, err := h.write(msgs)
 		h.settle(len(msgs)-len(retry), recordsSize(msgs)-recordsSize(retry))
 		msgs = retry
 		if err == nil || len(msgs) == 0 {
@@ -555,6 +588,7 @@ func (h *handler) deliver(l *lane, msgs []kafkago.Message) bool {
 			continue
 		}
 		h.errs.Inc()
+		failed = true
 		if !failing {
 			failing = true
 			if h.failing.Add(1) == 1 {
@@ -571,67 +605,7 @@ func (h *handler) deliver(l *lane, msgs []kafkago.Message) bool {
 		case <-h.ctx.Done():
 		}
 	}
-	return true
-}
-
-// write writes msgs once. It counts the records sent and those dropped
-// for good, and returns the ones to write again: with a nil error, records
-// of a batch the broker found too large, to be written one by one (only
-// when w is the batching writer); with an error, records to retry after a
-// backoff.
-func (h *handler) write(w *kafkago.Writer, msgs []kafkago.Message) (retry []kafkago.Message, _ error) {
-	err := w.WriteMessages(h.ctx, msgs...)
-	if err == nil {
-		h.count(resultSent, len(msgs))
-		h.sentInstances(msgs...)
-		releaseValues(msgs...)
-		return nil, nil
-	}
-	var tooBig kafkago.MessageTooLargeError
-	if errors.As(err, &tooBig) {
-		// Only a record above batchBytes, which record() keeps out; drop
-		// it and write the rest again at once. kafka-go refused the write
-		// before sending anything.
-		h.tooLarge(tooBig.Message, err)
-		releaseValues(tooBig.Message)
-		return tooBig.Remaining, nil
-	}
-	var werrs kafkago.WriteErrors
-	if !errors.As(err, &werrs) || len(werrs) != len(msgs) {
-		keepValues(msgs)
-		return msgs, err // the whole write failed (no broker, no metadata, ...)
-	}
-	var isolate, again []kafkago.Message
-	var firstErr error
-	for i, e := range werrs {
-		switch {
-		case e == nil:
-			h.count(resultSent, 1)
-			h.sentInstances(msgs[i])
-			releaseValues(msgs[i])
-		case isTooLarge(e) && w != h.single:
-			isolate = append(isolate, msgs[i])
-		case isTooLarge(e):
-			h.tooLarge(msgs[i], e)
-			releaseValues(msgs[i])
-		case isRecordError(e):
-			h.count(resultRejected, 1)
-			h.log.Log(context.Background(), h.dropLevel(), "kafka refused a record; dropped", "topic", h.topic, "key", string(msgs[i].Key), "error", e)
-			releaseValues(msgs[i])
-		default:
-			again = append(again, msgs[i])
-			if firstErr == nil {
-				firstErr = e
-			}
-		}
-	}
-	if len(again) > 0 {
-		// Retry everything not yet sent in the original order, so records
-		// of one key stay ordered.
-		keepValues(again)
-		return append(again, isolate...), firstErr
-	}
-	return isolate, nil
+	return true, failed
 }
 
 // isTooLarge reports whether the broker refused a batch for its size.
@@ -680,26 +654,9 @@ func (h *handler) Close(ctx context.Context) error {
 	h.bufferedBytes.Sub(float64(bytes))
 	h.mu.Unlock()
 	h.count(resultShutdown, left)
-	if err != nil {
-		// The writers may still wait on a dead broker; do not hold the
-		// caller for it.
-		go h.closeWriters()
-		return err
-	}
-	h.closeWriters()
-	return nil
-}
-
-func (h *handler) closeWriters() {
-	errs := []error{h.single.Close()}
-	for _, l := range h.lanes {
-		errs = append(errs, l.w.Close())
-	}
-	if err := errors.Join(errs...); err != nil {
-		h.log.Debug("closing kafka writers", "error", err)
-	}
-	// The writers do not own a transport they are given.
+	// The lanes have exited; no request of theirs is in flight.
 	h.transport.CloseIdleConnections()
+	return err
 }
 
 // sentInstances counts the instances the records hold.

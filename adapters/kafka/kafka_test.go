@@ -19,12 +19,15 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/pkg/kmsg"
 	"go.opentelemetry.io/collector/pdata/plog"
 	"go.opentelemetry.io/collector/pdata/ptrace"
 
@@ -826,5 +829,68 @@ func TestLanesLinger(t *testing.T) {
 	waitSent(t, reg, 5, 10*time.Second)
 	if d := time.Since(start); d < 1900*time.Millisecond {
 		t.Errorf("the records that came within linger were sent %v after the last write started, want about linger", d)
+	}
+}
+
+// A batch that fails holds back the batches of its partition behind it:
+// when the broker refuses the second of three batches of one write with
+// an error that can pass, the third is not written before the second is
+// written again, so the records still arrive once each, in order.
+func TestFailedBatchHoldsBackItsPartition(t *testing.T) {
+	c, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(1, "access"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(c.Close)
+	var produces atomic.Int32
+	c.ControlKey(int16(kmsg.Produce), func(r kmsg.Request) (kmsg.Response, error, bool) {
+		c.KeepControl()
+		if produces.Add(1) != 2 {
+			return nil, nil, false // the broker handles it
+		}
+		req := r.(*kmsg.ProduceRequest)
+		resp := req.ResponseKind().(*kmsg.ProduceResponse)
+		for _, rt := range req.Topics {
+			st := kmsg.NewProduceResponseTopic()
+			st.Topic = rt.Topic
+			for _, rp := range rt.Partitions {
+				sp := kmsg.NewProduceResponseTopicPartition()
+				sp.Partition = rp.Partition
+				sp.ErrorCode = kerr.NotLeaderForPartition.Code
+				st.Partitions = append(st.Partitions, sp)
+			}
+			resp.Topics = append(resp.Topics, st)
+		}
+		return resp, nil, true
+	})
+	addr := c.ListenAddrs()[0]
+	reg := prometheus.NewRegistry()
+	h := newHandler(t, reg, fmt.Sprintf("brokers: [%s]\ntopic: access\nkey: variables.destination\nbatchSize: 2\nmaxInFlight: 1\n", addr))
+	const n = 6
+	var insts []template.Instance
+	for i := range n {
+		insts = append(insts, access("invoice", i))
+	}
+	if err := h.Report(context.Background(), insts); err != nil { // one write: three batches
+		t.Fatal(err)
+	}
+	recs := consume(t, addr, "access", n, 10*time.Second)
+	if len(recs) != n {
+		t.Fatalf("consumed %d records, want %d", len(recs), n)
+	}
+	for i, r := range recs {
+		var m map[string]any
+		if err := json.Unmarshal([]byte(r.value), &m); err != nil {
+			t.Fatal(err)
+		}
+		if seq := m["seq"]; seq != float64(i) {
+			t.Errorf("record %d has seq %v, want %d", i, seq, i)
+		}
+	}
+	if got := produces.Load(); got != 4 {
+		t.Errorf("%d produce requests, want 4 (3 batches, the second twice)", got)
+	}
+	if e := value(t, reg, "sidemix_kafka_write_errors_total", map[string]string{"handler": "kafka"}); e != 1 {
+		t.Errorf("write errors = %v, want 1", e)
 	}
 }

@@ -133,14 +133,21 @@ func mapEntry(ast *cel.Ast) (name, key string) {
 
 // mapString is the string value of the map entry the expression is, if it
 // is one and holds a string; ok false sends the instance through CEL.
-func (p *keyProgram) mapString(inst template.Instance) (string, bool) {
+// last remembers where the entry was in the previous log entry's
+// variables: the entries of one instance document share their layout.
+func (p *keyProgram) mapString(inst template.Instance, last *lastKey) (string, bool) {
 	var v any
 	switch i := inst.(type) {
 	case *template.LogEntry:
 		if p.mapName != "variables" {
 			return "", false
 		}
-		v, _ = i.Variables.Get(p.mapKey)
+		if l := i.Variables.Layout(); l != last.layout || l == nil {
+			last.layout, last.index = l, l.Index(p.mapKey)
+		}
+		if last.index >= 0 {
+			v = i.Variables.At(last.index)
+		}
 	case *template.TraceSpan:
 		if p.mapName != "spanTags" {
 			return "", false
@@ -153,11 +160,36 @@ func (p *keyProgram) mapString(inst template.Instance) (string, bool) {
 	return s, ok
 }
 
-// eval returns the key of inst's record.
-func (p *keyProgram) eval(inst template.Instance) ([]byte, error) {
+// lastKey is the key of the previous record of a report: records of one
+// key (one destination service, say) share its bytes, which records never
+// modify. The zero value holds no key.
+type lastKey struct {
+	s     string
+	b     []byte
+	valid bool
+	// layout and index: where the key's entry was in the layout of the
+	// previous log entry's variables (-1: absent).
+	layout *template.Layout
+	index  int
+}
+
+// bytes is s as a record key.
+func (k *lastKey) bytes(s string) []byte {
+	if !k.valid || k.s != s {
+		k.s, k.b, k.valid = s, []byte(s), true
+	}
+	return k.b
+}
+
+// eval returns the key of inst's record; last (nil: none) is the key of
+// the report's previous record.
+func (p *keyProgram) eval(inst template.Instance, last *lastKey) ([]byte, error) {
+	if last == nil {
+		last = new(lastKey)
+	}
 	if p.mapName != "" {
-		if s, ok := p.mapString(inst); ok {
-			return []byte(s), nil
+		if s, ok := p.mapString(inst, last); ok {
+			return last.bytes(s), nil
 		}
 	}
 	out, _, err := p.prg.Eval(keyVars{inst})
@@ -166,7 +198,7 @@ func (p *keyProgram) eval(inst template.Instance) ([]byte, error) {
 	}
 	switch v := out.(type) {
 	case types.String:
-		return []byte(v), nil
+		return last.bytes(string(v)), nil
 	case types.Bytes:
 		return []byte(v), nil
 	case types.Null:

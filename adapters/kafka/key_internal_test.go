@@ -32,9 +32,10 @@ func TestKeyMapEntryMatchesCEL(t *testing.T) {
 		}
 		slow := *fast
 		slow.mapName = ""
+		var last lastKey // shared, as by a report's records
 		for i, inst := range insts {
-			got, gerr := fast.eval(inst)
-			want, werr := slow.eval(inst)
+			got, gerr := fast.eval(inst, &last)
+			want, werr := slow.eval(inst, nil)
 			if !bytes.Equal(got, want) || (gerr == nil) != (werr == nil) {
 				t.Errorf("%s on instance %d (%s): %q, %v; CEL: %q, %v", expr, i, fmt.Sprint(inst), got, gerr, want, werr)
 			}
@@ -48,5 +49,23 @@ func TestKeyMapEntryMatchesCEL(t *testing.T) {
 		if p.mapName != "" {
 			t.Errorf("%s: read as the map entry %s[%q]", expr, p.mapName, p.mapKey)
 		}
+	}
+}
+
+// TestLastKeySharedWhileEqual: records of one key share its bytes; a
+// different key gets its own.
+func TestLastKeySharedWhileEqual(t *testing.T) {
+	var last lastKey
+	a := last.bytes("web")
+	b := last.bytes(string([]byte("web")))
+	if string(a) != "web" || &a[0] != &b[0] {
+		t.Errorf("equal keys: %q at %p, %q at %p; want one slice", a, a, b, b)
+	}
+	c := last.bytes("shop")
+	if string(c) != "shop" || string(a) != "web" {
+		t.Errorf("after another key: %q, first still %q", c, a)
+	}
+	if e := last.bytes(""); e == nil || len(e) != 0 {
+		t.Errorf("empty key: %#v, want empty non-nil", e)
 	}
 }

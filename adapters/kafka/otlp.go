@@ -115,7 +115,7 @@ func (h *handler) otlpRecords(insts []template.Instance, now time.Time) []kafkag
 		var key []byte
 		if h.key != nil {
 			var err error
-			if key, err = h.key.eval(inst); err != nil {
+			if key, err = h.key.eval(inst, nil); err != nil {
 				h.keyErrors.Inc()
 				h.log.Debug("record sent without a key", "instance", inst.InstanceName(), "key", h.key.text, "error", err)
 			}

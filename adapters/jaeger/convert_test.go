@@ -4,8 +4,11 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"math"
 	"strconv"
+	"strings"
 	"testing"
+	"time"
 
 	model "github.com/jaegertracing/jaeger-idl/model/v1"
 	api_v2 "github.com/jaegertracing/jaeger-idl/proto-gen/api_v2"
@@ -72,7 +75,7 @@ func TestExporterReusesBuffersAcrossBatches(t *testing.T) {
 			want[svc] = append(want[svc], model.SpanID(id))
 		}
 		before := len(c.received())
-		if failed, err := e.export(context.Background(), spans); failed != 0 || err != nil {
+		if failed, err := e.export(context.Background(), parse(t, spans...)); failed != 0 || err != nil {
 			t.Fatalf("batch %d: export = %d, %v", i, failed, err)
 		}
 		got := map[string][]model.SpanID{}
@@ -98,9 +101,11 @@ func TestExporterReusesBuffersAcrossBatches(t *testing.T) {
 
 // TestCodecV2MarshalsAsGogo: the pooled codec writes the bytes gogo's own
 // Marshal writes, for a request below gRPC's pooling threshold and ones
-// above it, and reads them back. The pooled buffers are not cleared: the
-// larger ones are marshalled into what the previous ones, or garbage, left
-// in them.
+// above it, marshalled at their exact size (no bound), within the bound
+// the exporter computes, and within a bound too small (marshalled again at
+// the exact size), and reads them back. The pooled buffers are not
+// cleared: the larger ones are marshalled into what the previous ones, or
+// garbage, left in them.
 func TestCodecV2MarshalsAsGogo(t *testing.T) {
 	junk := marshalPool.Get(1 << 20)
 	for i := range *junk {
@@ -112,32 +117,99 @@ func TestCodecV2MarshalsAsGogo(t *testing.T) {
 		for i := range n {
 			spans = append(spans, span(traceA, fmt.Sprintf("%016x", i+1), "00f067aa0ba902b7", template.SpanKindServer, "a", "b"))
 		}
+		parsed := parse(t, spans...)
 		var buf modelBuf
-		buf.reset(spans)
+		buf.reset(parsed)
 		var ms []*model.Span
-		for _, s := range spans {
-			trace, id, parent, err := ids(s)
-			if err != nil {
-				t.Fatal(err)
-			}
-			ms = append(ms, buf.toModel(s, trace, id, parent))
+		p := process("b", map[string]string{"mesh": "demo"})
+		bound := requestFixedBound + p.Size()
+		for i := range parsed {
+			m, b := buf.toModel(&parsed[i])
+			ms = append(ms, m)
+			bound += b
 		}
-		req := &api_v2.PostSpansRequest{Batch: model.Batch{Spans: ms, Process: process("b", map[string]string{"mesh": "demo"})}}
+		req := &api_v2.PostSpansRequest{Batch: model.Batch{Spans: ms, Process: p}}
 		want, err := req.Marshal()
 		if err != nil {
 			t.Fatal(err)
 		}
-		got, err := gogoCodecV2{}.Marshal(req)
+		if bound < len(want) {
+			t.Fatalf("%d spans: bound %d < size %d", n, bound, len(want))
+		}
+		for _, b := range []int{0, bound, len(want), len(want) - 1, len(want) / 2} {
+			got, err := gogoCodecV2{bound: b}.Marshal(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !bytes.Equal(got.Materialize(), want) {
+				t.Errorf("%d spans, bound %d: codec wrote %d bytes unlike gogo's %d", n, b, got.Len(), len(want))
+			}
+			var back api_v2.PostSpansRequest
+			if err := (gogoCodecV2{}).Unmarshal(got, &back); err != nil || len(back.Batch.Spans) != n {
+				t.Errorf("%d spans, bound %d: read back %d spans, %v", n, b, len(back.Batch.Spans), err)
+			}
+			got.Free()
+		}
+	}
+}
+
+// TestSpanBoundCoversSize: toModel's bound of a span's encoded size is at
+// least the size gogo computes, for spans with every tag toModel adds, tags
+// of every type (strings long enough for longer length prefixes, the
+// longest varints), times far before and after the epoch and a negative
+// duration, with and without a parent.
+func TestSpanBoundCoversSize(t *testing.T) {
+	long := strings.Repeat("x", 70000)
+	base := span(traceA, "00f067aa0ba902b7", "ffffffffffffffff", template.SpanKindClient, "a", "b")
+	variants := []func(s *template.TraceSpan){
+		func(s *template.TraceSpan) {},
+		func(s *template.TraceSpan) { s.ParentSpanID = "" },
+		func(s *template.TraceSpan) {
+			s.Status, s.StatusMessage, s.TraceState, s.HTTPStatusCode = template.SpanStatusError, long, long, -1
+			s.SpanName = long
+		},
+		func(s *template.TraceSpan) {
+			s.StartTime, s.EndTime = time.Unix(-62135596800, 999999999), time.Unix(-62135596800, 0)
+		},
+		func(s *template.TraceSpan) {
+			s.StartTime = time.Unix(253402300799, 999999999)
+			s.EndTime = s.StartTime.Add(time.Duration(math.MaxInt64))
+		},
+		func(s *template.TraceSpan) {
+			s.Status = template.SpanStatusOK
+			s.SpanTags = []template.SpanTag{
+				{Key: "a", Value: int64(math.MinInt64)}, {Key: "b", Value: uint64(math.MaxUint64)}, {Key: "c", Value: -1.5},
+				{Key: "d", Value: float32(2)}, {Key: "e", Value: true}, {Key: "f", Value: []byte(long)}, {Key: long, Value: long},
+				{Key: "g", Value: time.Unix(0, 1)}, {Key: "h", Value: -time.Hour}, {Key: "i", Value: nil}, {Key: "j", Value: []int{1}},
+				{Key: "k", Value: int32(math.MinInt32)}, {Key: "l", Value: math.MinInt},
+			}
+		},
+	}
+	for i, f := range variants {
+		s := *base
+		f(&s)
+		parsed := parse(t, &s)
+		var buf modelBuf
+		buf.reset(parsed)
+		m, bound := buf.toModel(&parsed[0])
+		// A span's size in a Batch: the span and its tag and length prefix.
+		batch := model.Batch{Spans: []*model.Span{m}}
+		if size := batch.Size(); bound < size {
+			t.Errorf("variant %d: bound %d < size %d", i, bound, size)
+		}
+	}
+}
+
+// parse parses the spans' ids as Report does.
+func parse(t testing.TB, spans ...*template.TraceSpan) []parsedSpan {
+	t.Helper()
+	out := make([]parsedSpan, len(spans))
+	for i, s := range spans {
+		trace, id, parent, err := ids(s)
 		if err != nil {
 			t.Fatal(err)
 		}
-		if !bytes.Equal(got.Materialize(), want) {
-			t.Errorf("%d spans: codec wrote %d bytes unlike gogo's %d", n, got.Len(), len(want))
-		}
-		var back api_v2.PostSpansRequest
-		if err := (gogoCodecV2{}).Unmarshal(got, &back); err != nil || len(back.Batch.Spans) != n {
-			t.Errorf("%d spans: read back %d spans, %v", n, len(back.Batch.Spans), err)
-		}
-		got.Free()
+		out[i] = parsedSpan{s: s, trace: trace, id: id, parent: parent}
 	}
+	return out
 }

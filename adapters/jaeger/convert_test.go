@@ -15,6 +15,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 
+	"github.com/sidemix/sidemix/adapters/internal/handlerkit"
 	"github.com/sidemix/sidemix/adapters/template"
 )
 
@@ -212,4 +213,54 @@ func parse(t testing.TB, spans ...*template.TraceSpan) []parsedSpan {
 		out[i] = parsedSpan{s: s, trace: trace, id: id, parent: parent}
 	}
 	return out
+}
+
+// TestExporterSplitsLargeRequests: a service's spans whose encoded size
+// may pass the request limit go in several PostSpans, each within the
+// limit a collector enforces (gRPC's max receive size), in order; a span
+// too large alone fails alone and the rest are sent.
+func TestExporterSplitsLargeRequests(t *testing.T) {
+	const limit = 8 << 10
+	c := startCollector(t, grpc.MaxRecvMsgSize(limit))
+	conn, err := grpc.NewClient(c.addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	e := newGRPCExporter(conn, map[string]string{"mesh": "demo"})
+	e.maxRequest = limit
+	var spans []*template.TraceSpan
+	want := map[string][]model.SpanID{}
+	const huge = 77
+	for i := 1; i <= 200; i++ {
+		svc := []string{"a", "b"}[i%2]
+		s := span(traceA, fmt.Sprintf("%016x", i), "00f067aa0ba902b7", template.SpanKindServer, "caller", svc)
+		if i == huge {
+			s.SpanName = strings.Repeat("x", 2*limit)
+		} else {
+			want[svc] = append(want[svc], model.SpanID(i))
+		}
+		spans = append(spans, s)
+	}
+	failed, err := e.export(context.Background(), parse(t, spans...))
+	if failed != 1 || err == nil || !handlerkit.IsPermanent(err) {
+		t.Fatalf("export = %d, %v; want the huge span failed alone, permanently", failed, err)
+	}
+	got := map[string][]model.SpanID{}
+	requests := map[string]int{}
+	for _, b := range c.received() {
+		requests[b.Process.ServiceName]++
+		if size := (&api_v2.PostSpansRequest{Batch: b}).Size(); size > limit {
+			t.Errorf("a request of %d bytes, limit %d", size, limit)
+		}
+		for _, s := range b.Spans {
+			got[b.Process.ServiceName] = append(got[b.Process.ServiceName], s.SpanID)
+		}
+	}
+	if fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Errorf("collector got %v, want %v", got, want)
+	}
+	if requests["a"] < 2 || requests["b"] < 2 {
+		t.Errorf("requests per service %v, want several", requests)
+	}
 }

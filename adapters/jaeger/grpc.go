@@ -29,14 +29,28 @@ type grpcExporter struct {
 	order     []string                 // the batch's services, in order of appearance
 	byService map[string]*serviceSpans // the batch's spans by service
 	processes map[string]sizedProcess
+	// maxRequest bounds a request's encoded size (maxRequestBytes; less
+	// in tests).
+	maxRequest int
 }
 
-// serviceSpans are a batch's spans of one service and a bound of their
-// encoded size.
+// maxRequestBytes bounds the encoded size of a PostSpans request: gRPC
+// servers, Jaeger's collector among them, refuse a message of more than
+// 4 MiB unless configured otherwise. A service's spans whose size may be
+// more (by the bound toModel computes, some twice their size) go in
+// several requests.
+const maxRequestBytes = 4 << 20
+
+// serviceSpans are a batch's spans of one service, in chunks of one
+// request each.
 type serviceSpans struct {
-	spans []*model.Span
-	bound int
+	spans  []*model.Span
+	chunks []chunk
 }
+
+// chunk is a request's spans, from the previous chunk's end to end, and a
+// bound of the request's encoded size.
+type chunk struct{ end, bound int }
 
 // sizedProcess is a service's Process and its encoded size.
 type sizedProcess struct {
@@ -53,6 +67,7 @@ func newGRPCExporter(conn *grpc.ClientConn, tags map[string]string) *grpcExporte
 	return &grpcExporter{
 		client: api_v2.NewCollectorServiceClient(conn), tags: tags,
 		byService: make(map[string]*serviceSpans), processes: make(map[string]sizedProcess),
+		maxRequest: maxRequestBytes,
 	}
 }
 
@@ -87,14 +102,19 @@ func (e *grpcExporter) export(ctx context.Context, spans []parsedSpan) (int, err
 		}
 		m, bound := buf.toModel(&spans[i])
 		list.spans = append(list.spans, m)
-		list.bound += bound
+		if n := len(list.chunks); n > 0 && list.chunks[n-1].bound+bound <= e.maxRequest {
+			list.chunks[n-1].end++
+			list.chunks[n-1].bound += bound
+		} else {
+			list.chunks = append(list.chunks, chunk{end: len(list.spans), bound: requestFixedBound + e.process(svc).size + bound})
+		}
 	}
 	defer func() {
 		// Keep the lists' arrays for the next batch, emptied.
 		for _, svc := range order {
 			list := byService[svc]
 			clear(list.spans)
-			list.spans, list.bound = list.spans[:0], 0
+			list.spans, list.chunks = list.spans[:0], list.chunks[:0]
 		}
 		if len(byService) > maxProcesses {
 			clear(byService)
@@ -105,18 +125,21 @@ func (e *grpcExporter) export(ctx context.Context, spans []parsedSpan) (int, err
 	failed, tried := 0, 0
 	var errs []error
 	for _, svc := range order {
-		if ctx.Err() != nil {
-			break
-		}
 		list := byService[svc]
-		p := e.process(svc)
-		batch := model.Batch{Spans: list.spans, Process: p.p}
-		tried += len(batch.Spans)
-		codec := gogoCodecV2{bound: requestFixedBound + p.size + list.bound}
-		_, err := e.client.PostSpans(ctx, &api_v2.PostSpansRequest{Batch: batch}, grpc.ForceCodecV2(codec))
-		if err != nil {
-			failed += len(batch.Spans)
-			errs = append(errs, fmt.Errorf("PostSpans (%s): %w", svc, err))
+		p := e.process(svc).p
+		from := 0
+		for _, c := range list.chunks {
+			if ctx.Err() != nil {
+				break
+			}
+			batch := model.Batch{Spans: list.spans[from:c.end], Process: p}
+			from = c.end
+			tried += len(batch.Spans)
+			_, err := e.client.PostSpans(ctx, &api_v2.PostSpansRequest{Batch: batch}, grpc.ForceCodecV2(gogoCodecV2{bound: c.bound}))
+			if err != nil {
+				failed += len(batch.Spans)
+				errs = append(errs, fmt.Errorf("PostSpans (%s): %w", svc, err))
+			}
 		}
 	}
 	// Services not tried because the context ended fail too.

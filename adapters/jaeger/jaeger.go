@@ -159,6 +159,12 @@ func newHandler(_ context.Context, set adapters.Settings, c adapters.Config) (ad
 	return h, nil
 }
 
+// writeBufferSize is the connection's write buffer: gRPC writes to the
+// socket when it is full or when it has nothing more to send. A batch of
+// spans is some 100 KiB; gRPC's default of 32 KiB writes it in several
+// system calls, each waking the collector's reader.
+const writeBufferSize = 256 << 10
+
 // dial makes the connection lazily: a collector that is down when the
 // handler is created (or goes down later) costs failed sends, counted, not
 // a failed config load. Reconnects back off up to 5s, not gRPC's default
@@ -177,6 +183,7 @@ func dial(cfg *Config) (*grpc.ClientConn, error) {
 	return grpc.NewClient("passthrough:///"+cfg.Endpoint,
 		grpc.WithTransportCredentials(creds),
 		grpc.WithConnectParams(grpc.ConnectParams{Backoff: bo, MinConnectTimeout: cfg.Timeout}),
+		grpc.WithWriteBufferSize(writeBufferSize),
 	)
 }
 

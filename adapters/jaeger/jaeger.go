@@ -100,6 +100,8 @@ type handler struct {
 	// raw batches otlp instances (rawotlp.go); nil unless protocol otlp.
 	raw                   *rawotlp.Batcher
 	spanQueued, rawQueued atomic.Int64
+	// queued is m.queued of this handler, set on every Add.
+	queued prometheus.Gauge
 
 	closeOnce sync.Once
 	closeErr  error
@@ -145,7 +147,8 @@ func newHandler(_ context.Context, set adapters.Settings, c adapters.Config) (ad
 		Queued:        h.setSpanQueued,
 	}
 	opts.Retry = cfg.Retry.Retry()
-	m.queued.WithLabelValues(h.name).Set(0)
+	h.queued = m.queued.WithLabelValues(h.name)
+	h.queued.Set(0)
 	h.batch = handlerkit.NewBatcher(opts, func(ctx context.Context, batch []parsedSpan) (int, error) {
 		failed, err := exp.export(ctx, batch)
 		h.lastFailed.Store(err != nil)

@@ -65,7 +65,7 @@
 //	    endpoint: 127.0.0.1:14250    # required: the collector's host:port
 //	    protocol: grpc               # default; or otlp
 //	    timeout: 5s                  # per send (default)
-//	    maxBatchSize: 500            # default
+//	    maxBatchSize: 2000           # default
 //	    flushInterval: 1s            # default
 //	    maxQueueSize: 10000          # default
 //	    retry: {enabled: true, initialInterval: 100ms, maxInterval: 5s, maxElapsedTime: 30s}  # default

@@ -37,8 +37,8 @@ type grpcExporter struct {
 // maxRequestBytes bounds the encoded size of a PostSpans request: gRPC
 // servers, Jaeger's collector among them, refuse a message of more than
 // 4 MiB unless configured otherwise. A service's spans whose size may be
-// more (by the bound toModel computes, some twice their size) go in
-// several requests.
+// more, by the bound toModel computes (up to a few times their size for
+// spans of short strings), go in several requests.
 const maxRequestBytes = 4 << 20
 
 // serviceSpans are a batch's spans of one service, in chunks of one

@@ -6,6 +6,9 @@ import (
 	"testing"
 	"time"
 
+	model "github.com/jaegertracing/jaeger-idl/model/v1"
+	api_v2 "github.com/jaegertracing/jaeger-idl/proto-gen/api_v2"
+
 	"github.com/sidemix/sidemix/adapters/template"
 )
 
@@ -71,4 +74,40 @@ func reportPaced(b *testing.B, h *testHandler, batch []template.Instance, per in
 	if d := h.metric("sidemix_jaeger_spans_dropped_total", "reason", "queue_full"); d > 0 {
 		b.Fatalf("%v spans dropped: queue full", d)
 	}
+}
+
+// BenchmarkConvertMarshal measures the grpc exporter's work per span
+// without the network: converting a PostSpans request's spans of one
+// service (the tracing.yaml span of a client: a parent, span.kind,
+// http.status_code and four spanTags) to Jaeger's model and marshalling
+// the request as the codec does.
+func BenchmarkConvertMarshal(b *testing.B) {
+	spans := make([]*template.TraceSpan, 250)
+	for i := range spans {
+		s := span(fmt.Sprintf("%032x", i+1), fmt.Sprintf("%016x", 2*i+1), fmt.Sprintf("%016x", 2*i+2), template.SpanKindClient, "shop", "web")
+		s.SpanTags = append(s.SpanTags, template.SpanTag{Key: "server.address", Value: "web:8080"})
+		spans[i] = s
+	}
+	parsed := parse(b, spans...)
+	var buf modelBuf
+	p := process("shop", nil)
+	ms := make([]*model.Span, 0, len(spans))
+	b.ReportAllocs()
+	for b.Loop() {
+		buf.reset(parsed)
+		ms = ms[:0]
+		bound := requestFixedBound + p.Size()
+		for i := range parsed {
+			m, n := buf.toModel(&parsed[i])
+			ms = append(ms, m)
+			bound += n
+		}
+		req := &api_v2.PostSpansRequest{Batch: model.Batch{Spans: ms, Process: p}}
+		out, err := gogoCodecV2{bound: bound}.Marshal(req)
+		if err != nil {
+			b.Fatal(err)
+		}
+		out.Free()
+	}
+	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*len(spans)), "ns/span")
 }

@@ -24,7 +24,7 @@ const (
 // Defaults.
 const (
 	DefaultTimeout       = 5 * time.Second
-	DefaultMaxBatchSize  = 500
+	DefaultMaxBatchSize  = 2000
 	DefaultFlushInterval = time.Second
 	DefaultMaxQueueSize  = 10000
 

@@ -12,6 +12,15 @@ import (
 	"github.com/sidemix/sidemix/adapters/template"
 )
 
+// parsedSpan is a span with its ids parsed: Report parses them to refuse
+// spans whose ids are malformed, and the exporter converts what Report
+// parsed.
+type parsedSpan struct {
+	s          *template.TraceSpan
+	trace      model.TraceID
+	id, parent model.SpanID
+}
+
 // ids parses a span's hex ids: a trace id of 32 hex digits, span ids of
 // 16 (W3C trace context's sizes). The parent may be empty.
 func ids(s *template.TraceSpan) (trace model.TraceID, span, parent model.SpanID, err error) {
@@ -97,10 +106,10 @@ type modelBuf struct {
 // returns pointers into b.spans, which must not move. What the last batch
 // left is overwritten, not cleared: b holds on to one batch's strings at
 // most.
-func (b *modelBuf) reset(spans []*template.TraceSpan) {
+func (b *modelBuf) reset(spans []parsedSpan) {
 	ntags := 0
-	for _, s := range spans {
-		ntags += len(s.SpanTags) + 6 // at most, the tags toModel adds itself
+	for i := range spans {
+		ntags += len(spans[i].s.SpanTags) + maxOwnTags
 	}
 	if cap(b.spans) < len(spans) {
 		b.spans = make([]model.Span, 0, len(spans))
@@ -114,92 +123,139 @@ func (b *modelBuf) reset(spans []*template.TraceSpan) {
 	b.spans, b.tags, b.refs = b.spans[:0], b.tags[:0], b.refs[:0]
 }
 
-// toModel converts a span whose ids ids() accepted into Jaeger's model,
+// maxOwnTags is the most tags toModel adds to a span's spanTags.
+const maxOwnTags = 6
+
+// Bounds of the encoded size of the parts of a span toModel makes, strings
+// and bytes aside: every field present, each varint at its longest (10
+// bytes), plus its tag and length prefix. The grpc exporter marshals a
+// request into a buffer of the bound of its spans' sizes (spanBound)
+// instead of computing the request's exact size first (see
+// gogoCodecV2.Marshal); TestSpanBoundCoversSize checks them against
+// gogo's Size.
+const (
+	// TraceID (2+16), SpanID (2+8), OperationName's prefix (11), Flags
+	// (11), StartTime and Duration (11 + 2×11 each), the span's own
+	// prefix in the Batch (11).
+	spanFixedBound = 18 + 10 + 11 + 11 + 2*33 + 11
+	// A SpanRef: its TraceID (18), SpanID (10), RefType (11), prefix (11).
+	refBound = 18 + 10 + 11 + 11
+	// A KeyValue: Key, VStr and VBinary prefixes (11 each), VType (11),
+	// VBool (2), VInt64 (11), VFloat64 (9), its own prefix (11).
+	kvFixedBound = 3*11 + 11 + 2 + 11 + 9 + 11
+	// The PostSpansRequest's Batch prefix (11) and the Batch's Process
+	// prefix (11), the Process's own size aside.
+	requestFixedBound = 11 + 11
+)
+
+// kvBound bounds the encoded size of kv in a span.
+func kvBound(kv *model.KeyValue) int {
+	return kvFixedBound + len(kv.Key) + len(kv.VStr) + len(kv.VBinary)
+}
+
+// toModel converts a span whose ids Report parsed into Jaeger's model,
 // with tags as Jaeger's own OTLP translator writes them (span.kind,
 // otel.status_code, error, http.status_code), so the UI shows the same.
-// The span lives in b: b must have been made for at least as many spans.
-func (b *modelBuf) toModel(s *template.TraceSpan, trace model.TraceID, span, parent model.SpanID) *model.Span {
+// The span lives in b: b must have been reset for at least as many spans.
+// bound bounds the span's encoded size in a Batch.
+func (b *modelBuf) toModel(p *parsedSpan) (m *model.Span, bound int) {
+	s := p.s
 	b.spans = append(b.spans, model.Span{
-		TraceID:       trace,
-		SpanID:        span,
+		TraceID:       p.trace,
+		SpanID:        p.id,
 		OperationName: s.SpanName,
 		Flags:         model.SampledFlag,
 		StartTime:     s.StartTime.UTC(),
 		Duration:      max(s.EndTime.Sub(s.StartTime), 0),
 	})
-	m := &b.spans[len(b.spans)-1]
-	if parent != 0 {
-		b.refs = append(b.refs, model.NewChildOfRef(trace, parent))
+	m = &b.spans[len(b.spans)-1]
+	bound = spanFixedBound + len(s.SpanName)
+	if p.parent != 0 {
+		b.refs = append(b.refs, model.NewChildOfRef(p.trace, p.parent))
 		n := len(b.refs)
 		m.References = b.refs[n-1 : n : n]
+		bound += refBound
 	}
+	// The tags are written in place: reset made room for them all.
 	start := len(b.tags)
-	tags := b.tags
+	tags := b.tags[:start+len(s.SpanTags)+maxOwnTags]
+	n := start
+	add := func(k, v string) {
+		tags[n] = model.KeyValue{Key: k, VType: model.StringType, VStr: v}
+		n++
+	}
 	if s.SpanKind != "" && s.SpanKind != template.SpanKindInternal {
-		tags = append(tags, model.String("span.kind", s.SpanKind))
+		add("span.kind", s.SpanKind)
 	}
 	switch s.Status {
 	case template.SpanStatusError:
-		tags = append(tags, model.String("otel.status_code", "ERROR"), model.Bool("error", true))
+		add("otel.status_code", "ERROR")
+		tags[n] = model.KeyValue{Key: "error", VType: model.BoolType, VBool: true}
+		n++
 	case template.SpanStatusOK:
-		tags = append(tags, model.String("otel.status_code", "OK"))
+		add("otel.status_code", "OK")
 	}
 	if s.StatusMessage != "" {
-		tags = append(tags, model.String("otel.status_description", s.StatusMessage))
+		add("otel.status_description", s.StatusMessage)
 	}
 	if s.TraceState != "" {
-		tags = append(tags, model.String("w3c.tracestate", s.TraceState))
+		add("w3c.tracestate", s.TraceState)
 	}
 	if s.HTTPStatusCode != 0 {
 		if _, dup := s.Tag("http.status_code"); !dup {
-			tags = append(tags, model.Int64("http.status_code", s.HTTPStatusCode))
+			tags[n] = model.KeyValue{Key: "http.status_code", VType: model.Int64Type, VInt64: s.HTTPStatusCode}
+			n++
 		}
 	}
-	for _, t := range s.SpanTags { // in key order already
-		tags = append(tags, keyValue(t.Key, t.Value))
+	for i := range s.SpanTags { // in key order already
+		setKeyValue(&tags[n], s.SpanTags[i].Key, s.SpanTags[i].Value)
+		n++
 	}
-	if len(tags) > start {
-		// Appending to b.tags past its capacity leaves earlier spans' tags
-		// where they were, so each span's slice stays its own.
-		m.Tags = tags[start:len(tags):len(tags)]
+	for i := start; i < n; i++ {
+		bound += kvBound(&tags[i])
 	}
-	b.tags = tags
-	return m
+	if n > start {
+		// Each span's slice ends at its own tags: nothing appends to it.
+		m.Tags = tags[start:n:n]
+	}
+	b.tags = tags[:n]
+	return m, bound
 }
 
-// keyValue types a tag by its Go value; what has no Jaeger type becomes a
-// string.
-func keyValue(k string, v any) model.KeyValue {
+// setKeyValue sets kv to a tag typed by its Go value; what has no Jaeger
+// type becomes a string.
+func setKeyValue(kv *model.KeyValue, k string, v any) {
 	switch v := v.(type) {
 	case string:
-		return model.String(k, v)
+		*kv = model.KeyValue{Key: k, VType: model.StringType, VStr: v}
 	case bool:
-		return model.Bool(k, v)
+		*kv = model.KeyValue{Key: k, VType: model.BoolType, VBool: v}
 	case int64:
-		return model.Int64(k, v)
+		*kv = model.KeyValue{Key: k, VType: model.Int64Type, VInt64: v}
 	case int:
-		return model.Int64(k, int64(v))
+		*kv = model.KeyValue{Key: k, VType: model.Int64Type, VInt64: int64(v)}
 	case int32:
-		return model.Int64(k, int64(v))
+		*kv = model.KeyValue{Key: k, VType: model.Int64Type, VInt64: int64(v)}
 	case uint64:
 		if v <= math.MaxInt64 {
-			return model.Int64(k, int64(v))
+			*kv = model.KeyValue{Key: k, VType: model.Int64Type, VInt64: int64(v)}
+		} else {
+			*kv = model.KeyValue{Key: k, VType: model.StringType, VStr: strconv.FormatUint(v, 10)}
 		}
-		return model.String(k, strconv.FormatUint(v, 10))
 	case float64:
-		return model.Float64(k, v)
+		*kv = model.KeyValue{Key: k, VType: model.Float64Type, VFloat64: v}
 	case float32:
-		return model.Float64(k, float64(v))
+		*kv = model.KeyValue{Key: k, VType: model.Float64Type, VFloat64: float64(v)}
 	case time.Time:
-		return model.String(k, v.UTC().Format(time.RFC3339Nano))
+		*kv = model.KeyValue{Key: k, VType: model.StringType, VStr: v.UTC().Format(time.RFC3339Nano)}
 	case time.Duration:
-		return model.String(k, v.String())
+		*kv = model.KeyValue{Key: k, VType: model.StringType, VStr: v.String()}
 	case []byte:
-		return model.Binary(k, v)
+		*kv = model.KeyValue{Key: k, VType: model.BinaryType, VBinary: v}
 	case nil:
-		return model.String(k, "")
+		*kv = model.KeyValue{Key: k, VType: model.StringType}
 	default:
-		return model.String(k, fmt.Sprint(v))
+		*kv = model.KeyValue{Key: k, VType: model.StringType, VStr: fmt.Sprint(v)}
 	}
 }
 

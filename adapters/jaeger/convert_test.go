@@ -4,14 +4,18 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"math"
 	"strconv"
+	"strings"
 	"testing"
+	"time"
 
 	model "github.com/jaegertracing/jaeger-idl/model/v1"
 	api_v2 "github.com/jaegertracing/jaeger-idl/proto-gen/api_v2"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 
+	"github.com/sidemix/sidemix/adapters/internal/handlerkit"
 	"github.com/sidemix/sidemix/adapters/template"
 )
 
@@ -72,7 +76,7 @@ func TestExporterReusesBuffersAcrossBatches(t *testing.T) {
 			want[svc] = append(want[svc], model.SpanID(id))
 		}
 		before := len(c.received())
-		if failed, err := e.export(context.Background(), spans); failed != 0 || err != nil {
+		if failed, err := e.export(context.Background(), parse(t, spans...)); failed != 0 || err != nil {
 			t.Fatalf("batch %d: export = %d, %v", i, failed, err)
 		}
 		got := map[string][]model.SpanID{}
@@ -98,9 +102,11 @@ func TestExporterReusesBuffersAcrossBatches(t *testing.T) {
 
 // TestCodecV2MarshalsAsGogo: the pooled codec writes the bytes gogo's own
 // Marshal writes, for a request below gRPC's pooling threshold and ones
-// above it, and reads them back. The pooled buffers are not cleared: the
-// larger ones are marshalled into what the previous ones, or garbage, left
-// in them.
+// above it, marshalled at their exact size (no bound), within the bound
+// the exporter computes, and within a bound too small (marshalled again at
+// the exact size), and reads them back. The pooled buffers are not
+// cleared: the larger ones are marshalled into what the previous ones, or
+// garbage, left in them.
 func TestCodecV2MarshalsAsGogo(t *testing.T) {
 	junk := marshalPool.Get(1 << 20)
 	for i := range *junk {
@@ -112,32 +118,149 @@ func TestCodecV2MarshalsAsGogo(t *testing.T) {
 		for i := range n {
 			spans = append(spans, span(traceA, fmt.Sprintf("%016x", i+1), "00f067aa0ba902b7", template.SpanKindServer, "a", "b"))
 		}
+		parsed := parse(t, spans...)
 		var buf modelBuf
-		buf.reset(spans)
+		buf.reset(parsed)
 		var ms []*model.Span
-		for _, s := range spans {
-			trace, id, parent, err := ids(s)
-			if err != nil {
-				t.Fatal(err)
-			}
-			ms = append(ms, buf.toModel(s, trace, id, parent))
+		p := process("b", map[string]string{"mesh": "demo"})
+		bound := requestFixedBound + p.Size()
+		for i := range parsed {
+			m, b := buf.toModel(&parsed[i])
+			ms = append(ms, m)
+			bound += b
 		}
-		req := &api_v2.PostSpansRequest{Batch: model.Batch{Spans: ms, Process: process("b", map[string]string{"mesh": "demo"})}}
+		req := &api_v2.PostSpansRequest{Batch: model.Batch{Spans: ms, Process: p}}
 		want, err := req.Marshal()
 		if err != nil {
 			t.Fatal(err)
 		}
-		got, err := gogoCodecV2{}.Marshal(req)
+		if bound < len(want) {
+			t.Fatalf("%d spans: bound %d < size %d", n, bound, len(want))
+		}
+		for _, b := range []int{0, bound, len(want), len(want) - 1, len(want) / 2} {
+			got, err := gogoCodecV2{bound: b}.Marshal(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !bytes.Equal(got.Materialize(), want) {
+				t.Errorf("%d spans, bound %d: codec wrote %d bytes unlike gogo's %d", n, b, got.Len(), len(want))
+			}
+			var back api_v2.PostSpansRequest
+			if err := (gogoCodecV2{}).Unmarshal(got, &back); err != nil || len(back.Batch.Spans) != n {
+				t.Errorf("%d spans, bound %d: read back %d spans, %v", n, b, len(back.Batch.Spans), err)
+			}
+			got.Free()
+		}
+	}
+}
+
+// TestSpanBoundCoversSize: toModel's bound of a span's encoded size is at
+// least the size gogo computes, for spans with every tag toModel adds, tags
+// of every type (strings long enough for longer length prefixes, the
+// longest varints), times far before and after the epoch and a negative
+// duration, with and without a parent.
+func TestSpanBoundCoversSize(t *testing.T) {
+	long := strings.Repeat("x", 70000)
+	base := span(traceA, "00f067aa0ba902b7", "ffffffffffffffff", template.SpanKindClient, "a", "b")
+	variants := []func(s *template.TraceSpan){
+		func(s *template.TraceSpan) {},
+		func(s *template.TraceSpan) { s.ParentSpanID = "" },
+		func(s *template.TraceSpan) {
+			s.Status, s.StatusMessage, s.TraceState, s.HTTPStatusCode = template.SpanStatusError, long, long, -1
+			s.SpanName = long
+		},
+		func(s *template.TraceSpan) {
+			s.StartTime, s.EndTime = time.Unix(-62135596800, 999999999), time.Unix(-62135596800, 0)
+		},
+		func(s *template.TraceSpan) {
+			s.StartTime = time.Unix(253402300799, 999999999)
+			s.EndTime = s.StartTime.Add(time.Duration(math.MaxInt64))
+		},
+		func(s *template.TraceSpan) {
+			s.Status = template.SpanStatusOK
+			s.SpanTags = []template.SpanTag{
+				{Key: "a", Value: int64(math.MinInt64)}, {Key: "b", Value: uint64(math.MaxUint64)}, {Key: "c", Value: -1.5},
+				{Key: "d", Value: float32(2)}, {Key: "e", Value: true}, {Key: "f", Value: []byte(long)}, {Key: long, Value: long},
+				{Key: "g", Value: time.Unix(0, 1)}, {Key: "h", Value: -time.Hour}, {Key: "i", Value: nil}, {Key: "j", Value: []int{1}},
+				{Key: "k", Value: int32(math.MinInt32)}, {Key: "l", Value: math.MinInt},
+			}
+		},
+	}
+	for i, f := range variants {
+		s := *base
+		f(&s)
+		parsed := parse(t, &s)
+		var buf modelBuf
+		buf.reset(parsed)
+		m, bound := buf.toModel(&parsed[0])
+		// A span's size in a Batch: the span and its tag and length prefix.
+		batch := model.Batch{Spans: []*model.Span{m}}
+		if size := batch.Size(); bound < size {
+			t.Errorf("variant %d: bound %d < size %d", i, bound, size)
+		}
+	}
+}
+
+// parse parses the spans' ids as Report does.
+func parse(t testing.TB, spans ...*template.TraceSpan) []parsedSpan {
+	t.Helper()
+	out := make([]parsedSpan, len(spans))
+	for i, s := range spans {
+		trace, id, parent, err := ids(s)
 		if err != nil {
 			t.Fatal(err)
 		}
-		if !bytes.Equal(got.Materialize(), want) {
-			t.Errorf("%d spans: codec wrote %d bytes unlike gogo's %d", n, got.Len(), len(want))
+		out[i] = parsedSpan{s: s, trace: trace, id: id, parent: parent}
+	}
+	return out
+}
+
+// TestExporterSplitsLargeRequests: a service's spans whose encoded size
+// may pass the request limit go in several PostSpans, each within the
+// limit a collector enforces (gRPC's max receive size), in order; a span
+// too large alone fails alone and the rest are sent.
+func TestExporterSplitsLargeRequests(t *testing.T) {
+	const limit = 8 << 10
+	c := startCollector(t, grpc.MaxRecvMsgSize(limit))
+	conn, err := grpc.NewClient(c.addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	e := newGRPCExporter(conn, map[string]string{"mesh": "demo"})
+	e.maxRequest = limit
+	var spans []*template.TraceSpan
+	want := map[string][]model.SpanID{}
+	const huge = 77
+	for i := 1; i <= 200; i++ {
+		svc := []string{"a", "b"}[i%2]
+		s := span(traceA, fmt.Sprintf("%016x", i), "00f067aa0ba902b7", template.SpanKindServer, "caller", svc)
+		if i == huge {
+			s.SpanName = strings.Repeat("x", 2*limit)
+		} else {
+			want[svc] = append(want[svc], model.SpanID(i))
 		}
-		var back api_v2.PostSpansRequest
-		if err := (gogoCodecV2{}).Unmarshal(got, &back); err != nil || len(back.Batch.Spans) != n {
-			t.Errorf("%d spans: read back %d spans, %v", n, len(back.Batch.Spans), err)
+		spans = append(spans, s)
+	}
+	failed, err := e.export(context.Background(), parse(t, spans...))
+	if failed != 1 || err == nil || !handlerkit.IsPermanent(err) {
+		t.Fatalf("export = %d, %v; want the huge span failed alone, permanently", failed, err)
+	}
+	got := map[string][]model.SpanID{}
+	requests := map[string]int{}
+	for _, b := range c.received() {
+		requests[b.Process.ServiceName]++
+		if size := (&api_v2.PostSpansRequest{Batch: b}).Size(); size > limit {
+			t.Errorf("a request of %d bytes, limit %d", size, limit)
 		}
-		got.Free()
+		for _, s := range b.Spans {
+			got[b.Process.ServiceName] = append(got[b.Process.ServiceName], s.SpanID)
+		}
+	}
+	if fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Errorf("collector got %v, want %v", got, want)
+	}
+	if requests["a"] < 2 || requests["b"] < 2 {
+		t.Errorf("requests per service %v, want several", requests)
 	}
 }

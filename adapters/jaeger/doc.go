@@ -6,25 +6,32 @@
 // traces over gRPC (port 4317), which Jaeger v2 and any OpenTelemetry
 // Collector accept.
 //
-// Each send carries one Batch per service: the workload whose proxy made
-// the span (TraceSpan.ServiceName: the source workload for client spans,
-// the destination for server spans) is the batch's Process, with
-// processTags added. Span tags follow Jaeger's own OTLP translation
+// Each send carries one Batch per service (several when a service's spans
+// might make a request of more than 4 MiB, the most a gRPC server takes
+// by default): the workload whose proxy made the span
+// (TraceSpan.ServiceName: the source workload for client spans, the
+// destination for server spans) is the batch's Process, with processTags
+// added. Span tags follow Jaeger's own OTLP translation
 // (span.kind, otel.status_code, error, http.status_code, w3c.tracestate)
 // plus the instance's spanTags, so the Jaeger UI shows proxy spans like any
 // other.
 //
 // # Batching and failures
 //
-// Report only checks the ids (a trace id of 32 hex digits, a non-zero span
-// id of 16, a parent of 16 or none) and hands the spans to a
+// Report only parses the ids (a trace id of 32 hex digits, a non-zero span
+// id of 16, a parent of 16 or none; a span with others is dropped as
+// invalid) and hands the spans, with their parsed ids, to a
 // handlerkit.Batcher; it never waits for the collector, so the mixer's
 // report queue never backs up behind Jaeger. The Batcher's goroutine sends
 // a batch as soon as maxBatchSize spans are buffered and a partial batch
 // flushInterval after its first span arrived (no timer runs while nothing
 // is buffered), each attempt bounded by timeout. The grpc exporter keeps
 // its conversion buffers and each service's Process from one batch to the
-// next, and marshals a request into gRPC's buffer pool. A batch
+// next, and marshals a request into a pooled buffer that gRPC gives back
+// once written, without computing the request's size first: it bounds it
+// from the spans' strings as it converts them, marshals (gogo's generated
+// code, backwards) into a buffer of that bound and moves the bytes to its
+// start. Its connection writes up to 256 KiB per system call. A batch
 // that fails for a reason that may pass (gRPC Unavailable,
 // ResourceExhausted, DeadlineExceeded, ...: the collector is down, busy or
 // slow) is retried with exponential backoff for up to retry.maxElapsedTime
@@ -58,7 +65,7 @@
 //	    endpoint: 127.0.0.1:14250    # required: the collector's host:port
 //	    protocol: grpc               # default; or otlp
 //	    timeout: 5s                  # per send (default)
-//	    maxBatchSize: 500            # default
+//	    maxBatchSize: 2000           # default
 //	    flushInterval: 1s            # default
 //	    maxQueueSize: 10000          # default
 //	    retry: {enabled: true, initialInterval: 100ms, maxInterval: 5s, maxElapsedTime: 30s}  # default

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"runtime"
 
 	model "github.com/jaegertracing/jaeger-idl/model/v1"
 	api_v2 "github.com/jaegertracing/jaeger-idl/proto-gen/api_v2"
@@ -13,7 +14,6 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/sidemix/sidemix/adapters/internal/handlerkit"
-	"github.com/sidemix/sidemix/adapters/template"
 	"github.com/sidemix/sidemix/internal/bufpool"
 )
 
@@ -27,8 +27,35 @@ type grpcExporter struct {
 
 	buf       modelBuf
 	order     []string                 // the batch's services, in order of appearance
-	byService map[string][]*model.Span // the batch's spans by service
-	processes map[string]*model.Process
+	byService map[string]*serviceSpans // the batch's spans by service
+	processes map[string]sizedProcess
+	// maxRequest bounds a request's encoded size (maxRequestBytes; less
+	// in tests).
+	maxRequest int
+}
+
+// maxRequestBytes bounds the encoded size of a PostSpans request: gRPC
+// servers, Jaeger's collector among them, refuse a message of more than
+// 4 MiB unless configured otherwise. A service's spans whose size may be
+// more, by the bound toModel computes (up to a few times their size for
+// spans of short strings), go in several requests.
+const maxRequestBytes = 4 << 20
+
+// serviceSpans are a batch's spans of one service, in chunks of one
+// request each.
+type serviceSpans struct {
+	spans  []*model.Span
+	chunks []chunk
+}
+
+// chunk is a request's spans, from the previous chunk's end to end, and a
+// bound of the request's encoded size.
+type chunk struct{ end, bound int }
+
+// sizedProcess is a service's Process and its encoded size.
+type sizedProcess struct {
+	p    *model.Process
+	size int
 }
 
 // maxProcesses bounds the processes an exporter keeps: a mesh has a few
@@ -39,12 +66,13 @@ const maxProcesses = 4096
 func newGRPCExporter(conn *grpc.ClientConn, tags map[string]string) *grpcExporter {
 	return &grpcExporter{
 		client: api_v2.NewCollectorServiceClient(conn), tags: tags,
-		byService: make(map[string][]*model.Span), processes: make(map[string]*model.Process),
+		byService: make(map[string]*serviceSpans), processes: make(map[string]sizedProcess),
+		maxRequest: maxRequestBytes,
 	}
 }
 
 // process is svc's Process, made once.
-func (e *grpcExporter) process(svc string) *model.Process {
+func (e *grpcExporter) process(svc string) sizedProcess {
 	if p, ok := e.processes[svc]; ok {
 		return p
 	}
@@ -52,33 +80,41 @@ func (e *grpcExporter) process(svc string) *model.Process {
 		clear(e.processes)
 	}
 	p := process(svc, e.tags)
-	e.processes[svc] = p
-	return p
+	sp := sizedProcess{p: p, size: p.Size()}
+	e.processes[svc] = sp
+	return sp
 }
 
-func (e *grpcExporter) export(ctx context.Context, spans []*template.TraceSpan) (int, error) {
+func (e *grpcExporter) export(ctx context.Context, spans []parsedSpan) (int, error) {
 	buf := &e.buf
 	buf.reset(spans)
 	order := e.order[:0]
 	byService := e.byService
-	for _, s := range spans {
-		trace, id, parent, err := ids(s)
-		if err != nil {
-			continue // Report let only valid ids in
-		}
-		svc := s.ServiceName()
+	for i := range spans {
+		svc := spans[i].s.ServiceName()
 		list := byService[svc] // emptied by the last batch, or nil
-		if len(list) == 0 {
+		if list == nil {
+			list = &serviceSpans{}
+			byService[svc] = list
+		}
+		if len(list.spans) == 0 {
 			order = append(order, svc)
 		}
-		byService[svc] = append(list, buf.toModel(s, trace, id, parent))
+		m, bound := buf.toModel(&spans[i])
+		list.spans = append(list.spans, m)
+		if n := len(list.chunks); n > 0 && list.chunks[n-1].bound+bound <= e.maxRequest {
+			list.chunks[n-1].end++
+			list.chunks[n-1].bound += bound
+		} else {
+			list.chunks = append(list.chunks, chunk{end: len(list.spans), bound: requestFixedBound + e.process(svc).size + bound})
+		}
 	}
 	defer func() {
 		// Keep the lists' arrays for the next batch, emptied.
 		for _, svc := range order {
 			list := byService[svc]
-			clear(list)
-			byService[svc] = list[:0]
+			clear(list.spans)
+			list.spans, list.chunks = list.spans[:0], list.chunks[:0]
 		}
 		if len(byService) > maxProcesses {
 			clear(byService)
@@ -89,15 +125,21 @@ func (e *grpcExporter) export(ctx context.Context, spans []*template.TraceSpan) 
 	failed, tried := 0, 0
 	var errs []error
 	for _, svc := range order {
-		if ctx.Err() != nil {
-			break
-		}
-		batch := model.Batch{Spans: byService[svc], Process: e.process(svc)}
-		tried += len(batch.Spans)
-		_, err := e.client.PostSpans(ctx, &api_v2.PostSpansRequest{Batch: batch}, grpc.ForceCodecV2(gogoCodecV2{}))
-		if err != nil {
-			failed += len(batch.Spans)
-			errs = append(errs, fmt.Errorf("PostSpans (%s): %w", svc, err))
+		list := byService[svc]
+		p := e.process(svc).p
+		from := 0
+		for _, c := range list.chunks {
+			if ctx.Err() != nil {
+				break
+			}
+			batch := model.Batch{Spans: list.spans[from:c.end], Process: p}
+			from = c.end
+			tried += len(batch.Spans)
+			_, err := e.client.PostSpans(ctx, &api_v2.PostSpansRequest{Batch: batch}, grpc.ForceCodecV2(gogoCodecV2{bound: c.bound}))
+			if err != nil {
+				failed += len(batch.Spans)
+				errs = append(errs, fmt.Errorf("PostSpans (%s): %w", svc, err))
+			}
 		}
 	}
 	// Services not tried because the context ended fail too.
@@ -169,7 +211,18 @@ func (gogoCodec) Name() string { return "proto" }
 // a few KiB (a batch of spans is some 100 KiB) is marshalled into a pooled
 // buffer (marshalPool), which gRPC gives back once written, instead of a
 // new allocation per request.
-type gogoCodecV2 struct{}
+//
+// With a bound (the exporter's bound of the request's encoded size, from
+// its spans' strings: toModel), it does not compute the message's exact
+// Size first, a walk of every span and tag as long as marshalling itself
+// (with a time conversion per span that allocates): gogo's
+// MarshalToSizedBuffer writes backwards from the end of the buffer it is
+// given and returns the length it wrote, so the message is marshalled at
+// the end of a buffer of bound bytes and moved to its start. Were the
+// bound ever too small, the marshaller would index before the buffer's
+// start and panic; that panic is recovered and the message marshalled
+// again at its exact size.
+type gogoCodecV2 struct{ bound int }
 
 type gogoSizedMessage interface {
 	gogoMessage
@@ -177,10 +230,19 @@ type gogoSizedMessage interface {
 	MarshalToSizedBuffer([]byte) (int, error)
 }
 
-func (gogoCodecV2) Marshal(v any) (mem.BufferSlice, error) {
+func (c gogoCodecV2) Marshal(v any) (mem.BufferSlice, error) {
 	m, ok := v.(gogoSizedMessage)
 	if !ok {
 		return nil, fmt.Errorf("jaeger codec: %T is not a gogo/protobuf message", v)
+	}
+	if c.bound > 0 && !mem.IsBelowBufferPoolingThreshold(c.bound) {
+		buf, err := marshalBounded(m, c.bound)
+		if err != nil {
+			return nil, err
+		}
+		if buf != nil {
+			return mem.BufferSlice{mem.NewBuffer(buf, marshalPool)}, nil
+		}
 	}
 	size := m.Size()
 	if mem.IsBelowBufferPoolingThreshold(size) {
@@ -203,6 +265,37 @@ func (gogoCodecV2) Marshal(v any) (mem.BufferSlice, error) {
 	}
 	*buf = (*buf)[:size]
 	return mem.BufferSlice{mem.NewBuffer(buf, pool)}, nil
+}
+
+// marshalBounded marshals m into a pooled buffer of bound bytes, which must
+// be at least m's size. It returns nil and no error when bound was too
+// small (the caller then marshals m at its exact size).
+func marshalBounded(m gogoSizedMessage, bound int) (buf *[]byte, err error) {
+	buf = marshalPool.Get(bound)
+	n := 0
+	func() {
+		defer func() {
+			if r := recover(); r != nil {
+				if _, ok := r.(runtime.Error); !ok {
+					panic(r)
+				}
+				n = -1 // wrote before the buffer's start: bound < size
+			}
+		}()
+		n, err = m.MarshalToSizedBuffer(*buf)
+	}()
+	if n < 0 || err != nil {
+		marshalPool.Put(buf)
+		if err != nil {
+			return nil, err
+		}
+		return nil, nil
+	}
+	// The message is the last n bytes: move it to the start, the only
+	// bytes of the buffer that gRPC reads.
+	copy(*buf, (*buf)[bound-n:])
+	*buf = (*buf)[:n]
+	return buf, nil
 }
 
 func (gogoCodecV2) Unmarshal(data mem.BufferSlice, v any) error {

@@ -38,7 +38,7 @@ const failureLogInterval = time.Minute
 type exporter interface {
 	// export sends spans, grouped by service; it returns how many of them
 	// were not accepted, and why.
-	export(ctx context.Context, spans []*template.TraceSpan) (failed int, err error)
+	export(ctx context.Context, spans []parsedSpan) (failed int, err error)
 }
 
 type metrics struct {
@@ -96,10 +96,12 @@ type handler struct {
 	now   func() time.Time
 	conn  *grpc.ClientConn
 	m     *metrics
-	batch *handlerkit.Batcher[*template.TraceSpan]
+	batch *handlerkit.Batcher[parsedSpan]
 	// raw batches otlp instances (rawotlp.go); nil unless protocol otlp.
 	raw                   *rawotlp.Batcher
 	spanQueued, rawQueued atomic.Int64
+	// queued is m.queued of this handler, set on every Add.
+	queued prometheus.Gauge
 
 	closeOnce sync.Once
 	closeErr  error
@@ -145,8 +147,9 @@ func newHandler(_ context.Context, set adapters.Settings, c adapters.Config) (ad
 		Queued:        h.setSpanQueued,
 	}
 	opts.Retry = cfg.Retry.Retry()
-	m.queued.WithLabelValues(h.name).Set(0)
-	h.batch = handlerkit.NewBatcher(opts, func(ctx context.Context, batch []*template.TraceSpan) (int, error) {
+	h.queued = m.queued.WithLabelValues(h.name)
+	h.queued.Set(0)
+	h.batch = handlerkit.NewBatcher(opts, func(ctx context.Context, batch []parsedSpan) (int, error) {
 		failed, err := exp.export(ctx, batch)
 		h.lastFailed.Store(err != nil)
 		if err != nil && h.closing.Load() {
@@ -158,6 +161,12 @@ func newHandler(_ context.Context, set adapters.Settings, c adapters.Config) (ad
 	set.Logger.Info("sending spans to Jaeger", "endpoint", cfg.Endpoint, "protocol", cfg.Protocol)
 	return h, nil
 }
+
+// writeBufferSize is the connection's write buffer: gRPC writes to the
+// socket when it is full or when it has nothing more to send. A batch of
+// spans is some 100 KiB; gRPC's default of 32 KiB writes it in several
+// system calls, each waking the collector's reader.
+const writeBufferSize = 256 << 10
 
 // dial makes the connection lazily: a collector that is down when the
 // handler is created (or goes down later) costs failed sends, counted, not
@@ -177,13 +186,14 @@ func dial(cfg *Config) (*grpc.ClientConn, error) {
 	return grpc.NewClient("passthrough:///"+cfg.Endpoint,
 		grpc.WithTransportCredentials(creds),
 		grpc.WithConnectParams(grpc.ConnectParams{Backoff: bo, MinConnectTimeout: cfg.Timeout}),
+		grpc.WithWriteBufferSize(writeBufferSize),
 	)
 }
 
-// Report checks the spans' ids and buffers the spans; sending happens on
-// the Batcher's goroutine.
+// Report parses the spans' ids and buffers the spans with them; sending
+// happens on the Batcher's goroutine.
 func (h *handler) Report(_ context.Context, insts []template.Instance) error {
-	spans := make([]*template.TraceSpan, 0, len(insts))
+	spans := make([]parsedSpan, 0, len(insts))
 	invalid, wrong := 0, 0
 	var raws []*template.OTLP
 	for _, inst := range insts {
@@ -196,12 +206,13 @@ func (h *handler) Report(_ context.Context, insts []template.Instance) error {
 			wrong++
 			continue
 		}
-		if _, _, _, err := ids(s); err != nil {
+		trace, id, parent, err := ids(s)
+		if err != nil {
 			invalid++
 			h.log.Debug("span dropped", "instance", s.Name, "error", err)
 			continue
 		}
-		spans = append(spans, s)
+		spans = append(spans, parsedSpan{s: s, trace: trace, id: id, parent: parent})
 	}
 	h.drop(reasonInvalid, invalid)
 	h.drop(reasonTemplate, wrong)

@@ -18,14 +18,21 @@ import (
 type otlpExporter struct {
 	client ptraceotlp.GRPCClient
 	tags   map[string]string
+	spans  []*template.TraceSpan // the batch's spans, kept for the next
 }
 
 func newOTLPExporter(conn *grpc.ClientConn, tags map[string]string) *otlpExporter {
 	return &otlpExporter{client: ptraceotlp.NewGRPCClient(conn), tags: tags}
 }
 
-func (e *otlpExporter) export(ctx context.Context, batch []*template.TraceSpan) (int, error) {
-	td, skipped := spans.Traces(batch)
+func (e *otlpExporter) export(ctx context.Context, batch []parsedSpan) (int, error) {
+	list := e.spans[:0]
+	for i := range batch {
+		list = append(list, batch[i].s)
+	}
+	td, skipped := spans.Traces(list)
+	clear(list)
+	e.spans = list[:0]
 	if len(e.tags) > 0 {
 		rss := td.ResourceSpans()
 		for i := range rss.Len() {

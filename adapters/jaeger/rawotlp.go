@@ -118,7 +118,7 @@ func (h *handler) reportRaw(insts []*template.OTLP) {
 func (h *handler) setSpanQueued(n int) { h.spanQueued.Store(int64(n)); h.setQueued() }
 func (h *handler) setRawQueued(n int)  { h.rawQueued.Store(int64(n)); h.setQueued() }
 func (h *handler) setQueued() {
-	h.m.queued.WithLabelValues(h.name).Set(float64(h.spanQueued.Load() + h.rawQueued.Load()))
+	h.queued.Set(float64(h.spanQueued.Load() + h.rawQueued.Load()))
 }
 
 // closeRaw sends what the otlp batcher holds, until ctx ends; it returns

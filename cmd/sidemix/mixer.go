@@ -44,7 +44,7 @@ func runMixer(ctx context.Context, e *env, args []string) error {
 	fs.IntVar(&gc.percent, "gc-percent", defaultGCPercent, "garbage collector target `percent` (as GOGC; -1 off, then set --memory-limit); when not given, GOGC from the environment if set, else this default")
 	fs.StringVar(&gc.limit, "memory-limit", "", "soft memory `limit` of the Go runtime (as GOMEMLIMIT, e.g. 512MiB); empty: GOMEMLIMIT from the environment if set, else none")
 	sysmon := fs.String("sysmon", sysmonAuto, "the Go runtime's sysmon thread while the mixer is idle: `mode` awake (the mixer restarts itself once with GODEBUG=schedtrace set: sysmon polls at most every 10 ms, saving the burst of 20 µs polls each time work resumes; for Checks), deep (the runtime's default deep sleep; for a mixer that mostly idles between report batches), or auto: awake when the config at start answers Checks or quotas, else deep")
-	sysmonNice := fs.Int("sysmon-nice", 19, "`nice` value of the Go runtime's sysmon thread (Linux): at 19 its wake-ups wait for the mixer's threads to pause instead of preempting them; 0 leaves it at the process's")
+	sysmonNice := fs.String("sysmon-nice", sysmonAuto, "`nice` value of the Go runtime's sysmon thread (Linux), 0 to 19: at 19 its wake-ups wait for the mixer's threads to pause instead of preempting them; auto: 19 when sysmon sleeps deeply (a mixer for reports only), 0 (the process's) when it stays awake for Checks")
 	lf := addLogFlags(fs)
 	if err := fs.parse(e, args); err != nil {
 		return err
@@ -71,9 +71,13 @@ func runMixer(ctx context.Context, e *env, args []string) error {
 	if err != nil {
 		return err
 	}
-	logger.Info("go runtime", "gcPercent", gcPercent, "memoryLimitBytes", memLimit, "sysmon", *sysmon, "sysmonDeepSleep", sysmonDeepSleep(), "sysmonNice", *sysmonNice)
-	if *sysmonNice != 0 {
-		if err := niceSysmon(*sysmonNice); err != nil {
+	nice, err := sysmonNiceFor(*sysmonNice, sysmonDeepSleep())
+	if err != nil {
+		return err
+	}
+	logger.Info("go runtime", "gcPercent", gcPercent, "memoryLimitBytes", memLimit, "sysmon", *sysmon, "sysmonDeepSleep", sysmonDeepSleep(), "sysmonNice", nice)
+	if nice != 0 {
+		if err := niceSysmon(nice); err != nil {
 			logger.Warn("sysmon keeps the process's priority", "err", err)
 		}
 	}

@@ -3,6 +3,7 @@ package main
 import (
 	"fmt"
 	"os"
+	"strconv"
 	"strings"
 
 	"github.com/sidemix/sidemix/adapters"
@@ -76,6 +77,27 @@ func keepSysmonAwake(e *env, mode string, paths []string, registry adapters.Regi
 	err := e.reexec(godebug) // returns only if it failed
 	fmt.Fprintf(e.stderr, "sidemix mixer: cannot restart with GODEBUG=%s (%v); the runtime's sysmon keeps its deep sleep\n", godebug, err)
 	return nil
+}
+
+// sysmonNiceFor is the nice value --sysmon-nice asks for: a number from 0
+// to 19, or auto. At 19 sysmon's polls wait for the working thread to
+// pause instead of preempting it (7–10% of a report mixer's CPU), but a
+// sysmon that other processes' work starves of CPU also retakes late a P
+// held by a blocked system call: auto takes 19 only with deep sleep (a
+// mixer for reports, whose batches may wait), and leaves a mixer answering
+// Checks, whose p99 may not, at the process's priority.
+func sysmonNiceFor(flag string, deepSleep bool) (int, error) {
+	if flag == sysmonAuto {
+		if deepSleep {
+			return 19, nil
+		}
+		return 0, nil
+	}
+	n, err := strconv.Atoi(flag)
+	if err != nil || n < 0 || n > 19 {
+		return 0, usageErrorf("--sysmon-nice %q: want auto or a number from 0 to 19", flag)
+	}
+	return n, nil
 }
 
 // sysmonSetting keeps sysmon out of deep sleep. Its period is the largest

@@ -101,3 +101,26 @@ func TestKeepSysmonAwake(t *testing.T) {
 		t.Error("--sysmon sometimes: no error")
 	}
 }
+
+func TestSysmonNiceFor(t *testing.T) {
+	for _, c := range []struct {
+		flag string
+		deep bool
+		want int
+		ok   bool
+	}{
+		{"auto", true, 19, true},
+		{"auto", false, 0, true},
+		{"0", true, 0, true},
+		{"10", false, 10, true},
+		{"19", false, 19, true},
+		{"20", true, 0, false},
+		{"-5", true, 0, false},
+		{"low", true, 0, false},
+	} {
+		got, err := sysmonNiceFor(c.flag, c.deep)
+		if (err == nil) != c.ok || got != c.want {
+			t.Errorf("sysmonNiceFor(%q, %v) = %d, %v; want %d, ok %v", c.flag, c.deep, got, err, c.want, c.ok)
+		}
+	}
+}

@@ -223,12 +223,12 @@ spec:
 			t.Errorf("%s: stop: %v", tc.name, err)
 		}
 	}
-	// The sysmon thread, and it alone, runs at nice 19: the thread the
-	// mixer lowers is the one that sleeps in nanosleep (an awake sysmon
-	// sleeps there between its polls; the other threads wait in futex or
-	// epoll).
+	// The sysmon thread, and it alone, runs at nice 19 when asked: the
+	// thread the mixer lowers is the one that sleeps in nanosleep (an
+	// awake sysmon sleeps there between its polls; the other threads wait
+	// in futex or epoll).
 	if nanosleep, ok := map[string]string{"amd64": "35", "arm64": "101"}[runtime.GOARCH]; ok {
-		m := startMixer(t, reports, "", "", "--sysmon", "awake")
+		m := startMixer(t, reports, "", "", "--sysmon", "awake", "--sysmon-nice", "19")
 		niced := nicedThreads(t, m.Cmd.Process.Pid)
 		if len(niced) != 1 {
 			t.Fatalf("threads at nice 19: %v, want one", niced)
@@ -248,12 +248,24 @@ spec:
 		if err := m.Stop(10 * time.Second); err != nil {
 			t.Errorf("stop: %v", err)
 		}
-		m = startMixer(t, reports, "", "", "--sysmon-nice", "0")
-		if niced := nicedThreads(t, m.Cmd.Process.Pid); len(niced) != 0 {
-			t.Errorf("--sysmon-nice 0: threads at nice 19: %v, want none", niced)
+	}
+	// auto: nice 19 with deep sleep (reports only), the process's for Checks.
+	for _, tc := range []struct {
+		name string
+		c    *config
+		args []string
+		want int
+	}{
+		{"auto, reports only", reports, nil, 1},
+		{"auto, checks", checks, nil, 0},
+		{"0, reports only", reports, []string{"--sysmon-nice", "0"}, 0},
+	} {
+		m := startMixer(t, tc.c, "", "", tc.args...)
+		if niced := nicedThreads(t, m.Cmd.Process.Pid); len(niced) != tc.want {
+			t.Errorf("%s: threads at nice 19: %v, want %d", tc.name, niced, tc.want)
 		}
 		if err := m.Stop(10 * time.Second); err != nil {
-			t.Errorf("stop: %v", err)
+			t.Errorf("%s: stop: %v", tc.name, err)
 		}
 	}
 	// A mode that is not one is a usage error.

@@ -287,6 +287,14 @@ func (a *activation) rawNative(m *memoEntry, raw attribute.Value) any {
 // slotOf reads a declared attribute whose slot is known, once per bag,
 // and records the reference.
 func (a *activation) slotOf(slot int, name string) *slotAttr {
+	if slot < len(a.slots) && a.slots[slot].done {
+		return &a.slots[slot] // inlined: most reads are of a slot read before
+	}
+	return a.readSlot(slot, name)
+}
+
+// readSlot is slotOf for a slot not read yet.
+func (a *activation) readSlot(slot int, name string) *slotAttr {
 	if slot >= len(a.slots) {
 		a.slots = append(a.slots, make([]slotAttr, slot+1-len(a.slots))...)
 	}

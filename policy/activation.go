@@ -72,6 +72,15 @@ type activation struct {
 	spans     []*keptSpan
 	nextSpans int
 
+	// step counts a Sequence's bags (a new start counts two); delta is
+	// set while it evaluates a bag that follows the previous one, whose
+	// memo entries it kept but for the programs forgotten (each once, in
+	// any order). A field built at the previous step needs only the
+	// entries of those programs evaluated again (fieldIndex).
+	step      uint64
+	delta     bool
+	forgotten []int
+
 	// With keepResult (a Sequence), a result's actions and their instance
 	// lists are made in acts and insts, kept from one bag to the next.
 	keepResult bool
@@ -121,7 +130,8 @@ func (a *activation) lastMap(progs []namedProgram, scalar, fields bool) *keptMap
 		}
 	}
 	k := &keptMap{progs: progs, scalar: scalar, fields: fields, raws: make([]attribute.Value, len(progs)), rawOK: make([]bool, len(progs)),
-		vals: make([]ref.Val, len(progs)), stamps: make([]uint64, len(progs)), diff: make([]bool, len(progs))}
+		vals: make([]ref.Val, len(progs)), stamps: make([]uint64, len(progs)), diff: make([]bool, len(progs)),
+		idx: makeFieldIndex(idsOf(progs))}
 	keepRing(&a.kept, &a.nextKept, k)
 	return k
 }
@@ -201,6 +211,7 @@ func putActivation(a *activation) {
 	a.reset()
 	a.bag, a.refs = nil, nil
 	a.keepResult, a.acts, a.insts = false, nil, nil
+	a.delta = false
 	activationPool.Put(a)
 }
 
@@ -276,6 +287,14 @@ func (a *activation) rawNative(m *memoEntry, raw attribute.Value) any {
 // slotOf reads a declared attribute whose slot is known, once per bag,
 // and records the reference.
 func (a *activation) slotOf(slot int, name string) *slotAttr {
+	if slot < len(a.slots) && a.slots[slot].done {
+		return &a.slots[slot] // inlined: most reads are of a slot read before
+	}
+	return a.readSlot(slot, name)
+}
+
+// readSlot is slotOf for a slot not read yet.
+func (a *activation) readSlot(slot int, name string) *slotAttr {
 	if slot >= len(a.slots) {
 		a.slots = append(a.slots, make([]slotAttr, slot+1-len(a.slots))...)
 	}

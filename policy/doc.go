@@ -169,4 +169,9 @@
 // A Sequence (the report path: the bags of one batch in order) keeps every
 // value none of whose attributes the next bag changed; a map field whose
 // values are all kept values is known unchanged without comparing them.
+// Of a field built for the bag before (metric dimensions, logentry
+// variables, a span's fields and tags), only the entries whose programs
+// read a changed attribute are evaluated again, found through an index
+// of the field's programs, not by a walk over all its entries; the others
+// are copied from the last build.
 package policy

@@ -336,6 +336,10 @@ type fastNode struct {
 	// plain: the node is a scalar attribute, a literal with a bag value
 	// (rawOf) or default() of such nodes, which plainRaw evaluates.
 	plain bool
+	// chain are a plain node's leaves in the order they are evaluated;
+	// rawKind is a leaf attribute's bag value kind (rawKinds[want]).
+	chain   []*fastNode
+	rawKind attribute.Kind
 	// strRaw: the node is a concatenation, or default() of plain nodes
 	// and concatenations (at least one), which stringRaw evaluates.
 	strRaw bool
@@ -354,11 +358,17 @@ func (n *fastNode) markPlain() bool {
 			n.leaf.litRaw, n.leaf.litRawOK = rawOf(n.leaf.lit)
 			n.plain = n.leaf.litRawOK
 		case fastAttr:
-			_, n.plain = rawKinds[n.want]
+			n.rawKind, n.plain = rawKinds[n.want]
+		}
+		if n.plain {
+			n.chain = []*fastNode{n}
 		}
 	case fastDefaultOp:
 		n.plain = all
 		n.strRaw = !all && n.args[0].rawable() && n.args[1].rawable()
+		if n.plain {
+			n.chain = append(slices.Clip(n.args[0].chain), n.args[1].chain...)
+		}
 	case fastConcat:
 		n.strRaw = true
 	}
@@ -412,24 +422,35 @@ var rawKinds = map[types.Kind]attribute.Kind{types.StringKind: attribute.KindStr
 // plainRaw is eval of a plain node with the value as the bag has it: the
 // same lookups in the same order, the same absences, errors and give-ups,
 // and no CEL value made.
+//
+// default() is non-strict, so every leaf is evaluated, in order (chain):
+// the value is the first found (a literal always is), absent set for each
+// attribute missing; an attribute of another kind than declared gives up
+// as eval's kind check does, whatever its place.
 func (n *fastNode) plainRaw(a *activation) (attribute.Value, fastStatus) {
-	if n.op == fastDefaultOp {
-		return n.defaultRaw(a, (*fastNode).plainRaw)
+	out, status, slot, giveUp := attribute.Value{}, fastError, -1, false
+	for _, l := range n.chain {
+		if l.leaf.kind == fastLiteral {
+			if status != fastOK {
+				out, status, slot = l.leaf.litRaw, fastOK, -1
+			}
+			continue
+		}
+		s := a.slotOf(l.leaf.slot, l.leaf.name)
+		switch {
+		case !s.found:
+			a.absent = true
+		case s.raw.Kind() != l.rawKind:
+			giveUp = true
+		case status != fastOK:
+			out, status, slot = s.raw, fastOK, l.leaf.slot
+		}
 	}
-	a.rawSlot = -1
-	if n.leaf.kind == fastLiteral {
-		return n.leaf.litRaw, fastOK
+	a.rawSlot = slot
+	if giveUp {
+		return attribute.Value{}, fastGiveUp
 	}
-	s := a.slotOf(n.leaf.slot, n.leaf.name)
-	switch {
-	case !s.found:
-		a.absent = true
-		return attribute.Value{}, fastError
-	case s.raw.Kind() != rawKinds[n.want]:
-		return attribute.Value{}, fastGiveUp // as eval's kind check
-	}
-	a.rawSlot = n.leaf.slot
-	return s.raw, fastOK
+	return out, status
 }
 
 type fastOp uint8

@@ -60,15 +60,24 @@ func (q *Sequence) Evaluate(bag *attribute.Bag, changed []string) Result {
 		return Result{}
 	}
 	a := q.a
+	// A field built for the previous bag (step - 1) needs only its
+	// entries of the programs forgotten for this one (a.forgotten)
+	// evaluated again: see fieldIndex. A new start skips a step, so
+	// nothing built before it passes for the previous bag's.
 	switch {
 	case a == nil:
 		a = getActivation(bag, nil, len(s.instances))
 		q.a = a
+		a.step += 2
 	case !q.kept || a.used > maxSequenceMaps:
 		a.reset()
 		clear(q.metrics)
+		a.step += 2
 	default:
+		a.forgotten = a.forgotten[:0]
 		q.forget(changed)
+		a.step++
+		a.delta = true
 	}
 	if q.metrics == nil {
 		q.metrics = make([]*template.Metric, len(s.instances))
@@ -94,6 +103,7 @@ func (q *Sequence) Evaluate(bag *attribute.Bag, changed []string) Result {
 	// What an undeclared name resolved to is not tracked by slot: start
 	// afresh after one.
 	q.kept = len(a.resolved) == 0
+	a.delta = false
 	a.forgetBuilt()
 	return res
 }
@@ -126,7 +136,11 @@ func (q *Sequence) forget(changed []string) {
 		}
 		for _, id := range q.s.readers[slot] {
 			if id < len(a.memo) {
-				a.memo[id].forget()
+				if m := &a.memo[id]; m.stamp != 0 {
+					// Once: a forgotten entry has no stamp.
+					a.forgotten = append(a.forgotten, id)
+					m.forget()
+				}
 			}
 			for _, in := range q.s.metricsOf[id] {
 				q.metrics[in] = nil

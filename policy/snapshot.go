@@ -736,88 +736,137 @@ func buildTraceSpan(a *activation, in *instance) (template.Instance, *EvalError)
 	} else {
 		*out = template.TraceSpan{Name: in.name, SpanKind: template.SpanKindInternal, Status: template.SpanStatusUnset}
 	}
-	var stamps [spanFields]uint64
-	var err *EvalError
-	// The fields are read as bag values (evalRaw): a span's ids and times
-	// change with every request, and most are plain attribute reads. ok is
-	// false when the field keeps its value (or failed).
-	eval := func(i int, field string, prg *program, want attribute.Kind) (attribute.Value, bool) {
-		if err != nil || prg == nil {
-			return attribute.Value{}, false
+	progs := p.fields()
+	if k.idx.first == nil {
+		ids := make([]int, spanFields, spanFields+len(p.tags))
+		for i, prg := range progs {
+			ids[i] = -1
+			if prg != nil {
+				ids[i] = prg.id
+			}
 		}
-		if m := a.memoOf(prg.id); k.span != nil && m.stamp != 0 && m.stamp == k.stamps[i] {
-			stamps[i] = m.stamp
-			return attribute.Value{}, false
+		k.idx = makeFieldIndex(append(ids, idsOf(p.tags)...))
+	}
+	// The fields evaluated are those whose value may have changed: in
+	// order, so that the first to fail is the one a full build fails on.
+	tag := -1 // the first tag to evaluate, by position in p.tags
+	fresh := k.span != nil && a.fresh(true, k.step)
+	if fresh {
+		// Built for the previous bag: the fields and tags of the programs
+		// forgotten since are all that may differ.
+		if k.idx.mark(a.forgotten) {
+			for i := k.idx.pop(); i >= 0; i = k.idx.pop() {
+				if i >= spanFields {
+					tag = i - spanFields
+					break
+				}
+				if err := k.setField(a, in, out, i, progs[i]); err != nil {
+					k.span = nil
+					return nil, err
+				}
+			}
 		}
-		v, ok, e := prg.evalRaw(a)
-		stamps[i] = a.memoOf(prg.id).stamp
-		if e != nil {
-			err = &EvalError{Instance: in.name, Field: field, Err: e}
-			return attribute.Value{}, false
+	} else {
+		for i, prg := range progs {
+			if prg == nil {
+				continue
+			}
+			if m := a.memoOf(prg.id); k.span != nil && m.stamp != 0 && m.stamp == k.stamps[i] {
+				continue
+			}
+			if err := k.setField(a, in, out, i, prg); err != nil {
+				k.span = nil
+				return nil, err
+			}
 		}
-		if !ok || v.Kind() != want {
-			err = &EvalError{Instance: in.name, Field: field,
-				Err: fmt.Errorf("value has type %s, want %s", prg.typeName(a), spanFieldTypes[want])}
-			return attribute.Value{}, false
-		}
-		return v, true
+		tag = 0
 	}
-	str := func(i int, field string, prg *program, dst *string) bool {
-		v, ok := eval(i, field, prg, attribute.KindString)
-		if ok {
-			*dst = v.Str()
-		}
-		return ok
-	}
-	ts := func(i int, field string, prg *program, dst *time.Time) {
-		if v, ok := eval(i, field, prg, attribute.KindTimestamp); ok {
-			*dst = v.Time()
-		}
-	}
-	oneOf := func(field string, dst *string, allowed ...string) {
-		if err != nil {
-			return
-		}
-		v := strings.ToLower(*dst)
-		if !slices.Contains(allowed, v) {
-			err = &EvalError{Instance: in.name, Field: field,
-				Err: fmt.Errorf("%q is not one of %s", *dst, strings.Join(allowed, ", "))}
-			return
-		}
-		*dst = v
-	}
-	str(0, "spec.params.traceId", p.traceID, &out.TraceID)
-	str(1, "spec.params.spanId", p.spanID, &out.SpanID)
-	str(2, "spec.params.parentSpanId", p.parentSpanID, &out.ParentSpanID)
-	str(3, "spec.params.traceState", p.traceState, &out.TraceState)
-	str(4, "spec.params.spanName", p.spanName, &out.SpanName)
-	ts(5, "spec.params.startTime", p.startTime, &out.StartTime)
-	ts(6, "spec.params.endTime", p.endTime, &out.EndTime)
-	if str(7, "spec.params.spanKind", p.spanKind, &out.SpanKind) {
-		oneOf("spec.params.spanKind", &out.SpanKind, spanKinds...)
-	}
-	if str(8, "spec.params.status", p.status, &out.Status) {
-		oneOf("spec.params.status", &out.Status, spanStatuses...)
-	}
-	str(9, "spec.params.statusMessage", p.statusMessage, &out.StatusMessage)
-	if v, ok := eval(10, "spec.params.httpStatusCode", p.httpStatusCode, attribute.KindInt64); ok {
-		out.HTTPStatusCode = v.Int64()
-	}
-	str(11, "spec.params.sourceName", p.sourceName, &out.SourceName)
-	str(12, "spec.params.destinationName", p.destinationName, &out.DestinationName)
-	if err != nil {
-		k.span = nil
-		return nil, err
-	}
-	tags, terr := spanTags(a, k, p)
+	tags, terr := spanTags(a, k, p, tag, fresh)
 	if terr != nil {
 		k.span = nil
 		terr.Instance = in.name
 		return nil, terr
 	}
 	out.SpanTags = tags
-	k.span, k.stamps = out, stamps
+	k.span, k.step = out, a.step
 	return out, nil
+}
+
+// fields are the programs of a tracespan's fields, in the order
+// buildTraceSpan evaluates them (spanFieldNames).
+func (p *spanPrograms) fields() [spanFields]*program {
+	return [spanFields]*program{p.traceID, p.spanID, p.parentSpanID, p.traceState, p.spanName,
+		p.startTime, p.endTime, p.spanKind, p.status, p.statusMessage, p.httpStatusCode,
+		p.sourceName, p.destinationName}
+}
+
+// spanFieldNames and spanFieldKinds are the names of a tracespan's
+// fields and the kinds of their values, in spanPrograms.fields' order.
+var (
+	spanFieldNames = [spanFields]string{"spec.params.traceId", "spec.params.spanId", "spec.params.parentSpanId",
+		"spec.params.traceState", "spec.params.spanName", "spec.params.startTime", "spec.params.endTime",
+		"spec.params.spanKind", "spec.params.status", "spec.params.statusMessage", "spec.params.httpStatusCode",
+		"spec.params.sourceName", "spec.params.destinationName"}
+	spanFieldKinds = [spanFields]attribute.Kind{attribute.KindString, attribute.KindString, attribute.KindString,
+		attribute.KindString, attribute.KindString, attribute.KindTimestamp, attribute.KindTimestamp,
+		attribute.KindString, attribute.KindString, attribute.KindString, attribute.KindInt64,
+		attribute.KindString, attribute.KindString}
+)
+
+// setField evaluates field i of a tracespan (program prg) into out,
+// recording its memo stamp. The fields are read as bag values (evalRaw):
+// a span's ids and times change with every request, and most are plain
+// attribute reads.
+func (k *keptSpan) setField(a *activation, in *instance, out *template.TraceSpan, i int, prg *program) *EvalError {
+	v, ok, err := prg.evalRaw(a)
+	k.stamps[i] = a.memoOf(prg.id).stamp
+	if err != nil {
+		return &EvalError{Instance: in.name, Field: spanFieldNames[i], Err: err}
+	}
+	if want := spanFieldKinds[i]; !ok || v.Kind() != want {
+		return &EvalError{Instance: in.name, Field: spanFieldNames[i],
+			Err: fmt.Errorf("value has type %s, want %s", prg.typeName(a), spanFieldTypes[want])}
+	}
+	switch i {
+	case 0:
+		out.TraceID = v.Str()
+	case 1:
+		out.SpanID = v.Str()
+	case 2:
+		out.ParentSpanID = v.Str()
+	case 3:
+		out.TraceState = v.Str()
+	case 4:
+		out.SpanName = v.Str()
+	case 5:
+		out.StartTime = v.Time()
+	case 6:
+		out.EndTime = v.Time()
+	case 7:
+		return oneOf(in, i, v.Str(), &out.SpanKind, spanKinds)
+	case 8:
+		return oneOf(in, i, v.Str(), &out.Status, spanStatuses)
+	case 9:
+		out.StatusMessage = v.Str()
+	case 10:
+		out.HTTPStatusCode = v.Int64()
+	case 11:
+		out.SourceName = v.Str()
+	case 12:
+		out.DestinationName = v.Str()
+	}
+	return nil
+}
+
+// oneOf sets *dst to s in lower case, which must be one of allowed.
+func oneOf(in *instance, i int, s string, dst *string, allowed []string) *EvalError {
+	v := strings.ToLower(s)
+	if !slices.Contains(allowed, v) {
+		return &EvalError{Instance: in.name, Field: spanFieldNames[i],
+			Err: fmt.Errorf("%q is not one of %s", s, strings.Join(allowed, ", "))}
+	}
+	*dst = v
+	return nil
 }
 
 // spanFields is how many fields of a tracespan have programs, in the
@@ -835,6 +884,11 @@ type keptSpan struct {
 	tagRaw    []attribute.Value
 	tagRawOK  []bool
 	tagStamps []uint64
+	// idx finds the fields (then the tags, at spanFields + their
+	// position) of forgotten programs; step is the activation's when
+	// span was built (activation.fresh).
+	idx  fieldIndex
+	step uint64
 	// spanChunk and tagChunk are where new spans and tag slices are cut
 	// from: one allocation for many spans instead of one or two each.
 	// (The spans of a chunk are sent together and outlive it together.)
@@ -851,11 +905,14 @@ func (k *keptSpan) newSpan() *template.TraceSpan {
 }
 
 // spanTags evaluates a tracespan's spanTags in key order (p.tags is
-// sorted). A tag whose program's memo entry still has the stamp it had
-// when k's span was built, or whose value is the same as then, keeps that
-// value; when every tag does, the kept span's slice is used again (spans
-// only read it), else a copy with the changed values.
-func spanTags(a *activation, k *keptSpan, p *spanPrograms) ([]template.SpanTag, *EvalError) {
+// sorted), from position first (-1: none). A tag whose program's memo
+// entry still has the stamp it had when k's span was built, or whose
+// value is the same as then, keeps that value; when every tag does, the
+// kept span's slice is used again (spans only read it), else a copy with
+// the changed values. With marked (a span fresh for the bag:
+// buildTraceSpan), the tags after first are those k.idx has marked, else
+// all of them.
+func spanTags(a *activation, k *keptSpan, p *spanPrograms, first int, marked bool) ([]template.SpanTag, *EvalError) {
 	n := len(p.tags)
 	if n == 0 {
 		return nil, nil
@@ -865,55 +922,69 @@ func spanTags(a *activation, k *keptSpan, p *spanPrograms) ([]template.SpanTag, 
 		kept = k.span.SpanTags
 	} else {
 		k.tagRaw, k.tagRawOK, k.tagStamps = make([]attribute.Value, n), make([]bool, n), make([]uint64, n)
+		first, marked = 0, false
 	}
 	var out []template.SpanTag // nil while every value is kept's
-	for i, np := range p.tags {
+	for i := first; i >= 0 && i < n; {
+		np := p.tags[i]
 		if m := a.memoOf(np.program.id); kept != nil && m.stamp != 0 && m.stamp == k.tagStamps[i] {
 			if m.absent {
 				a.absent = true
 			}
-			continue
-		}
-		raw, ok, err := np.program.evalRaw(a)
-		if err != nil {
-			return nil, &EvalError{Field: "spec.params.spanTags." + np.name, Err: err}
-		}
-		k.tagStamps[i] = a.memoOf(np.program.id).stamp
-		if ok && kept != nil && k.tagRawOK[i] && (sameRaw(raw, k.tagRaw[i])) {
-			continue
-		}
-		k.tagRaw[i], k.tagRawOK[i] = raw, ok
-		var nv any
-		if ok {
-			nv = a.rawNative(a.memoOf(np.program.id), raw) // what native makes of its CEL value
-		} else {
-			v, _ := np.program.eval(a) // evalRaw evaluated it
-			nv = native(v)
-		}
-		switch nv.(type) {
-		case map[string]string, map[string]any, []any:
-			return nil, &EvalError{Field: "spec.params.spanTags." + np.name, Err: errors.New("value is not a scalar")}
-		case []byte, time.Duration:
-			// Span attributes are strings, numbers, bools or times:
-			// bytes (ip attributes) and durations become their text.
-			nv = template.FormatValue(nv)
-		}
-		if out == nil {
-			out = k.newTags(n)
-			if kept != nil {
-				copy(out, kept)
-			} else {
-				for j, np := range p.tags {
-					out[j].Key = np.name
+		} else if nv, set, err := k.tagValue(a, i, np, kept != nil); err != nil {
+			return nil, err
+		} else if set {
+			if out == nil {
+				out = k.newTags(n)
+				if kept != nil {
+					copy(out, kept)
+				} else {
+					for j, np := range p.tags {
+						out[j].Key = np.name
+					}
 				}
 			}
+			out[i].Value = nv
 		}
-		out[i].Value = nv
+		if !marked {
+			i++
+		} else if i = k.idx.pop(); i >= 0 {
+			i -= spanFields
+		}
 	}
 	if out == nil {
 		return kept, nil
 	}
 	return out, nil
+}
+
+// tagValue evaluates tag i of a tracespan (np), recording its memo stamp
+// and value: set is false when the value is the same as the kept span's.
+func (k *keptSpan) tagValue(a *activation, i int, np namedProgram, kept bool) (nv any, set bool, _ *EvalError) {
+	raw, ok, err := np.program.evalRaw(a)
+	if err != nil {
+		return nil, false, &EvalError{Field: "spec.params.spanTags." + np.name, Err: err}
+	}
+	k.tagStamps[i] = a.memoOf(np.program.id).stamp
+	if ok && kept && k.tagRawOK[i] && (sameRaw(raw, k.tagRaw[i])) {
+		return nil, false, nil
+	}
+	k.tagRaw[i], k.tagRawOK[i] = raw, ok
+	if ok {
+		nv = a.rawNative(a.memoOf(np.program.id), raw) // what native makes of its CEL value
+	} else {
+		v, _ := np.program.eval(a) // evalRaw evaluated it
+		nv = native(v)
+	}
+	switch nv.(type) {
+	case map[string]string, map[string]any, []any:
+		return nil, false, &EvalError{Field: "spec.params.spanTags." + np.name, Err: errors.New("value is not a scalar")}
+	case []byte, time.Duration:
+		// Span attributes are strings, numbers, bools or times:
+		// bytes (ip attributes) and durations become their text.
+		nv = template.FormatValue(nv)
+	}
+	return nv, true, nil
 }
 
 // newTags returns a slice of n tags of its own, cut from k's chunk.
@@ -1084,6 +1155,24 @@ func evalEntry(a *activation, np namedProgram, field string, scalar bool) (any, 
 func (a *activation) diffKept(progs []namedProgram, field string, scalar, fields bool) (*keptMap, int, *EvalError) {
 	last := a.lastMap(progs, scalar, fields)
 	changed := 0
+	if a.fresh(last.done, last.step) {
+		// Built for the previous bag: the entries of the programs
+		// forgotten since are all that may differ.
+		clear(last.diff)
+		if last.idx.mark(a.forgotten) {
+			for i := last.idx.pop(); i >= 0; i = last.idx.pop() {
+				diff, err := a.diffEntry(last, i, progs[i], field)
+				if err != nil {
+					return nil, 0, err
+				}
+				if diff {
+					changed++
+				}
+			}
+		}
+		last.step = a.step
+		return last, changed, nil
+	}
 	for i, np := range progs {
 		if m := a.memoOf(np.program.id); last.done && m.stamp != 0 && m.stamp == last.stamps[i] {
 			if m.absent {
@@ -1092,29 +1181,40 @@ func (a *activation) diffKept(progs []namedProgram, field string, scalar, fields
 			last.diff[i] = false
 			continue
 		}
-		// Scalars are compared as bag values (evalRaw), others as CEL's.
-		raw, ok, err := np.program.evalRaw(a)
+		diff, err := a.diffEntry(last, i, np, field)
 		if err != nil {
-			last.done, last.m = false, nil // vals no longer match it
-			return nil, 0, &EvalError{Field: field + "." + np.name, Err: err}
+			return nil, 0, err
 		}
-		last.stamps[i] = a.memoOf(np.program.id).stamp
-		var same bool
-		if ok {
-			same = last.rawOK[i] && sameRaw(raw, last.raws[i])
-			last.raws[i], last.vals[i] = raw, nil
-		} else {
-			v, _ := np.program.eval(a) // evalRaw evaluated it
-			same = !last.rawOK[i] && sameValue(v, last.vals[i])
-			last.raws[i], last.vals[i] = attribute.Value{}, v
-		}
-		last.rawOK[i] = ok
-		last.diff[i] = !last.done || !same
-		if last.diff[i] {
+		if diff {
 			changed++
 		}
 	}
+	last.step = a.step
 	return last, changed, nil
+}
+
+// diffEntry evaluates entry i of last's field and reports whether its
+// value differs from the one kept (last.diff[i]), which it replaces.
+func (a *activation) diffEntry(last *keptMap, i int, np namedProgram, field string) (bool, *EvalError) {
+	// Scalars are compared as bag values (evalRaw), others as CEL's.
+	raw, ok, err := np.program.evalRaw(a)
+	if err != nil {
+		last.done, last.m = false, nil // vals no longer match it
+		return false, &EvalError{Field: field + "." + np.name, Err: err}
+	}
+	last.stamps[i] = a.memoOf(np.program.id).stamp
+	var same bool
+	if ok {
+		same = last.rawOK[i] && sameRaw(raw, last.raws[i])
+		last.raws[i], last.vals[i] = raw, nil
+	} else {
+		v, _ := np.program.eval(a) // evalRaw evaluated it
+		same = !last.rawOK[i] && sameValue(v, last.vals[i])
+		last.raws[i], last.vals[i] = attribute.Value{}, v
+	}
+	last.rawOK[i] = ok
+	last.diff[i] = !last.done || !same
+	return last.diff[i], nil
 }
 
 // sameValue reports whether x and y are the same scalar value, one that
@@ -1178,6 +1278,10 @@ type keptMap struct {
 	m      map[string]any
 	f      template.Fields
 	diff   []bool // scratch: which values differ from vals
+	// idx finds the entries of forgotten programs; step is the
+	// activation's when the field was last built (activation.fresh).
+	idx  fieldIndex
+	step uint64
 }
 
 func sameEntries(a, b []namedProgram) bool {

@@ -147,8 +147,9 @@
 // (internal/vtcodec) with its strings copied: instances queued for report
 // handlers, and metric labels, keep them, and must not keep a batch's
 // whole body alive. The bags are checked
-// against the manifest, after the first only the attributes each changed
-// (attribute.ChangeChecker), and evaluated as a policy.Sequence.
+// against the manifest as they are decoded, after the first only the
+// attributes each changed (attribute.Dictionary.DecodeBatchChecked), and
+// evaluated as a policy.Sequence.
 //
 // # OTLP ingest
 //

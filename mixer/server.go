@@ -406,6 +406,8 @@ func (g *service) Report(ctx context.Context, req *mixerv1.ReportRequest) (*mixe
 	s.m.reportBags.Add(float64(len(req.GetAttributes())))
 	seq := st.snap.NewSequence(policy.VarietyReport)
 	defer seq.Close()
+	d := s.newReportDispatcher(st)
+	defer d.done()
 	for b, c := range bags {
 		if c.Err != nil {
 			s.m.reportBagsRejected.Inc()
@@ -413,7 +415,7 @@ func (g *service) Report(ctx context.Context, req *mixerv1.ReportRequest) (*mixe
 			seq.Reset()
 			continue
 		}
-		s.dispatchReport(st, seq.Evaluate(b, c.Names))
+		d.add(seq.Evaluate(b, c.Names))
 	}
 	return &mixerv1.ReportResponse{}, nil
 }

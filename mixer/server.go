@@ -182,9 +182,9 @@ func (s *Server) Start() error {
 		// The Mixer API's messages through their generated vtprotobuf
 		// code, a Check request's strings pointing into its body (they
 		// are not kept past the Check but for the deduplication id, which
-		// is cloned; a Report's are copied: instances queued for report
-		// handlers, and metric labels, keep them); the health service's
-		// messages through protobuf-go.
+		// is cloned; a Report's are copied, many to an array
+		// (reportBody): instances queued for report handlers keep them);
+		// the health service's messages through protobuf-go.
 		grpc.ForceServerCodecV2(vtcodec.New((*mixerv1.CheckRequest)(nil))),
 	)
 	svc := &service{s: s}

@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/http"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -203,15 +204,22 @@ func (f *family) observe(lvs []string, key []byte, v float64, now int64, maxSeri
 		if maxSeries > 0 && len(f.series) >= maxSeries {
 			return nil, "", errSeriesCap
 		}
-		s = &series{lvs: slices.Clone(lvs)}
+		// The series keeps its label values for as long as it lives: copies,
+		// so that they do not keep alive the arrays of words they came
+		// from (the mixer decodes a report's words into shared arrays).
+		kept := make([]string, len(lvs))
+		for i, v := range lvs {
+			kept[i] = strings.Clone(v)
+		}
+		s = &series{lvs: kept}
 		var err error
 		switch {
 		case f.counter != nil:
-			s.counter, err = f.counter.GetMetricWithLabelValues(lvs...)
+			s.counter, err = f.counter.GetMetricWithLabelValues(kept...)
 		case f.gauge != nil:
-			s.gauge, err = f.gauge.GetMetricWithLabelValues(lvs...)
+			s.gauge, err = f.gauge.GetMetricWithLabelValues(kept...)
 		default:
-			s.obs, err = f.histogram.GetMetricWithLabelValues(lvs...)
+			s.obs, err = f.histogram.GetMetricWithLabelValues(kept...)
 		}
 		if err != nil {
 			return nil, "bad_labels", err

@@ -68,8 +68,10 @@ func (r reportBody) UnmarshalVT(b []byte) error {
 	return nil
 }
 
-// wordArena copies strings into shared arrays.
-type wordArena struct{ buf []byte }
+// wordArena copies strings into shared arrays: the arrays of
+// strings.Builders, which, unlike a []byte of the same size, are not
+// cleared first (each byte is written once, by the copy).
+type wordArena struct{ b strings.Builder }
 
 func (a *wordArena) copy(s string) string {
 	switch {
@@ -78,10 +80,11 @@ func (a *wordArena) copy(s string) string {
 	case len(s) > reportArena/8:
 		return strings.Clone(s)
 	}
-	if cap(a.buf)-len(a.buf) < len(s) {
-		a.buf = make([]byte, 0, reportArena)
+	if a.b.Cap()-a.b.Len() < len(s) {
+		a.b = strings.Builder{}
+		a.b.Grow(reportArena)
 	}
-	start := len(a.buf)
-	a.buf = append(a.buf, s...)
-	return unsafe.String(&a.buf[start], len(s))
+	start := a.b.Len()
+	a.b.WriteString(s) // within the capacity: the array does not move
+	return a.b.String()[start:]
 }

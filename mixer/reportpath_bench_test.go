@@ -15,10 +15,10 @@ import (
 	"github.com/sidemix/sidemix/adapters/jaeger"
 	"github.com/sidemix/sidemix/adapters/kafka"
 	promadapter "github.com/sidemix/sidemix/adapters/prometheus"
-	mixerv1 "github.com/sidemix/sidemix/api/mixer/v1"
 	"github.com/sidemix/sidemix/attribute"
 	"github.com/sidemix/sidemix/attribute/attrtest"
 	"github.com/sidemix/sidemix/internal/testenv"
+	"github.com/sidemix/sidemix/internal/vtcodec"
 )
 
 // examplesDefaultConfig writes ../examples/default as benchmarks/reportbench
@@ -103,7 +103,7 @@ func BenchmarkReportExamplesDefault(b *testing.B) {
 	}
 	ctx := context.Background()
 	report := func(body []byte) {
-		if _, err := g.reportHandler(nil, ctx, func(m any) error { return m.(*mixerv1.ReportRequest).UnmarshalVT(body) }, nil); err != nil {
+		if _, err := g.reportHandler(nil, ctx, func(m any) error { return m.(vtcodec.Message).UnmarshalVT(body) }, nil); err != nil {
 			b.Fatal(err)
 		}
 		for !srv.queuesEmpty() {

@@ -21,8 +21,10 @@
 // (Dictionary.DecodeBatchChanges), each bag made in the memory of the
 // one before (in place when it only changes values, as a batch's bags
 // mostly do) and told which attributes changed, so that a policy.Sequence
-// re-evaluates only what reads them and a ChangeChecker checks only those
-// against the manifest.
+// re-evaluates only what reads them. Dictionary.DecodeBatchChecked also
+// checks each bag against a Manifest while it decodes it: after a bag
+// that passed, only the kinds of the values the next one changes, each
+// change's declared kind looked up once per batch position.
 //
 // Words travel as protobuf strings, which must be UTF-8, while a
 // request's bytes need not be (header values may carry obs-text): the

@@ -452,105 +452,319 @@ func (d *Dictionary) DecodeBatchSeq(req *mixerv1.ReportRequest, reuse bool) (ite
 // unchanged may be too). The first bag's list names all it holds. The
 // list is valid only until the iteration continues.
 func (d *Dictionary) DecodeBatchChanges(req *mixerv1.ReportRequest, reuse bool) (iter.Seq2[*Bag, []string], error) {
-	var delta Builder // one bag's changes, reused across the batch
-	for i := range req.GetAttributes() {
-		if err := d.batchDelta(req, i, &delta, true); err != nil {
-			return nil, err
-		}
+	if err := d.checkBatch(req); err != nil {
+		return nil, err
 	}
 	return func(yield func(*Bag, []string) bool) {
-		var prev *Bag
-		var delta Builder
-		var spare [2]Bag // with reuse, a bag is decoded into the spare prev is not
-		var changed []string
-		var at []int // where each change goes in prev (setInPlace)
+		r := batchReader{d: d, req: req, reuse: reuse}
 		for i := range req.GetAttributes() {
-			if d.batchDelta(req, i, &delta, false) != nil {
-				return // checked above: the request did not change
-			}
-			changed = changed[:0]
-			for j := range delta.entries {
-				changed = append(changed, delta.entries[j].name)
-			}
-			if reuse && prev != nil {
-				var ok bool
-				if at, ok = setInPlace(prev, delta.entries, at); ok {
-					if !yield(prev, changed) {
-						return
-					}
-					continue
-				}
-			}
-			var into *Bag
-			if reuse {
-				into = &spare[0]
-				if prev == into {
-					into = &spare[1]
-				}
-			}
-			prev = mergeDelta(prev, delta.entries, into)
-			if !yield(prev, changed) {
+			if !yield(r.next(i), r.changed) {
 				return
 			}
 		}
 	}, nil
 }
 
-// batchDelta decodes the changes of bag i of req into delta; with check,
-// only checks them (delta is left empty).
-func (d *Dictionary) batchDelta(req *mixerv1.ReportRequest, i int, delta *Builder, check bool) error {
-	m := req.GetAttributes()[i]
-	if m == nil {
-		return malformed("bag %d is missing", i)
+// Changes is what DecodeBatchChecked says of a bag besides the bag.
+type Changes struct {
+	// Names are the attributes the bag's delta set or deleted, as
+	// DecodeBatchChanges yields them; valid only until the iteration
+	// continues.
+	Names []string
+	// Err is nil when the bag passes the manifest's CheckBag, otherwise
+	// an error naming an attribute of the bag with a value of another
+	// kind than declared.
+	Err error
+}
+
+// DecodeBatchChecked is DecodeBatchChanges with reuse for a receiver that
+// checks every bag against m and evaluates only those that pass, as the
+// mixer's Report does: each bag comes with the names of what it changed
+// and the result of its check. After a bag that passed, only the changes
+// are checked (as CheckChanged would), and while decoding: a change's
+// declared kind is looked up once per batch position, not per bag.
+func (d *Dictionary) DecodeBatchChecked(req *mixerv1.ReportRequest, m *Manifest) (iter.Seq2[*Bag, Changes], error) {
+	if err := d.checkBatch(req); err != nil {
+		return nil, err
 	}
-	words := req.GetDefaultWords()
-	if len(m.Words) > 0 {
-		words = m.Words
-	}
-	t, err := d.table(req.GetGlobalWordCount(), words)
-	if err != nil {
-		return err
-	}
-	t.check = check
-	delta.entries = delta.entries[:0]
-	if err := t.apply(delta, m); err != nil {
-		return fmt.Errorf("bag %d: %w", i, err)
+	return func(yield func(*Bag, Changes) bool) {
+		r := batchReader{d: d, req: req, reuse: true, m: m}
+		for i := range req.GetAttributes() {
+			b := r.next(i)
+			if !yield(b, Changes{Names: r.changed, Err: r.err}) {
+				return
+			}
+		}
+	}, nil
+}
+
+// checkBatch checks every bag of req, so that decoding it cannot fail.
+func (d *Dictionary) checkBatch(req *mixerv1.ReportRequest) error {
+	for i, m := range req.GetAttributes() {
+		if m == nil {
+			return malformed("bag %d is missing", i)
+		}
+		t, err := d.batchTable(req, m)
+		if err != nil {
+			return err
+		}
+		if err := t.validate(m); err != nil {
+			return fmt.Errorf("bag %d: %w", i, err)
+		}
 	}
 	return nil
 }
 
-// setInPlace sets the changes in delta in prev itself when they only
-// change values of attributes prev has (no attribute comes or goes, the
-// common case: a request's id, path, sizes and times): no entry moves, and
-// delta need not be sorted. at holds, by change, where its name was in the
-// last call (the deltas of a batch mostly name the same attributes in the
-// same order); it is returned for the next call. ok false: prev is
-// unchanged, mergeDelta must make the bag.
-func setInPlace(prev *Bag, delta []entry, at []int) ([]int, bool) {
-	es := prev.entries
-	for j := range delta {
-		d := &delta[j]
-		if d.value.kind == KindInvalid {
-			return at, false // a deletion
+// batchTable is the word table of bag m of req: the bag's own words, or
+// the batch's.
+func (d *Dictionary) batchTable(req *mixerv1.ReportRequest, m *mixerv1.CompressedAttributes) (wordTable, error) {
+	words := req.GetDefaultWords()
+	if len(m.Words) > 0 {
+		words = m.Words
+	}
+	return d.table(req.GetGlobalWordCount(), words)
+}
+
+// validate checks what apply would: that names and values pair up and
+// every word index is in the table. It resolves no word.
+func (t *wordTable) validate(m *mixerv1.CompressedAttributes) error {
+	if err := t.validateIndices(m.StringNames, len(m.StringValues), "string"); err != nil {
+		return err
+	}
+	if err := t.validateIndices(m.StringValues, -1, ""); err != nil {
+		return err
+	}
+	if err := t.validateIndices(m.Int64Names, len(m.Int64Values), "int64"); err != nil {
+		return err
+	}
+	if err := t.validateIndices(m.DoubleNames, len(m.DoubleValues), "double"); err != nil {
+		return err
+	}
+	if err := t.validateIndices(m.BoolNames, len(m.BoolValues), "bool"); err != nil {
+		return err
+	}
+	if err := t.validateIndices(m.TimestampNames, len(m.TimestampValues), "timestamp"); err != nil {
+		return err
+	}
+	if err := t.validateIndices(m.DurationNames, len(m.DurationValues), "duration"); err != nil {
+		return err
+	}
+	if err := t.validateIndices(m.BytesNames, len(m.BytesValues), "bytes"); err != nil {
+		return err
+	}
+	if err := t.validateIndices(m.StringMapNames, len(m.StringMapValues), "map"); err != nil {
+		return err
+	}
+	for i, sm := range m.StringMapValues {
+		if len(sm.GetKeys()) != len(sm.GetValues()) {
+			name, _ := t.word(m.StringMapNames[i])
+			return malformed("map %q has %d keys but %d values", name, len(sm.GetKeys()), len(sm.GetValues()))
 		}
-		if j < len(at) && at[j] < len(es) && es[at[j]].name == d.name {
-			continue
+		if err := t.validateIndices(sm.GetKeys(), -1, ""); err != nil {
+			return err
 		}
-		_, found, pos := prev.GetHinted(d.name, -1)
+		if err := t.validateIndices(sm.GetValues(), -1, ""); err != nil {
+			return err
+		}
+	}
+	return t.validateIndices(m.Deleted, -1, "")
+}
+
+// validateIndices checks that every index of idx is in the table and,
+// unless values is -1, that there are values of them.
+func (t *wordTable) validateIndices(idx []int32, values int, what string) error {
+	if values >= 0 && len(idx) != values {
+		return malformed("%d %s names but %d values", len(idx), what, values)
+	}
+	lo, hi := -int64(len(t.local)), int64(len(t.global))
+	for _, i := range idx {
+		if int64(i) < lo || int64(i) >= hi {
+			_, err := t.word(i)
+			return err
+		}
+	}
+	return nil
+}
+
+// at is the word at index i, which validate has checked.
+func (t *wordTable) at(i int32) string {
+	if i >= 0 {
+		return t.global[i]
+	}
+	return t.local[-int64(i)-1]
+}
+
+// batchReader decodes the bags of a checked batch one after the other.
+type batchReader struct {
+	d     *Dictionary
+	req   *mixerv1.ReportRequest
+	reuse bool
+	m     *Manifest // nil: bags are not checked
+
+	prev  *Bag
+	delta Builder // one bag's changes, reused across the batch
+	spare [2]Bag  // with reuse, a bag is decoded into the spare prev is not
+
+	changed []string
+	err     error // the last bag's check against m
+	passed  bool  // the last bag passed its check
+
+	// hints are, by position of a change in the bag's message, where its
+	// name was in prev and its declared kind: a batch's deltas mostly name
+	// the same attributes in the same order, and prev keeps its layout
+	// while only values change. A hint holds while gen and words are
+	// those it was made with.
+	hints []hint
+	gen   int32    // counts the layouts prev has had
+	words []string // the table's local words the hints were made with
+	// inPlace's state: the change being set, and whether all so far had
+	// their declared kinds.
+	slot    int
+	kindsOK bool
+}
+
+type hint struct {
+	word int32 // the name's word index
+	gen  int32
+	pos  int32 // where the name is in prev.entries
+	kind Kind  // declared kind (KindInvalid: undeclared, or no manifest)
+}
+
+// next decodes bag i. The table and every index are valid (checkBatch).
+func (r *batchReader) next(i int) *Bag {
+	m := r.req.GetAttributes()[i]
+	t, _ := r.d.batchTable(r.req, m)
+	r.changed = r.changed[:0]
+	if r.reuse && r.prev != nil && len(m.Deleted) == 0 {
+		if ok, kindsOK := r.inPlace(&t, m); ok {
+			r.check(kindsOK)
+			return r.prev
+		}
+		r.changed = r.changed[:0]
+	}
+	r.delta.entries = r.delta.entries[:0]
+	_ = t.apply(&r.delta, m) // checked: cannot fail
+	for j := range r.delta.entries {
+		r.changed = append(r.changed, r.delta.entries[j].name)
+	}
+	var into *Bag
+	if r.reuse {
+		into = &r.spare[0]
+		if r.prev == into {
+			into = &r.spare[1]
+		}
+	}
+	r.prev = mergeDelta(r.prev, r.delta.entries, into)
+	r.gen++
+	r.check(false)
+	return r.prev
+}
+
+// check sets r.err and r.passed for the bag just decoded into r.prev.
+// kindsOK: every value the delta set has the declared kind of its name.
+func (r *batchReader) check(kindsOK bool) {
+	switch {
+	case r.m == nil:
+		return
+	case !r.passed:
+		r.err = r.m.CheckBag(r.prev)
+	case kindsOK:
+		r.err = nil
+	default:
+		r.err = r.m.CheckChanged(r.prev, r.changed)
+	}
+	r.passed = r.err == nil
+}
+
+// inPlace sets the values m carries in r.prev itself, when it has each of
+// their names (the common case: a request's id, path, sizes and times
+// change, no attribute comes or goes). No entry moves. ok false: an
+// attribute is new, and r.prev may have some of m's values already,
+// which a merge of m's changes replaces. kindsOK: each value has its
+// name's declared kind.
+func (r *batchReader) inPlace(t *wordTable, m *mixerv1.CompressedAttributes) (ok, kindsOK bool) {
+	if len(t.local) != len(r.words) || (len(t.local) > 0 && &t.local[0] != &r.words[0]) {
+		r.words = t.local
+		r.gen++
+	}
+	r.slot, r.kindsOK = 0, true
+	for i, ni := range m.StringNames {
+		if !r.set(t, ni, Value{kind: KindString, s: t.at(m.StringValues[i])}) {
+			return false, false
+		}
+	}
+	for i, ni := range m.Int64Names {
+		if !r.set(t, ni, Value{kind: KindInt64, n: m.Int64Values[i]}) {
+			return false, false
+		}
+	}
+	for i, ni := range m.DoubleNames {
+		if !r.set(t, ni, DoubleValue(m.DoubleValues[i])) {
+			return false, false
+		}
+	}
+	for i, ni := range m.BoolNames {
+		if !r.set(t, ni, BoolValue(m.BoolValues[i])) {
+			return false, false
+		}
+	}
+	for i, ni := range m.TimestampNames {
+		if !r.set(t, ni, Value{kind: KindTimestamp, n: m.TimestampValues[i]}) {
+			return false, false
+		}
+	}
+	for i, ni := range m.DurationNames {
+		if !r.set(t, ni, Value{kind: KindDuration, n: m.DurationValues[i]}) {
+			return false, false
+		}
+	}
+	for i, ni := range m.BytesNames {
+		if !r.set(t, ni, BytesValue(m.BytesValues[i])) {
+			return false, false
+		}
+	}
+	for i, ni := range m.StringMapNames {
+		sm := m.StringMapValues[i]
+		mv := make(map[string]string, len(sm.GetKeys()))
+		for j, ki := range sm.GetKeys() {
+			mv[t.at(ki)] = t.at(sm.GetValues()[j])
+		}
+		if !r.set(t, ni, StringMapValue(mv)) {
+			return false, false
+		}
+	}
+	return true, r.kindsOK
+}
+
+// set is inPlace's write of v to the attribute named by word ni, the
+// message's change number r.slot; false when r.prev lacks it.
+func (r *batchReader) set(t *wordTable, ni int32, v Value) bool {
+	var h *hint
+	if r.slot < len(r.hints) {
+		h = &r.hints[r.slot]
+	} else {
+		r.hints = append(r.hints, hint{pos: -1})
+		h = &r.hints[r.slot]
+	}
+	if h.word != ni || h.gen != r.gen {
+		name := t.at(ni)
+		_, found, pos := r.prev.GetHinted(name, int(h.pos))
 		if !found {
-			return at, false // a new attribute
+			return false
 		}
-		if j < len(at) {
-			at[j] = pos
-		} else {
-			at = append(at, pos)
+		*h = hint{word: ni, gen: r.gen, pos: int32(pos)}
+		if r.m != nil {
+			h.kind = r.m.kinds[name] // KindInvalid when undeclared
 		}
 	}
-	// In order: a later change of the same name wins.
-	for j := range delta {
-		es[at[j]].value = delta[j].value
+	e := &r.prev.entries[h.pos]
+	e.value = v
+	r.changed = append(r.changed, e.name)
+	if h.kind != KindInvalid && h.kind.ValueKind() != v.kind {
+		r.kindsOK = false
 	}
-	return at, true
+	r.slot++
+	return true
 }
 
 // mergeDelta returns prev with the changes in delta (a later entry of a

@@ -238,13 +238,119 @@ func FuzzDecodeBatch(f *testing.F) {
 	seed, _ := proto.Marshal(NewEncoder(d).EncodeBatch([]*Bag{sampleBag("/a", 200), sampleBag("/b", 500)}))
 	f.Add(seed)
 	f.Add([]byte{})
+	// Values only change, one of them to another kind, then one bag
+	// carries its own words.
+	b1 := sampleBag("/c", 200)
+	b2 := b1.Builder().SetInt64(RequestPath, 7).SetString(RequestID, "x").Build()
+	b3 := b1.Builder().SetString(RequestID, "y").Build()
+	req := NewEncoder(d).EncodeBatch([]*Bag{b1, b2, b3, b3})
+	own := NewEncoder(d)
+	req.Attributes[3] = own.EncodeDelta(b3, b1.Builder().SetString(RequestID, "z").Build())
+	req.Attributes[3].Words = own.Words()
+	seed, _ = proto.Marshal(req)
+	f.Add(seed)
 	f.Fuzz(func(t *testing.T, raw []byte) {
 		var req mixerv1.ReportRequest
 		if proto.Unmarshal(raw, &req) != nil {
 			return
 		}
-		_, _ = d.DecodeBatch(&req)
+		checkDecodeBatchChecked(t, d, &req)
 	})
+}
+
+// checkDecodeBatchChecked checks that DecodeBatchChecked fails when
+// DecodeBatch does, and otherwise yields DecodeBatch's bags, each with
+// an error exactly when CheckBag finds one, and with every attribute that
+// differs from the bag before among its changes.
+func checkDecodeBatchChecked(t *testing.T, d *Dictionary, req *mixerv1.ReportRequest) {
+	t.Helper()
+	m := DefaultManifest()
+	want, werr := d.DecodeBatch(req)
+	seq, err := d.DecodeBatchChecked(req, m)
+	if (err == nil) != (werr == nil) {
+		t.Fatalf("DecodeBatchChecked: %v, DecodeBatch: %v", err, werr)
+	}
+	if err != nil {
+		return
+	}
+	i := 0
+	for b, c := range seq {
+		if got, want := b.Dump(), want[i].Dump(); got != want {
+			t.Fatalf("bag %d:\n%s\nwant\n%s", i, got, want)
+		}
+		if cerr := m.CheckBag(want[i]); (c.Err == nil) != (cerr == nil) {
+			t.Fatalf("bag %d: Err %v, CheckBag %v", i, c.Err, cerr)
+		}
+		if i > 0 {
+			for _, n := range append(want[i-1].Names(), want[i].Names()...) {
+				x, xok := want[i-1].Get(n)
+				y, yok := want[i].Get(n)
+				if (xok != yok || !x.Equal(y)) && !slices.Contains(c.Names, n) {
+					t.Fatalf("bag %d: %s changed, not in %q", i, n, c.Names)
+				}
+			}
+		}
+		i++
+	}
+	if i != len(want) {
+		t.Fatalf("%d bags, want %d", i, len(want))
+	}
+}
+
+// TestDecodeBatchChecked: over batches whose attributes change values,
+// kinds (declared or not) and words, come and go, DecodeBatchChecked
+// yields the bags DecodeBatch does, each checked as CheckBag would.
+func TestDecodeBatchChecked(t *testing.T) {
+	d := DefaultDictionary()
+	names := []string{RequestPath, ResponseCode, RequestTime, "custom.a", SourceIP, RequestHeaders, "custom.b"}
+	rng := rand.New(rand.NewPCG(9, 10))
+	errs := 0
+	for round := range 20 {
+		bl := NewBuilder(len(names))
+		for _, n := range names[:4] {
+			bl.SetString(n, "v")
+		}
+		var bags []*Bag
+		for i := range 200 {
+			for range 1 + rng.IntN(3) {
+				n := names[rng.IntN(len(names))]
+				switch r := rng.IntN(20); {
+				case r == 0 && round%2 == 0:
+					bl.Delete(n)
+				case r == 1 && round%2 == 0:
+					bl.SetStringMap(n, map[string]string{"k": fmt.Sprint(i)})
+				case r < 4:
+					bl.SetInt64(n, rng.Int64N(3))
+				case r < 6:
+					bl.SetTime(n, time.Unix(rng.Int64N(3), 0))
+				default:
+					bl.SetString(n, fmt.Sprint(i%7))
+				}
+			}
+			b := bl.Build()
+			bags = append(bags, b)
+			bl = b.Builder()
+		}
+		enc := NewEncoder(d)
+		req := enc.EncodeBatch(bags)
+		if round%3 == 0 {
+			// Some bags carry their own words.
+			for i := 5; i < len(bags); i += 17 {
+				own := NewEncoder(d)
+				req.Attributes[i] = own.EncodeDelta(bags[i-1], bags[i])
+				req.Attributes[i].Words = own.Words()
+			}
+		}
+		checkDecodeBatchChecked(t, d, req)
+		for _, b := range bags {
+			if DefaultManifest().CheckBag(b) != nil {
+				errs++
+			}
+		}
+	}
+	if errs == 0 {
+		t.Fatal("no bag had an attribute of the wrong kind")
+	}
 }
 
 // TestMergeDeltaMatchesBuilder: DecodeBatch's merge of a bag's changes
@@ -366,55 +472,6 @@ func TestDecodeBatchChangesReuse(t *testing.T) {
 		if i != len(bags) {
 			t.Fatalf("round %d: %d bags, want %d", round, i, len(bags))
 		}
-	}
-}
-
-// TestChangeCheckerMatchesCheckChanged: over batches whose attributes
-// change values and kinds, come and go, ChangeChecker.Check answers as
-// CheckChanged for every bag.
-func TestChangeCheckerMatchesCheckChanged(t *testing.T) {
-	m := DefaultManifest()
-	names := []string{RequestPath, ResponseCode, RequestTime, "custom.a", SourceIP}
-	rng := rand.New(rand.NewPCG(7, 8))
-	errs := 0
-	for round := range 10 {
-		bl := NewBuilder(len(names))
-		var bags []*Bag
-		for range 200 {
-			n := names[rng.IntN(len(names))]
-			switch rng.IntN(6) {
-			case 0:
-				bl.Delete(n)
-			case 1:
-				bl.SetInt64(n, rng.Int64N(3))
-			case 2:
-				bl.SetTime(n, time.Unix(rng.Int64N(3), 0))
-			default:
-				bl.SetString(n, fmt.Sprint(rng.IntN(3)))
-			}
-			b := bl.Build()
-			bags = append(bags, b)
-			bl = b.Builder()
-		}
-		seq, err := DefaultDictionary().DecodeBatchChanges(NewEncoder(DefaultDictionary()).EncodeBatch(bags), true)
-		if err != nil {
-			t.Fatal(err)
-		}
-		c := m.NewChangeChecker()
-		i := 0
-		for b, changed := range seq {
-			got, want := c.Check(b, changed), m.CheckChanged(b, changed)
-			if fmt.Sprint(got) != fmt.Sprint(want) {
-				t.Fatalf("round %d bag %d: %v, CheckChanged: %v", round, i, got, want)
-			}
-			if want != nil {
-				errs++
-			}
-			i++
-		}
-	}
-	if errs == 0 {
-		t.Fatal("no bag had an attribute of the wrong kind")
 	}
 }
 

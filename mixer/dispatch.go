@@ -455,39 +455,125 @@ func (s *Server) countEvalErrors(errs []*policy.EvalError) {
 // report evaluates every bag and enqueues the instances to their handlers'
 // queues. It never waits for a handler.
 func (s *Server) report(st *state, bags []*attribute.Bag) {
+	d := s.newReportDispatcher(st)
+	defer d.done()
 	for _, bag := range bags {
-		s.reportBag(st, bag)
+		d.add(st.snap.Evaluate(bag, policy.VarietyReport, nil))
 	}
 }
 
-// reportBag is report for one bag.
-func (s *Server) reportBag(st *state, bag *attribute.Bag) {
-	s.dispatchReport(st, st.snap.Evaluate(bag, policy.VarietyReport, nil))
+// dispatchChunk is how many instances a reportDispatcher gathers before it
+// hands them to their queues.
+const dispatchChunk = 1024
+
+// reportDispatcher hands the instances of a run of report evaluations (a
+// Report's bags) to their handlers' queues, gathered by queue and handed
+// over every dispatchChunk instances and at the end: one lock and at most
+// one wake-up of a queue's worker per chunk instead of per bag and action,
+// a handler found by name once per Report, and the workers' batches
+// larger. Telemetry waits for at most a chunk's evaluation.
+type reportDispatcher struct {
+	s    *Server
+	st   *state
+	outs []queueOut
+	n    int // instances gathered
 }
 
-// dispatchReport hands the instances of a bag's report evaluation to
-// their handlers' queues.
-func (s *Server) dispatchReport(st *state, res policy.Result) {
-	s.countEvalErrors(res.Errors)
+// queueOut is one handler's part of a reportDispatcher.
+type queueOut struct {
+	handler string
+	q       *reportQueue // nil: the handler is missing or failed
+	reason  string       // why q is nil
+	insts   []template.Instance
+}
+
+var reportDispatchers = sync.Pool{New: func() any { return new(reportDispatcher) }}
+
+func (s *Server) newReportDispatcher(st *state) *reportDispatcher {
+	d := reportDispatchers.Get().(*reportDispatcher)
+	d.s, d.st = s, st
+	return d
+}
+
+// add gathers the instances of a bag's report evaluation.
+func (d *reportDispatcher) add(res policy.Result) {
+	d.s.countEvalErrors(res.Errors)
 	for _, a := range res.Actions {
-		if q := s.queueOf(st, a); q != nil {
-			q.enqueue(a.Instances...)
+		o := d.out(a.Handler)
+		if o.q == nil {
+			d.s.m.dropped.WithLabelValues(a.Handler, o.reason).Add(float64(len(a.Instances)))
+			continue
+		}
+		o.insts = append(o.insts, a.Instances...)
+		d.n += len(a.Instances)
+	}
+	if d.n >= dispatchChunk {
+		d.flush()
+	}
+}
+
+// out is the part of the named handler.
+func (d *reportDispatcher) out(handler string) *queueOut {
+	for i := range d.outs {
+		if d.outs[i].handler == handler {
+			return &d.outs[i]
 		}
 	}
+	q, reason := queueFor(d.st, handler)
+	if len(d.outs) < cap(d.outs) {
+		d.outs = d.outs[:len(d.outs)+1]
+	} else {
+		d.outs = append(d.outs, queueOut{})
+	}
+	o := &d.outs[len(d.outs)-1]
+	o.handler, o.q, o.reason = handler, q, reason
+	return o
+}
+
+// flush hands what is gathered to the queues.
+func (d *reportDispatcher) flush() {
+	for i := range d.outs {
+		o := &d.outs[i]
+		if len(o.insts) > 0 {
+			o.q.enqueue(o.insts...)
+			clear(o.insts)
+			o.insts = o.insts[:0]
+		}
+	}
+	d.n = 0
+}
+
+// done flushes and puts d back in the pool.
+func (d *reportDispatcher) done() {
+	d.flush()
+	for i := range d.outs {
+		d.outs[i] = queueOut{insts: d.outs[i].insts[:0]}
+	}
+	d.outs = d.outs[:0]
+	d.s, d.st = nil, nil
+	reportDispatchers.Put(d)
+}
+
+// queueFor is the queue of the named report handler, or nil and the reason
+// its instances are dropped, when the handler is missing or failed.
+func queueFor(st *state, handler string) (*reportQueue, string) {
+	h := st.handlers[handler]
+	switch {
+	case h == nil || (h.err == nil && h.queue == nil):
+		return nil, reasonNoHandler
+	case h.err != nil:
+		return nil, reasonHandlerError
+	}
+	return h.queue, ""
 }
 
 // queueOf is the queue of the handler of a report action, or nil, with the
 // action's instances counted as dropped, when the handler is missing or
 // failed.
 func (s *Server) queueOf(st *state, a policy.Action) *reportQueue {
-	h := st.handlers[a.Handler]
-	switch {
-	case h == nil || (h.err == nil && h.queue == nil):
-		s.m.dropped.WithLabelValues(a.Handler, reasonNoHandler).Add(float64(len(a.Instances)))
-		return nil
-	case h.err != nil:
-		s.m.dropped.WithLabelValues(a.Handler, reasonHandlerError).Add(float64(len(a.Instances)))
-		return nil
+	q, reason := queueFor(st, a.Handler)
+	if q == nil {
+		s.m.dropped.WithLabelValues(a.Handler, reason).Add(float64(len(a.Instances)))
 	}
-	return h.queue
+	return q
 }

@@ -145,10 +145,13 @@
 //
 // A ReportRequest is decoded by the Mixer API's generated vtprotobuf code
 // (internal/vtcodec) with its strings copied: instances queued for report
-// handlers, and metric labels, keep them, and must not keep a batch's
-// whole body alive. The bags are checked
-// against the manifest, after the first only the attributes each changed
-// (attribute.ChangeChecker), and evaluated as a policy.Sequence.
+// handlers keep them, and must not keep a batch's whole body alive. They
+// are copied many to an array of 4 KiB (reportBody), not one allocation
+// each; the prometheus adapter copies the label values of the series it
+// keeps. The bags are checked
+// against the manifest as they are decoded, after the first only the
+// attributes each changed (attribute.Dictionary.DecodeBatchChecked), and
+// evaluated as a policy.Sequence.
 //
 // # OTLP ingest
 //

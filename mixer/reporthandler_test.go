@@ -1,6 +1,7 @@
 package mixer
 
 import (
+	"strings"
 	"testing"
 
 	mixerv1 "github.com/sidemix/sidemix/api/mixer/v1"
@@ -10,32 +11,78 @@ import (
 
 // BenchmarkReportRequestDecode decodes a Report of 1000 bags as
 // benchmarks/reportbench sends them, into a fresh message (what gRPC's
-// generated handler did) and into a pooled one (reportHandler); per bag.
+// generated handler did), into a pooled one, and into a pooled one with
+// its words copied into shared arrays (reportHandler's reportBody); per
+// bag.
 func BenchmarkReportRequestDecode(b *testing.B) {
 	req := attribute.NewEncoder(attribute.DefaultDictionary()).EncodeBatch(attrtest.Requests(1000, 0, false, 1))
 	body, err := req.MarshalVT()
 	if err != nil {
 		b.Fatal(err)
 	}
-	for _, mode := range []string{"fresh", "pooled"} {
+	for _, mode := range []string{"fresh", "pooled", "body"} {
 		b.Run(mode, func(b *testing.B) {
 			b.ReportAllocs()
 			for b.Loop() {
 				m := new(mixerv1.ReportRequest)
-				if mode == "pooled" {
+				if mode != "fresh" {
 					m = mixerv1.ReportRequestFromVTPool()
 				}
-				if err := m.UnmarshalVT(body); err != nil {
+				var err error
+				if mode == "body" {
+					err = reportBody{m}.UnmarshalVT(body)
+				} else {
+					err = m.UnmarshalVT(body)
+				}
+				if err != nil {
 					b.Fatal(err)
 				}
 				if len(m.Attributes) != 1000 {
 					b.Fatalf("%d bags", len(m.Attributes))
 				}
-				if mode == "pooled" {
+				if mode != "fresh" {
 					m.ReturnToVTPool()
 				}
 			}
 			b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*1000), "ns/bag")
 		})
+	}
+}
+
+// TestReportBodyCopiesWords: a request decoded by reportBody keeps its
+// words and bytes when the body it was decoded from is reused, as gRPC
+// reuses its buffers, and decodes to the bags sent.
+func TestReportBodyCopiesWords(t *testing.T) {
+	d := attribute.DefaultDictionary()
+	bags := attrtest.Requests(50, 3, true, 1)
+	long := strings.Repeat("x", reportArena) // a word longer than an array
+	bags[7] = bags[7].Builder().SetString(attribute.RequestPath, long).SetBytes("custom.raw", []byte{1, 2, 3}).Build()
+	req := attribute.NewEncoder(d).EncodeBatch(bags)
+	own := attribute.NewEncoder(d)
+	req.Attributes[9] = own.EncodeDelta(bags[8], bags[9])
+	req.Attributes[9].Words = own.Words()
+	body, err := req.MarshalVT()
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := mixerv1.ReportRequestFromVTPool()
+	defer m.ReturnToVTPool()
+	if err := (reportBody{m}).UnmarshalVT(body); err != nil {
+		t.Fatal(err)
+	}
+	for i := range body {
+		body[i] = 0xee
+	}
+	got, err := d.DecodeBatch(m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range bags {
+		if got[i].Dump() != bags[i].Dump() {
+			t.Fatalf("bag %d:\n%s\nwant\n%s", i, got[i].Dump(), bags[i].Dump())
+		}
+	}
+	if err := (reportBody{m}).UnmarshalVT(body[:len(body)-1]); err == nil {
+		t.Error("a truncated body decoded")
 	}
 }

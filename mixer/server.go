@@ -182,9 +182,9 @@ func (s *Server) Start() error {
 		// The Mixer API's messages through their generated vtprotobuf
 		// code, a Check request's strings pointing into its body (they
 		// are not kept past the Check but for the deduplication id, which
-		// is cloned; a Report's are copied: instances queued for report
-		// handlers, and metric labels, keep them); the health service's
-		// messages through protobuf-go.
+		// is cloned; a Report's are copied, many to an array
+		// (reportBody): instances queued for report handlers keep them);
+		// the health service's messages through protobuf-go.
 		grpc.ForceServerCodecV2(vtcodec.New((*mixerv1.CheckRequest)(nil))),
 	)
 	svc := &service{s: s}
@@ -392,11 +392,6 @@ func (g *service) Report(ctx context.Context, req *mixerv1.ReportRequest) (*mixe
 	// caches. The batch is checked first, so a malformed one is refused
 	// whole. Nothing keeps a bag past its evaluation: instances hold the
 	// values, not the bag.
-	bags, err := s.dict.DecodeBatchChanges(req, true)
-	if err != nil {
-		return nil, status.Errorf(codes.InvalidArgument, "attributes: %v", err)
-	}
-	s.m.reportBags.Add(float64(len(req.GetAttributes())))
 	st := s.acquire()
 	defer st.release()
 	// A bag whose values contradict the manifest cannot be evaluated; it is
@@ -404,24 +399,23 @@ func (g *service) Report(ctx context.Context, req *mixerv1.ReportRequest) (*mixe
 	// caller is not told: retrying the batch would only duplicate the rest.
 	// After a bag that passed, only what the next one changed is checked,
 	// and the expressions that read none of it keep their values.
-	manifest := st.snap.Manifest()
-	changes := manifest.NewChangeChecker()
+	bags, err := s.dict.DecodeBatchChecked(req, st.snap.Manifest())
+	if err != nil {
+		return nil, status.Errorf(codes.InvalidArgument, "attributes: %v", err)
+	}
+	s.m.reportBags.Add(float64(len(req.GetAttributes())))
 	seq := st.snap.NewSequence(policy.VarietyReport)
 	defer seq.Close()
-	passed := false
-	for b, changed := range bags {
-		if passed {
-			err = changes.Check(b, changed)
-		} else {
-			err = manifest.CheckBag(b)
-		}
-		if passed = err == nil; !passed {
+	d := s.newReportDispatcher(st)
+	defer d.done()
+	for b, c := range bags {
+		if c.Err != nil {
 			s.m.reportBagsRejected.Inc()
-			s.log.Debug("report bag rejected", "error", err)
+			s.log.Debug("report bag rejected", "error", c.Err)
 			seq.Reset()
 			continue
 		}
-		s.dispatchReport(st, seq.Evaluate(b, changed))
+		d.add(seq.Evaluate(b, c.Names))
 	}
 	return &mixerv1.ReportResponse{}, nil
 }

@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/http"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -98,6 +99,10 @@ type series struct {
 	gauge   prom.Gauge
 	obs     prom.Observer
 	last    atomic.Int64 // Unix nanoseconds of the last update
+	// removed: a sweep took the series out of its family (guarded by the
+	// family's mu), so a handler that kept it must look its labels up
+	// again.
+	removed bool
 }
 
 func (s *series) record(v float64, now int64) {
@@ -177,44 +182,73 @@ func appendSeriesKey(buf []byte, lvs []string) []byte {
 // creating the series unless the family already holds maxSeries of them
 // (0: no cap), in which case it returns errSeriesCap. On another failure
 // it says why, as a reason label of the dropped counter.
-func (f *family) observe(lvs []string, key []byte, v float64, now int64, maxSeries int) (reason string, err error) {
-	if f.counter != nil && !(v >= 0) {
-		return "bad_value", fmt.Errorf("counter %s cannot add %v", f.name, v)
+// It returns the series, which the caller may keep to record the same
+// labels again with observeIn.
+func (f *family) observe(lvs []string, key []byte, v float64, now int64, maxSeries int) (s *series, reason string, err error) {
+	if reason, err := f.check(v); err != nil {
+		return nil, reason, err
 	}
 	// The key is looked up without a copy; only a new series stores one.
 	f.mu.RLock()
-	if s := f.series[string(key)]; s != nil {
+	if s = f.series[string(key)]; s != nil {
 		s.record(v, now)
 		f.mu.RUnlock()
-		return "", nil
+		return s, "", nil
 	}
 	f.mu.RUnlock()
 
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	s := f.series[string(key)]
+	s = f.series[string(key)]
 	if s == nil {
 		if maxSeries > 0 && len(f.series) >= maxSeries {
-			return "", errSeriesCap
+			return nil, "", errSeriesCap
 		}
-		s = &series{lvs: slices.Clone(lvs)}
+		// The series keeps its label values for as long as it lives: copies,
+		// so that they do not keep alive the arrays of words they came
+		// from (the mixer decodes a report's words into shared arrays).
+		kept := make([]string, len(lvs))
+		for i, v := range lvs {
+			kept[i] = strings.Clone(v)
+		}
+		s = &series{lvs: kept}
 		var err error
 		switch {
 		case f.counter != nil:
-			s.counter, err = f.counter.GetMetricWithLabelValues(lvs...)
+			s.counter, err = f.counter.GetMetricWithLabelValues(kept...)
 		case f.gauge != nil:
-			s.gauge, err = f.gauge.GetMetricWithLabelValues(lvs...)
+			s.gauge, err = f.gauge.GetMetricWithLabelValues(kept...)
 		default:
-			s.obs, err = f.histogram.GetMetricWithLabelValues(lvs...)
+			s.obs, err = f.histogram.GetMetricWithLabelValues(kept...)
 		}
 		if err != nil {
-			return "bad_labels", err
+			return nil, "bad_labels", err
 		}
 		f.series[string(key)] = s
 		f.countChanged()
 	}
 	s.record(v, now)
+	return s, "", nil
+}
+
+// check refuses a value the family cannot record, saying why.
+func (f *family) check(v float64) (reason string, err error) {
+	if f.counter != nil && !(v >= 0) {
+		return "bad_value", fmt.Errorf("counter %s cannot add %v", f.name, v)
+	}
 	return "", nil
+}
+
+// observeIn records v in s, a series observe returned, at now, unless a
+// sweep has removed s since: then it returns false and records nothing.
+func (f *family) observeIn(s *series, v float64, now int64) bool {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	if s.removed {
+		return false
+	}
+	s.record(v, now)
+	return true
 }
 
 // sweep removes the series last updated before cutoff (Unix nanoseconds)
@@ -236,6 +270,7 @@ func (f *family) sweep(cutoff int64) int {
 			f.histogram.DeleteLabelValues(s.lvs...)
 		}
 		delete(f.series, key)
+		s.removed = true
 		n++
 	}
 	if n > 0 {

@@ -32,6 +32,7 @@ type handler struct {
 	ep         *endpoint
 	fams       []*family
 	byInstance map[string][]*output
+	outputs    int // how many outputs byInstance holds
 	dropped    *prom.CounterVec
 	seriesVec  *prom.GaugeVec
 	expired    *prom.CounterVec
@@ -56,6 +57,18 @@ type output struct {
 	// where is where each label is in the dimensions of the last layout
 	// seen (an instance's layout is fixed once its config is loaded).
 	where atomic.Pointer[labelPositions]
+	// idx numbers the handler's outputs, for Report's lastSeries.
+	idx int
+}
+
+// lastSeries is, in one Report, the series an output's last instance went
+// to, and that instance's dimensions: the next instance with the same
+// dimensions (the policy hands on a request's dimensions to the next
+// request of the edge while no label value changes) goes to it without
+// its key being made and looked up.
+type lastSeries struct {
+	dims template.Fields
+	s    *series
 }
 
 // labelPositions are the positions of an output's labels in a layout's
@@ -147,6 +160,7 @@ func newHandler(ctx context.Context, set adapters.Settings, cfg adapters.Config)
 		expired:    self.expired,
 	}
 	var sets [][]string
+	h.outputs = len(c.Metrics)
 	for i, m := range c.Metrics {
 		ls := slices.IndexFunc(sets, func(l []string) bool { return slices.Equal(l, m.LabelNames) })
 		if ls < 0 {
@@ -154,6 +168,7 @@ func newHandler(ctx context.Context, set adapters.Settings, cfg adapters.Config)
 			sets = append(sets, m.LabelNames)
 		}
 		h.byInstance[m.InstanceName] = append(h.byInstance[m.InstanceName], &output{
+			idx:       i,
 			fam:       fams[i],
 			labels:    m.LabelNames,
 			labelSet:  ls,
@@ -215,15 +230,30 @@ func (h *handler) Report(ctx context.Context, insts []template.Instance) error {
 		key      []byte
 		lastDims template.Fields // the dimensions lvs were made from
 		lastSet  = -1            // and the label list
+		// The outputs of the last instance names: instances of one
+		// Instance document share the name's string.
+		names [4]string
+		outss [4][]*output
+		buf   [8]lastSeries
+		last  = buf[:]
 	)
+	if h.outputs > len(buf) {
+		last = make([]lastSeries, h.outputs)
+	}
 	for _, inst := range insts {
 		m, ok := inst.(*template.Metric)
 		if !ok || m == nil {
 			h.drop("wrong_template", "instance", fmt.Sprintf("%T", inst))
 			continue
 		}
-		outs, ok := h.byInstance[m.Name]
-		if !ok {
+		var outs []*output
+		if i := slices.Index(names[:], m.Name); i >= 0 && m.Name != "" {
+			outs = outss[i]
+		} else if outs, ok = h.byInstance[m.Name]; ok {
+			copy(names[1:], names[:])
+			copy(outss[1:], outss[:])
+			names[0], outss[0] = m.Name, outs
+		} else {
 			h.drop("unknown_instance", "instance", m.Name)
 			continue
 		}
@@ -234,6 +264,15 @@ func (h *handler) Report(ctx context.Context, insts []template.Instance) error {
 		}
 		dims := m.Dimensions
 		for _, o := range outs {
+			if l := &last[o.idx]; l.s != nil && dims.Same(l.dims) {
+				if reason, err := o.fam.check(v); err != nil {
+					h.drop(reason, "instance", m.Name, "metric", o.fam.name, "err", err)
+					continue
+				}
+				if o.fam.observeIn(l.s, v, now) {
+					continue
+				}
+			}
 			if o.labelSet != lastSet || !dims.Same(lastDims) {
 				// observe keeps no reference to lvs or key, so one
 				// buffer serves the whole batch.
@@ -248,7 +287,9 @@ func (h *handler) Report(ctx context.Context, insts []template.Instance) error {
 				key = appendSeriesKey(key[:0], lvs)
 				lastSet, lastDims = o.labelSet, dims
 			}
-			switch reason, err := o.fam.observe(lvs, key, v, now, o.maxSeries); {
+			s, reason, err := o.fam.observe(lvs, key, v, now, o.maxSeries)
+			last[o.idx] = lastSeries{dims: dims, s: s}
+			switch {
 			case errors.Is(err, errSeriesCap):
 				o.refused.Inc()
 				if !o.warned.Swap(true) {

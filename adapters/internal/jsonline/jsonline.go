@@ -7,9 +7,12 @@
 // it is written without reflection, maps, lookups by name or interface
 // boxing (the keys of a variables' Layout are sorted and quoted once): on a busy
 // mesh this is one of the mixer's hottest paths: strings are copied 8
-// plain ASCII bytes at a time, and Line copies the lines it keeps into
-// arrays shared by many entries. Append to a buffer you keep between
-// batches:
+// plain ASCII bytes at a time; Line writes the lines it keeps into arrays
+// shared by many entries, copies from the line before what an entry of
+// the same layout has in common with it (a request's workloads,
+// principals, method, agent...: runs of adjacent keys and values at
+// once), and formats a timestamp's date and time of day once per second.
+// Append to a buffer you keep between batches:
 //
 //	var enc jsonline.Encoder
 //	buf = buf[:0]
@@ -20,7 +23,6 @@
 package jsonline
 
 import (
-	"bytes"
 	"encoding/hex"
 	"math"
 	"net/netip"
@@ -29,6 +31,7 @@ import (
 	"strings"
 	"time"
 	"unicode/utf8"
+	"unsafe"
 
 	"github.com/sidemix/sidemix/adapters/template"
 )
@@ -46,14 +49,32 @@ type Encoder struct {
 	layout  *template.Layout
 	planned bool
 	plan    []step
-	// scratch is where Line encodes before copying.
-	scratch []byte
-	// slab is where Line copies the lines it keeps, and lines the slices
+	// last is the line Line wrote last, for the next entry of its layout:
+	// the values that did not change (a request's workloads, principals,
+	// method, protocol, agent...) are copied from it, runs of adjacent
+	// keys at once, instead of being encoded again.
+	last lastLine
+	ends []int // where each step of the line being written ends
+	// slab is where Line writes the lines it keeps, and lines the slices
 	// of them it keeps on the entries: a few allocations for a batch of
 	// entries instead of two per entry. An array lives as long as one of
 	// its lines is used (held by an entry, or a kafka record).
 	slab  []byte
 	lines [][]byte
+	// clock is the formatted second of the last timestamp written.
+	clock clock
+}
+
+// lastLine is an entry Line wrote and where in its line (which nothing
+// modifies) each step's key and value end.
+type lastLine struct {
+	ok        bool
+	layout    *template.Layout
+	vars      template.Fields
+	name, sev string
+	ts        time.Time
+	line      []byte
+	ends      []int
 }
 
 // step is one key of a plan: its JSON with the separator before it,
@@ -74,31 +95,107 @@ const (
 // AppendLogEntry appends e's JSON object (no newline) to b. now stands in
 // for a zero Timestamp.
 func (enc *Encoder) AppendLogEntry(b []byte, e *template.LogEntry, now time.Time) []byte {
+	return enc.appendEntry(b, e, now, false)
+}
+
+// appendEntry is AppendLogEntry. For Line (forLine), values equal to
+// those of the entry Line wrote last are copied from its line, and the
+// steps' ends are kept in enc.ends.
+func (enc *Encoder) appendEntry(b []byte, e *template.LogEntry, now time.Time, forLine bool) []byte {
 	if l := e.Variables.Layout(); !enc.planned || l != enc.layout {
 		enc.makePlan(l)
 	}
-	for _, st := range enc.plan {
+	sev := e.Severity
+	if sev == "" {
+		sev = DefaultSeverity
+	}
+	ts := e.Timestamp
+	if ts.IsZero() {
+		ts = now
+	}
+	last := &enc.last
+	fromLast := forLine && last.ok && last.layout == enc.layout
+	allVars := fromLast && e.Variables.Same(last.vars) // shared: every variable is the same
+	if forLine {
+		enc.ends = slices.Grow(enc.ends[:0], len(enc.plan))[:len(enc.plan)]
+	}
+	base := len(b)
+	// run is the part of the last line being copied: the steps from
+	// runFrom to the current one, all unchanged.
+	runFrom, runTo := 0, 0
+	for i, st := range enc.plan {
+		if fromLast {
+			var same bool
+			switch st.field {
+			case fieldInstance:
+				same = e.Name == last.name
+			case fieldSeverity:
+				same = sev == last.sev
+			case fieldTime:
+				same = ts.Equal(last.ts)
+			default:
+				same = allVars || sameValue(e.Variables.At(st.field), last.vars.At(st.field))
+			}
+			if same {
+				if runFrom == runTo && i > 0 {
+					runFrom = last.ends[i-1]
+				}
+				runTo = last.ends[i]
+				enc.ends[i] = len(b) - base + runTo - runFrom
+				continue
+			}
+			if runTo > runFrom {
+				b = append(b, last.line[runFrom:runTo]...)
+			}
+			runFrom, runTo = 0, 0
+		}
 		b = append(b, st.key...)
 		switch st.field {
 		case fieldInstance:
 			b = AppendString(b, e.Name)
 		case fieldSeverity:
-			sev := e.Severity
-			if sev == "" {
-				sev = DefaultSeverity
-			}
 			b = AppendString(b, sev)
 		case fieldTime:
-			ts := e.Timestamp
-			if ts.IsZero() {
-				ts = now
-			}
-			b = appendTime(b, ts)
+			b = enc.clock.appendTime(b, ts)
 		default:
 			b = enc.appendValue(b, e.Variables.At(st.field))
 		}
+		if forLine {
+			enc.ends[i] = len(b) - base
+		}
+	}
+	if runTo > runFrom {
+		b = append(b, last.line[runFrom:runTo]...)
 	}
 	return append(b, '}')
+}
+
+// sameValue reports whether template values x and y are written alike
+// because they are equal (false when that is not cheap to tell).
+func sameValue(x, y any) bool {
+	if sameBox(x, y) {
+		return true
+	}
+	switch a := x.(type) {
+	case string:
+		b, ok := y.(string)
+		return ok && a == b
+	case int64:
+		b, ok := y.(int64)
+		return ok && a == b
+	case time.Duration:
+		b, ok := y.(time.Duration)
+		return ok && a == b
+	case bool:
+		b, ok := y.(bool)
+		return ok && a == b
+	case float64:
+		b, ok := y.(float64)
+		return ok && math.Float64bits(a) == math.Float64bits(b) // -0 is not 0
+	case nil:
+		return y == nil
+	}
+	return false
 }
 
 // makePlan makes the plan of the entries whose variables have layout l:
@@ -134,6 +231,11 @@ func (enc *Encoder) makePlan(l *template.Layout) {
 // first one's encoding (template.LogEntry.CachedLine). The result is
 // shared: it must not be modified. An entry without a Timestamp, whose
 // line depends on now, is encoded afresh each time.
+//
+// Lines are written into arrays shared by many lines, and what an entry
+// has in common with the one Line wrote before it (the same layout, and
+// values that did not change, as most of a request's do not) is copied
+// from that one's line.
 func (enc *Encoder) Line(e *template.LogEntry, now time.Time) []byte {
 	if e.Timestamp.IsZero() {
 		return enc.AppendLogEntry(nil, e, now)
@@ -141,42 +243,40 @@ func (enc *Encoder) Line(e *template.LogEntry, now time.Time) []byte {
 	if line := e.CachedLine(); line != nil {
 		return line
 	}
-	enc.scratch = enc.AppendLogEntry(enc.scratch[:0], e, now)
-	line := enc.keep(enc.scratch)
-	if cap(enc.scratch) > maxScratch {
-		enc.scratch = nil // an outsized entry's buffer is not kept
+	// Room for a line twice as long as the last one; a longer one is
+	// moved to an array of its own as it grows.
+	if room := cap(enc.slab) - len(enc.slab); room < min(2*len(enc.last.line)+256, maxLine) {
+		enc.slab = make([]byte, 0, slabSize)
 	}
-	e.SetCachedLine(line)
-	return *line
-}
-
-// keep copies a line into the slab (a long one into its own array) and
-// returns a pointer to its slice.
-func (enc *Encoder) keep(b []byte) *[]byte {
+	start := len(enc.slab)
+	b := enc.appendEntry(enc.slab[start:start], e, now, true)
 	var line []byte
-	if len(b) > slabSize/8 {
-		line = bytes.Clone(b)
-	} else {
-		if cap(enc.slab)-len(enc.slab) < len(b) {
-			enc.slab = make([]byte, 0, slabSize)
-		}
-		start := len(enc.slab)
-		enc.slab = append(enc.slab, b...)
+	if len(b) <= cap(enc.slab)-start && &b[:1][0] == &enc.slab[:start+1][start] {
+		enc.slab = enc.slab[:start+len(b)]
 		line = enc.slab[start:len(enc.slab):len(enc.slab)]
+	} else {
+		line = b[:len(b):len(b)] // it outgrew the slab's room: an array of its own
+	}
+	enc.last = lastLine{ok: true, layout: enc.layout, vars: e.Variables, name: e.Name, sev: e.Severity, ts: e.Timestamp,
+		line: line, ends: append(enc.last.ends[:0], enc.ends...)}
+	if enc.last.sev == "" {
+		enc.last.sev = DefaultSeverity
 	}
 	if len(enc.lines) == cap(enc.lines) {
 		enc.lines = make([][]byte, 0, linesSize)
 	}
 	enc.lines = append(enc.lines, line)
-	return &enc.lines[len(enc.lines)-1]
+	kept := &enc.lines[len(enc.lines)-1]
+	e.SetCachedLine(kept)
+	return line
 }
 
 const (
-	// maxScratch is the largest buffer an Encoder keeps for Line.
-	maxScratch = 64 << 10
-	// slabSize is the size of the arrays Line copies lines into; lines
-	// longer than an eighth of it get their own.
-	slabSize = 32 << 10
+	// slabSize is the size of the arrays Line writes lines into.
+	slabSize = 32<<10 - 8 // the largest small allocation: a large one is costlier
+	// maxLine is the most room Line wants before writing a line into a
+	// slab.
+	maxLine = slabSize / 8
 	// linesSize is how many lines' slices Line allocates at once.
 	linesSize = 256
 )
@@ -267,12 +367,64 @@ func (enc *Encoder) appendStringMap(b []byte, m map[string]string) []byte {
 	return append(b, '}')
 }
 
+// sameBox reports whether x and y are one box: the same type and the same
+// pointer to the value, which, boxed values being immutable, is then the
+// same. The policy package puts the box of a value that did not change
+// since the previous request into the next request's fields, so this
+// answers most comparisons without reading the values. (An interface is
+// a type word and a data word; the comparison makes no other assumption.)
+func sameBox(x, y any) bool {
+	type eface struct{ typ, data unsafe.Pointer }
+	return *(*eface)(unsafe.Pointer(&x)) == *(*eface)(unsafe.Pointer(&y))
+}
+
 // appendTime appends t as a quoted RFC 3339 UTC string, as FormatValue
 // writes it.
 func appendTime(b []byte, t time.Time) []byte {
 	b = append(b, '"')
 	b = t.UTC().AppendFormat(b, time.RFC3339Nano)
 	return append(b, '"')
+}
+
+// clock writes timestamps as appendTime does, the date and time of day
+// formatted once per second: an encoder's entries mostly come in order,
+// many in each second.
+type clock struct {
+	sec    int64    // Unix second of prefix
+	prefix [19]byte // "2006-01-02T15:04:05"
+	ok     bool
+}
+
+// appendTime is appendTime(b, t).
+func (c *clock) appendTime(b []byte, t time.Time) []byte {
+	sec := t.Unix()
+	if !c.ok || sec != c.sec {
+		var buf [32]byte
+		p := t.UTC().AppendFormat(buf[:0], "2006-01-02T15:04:05")
+		if len(p) != len(c.prefix) {
+			c.ok = false
+			return appendTime(b, t) // a year outside 0 to 9999
+		}
+		copy(c.prefix[:], p)
+		c.sec, c.ok = sec, true
+	}
+	b = append(b, '"')
+	b = append(b, c.prefix[:]...)
+	if ns := t.Nanosecond(); ns != 0 {
+		// RFC3339Nano's fraction: 9 digits, trailing zeros left out.
+		var frac [10]byte
+		frac[0] = '.'
+		for i := 9; i > 0; i-- {
+			frac[i] = byte('0' + ns%10)
+			ns /= 10
+		}
+		n := 10
+		for frac[n-1] == '0' {
+			n--
+		}
+		b = append(b, frac[:n]...)
+	}
+	return append(b, 'Z', '"')
 }
 
 // appendFloat formats a finite f as encoding/json does: like %g but with

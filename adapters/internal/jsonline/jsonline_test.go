@@ -5,6 +5,8 @@ import (
 	"encoding/json"
 	"fmt"
 	"math"
+	"math/rand/v2"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -368,6 +370,70 @@ func TestSharedLayouts(t *testing.T) {
 		buf = enc.AppendLogEntry(buf[:0], e, now)
 		if got, want := string(buf), reference(t, e, now); got != want {
 			t.Errorf("entry %d:\n got %s\nwant %s", i, got, want)
+		}
+	}
+}
+
+// TestLineCopiesUnchanged: Line copies from the line it wrote before what
+// did not change; over entries of two layouts whose values change at
+// random (or not, or to an equal value held by another string, or to
+// another type, -0 after 0, NaN after NaN, maps, times with and without
+// nanoseconds, in other zones, across seconds and years), with the fixed
+// keys changing too, every line is what encoding/json writes.
+func TestLineCopiesUnchanged(t *testing.T) {
+	now := time.Date(2025, 3, 1, 12, 0, 0, 0, time.UTC)
+	la, err := template.NewLayout("code", "latency", "method", "path", "score", "size", "user", "when", "zz")
+	if err != nil {
+		t.Fatal(err)
+	}
+	lb, err := template.NewLayout("a", "time", "z")
+	if err != nil {
+		t.Fatal(err)
+	}
+	rng := rand.New(rand.NewPCG(1, 2))
+	choices := [][]any{
+		{int64(200), int64(503), "200", nil, 200},
+		{time.Millisecond, 1500 * time.Microsecond, time.Duration(0), int64(1)},
+		{"GET", strings.Clone("GET"), "POST", "ge\"t"},
+		{"/a", "/a?b", "/\u2028", "bad\xff"},
+		{0.0, math.Copysign(0, -1), math.NaN(), 1.5, math.Inf(1)},
+		{int64(0), int64(1), true, false},
+		{"ann", "bob", map[string]string{"k": "v"}, []byte{10, 0, 0, 1}},
+		{now, now.Add(time.Nanosecond), time.Date(2025, 3, 1, 13, 0, 0, 0, time.FixedZone("X", 3600)), time.Time{}},
+		{"z", nil},
+	}
+	times := []time.Time{now, now.Add(time.Millisecond), now.Add(123456789), now.Add(time.Second + 100),
+		time.Date(1, 1, 1, 0, 0, 0, 1, time.UTC), time.Date(9999, 12, 31, 23, 59, 59, 999999999, time.UTC),
+		time.Date(10000, 1, 1, 0, 0, 0, 5, time.UTC), time.Date(-5, 1, 1, 0, 0, 0, 0, time.UTC),
+		time.Date(2025, 3, 1, 12, 0, 0, 7, time.FixedZone("Y", -7200))}
+	var enc jsonline.Encoder
+	vals := make([]any, la.Len())
+	for j := range vals {
+		vals[j] = choices[j][0]
+	}
+	fa := template.MakeFields(la, slices.Clone(vals))
+	ts := now
+	for i := range 5000 {
+		var e *template.LogEntry
+		if i%50 == 49 {
+			e = &template.LogEntry{Name: "other", Timestamp: ts, Variables: template.FieldsIn(lb, map[string]any{"a": i, "time": "x", "z": "y"})}
+		} else {
+			if rng.IntN(4) != 0 { // else the same Fields as before
+				for j := range vals {
+					if rng.IntN(3) == 0 {
+						vals[j] = choices[j][rng.IntN(len(choices[j]))]
+					}
+				}
+				fa = template.MakeFields(la, slices.Clone(vals))
+			}
+			if rng.IntN(3) == 0 {
+				ts = times[rng.IntN(len(times))]
+			}
+			e = &template.LogEntry{Name: []string{"access", "access", "log\""}[rng.IntN(3)],
+				Severity: []string{"", "INFO", "warn"}[rng.IntN(3)], Timestamp: ts, Variables: fa}
+		}
+		if got, want := string(enc.Line(e, now)), reference(t, e, now); got != want {
+			t.Fatalf("entry %d:\n got %s\nwant %s", i, got, want)
 		}
 	}
 }

@@ -166,27 +166,7 @@ func TestCheckAndReportCommands(t *testing.T) {
 // runtime's default. The start-up log says which is in effect.
 func TestMixerSysmonModes(t *testing.T) {
 	reports := newConfig(t, nil) // examples/default: report rules only
-	checks := newConfig(t, map[string]string{"deny.yaml": `apiVersion: sidemix.dev/v1
-kind: Handler
-metadata: {name: deny}
-spec:
-  adapter: denier
----
-apiVersion: sidemix.dev/v1
-kind: Instance
-metadata: {name: nothing}
-spec:
-  template: checknothing
----
-apiVersion: sidemix.dev/v1
-kind: Rule
-metadata: {name: deny-admin}
-spec:
-  match: default(request.path, "/") == "/admin"
-  actions:
-  - handler: deny
-    instances: [nothing]
-`})
+	checks := newConfig(t, map[string]string{"deny.yaml": denyPath("/admin")})
 	t.Setenv("GODEBUG", "madvdontneed=1")
 	const awake, deep = "madvdontneed=1,schedtrace=2147483647", "madvdontneed=1"
 	for _, tc := range []struct {

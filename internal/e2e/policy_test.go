@@ -190,35 +190,7 @@ spec:
 // its file and line while the old rules keep serving; a valid change takes
 // effect without a restart.
 func TestConfigWatch(t *testing.T) {
-	deny := func(path string) string {
-		return strings.ReplaceAll(`
-apiVersion: sidemix.dev/v1
-kind: Handler
-metadata: {name: deny}
-spec:
-  adapter: denier
-  params:
-    message: PATH is closed
-    validDuration: 10ms
-    validUseCount: 1
----
-apiVersion: sidemix.dev/v1
-kind: Instance
-metadata: {name: nothing}
-spec:
-  template: checknothing
----
-apiVersion: sidemix.dev/v1
-kind: Rule
-metadata: {name: deny-path}
-spec:
-  match: request.path == "PATH"
-  actions:
-  - handler: deny
-    instances: [nothing]
-`, "PATH", path)
-	}
-	cfg := newConfig(t, map[string]string{"deny.yaml": deny("/blocked")})
+	cfg := newConfig(t, map[string]string{"deny.yaml": denyPath("/blocked")})
 	// Allowed answers may be cached by the sidecar only briefly, so that the
 	// test sees a changed rule at once.
 	m := startMixer(t, cfg, "", "", "--default-valid-duration", "10ms", "--default-valid-use-count", "1")
@@ -230,7 +202,7 @@ spec:
 	}
 
 	// An invalid change: an undeclared attribute on line 22 of the file.
-	broken := strings.Replace(deny("/other"), `match: request.path == "/other"`, `match: request.pth == "/other"`, 1)
+	broken := strings.Replace(denyPath("/other"), `match: request.path == "/other"`, `match: request.pth == "/other"`, 1)
 	if !strings.Contains(broken, "request.pth") {
 		t.Fatal("test bug: replacement failed")
 	}
@@ -272,7 +244,7 @@ spec:
 	}
 
 	// A valid change takes effect without restart.
-	cfg.write(t, "deny.yaml", deny("/other"))
+	cfg.write(t, "deny.yaml", denyPath("/other"))
 	testenv.Eventually(t, 10*time.Second, func() (bool, string) {
 		r1 := get(t, px.url("/other"))
 		r2 := get(t, px.url("/blocked"))
@@ -340,4 +312,35 @@ func TestCheckCache(t *testing.T) {
 	if a.hits.Load() != 7 {
 		t.Errorf("app hits = %d, want 7 (no denied request)", a.hits.Load())
 	}
+}
+
+// denyPath is a config whose one Check rule denies requests for path
+// (briefly cacheable answers, so a changed rule shows at once).
+func denyPath(path string) string {
+	return strings.ReplaceAll(`
+apiVersion: sidemix.dev/v1
+kind: Handler
+metadata: {name: deny}
+spec:
+  adapter: denier
+  params:
+    message: PATH is closed
+    validDuration: 10ms
+    validUseCount: 1
+---
+apiVersion: sidemix.dev/v1
+kind: Instance
+metadata: {name: nothing}
+spec:
+  template: checknothing
+---
+apiVersion: sidemix.dev/v1
+kind: Rule
+metadata: {name: deny-path}
+spec:
+  match: request.path == "PATH"
+  actions:
+  - handler: deny
+    instances: [nothing]
+`, "PATH", path)
 }

@@ -53,6 +53,24 @@ func (x *fieldIndex) mark(ids []int) bool {
 	return found
 }
 
+// start is the first position a walk over a field's entries looks at:
+// every one from 0, or with marked only those mark found (-1: none).
+func (x *fieldIndex) start(marked bool) int {
+	if marked {
+		return x.pop()
+	}
+	return 0
+}
+
+// step is the position such a walk looks at after i (-1: none left when
+// marked; past the end otherwise).
+func (x *fieldIndex) step(i int, marked bool) int {
+	if marked {
+		return x.pop()
+	}
+	return i + 1
+}
+
 // pop returns the first marked position and unmarks it; -1 when none is.
 func (x *fieldIndex) pop() int {
 	for w, b := range x.marks {
@@ -72,14 +90,19 @@ func (a *activation) fresh(done bool, step uint64) bool {
 	return a.delta && done && step+1 == a.step
 }
 
+// idOf is p's program id, -1 for none.
+func idOf(p *program) int {
+	if p == nil {
+		return -1
+	}
+	return p.id
+}
+
 // idsOf is the program ids of entries (negative for none).
 func idsOf(progs []namedProgram) []int {
 	ids := make([]int, len(progs))
 	for i, np := range progs {
-		ids[i] = -1
-		if np.program != nil {
-			ids[i] = np.program.id
-		}
+		ids[i] = idOf(np.program)
 	}
 	return ids
 }

@@ -738,12 +738,9 @@ func buildTraceSpan(a *activation, in *instance) (template.Instance, *EvalError)
 	}
 	progs := p.fields()
 	if k.idx.first == nil {
-		ids := make([]int, spanFields, spanFields+len(p.tags))
-		for i, prg := range progs {
-			ids[i] = -1
-			if prg != nil {
-				ids[i] = prg.id
-			}
+		ids := make([]int, 0, spanFields+len(p.tags))
+		for _, prg := range progs {
+			ids = append(ids, idOf(prg))
 		}
 		k.idx = makeFieldIndex(append(ids, idsOf(p.tags)...))
 	}
@@ -1040,8 +1037,8 @@ func groupsOf(v ref.Val) ([]string, error) {
 	return nil, fmt.Errorf("value has type %s, want string or list(string)", v.Type().TypeName())
 }
 
-// evalMap builds the map of a map-valued field (span tags; the quota
-// template's dimensions). Instances with the same entries get the same
+// evalMap builds the map of a map-valued field (the quota template's
+// dimensions). Instances with the same entries get the same
 // map, built once per evaluation: adapters only read instances. When
 // every entry has the value it had when the activation last built this
 // map, for an earlier bag, that map is used again (see diffKept).
@@ -1155,26 +1152,17 @@ func evalEntry(a *activation, np namedProgram, field string, scalar bool) (any, 
 func (a *activation) diffKept(progs []namedProgram, field string, scalar, fields bool) (*keptMap, int, *EvalError) {
 	last := a.lastMap(progs, scalar, fields)
 	changed := 0
-	if a.fresh(last.done, last.step) {
-		// Built for the previous bag: the entries of the programs
-		// forgotten since are all that may differ.
+	// Built for the previous bag, the entries of the programs forgotten
+	// since are all that may differ; otherwise every entry whose memo
+	// stamp moved is evaluated again.
+	fresh := a.fresh(last.done, last.step)
+	if fresh {
 		clear(last.diff)
-		if last.idx.mark(a.forgotten) {
-			for i := last.idx.pop(); i >= 0; i = last.idx.pop() {
-				diff, err := a.diffEntry(last, i, progs[i], field)
-				if err != nil {
-					return nil, 0, err
-				}
-				if diff {
-					changed++
-				}
-			}
-		}
-		last.step = a.step
-		return last, changed, nil
+		last.idx.mark(a.forgotten)
 	}
-	for i, np := range progs {
-		if m := a.memoOf(np.program.id); last.done && m.stamp != 0 && m.stamp == last.stamps[i] {
+	for i := last.idx.start(fresh); i >= 0 && i < len(progs); i = last.idx.step(i, fresh) {
+		np := progs[i]
+		if m := a.memoOf(np.program.id); !fresh && last.done && m.stamp != 0 && m.stamp == last.stamps[i] {
 			if m.absent {
 				a.absent = true
 			}

@@ -100,6 +100,7 @@ type otlpGroup struct {
 func (h *handler) otlpRecords(insts []template.Instance, now time.Time) []kafkago.Message {
 	var order []recordKey
 	groups := map[recordKey]*otlpGroup{}
+	var last lastKey // records of one key share its bytes and where it is
 	for _, inst := range insts {
 		switch i := inst.(type) {
 		case *template.TraceSpan, *template.LogEntry:
@@ -115,7 +116,7 @@ func (h *handler) otlpRecords(insts []template.Instance, now time.Time) []kafkag
 		var key []byte
 		if h.key != nil {
 			var err error
-			if key, err = h.key.eval(inst, nil); err != nil {
+			if key, err = h.key.eval(inst, &last); err != nil {
 				h.keyErrors.Inc()
 				h.log.Debug("record sent without a key", "instance", inst.InstanceName(), "key", h.key.text, "error", err)
 			}

@@ -101,8 +101,6 @@ func malformed(format string, args ...any) error {
 type wordTable struct {
 	global []string
 	local  []string
-	// check: apply only checks the message and sets nothing.
-	check bool
 }
 
 func (d *Dictionary) table(globalWordCount uint32, local []string) (wordTable, error) {
@@ -144,11 +142,9 @@ func decodedLen(m *mixerv1.CompressedAttributes) int {
 		len(m.TimestampNames) + len(m.DurationNames) + len(m.BytesNames) + len(m.StringMapNames)
 }
 
-// add appends e to bl's entries, unless the table only checks.
+// add appends e to bl's entries.
 func (t *wordTable) add(bl *Builder, e entry) {
-	if !t.check {
-		bl.entries = append(bl.entries, e)
-	}
+	bl.entries = append(bl.entries, e)
 }
 
 // apply sets the attributes msg carries (and deletes those it lists) in bl.
@@ -219,10 +215,7 @@ func (t *wordTable) apply(bl *Builder, m *mixerv1.CompressedAttributes) error {
 		if len(sm.GetKeys()) != len(sm.GetValues()) {
 			return malformed("map %q has %d keys but %d values", name, len(sm.GetKeys()), len(sm.GetValues()))
 		}
-		var mv map[string]string
-		if !t.check {
-			mv = make(map[string]string, len(sm.GetKeys()))
-		}
+		mv := make(map[string]string, len(sm.GetKeys()))
 		for j, ki := range sm.GetKeys() {
 			k, err := t.word(ki)
 			if err != nil {
@@ -232,9 +225,7 @@ func (t *wordTable) apply(bl *Builder, m *mixerv1.CompressedAttributes) error {
 			if err != nil {
 				return err
 			}
-			if mv != nil {
-				mv[k] = v
-			}
+			mv[k] = v
 		}
 		t.add(bl, entry{name, StringMapValue(mv)})
 	}

@@ -193,7 +193,15 @@ func dial(cfg *Config) (*grpc.ClientConn, error) {
 // Report parses the spans' ids and buffers the spans with them; sending
 // happens on the Batcher's goroutine.
 func (h *handler) Report(_ context.Context, insts []template.Instance) error {
-	spans := make([]parsedSpan, 0, len(insts))
+	// The Batcher copies the spans it takes: one array serves every
+	// Report.
+	scratch := parseScratch.Get().(*[]parsedSpan)
+	spans := (*scratch)[:0]
+	defer func() {
+		clear(spans) // the pool must not keep spans alive
+		*scratch = spans[:0]
+		parseScratch.Put(scratch)
+	}()
 	invalid, wrong := 0, 0
 	var raws []*template.OTLP
 	for _, inst := range insts {
@@ -220,6 +228,10 @@ func (h *handler) Report(_ context.Context, insts []template.Instance) error {
 	h.reportRaw(raws)
 	return nil
 }
+
+// parseScratch holds the parsed spans of a Report until the Batcher has
+// them.
+var parseScratch = sync.Pool{New: func() any { return new([]parsedSpan) }}
 
 func (h *handler) drop(reason string, n int) {
 	if n > 0 {

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
-	"slices"
 	"sync"
 	"time"
 )
@@ -119,6 +118,10 @@ type Batcher[T any] struct {
 	mu     sync.Mutex
 	buf    []T
 	closed bool
+	// spare is the array of the last batch delivered, emptied, for the
+	// next one (flush runs on one goroutine at a time: run's, then
+	// Close's once run has returned).
+	spare []T
 
 	kick chan struct{}
 	stop chan struct{}
@@ -223,12 +226,17 @@ func (b *Batcher[T]) flush(ctx context.Context, all bool) {
 			return
 		}
 		take := min(n, b.opts.MaxBatchSize)
-		batch := slices.Clone(b.buf[:take])
+		batch := append(b.spare[:0], b.buf[:take]...)
+		b.spare = nil
 		clear(b.buf[:take]) // let sent items be collected
 		b.buf = append(b.buf[:0], b.buf[take:]...)
 		b.queued(len(b.buf))
 		b.mu.Unlock()
 		b.deliver(ctx, batch)
+		clear(batch) // let sent items be collected
+		if cap(batch) <= b.opts.MaxBatchSize {
+			b.spare = batch[:0]
+		}
 	}
 }
 

@@ -327,7 +327,9 @@ var marshalPool mem.BufferPool = &classedPool{}
 // classedPool is a bufpool.Uncleared per power-of-two capacity: a buffer
 // of capacity at least 2^k is kept in class k and handed out for sizes
 // from 2^(k-1)+1 to 2^k.
-type classedPool struct{ classes [bits.UintSize + 1]bufpool.Uncleared }
+type classedPool struct {
+	classes [bits.UintSize + 1]bufpool.Uncleared
+}
 
 func (p *classedPool) Get(size int) *[]byte {
 	k := 0

@@ -293,7 +293,10 @@ func makeUncleared(n int) []byte {
 
 const (
 	// slabSize is the size of the arrays Line writes lines into.
-	slabSize = 32<<10 - 8 // the largest small allocation: a large one is costlier
+	// The largest small allocation (a large one is costlier) of
+	// makeUncleared: strings.Builder rounds its size up to a size class,
+	// and the 32 KiB class is a large allocation.
+	slabSize = 28 << 10
 	// maxLine is the most room Line wants before writing a line into a
 	// slab.
 	maxLine = slabSize / 8

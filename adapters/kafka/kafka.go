@@ -20,6 +20,7 @@ import (
 
 	"github.com/sidemix/sidemix/adapters"
 	"github.com/sidemix/sidemix/adapters/internal/handlerkit"
+	"github.com/sidemix/sidemix/adapters/internal/jsonline"
 	"github.com/sidemix/sidemix/adapters/template"
 )
 
@@ -73,6 +74,9 @@ type handler struct {
 	topic  string
 	key    *keyProgram // nil: records have no key
 	encode encoder
+	// jsonLines: log entries are encoded as JSON lines (encoding json),
+	// which Report does with one jsonline encoder for all of them.
+	jsonLines bool
 	// otlpBatch: the spans (log entries) of one report that share a key
 	// are written as one OTLP record.
 	otlpBatch   bool
@@ -145,6 +149,7 @@ func newHandler(_ context.Context, set adapters.Settings, cfg adapters.Config) (
 		now:         set.Now,
 		topic:       c.Topic,
 		encode:      newEncoder(c.Encoding),
+		jsonLines:   c.Encoding == EncodingJSON,
 		otlpBatch:   c.OTLPBatch,
 		bufferSize:  c.BufferSize,
 		bufferBytes: c.BufferBytes,
@@ -288,8 +293,16 @@ func (h *handler) Report(_ context.Context, insts []template.Instance) error {
 		}()
 		msgs = (*scratch)[:0]
 		var last lastKey
+		// One encoder for the report's log entries: one pool round trip
+		// per report instead of per record, and the entries, of one
+		// request after another, are encoded after the one before.
+		var lines *jsonline.Encoder
+		if h.jsonLines {
+			lines = logEncoders.Get().(*jsonline.Encoder)
+			defer logEncoders.Put(lines)
+		}
 		for _, inst := range insts {
-			if m, ok := h.record(inst, now, &last); ok {
+			if m, ok := h.record(inst, now, &last, lines); ok {
 				msgs = append(msgs, m)
 			}
 		}
@@ -379,13 +392,20 @@ func recordsSize(msgs []kafkago.Message) int64 {
 	return n
 }
 
-// record builds inst's record, or counts why it cannot.
-func (h *handler) record(inst template.Instance, now time.Time, last *lastKey) (kafkago.Message, bool) {
+// record builds inst's record, or counts why it cannot. lines, when not
+// nil, encodes log entries (encoding json).
+func (h *handler) record(inst template.Instance, now time.Time, last *lastKey, lines *jsonline.Encoder) (kafkago.Message, bool) {
 	if inst == nil {
 		h.count(resultWrongTemplate, 1)
 		return kafkago.Message{}, false
 	}
-	value, err := h.encode(inst, now)
+	var value []byte
+	var err error
+	if e, ok := inst.(*template.LogEntry); ok && lines != nil {
+		value = lines.Line(e, now) // as encodeJSON writes it
+	} else {
+		value, err = h.encode(inst, now)
+	}
 	if err != nil {
 		if errors.Is(err, errWrongTemplate) {
 			h.count(resultWrongTemplate, 1)

@@ -25,6 +25,7 @@ package jsonline
 import (
 	"encoding/hex"
 	"math"
+	"math/bits"
 	"net/netip"
 	"slices"
 	"strconv"
@@ -119,6 +120,9 @@ func (enc *Encoder) appendEntry(b []byte, e *template.LogEntry, now time.Time, f
 	if forLine {
 		enc.ends = slices.Grow(enc.ends[:0], len(enc.plan))[:len(enc.plan)]
 	}
+	if fromLast && len(enc.plan) <= 64 {
+		return enc.appendChanged(b, e, sev, ts, allVars)
+	}
 	base := len(b)
 	// run is the part of the last line being copied: the steps from
 	// runFrom to the current one, all unchanged.
@@ -173,6 +177,80 @@ func (enc *Encoder) appendEntry(b []byte, e *template.LogEntry, now time.Time, f
 		b = append(b, last.line[runFrom:runTo]...)
 	}
 	return append(b, '}')
+}
+
+// appendChanged is appendEntry for Line after an entry of the same
+// layout (of at most 64 steps): it first finds the steps whose values
+// changed, in a loop that only compares, then copies the runs of steps
+// between them from the last line at once, the runs' ends shifted, and
+// writes the changed steps.
+func (enc *Encoder) appendChanged(b []byte, e *template.LogEntry, sev string, ts time.Time, allVars bool) []byte {
+	last := &enc.last
+	plan := enc.plan
+	ends := enc.ends[:len(plan)]
+	lastEnds := last.ends[:len(plan)]
+	var changed uint64
+	for i := range plan {
+		switch f := plan[i].field; {
+		case f >= 0:
+			if !allVars {
+				x, y := e.Variables.At(f), last.vars.At(f)
+				if !sameBox(x, y) && !sameValue(x, y) {
+					changed |= 1 << i
+				}
+			}
+		case f == fieldInstance:
+			if e.Name != last.name {
+				changed |= 1 << i
+			}
+		case f == fieldSeverity:
+			if sev != last.sev {
+				changed |= 1 << i
+			}
+		default: // fieldTime
+			if !ts.Equal(last.ts) {
+				changed |= 1 << i
+			}
+		}
+	}
+	base := len(b)
+	next := 0 // the first step not written yet
+	for {
+		i := len(plan)
+		if changed != 0 {
+			i = bits.TrailingZeros64(changed)
+			changed &= changed - 1
+		}
+		if i > next {
+			// Steps next to i-1 are unchanged: the last line's bytes.
+			from := 0
+			if next > 0 {
+				from = lastEnds[next-1]
+			}
+			shift := len(b) - base - from
+			b = append(b, last.line[from:lastEnds[i-1]]...)
+			for j := next; j < i; j++ {
+				ends[j] = lastEnds[j] + shift
+			}
+		}
+		if i == len(plan) {
+			return append(b, '}')
+		}
+		st := &plan[i]
+		b = append(b, st.key...)
+		switch st.field {
+		case fieldInstance:
+			b = AppendString(b, e.Name)
+		case fieldSeverity:
+			b = AppendString(b, sev)
+		case fieldTime:
+			b = enc.clock.appendTime(b, ts)
+		default:
+			b = enc.appendValue(b, e.Variables.At(st.field))
+		}
+		ends[i] = len(b) - base
+		next = i + 1
+	}
 }
 
 // sameValue reports whether template values x and y are written alike

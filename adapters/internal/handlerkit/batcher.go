@@ -234,9 +234,7 @@ func (b *Batcher[T]) flush(ctx context.Context, all bool) {
 		b.mu.Unlock()
 		b.deliver(ctx, batch)
 		clear(batch) // let sent items be collected
-		if cap(batch) <= b.opts.MaxBatchSize {
-			b.spare = batch[:0]
-		}
+		b.spare = batch[:0] // at most MaxBatchSize items' room, as append rounds it
 	}
 }
 

@@ -233,7 +233,7 @@ func (b *Batcher[T]) flush(ctx context.Context, all bool) {
 		b.queued(len(b.buf))
 		b.mu.Unlock()
 		b.deliver(ctx, batch)
-		clear(batch) // let sent items be collected
+		clear(batch)        // let sent items be collected
 		b.spare = batch[:0] // at most MaxBatchSize items' room, as append rounds it
 	}
 }

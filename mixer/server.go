@@ -179,6 +179,12 @@ func (s *Server) Start() error {
 		// stack from the minimum every time; gRPC starts a goroutine when
 		// every worker is busy.
 		grpc.NumStreamWorkers(streamWorkers),
+		// A Report batch is ~200 kB (1000 bags): windows that take one
+		// whole spare the sender stalls and both sides the window
+		// updates mid-message. Windows are credit, not buffers: a Check
+		// connection costs no more for them.
+		grpc.InitialWindowSize(reportWindow),
+		grpc.InitialConnWindowSize(2*reportWindow),
 		// The Mixer API's messages through their generated vtprotobuf
 		// code, a Check request's strings pointing into its body (they
 		// are not kept past the Check but for the deduplication id, which

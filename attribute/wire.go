@@ -4,8 +4,10 @@ import (
 	"errors"
 	"fmt"
 	"iter"
+	"math"
 	"strings"
 	"unicode/utf8"
+	"unsafe"
 
 	mixerv1 "github.com/sidemix/sidemix/api/mixer/v1"
 )
@@ -447,7 +449,7 @@ func (d *Dictionary) DecodeBatchChanges(req *mixerv1.ReportRequest, reuse bool) 
 		return nil, err
 	}
 	return func(yield func(*Bag, []string) bool) {
-		r := batchReader{d: d, req: req, reuse: reuse}
+		r := newBatchReader(d, req, reuse, nil)
 		for i := range req.GetAttributes() {
 			if !yield(r.next(i), r.changed) {
 				return
@@ -479,7 +481,7 @@ func (d *Dictionary) DecodeBatchChecked(req *mixerv1.ReportRequest, m *Manifest)
 		return nil, err
 	}
 	return func(yield func(*Bag, Changes) bool) {
-		r := batchReader{d: d, req: req, reuse: true, m: m}
+		r := newBatchReader(d, req, true, m)
 		for i := range req.GetAttributes() {
 			b := r.next(i)
 			if !yield(b, Changes{Names: r.changed, Err: r.err}) {
@@ -491,29 +493,23 @@ func (d *Dictionary) DecodeBatchChecked(req *mixerv1.ReportRequest, m *Manifest)
 
 // checkBatch checks every bag of req, so that decoding it cannot fail.
 func (d *Dictionary) checkBatch(req *mixerv1.ReportRequest) error {
+	shared, err := d.table(req.GetGlobalWordCount(), req.GetDefaultWords())
+	if err != nil {
+		return err
+	}
 	for i, m := range req.GetAttributes() {
 		if m == nil {
 			return malformed("bag %d is missing", i)
 		}
-		t, err := d.batchTable(req, m)
-		if err != nil {
-			return err
+		t := shared
+		if len(m.Words) > 0 {
+			t.local = m.Words
 		}
 		if err := t.validate(m); err != nil {
 			return fmt.Errorf("bag %d: %w", i, err)
 		}
 	}
 	return nil
-}
-
-// batchTable is the word table of bag m of req: the bag's own words, or
-// the batch's.
-func (d *Dictionary) batchTable(req *mixerv1.ReportRequest, m *mixerv1.CompressedAttributes) (wordTable, error) {
-	words := req.GetDefaultWords()
-	if len(m.Words) > 0 {
-		words = m.Words
-	}
-	return d.table(req.GetGlobalWordCount(), words)
 }
 
 // validate checks what apply would: that names and values pair up and
@@ -587,10 +583,10 @@ func (t *wordTable) at(i int32) string {
 
 // batchReader decodes the bags of a checked batch one after the other.
 type batchReader struct {
-	d     *Dictionary
-	req   *mixerv1.ReportRequest
-	reuse bool
-	m     *Manifest // nil: bags are not checked
+	req    *mixerv1.ReportRequest
+	shared wordTable // the table of the bags without words of their own
+	reuse  bool
+	m      *Manifest // nil: bags are not checked
 
 	prev  *Bag
 	delta Builder // one bag's changes, reused across the batch
@@ -621,10 +617,20 @@ type hint struct {
 	kind Kind  // declared kind (KindInvalid: undeclared, or no manifest)
 }
 
+// newBatchReader reads req, which checkBatch has checked.
+func newBatchReader(d *Dictionary, req *mixerv1.ReportRequest, reuse bool, m *Manifest) *batchReader {
+	r := &batchReader{req: req, reuse: reuse, m: m}
+	r.shared, _ = d.table(req.GetGlobalWordCount(), req.GetDefaultWords()) // checked
+	return r
+}
+
 // next decodes bag i. The table and every index are valid (checkBatch).
 func (r *batchReader) next(i int) *Bag {
 	m := r.req.GetAttributes()[i]
-	t, _ := r.d.batchTable(r.req, m)
+	t := r.shared
+	if len(m.Words) > 0 {
+		t.local = m.Words
+	}
 	r.changed = r.changed[:0]
 	if r.reuse && r.prev != nil && len(m.Deleted) == 0 {
 		if ok, kindsOK := r.inPlace(&t, m); ok {
@@ -680,37 +686,42 @@ func (r *batchReader) inPlace(t *wordTable, m *mixerv1.CompressedAttributes) (ok
 	}
 	r.slot, r.kindsOK = 0, true
 	for i, ni := range m.StringNames {
-		if !r.set(t, ni, Value{kind: KindString, s: t.at(m.StringValues[i])}) {
+		if !r.set(t, ni, KindString, t.at(m.StringValues[i]), 0, nil) {
 			return false, false
 		}
 	}
 	for i, ni := range m.Int64Names {
-		if !r.set(t, ni, Value{kind: KindInt64, n: m.Int64Values[i]}) {
+		if !r.set(t, ni, KindInt64, "", m.Int64Values[i], nil) {
 			return false, false
 		}
 	}
 	for i, ni := range m.DoubleNames {
-		if !r.set(t, ni, DoubleValue(m.DoubleValues[i])) {
+		if !r.set(t, ni, KindDouble, "", int64(math.Float64bits(m.DoubleValues[i])), nil) {
 			return false, false
 		}
 	}
 	for i, ni := range m.BoolNames {
-		if !r.set(t, ni, BoolValue(m.BoolValues[i])) {
+		var n int64
+		if m.BoolValues[i] {
+			n = 1
+		}
+		if !r.set(t, ni, KindBool, "", n, nil) {
 			return false, false
 		}
 	}
 	for i, ni := range m.TimestampNames {
-		if !r.set(t, ni, Value{kind: KindTimestamp, n: m.TimestampValues[i]}) {
+		if !r.set(t, ni, KindTimestamp, "", m.TimestampValues[i], nil) {
 			return false, false
 		}
 	}
 	for i, ni := range m.DurationNames {
-		if !r.set(t, ni, Value{kind: KindDuration, n: m.DurationValues[i]}) {
+		if !r.set(t, ni, KindDuration, "", m.DurationValues[i], nil) {
 			return false, false
 		}
 	}
 	for i, ni := range m.BytesNames {
-		if !r.set(t, ni, BytesValue(m.BytesValues[i])) {
+		b := m.BytesValues[i]
+		if !r.set(t, ni, KindBytes, unsafe.String(unsafe.SliceData(b), len(b)), 0, nil) {
 			return false, false
 		}
 	}
@@ -720,16 +731,19 @@ func (r *batchReader) inPlace(t *wordTable, m *mixerv1.CompressedAttributes) (ok
 		for j, ki := range sm.GetKeys() {
 			mv[t.at(ki)] = t.at(sm.GetValues()[j])
 		}
-		if !r.set(t, ni, StringMapValue(mv)) {
+		if !r.set(t, ni, KindStringMap, "", 0, mv) {
 			return false, false
 		}
 	}
 	return true, r.kindsOK
 }
 
-// set is inPlace's write of v to the attribute named by word ni, the
-// message's change number r.slot; false when r.prev lacks it.
-func (r *batchReader) set(t *wordTable, ni int32, v Value) bool {
+// set is inPlace's write of the value (k, s, n, mv: Value's fields) to
+// the attribute named by word ni, the message's change number r.slot;
+// false when r.prev lacks it. The value comes in its fields, stored one
+// by one: a Value built on the stack and copied whole was read back
+// before its parts had reached memory, a stall on every change.
+func (r *batchReader) set(t *wordTable, ni int32, k Kind, s string, n int64, mv map[string]string) bool {
 	var h *hint
 	if r.slot < len(r.hints) {
 		h = &r.hints[r.slot]
@@ -749,9 +763,9 @@ func (r *batchReader) set(t *wordTable, ni int32, v Value) bool {
 		}
 	}
 	e := &r.prev.entries[h.pos]
-	e.value = v
+	e.value.s, e.value.n, e.value.m, e.value.kind = s, n, mv, k
 	r.changed = append(r.changed, e.name)
-	if h.kind != KindInvalid && h.kind.ValueKind() != v.kind {
+	if h.kind != KindInvalid && h.kind.ValueKind() != k {
 		r.kindsOK = false
 	}
 	r.slot++

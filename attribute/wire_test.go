@@ -424,11 +424,12 @@ func TestDecodeBatchChangesReuse(t *testing.T) {
 		var bags []*Bag
 		for i := range 300 {
 			if round%2 == 0 && i%7 != 0 && len(bags) > 0 {
-				// Values only, of attributes the bag has: the in-place case.
+				// Values only, of attributes the bag has, of every kind:
+				// the in-place case.
 				for range 1 + rng.IntN(3) {
 					n := names[rng.IntN(len(names))]
 					if _, ok := bags[len(bags)-1].Get(n); ok {
-						bl.SetString(n, fmt.Sprint("p", i))
+						setAnyKind(bl, n, rng.IntN(8), i)
 					}
 				}
 			} else {
@@ -472,6 +473,28 @@ func TestDecodeBatchChangesReuse(t *testing.T) {
 		if i != len(bags) {
 			t.Fatalf("round %d: %d bags, want %d", round, i, len(bags))
 		}
+	}
+}
+
+// setAnyKind sets name to a value of kind number k (0-7) made of i.
+func setAnyKind(bl *Builder, name string, k, i int) {
+	switch k {
+	case 0:
+		bl.SetString(name, fmt.Sprint("p", i))
+	case 1:
+		bl.SetInt64(name, int64(i))
+	case 2:
+		bl.SetDouble(name, float64(i)/3)
+	case 3:
+		bl.SetBool(name, i%2 == 0)
+	case 4:
+		bl.SetTime(name, time.Unix(int64(i), 7))
+	case 5:
+		bl.SetDuration(name, time.Duration(i)*time.Millisecond)
+	case 6:
+		bl.SetBytes(name, []byte{byte(i), 0, 1})
+	default:
+		bl.SetStringMap(name, map[string]string{"k": fmt.Sprint(i), "p": "q"})
 	}
 }
 

@@ -81,6 +81,7 @@ const (
 	retireTimeout               = 2 * time.Minute
 	reportErrorLogInterval      = 10 * time.Second
 	maxGRPCMessageSize          = 16 << 20
+	reportWindow                = 1 << 20
 	handlerCloseTimeoutFallback = 2 * time.Second
 )
 

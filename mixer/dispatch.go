@@ -463,15 +463,19 @@ func (s *Server) report(st *state, bags []*attribute.Bag) {
 }
 
 // dispatchChunk is how many instances a reportDispatcher gathers before it
-// hands them to their queues.
-const dispatchChunk = 1024
+// hands them to their queues: a Report of 1000 bags with a few actions
+// each is one hand-over, at its end.
+const dispatchChunk = 8192
 
 // reportDispatcher hands the instances of a run of report evaluations (a
 // Report's bags) to their handlers' queues, gathered by queue and handed
 // over every dispatchChunk instances and at the end: one lock and at most
 // one wake-up of a queue's worker per chunk instead of per bag and action,
 // a handler found by name once per Report, and the workers' batches
-// larger. Telemetry waits for at most a chunk's evaluation.
+// larger. Telemetry waits for at most a chunk's evaluation. A queue
+// with nothing waiting takes a gathered slice as it is (reportQueue.put),
+// so the instances are written once, not gathered and then copied; the
+// slices start with the capacity the queue's worker took last.
 type reportDispatcher struct {
 	s    *Server
 	st   *state
@@ -504,6 +508,9 @@ func (d *reportDispatcher) add(res policy.Result) {
 			d.s.m.dropped.WithLabelValues(a.Handler, o.reason).Add(float64(len(a.Instances)))
 			continue
 		}
+		if o.insts == nil {
+			o.insts = make([]template.Instance, 0, max(o.q.sizeHint(), len(a.Instances), 64))
+		}
 		o.insts = append(o.insts, a.Instances...)
 		d.n += len(a.Instances)
 	}
@@ -534,8 +541,12 @@ func (d *reportDispatcher) out(handler string) *queueOut {
 func (d *reportDispatcher) flush() {
 	for i := range d.outs {
 		o := &d.outs[i]
-		if len(o.insts) > 0 {
-			o.q.enqueue(o.insts...)
+		if len(o.insts) == 0 {
+			continue
+		}
+		if o.q.put(o.insts, true) {
+			o.insts = nil // the queue's now
+		} else {
 			clear(o.insts)
 			o.insts = o.insts[:0]
 		}

@@ -33,7 +33,7 @@ type reportQueue struct {
 	pending []template.Instance
 	// hint is the capacity a new pending slice starts with: what the
 	// worker took last time.
-	hint int
+	hint atomic.Int32
 
 	kick     chan struct{} // a token: pending is no longer empty
 	stop     chan struct{} // closed: drain what is left, then exit
@@ -67,19 +67,32 @@ func (q *reportQueue) start() { go q.run() }
 // dropped instance is counted. The queue keeps the instances, not the
 // slice.
 func (q *reportQueue) enqueue(insts ...template.Instance) {
+	q.put(insts, false)
+}
+
+// put is enqueue. With own, the caller gives insts up: when nothing
+// waits, insts itself becomes what waits, instead of a copy, and put
+// reports true; otherwise the caller keeps insts, whose instances the
+// queue copied or dropped.
+func (q *reportQueue) put(insts []template.Instance, own bool) (kept bool) {
 	if len(insts) == 0 {
-		return
+		return false
 	}
 	if q.stopped.Load() {
 		q.m.dropped.WithLabelValues(q.handler, reasonShutdown).Add(float64(len(insts)))
-		return
+		return false
 	}
 	q.mu.Lock()
 	was := len(q.pending)
 	n := min(len(insts), max(q.size-was, 0))
-	if n > 0 {
+	switch {
+	case n == 0:
+	case own && was == 0:
+		clear(insts[n:]) // dropped: not kept alive by the queue's array
+		q.pending, kept = insts[:n], true
+	default:
 		if q.pending == nil {
-			q.pending = make([]template.Instance, 0, max(q.hint, n))
+			q.pending = make([]template.Instance, 0, max(int(q.hint.Load()), n))
 		}
 		q.pending = append(q.pending, insts[:n]...)
 	}
@@ -93,7 +106,12 @@ func (q *reportQueue) enqueue(insts ...template.Instance) {
 		default: // the worker has a token already
 		}
 	}
+	return kept
 }
+
+// sizeHint is the capacity worth giving a slice of instances for the
+// queue: what the worker took last time.
+func (q *reportQueue) sizeHint() int { return int(q.hint.Load()) }
 
 func (q *reportQueue) len() int {
 	q.mu.Lock()
@@ -124,7 +142,7 @@ func (q *reportQueue) deliver() {
 		taken := q.pending
 		q.pending = nil
 		if len(taken) > 0 {
-			q.hint = min(len(taken), q.size)
+			q.hint.Store(int32(min(len(taken), q.size)))
 		}
 		q.mu.Unlock()
 		if len(taken) == 0 {

@@ -109,3 +109,67 @@ func TestReportQueueBatches(t *testing.T) {
 		t.Errorf("dropped after drain %v, want 1", got)
 	}
 }
+
+// TestReportQueuePutOwned: a slice given up to an empty queue is what
+// waits, uncopied, with the instances that did not fit cleared from it;
+// given to a queue that holds some already, it is copied and stays the
+// caller's.
+func TestReportQueuePutOwned(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	m := newMetrics(reg, func(func(string, int)) {})
+	rep := &keepingReporter{gate: make(chan struct{})}
+	q := newReportQueue("h", rep, 5, 10, time.Second, m, slog.New(slog.DiscardHandler), time.Now)
+	entries := func(names ...string) []template.Instance {
+		out := make([]template.Instance, 0, 8)
+		for _, n := range names {
+			out = append(out, &template.LogEntry{Name: n})
+		}
+		return out
+	}
+	first := entries("a", "b", "c")
+	if !q.put(first, true) {
+		t.Fatal("an empty queue did not keep the slice")
+	}
+	q.mu.Lock()
+	same := &q.pending[0] == &first[0]
+	q.mu.Unlock()
+	if !same {
+		t.Error("the kept slice was copied")
+	}
+	second := entries("d", "e", "f", "g")
+	if q.put(second, true) {
+		t.Fatal("a queue holding instances kept the slice")
+	}
+	if got := q.len(); got != 5 {
+		t.Errorf("queue length %d, want 5", got)
+	}
+	q2 := newReportQueue("h2", rep, 2, 10, time.Second, m, slog.New(slog.DiscardHandler), time.Now)
+	third := entries("x", "y", "z")
+	if !q2.put(third, true) {
+		t.Fatal("an empty queue did not keep the slice")
+	}
+	if third[2] != nil {
+		t.Error("the instance that did not fit is still in the kept slice's array")
+	}
+	if got := metric(t, reg, "sidemix_mixer_report_instances_dropped_total", "handler", "h", "reason", reasonQueueFull); got != 2 {
+		t.Errorf("h dropped %v, want 2", got)
+	}
+	if got := metric(t, reg, "sidemix_mixer_report_instances_dropped_total", "handler", "h2", "reason", reasonQueueFull); got != 1 {
+		t.Errorf("h2 dropped %v, want 1", got)
+	}
+	q.start()
+	close(rep.gate)
+	if err := q.drain(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	batches, n := rep.delivered()
+	var got []string
+	for _, b := range batches {
+		for _, inst := range b {
+			got = append(got, inst.InstanceName())
+		}
+	}
+	if n != 5 || fmt.Sprint(got) != "[a b c d e]" {
+		t.Errorf("delivered %v, want [a b c d e]", got)
+	}
+}

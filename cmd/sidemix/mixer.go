@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"runtime"
 	"syscall"
 	"time"
 
@@ -64,6 +65,9 @@ func runMixer(ctx context.Context, e *env, args []string) error {
 	if err != nil {
 		return err
 	}
+	// The mixer serves no heap profile, and sampling its allocations for
+	// one costs ~1% of its CPU on the report path.
+	runtime.MemProfileRate = 0
 	if len(configs) == 0 {
 		return usageErrorf("--config is required")
 	}

@@ -83,9 +83,11 @@ type activation struct {
 
 	// With keepResult (a Sequence), a result's actions and their instance
 	// lists are made in acts and insts, kept from one bag to the next.
+	// matched records, by rule index, which rules matched.
 	keepResult bool
 	acts       []Action
 	insts      []template.Instance
+	matched    []bool
 }
 
 // maxKeptMaps bounds the maps an activation keeps: the report rules of a

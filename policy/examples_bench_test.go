@@ -90,7 +90,7 @@ func BenchmarkEvaluateExamplesDefaultBatch(b *testing.B) {
 		bags[i] = reportBag(i)
 	}
 	req := attribute.NewEncoder(attribute.DefaultDictionary()).EncodeBatch(bags)
-	for _, mode := range []string{"each", "sequence"} {
+	for _, mode := range []string{"decode", "each", "sequence"} {
 		b.Run(mode, func(b *testing.B) {
 			b.ReportAllocs()
 			for b.Loop() {
@@ -100,9 +100,11 @@ func BenchmarkEvaluateExamplesDefaultBatch(b *testing.B) {
 				}
 				q := s.NewSequence(policy.VarietyReport)
 				for bag, changed := range seq {
-					if mode == "each" {
+					switch mode {
+					case "decode":
+					case "each":
 						s.Evaluate(bag, policy.VarietyReport, nil)
-					} else {
+					default:
 						q.Evaluate(bag, changed)
 					}
 				}

@@ -157,7 +157,7 @@ func (s *Snapshot) deltaPlanOf(v Variety) *deltaPlan {
 func (s *Snapshot) makeDeltaPlan(v Variety) *deltaPlan {
 	p := &deltaPlan{ok: true, insts: make([]instPlan, len(s.instances)), matchBit: make([]int32, len(s.rules)), timeSlot: -1}
 	progBits := map[int][]int32{} // by program id
-	reads := map[int32]*program{}  // by bit, of the uses the plan evaluates
+	reads := map[int32]*program{} // by bit, of the uses the plan evaluates
 	var next int32
 	use := func(prg *program, bit int32) {
 		if prg != nil {

@@ -63,6 +63,7 @@ type planLeaf struct {
 	kind attribute.Kind
 	name string
 	lit  attribute.Value
+	nat  any // lit.Interface()
 }
 
 // planReadOf flattens prg.
@@ -75,11 +76,11 @@ func planReadOf(prg *program) planRead {
 	case f.kind == fastAttr:
 		r.leaves = []planLeaf{{slot: int32(f.slot), name: f.name}}
 	case f.kind == fastDefault && !f.index && f.litRawOK:
-		r.leaves = []planLeaf{{slot: int32(f.slot), name: f.name}, {slot: -1, lit: f.litRaw}}
+		r.leaves = []planLeaf{{slot: int32(f.slot), name: f.name}, {slot: -1, lit: f.litRaw, nat: f.litRaw.Interface()}}
 	case f.kind == fastTree && f.tree.plain:
 		for _, l := range f.tree.chain {
 			if l.leaf.kind == fastLiteral {
-				r.leaves = append(r.leaves, planLeaf{slot: -1, lit: l.leaf.litRaw})
+				r.leaves = append(r.leaves, planLeaf{slot: -1, lit: l.leaf.litRaw, nat: l.leaf.litRaw.Interface()})
 			} else {
 				r.leaves = append(r.leaves, planLeaf{slot: int32(l.leaf.slot), kind: l.rawKind, name: l.leaf.name})
 			}
@@ -89,31 +90,33 @@ func planReadOf(prg *program) planRead {
 }
 
 // read is the value of a plain read as the bag has it, as fastExpr.raw
-// gives it, with a.rawSlot the slot it was read from (-1: a literal); ok
-// is false when it is not one or fails (an absent attribute outside
+// gives it: a slot's (slot >= 0) or a literal leaf's (lit). v is nil when
+// r is not a plain read or it fails (an absent attribute outside
 // default(), a value of another kind).
-func (r *planRead) read(a *activation) (attribute.Value, bool) {
-	var out attribute.Value
-	found, slot := false, int32(-1)
+func (r *planRead) read(a *activation) (v *attribute.Value, slot int32, lit *planLeaf) {
 	for i := range r.leaves {
 		l := &r.leaves[i]
 		if l.slot < 0 {
-			if !found {
-				out, found, slot = l.lit, true, -1
+			if v == nil && lit == nil {
+				lit = l
 			}
 			continue
 		}
 		s := a.slotOf(int(l.slot), l.name)
-		switch k := s.raw.Kind(); {
-		case !s.found:
-		case l.kind == 0 && !rawScalar(k), l.kind != 0 && k != l.kind:
-			return attribute.Value{}, false
-		case !found:
-			out, found, slot = s.raw, true, l.slot
+		if !s.found {
+			continue
+		}
+		if k := s.raw.Kind(); l.kind == 0 && !rawScalar(k) || l.kind != 0 && k != l.kind {
+			return nil, -1, nil
+		}
+		if v == nil && lit == nil {
+			v, slot = &s.raw, l.slot
 		}
 	}
-	a.rawSlot = int(slot)
-	return out, found
+	if v == nil && lit != nil {
+		return &lit.lit, -1, lit
+	}
+	return v, slot, nil
 }
 
 // instPlan is where an instance's bits are: n of them from base (a
@@ -523,37 +526,32 @@ func (d *planned) rebuild(s *Snapshot, a *activation, in *instance, prev templat
 // read; ok is false when it fails.
 func (d *planned) native(a *activation, bit int32) (any, bool) {
 	r := &d.p.reads[bit]
-	if v, ok := d.raw(a, r); ok {
-		if a.rawSlot >= 0 && a.rawSlot < len(a.slots) {
-			s := &a.slots[a.rawSlot]
-			if !s.hasNat {
-				s.nat, s.hasNat = v.Interface(), true
-			}
-			return s.nat, true
+	if r.leaves != nil {
+		if v, slot, lit := r.read(a); lit != nil {
+			return lit.nat, true
+		} else if v != nil {
+			return a.slotNative(int(slot), v), true
 		}
-		return v.Interface(), true
+	} else if r.prg.fast != nil {
+		a.rawSlot = -1
+		if v, ok := r.prg.fast.raw(a); ok {
+			if a.rawSlot >= 0 {
+				return a.slotNative(a.rawSlot, &v), true
+			}
+			return v.Interface(), true
+		}
 	}
 	nv, err := r.prg.evalNative(a)
 	return nv, err == nil
 }
 
-// raw is prg's value as a bag value when it is a plain read
-// (fastExpr.raw), with a.rawSlot the slot it was read from (-1: a value of
-// its own); ok is false for another expression or a read that fails,
-// which evalRaw or eval say more of.
-func (d *planned) raw(a *activation, r *planRead) (attribute.Value, bool) {
-	if r.leaves != nil {
-		return r.read(a)
+// slotNative is v, the value of slot, as a Go value, boxed once per bag.
+func (a *activation) slotNative(slot int, v *attribute.Value) any {
+	s := &a.slots[slot]
+	if !s.hasNat {
+		s.nat, s.hasNat = v.Interface(), true
 	}
-	if r.prg.fast == nil {
-		return attribute.Value{}, false
-	}
-	a.rawSlot = -1
-	v, ok := r.prg.fast.raw(a)
-	if !ok {
-		a.rawSlot = -1
-	}
-	return v, ok
+	return s.nat
 }
 
 // fields is map field g for the bag, built once: prev (the bag before's)
@@ -666,12 +664,16 @@ func (d *planned) span(a *activation, in *instance, ip instPlan, prev *template.
 // spanField is keptSpan.setField without its bookkeeping: false when the
 // field fails.
 func (d *planned) spanField(a *activation, out *template.TraceSpan, i int, r *planRead) bool {
-	v, ok := d.raw(a, r)
-	if !ok {
-		var err error
-		if v, ok, err = r.prg.evalRaw(a); err != nil || !ok {
+	var v *attribute.Value
+	if r.leaves != nil {
+		v, _, _ = r.read(a)
+	}
+	if v == nil {
+		raw, ok, err := r.prg.evalRaw(a)
+		if err != nil || !ok {
 			return false
 		}
+		v = &raw
 	}
 	if v.Kind() != spanFieldKinds[i] {
 		return false

@@ -338,6 +338,9 @@ type planned struct {
 	curStep   []uint64
 	groups    []template.Fields
 	groupStep []uint64
+	// groupVals are, by group, the values of the last map field the plan
+	// built, which a copy starts from when it is the previous one.
+	groupVals [][]any
 	// pos and vals are scratch: the changed entries of a map field or
 	// span's tags.
 	pos  []int32
@@ -353,7 +356,7 @@ type planned struct {
 func newPlanned(p *deltaPlan, instances int, metrics []*template.Metric) *planned {
 	return &planned{p: p, metrics: metrics, dirty: make(bitSet, (p.bits+63)/64), cur: make([]template.Instance, instances),
 		curStep: make([]uint64, instances), groups: make([]template.Fields, len(p.groups)),
-		groupStep: make([]uint64, len(p.groups))}
+		groupStep: make([]uint64, len(p.groups)), groupVals: make([][]any, len(p.groups))}
 }
 
 // changed marks the uses of the programs that read slot.
@@ -585,14 +588,19 @@ func (d *planned) fields(a *activation, g int32, prev template.Fields) (template
 	f := prev
 	if len(d.pos) > 0 {
 		vals := a.values(int(n))
-		for i := range vals {
-			vals[i] = prev.At(i)
+		if last := d.groupVals[g]; len(last) == len(vals) && prev.Same(template.MakeFields(prev.Layout(), last)) {
+			copy(vals, last) // one barrier for all while the GC marks
+		} else {
+			for i := range vals {
+				vals[i] = prev.At(i)
+			}
 		}
 		for j, i := range d.pos {
 			vals[i] = d.vals[j]
 		}
 		clear(d.vals)
 		f = template.MakeFields(prev.Layout(), vals)
+		d.groupVals[g] = vals
 	}
 	d.groups[g], d.groupStep[g] = f, a.step
 	return f, true
@@ -667,6 +675,11 @@ func (d *planned) spanField(a *activation, out *template.TraceSpan, i int, r *pl
 	var v *attribute.Value
 	if r.leaves != nil {
 		v, _, _ = r.read(a)
+	}
+	if v == nil && r.leaves == nil && r.prg.fast != nil {
+		if raw, ok := r.prg.fast.raw(a); ok {
+			v = &raw
+		}
 	}
 	if v == nil {
 		raw, ok, err := r.prg.evalRaw(a)

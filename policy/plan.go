@@ -49,12 +49,25 @@ type deltaPlan struct {
 // planRead is a program as the plan reads it: a plain read (fastExpr.raw
 // of an attribute, or default() of attributes and literals) is its
 // leaves, laid out flat, so that reading it chases no pointers through
-// the expression's nodes; another expression is evaluated as a program
-// (prg).
+// the expression's nodes; so is a default() of plain reads and string
+// concatenations of plain reads (opts: a span's name). Another
+// expression is evaluated as a program (prg).
 type planRead struct {
 	prg    *program
-	leaves []planLeaf // nil: not a plain read
+	leaves planLeaves // nil: not a plain read
+	opts   []planOpt  // nil: not a default() of concatenations
 }
+
+// planOpt is one argument of a default() of plain reads and
+// concatenations (fastNode.strRaw): a plain read (leaves), or a
+// concatenation of plain reads (parts).
+type planOpt struct {
+	leaves planLeaves
+	parts  []planLeaves
+}
+
+// planLeaves are the leaves of a plain read (fastNode.chain).
+type planLeaves []planLeaf
 
 // planLeaf is an attribute (slot >= 0) or a literal (lit) of a plain read.
 // An attribute's value must have kind; with kind 0, any scalar kind.
@@ -74,19 +87,59 @@ func planReadOf(prg *program) planRead {
 	}
 	switch f := prg.fast; {
 	case f.kind == fastAttr:
-		r.leaves = []planLeaf{{slot: int32(f.slot), name: f.name}}
+		r.leaves = planLeaves{{slot: int32(f.slot), name: f.name}}
 	case f.kind == fastDefault && !f.index && f.litRawOK:
-		r.leaves = []planLeaf{{slot: int32(f.slot), name: f.name}, {slot: -1, lit: f.litRaw, nat: f.litRaw.Interface()}}
+		r.leaves = planLeaves{{slot: int32(f.slot), name: f.name}, {slot: -1, lit: f.litRaw, nat: f.litRaw.Interface()}}
 	case f.kind == fastTree && f.tree.plain:
-		for _, l := range f.tree.chain {
-			if l.leaf.kind == fastLiteral {
-				r.leaves = append(r.leaves, planLeaf{slot: -1, lit: l.leaf.litRaw, nat: l.leaf.litRaw.Interface()})
-			} else {
-				r.leaves = append(r.leaves, planLeaf{slot: int32(l.leaf.slot), kind: l.rawKind, name: l.leaf.name})
-			}
-		}
+		r.leaves = leavesOf(f.tree.chain)
+	case f.kind == fastTree && f.tree.strRaw:
+		r.opts, _ = optsOf(f.tree)
 	}
 	return r
+}
+
+// leavesOf is the leaves of a plain node's chain.
+func leavesOf(chain []*fastNode) planLeaves {
+	out := make(planLeaves, 0, len(chain))
+	for _, l := range chain {
+		if l.leaf.kind == fastLiteral {
+			out = append(out, planLeaf{slot: -1, lit: l.leaf.litRaw, nat: l.leaf.litRaw.Interface()})
+		} else {
+			out = append(out, planLeaf{slot: int32(l.leaf.slot), kind: l.rawKind, name: l.leaf.name})
+		}
+	}
+	return out
+}
+
+// optsOf flattens a plain or strRaw node into the arguments of a
+// default(): default(x, default(y, z)) is the first of x, y and z that
+// has a value, all three evaluated. ok is false for a concatenation of
+// other terms than plain reads.
+func optsOf(n *fastNode) (opts []planOpt, ok bool) {
+	switch {
+	case n.plain:
+		return []planOpt{{leaves: leavesOf(n.chain)}}, true
+	case n.op == fastConcat:
+		var parts []planLeaves
+		for _, t := range n.args {
+			if !t.plain {
+				return nil, false
+			}
+			parts = append(parts, leavesOf(t.chain))
+		}
+		return []planOpt{{parts: parts}}, true
+	case n.op == fastDefaultOp && n.strRaw:
+		x, ok := optsOf(n.args[0])
+		if !ok {
+			return nil, false
+		}
+		y, ok := optsOf(n.args[1])
+		if !ok {
+			return nil, false
+		}
+		return append(x, y...), true
+	}
+	return nil, false
 }
 
 // read is the value of a plain read as the bag has it, as fastExpr.raw
@@ -94,8 +147,19 @@ func planReadOf(prg *program) planRead {
 // r is not a plain read or it fails (an absent attribute outside
 // default(), a value of another kind).
 func (r *planRead) read(a *activation) (v *attribute.Value, slot int32, lit *planLeaf) {
-	for i := range r.leaves {
-		l := &r.leaves[i]
+	v, slot, lit, st := r.leaves.read(a)
+	if st != fastOK {
+		return nil, -1, nil
+	}
+	return v, slot, lit
+}
+
+// read is read of leaves, with what it found: fastOK, fastError (every
+// attribute absent, no literal) or fastGiveUp (a value of another kind).
+func (ls planLeaves) read(a *activation) (v *attribute.Value, slot int32, lit *planLeaf, st fastStatus) {
+	slot = -1
+	for i := range ls {
+		l := &ls[i]
 		if l.slot < 0 {
 			if v == nil && lit == nil {
 				lit = l
@@ -107,16 +171,68 @@ func (r *planRead) read(a *activation) (v *attribute.Value, slot int32, lit *pla
 			continue
 		}
 		if k := s.raw.Kind(); l.kind == 0 && !rawScalar(k) || l.kind != 0 && k != l.kind {
-			return nil, -1, nil
+			return nil, -1, nil, fastGiveUp
 		}
 		if v == nil && lit == nil {
 			v, slot = &s.raw, l.slot
 		}
 	}
-	if v == nil && lit != nil {
-		return &lit.lit, -1, lit
+	switch {
+	case v != nil:
+		return v, slot, nil, fastOK
+	case lit != nil:
+		return &lit.lit, -1, lit, fastOK
 	}
-	return v, slot, nil
+	return nil, -1, nil, fastError
+}
+
+// str is the value of a default() of plain reads and concatenations
+// (opts), as fastNode.stringRaw gives it: every argument, and every term
+// of a concatenation, is read, and the first argument that has a value
+// is it; slot is the slot it is (-1: a string of its own or a literal).
+// ok is false when no argument has one or one gives up: the program
+// says what it is.
+func (r *planRead) str(a *activation) (v attribute.Value, slot int32, ok bool) {
+	found := false
+	slot = -1
+	for i := range r.opts {
+		o := &r.opts[i]
+		if o.parts == nil {
+			x, xslot, _, st := o.leaves.read(a)
+			switch {
+			case st == fastGiveUp:
+				return attribute.Value{}, -1, false
+			case st == fastOK && !found:
+				v, slot, found = *x, xslot, true
+			}
+			continue
+		}
+		var parts [8]string
+		strs, size, st := parts[:0], 0, fastOK
+		for _, p := range o.parts {
+			x, _, _, pst := p.read(a)
+			switch {
+			case pst == fastGiveUp:
+				return attribute.Value{}, -1, false
+			case pst == fastError:
+				st = fastError
+			case x.Kind() != attribute.KindString:
+				return attribute.Value{}, -1, false
+			case st == fastOK:
+				strs = append(strs, x.Str())
+				size += len(x.Str())
+			}
+		}
+		if st == fastOK && !found {
+			var b strings.Builder
+			b.Grow(size)
+			for _, x := range strs {
+				b.WriteString(x)
+			}
+			v, slot, found = attribute.StringValue(b.String()), -1, true
+		}
+	}
+	return v, slot, found
 }
 
 // instPlan is where an instance's bits are: n of them from base (a
@@ -535,6 +651,13 @@ func (d *planned) native(a *activation, bit int32) (any, bool) {
 		} else if v != nil {
 			return a.slotNative(int(slot), v), true
 		}
+	} else if r.opts != nil {
+		if v, slot, ok := r.str(a); ok {
+			if slot >= 0 {
+				return a.slotNative(int(slot), &v), true
+			}
+			return v.Interface(), true
+		}
 	} else if r.prg.fast != nil {
 		a.rawSlot = -1
 		if v, ok := r.prg.fast.raw(a); ok {
@@ -676,7 +799,12 @@ func (d *planned) spanField(a *activation, out *template.TraceSpan, i int, r *pl
 	if r.leaves != nil {
 		v, _, _ = r.read(a)
 	}
-	if v == nil && r.leaves == nil && r.prg.fast != nil {
+	if v == nil && r.opts != nil {
+		if raw, _, ok := r.str(a); ok {
+			v = &raw
+		}
+	}
+	if v == nil && r.leaves == nil && r.opts == nil && r.prg.fast != nil {
 		if raw, ok := r.prg.fast.raw(a); ok {
 			v = &raw
 		}

@@ -466,6 +466,8 @@ type planned struct {
 	tags  []template.SpanTag
 	// metrics is the Sequence's, given the metrics built.
 	metrics []*template.Metric
+	// deltas counts the bags brought up to date (for tests).
+	deltas int
 }
 
 // newPlanned starts the plan's state for s's instances.
@@ -544,6 +546,7 @@ func (d *planned) evaluate(s *Snapshot, a *activation, matched []bool) (Result, 
 			}
 		}
 	}
+	d.deltas++
 	if len(a.acts) == 0 {
 		return Result{}, true
 	}

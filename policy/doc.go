@@ -174,4 +174,16 @@
 // read a changed attribute are evaluated again, found through an index
 // of the field's programs, not by a walk over all its entries; the others
 // are copied from the last build.
+//
+// After a bag whose evaluation had no errors, a Sequence does not
+// evaluate the next one's rules at all: a plan made once per snapshot
+// lists, by attribute, the uses of the programs that read it (a rule's
+// match, an instance's field, an entry of a map field, a span's field or
+// tag), and the bag's changed attributes mark the few to evaluate again.
+// The actions are the last bag's while no marked match decides otherwise;
+// an instance none of whose fields is marked is the last bag's instance
+// again (instances are read-only), another is a copy of it with the
+// marked fields evaluated, plain reads straight from the bag. A match
+// that decides otherwise, or a field that fails, makes the bag evaluated
+// as above, which reports the error as Evaluate does.
 package policy

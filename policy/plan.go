@@ -42,8 +42,11 @@ type deltaPlan struct {
 	// timeSlot is context.time's slot (-1: none), which a log entry
 	// without a timestamp expression takes its timestamp from.
 	timeSlot int
-	// reads are, by bit, the use's program as the plan reads it.
+	// reads are, by bit, the use's program as the plan reads it; lits
+	// are their literals and names the attributes' names, by slot.
 	reads []planRead
+	lits  []planLit
+	names []string
 }
 
 // planRead is a program as the plan reads it: a plain read (fastExpr.raw
@@ -69,43 +72,55 @@ type planOpt struct {
 // planLeaves are the leaves of a plain read (fastNode.chain).
 type planLeaves []planLeaf
 
-// planLeaf is an attribute (slot >= 0) or a literal (lit) of a plain read.
-// An attribute's value must have kind; with kind 0, any scalar kind.
+// planLeaf is an attribute (slot >= 0) or a literal (the plan's lits[lit])
+// of a plain read. An attribute's value must have kind; with kind 0, any
+// scalar kind. Leaves are small and the plan's are one array: a bag's
+// reads walk a few cache lines.
 type planLeaf struct {
 	slot int32
+	lit  int32
 	kind attribute.Kind
-	name string
-	lit  attribute.Value
-	nat  any // lit.Interface()
 }
 
-// planReadOf flattens prg.
-func planReadOf(prg *program) planRead {
+// planLit is a literal of a plain read, as a bag value and a Go value.
+type planLit struct {
+	val attribute.Value
+	nat any // val.Interface()
+}
+
+// readOf flattens prg.
+func (p *deltaPlan) readOf(prg *program) planRead {
 	r := planRead{prg: prg}
 	if prg == nil || prg.fast == nil {
 		return r
 	}
 	switch f := prg.fast; {
 	case f.kind == fastAttr:
-		r.leaves = planLeaves{{slot: int32(f.slot), name: f.name}}
+		r.leaves = planLeaves{{slot: int32(f.slot), lit: -1}}
 	case f.kind == fastDefault && !f.index && f.litRawOK:
-		r.leaves = planLeaves{{slot: int32(f.slot), name: f.name}, {slot: -1, lit: f.litRaw, nat: f.litRaw.Interface()}}
+		r.leaves = planLeaves{{slot: int32(f.slot), lit: -1}, p.literal(f.litRaw)}
 	case f.kind == fastTree && f.tree.plain:
-		r.leaves = leavesOf(f.tree.chain)
+		r.leaves = p.leavesOf(f.tree.chain)
 	case f.kind == fastTree && f.tree.strRaw:
-		r.opts, _ = optsOf(f.tree)
+		r.opts, _ = p.optsOf(f.tree)
 	}
 	return r
 }
 
+// literal is the leaf of literal v.
+func (p *deltaPlan) literal(v attribute.Value) planLeaf {
+	p.lits = append(p.lits, planLit{val: v, nat: v.Interface()})
+	return planLeaf{slot: -1, lit: int32(len(p.lits) - 1)}
+}
+
 // leavesOf is the leaves of a plain node's chain.
-func leavesOf(chain []*fastNode) planLeaves {
+func (p *deltaPlan) leavesOf(chain []*fastNode) planLeaves {
 	out := make(planLeaves, 0, len(chain))
 	for _, l := range chain {
 		if l.leaf.kind == fastLiteral {
-			out = append(out, planLeaf{slot: -1, lit: l.leaf.litRaw, nat: l.leaf.litRaw.Interface()})
+			out = append(out, p.literal(l.leaf.litRaw))
 		} else {
-			out = append(out, planLeaf{slot: int32(l.leaf.slot), kind: l.rawKind, name: l.leaf.name})
+			out = append(out, planLeaf{slot: int32(l.leaf.slot), lit: -1, kind: l.rawKind})
 		}
 	}
 	return out
@@ -115,25 +130,25 @@ func leavesOf(chain []*fastNode) planLeaves {
 // default(): default(x, default(y, z)) is the first of x, y and z that
 // has a value, all three evaluated. ok is false for a concatenation of
 // other terms than plain reads.
-func optsOf(n *fastNode) (opts []planOpt, ok bool) {
+func (p *deltaPlan) optsOf(n *fastNode) (opts []planOpt, ok bool) {
 	switch {
 	case n.plain:
-		return []planOpt{{leaves: leavesOf(n.chain)}}, true
+		return []planOpt{{leaves: p.leavesOf(n.chain)}}, true
 	case n.op == fastConcat:
 		var parts []planLeaves
 		for _, t := range n.args {
 			if !t.plain {
 				return nil, false
 			}
-			parts = append(parts, leavesOf(t.chain))
+			parts = append(parts, p.leavesOf(t.chain))
 		}
 		return []planOpt{{parts: parts}}, true
 	case n.op == fastDefaultOp && n.strRaw:
-		x, ok := optsOf(n.args[0])
+		x, ok := p.optsOf(n.args[0])
 		if !ok {
 			return nil, false
 		}
-		y, ok := optsOf(n.args[1])
+		y, ok := p.optsOf(n.args[1])
 		if !ok {
 			return nil, false
 		}
@@ -142,31 +157,59 @@ func optsOf(n *fastNode) (opts []planOpt, ok bool) {
 	return nil, false
 }
 
+// compact moves the leaves of every read into one array, in the order of
+// the bits (a map field's entries are consecutive bits).
+func (p *deltaPlan) compact() {
+	n := 0
+	each := func(f func(*planLeaves)) {
+		for i := range p.reads {
+			r := &p.reads[i]
+			f(&r.leaves)
+			for j := range r.opts {
+				f(&r.opts[j].leaves)
+				for k := range r.opts[j].parts {
+					f(&r.opts[j].parts[k])
+				}
+			}
+		}
+	}
+	each(func(ls *planLeaves) { n += len(*ls) })
+	all := make(planLeaves, 0, n)
+	each(func(ls *planLeaves) {
+		if *ls != nil {
+			start := len(all)
+			all = append(all, *ls...)
+			*ls = all[start:len(all):len(all)]
+		}
+	})
+}
+
 // read is the value of a plain read as the bag has it, as fastExpr.raw
-// gives it: a slot's (slot >= 0) or a literal leaf's (lit). v is nil when
-// r is not a plain read or it fails (an absent attribute outside
-// default(), a value of another kind).
-func (r *planRead) read(a *activation) (v *attribute.Value, slot int32, lit *planLeaf) {
-	v, slot, lit, st := r.leaves.read(a)
+// gives it: a slot's (slot >= 0) or a literal's (lit). v is nil when r is
+// not a plain read or it fails (an absent attribute outside default(), a
+// value of another kind).
+func (p *deltaPlan) read(a *activation, r *planRead) (v *attribute.Value, slot int32, lit *planLit) {
+	v, slot, lit, st := p.readLeaves(a, r.leaves)
 	if st != fastOK {
 		return nil, -1, nil
 	}
 	return v, slot, lit
 }
 
-// read is read of leaves, with what it found: fastOK, fastError (every
-// attribute absent, no literal) or fastGiveUp (a value of another kind).
-func (ls planLeaves) read(a *activation) (v *attribute.Value, slot int32, lit *planLeaf, st fastStatus) {
+// readLeaves is read of leaves, with what it found: fastOK, fastError
+// (every attribute absent, no literal) or fastGiveUp (a value of another
+// kind).
+func (p *deltaPlan) readLeaves(a *activation, ls planLeaves) (v *attribute.Value, slot int32, lit *planLit, st fastStatus) {
 	slot = -1
 	for i := range ls {
 		l := &ls[i]
 		if l.slot < 0 {
 			if v == nil && lit == nil {
-				lit = l
+				lit = &p.lits[l.lit]
 			}
 			continue
 		}
-		s := a.slotOf(int(l.slot), l.name)
+		s := a.slotOf(int(l.slot), p.names[l.slot])
 		if !s.found {
 			continue
 		}
@@ -181,7 +224,7 @@ func (ls planLeaves) read(a *activation) (v *attribute.Value, slot int32, lit *p
 	case v != nil:
 		return v, slot, nil, fastOK
 	case lit != nil:
-		return &lit.lit, -1, lit, fastOK
+		return &lit.val, -1, lit, fastOK
 	}
 	return nil, -1, nil, fastError
 }
@@ -192,13 +235,13 @@ func (ls planLeaves) read(a *activation) (v *attribute.Value, slot int32, lit *p
 // is it; slot is the slot it is (-1: a string of its own or a literal).
 // ok is false when no argument has one or one gives up: the program
 // says what it is.
-func (r *planRead) str(a *activation) (v attribute.Value, slot int32, ok bool) {
+func (p *deltaPlan) str(a *activation, r *planRead) (v attribute.Value, slot int32, ok bool) {
 	found := false
 	slot = -1
 	for i := range r.opts {
 		o := &r.opts[i]
 		if o.parts == nil {
-			x, xslot, _, st := o.leaves.read(a)
+			x, xslot, _, st := p.readLeaves(a, o.leaves)
 			switch {
 			case st == fastGiveUp:
 				return attribute.Value{}, -1, false
@@ -209,8 +252,8 @@ func (r *planRead) str(a *activation) (v attribute.Value, slot int32, ok bool) {
 		}
 		var parts [8]string
 		strs, size, st := parts[:0], 0, fastOK
-		for _, p := range o.parts {
-			x, _, _, pst := p.read(a)
+		for _, part := range o.parts {
+			x, _, _, pst := p.readLeaves(a, part)
 			switch {
 			case pst == fastGiveUp:
 				return attribute.Value{}, -1, false
@@ -357,8 +400,17 @@ func (s *Snapshot) makeDeltaPlan(v Variety) *deltaPlan {
 	}
 	p.bits = int(next)
 	p.reads = make([]planRead, p.bits)
-	for bit, prg := range reads {
-		p.reads[bit] = planReadOf(prg)
+	for bit := range p.reads {
+		if prg := reads[int32(bit)]; prg != nil {
+			p.reads[bit] = p.readOf(prg)
+		}
+	}
+	p.compact()
+	p.names = make([]string, len(s.readers))
+	for name, slot := range s.slots {
+		if slot < len(p.names) {
+			p.names[slot] = name
+		}
 	}
 	p.bySlot = make([][]int32, len(s.readers))
 	for slot, ids := range s.readers {
@@ -478,11 +530,14 @@ func newPlanned(p *deltaPlan, instances int, metrics []*template.Metric) *planne
 }
 
 // changed marks the uses of the programs that read slot.
-func (d *planned) changed(slot int) {
-	if slot < len(d.p.bySlot) {
+// Read once here, a bag's changed values are at hand for every use,
+// instead of looked up by the first.
+func (d *planned) changed(a *activation, slot int) {
+	if slot < len(d.p.bySlot) && len(d.p.bySlot[slot]) > 0 {
 		for _, b := range d.p.bySlot[slot] {
 			d.dirty.set(b)
 		}
+		a.readSlot(slot, d.p.names[slot])
 	}
 }
 
@@ -649,13 +704,13 @@ func (d *planned) rebuild(s *Snapshot, a *activation, in *instance, prev templat
 func (d *planned) native(a *activation, bit int32) (any, bool) {
 	r := &d.p.reads[bit]
 	if r.leaves != nil {
-		if v, slot, lit := r.read(a); lit != nil {
+		if v, slot, lit := d.p.read(a, r); lit != nil {
 			return lit.nat, true
 		} else if v != nil {
 			return a.slotNative(int(slot), v), true
 		}
 	} else if r.opts != nil {
-		if v, slot, ok := r.str(a); ok {
+		if v, slot, ok := d.p.str(a, r); ok {
 			if slot >= 0 {
 				return a.slotNative(int(slot), &v), true
 			}
@@ -800,10 +855,10 @@ func (d *planned) span(a *activation, in *instance, ip instPlan, prev *template.
 func (d *planned) spanField(a *activation, out *template.TraceSpan, i int, r *planRead) bool {
 	var v *attribute.Value
 	if r.leaves != nil {
-		v, _, _ = r.read(a)
+		v, _, _ = d.p.read(a, r)
 	}
 	if v == nil && r.opts != nil {
-		if raw, _, ok := r.str(a); ok {
+		if raw, _, ok := d.p.str(a, r); ok {
 			v = &raw
 		}
 	}

@@ -81,9 +81,9 @@ func (q *Sequence) Evaluate(bag *attribute.Bag, changed []string) Result {
 		if q.d != nil {
 			clear(q.d.dirty)
 		}
+		a.bag = bag
 		q.forget(changed)
 		a.step++
-		a.bag = bag
 		if q.d != nil && q.d.ok {
 			if res, ok := q.d.evaluate(s, a, a.matched); ok {
 				q.kept = len(a.resolved) == 0
@@ -158,7 +158,7 @@ func (q *Sequence) forget(changed []string) {
 			a.slots[slot].forget()
 		}
 		if q.d != nil {
-			q.d.changed(slot)
+			q.d.changed(a, slot)
 		}
 		for _, id := range q.s.readers[slot] {
 			if id < len(a.memo) {

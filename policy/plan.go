@@ -617,7 +617,9 @@ func (d *planned) rebuild(s *Snapshot, a *activation, in *instance, prev templat
 	grp := ip.group >= 0 && d.dirty.any(d.p.groups[ip.group].base, int32(len(d.p.groups[ip.group].progs)))
 	now := false // a log entry's timestamp is the clock's
 	if in.template == template.LogEntryName && in.timestamp == nil {
-		now = d.p.timeSlot < 0 || !a.slotOf(d.p.timeSlot, attribute.ContextTime).found
+		// As build: the clock's unless context.time is a timestamp.
+		ct := d.p.timeSlot >= 0 && a.slotOf(d.p.timeSlot, attribute.ContextTime).found
+		now = !ct || a.slots[d.p.timeSlot].raw.Kind() != attribute.KindTimestamp
 	}
 	if !own && !grp && !now {
 		return prev, true

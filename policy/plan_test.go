@@ -75,7 +75,9 @@ spec:
   actions:
   - {handler: sink, instances: [s, l]}
 `
-	s, err := LoadSources(map[string][]byte{"plan.yaml": []byte(cfg)}, Options{Adapters: testRegistry()})
+	clock := time.Unix(1_800_000_000, 0).UTC()
+	s, err := LoadSources(map[string][]byte{"plan.yaml": []byte(cfg)}, Options{Adapters: testRegistry(),
+		Now: func() time.Time { return clock }})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -108,6 +110,11 @@ spec:
 		{set: func(b *attribute.Builder) { next(b); b.SetString(attribute.RequestPath, "/b") }, changed: with(attribute.RequestPath)},
 		{set: next, changed: with(), delta: true},
 		{set: func(b *attribute.Builder) { next(b); b.SetString(attribute.RequestMethod, "PUT") }, changed: with(attribute.RequestMethod), delta: true},
+		// A log entry's timestamp is the clock's while context.time is
+		// absent or not a timestamp.
+		{set: func(b *attribute.Builder) { next(b); b.Delete(attribute.ContextTime) }, changed: with(), delta: true},
+		{set: func(b *attribute.Builder) { next(b); b.SetString(attribute.ContextTime, "now") }, changed: with(), delta: true},
+		{set: next, changed: with(), delta: true},
 	}
 	b := attribute.NewBuilder(16).SetString(attribute.RequestPath, "/a").SetString(attribute.RequestTraceID, "trace").
 		SetBool(attribute.RequestTraceSampled, true).SetInt64(attribute.ResponseCode, 200)
@@ -121,6 +128,7 @@ spec:
 		if q.d != nil {
 			deltas = q.d.deltas
 		}
+		clock = clock.Add(time.Second)
 		got := q.Evaluate(bag, st.changed)
 		if did := q.d.deltas > deltas; did != st.delta {
 			t.Errorf("step %d: brought up to date %v, want %v", i, did, st.delta)

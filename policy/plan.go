@@ -292,7 +292,6 @@ type instPlan struct {
 type groupPlan struct {
 	base   int32
 	progs  []namedProgram
-	field  string
 	scalar bool
 }
 
@@ -327,7 +326,7 @@ func (s *Snapshot) makeDeltaPlan(v Variety) *deltaPlan {
 			reads[bit] = prg
 		}
 	}
-	group := func(progs []namedProgram, field string, scalar bool) int32 {
+	group := func(progs []namedProgram, scalar bool) int32 {
 		if len(progs) == 0 {
 			return -1
 		}
@@ -336,7 +335,7 @@ func (s *Snapshot) makeDeltaPlan(v Variety) *deltaPlan {
 				return int32(i)
 			}
 		}
-		g := groupPlan{base: next, progs: progs, field: field, scalar: scalar}
+		g := groupPlan{base: next, progs: progs, scalar: scalar}
 		for i, np := range progs {
 			use(np.program, next+int32(i))
 		}
@@ -378,9 +377,9 @@ func (s *Snapshot) makeDeltaPlan(v Variety) *deltaPlan {
 		next += ip.n
 		switch in.template {
 		case template.MetricName:
-			ip.group = group(in.dimensions, "spec.params.dimensions", true)
+			ip.group = group(in.dimensions, true)
 		case template.LogEntryName:
-			ip.group = group(in.variables, "spec.params.variables", false)
+			ip.group = group(in.variables, false)
 		}
 		p.insts[in.index] = ip
 	}
@@ -529,9 +528,8 @@ func newPlanned(p *deltaPlan, instances int, metrics []*template.Metric) *planne
 		groupStep: make([]uint64, len(p.groups)), groupVals: make([][]any, len(p.groups))}
 }
 
-// changed marks the uses of the programs that read slot.
-// Read once here, a bag's changed values are at hand for every use,
-// instead of looked up by the first.
+// changed marks the uses of the programs that read slot, and reads the
+// slot's value for the bag: read once here, it is at hand for every use.
 func (d *planned) changed(a *activation, slot int) {
 	if slot < len(d.p.bySlot) && len(d.p.bySlot[slot]) > 0 {
 		for _, b := range d.p.bySlot[slot] {

@@ -154,7 +154,8 @@
 // load: a bag that changes a few of them (an access log's request id, path
 // and sizes) costs a copy of the last values with those set, and adapters
 // read them by position. Metric and logentry instances, and their values'
-// slices, are cut from slabs the activation allocates now and then.
+// slices, are cut from slabs the activation allocates now and then; so
+// are the boxes of the strings and numbers a field takes from the bag.
 //
 // A field that is a plain read — an attribute, or default() of attributes
 // and literals — or a concatenation of such reads (or default() of such

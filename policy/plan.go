@@ -714,7 +714,7 @@ func (d *planned) native(a *activation, bit int32) (any, bool) {
 			if slot >= 0 {
 				return a.slotNative(int(slot), &v), true
 			}
-			return v.Interface(), true
+			return a.box(&v), true
 		}
 	} else if r.prg.fast != nil {
 		a.rawSlot = -1
@@ -722,7 +722,7 @@ func (d *planned) native(a *activation, bit int32) (any, bool) {
 			if a.rawSlot >= 0 {
 				return a.slotNative(a.rawSlot, &v), true
 			}
-			return v.Interface(), true
+			return a.box(&v), true
 		}
 	}
 	nv, err := r.prg.evalNative(a)
@@ -733,7 +733,7 @@ func (d *planned) native(a *activation, bit int32) (any, bool) {
 func (a *activation) slotNative(slot int, v *attribute.Value) any {
 	s := &a.slots[slot]
 	if !s.hasNat {
-		s.nat, s.hasNat = v.Interface(), true
+		s.nat, s.hasNat = a.box(v), true
 	}
 	return s.nat
 }

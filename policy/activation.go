@@ -66,6 +66,9 @@ type activation struct {
 	// from, the same way.
 	metrics []template.Metric
 	logs    []template.LogEntry
+	// strBoxes and numBoxes are where box copies strings and numbers.
+	strBoxes []string
+	numBoxes []uint64
 	// stamps counts the memo entries made (memoEntry.stamp).
 	stamps uint64
 	// spans are the last spans buildTraceSpan built, kept like kept.
@@ -83,9 +86,11 @@ type activation struct {
 
 	// With keepResult (a Sequence), a result's actions and their instance
 	// lists are made in acts and insts, kept from one bag to the next.
+	// matched records, by rule index, which rules matched.
 	keepResult bool
 	acts       []Action
 	insts      []template.Instance
+	matched    []bool
 }
 
 // maxKeptMaps bounds the maps an activation keeps: the report rules of a
@@ -275,13 +280,9 @@ func (s *slotAttr) forget() { s.done, s.hasVal, s.hasNat = false, false, false }
 // boxed once per slot when raw is a slot's value.
 func (a *activation) rawNative(m *memoEntry, raw attribute.Value) any {
 	if m.rawSlot <= 0 || m.rawSlot > len(a.slots) {
-		return raw.Interface()
+		return a.box(&raw)
 	}
-	s := &a.slots[m.rawSlot-1]
-	if !s.hasNat {
-		s.nat, s.hasNat = raw.Interface(), true
-	}
-	return s.nat
+	return a.slotNative(m.rawSlot-1, &raw)
 }
 
 // slotOf reads a declared attribute whose slot is known, once per bag,

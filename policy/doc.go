@@ -154,7 +154,8 @@
 // load: a bag that changes a few of them (an access log's request id, path
 // and sizes) costs a copy of the last values with those set, and adapters
 // read them by position. Metric and logentry instances, and their values'
-// slices, are cut from slabs the activation allocates now and then.
+// slices, are cut from slabs the activation allocates now and then; so
+// are the boxes of the strings and numbers a field takes from the bag.
 //
 // A field that is a plain read — an attribute, or default() of attributes
 // and literals — or a concatenation of such reads (or default() of such
@@ -174,4 +175,16 @@
 // read a changed attribute are evaluated again, found through an index
 // of the field's programs, not by a walk over all its entries; the others
 // are copied from the last build.
+//
+// After a bag whose evaluation had no errors, a Sequence does not
+// evaluate the next one's rules at all: a plan made once per snapshot
+// lists, by attribute, the uses of the programs that read it (a rule's
+// match, an instance's field, an entry of a map field, a span's field or
+// tag), and the bag's changed attributes mark the few to evaluate again.
+// The actions are the last bag's while no marked match decides otherwise;
+// an instance none of whose fields is marked is the last bag's instance
+// again (instances are read-only), another is a copy of it with the
+// marked fields evaluated, plain reads straight from the bag. A match
+// that decides otherwise, or a field that fails, makes the bag evaluated
+// as above, which reports the error as Evaluate does.
 package policy

@@ -40,6 +40,9 @@ type Sequence struct {
 	// the names costs less than looking each up.
 	names []string
 	slots []int
+	// d brings the previous bag's result up to date for a bag that
+	// changed a few attributes (deltaPlan).
+	d *planned
 }
 
 // NewSequence starts a sequence of evaluations of variety v.
@@ -75,15 +78,34 @@ func (q *Sequence) Evaluate(bag *attribute.Bag, changed []string) Result {
 		a.step += 2
 	default:
 		a.forgotten = a.forgotten[:0]
+		if q.d != nil {
+			clear(q.d.dirty)
+		}
+		a.bag = bag
 		q.forget(changed)
 		a.step++
+		if q.d != nil && q.d.ok {
+			if res, ok := q.d.evaluate(s, a, a.matched); ok {
+				q.kept = len(a.resolved) == 0
+				clear(a.resolved)
+				a.resolved = a.resolved[:0]
+				a.absent = false
+				return res
+			}
+		}
 		a.delta = true
 	}
 	if q.metrics == nil {
 		q.metrics = make([]*template.Metric, len(s.instances))
 	}
+	if q.d == nil {
+		q.d = newPlanned(s.deltaPlanOf(q.v), len(s.instances), q.metrics)
+	}
 	a.bag = bag
 	a.keepResult = true
+	if len(a.matched) != len(s.rules) {
+		a.matched = make([]bool, len(s.rules))
+	}
 	a.insts = a.insts[:0]
 	for i, m := range q.metrics {
 		if m != nil {
@@ -103,6 +125,7 @@ func (q *Sequence) Evaluate(bag *attribute.Bag, changed []string) Result {
 	// What an undeclared name resolved to is not tracked by slot: start
 	// afresh after one.
 	q.kept = len(a.resolved) == 0
+	q.d.learn(s, q.v, res, a.matched)
 	a.delta = false
 	a.forgetBuilt()
 	return res
@@ -133,6 +156,9 @@ func (q *Sequence) forget(changed []string) {
 		}
 		if slot < len(a.slots) {
 			a.slots[slot].forget()
+		}
+		if q.d != nil {
+			q.d.changed(a, slot)
 		}
 		for _, id := range q.s.readers[slot] {
 			if id < len(a.memo) {

@@ -39,6 +39,8 @@ type Snapshot struct {
 	// metricsOf lists, by program id, the metric instances that program
 	// is a field of (Sequence).
 	metricsOf [][]int
+	// plans are the Sequences' deltaPlans, by variety.
+	plans [len(rule{}.byVariety)]planCache
 }
 
 // HandlerConfig is a configured adapter: what the mixer needs to create the
@@ -261,7 +263,7 @@ func (s *Snapshot) evaluate(a *activation, v Variety) Result {
 	if a.keepResult {
 		res.Actions = a.acts[:0]
 	}
-	for _, r := range s.rules {
+	for ri, r := range s.rules {
 		acts := r.byVariety[v]
 		headers := v == VarietyCheck && (len(r.requestOps) > 0 || len(r.responseOps) > 0)
 		if len(acts) == 0 && !headers {
@@ -274,8 +276,14 @@ func (s *Snapshot) evaluate(a *activation, v Variety) Result {
 				continue
 			}
 			if out != types.True {
+				if a.keepResult {
+					a.matched[ri] = false
+				}
 				continue
 			}
+		}
+		if a.keepResult {
+			a.matched[ri] = true
 		}
 		for _, va := range acts {
 			var insts []template.Instance

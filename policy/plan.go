@@ -877,45 +877,7 @@ func (d *planned) spanField(a *activation, out *template.TraceSpan, i int, r *pl
 	if v.Kind() != spanFieldKinds[i] {
 		return false
 	}
-	switch i {
-	case 0:
-		out.TraceID = v.Str()
-	case 1:
-		out.SpanID = v.Str()
-	case 2:
-		out.ParentSpanID = v.Str()
-	case 3:
-		out.TraceState = v.Str()
-	case 4:
-		out.SpanName = v.Str()
-	case 5:
-		out.StartTime = v.Time()
-	case 6:
-		out.EndTime = v.Time()
-	case 7:
-		return planOneOf(v.Str(), &out.SpanKind, spanKinds)
-	case 8:
-		return planOneOf(v.Str(), &out.Status, spanStatuses)
-	case 9:
-		out.StatusMessage = v.Str()
-	case 10:
-		out.HTTPStatusCode = v.Int64()
-	case 11:
-		out.SourceName = v.Str()
-	case 12:
-		out.DestinationName = v.Str()
-	}
-	return true
-}
-
-// planOneOf is oneOf without its error.
-func planOneOf(s string, dst *string, allowed []string) bool {
-	v := strings.ToLower(s)
-	if !slices.Contains(allowed, v) {
-		return false
-	}
-	*dst = v
-	return true
+	return putSpanField(out, i, v)
 }
 
 // tag is a span tag's value (keptSpan.tagValue); false when it fails.

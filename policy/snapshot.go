@@ -832,6 +832,17 @@ func (k *keptSpan) setField(a *activation, in *instance, out *template.TraceSpan
 		return &EvalError{Instance: in.name, Field: spanFieldNames[i],
 			Err: fmt.Errorf("value has type %s, want %s", prg.typeName(a), spanFieldTypes[want])}
 	}
+	if !putSpanField(out, i, &v) {
+		return oneOf(in, i, v.Str(), spanFieldAllowed(i))
+	}
+	return nil
+}
+
+// putSpanField sets field i of a tracespan (in buildTraceSpan's order)
+// to v, of the field's kind (spanFieldKinds). It reports false, setting
+// nothing, when a spanKind or status is not one of its allowed values
+// (spanFieldAllowed).
+func putSpanField(out *template.TraceSpan, i int, v *attribute.Value) bool {
 	switch i {
 	case 0:
 		out.TraceID = v.Str()
@@ -848,9 +859,9 @@ func (k *keptSpan) setField(a *activation, in *instance, out *template.TraceSpan
 	case 6:
 		out.EndTime = v.Time()
 	case 7:
-		return oneOf(in, i, v.Str(), &out.SpanKind, spanKinds)
+		return lowerOneOf(v.Str(), &out.SpanKind, spanKinds)
 	case 8:
-		return oneOf(in, i, v.Str(), &out.Status, spanStatuses)
+		return lowerOneOf(v.Str(), &out.Status, spanStatuses)
 	case 9:
 		out.StatusMessage = v.Str()
 	case 10:
@@ -860,18 +871,35 @@ func (k *keptSpan) setField(a *activation, in *instance, out *template.TraceSpan
 	case 12:
 		out.DestinationName = v.Str()
 	}
+	return true
+}
+
+// spanFieldAllowed is the values span field i may take (nil: any).
+func spanFieldAllowed(i int) []string {
+	switch i {
+	case 7:
+		return spanKinds
+	case 8:
+		return spanStatuses
+	}
 	return nil
 }
 
-// oneOf sets *dst to s in lower case, which must be one of allowed.
-func oneOf(in *instance, i int, s string, dst *string, allowed []string) *EvalError {
+// lowerOneOf sets *dst to s in lower case when that is one of allowed.
+func lowerOneOf(s string, dst *string, allowed []string) bool {
 	v := strings.ToLower(s)
 	if !slices.Contains(allowed, v) {
-		return &EvalError{Instance: in.name, Field: spanFieldNames[i],
-			Err: fmt.Errorf("%q is not one of %s", s, strings.Join(allowed, ", "))}
+		return false
 	}
 	*dst = v
-	return nil
+	return true
+}
+
+// oneOf is the error of span field i, whose value s is not one of
+// allowed.
+func oneOf(in *instance, i int, s string, allowed []string) *EvalError {
+	return &EvalError{Instance: in.name, Field: spanFieldNames[i],
+		Err: fmt.Errorf("%q is not one of %s", s, strings.Join(allowed, ", "))}
 }
 
 // spanFields is how many fields of a tracespan have programs, in the

@@ -158,17 +158,7 @@ func (enc *Encoder) appendEntry(b []byte, e *template.LogEntry, now time.Time, f
 			}
 			runFrom, runTo = 0, 0
 		}
-		b = append(b, st.key...)
-		switch st.field {
-		case fieldInstance:
-			b = AppendString(b, e.Name)
-		case fieldSeverity:
-			b = AppendString(b, sev)
-		case fieldTime:
-			b = enc.clock.appendTime(b, ts)
-		default:
-			b = enc.appendValue(b, e.Variables.At(st.field))
-		}
+		b = enc.appendStep(b, &enc.plan[i], e, sev, ts)
 		if forLine {
 			enc.ends[i] = len(b) - base
 		}
@@ -237,20 +227,24 @@ func (enc *Encoder) appendChanged(b []byte, e *template.LogEntry, sev string, ts
 			return append(b, '}')
 		}
 		st := &plan[i]
-		b = append(b, st.key...)
-		switch st.field {
-		case fieldInstance:
-			b = AppendString(b, e.Name)
-		case fieldSeverity:
-			b = AppendString(b, sev)
-		case fieldTime:
-			b = enc.clock.appendTime(b, ts)
-		default:
-			b = enc.appendValue(b, e.Variables.At(st.field))
-		}
+		b = enc.appendStep(b, st, e, sev, ts)
 		ends[i] = len(b) - base
 		next = i + 1
 	}
+}
+
+// appendStep writes one member of an entry's line: st's key and value.
+func (enc *Encoder) appendStep(b []byte, st *step, e *template.LogEntry, sev string, ts time.Time) []byte {
+	b = append(b, st.key...)
+	switch st.field {
+	case fieldInstance:
+		return AppendString(b, e.Name)
+	case fieldSeverity:
+		return AppendString(b, sev)
+	case fieldTime:
+		return enc.clock.appendTime(b, ts)
+	}
+	return enc.appendValue(b, e.Variables.At(st.field))
 }
 
 // sameValue reports whether template values x and y are written alike

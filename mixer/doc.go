@@ -14,7 +14,7 @@
 //	err = srv.Shutdown(ctx)      // on SIGTERM
 //
 // `sidemix mixer` sets the garbage collector for a dedicated server
-// (--gc-percent, default 800, unless GOGC is set; --memory-limit as
+// (--gc-percent, default 400, unless GOGC is set; --memory-limit as
 // GOMEMLIMIT): the Check path allocates per request, and at Go's default
 // of 100 collecting that garbage is about a quarter of a busy mixer's CPU.
 //

@@ -12,17 +12,12 @@ import (
 // GOGC environment variable says otherwise. The mixer's live heap is small
 // (the config snapshot, counters, queues, memquota's deduplication
 // records), so at Go's default of 100 it collects every few MB of garbage,
-// which under Check load is many times a second and ~25% of its CPU. A
-// collection's cost is about that of marking the live heap, whatever the
-// setting: at 800 the heap may grow to nine times the live heap between
-// collections instead of twice, for an eighth of the collections. Under
-// report load (reportbench -rate 4000, a live heap of ~13 MB) 400 -> 800
-// took the collector from 3.5 to 1.4 ms of CPU per second (~4% of the
-// mixer's) and the RSS from ~103 to ~162 MB; under memquota Check load,
-// whose deduplication records are most of the live heap, the RSS grows
-// in proportion (~55 MB at 100, 100-140 at 400; benchmarks/README.md,
-// "Policy path"). --memory-limit (GOMEMLIMIT) caps it.
-const defaultGCPercent = 800
+// which under Check load is many times a second and ~25% of its CPU; at
+// 400 the heap may grow to five times the live heap between collections
+// instead of twice, for a fourth of the collections: +10 MiB of RSS under
+// redisquota load, about twice the RSS under memquota load
+// (benchmarks/README.md, "Policy path").
+const defaultGCPercent = 400
 
 // gcSettings are the mixer's garbage collector knobs: a dedicated server
 // trades a few MB of heap for CPU.

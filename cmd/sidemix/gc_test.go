@@ -3,7 +3,6 @@ package main
 import (
 	"math"
 	"runtime/debug"
-	"strconv"
 	"strings"
 	"testing"
 )
@@ -25,7 +24,7 @@ func TestGCSettings(t *testing.T) {
 		wantPercent string
 		wantLimit   string
 	}{
-		{name: "default", start: 100, wantPercent: strconv.Itoa(defaultGCPercent), wantLimit: "none"},
+		{name: "default", start: 100, wantPercent: "400", wantLimit: "none"},
 		{name: "GOGC from the environment is kept", env: map[string]string{"GOGC": "150"}, start: 150, wantPercent: "150", wantLimit: "none"},
 		{name: "flag wins over GOGC", g: gcSettings{percent: 200, percentSet: true}, env: map[string]string{"GOGC": "150"}, start: 150, wantPercent: "200", wantLimit: "none"},
 		{name: "off with a limit", g: gcSettings{percent: -1, percentSet: true, limit: "64MiB"}, start: 100, wantPercent: "off", wantLimit: "67108864"},

@@ -762,7 +762,7 @@ func (d *planned) fields(a *activation, g int32, prev template.Fields) (template
 				return template.Fields{}, false
 			}
 		}
-		if !sameNative(nv, prev.At(int(i))) {
+		if !template.SameValue(nv, prev.At(int(i))) {
 			d.pos, d.vals = append(d.pos, i), append(d.vals, nv)
 		}
 	}
@@ -787,32 +787,6 @@ func (d *planned) fields(a *activation, g int32, prev template.Fields) (template
 	return f, true
 }
 
-// sameNative reports whether x and y are the same scalar Go value (of the
-// kinds native makes); anything else is never the same.
-func sameNative(x, y any) bool {
-	switch x := x.(type) {
-	case string:
-		y, ok := y.(string)
-		return ok && x == y
-	case int64:
-		y, ok := y.(int64)
-		return ok && x == y
-	case float64:
-		y, ok := y.(float64)
-		return ok && x == y // NaN: never the same
-	case bool:
-		y, ok := y.(bool)
-		return ok && x == y
-	case time.Duration:
-		y, ok := y.(time.Duration)
-		return ok && x == y
-	case time.Time:
-		y, ok := y.(time.Time)
-		return ok && x == y // the same instant and location
-	}
-	return false
-}
-
 // span is tracespan in for the bag: a copy of prev with the fields and
 // tags that read a changed attribute evaluated again.
 func (d *planned) span(a *activation, in *instance, ip instPlan, prev *template.TraceSpan) (template.Instance, bool) {
@@ -835,7 +809,7 @@ func (d *planned) span(a *activation, in *instance, ip instPlan, prev *template.
 		if !ok {
 			return nil, false
 		}
-		if !sameNative(nv, prev.SpanTags[i].Value) {
+		if !template.SameValue(nv, prev.SpanTags[i].Value) {
 			d.pos, d.vals = append(d.pos, i), append(d.vals, nv)
 		}
 	}

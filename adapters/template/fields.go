@@ -4,7 +4,9 @@ import (
 	"fmt"
 	"iter"
 	"maps"
+	"math"
 	"slices"
+	"time"
 )
 
 // Fields are the named values of a Metric's dimensions or a LogEntry's
@@ -155,4 +157,34 @@ func (f Fields) Map() map[string]any {
 func (f Fields) Same(g Fields) bool {
 	return f.layout == g.layout && len(f.vals) == len(g.vals) &&
 		(len(f.vals) == 0 || &f.vals[0] == &g.vals[0])
+}
+
+// SameValue reports whether x and y are the same scalar value, bit for
+// bit, so that they are written alike: strings, int64, float64 (by bits:
+// -0 is not 0), bool, time.Duration, time.Time (the same instant and
+// location) and nil. Other values (bytes, maps) are never the same.
+func SameValue(x, y any) bool {
+	switch a := x.(type) {
+	case string:
+		b, ok := y.(string)
+		return ok && a == b
+	case int64:
+		b, ok := y.(int64)
+		return ok && a == b
+	case time.Duration:
+		b, ok := y.(time.Duration)
+		return ok && a == b
+	case bool:
+		b, ok := y.(bool)
+		return ok && a == b
+	case float64:
+		b, ok := y.(float64)
+		return ok && math.Float64bits(a) == math.Float64bits(b)
+	case time.Time:
+		b, ok := y.(time.Time)
+		return ok && a == b
+	case nil:
+		return y == nil
+	}
+	return false
 }

@@ -2,8 +2,10 @@ package template_test
 
 import (
 	"maps"
+	"math"
 	"reflect"
 	"testing"
+	"time"
 
 	"github.com/sidemix/sidemix/adapters/template"
 )
@@ -97,4 +99,26 @@ func mustPanic(t *testing.T, what string, f func()) {
 		}
 	}()
 	f()
+}
+
+func TestSameValue(t *testing.T) {
+	at := time.Unix(1_700_000_000, 5).UTC()
+	nan := math.NaN()
+	for _, c := range []struct {
+		x, y any
+		want bool
+	}{
+		{"a", "a", true}, {"a", "b", false}, {"1", int64(1), false},
+		{int64(300), int64(300), true}, {int64(300), int64(301), false},
+		{1.5, 1.5, true}, {0.0, math.Copysign(0, -1), false}, {nan, nan, true},
+		{true, true, true}, {true, false, false},
+		{time.Second, time.Second, true}, {time.Second, int64(time.Second), false},
+		{at, at, true}, {at, at.Local(), false}, {at, at.Add(1), false},
+		{nil, nil, true}, {nil, "", false},
+		{[]byte("a"), []byte("a"), false},
+	} {
+		if got := template.SameValue(c.x, c.y); got != c.want {
+			t.Errorf("SameValue(%#v, %#v) = %v, want %v", c.x, c.y, got, c.want)
+		}
+	}
 }

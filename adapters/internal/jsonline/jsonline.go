@@ -140,7 +140,7 @@ func (enc *Encoder) appendEntry(b []byte, e *template.LogEntry, now time.Time, f
 			default:
 				if !allVars {
 					x, y := e.Variables.At(st.field), last.vars.At(st.field)
-					same = sameBox(x, y) || sameValue(x, y)
+					same = sameBox(x, y) || template.SameValue(x, y)
 				} else {
 					same = true
 				}
@@ -185,7 +185,7 @@ func (enc *Encoder) appendChanged(b []byte, e *template.LogEntry, sev string, ts
 		case f >= 0:
 			if !allVars {
 				x, y := e.Variables.At(f), last.vars.At(f)
-				if !sameBox(x, y) && !sameValue(x, y) {
+				if !sameBox(x, y) && !template.SameValue(x, y) {
 					changed |= 1 << i
 				}
 			}
@@ -245,34 +245,6 @@ func (enc *Encoder) appendStep(b []byte, st *step, e *template.LogEntry, sev str
 		return enc.clock.appendTime(b, ts)
 	}
 	return enc.appendValue(b, e.Variables.At(st.field))
-}
-
-// sameValue reports whether template values x and y are written alike
-// because they are equal (false when that is not cheap to tell).
-func sameValue(x, y any) bool {
-	if sameBox(x, y) {
-		return true
-	}
-	switch a := x.(type) {
-	case string:
-		b, ok := y.(string)
-		return ok && a == b
-	case int64:
-		b, ok := y.(int64)
-		return ok && a == b
-	case time.Duration:
-		b, ok := y.(time.Duration)
-		return ok && a == b
-	case bool:
-		b, ok := y.(bool)
-		return ok && a == b
-	case float64:
-		b, ok := y.(float64)
-		return ok && math.Float64bits(a) == math.Float64bits(b) // -0 is not 0
-	case nil:
-		return y == nil
-	}
-	return false
 }
 
 // makePlan makes the plan of the entries whose variables have layout l:

@@ -94,15 +94,9 @@ func BenchmarkConvertMarshal(b *testing.B) {
 	ms := make([]*model.Span, 0, len(spans))
 	b.ReportAllocs()
 	for b.Loop() {
-		buf.reset(parsed)
-		ms = ms[:0]
-		bound := requestFixedBound + p.Size()
-		for i := range parsed {
-			m, n := buf.toModel(&parsed[i])
-			ms = append(ms, m)
-			bound += n
-		}
-		req := &api_v2.PostSpansRequest{Batch: model.Batch{Spans: ms, Process: p}}
+		var req *api_v2.PostSpansRequest
+		var bound int
+		req, bound, ms = requestOf(&buf, parsed, p, ms[:0])
 		out, err := gogoCodecV2{bound: bound}.Marshal(req)
 		if err != nil {
 			b.Fatal(err)

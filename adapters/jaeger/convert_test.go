@@ -107,6 +107,20 @@ func TestExporterReusesBuffersAcrossBatches(t *testing.T) {
 // the exact size), and reads them back. The pooled buffers are not
 // cleared: the larger ones are marshalled into what the previous ones, or
 // garbage, left in them.
+// requestOf converts parsed into one PostSpansRequest of process p, as
+// the grpc exporter does for a chunk of one service's spans, appending the
+// spans to ms; bound is the request's size bound.
+func requestOf(buf *modelBuf, parsed []parsedSpan, p *model.Process, ms []*model.Span) (*api_v2.PostSpansRequest, int, []*model.Span) {
+	buf.reset(parsed)
+	bound := requestFixedBound + p.Size()
+	for i := range parsed {
+		m, n := buf.toModel(&parsed[i])
+		ms = append(ms, m)
+		bound += n
+	}
+	return &api_v2.PostSpansRequest{Batch: model.Batch{Spans: ms, Process: p}}, bound, ms
+}
+
 func TestCodecV2MarshalsAsGogo(t *testing.T) {
 	junk := marshalPool.Get(1 << 20)
 	for i := range *junk {
@@ -120,16 +134,7 @@ func TestCodecV2MarshalsAsGogo(t *testing.T) {
 		}
 		parsed := parse(t, spans...)
 		var buf modelBuf
-		buf.reset(parsed)
-		var ms []*model.Span
-		p := process("b", map[string]string{"mesh": "demo"})
-		bound := requestFixedBound + p.Size()
-		for i := range parsed {
-			m, b := buf.toModel(&parsed[i])
-			ms = append(ms, m)
-			bound += b
-		}
-		req := &api_v2.PostSpansRequest{Batch: model.Batch{Spans: ms, Process: p}}
+		req, bound, _ := requestOf(&buf, parsed, process("b", map[string]string{"mesh": "demo"}), nil)
 		want, err := req.Marshal()
 		if err != nil {
 			t.Fatal(err)

@@ -6,6 +6,7 @@ import (
 	"strings"
 
 	"github.com/sidemix/sidemix/benchmarks/internal/harness"
+	"github.com/sidemix/sidemix/benchmarks/internal/procstat"
 )
 
 // Meta describes the run a report comes from.
@@ -75,9 +76,13 @@ func NewReport(meta Meta, rounds [][]Measurement) *Report {
 		med.Dropped = int64(f(func(m Measurement) float64 { return float64(m.Dropped) }))
 		med.JaegerSent = int64(f(func(m Measurement) float64 { return float64(m.JaegerSent) }))
 		med.Errors = int64(f(func(m Measurement) float64 { return float64(m.Errors) }))
+		med.CPUMeter = string(procstat.Clock)
 		for _, m := range ms {
 			if m.FirstError != "" {
 				med.FirstError = m.FirstError
+			}
+			if m.CPUMeter != string(procstat.Clock) {
+				med.CPUMeter = m.CPUMeter // a fallback in any round
 			}
 		}
 		r.Medians = append(r.Medians, med)
@@ -103,7 +108,14 @@ func (r *Report) Markdown() string {
 		"Load average before / during / after: %s / %s / %s. Collector: %s. Jaeger: %s.\n\n",
 		m.ServerCPUs, m.LoadCPUs, m.Warmup, m.Duration, m.Rounds, m.LoadBefore, m.LoadDuring, m.LoadAfter, or(m.Otelcol, "not run"), or(m.Jaeger, "not run"))
 	b.WriteString("CPU counts the window and the drain after it, until the server has delivered what it accepted in the window (at most " + or(m.Drain, "the drain bound") + "); " +
-		"the shortfall is what it accepted in the window but did not deliver (dropped, or still held then), and items per CPU-second count only the delivered ones.\n\n")
+		"the shortfall is what it accepted in the window but did not deliver (dropped, or still held then), and items per CPU-second count only the delivered ones. " +
+		"CPU is read in ns from the server's process CPU clock (all its threads, those that ended included)")
+	for _, x := range r.Medians {
+		if x.Skipped == "" && x.CPUMeter != string(procstat.Clock) {
+			fmt.Fprintf(&b, "; %s's in a round by %s", x.Scenario, or(x.CPUMeter, "10 ms ticks (a result of before the ns meter)"))
+		}
+	}
+	b.WriteString(".\n\n")
 	b.WriteString("| scenario | what | items/s | server vCPU (CPU of window + drain ÷ window) | items per server CPU-second (window + drain) | drain s | shortfall | delivered to Kafka, window + drain (report: records; spans: spans) | dropped | Jaeger spans | errors |\n")
 	b.WriteString("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n")
 	what := map[string]string{

@@ -6,6 +6,8 @@ import (
 	"regexp"
 	"strings"
 	"testing"
+
+	"github.com/sidemix/sidemix/benchmarks/internal/procstat"
 )
 
 func TestScrapeSumsMatchingCounters(t *testing.T) {
@@ -52,5 +54,22 @@ func TestReportMediansAndTargets(t *testing.T) {
 	r = NewReport(Meta{MeshRate: 1000}, [][]Measurement{{{Scenario: "spans-sidemix", PerCPUSecond: 5}, {Scenario: "spans-otelcol", Skipped: "no collector"}}})
 	if md := r.Markdown(); !strings.Contains(md, "collector not run | not compared") || !strings.Contains(md, "skipped: no collector") {
 		t.Errorf("a skipped collector is not said:\n%s", md)
+	}
+}
+
+// TestReportSaysCPUFallback: a round whose CPU was read by a fallback
+// meter is named in the report, rounds read by the clock are not.
+func TestReportSaysCPUFallback(t *testing.T) {
+	clock := string(procstat.Clock)
+	r := NewReport(Meta{MeshRate: 1000}, [][]Measurement{
+		{{Scenario: "report-fixed", CPUMeter: clock}, {Scenario: "spans-sidemix", CPUMeter: clock}},
+		{{Scenario: "report-fixed", CPUMeter: "ticks: thread 7 ended"}, {Scenario: "spans-sidemix", CPUMeter: clock}},
+	})
+	md := r.Markdown()
+	if !strings.Contains(md, "report-fixed's in a round by ticks: thread 7 ended") {
+		t.Errorf("the fallback is not said:\n%s", md)
+	}
+	if strings.Contains(md, "spans-sidemix's in a round") {
+		t.Errorf("a clock-read scenario is said to fall back:\n%s", md)
 	}
 }

@@ -92,6 +92,9 @@ type Measurement struct {
 	CPU          float64 `json:"cpu_seconds"`
 	PerCPUSecond float64 `json:"per_cpu_second"`
 	VCPU         float64 `json:"vcpu"`
+	// CPUMeter is how CPU was read (procstat.Source: "clock", in ns, or a
+	// fallback) and, for a fallback, why.
+	CPUMeter string `json:"cpu_meter,omitempty"`
 	// Drain is the seconds the server took after the window to deliver
 	// what it accepted in it; Shortfall is what it still had not
 	// delivered (nor dropped) when the drain's bound ran out: >0 flags a
@@ -464,7 +467,7 @@ const drainQuiet = 400 * time.Millisecond
 // windowResult is what window measured.
 type windowResult struct {
 	res   load.Result
-	cpu   float64 // server CPU seconds over window + drain
+	cpu   procstat.Span // server CPU over window + drain
 	drain time.Duration
 	// short is what was accepted in the window but not delivered by the
 	// drain's end (dropped, or still held when its bound ran out); -1
@@ -479,13 +482,13 @@ type windowResult struct {
 // window (per dr) or Options.Drain ran out: a server that falls behind
 // pays for its backlog here, not after the measurement.
 func (s *Suite) window(ctx context.Context, srv *server, opts load.Options, op load.Op, counters map[string]*regexp.Regexp, dr drainSpec) (windowResult, error) {
-	var cpu0 time.Duration
+	var cpu0 procstat.Sample
 	var m0 map[string]float64
 	var cpuErr error
 	var stopped time.Time
 	opts.OnStart = func() {
 		m0 = scrape(srv.metricsURL, counters)
-		cpu0, cpuErr = procstat.CPUTime(srv.Pid())
+		cpu0, cpuErr = procstat.Read(srv.Pid())
 	}
 	opts.OnStop = func() { stopped = time.Now() }
 	res, err := load.Run(ctx, opts, op)
@@ -551,7 +554,7 @@ func (s *Suite) window(ctx context.Context, srv *server, opts load.Options, op l
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-	cpu1, err := procstat.CPUTime(srv.Pid())
+	cpu1, err := procstat.Read(srv.Pid())
 	if err != nil {
 		return windowResult{res: res}, err
 	}
@@ -559,7 +562,7 @@ func (s *Suite) window(ctx context.Context, srv *server, opts load.Options, op l
 	if srv.Exited() {
 		return windowResult{res: res}, fmt.Errorf("%s exited during the run: %s", srv.Name, srv.Output())
 	}
-	return windowResult{res: res, cpu: (cpu1 - cpu0).Seconds(), drain: drain, short: short, delta: d}, nil
+	return windowResult{res: res, cpu: cpu1.Since(cpu0), drain: drain, short: short, delta: d}, nil
 }
 
 func (s *Suite) runReport(ctx context.Context, name string, batchRate float64, setup reportSetup) (Measurement, error) {
@@ -671,15 +674,19 @@ func (s *Suite) runSpans(ctx context.Context, name string, rate float64, srv *se
 }
 
 func measure(name string, w windowResult, per int64) Measurement {
-	res, cpu := w.res, w.cpu
+	res, cpu := w.res, w.cpu.CPU.Seconds()
 	m := Measurement{Scenario: name, Items: res.OK * per, Rate: res.Rate() * float64(per), CPU: cpu,
-		Drain: w.drain.Seconds(), Shortfall: w.short,
+		CPUMeter: string(w.cpu.Source),
+		Drain:    w.drain.Seconds(), Shortfall: w.short,
 		Errors: res.Errors, Delivered: -1, Dropped: -1, JaegerSent: -1}
 	if res.FirstError != nil {
 		m.FirstError = res.FirstError.Error()
 	}
 	if w.short > 0 && m.FirstError == "" {
 		m.FirstError = fmt.Sprintf("%d items accepted in the window undelivered (dropped or still held) after the %.1f s drain", w.short, w.drain.Seconds())
+	}
+	if w.cpu.Source != procstat.Clock {
+		m.CPUMeter += ": " + w.cpu.Why
 	}
 	if cpu > 0 {
 		// Items that were accepted but never delivered cost less than
@@ -696,8 +703,12 @@ func (m Measurement) String() string {
 	if m.Skipped != "" {
 		return "skipped: " + m.Skipped
 	}
-	return fmt.Sprintf("%d items, %.0f/s, %.2f CPU-s (%.3f vCPU) incl. %.2f s drain (short %d), %.0f per CPU-second, delivered %d, dropped %d, jaeger %d, errors %d %s",
-		m.Items, m.Rate, m.CPU, m.VCPU, m.Drain, m.Shortfall, m.PerCPUSecond, m.Delivered, m.Dropped, m.JaegerSent, m.Errors, m.FirstError)
+	meter := ""
+	if m.CPUMeter != "" && m.CPUMeter != string(procstat.Clock) {
+		meter = " [CPU read by " + m.CPUMeter + "]"
+	}
+	return fmt.Sprintf("%d items, %.0f/s, %.3f CPU-s (%.4f vCPU)%s incl. %.2f s drain (short %d), %.0f per CPU-second, delivered %d, dropped %d, jaeger %d, errors %d %s",
+		m.Items, m.Rate, m.CPU, m.VCPU, meter, m.Drain, m.Shortfall, m.PerCPUSecond, m.Delivered, m.Dropped, m.JaegerSent, m.Errors, m.FirstError)
 }
 
 // scrape sums, per name, the values of the Prometheus text lines at url

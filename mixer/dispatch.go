@@ -509,7 +509,7 @@ func (d *reportDispatcher) add(res policy.Result) {
 			continue
 		}
 		if o.insts == nil {
-			o.insts = make([]template.Instance, 0, max(o.q.sizeHint(), len(a.Instances), 64))
+			o.insts = o.q.newBatch(max(o.q.sizeHint(), len(a.Instances), 64))
 		}
 		o.insts = append(o.insts, a.Instances...)
 		d.n += len(a.Instances)

@@ -29,8 +29,15 @@ type reportQueue struct {
 	log     *slog.Logger
 	now     func() time.Time
 
+	// releases: rep is a batchReleaser, so the arrays of the batches it
+	// was handed serve again once its Report has returned (spare).
+	releases bool
+
 	mu      sync.Mutex
 	pending []template.Instance
+	// spare is, with releases, an emptied array of delivered batches for
+	// the next Report's instances (newBatch).
+	spare []template.Instance
 	// hint is the capacity a new pending slice starts with: what the
 	// worker took last time.
 	hint atomic.Int32
@@ -52,12 +59,42 @@ type reportQueue struct {
 
 func newReportQueue(handler string, rep adapters.Reporter, size, batch int, timeout time.Duration, m *metrics, log *slog.Logger, now func() time.Time) *reportQueue {
 	ctx, cancel := context.WithCancel(context.Background())
+	_, releases := rep.(batchReleaser)
 	return &reportQueue{
-		handler: handler, rep: rep, size: size,
+		handler: handler, rep: rep, size: size, releases: releases,
 		batch: batch, timeout: timeout, m: m, log: log, now: now,
 		kick: make(chan struct{}, 1), stop: make(chan struct{}), done: make(chan struct{}),
 		ctx: ctx, cancel: cancel,
 	}
+}
+
+// batchReleaser is a Reporter that keeps nothing of the slice a Report
+// call is handed once the call has returned (it may keep the instances:
+// the slice's elements, copied out). The SDK lets a handler keep its
+// batches (adapters.Reporter); one that says it does not, with this
+// method, gets batches whose arrays the queue fills again, cleared, for
+// later Reports, instead of a new array of 16 bytes per instance for each
+// Report (reportDispatcher.add).
+type batchReleaser interface {
+	ReportReleasesBatch()
+}
+
+// newBatch is an empty slice of at least n capacity for instances to put
+// (owned): the spare array, when the handler releases its batches and it
+// is large enough, else a new one.
+func (q *reportQueue) newBatch(n int) []template.Instance {
+	if q.releases {
+		q.mu.Lock()
+		s := q.spare
+		if cap(s) >= n {
+			q.spare = nil
+		}
+		q.mu.Unlock()
+		if cap(s) >= n {
+			return s
+		}
+	}
+	return make([]template.Instance, 0, n)
 }
 
 // start runs the worker.
@@ -92,7 +129,11 @@ func (q *reportQueue) put(insts []template.Instance, own bool) (kept bool) {
 		q.pending, kept = insts[:n], true
 	default:
 		if q.pending == nil {
-			q.pending = make([]template.Instance, 0, max(int(q.hint.Load()), n))
+			if want := max(int(q.hint.Load()), n); cap(q.spare) >= want {
+				q.pending, q.spare = q.spare, nil
+			} else {
+				q.pending = make([]template.Instance, 0, want)
+			}
 		}
 		q.pending = append(q.pending, insts[:n]...)
 	}
@@ -135,7 +176,10 @@ func (q *reportQueue) run() {
 // deliver hands everything waiting to the handler, in batches of at most
 // q.batch, until nothing waits. Each batch is a slice of its own (a
 // handler may keep it): the batches are consecutive parts, capped, of the
-// slice taken from the queue, which the queue does not use again.
+// slice taken from the queue, which the queue does not use again, unless
+// the handler releases its batches: then, once all are delivered, the
+// array is cleared (it must not keep the instances alive) and becomes the
+// spare.
 func (q *reportQueue) deliver() {
 	for {
 		q.mu.Lock()
@@ -148,10 +192,19 @@ func (q *reportQueue) deliver() {
 		if len(taken) == 0 {
 			return
 		}
+		all := taken
 		for len(taken) > 0 {
 			n := min(len(taken), q.batch)
 			q.flush(taken[:n:n])
 			taken = taken[n:]
+		}
+		if q.releases && cap(all) <= q.size {
+			clear(all)
+			q.mu.Lock()
+			if cap(all) > cap(q.spare) {
+				q.spare = all[:0]
+			}
+			q.mu.Unlock()
 		}
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -171,5 +172,140 @@ func TestReportQueuePutOwned(t *testing.T) {
 	}
 	if n != 5 || fmt.Sprint(got) != "[a b c d e]" {
 		t.Errorf("delivered %v, want [a b c d e]", got)
+	}
+}
+
+// releasingReporter records the names of the instances it is given and
+// keeps nothing of its batches: it releases them (batchReleaser).
+type releasingReporter struct {
+	mu    sync.Mutex
+	names []string
+	calls int
+}
+
+func (r *releasingReporter) Report(_ context.Context, insts []template.Instance) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.calls++
+	for _, inst := range insts {
+		r.names = append(r.names, inst.InstanceName())
+	}
+	return nil
+}
+
+func (r *releasingReporter) Close(context.Context) error { return nil }
+func (r *releasingReporter) ReportReleasesBatch()        {}
+
+func (r *releasingReporter) delivered() (names []string, calls int) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return slices.Clone(r.names), r.calls
+}
+
+// TestReportQueueReleasedBatches: the arrays of the batches a releasing
+// handler was handed come back, cleared, for the next Reports' instances,
+// and every instance is delivered once, in order (under -race: the array
+// is written again only after the handler's Report has returned); a
+// handler that may keep its batches never gets an array again.
+func TestReportQueueReleasedBatches(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	m := newMetrics(reg, func(func(string, int)) {})
+	rel := &releasingReporter{}
+	keep := &keepingReporter{}
+	const size, batch, perReport, reports = 4096, 300, 1000, 40
+	qs := []*reportQueue{
+		newReportQueue("rel", rel, size, batch, time.Second, m, slog.New(slog.DiscardHandler), time.Now),
+		newReportQueue("keep", keep, size, batch, time.Second, m, slog.New(slog.DiscardHandler), time.Now),
+	}
+	if !qs[0].releases || qs[1].releases {
+		t.Fatalf("releases: %v, %v", qs[0].releases, qs[1].releases)
+	}
+	for _, q := range qs {
+		q.start()
+	}
+	// wait waits until both handlers have been handed all of want.
+	var want []string
+	wait := func() {
+		t.Helper()
+		deadline := time.Now().Add(5 * time.Second)
+		for {
+			got, _ := rel.delivered()
+			_, n := keep.delivered()
+			if len(got) == len(want) && n == len(want) {
+				return
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("delivered %d and %d of %d", len(got), n, len(want))
+			}
+			time.Sleep(100 * time.Microsecond)
+		}
+	}
+	reused := 0
+	var prevRel, prevKeep *template.Instance
+	for i := range reports {
+		var arrays []*template.Instance
+		for _, q := range qs {
+			b := q.newBatch(perReport)
+			if len(b) != 0 || cap(b) < perReport {
+				t.Fatalf("newBatch: len %d cap %d", len(b), cap(b))
+			}
+			for _, x := range b[:cap(b)] {
+				if x != nil {
+					t.Fatalf("report %d: a batch array holds %v", i, x.InstanceName())
+				}
+			}
+			for j := range perReport {
+				b = append(b, &template.LogEntry{Name: fmt.Sprint(i*perReport + j)})
+			}
+			arrays = append(arrays, &b[0])
+			// A queue that still holds the Report before copies the
+			// instances; the batch stays the caller's.
+			_ = q.put(b, true)
+		}
+		for j := range perReport {
+			want = append(want, fmt.Sprint(i*perReport+j))
+		}
+		// Wait for one in two Reports, so that some come while the
+		// worker still delivers the one before.
+		if i%2 == 1 {
+			wait()
+			time.Sleep(time.Millisecond) // the worker gives the array back
+		}
+		if i > 0 && arrays[0] == prevRel {
+			reused++
+		}
+		if arrays[1] == prevKeep {
+			t.Fatalf("report %d: a keeping handler's array came back", i)
+		}
+		prevRel, prevKeep = arrays[0], arrays[1]
+	}
+	wait()
+	if reused < reports/4 {
+		t.Errorf("the releasing handler's arrays came back %d times in %d reports", reused, reports)
+	}
+	got, calls := rel.delivered()
+	if !slices.Equal(got, want) {
+		t.Fatalf("delivered %d instances, want %d in order", len(got), len(want))
+	}
+	if calls < reports*perReport/batch {
+		t.Errorf("%d calls for %d instances in batches of %d", calls, len(want), batch)
+	}
+	batches, n := keep.delivered()
+	if n != len(want) {
+		t.Fatalf("kept %d instances, want %d", n, len(want))
+	}
+	k := 0
+	for _, b := range batches {
+		for _, inst := range b {
+			if inst.InstanceName() != want[k] {
+				t.Fatalf("kept batch instance %d is %q, want %q", k, inst.InstanceName(), want[k])
+			}
+			k++
+		}
+	}
+	for _, q := range qs {
+		if err := q.drain(context.Background()); err != nil {
+			t.Fatal(err)
+		}
 	}
 }

@@ -558,14 +558,21 @@ func (h *handler) takeBatch(l *lane) []kafkago.Message {
 // maxSpare bounds the arrays lanes keep for their next records.
 const maxSpare = 4096
 
-// recycle keeps the array of msgs, delivered, as l's spare.
+// recycle keeps the array of msgs, delivered, as l's buffer when it has
+// none, else as its spare.
 func (h *handler) recycle(l *lane, msgs []kafkago.Message) {
 	if cap(msgs) > maxSpare {
 		return
 	}
 	clear(msgs) // the array must not keep the values alive
 	h.mu.Lock()
-	if l.spare == nil {
+	switch {
+	case l.buf == nil:
+		// takeBatch emptied the buffer without a spare (this array was
+		// in flight) and no record came since: the buffer's next array,
+		// instead of one grown afresh by the next Report.
+		l.buf = msgs[:0]
+	case l.spare == nil:
 		l.spare = msgs[:0]
 	}
 	h.mu.Unlock()

@@ -34,7 +34,7 @@ type handler struct {
 	out     io.Writer
 	file    *os.File         // nil for stdout and stderr
 	buf     []byte           // one report's lines, kept for the next
-	enc     jsonline.Encoder // appends to buf
+	enc     jsonline.Encoder // appends to buf, copying from the line before
 	entries prometheus.Counter
 	dropped *prometheus.CounterVec
 }
@@ -91,6 +91,7 @@ func (h *handler) Report(ctx context.Context, insts []template.Instance) error {
 		return fmt.Errorf("%s: handler %s is closed", Name, h.name)
 	}
 	buf := h.buf[:0]
+	h.enc.Forget() // the last line, in buf, is overwritten
 	now := h.now()
 	n := 0
 	for _, inst := range insts {
@@ -99,9 +100,7 @@ func (h *handler) Report(ctx context.Context, insts []template.Instance) error {
 			h.drop("wrong_template", 1)
 			continue
 		}
-		// The line is shared with the other handlers that write e
-		// (examples/default's kafka handler does).
-		buf = append(buf, h.enc.Line(e, now)...)
+		buf = h.enc.AppendLine(buf, e, now)
 		buf = append(buf, '\n')
 		n++
 	}

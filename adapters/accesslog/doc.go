@@ -16,7 +16,9 @@
 // named stdout or stderr, write ./stdout. Each Report is written with a
 // single write call, so with O_APPEND the lines of handlers sharing a file
 // (as the old and new handler briefly do on a config reload) never
-// interleave within a batch.
+// interleave within a batch. A report's lines are written into the
+// handler's buffer, which it keeps for the next report: no memory is
+// allocated per line.
 //
 // It accepts logentry instances.
 //

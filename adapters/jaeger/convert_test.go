@@ -269,26 +269,3 @@ func TestExporterSplitsLargeRequests(t *testing.T) {
 		t.Errorf("requests per service %v, want several", requests)
 	}
 }
-
-// TestClassedPoolSizes: whatever the pool holds, a buffer it hands out
-// has the length asked for and room for it, for sizes at and around the
-// class boundaries.
-func TestClassedPoolSizes(t *testing.T) {
-	var p classedPool
-	for _, size := range []int{0, 1, 2, 3, 1023, 1024, 1025, 65536, 65537, 300_000} {
-		for range 2 { // the second Get may reuse what the first Put kept
-			b := p.Get(size)
-			if len(*b) != size || cap(*b) < size {
-				t.Fatalf("Get(%d): len %d cap %d", size, len(*b), cap(*b))
-			}
-			p.Put(b)
-		}
-		// A buffer of another size in the class below or above is never
-		// handed out too small.
-		odd := make([]byte, 0, size/2+1)
-		p.Put(&odd)
-		if b := p.Get(size); len(*b) != size || cap(*b) < size {
-			t.Fatalf("Get(%d) after Put of cap %d: len %d cap %d", size, cap(odd), len(*b), cap(*b))
-		}
-	}
-}

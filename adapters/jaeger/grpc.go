@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"math/bits"
 	"runtime"
 
 	model "github.com/jaegertracing/jaeger-idl/model/v1"
@@ -318,29 +317,12 @@ func (gogoCodecV2) Name() string { return "proto" }
 // MarshalToSizedBuffer wrote exactly Size bytes), and nothing else uses
 // these buffers.
 //
-// It keeps buffers by size class: an export sends one request per service,
-// of sizes as different as the services' shares of the batch, and one
-// pool of mixed sizes hands a large request a buffer too small for it (a
-// new one, cleared, is then allocated) as often as not.
-var marshalPool mem.BufferPool = &classedPool{}
-
-// classedPool is a bufpool.Uncleared per power-of-two capacity: a buffer
-// of capacity at least 2^k is kept in class k and handed out for sizes
-// from 2^(k-1)+1 to 2^k.
-type classedPool struct {
-	classes [bits.UintSize + 1]bufpool.Uncleared
-}
-
-func (p *classedPool) Get(size int) *[]byte {
-	k := 0
-	if size > 1 {
-		k = bits.Len(uint(size - 1))
-	}
-	return p.classes[k].Get(size)
-}
-
-func (p *classedPool) Put(b *[]byte) {
-	if c := cap(*b); c > 0 {
-		p.classes[bits.Len(uint(c))-1].Put(b)
-	}
-}
+// It keeps buffers by size class, since an export sends one request per
+// service, of sizes as different as the services' shares of the batch,
+// in free lists the garbage collector does not empty (bufpool.Listed):
+// an exporter sends a few requests of some 100 KiB to a few MiB per
+// second, and a sync.Pool, emptied by every other collection and
+// missing the buffers gRPC's writer goroutine put back on another
+// processor, allocated a new one (a MiB class, faulted in afresh) for
+// most of them. gRPC puts a buffer back once it has written it.
+var marshalPool mem.BufferPool = &bufpool.Listed{MaxBytes: 4 * maxRequestBytes}

@@ -38,6 +38,10 @@
 // value of 64 KiB or more is built in a pooled buffer that is reused once
 // Kafka acknowledged the record (or it was dropped for good), so records
 // of up to batchBytes do not cost fresh pages each.
+// Likewise a log entry's JSON line is written into a slab of many lines
+// that the handler reuses once all its records were acknowledged (or
+// dropped for good); the handler does not share its lines with other
+// handlers that write the same entries.
 //
 // The record key is the value of the CEL expression key, evaluated over the
 // instance; records of one key go to one partition (the Java client's

@@ -48,12 +48,11 @@ func encodeJSON(inst template.Instance, now time.Time) ([]byte, error) {
 // each encoding takes one.
 var logEncoders = sync.Pool{New: func() any { return new(jsonline.Encoder) }}
 
-// encodeLogJSON returns e's JSON line. The line is shared with other
-// handlers that write the same entry (the accesslog handler, with
-// examples/default), so it is not copied: records are never modified.
+// encodeLogJSON returns e's JSON line, in an array of its own. (The
+// handler writes log entries' records with a lineWriter instead.)
 func encodeLogJSON(e *template.LogEntry, now time.Time) []byte {
 	enc := logEncoders.Get().(*jsonline.Encoder)
-	value := enc.Line(e, now)
+	value := enc.AppendLogEntry(nil, e, now)
 	logEncoders.Put(enc)
 	return value
 }

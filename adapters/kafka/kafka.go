@@ -20,7 +20,6 @@ import (
 
 	"github.com/sidemix/sidemix/adapters"
 	"github.com/sidemix/sidemix/adapters/internal/handlerkit"
-	"github.com/sidemix/sidemix/adapters/internal/jsonline"
 	"github.com/sidemix/sidemix/adapters/template"
 )
 
@@ -75,8 +74,11 @@ type handler struct {
 	key    *keyProgram // nil: records have no key
 	encode encoder
 	// jsonLines: log entries are encoded as JSON lines (encoding json),
-	// which Report does with one jsonline encoder for all of them.
+	// which Report writes with one lineWriter for all of them into slabs
+	// (lines.go).
 	jsonLines bool
+	writers   writerList
+	slabs     slabList
 	// otlpBatch: the spans (log entries) of one report that share a key
 	// are written as one OTLP record.
 	otlpBatch   bool
@@ -115,7 +117,8 @@ type handler struct {
 	errs          prometheus.Counter
 	keyErrors     prometheus.Counter
 	// instancesSent counts the instances in sent records (each record's
-	// WriterData is its instance count, or a *pooledValue holding it).
+	// WriterData is its instance count, or a *pooledValue holding it, or
+	// the *lineSlab holding its value: one log entry).
 	instancesSent prometheus.Counter
 	failing       atomic.Int32 // lanes whose last write failed
 
@@ -293,13 +296,12 @@ func (h *handler) Report(_ context.Context, insts []template.Instance) error {
 		}()
 		msgs = (*scratch)[:0]
 		var last lastKey
-		// One encoder for the report's log entries: one pool round trip
-		// per report instead of per record, and the entries, of one
-		// request after another, are encoded after the one before.
-		var lines *jsonline.Encoder
+		// One writer for the report's log entries, which are encoded
+		// after the one before (of the request before).
+		var lines *lineWriter
 		if h.jsonLines {
-			lines = logEncoders.Get().(*jsonline.Encoder)
-			defer logEncoders.Put(lines)
+			lines = h.writers.get()
+			defer h.writers.put(lines)
 		}
 		for _, inst := range insts {
 			if m, ok := h.record(inst, now, &last, lines); ok {
@@ -393,16 +395,21 @@ func recordsSize(msgs []kafkago.Message) int64 {
 }
 
 // record builds inst's record, or counts why it cannot. lines, when not
-// nil, encodes log entries (encoding json).
-func (h *handler) record(inst template.Instance, now time.Time, last *lastKey, lines *jsonline.Encoder) (kafkago.Message, bool) {
+// nil, writes log entries (encoding json).
+func (h *handler) record(inst template.Instance, now time.Time, last *lastKey, lines *lineWriter) (kafkago.Message, bool) {
 	if inst == nil {
 		h.count(resultWrongTemplate, 1)
 		return kafkago.Message{}, false
 	}
 	var value []byte
 	var err error
+	var data any // the record's WriterData
 	if e, ok := inst.(*template.LogEntry); ok && lines != nil {
-		value = lines.Line(e, now) // as encodeJSON writes it
+		var slab *lineSlab
+		value, slab = lines.line(&h.slabs, e, now) // as encodeJSON writes it
+		if slab != nil {
+			data = slab
+		}
 	} else {
 		value, err = h.encode(inst, now)
 	}
@@ -422,11 +429,15 @@ func (h *handler) record(inst template.Instance, now time.Time, last *lastKey, l
 			h.log.Debug("record sent without a key", "instance", inst.InstanceName(), "key", h.key.text, "error", err)
 		}
 	}
-	m := kafkago.Message{Key: key, Value: value, Time: now, WriterData: itemsOf(inst)}
+	if data == nil {
+		data = itemsOf(inst)
+	}
+	m := kafkago.Message{Key: key, Value: value, Time: now, WriterData: data}
 	// kafka-go refuses a whole write for one record above batchBytes; its
 	// size is the record's key, value and 23 bytes of framing.
 	if size := int64(len(key) + len(value) + recordOverhead); size > h.batchBytes {
 		h.tooLarge(m, fmt.Errorf("%d bytes, batchBytes is %d", size, h.batchBytes))
+		releaseValues(m)
 		return kafkago.Message{}, false
 	}
 	return m, true
@@ -558,14 +569,21 @@ func (h *handler) takeBatch(l *lane) []kafkago.Message {
 // maxSpare bounds the arrays lanes keep for their next records.
 const maxSpare = 4096
 
-// recycle keeps the array of msgs, delivered, as l's spare.
+// recycle keeps the array of msgs, delivered, as l's buffer when it has
+// none, else as its spare.
 func (h *handler) recycle(l *lane, msgs []kafkago.Message) {
 	if cap(msgs) > maxSpare {
 		return
 	}
 	clear(msgs) // the array must not keep the values alive
 	h.mu.Lock()
-	if l.spare == nil {
+	switch {
+	case l.buf == nil:
+		// takeBatch emptied the buffer without a spare (this array was
+		// in flight) and no record came since: the buffer's next array,
+		// instead of one grown afresh by the next Report.
+		l.buf = msgs[:0]
+	case l.spare == nil:
 		l.spare = msgs[:0]
 	}
 	h.mu.Unlock()

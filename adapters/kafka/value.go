@@ -68,10 +68,14 @@ func joinValue(parts [][]byte, n, items int) ([]byte, any) {
 }
 
 // releaseValues gives the pooled values of records kafka-go is done with
-// back to their pool. Each record is released once, when it was sent or
+// back to their pool, and settles their lines' slabs. Each record is released once, when it was sent or
 // dropped for good.
 func releaseValues(msgs ...kafkago.Message) {
 	for _, m := range msgs {
+		if s, ok := m.WriterData.(*lineSlab); ok {
+			s.release()
+			continue
+		}
 		p, ok := m.WriterData.(*pooledValue)
 		if !ok || p.keep {
 			continue
@@ -85,12 +89,15 @@ func releaseValues(msgs ...kafkago.Message) {
 	}
 }
 
-// keepValues marks the pooled values of msgs as never to be reused: a
-// write of them failed (see pooledValue.keep).
+// keepValues marks the pooled values and line slabs of msgs as never to
+// be reused: a write of them failed (see pooledValue.keep).
 func keepValues(msgs []kafkago.Message) {
 	for _, m := range msgs {
-		if p, ok := m.WriterData.(*pooledValue); ok {
-			p.keep = true
+		switch d := m.WriterData.(type) {
+		case *pooledValue:
+			d.keep = true
+		case *lineSlab:
+			d.keep.Store(true)
 		}
 	}
 }
@@ -102,6 +109,8 @@ func itemsIn(m kafkago.Message) int {
 		return d
 	case *pooledValue:
 		return d.items
+	case *lineSlab:
+		return 1 // a log entry's line
 	}
 	return 0
 }

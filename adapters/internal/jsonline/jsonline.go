@@ -7,17 +7,24 @@
 // it is written without reflection, maps, lookups by name or interface
 // boxing (the keys of a variables' Layout are sorted and quoted once): on a busy
 // mesh this is one of the mixer's hottest paths: strings are copied 8
-// plain ASCII bytes at a time; Line writes the lines it keeps into arrays
-// shared by many entries, copies from the line before what an entry of
-// the same layout has in common with it (a request's workloads,
-// principals, method, agent...: runs of adjacent keys and values at
-// once), and formats a timestamp's date and time of day once per second.
+// plain ASCII bytes at a time; AppendLine copies from the line before
+// what an entry of the same layout has in common with it (a request's
+// workloads, principals, method, agent...: runs of adjacent keys and
+// values at once), and timestamps' date and time of day are formatted
+// once per second.
+//
+// Lines are written into buffers their caller owns and reuses (the access
+// log's write buffer, kafka's recycled slabs), not into memory allocated
+// per line: on a busy mixer, lines allocated afresh (some 700 bytes per
+// request and proxy) were a third of the bytes it allocated, which made
+// its heap grow, page by page, and its collector run, that much more.
 // Append to a buffer you keep between batches:
 //
 //	var enc jsonline.Encoder
+//	enc.Forget() // buf's last line is about to be overwritten
 //	buf = buf[:0]
 //	for _, e := range entries {
-//		buf = enc.AppendLogEntry(buf, e, now)
+//		buf = enc.AppendLine(buf, e, now)
 //		buf = append(buf, '\n')
 //	}
 package jsonline
@@ -50,24 +57,19 @@ type Encoder struct {
 	layout  *template.Layout
 	planned bool
 	plan    []step
-	// last is the line Line wrote last, for the next entry of its layout:
+	// last is the line AppendLine wrote last, for the next entry of its layout:
 	// the values that did not change (a request's workloads, principals,
 	// method, protocol, agent...) are copied from it, runs of adjacent
 	// keys at once, instead of being encoded again.
 	last lastLine
 	ends []int // where each step of the line being written ends
-	// slab is where Line writes the lines it keeps, and lines the slices
-	// of them it keeps on the entries: a few allocations for a batch of
-	// entries instead of two per entry. An array lives as long as one of
-	// its lines is used (held by an entry, or a kafka record).
-	slab  []byte
-	lines [][]byte
 	// clock is the formatted second of the last timestamp written.
 	clock clock
 }
 
-// lastLine is an entry Line wrote and where in its line (which nothing
-// modifies) each step's key and value end.
+// lastLine is an entry AppendLine wrote and where in its line (which
+// nothing modifies until the next AppendLine or Forget) each step's key
+// and value end.
 type lastLine struct {
 	ok        bool
 	layout    *template.Layout
@@ -99,9 +101,9 @@ func (enc *Encoder) AppendLogEntry(b []byte, e *template.LogEntry, now time.Time
 	return enc.appendEntry(b, e, now, false)
 }
 
-// appendEntry is AppendLogEntry. For Line (forLine), values equal to
-// those of the entry Line wrote last are copied from its line, and the
-// steps' ends are kept in enc.ends.
+// appendEntry is AppendLogEntry. For AppendLine (forLine), values equal
+// to those of the entry AppendLine wrote last are copied from its line,
+// and the steps' ends are kept in enc.ends.
 func (enc *Encoder) appendEntry(b []byte, e *template.LogEntry, now time.Time, forLine bool) []byte {
 	if l := e.Variables.Layout(); !enc.planned || l != enc.layout {
 		enc.makePlan(l)
@@ -169,7 +171,7 @@ func (enc *Encoder) appendEntry(b []byte, e *template.LogEntry, now time.Time, f
 	return append(b, '}')
 }
 
-// appendChanged is appendEntry for Line after an entry of the same
+// appendChanged is appendEntry for AppendLine after an entry of the same
 // layout (of at most 64 steps): it first finds the steps whose values
 // changed, in a loop that only compares, then copies the runs of steps
 // between them from the last line at once, the runs' ends shifted, and
@@ -275,78 +277,35 @@ func (enc *Encoder) makePlan(l *template.Layout) {
 	enc.layout, enc.planned = l, true
 }
 
-// Line returns e's JSON object (no newline) as AppendLogEntry writes it,
-// encoded once per entry: handlers that write the same instance share the
-// first one's encoding (template.LogEntry.CachedLine). The result is
-// shared: it must not be modified. An entry without a Timestamp, whose
-// line depends on now, is encoded afresh each time.
-//
-// Lines are written into arrays shared by many lines, and what an entry
-// has in common with the one Line wrote before it (the same layout, and
-// values that did not change, as most of a request's do not) is copied
-// from that one's line.
-func (enc *Encoder) Line(e *template.LogEntry, now time.Time) []byte {
-	if e.Timestamp.IsZero() {
-		return enc.AppendLogEntry(nil, e, now)
-	}
-	if line := e.CachedLine(); line != nil {
-		return line
-	}
-	// Room for a line twice as long as the last one; a longer one is
-	// moved to an array of its own as it grows.
-	if room := cap(enc.slab) - len(enc.slab); room < min(2*len(enc.last.line)+256, maxLine) {
-		enc.slab = makeUncleared(slabSize)
-	}
-	start := len(enc.slab)
-	b := enc.appendEntry(enc.slab[start:start], e, now, true)
-	var line []byte
-	if len(b) <= cap(enc.slab)-start && &b[:1][0] == &enc.slab[:start+1][start] {
-		enc.slab = enc.slab[:start+len(b)]
-		line = enc.slab[start:len(enc.slab):len(enc.slab)]
-	} else {
-		line = b[:len(b):len(b)] // it outgrew the slab's room: an array of its own
-	}
+// AppendLine appends e's JSON object (no newline) to b as AppendLogEntry
+// writes it, copying from the line AppendLine wrote before it
+// what the two entries have in common (the same layout, and values that
+// did not change, as most of a request's do not), runs of adjacent keys
+// at once. That line's bytes must be as it left them until the next call:
+// a caller that overwrites them (reuses its buffer) calls Forget first.
+func (enc *Encoder) AppendLine(b []byte, e *template.LogEntry, now time.Time) []byte {
+	start := len(b)
+	b = enc.appendEntry(b, e, now, true)
+	enc.keep(e, b[start:len(b):len(b)], now)
+	return b
+}
+
+// Forget forgets the line written last: the next line is written whole.
+func (enc *Encoder) Forget() {
+	enc.last = lastLine{ends: enc.last.ends[:0]}
+}
+
+// keep keeps line, e's, as the one to copy from next.
+func (enc *Encoder) keep(e *template.LogEntry, line []byte, now time.Time) {
 	enc.last = lastLine{ok: true, layout: enc.layout, vars: e.Variables, name: e.Name, sev: e.Severity, ts: e.Timestamp,
 		line: line, ends: append(enc.last.ends[:0], enc.ends...)}
 	if enc.last.sev == "" {
 		enc.last.sev = DefaultSeverity
 	}
-	if len(enc.lines) == cap(enc.lines) {
-		enc.lines = make([][]byte, 0, linesSize)
+	if enc.last.ts.IsZero() {
+		enc.last.ts = now
 	}
-	enc.lines = append(enc.lines, line)
-	kept := &enc.lines[len(enc.lines)-1]
-	e.SetCachedLine(kept)
-	return line
 }
-
-// makeUncleared returns an empty slice with room for n bytes whose
-// contents are left as the allocator found them: make clears its array,
-// some 30 µs of every second of a busy mixer for slabs whose every byte
-// Line writes before any is read (a line is the bytes appended to the
-// slab, never beyond). strings.Builder grows its array without clearing
-// it; the Builder and the string it returns are dropped at once, so the
-// array is only ever reached through the slice returned.
-func makeUncleared(n int) []byte {
-	var sb strings.Builder
-	sb.Grow(n)
-	sb.WriteByte(0)
-	s := sb.String()
-	return unsafe.Slice(unsafe.StringData(s), n)[:0]
-}
-
-const (
-	// slabSize is the size of the arrays Line writes lines into.
-	// The largest small allocation (a large one is costlier) of
-	// makeUncleared: strings.Builder rounds its size up to a size class,
-	// and the 32 KiB class is a large allocation.
-	slabSize = 28 << 10
-	// maxLine is the most room Line wants before writing a line into a
-	// slab.
-	maxLine = slabSize / 8
-	// linesSize is how many lines' slices Line allocates at once.
-	linesSize = 256
-)
 
 // Value is what a template value is in JSON: nil, strings, bools, integers,
 // finite floats and map[string]string keep their JSON type; anything else

@@ -181,49 +181,39 @@ func TestKeyOrderReused(t *testing.T) {
 	}
 }
 
-// TestLineShared: Line writes what AppendLogEntry writes, encodes an entry
-// once whichever encoder (goroutine) asks first, and encodes an entry
-// without a Timestamp afresh for each now.
-func TestLineShared(t *testing.T) {
-	e := benchEntry()
+// TestAppendLine: AppendLine writes what AppendLogEntry writes, after
+// Forget too (the buffer reused), an entry without a Timestamp at now,
+// and allocates nothing once its buffer is large enough.
+func TestAppendLine(t *testing.T) {
+	entries := benchEntries(50)
 	now := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
-	want := string((&jsonline.Encoder{}).AppendLogEntry(nil, e, now))
-
-	lines := make([][]byte, 8)
-	done := make(chan int)
-	for i := range lines {
-		go func() {
-			var enc jsonline.Encoder
-			lines[i] = enc.Line(e, now)
-			done <- i
-		}()
-	}
-	for range lines {
-		<-done
-	}
-	for i, l := range lines {
-		if string(l) != want {
-			t.Fatalf("Line #%d = %s, want %s", i, l, want)
-		}
-	}
+	entries[7].Timestamp = time.Time{}
+	entries[8].Timestamp = time.Time{}
 	var enc jsonline.Encoder
-	again := enc.Line(e, now.Add(time.Hour))
-	if &again[0] != &e.CachedLine()[0] {
-		t.Error("a second Line encoded the entry again instead of sharing the first encoding")
-	}
-	if n := testing.AllocsPerRun(100, func() { enc.Line(e, now) }); n != 0 {
-		t.Errorf("Line of an encoded entry allocates %v times, want 0", n)
-	}
-
-	untimed := benchEntry()
-	untimed.Timestamp = time.Time{}
-	for _, at := range []time.Time{now, now.Add(time.Second)} {
-		if got, want := string(enc.Line(untimed, at)), reference(t, untimed, at); got != want {
-			t.Errorf("Line without a Timestamp at %v = %s, want %s", at, got, want)
+	var buf []byte
+	for round := range 3 {
+		enc.Forget()
+		buf = buf[:0]
+		var want []byte
+		for i, e := range entries {
+			at := now.Add(time.Duration(round*len(entries)+i) * time.Millisecond)
+			buf = enc.AppendLine(buf, e, at)
+			buf = append(buf, '\n')
+			want = append(want, reference(t, e, at)...)
+			want = append(want, '\n')
+		}
+		if string(buf) != string(want) {
+			t.Fatalf("round %d:\n got %s\nwant %s", round, buf, want)
 		}
 	}
-	if untimed.CachedLine() != nil {
-		t.Error("the line of an entry without a Timestamp was kept")
+	if n := testing.AllocsPerRun(20, func() {
+		enc.Forget()
+		buf = buf[:0]
+		for _, e := range entries {
+			buf = enc.AppendLine(buf, e, now)
+		}
+	}); n != 0 {
+		t.Errorf("AppendLine into a buffer large enough allocates %v times per batch, want 0", n)
 	}
 }
 
@@ -292,23 +282,19 @@ func TestAppendStringEveryPosition(t *testing.T) {
 	}
 }
 
-// BenchmarkLineBatch is Line over a batch of entries not encoded before
-// (as the first handler of a report encodes them), the entries made anew
-// for each round.
-func BenchmarkLineBatch(b *testing.B) {
-	proto := benchEntries(1000)
-	entries := make([]template.LogEntry, len(proto))
+// BenchmarkAppendLineBatch is AppendLine over a batch into a buffer
+// reused from one batch to the next, as the accesslog handler writes.
+func BenchmarkAppendLineBatch(b *testing.B) {
+	entries := benchEntries(1000)
 	var enc jsonline.Encoder
+	var buf []byte
 	b.ReportAllocs()
 	for b.Loop() {
-		b.StopTimer()
-		entries = make([]template.LogEntry, len(proto))
-		for i, p := range proto {
-			entries[i].Name, entries[i].Variables, entries[i].Severity, entries[i].Timestamp = p.Name, p.Variables, p.Severity, p.Timestamp
-		}
-		b.StartTimer()
-		for i := range entries {
-			enc.Line(&entries[i], time.Time{})
+		enc.Forget()
+		buf = buf[:0]
+		for _, e := range entries {
+			buf = enc.AppendLine(buf, e, time.Time{})
+			buf = append(buf, '\n')
 		}
 	}
 	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*len(entries)), "ns/entry")
@@ -374,13 +360,13 @@ func TestSharedLayouts(t *testing.T) {
 	}
 }
 
-// TestLineCopiesUnchanged: Line copies from the line it wrote before what
+// TestAppendLineCopiesUnchanged: AppendLine copies from the line it wrote before what
 // did not change; over entries of two layouts whose values change at
 // random (or not, or to an equal value held by another string, or to
 // another type, -0 after 0, NaN after NaN, maps, times with and without
 // nanoseconds, in other zones, across seconds and years), with the fixed
 // keys changing too, every line is what encoding/json writes.
-func TestLineCopiesUnchanged(t *testing.T) {
+func TestAppendLineCopiesUnchanged(t *testing.T) {
 	now := time.Date(2025, 3, 1, 12, 0, 0, 0, time.UTC)
 	la, err := template.NewLayout("code", "latency", "method", "path", "score", "size", "user", "when", "zz")
 	if err != nil {
@@ -407,6 +393,7 @@ func TestLineCopiesUnchanged(t *testing.T) {
 		time.Date(10000, 1, 1, 0, 0, 0, 5, time.UTC), time.Date(-5, 1, 1, 0, 0, 0, 0, time.UTC),
 		time.Date(2025, 3, 1, 12, 0, 0, 7, time.FixedZone("Y", -7200))}
 	var enc jsonline.Encoder
+	var buf []byte
 	vals := make([]any, la.Len())
 	for j := range vals {
 		vals[j] = choices[j][0]
@@ -432,16 +419,22 @@ func TestLineCopiesUnchanged(t *testing.T) {
 			e = &template.LogEntry{Name: []string{"access", "access", "log\""}[rng.IntN(3)],
 				Severity: []string{"", "INFO", "warn"}[rng.IntN(3)], Timestamp: ts, Variables: fa}
 		}
-		if got, want := string(enc.Line(e, now)), reference(t, e, now); got != want {
+		if i%500 == 0 { // the buffer reused
+			enc.Forget()
+			buf = buf[:0]
+		}
+		start := len(buf)
+		buf = enc.AppendLine(buf, e, now)
+		if got, want := string(buf[start:]), reference(t, e, now); got != want {
 			t.Fatalf("entry %d:\n got %s\nwant %s", i, got, want)
 		}
 	}
 }
 
-// BenchmarkLineSharedBoxes is BenchmarkLineBatch with the values that did
+// BenchmarkAppendLineSharedBoxes is BenchmarkAppendLineBatch with the values that did
 // not change since the entry before in the box of that entry's value, as
 // the policy package hands them on from one request to the next.
-func BenchmarkLineSharedBoxes(b *testing.B) {
+func BenchmarkAppendLineSharedBoxes(b *testing.B) {
 	proto := benchEntries(1000)
 	var prev []any
 	shared := make([]template.Fields, len(proto))
@@ -456,17 +449,19 @@ func BenchmarkLineSharedBoxes(b *testing.B) {
 		shared[i] = template.MakeFields(p.Variables.Layout(), vals)
 		prev = vals
 	}
+	entries := make([]*template.LogEntry, len(proto))
+	for i, p := range proto {
+		entries[i] = &template.LogEntry{Name: p.Name, Variables: shared[i], Severity: p.Severity, Timestamp: p.Timestamp}
+	}
 	var enc jsonline.Encoder
+	var buf []byte
 	b.ReportAllocs()
 	for b.Loop() {
-		b.StopTimer()
-		entries := make([]template.LogEntry, len(proto))
-		for i, p := range proto {
-			entries[i].Name, entries[i].Variables, entries[i].Severity, entries[i].Timestamp = p.Name, shared[i], p.Severity, p.Timestamp
-		}
-		b.StartTimer()
-		for i := range entries {
-			enc.Line(&entries[i], time.Time{})
+		enc.Forget()
+		buf = buf[:0]
+		for _, e := range entries {
+			buf = enc.AppendLine(buf, e, time.Time{})
+			buf = append(buf, '\n')
 		}
 	}
 	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*len(proto)), "ns/entry")

@@ -176,7 +176,17 @@ type QuotaAllocator interface {
 // Reporter consumes report instances (metric, logentry, ...). The mixer
 // calls Report from the handler's own queue goroutine, never from the request
 // path, and never concurrently for the same handler.
+// A Reporter may keep the instances and the slice it is handed.
 type Reporter interface {
 	Handler
 	Report(ctx context.Context, insts []template.Instance) error
+}
+
+// BatchReleaser is a Reporter that keeps nothing of the slice a Report call
+// is handed once the call has returned: it may keep the instances (the
+// slice's elements, copied out), not the slice. The mixer then fills the
+// slice's array again for later Reports instead of a new array per Report.
+type BatchReleaser interface {
+	Reporter
+	ReportReleasesBatch()
 }

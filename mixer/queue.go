@@ -29,7 +29,7 @@ type reportQueue struct {
 	log     *slog.Logger
 	now     func() time.Time
 
-	// releases: rep is a batchReleaser, so the arrays of the batches it
+	// releases: rep is an adapters.BatchReleaser, so the arrays of the batches it
 	// was handed serve again once its Report has returned (spare).
 	releases bool
 
@@ -59,24 +59,13 @@ type reportQueue struct {
 
 func newReportQueue(handler string, rep adapters.Reporter, size, batch int, timeout time.Duration, m *metrics, log *slog.Logger, now func() time.Time) *reportQueue {
 	ctx, cancel := context.WithCancel(context.Background())
-	_, releases := rep.(batchReleaser)
+	_, releases := rep.(adapters.BatchReleaser)
 	return &reportQueue{
 		handler: handler, rep: rep, size: size, releases: releases,
 		batch: batch, timeout: timeout, m: m, log: log, now: now,
 		kick: make(chan struct{}, 1), stop: make(chan struct{}), done: make(chan struct{}),
 		ctx: ctx, cancel: cancel,
 	}
-}
-
-// batchReleaser is a Reporter that keeps nothing of the slice a Report
-// call is handed once the call has returned (it may keep the instances:
-// the slice's elements, copied out). The SDK lets a handler keep its
-// batches (adapters.Reporter); one that says it does not, with this
-// method, gets batches whose arrays the queue fills again, cleared, for
-// later Reports, instead of a new array of 16 bytes per instance for each
-// Report (reportDispatcher.add).
-type batchReleaser interface {
-	ReportReleasesBatch()
 }
 
 // newBatch is an empty slice of at least n capacity for instances to put

@@ -176,7 +176,7 @@ func TestReportQueuePutOwned(t *testing.T) {
 }
 
 // releasingReporter records the names of the instances it is given and
-// keeps nothing of its batches: it releases them (batchReleaser).
+// keeps nothing of its batches: it releases them (adapters.BatchReleaser).
 type releasingReporter struct {
 	mu    sync.Mutex
 	names []string

@@ -11,7 +11,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/sidemix/sidemix/adapters"
 	"github.com/sidemix/sidemix/adapters/accesslog"
 	"github.com/sidemix/sidemix/adapters/jaeger"
 	"github.com/sidemix/sidemix/adapters/kafka"
@@ -77,43 +76,12 @@ func examplesDefaultConfig(tb testing.TB, jaegerAddr, broker string) string {
 // /dev/null, Prometheus, kafka to a kfake broker and jaeger to a real
 // Jaeger. Each Report waits until its handlers' queues are empty, so the
 // handlers' work (their allocations too) counts in the op; per record.
-func BenchmarkReportExamplesDefault(b *testing.B) { benchmarkReportExamplesDefault(b, false) }
-
-// BenchmarkReportExamplesDefaultReleased is BenchmarkReportExamplesDefault
-// with handlers that release their batches (batchReleaser), as the four
-// adapters would if they said so: the bytes and CPU that would save.
-func BenchmarkReportExamplesDefaultReleased(b *testing.B) { benchmarkReportExamplesDefault(b, true) }
-
-// releasing is f with its handlers, reporters, saying they release their
-// batches.
-func releasing(f adapters.Factory) adapters.Factory {
-	create := f.Create
-	f.Create = func(ctx context.Context, set adapters.Settings, cfg adapters.Config) (adapters.Handler, error) {
-		h, err := create(ctx, set, cfg)
-		if err != nil {
-			return nil, err
-		}
-		return releasingHandler{h.(adapters.Reporter)}, nil
-	}
-	return f
-}
-
-type releasingHandler struct{ adapters.Reporter }
-
-func (releasingHandler) ReportReleasesBatch() {}
-
-func benchmarkReportExamplesDefault(b *testing.B, release bool) {
+func BenchmarkReportExamplesDefault(b *testing.B) {
 	j := testenv.StartJaeger(b)
 	k := testenv.StartKafka(b, "sidemix.accesslog")
 	dir := examplesDefaultConfig(b, j.CollectorAddr, k.Addr())
-	fs := []adapters.Factory{promadapter.Factory(), accesslog.Factory(), jaeger.Factory(), kafka.Factory()}
-	if release {
-		for i := range fs {
-			fs[i] = releasing(fs[i])
-		}
-	}
 	srv, err := New(Config{ConfigPaths: []string{dir},
-		Adapters: testRegistry(b, fs...),
+		Adapters: testRegistry(b, promadapter.Factory(), accesslog.Factory(), jaeger.Factory(), kafka.Factory()),
 		Logger:   slog.New(slog.NewTextHandler(io.Discard, nil))})
 	if err != nil {
 		b.Fatal(err)

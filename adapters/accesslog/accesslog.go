@@ -17,7 +17,7 @@ import (
 	"github.com/sidemix/sidemix/adapters/template"
 )
 
-var _ adapters.Reporter = (*handler)(nil)
+var _ adapters.BatchReleaser = (*handler)(nil)
 
 // maxKeptBuffer bounds the buffer kept from one report to the next: a
 // mixerclient batch (1000 entries) of typical access-log lines is well
@@ -82,6 +82,10 @@ func newHandler(set adapters.Settings, cfg adapters.Config) (*handler, error) {
 	set.Logger.Info("writing access log", "path", c.Path)
 	return h, nil
 }
+
+// ReportReleasesBatch says Report keeps nothing of the slice it is
+// handed (adapters.BatchReleaser).
+func (h *handler) ReportReleasesBatch() {}
 
 // Report writes one line per log entry, all of them with one write.
 func (h *handler) Report(ctx context.Context, insts []template.Instance) error {

@@ -113,7 +113,7 @@ type handler struct {
 	failures handlerkit.FailureLog
 }
 
-var _ adapters.Reporter = (*handler)(nil)
+var _ adapters.BatchReleaser = (*handler)(nil)
 
 func newHandler(_ context.Context, set adapters.Settings, c adapters.Config) (adapters.Handler, error) {
 	set = handlerkit.Defaults(set)
@@ -189,6 +189,10 @@ func dial(cfg *Config) (*grpc.ClientConn, error) {
 		grpc.WithWriteBufferSize(writeBufferSize),
 	)
 }
+
+// ReportReleasesBatch says Report keeps nothing of the slice it is
+// handed (adapters.BatchReleaser).
+func (h *handler) ReportReleasesBatch() {}
 
 // Report parses the spans' ids and buffers the spans with them; sending
 // happens on the Batcher's goroutine.

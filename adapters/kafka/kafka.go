@@ -23,7 +23,7 @@ import (
 	"github.com/sidemix/sidemix/adapters/template"
 )
 
-var _ adapters.Reporter = (*handler)(nil)
+var _ adapters.BatchReleaser = (*handler)(nil)
 
 // Outcomes of a record, the result label of sidemix_kafka_records_total.
 const (
@@ -278,6 +278,10 @@ func (h *handler) count(result string, n int) {
 		h.records.WithLabelValues(h.name, result).Add(float64(n))
 	}
 }
+
+// ReportReleasesBatch says Report keeps nothing of the slice it is
+// handed (adapters.BatchReleaser).
+func (h *handler) ReportReleasesBatch() {}
 
 // Report encodes each instance into a record and buffers it in its lane;
 // it never waits for Kafka. Records that do not fit the buffer (bufferSize

@@ -100,7 +100,7 @@ type handler struct {
 	failures handlerkit.FailureLog // shared by both batchers' goroutines
 }
 
-var _ adapters.Reporter = (*handler)(nil)
+var _ adapters.BatchReleaser = (*handler)(nil)
 
 func newHandler(set adapters.Settings, c adapters.Config) (*handler, error) {
 	set = handlerkit.Defaults(set)
@@ -149,6 +149,10 @@ func (h *handler) batcherOptions(signal string) handlerkit.BatcherOptions {
 	h.m.queued.WithLabelValues(h.name, signal).Set(0)
 	return o
 }
+
+// ReportReleasesBatch says Report keeps nothing of the slice it is
+// handed (adapters.BatchReleaser).
+func (h *handler) ReportReleasesBatch() {}
 
 // Report sorts the instances by signal and buffers them.
 func (h *handler) Report(_ context.Context, insts []template.Instance) error {

@@ -20,7 +20,7 @@ import (
 	"github.com/sidemix/sidemix/adapters/template"
 )
 
-var _ adapters.Reporter = (*handler)(nil)
+var _ adapters.BatchReleaser = (*handler)(nil)
 
 // missingLabel is the value of a label whose dimension an instance lacks.
 const missingLabel = "unknown"
@@ -213,6 +213,10 @@ func (h *handler) sweep() {
 		}
 	}
 }
+
+// ReportReleasesBatch says Report keeps nothing of the slice it is
+// handed (adapters.BatchReleaser).
+func (h *handler) ReportReleasesBatch() {}
 
 // Report records each metric instance in the metrics fed by its name.
 // Instances it cannot record are counted and skipped; they never fail the

@@ -505,9 +505,6 @@ type planned struct {
 	curStep   []uint64
 	groups    []template.Fields
 	groupStep []uint64
-	// groupVals are, by group, the values of the last map field the plan
-	// built, which a copy starts from when it is the previous one.
-	groupVals [][]any
 	// pos and vals are scratch: the changed entries of a map field or
 	// span's tags.
 	pos  []int32
@@ -525,7 +522,7 @@ type planned struct {
 func newPlanned(p *deltaPlan, instances int, metrics []*template.Metric) *planned {
 	return &planned{p: p, metrics: metrics, dirty: make(bitSet, (p.bits+63)/64), cur: make([]template.Instance, instances),
 		curStep: make([]uint64, instances), groups: make([]template.Fields, len(p.groups)),
-		groupStep: make([]uint64, len(p.groups)), groupVals: make([][]any, len(p.groups))}
+		groupStep: make([]uint64, len(p.groups))}
 }
 
 // changed marks the uses of the programs that read slot, and reads the
@@ -768,23 +765,54 @@ func (d *planned) fields(a *activation, g int32, prev template.Fields) (template
 	}
 	f := prev
 	if len(d.pos) > 0 {
-		vals := a.values(int(n))
-		if last := d.groupVals[g]; len(last) == len(vals) && prev.Same(template.MakeFields(prev.Layout(), last)) {
-			copy(vals, last) // one barrier for all while the GC marks
-		} else {
-			for i := range vals {
-				vals[i] = prev.At(i)
-			}
+		f = d.patch(a, prev)
+	}
+	d.groups[g], d.groupStep[g] = f, a.step
+	return f, true
+}
+
+// patch is prev with the values of d.vals at positions d.pos (in
+// order): a Fields patched from prev's base (template.Patch), which keeps
+// the values of the positions patched before and takes the new ones, so
+// that only the positions a batch's bags change are cut for each bag;
+// a copy of them all when most are.
+func (d *planned) patch(a *activation, prev template.Fields) template.Fields {
+	n := prev.Len()
+	base := prev.Base()
+	var mask uint64
+	if n <= 64 {
+		mask = prev.Patched()
+		for _, i := range d.pos {
+			mask |= 1 << i
+		}
+	}
+	defer clear(d.vals)
+	switch k := bits.OnesCount64(mask); {
+	case n > 64 || k > n/2 || k == 0:
+		vals := a.values(n)
+		for i := range vals {
+			vals[i] = prev.At(i)
 		}
 		for j, i := range d.pos {
 			vals[i] = d.vals[j]
 		}
-		clear(d.vals)
-		f = template.MakeFields(prev.Layout(), vals)
-		d.groupVals[g] = vals
+		return template.MakeFields(prev.Layout(), vals)
+	default:
+		over := a.values(k)
+		j := 0
+		for m, o := mask, 0; m != 0; m, o = m&(m-1), o+1 {
+			i := int32(bits.TrailingZeros64(m))
+			for j < len(d.pos) && d.pos[j] < i {
+				j++
+			}
+			if j < len(d.pos) && d.pos[j] == i {
+				over[o] = d.vals[j]
+			} else {
+				over[o] = prev.At(int(i))
+			}
+		}
+		return template.Patch(base, mask, over)
 	}
-	d.groups[g], d.groupStep[g] = f, a.step
-	return f, true
 }
 
 // span is tracespan in for the bag: a copy of prev with the fields and

@@ -29,7 +29,10 @@ import (
 // are, not copied for every request.
 type Fields struct {
 	layout *Layout
-	vals   []any
+	// vals points at the first of layout.Len() values (nil: none): a
+	// Fields is four words, not six, as the instances that hold one are
+	// made for every request.
+	vals *any
 	// patched has bit i set when the value at position i is not vals[i]
 	// but the k-th of the values from over, k being the number of set
 	// bits below i (Patch). Positions from 64 on are never patched.
@@ -84,7 +87,15 @@ func MakeFields(l *Layout, vals []any) Fields {
 	if l.Len() != len(vals) {
 		panic(fmt.Sprintf("template: %d values for a layout of %d names", len(vals), l.Len()))
 	}
-	return Fields{layout: l, vals: vals}
+	return fieldsOf(l, vals)
+}
+
+// fieldsOf is the Fields of layout l and values vals, of its length.
+func fieldsOf(l *Layout, vals []any) Fields {
+	if len(vals) == 0 {
+		return Fields{layout: l}
+	}
+	return Fields{layout: l, vals: &vals[0]}
 }
 
 // FieldsOf returns the Fields holding m's entries (with a Layout of their
@@ -99,7 +110,7 @@ func FieldsOf(m map[string]any) Fields {
 	for i, k := range names {
 		vals[i] = m[k]
 	}
-	return Fields{layout: &Layout{names: names}, vals: vals}
+	return fieldsOf(&Layout{names: names}, vals)
 }
 
 // FieldsIn returns the Fields of layout l with m's values (nil for a name
@@ -117,7 +128,7 @@ func FieldsIn(l *Layout, m map[string]any) Fields {
 	if n != len(m) {
 		panic("template: FieldsIn: the map has names the layout lacks")
 	}
-	return Fields{layout: l, vals: vals}
+	return fieldsOf(l, vals)
 }
 
 // Patch returns the Fields of base's layout whose values are base's but
@@ -152,7 +163,10 @@ func (f Fields) Base() Fields { return Fields{layout: f.layout, vals: f.vals} }
 func (f Fields) Patched() uint64 { return f.patched }
 
 // Len is how many fields f has.
-func (f Fields) Len() int { return len(f.vals) }
+func (f Fields) Len() int { return f.layout.Len() }
+
+// values is f's values but the patched ones, by position.
+func (f Fields) values() []any { return unsafe.Slice(f.vals, f.layout.Len()) }
 
 // Layout is f's names; nil when f is empty.
 func (f Fields) Layout() *Layout { return f.layout }
@@ -162,12 +176,13 @@ func (f Fields) Name(i int) string { return f.layout.names[i] }
 
 // At is the i-th field's value.
 func (f Fields) At(i int) any {
+	vals := f.values()
 	if b := uint64(1) << uint(i); f.patched&b != 0 { // 0 from position 64 on
-		_ = f.vals[i]
+		_ = vals[i]
 		k := bits.OnesCount64(f.patched & (b - 1))
-		return *(*any)(unsafe.Add(unsafe.Pointer(f.over), uintptr(k)*unsafe.Sizeof(f.vals[0])))
+		return *(*any)(unsafe.Add(unsafe.Pointer(f.over), uintptr(k)*unsafe.Sizeof(vals[0])))
 	}
-	return f.vals[i]
+	return vals[i]
 }
 
 // Get is the value of the field named name.
@@ -181,7 +196,7 @@ func (f Fields) Get(name string) (any, bool) {
 // All yields the fields in order of their names.
 func (f Fields) All() iter.Seq2[string, any] {
 	return func(yield func(string, any) bool) {
-		for i := range f.vals {
+		for i := range f.Len() {
 			if !yield(f.layout.names[i], f.At(i)) {
 				return
 			}
@@ -191,11 +206,12 @@ func (f Fields) All() iter.Seq2[string, any] {
 
 // Map returns the fields as a new map (nil when f is empty).
 func (f Fields) Map() map[string]any {
-	if len(f.vals) == 0 {
+	n := f.Len()
+	if n == 0 {
 		return nil
 	}
-	m := make(map[string]any, len(f.vals))
-	for i := range f.vals {
+	m := make(map[string]any, n)
+	for i := range n {
 		m[f.layout.names[i]] = f.At(i)
 	}
 	return m
@@ -205,9 +221,7 @@ func (f Fields) Map() map[string]any {
 // same values, shared (not merely equal). Adapters use it to reuse what
 // they made from the previous instance's fields.
 func (f Fields) Same(g Fields) bool {
-	return f.layout == g.layout && len(f.vals) == len(g.vals) &&
-		(len(f.vals) == 0 || &f.vals[0] == &g.vals[0]) &&
-		f.patched == g.patched && f.over == g.over
+	return f.layout == g.layout && f.vals == g.vals && f.patched == g.patched && f.over == g.over
 }
 
 // SameValue reports whether x and y are the same scalar value, bit for

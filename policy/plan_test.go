@@ -1,6 +1,7 @@
 package policy
 
 import (
+	"fmt"
 	"reflect"
 	"testing"
 	"time"
@@ -161,5 +162,59 @@ spec:
 	// with the few that differ patched (template.Patch).
 	if patched == 0 {
 		t.Error("no log entry's variables patched")
+	}
+}
+
+// TestPlannedPatch: a map field brought up to date is patched from the
+// previous one's base, keeping the values patched before, and copied flat
+// when most of its values are patched or it has more than 64.
+func TestPlannedPatch(t *testing.T) {
+	fields := func(n int) template.Fields {
+		names := make([]string, n)
+		vals := make([]any, n)
+		for i := range names {
+			names[i], vals[i] = fmt.Sprintf("f%02d", i), int64(i)
+		}
+		l, err := template.NewLayout(names...)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return template.MakeFields(l, vals)
+	}
+	a := &activation{}
+	d := &planned{}
+	bring := func(prev template.Fields, vals map[int32]any) template.Fields {
+		d.pos, d.vals = d.pos[:0], d.vals[:0]
+		for i := range int32(prev.Len()) {
+			if v, ok := vals[i]; ok {
+				d.pos, d.vals = append(d.pos, i), append(d.vals, v)
+			}
+		}
+		f := d.patch(a, prev)
+		if f.Len() != prev.Len() || f.Layout() != prev.Layout() {
+			t.Fatalf("patch of %d fields has %d", prev.Len(), f.Len())
+		}
+		for i := range f.Len() {
+			want := prev.At(i)
+			if v, ok := vals[int32(i)]; ok {
+				want = v
+			}
+			if f.At(i) != want {
+				t.Errorf("field %d = %v, want %v", i, f.At(i), want)
+			}
+		}
+		return f
+	}
+	base := fields(10)
+	f1 := bring(base, map[int32]any{2: "two"})
+	f2 := bring(f1, map[int32]any{5: "five"})
+	if f1.Patched() != 1<<2 || f2.Patched() != 1<<2|1<<5 || !f2.Base().Same(base) {
+		t.Errorf("patched %b then %b, base kept %v", f1.Patched(), f2.Patched(), f2.Base().Same(base))
+	}
+	if f3 := bring(f2, map[int32]any{0: "a", 1: "b", 3: "c", 4: "d"}); f3.Patched() != 0 || f3.Base().Same(base) {
+		t.Errorf("most patched: patched %b, base kept %v; want a flat copy", f3.Patched(), f3.Base().Same(base))
+	}
+	if wide := bring(fields(70), map[int32]any{1: "x", 66: "y"}); wide.Patched() != 0 {
+		t.Errorf("70 fields patched %b, want a flat copy", wide.Patched())
 	}
 }

@@ -33,8 +33,8 @@ type Fields struct {
 	// Fields is four words, not six, as the instances that hold one are
 	// made for every request.
 	vals *any
-	// patched has bit i set when the value at position i is not vals[i]
-	// but the k-th of the values from over, k being the number of set
+	// patched has bit i set when the value at position i is not the
+	// i-th from vals but the k-th of the values from over, k being the number of set
 	// bits below i (Patch). Positions from 64 on are never patched.
 	patched uint64
 	over    *any
@@ -159,7 +159,10 @@ func Patch(base Fields, patched uint64, over []any) Fields {
 func (f Fields) Base() Fields { return Fields{layout: f.layout, vals: f.vals} }
 
 // Patched has bit i set when f's value at position i is not its base's
-// (Patch): 0 when f is not patched.
+// (Patch): 0 when f is not patched. Two Fields of one base
+// (f.Base().Same(g.Base())) have the same values but at the positions
+// patched in either (f.Patched() | g.Patched()): an adapter that writes
+// what changed from the previous instance need look at no other.
 func (f Fields) Patched() uint64 { return f.patched }
 
 // Len is how many fields f has.

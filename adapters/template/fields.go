@@ -34,8 +34,9 @@ type Fields struct {
 	// made for every request.
 	vals *any
 	// patched has bit i set when the value at position i is not the
-	// i-th from vals but the k-th of the values from over, k being the number of set
-	// bits below i (Patch). Positions from 64 on are never patched.
+	// i-th from vals but the k-th of the values from over, k being the
+	// number of set bits below i (Patch). Positions from 64 on are never
+	// patched.
 	patched uint64
 	over    *any
 }

@@ -91,6 +91,8 @@ func TestFields(t *testing.T) {
 	for range zero.All() {
 		t.Error("zero Fields yields a field")
 	}
+	mustPanic(t, "At of the zero Fields", func() { zero.At(0) })
+	mustPanic(t, "At past the fields", func() { f.At(2) })
 }
 
 // TestPatch: patched Fields read as their base but at the patched

@@ -181,7 +181,7 @@ func (f Fields) Name(i int) string { return f.layout.names[i] }
 // At is the i-th field's value.
 func (f Fields) At(i int) any {
 	vals := unsafe.Slice(f.vals, len(f.layout.names)) // a nil layout panics too
-	if b := uint64(1) << uint(i); f.patched&b != 0 { // 0 from position 64 on
+	if b := uint64(1) << uint(i); f.patched&b != 0 {  // 0 from position 64 on
 		_ = vals[i]
 		k := bits.OnesCount64(f.patched & (b - 1))
 		return *(*any)(unsafe.Add(unsafe.Pointer(f.over), uintptr(k)*unsafe.Sizeof(vals[0])))

@@ -169,9 +169,6 @@ func (f Fields) Patched() uint64 { return f.patched }
 // Len is how many fields f has.
 func (f Fields) Len() int { return f.layout.Len() }
 
-// values is f's values but the patched ones, by position.
-func (f Fields) values() []any { return unsafe.Slice(f.vals, f.layout.Len()) }
-
 // Layout is f's names; nil when f is empty.
 func (f Fields) Layout() *Layout { return f.layout }
 

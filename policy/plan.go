@@ -47,6 +47,13 @@ type deltaPlan struct {
 	reads []planRead
 	lits  []planLit
 	names []string
+	// memoBySlot lists, by attribute slot, the programs reading it that
+	// the plan may evaluate through the activation's memo (rule matches,
+	// a log entry's severity and timestamp, the uses that are not plain
+	// reads): a Sequence forgets their memo entries before the plan runs,
+	// and those of the other programs only before a bag is evaluated
+	// anew (Sequence.flush), as the plan reads them straight from the bag.
+	memoBySlot [][]int
 }
 
 // planRead is a program as the plan reads it: a plain read (fastExpr.raw
@@ -326,6 +333,12 @@ func (s *Snapshot) makeDeltaPlan(v Variety) *deltaPlan {
 			reads[bit] = prg
 		}
 	}
+	memo := map[int]bool{} // by program id: evaluated through the memo
+	evaluated := func(prg *program) {
+		if prg != nil {
+			memo[prg.id] = true
+		}
+	}
 	group := func(progs []namedProgram, scalar bool) int32 {
 		if len(progs) == 0 {
 			return -1
@@ -353,6 +366,8 @@ func (s *Snapshot) makeDeltaPlan(v Variety) *deltaPlan {
 		case template.LogEntryName:
 			ip.n = 2
 			use(in.severity, ip.base+logSeverityBit)
+			evaluated(in.severity)
+			evaluated(in.timestamp)
 			if in.timestamp != nil {
 				use(in.timestamp, ip.base+logTimestampBit)
 			} else {
@@ -391,6 +406,7 @@ func (s *Snapshot) makeDeltaPlan(v Variety) *deltaPlan {
 		if len(r.byVariety[v]) > 0 && r.match != nil {
 			p.matchBit[ri] = next
 			use(r.match, next)
+			evaluated(r.match)
 			next++
 		}
 	}
@@ -402,6 +418,9 @@ func (s *Snapshot) makeDeltaPlan(v Variety) *deltaPlan {
 	for bit := range p.reads {
 		if prg := reads[int32(bit)]; prg != nil {
 			p.reads[bit] = p.readOf(prg)
+			if p.reads[bit].leaves == nil && p.reads[bit].opts == nil {
+				evaluated(prg)
+			}
 		}
 	}
 	p.compact()
@@ -412,7 +431,13 @@ func (s *Snapshot) makeDeltaPlan(v Variety) *deltaPlan {
 		}
 	}
 	p.bySlot = make([][]int32, len(s.readers))
+	p.memoBySlot = make([][]int, len(s.readers))
 	for slot, ids := range s.readers {
+		for _, id := range ids {
+			if memo[id] {
+				p.memoBySlot[slot] = append(p.memoBySlot[slot], id)
+			}
+		}
 		var bs []int32
 		for _, id := range ids {
 			bs = append(bs, progBits[id]...)
@@ -505,9 +530,6 @@ type planned struct {
 	curStep   []uint64
 	groups    []template.Fields
 	groupStep []uint64
-	// groupVals are, by group, the values of the last map field the plan
-	// built, which a copy starts from when it is the previous one.
-	groupVals [][]any
 	// pos and vals are scratch: the changed entries of a map field or
 	// span's tags.
 	pos  []int32
@@ -525,7 +547,7 @@ type planned struct {
 func newPlanned(p *deltaPlan, instances int, metrics []*template.Metric) *planned {
 	return &planned{p: p, metrics: metrics, dirty: make(bitSet, (p.bits+63)/64), cur: make([]template.Instance, instances),
 		curStep: make([]uint64, instances), groups: make([]template.Fields, len(p.groups)),
-		groupStep: make([]uint64, len(p.groups)), groupVals: make([][]any, len(p.groups))}
+		groupStep: make([]uint64, len(p.groups))}
 }
 
 // changed marks the uses of the programs that read slot, and reads the
@@ -709,6 +731,7 @@ func (d *planned) native(a *activation, bit int32) (any, bool) {
 		} else if v != nil {
 			return a.slotNative(int(slot), v), true
 		}
+		return nil, false // the program's memo may be stale: see memoBySlot
 	} else if r.opts != nil {
 		if v, slot, ok := d.p.str(a, r); ok {
 			if slot >= 0 {
@@ -716,6 +739,7 @@ func (d *planned) native(a *activation, bit int32) (any, bool) {
 			}
 			return a.box(&v), true
 		}
+		return nil, false
 	} else if r.prg.fast != nil {
 		a.rawSlot = -1
 		if v, ok := r.prg.fast.raw(a); ok {
@@ -768,23 +792,54 @@ func (d *planned) fields(a *activation, g int32, prev template.Fields) (template
 	}
 	f := prev
 	if len(d.pos) > 0 {
-		vals := a.values(int(n))
-		if last := d.groupVals[g]; len(last) == len(vals) && prev.Same(template.MakeFields(prev.Layout(), last)) {
-			copy(vals, last) // one barrier for all while the GC marks
-		} else {
-			for i := range vals {
-				vals[i] = prev.At(i)
-			}
+		f = d.patch(a, prev)
+	}
+	d.groups[g], d.groupStep[g] = f, a.step
+	return f, true
+}
+
+// patch is prev with the values of d.vals at positions d.pos (in
+// order): a Fields patched from prev's base (template.Patch), which keeps
+// the values of the positions patched before and takes the new ones, so
+// that only the positions a batch's bags change are cut for each bag;
+// a copy of them all when most are.
+func (d *planned) patch(a *activation, prev template.Fields) template.Fields {
+	n := prev.Len()
+	base := prev.Base()
+	var mask uint64
+	if n <= 64 {
+		mask = prev.Patched()
+		for _, i := range d.pos {
+			mask |= 1 << i
+		}
+	}
+	defer clear(d.vals)
+	switch k := bits.OnesCount64(mask); {
+	case n > 64 || k > n/2 || k == 0:
+		vals := a.values(n)
+		for i := range vals {
+			vals[i] = prev.At(i)
 		}
 		for j, i := range d.pos {
 			vals[i] = d.vals[j]
 		}
-		clear(d.vals)
-		f = template.MakeFields(prev.Layout(), vals)
-		d.groupVals[g] = vals
+		return template.MakeFields(prev.Layout(), vals)
+	default:
+		over := a.values(k)
+		j := 0
+		for m, o := mask, 0; m != 0; m, o = m&(m-1), o+1 {
+			i := int32(bits.TrailingZeros64(m))
+			for j < len(d.pos) && d.pos[j] < i {
+				j++
+			}
+			if j < len(d.pos) && d.pos[j] == i {
+				over[o] = d.vals[j]
+			} else {
+				over[o] = prev.At(int(i))
+			}
+		}
+		return template.Patch(base, mask, over)
 	}
-	d.groups[g], d.groupStep[g] = f, a.step
-	return f, true
 }
 
 // span is tracespan in for the bag: a copy of prev with the fields and
@@ -829,14 +884,18 @@ func (d *planned) span(a *activation, in *instance, ip instPlan, prev *template.
 func (d *planned) spanField(a *activation, out *template.TraceSpan, i int, r *planRead) bool {
 	var v *attribute.Value
 	if r.leaves != nil {
-		v, _, _ = d.p.read(a, r)
-	}
-	if v == nil && r.opts != nil {
-		if raw, _, ok := d.p.str(a, r); ok {
-			v = &raw
+		if v, _, _ = d.p.read(a, r); v == nil {
+			return false // the program's memo may be stale: see memoBySlot
 		}
 	}
-	if v == nil && r.leaves == nil && r.opts == nil && r.prg.fast != nil {
+	if v == nil && r.opts != nil {
+		raw, _, ok := d.p.str(a, r)
+		if !ok {
+			return false
+		}
+		v = &raw
+	}
+	if v == nil && r.prg.fast != nil {
 		if raw, ok := r.prg.fast.raw(a); ok {
 			v = &raw
 		}

@@ -1,10 +1,12 @@
 package policy
 
 import (
+	"fmt"
 	"reflect"
 	"testing"
 	"time"
 
+	"github.com/sidemix/sidemix/adapters/template"
 	"github.com/sidemix/sidemix/attribute"
 )
 
@@ -44,7 +46,8 @@ spec:
   template: logentry
   params:
     severity: 'default(response.code, 200) >= 500 ? "error" : "info"'
-    variables: {id: request.id, path: request.path, size: 'default(response.size, 0)'}
+    variables: {id: request.id, path: request.path, size: 'default(response.size, 0)', code: 'default(response.code, 200)',
+      method: 'default(request.method, "GET")', trace: request.trace.id, a: '"x"', b: '"y"'}
 ---
 apiVersion: sidemix.dev/v1
 kind: Instance
@@ -120,6 +123,7 @@ spec:
 		SetBool(attribute.RequestTraceSampled, true).SetInt64(attribute.ResponseCode, 200)
 	q := s.NewSequence(VarietyReport)
 	defer q.Close()
+	patched := 0
 	for i, st := range steps {
 		st.set(b)
 		bag := b.Build()
@@ -143,8 +147,74 @@ spec:
 			}
 		}
 		got.Errors, want.Errors = nil, nil
-		if !reflect.DeepEqual(got, want) {
+		if !reflect.DeepEqual(flatResult(got), flatResult(want)) {
 			t.Errorf("step %d:\n got %+v\nwant %+v", i, got, want)
 		}
+		for _, act := range got.Actions {
+			for _, in := range act.Instances {
+				if l, ok := in.(*template.LogEntry); ok && l.Variables.Patched() != 0 {
+					patched++
+				}
+			}
+		}
+	}
+	// The access log's variables of a request are the previous request's
+	// with the few that differ patched (template.Patch).
+	if patched == 0 {
+		t.Error("no log entry's variables patched")
+	}
+}
+
+// TestPlannedPatch: a map field brought up to date is patched from the
+// previous one's base, keeping the values patched before, and copied flat
+// when most of its values are patched or it has more than 64.
+func TestPlannedPatch(t *testing.T) {
+	fields := func(n int) template.Fields {
+		names := make([]string, n)
+		vals := make([]any, n)
+		for i := range names {
+			names[i], vals[i] = fmt.Sprintf("f%02d", i), int64(i)
+		}
+		l, err := template.NewLayout(names...)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return template.MakeFields(l, vals)
+	}
+	a := &activation{}
+	d := &planned{}
+	bring := func(prev template.Fields, vals map[int32]any) template.Fields {
+		d.pos, d.vals = d.pos[:0], d.vals[:0]
+		for i := range int32(prev.Len()) {
+			if v, ok := vals[i]; ok {
+				d.pos, d.vals = append(d.pos, i), append(d.vals, v)
+			}
+		}
+		f := d.patch(a, prev)
+		if f.Len() != prev.Len() || f.Layout() != prev.Layout() {
+			t.Fatalf("patch of %d fields has %d", prev.Len(), f.Len())
+		}
+		for i := range f.Len() {
+			want := prev.At(i)
+			if v, ok := vals[int32(i)]; ok {
+				want = v
+			}
+			if f.At(i) != want {
+				t.Errorf("field %d = %v, want %v", i, f.At(i), want)
+			}
+		}
+		return f
+	}
+	base := fields(10)
+	f1 := bring(base, map[int32]any{2: "two"})
+	f2 := bring(f1, map[int32]any{5: "five"})
+	if f1.Patched() != 1<<2 || f2.Patched() != 1<<2|1<<5 || !f2.Base().Same(base) {
+		t.Errorf("patched %b then %b, base kept %v", f1.Patched(), f2.Patched(), f2.Base().Same(base))
+	}
+	if f3 := bring(f2, map[int32]any{0: "a", 1: "b", 3: "c", 4: "d"}); f3.Patched() != 0 || f3.Base().Same(base) {
+		t.Errorf("most patched: patched %b, base kept %v; want a flat copy", f3.Patched(), f3.Base().Same(base))
+	}
+	if wide := bring(fields(70), map[int32]any{1: "x", 66: "y"}); wide.Patched() != 0 {
+		t.Errorf("70 fields patched %b, want a flat copy", wide.Patched())
 	}
 }

@@ -43,6 +43,12 @@ type Sequence struct {
 	// d brings the previous bag's result up to date for a bag that
 	// changed a few attributes (deltaPlan).
 	d *planned
+	// pending are the slots changed since the last bag evaluated anew
+	// whose programs' memo entries are still to be forgotten (flush), by
+	// slot in pendingSet: while the plan brings bags up to date, it reads
+	// them from the bag and the memo is left as it was.
+	pending    []int
+	pendingSet bitSet
 }
 
 // NewSequence starts a sequence of evaluations of variety v.
@@ -75,6 +81,7 @@ func (q *Sequence) Evaluate(bag *attribute.Bag, changed []string) Result {
 	case !q.kept || a.used > maxSequenceMaps:
 		a.reset()
 		clear(q.metrics)
+		q.dropPending()
 		a.step += 2
 	default:
 		a.forgotten = a.forgotten[:0]
@@ -93,6 +100,7 @@ func (q *Sequence) Evaluate(bag *attribute.Bag, changed []string) Result {
 				return res
 			}
 		}
+		q.flush()
 		a.delta = true
 	}
 	if q.metrics == nil {
@@ -132,9 +140,14 @@ func (q *Sequence) Evaluate(bag *attribute.Bag, changed []string) Result {
 }
 
 // forget drops the values of the changed attributes and of the programs
-// that read them.
+// that read them; when the plan is to bring the bag up to date, only of
+// the programs it evaluates through the memo, the others' pending.
 func (q *Sequence) forget(changed []string) {
 	a := q.a
+	lazy := q.d != nil && q.d.ok
+	if !lazy {
+		q.flush()
+	}
 	for i, name := range changed {
 		var slot int
 		if i < len(q.names) && q.names[i] == name {
@@ -160,19 +173,54 @@ func (q *Sequence) forget(changed []string) {
 		if q.d != nil {
 			q.d.changed(a, slot)
 		}
-		for _, id := range q.s.readers[slot] {
-			if id < len(a.memo) {
-				if m := &a.memo[id]; m.stamp != 0 {
-					// Once: a forgotten entry has no stamp.
-					a.forgotten = append(a.forgotten, id)
-					m.forget()
-				}
-			}
-			for _, in := range q.s.metricsOf[id] {
-				q.metrics[in] = nil
-			}
+		if !lazy {
+			q.forgetReaders(q.s.readers[slot])
+			continue
+		}
+		q.forgetReaders(q.d.p.memoBySlot[slot])
+		if len(q.pendingSet) == 0 {
+			q.pendingSet = make(bitSet, (len(q.s.readers)+63)/64)
+		}
+		if !q.pendingSet.has(int32(slot)) {
+			q.pendingSet.set(int32(slot))
+			q.pending = append(q.pending, slot)
 		}
 	}
+}
+
+// forgetReaders forgets the memo entries of programs ids and the metrics
+// they are fields of.
+func (q *Sequence) forgetReaders(ids []int) {
+	a := q.a
+	for _, id := range ids {
+		if id < len(a.memo) {
+			if m := &a.memo[id]; m.stamp != 0 {
+				// Once: a forgotten entry has no stamp.
+				a.forgotten = append(a.forgotten, id)
+				m.forget()
+			}
+		}
+		for _, in := range q.s.metricsOf[id] {
+			q.metrics[in] = nil
+		}
+	}
+}
+
+// flush forgets the programs of the pending slots, before a bag is
+// evaluated anew.
+func (q *Sequence) flush() {
+	for _, slot := range q.pending {
+		q.forgetReaders(q.s.readers[slot])
+	}
+	q.dropPending()
+}
+
+// dropPending forgets the pending slots (the memo is cleared).
+func (q *Sequence) dropPending() {
+	for _, slot := range q.pending {
+		q.pendingSet[slot>>6] &^= 1 << (slot & 63)
+	}
+	q.pending = q.pending[:0]
 }
 
 // Reset makes the next Evaluate start afresh (a bag was skipped, so the

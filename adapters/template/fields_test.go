@@ -1,9 +1,11 @@
 package template_test
 
 import (
+	"fmt"
 	"maps"
 	"math"
 	"reflect"
+	"slices"
 	"testing"
 	"time"
 
@@ -89,6 +91,77 @@ func TestFields(t *testing.T) {
 	for range zero.All() {
 		t.Error("zero Fields yields a field")
 	}
+	mustPanic(t, "At of the zero Fields", func() { zero.At(0) })
+	mustPanic(t, "At past the fields", func() { f.At(2) })
+}
+
+// TestPatch: patched Fields read as their base but at the patched
+// positions, and are one (Same) only with themselves.
+func TestPatch(t *testing.T) {
+	names := make([]string, 70)
+	for i := range names {
+		names[i] = fmt.Sprintf("f%02d", i)
+	}
+	l, err := template.NewLayout(names...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	vals := make([]any, len(names))
+	for i := range vals {
+		vals[i] = int64(i)
+	}
+	base := template.MakeFields(l, vals)
+	if p := template.Patch(base, 0, nil); !p.Same(base) || p.Patched() != 0 {
+		t.Error("Patch of nothing is not its base")
+	}
+	over := []any{"zero", "one", "sixty-three"}
+	p := template.Patch(base, 1|1<<1|1<<63, over)
+	want := map[int]any{0: "zero", 1: "one", 63: "sixty-three"}
+	for i := range names {
+		w, ok := want[i]
+		if !ok {
+			w = int64(i)
+		}
+		if got := p.At(i); got != w {
+			t.Errorf("At(%d) = %v, want %v", i, got, w)
+		}
+	}
+	if v, ok := p.Get("f63"); !ok || v != "sixty-three" {
+		t.Errorf("Get(f63) = %v, %v", v, ok)
+	}
+	if m := p.Map(); len(m) != len(names) || m["f01"] != "one" || m["f02"] != int64(2) {
+		t.Errorf("Map %v", m)
+	}
+	n := 0
+	for k, v := range p.All() {
+		if v != p.At(n) || k != names[n] {
+			t.Errorf("All yields %s=%v at %d", k, v, n)
+		}
+		n++
+	}
+	if n != len(names) {
+		t.Errorf("All yields %d fields", n)
+	}
+	if !p.Base().Same(base) || p.Patched() != 1|1<<1|1<<63 || p.Len() != len(names) || p.Layout() != l {
+		t.Error("Base, Patched, Len or Layout of patched Fields")
+	}
+	if p.Same(base) || base.Same(p) || !p.Same(p) || p.Same(template.Patch(base, 1|1<<1|1<<63, slices.Clone(over))) {
+		t.Error("Same: patched Fields taken for others")
+	}
+	mustPanic(t, "Patch of patched Fields", func() { template.Patch(p, 1, []any{"x"}) })
+	mustPanic(t, "Patch with too few values", func() { template.Patch(base, 3, []any{"x"}) })
+	short := template.MakeFields(mustLayout(t, "a", "b"), []any{1, 2})
+	mustPanic(t, "Patch past the fields", func() { template.Patch(short, 1<<2, []any{"x"}) })
+	mustPanic(t, "At past the fields", func() { template.Patch(short, 1<<1, []any{"x"}).At(2) })
+}
+
+func mustLayout(t *testing.T, names ...string) *template.Layout {
+	t.Helper()
+	l, err := template.NewLayout(names...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return l
 }
 
 func mustPanic(t *testing.T, what string, f func()) {

@@ -20,9 +20,8 @@ import (
 // to the garbage collector instead (kafka-go's connection may still read
 // the record while it gives up, see pooledValue.keep).
 //
-// The lines are the handler's own: it does not share them with the other
-// handlers that write the same entries (template.LogEntry's cached line),
-// which may keep them for as long as they like.
+// The lines are the handler's own: other handlers that write the same
+// entries (examples/default's accesslog) encode their own.
 
 // lineSlab is an array of lines; a record whose value is in it has it as
 // its WriterData.

@@ -17,7 +17,6 @@ import (
 	"fmt"
 	"net/netip"
 	"strconv"
-	"sync/atomic"
 	"time"
 )
 
@@ -71,31 +70,7 @@ type LogEntry struct {
 	Variables Fields
 	Severity  string
 	Timestamp time.Time
-
-	// line is the entry's JSON line, kept by the first handler that
-	// encodes it (adapters/internal/jsonline): handlers that write the
-	// same instance, as examples/default's accesslog and kafka handlers
-	// do, each from its own goroutine, encode it once.
-	// An atomic.Value, not an atomic.Pointer: entries may be copied
-	// (before they are shared). It holds a *[]byte, which it stores
-	// without allocating (a []byte would be boxed anew).
-	line atomic.Value // *[]byte
 }
-
-// CachedLine is the JSON line SetCachedLine kept, or nil. It is for
-// adapters/internal/jsonline, which alone knows what the line holds; the
-// slice must not be modified.
-func (e *LogEntry) CachedLine() []byte {
-	if line, _ := e.line.Load().(*[]byte); line != nil {
-		return *line
-	}
-	return nil
-}
-
-// SetCachedLine keeps *line for CachedLine. The entry must not change
-// afterwards (instances never do once built), and neither line nor the
-// slice it points at may be modified.
-func (e *LogEntry) SetCachedLine(line *[]byte) { e.line.Store(line) }
 
 // Authorization asks whether a subject may perform an action.
 type Authorization struct {

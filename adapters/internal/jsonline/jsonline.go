@@ -181,11 +181,15 @@ func (enc *Encoder) appendChanged(b []byte, e *template.LogEntry, sev string, ts
 	plan := enc.plan
 	ends := enc.ends[:len(plan)]
 	lastEnds := last.ends[:len(plan)]
+	// Variables patched from one base differ at most where either is
+	// patched (template.Fields.Patched): the others need no comparing.
+	shared := e.Variables.Base().Same(last.vars.Base())
+	maybe := e.Variables.Patched() | last.vars.Patched() // positions under 64: the plan has at most 64 steps
 	var changed uint64
 	for i := range plan {
 		switch f := plan[i].field; {
 		case f >= 0:
-			if !allVars {
+			if !allVars && (!shared || maybe&(1<<uint(f)) != 0) {
 				x, y := e.Variables.At(f), last.vars.At(f)
 				if !sameBox(x, y) && !template.SameValue(x, y) {
 					changed |= 1 << i

@@ -399,19 +399,33 @@ func TestAppendLineCopiesUnchanged(t *testing.T) {
 		vals[j] = choices[j][0]
 	}
 	fa := template.MakeFields(la, slices.Clone(vals))
+	base := fa // the Fields the patched ones are patched from
 	ts := now
 	for i := range 5000 {
 		var e *template.LogEntry
 		if i%50 == 49 {
 			e = &template.LogEntry{Name: "other", Timestamp: ts, Variables: template.FieldsIn(lb, map[string]any{"a": i, "time": "x", "z": "y"})}
 		} else {
-			if rng.IntN(4) != 0 { // else the same Fields as before
+			switch rng.IntN(4) {
+			case 0: // the same Fields as before
+			case 1: // base's values but at a few positions (template.Patch)
+				var patched uint64
+				var over []any
+				for j := range la.Len() {
+					if rng.IntN(4) == 0 {
+						patched |= 1 << j
+						over = append(over, choices[j][rng.IntN(len(choices[j]))])
+					}
+				}
+				fa = template.Patch(base, patched, over)
+			default:
 				for j := range vals {
 					if rng.IntN(3) == 0 {
 						vals[j] = choices[j][rng.IntN(len(choices[j]))]
 					}
 				}
 				fa = template.MakeFields(la, slices.Clone(vals))
+				base = fa
 			}
 			if rng.IntN(3) == 0 {
 				ts = times[rng.IntN(len(times))]

@@ -104,13 +104,7 @@ func TestReportBodyCopiesWords(t *testing.T) {
 // (unmarshalling, copying and checking words, checking and decoding the
 // bags, giving the request back to the pool); per bag.
 func BenchmarkReportNoRules(b *testing.B) {
-	srv, err := New(Config{ConfigPaths: []string{b.TempDir()}, Adapters: testRegistry(b),
-		Logger: slog.New(slog.DiscardHandler)})
-	if err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(func() { srv.Shutdown(context.Background()) })
-	g := &service{s: srv}
+	g := noRulesService(b)
 	const batch = 1000
 	var bodies [][]byte
 	for w := range 2 {
@@ -233,13 +227,7 @@ func TestReportRefusesMalformedBatch(t *testing.T) {
 		m.ResetVT()
 	}
 
-	srv, err := New(Config{ConfigPaths: []string{t.TempDir()}, Adapters: testRegistry(t),
-		Logger: slog.New(slog.DiscardHandler)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { srv.Shutdown(context.Background()) })
-	g := &service{s: srv}
+	g := noRulesService(t)
 	for _, name := range []string{"word out of range", "newer dictionary"} {
 		body := seeds[name]
 		_, err := g.reportHandler(nil, context.Background(), func(m any) error { return m.(vtcodec.Message).UnmarshalVT(body) }, nil)
@@ -247,7 +235,7 @@ func TestReportRefusesMalformedBatch(t *testing.T) {
 			t.Errorf("%s: %v, want InvalidArgument", name, err)
 		}
 	}
-	if n := metric(t, srv.Registry(), "sidemix_mixer_report_bags_total"); n != 0 {
+	if n := metric(t, g.s.Registry(), "sidemix_mixer_report_bags_total"); n != 0 {
 		t.Errorf("%v bags of refused batches counted as received", n)
 	}
 }
@@ -266,4 +254,17 @@ func FuzzReportBody(f *testing.F) {
 		defer m.ReturnToVTPool()
 		checkReportBody(t, d, m, raw)
 	})
+}
+
+// noRulesService is the gRPC service of a mixer whose config has no rules,
+// shut down when tb ends.
+func noRulesService(tb testing.TB) *service {
+	tb.Helper()
+	srv, err := New(Config{ConfigPaths: []string{tb.TempDir()}, Adapters: testRegistry(tb),
+		Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { srv.Shutdown(context.Background()) })
+	return &service{s: srv}
 }
